@@ -1,0 +1,87 @@
+//! `hello`: an HTTP-mode example function. It listens on `$PORT` (127.0.0.1), and
+//! answers every request with a greeting for the name in the body, e.g. `Hello, Ada!`.
+//! It uses only the standard library and keeps connections alive, so the gateway can
+//! reuse them.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// The largest request body this function reads.
+const MAX_BODY: usize = 1024 * 1024;
+
+fn main() {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
+    let listener = match TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or(8080))) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("hello: cannot listen on port {port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    eprintln!("hello: listening on 127.0.0.1:{port}");
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || {
+            if let Err(e) = serve(stream) {
+                eprintln!("hello: connection error: {e}");
+            }
+        });
+    }
+}
+
+/// Serves requests on one connection until the peer closes it.
+fn serve(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut content_length = 0usize;
+        let mut close = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+                if name == "content-length" {
+                    content_length = value.parse().unwrap_or(0);
+                } else if name == "connection" && value.eq_ignore_ascii_case("close") {
+                    close = true;
+                }
+            }
+        }
+        if content_length > MAX_BODY {
+            respond(&mut writer, "413 Payload Too Large", "body too large\n")?;
+            return Ok(());
+        }
+        let mut body = vec![0u8; content_length];
+        reader.read_exact(&mut body)?;
+        let name = String::from_utf8_lossy(&body);
+        let name = name.trim();
+        let greeting = if name.is_empty() {
+            "Hello, world!\n".to_owned()
+        } else {
+            format!("Hello, {name}!\n")
+        };
+        respond(&mut writer, "200 OK", &greeting)?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn respond(writer: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    writer.write_all(response.as_bytes())
+}

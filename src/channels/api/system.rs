@@ -1,0 +1,429 @@
+//! `/system/*` handlers: management requests come in; registry, store and log
+//! operations go out as OpenFaaS-shaped JSON.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use http::{header, HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::auth::scope;
+use crate::error::ApiError;
+use crate::function::{parse_duration, FunctionDeployment, FunctionName, FunctionStatus};
+use crate::registry::DeployMode;
+use crate::server::{AppState, RawBody};
+
+pub async fn healthz() -> &'static str {
+    "OK"
+}
+
+pub async fn info(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    let version = serde_json::json!({ "release": env!("CARGO_PKG_VERSION"), "sha": option_env!("HARK_GIT_SHA").unwrap_or("unknown") });
+    Ok(Json(serde_json::json!({
+        "provider": {
+            "provider": "hark",
+            "orchestration": state.registry.provider.name(),
+            "version": version,
+        },
+        "version": version,
+        "arch": std::env::consts::ARCH,
+    })))
+}
+
+pub async fn list_functions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<FunctionStatus>>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    Ok(Json(state.registry.list().await?))
+}
+
+pub async fn get_function(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<FunctionStatus>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    let name: FunctionName = name.parse()?;
+    Ok(Json(state.registry.status(&name).await?))
+}
+
+pub async fn create_function(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    deploy(state, headers, body, DeployMode::Create).await
+}
+
+pub async fn update_function(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    deploy(state, headers, body, DeployMode::Update).await
+}
+
+async fn deploy(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: RawBody,
+    mode: DeployMode,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    let spec: FunctionDeployment = body.json()?;
+    state.registry.deploy(spec, mode).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteFunction {
+    function_name: FunctionName,
+}
+
+pub async fn delete_function(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    let request: DeleteFunction = body.json()?;
+    state.registry.remove(&request.function_name).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScaleRequest {
+    #[serde(default)]
+    service_name: Option<String>,
+    replicas: u32,
+}
+
+/// The most replicas one function may ask for.
+const MAX_REPLICAS: u32 = 64;
+
+pub async fn scale_function(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    let name: FunctionName = name.parse()?;
+    let request: ScaleRequest = body.json()?;
+    if let Some(service) = request.service_name.filter(|s| !s.is_empty()) {
+        if service != name.as_str() {
+            return Err(ApiError::bad_request(format!(
+                "serviceName {service:?} does not match the path's {name}"
+            )));
+        }
+    }
+    if request.replicas > MAX_REPLICAS {
+        return Err(ApiError::bad_request(format!(
+            "replicas must be at most {MAX_REPLICAS}"
+        )));
+    }
+    state.registry.scale(&name, request.replicas).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// OpenFaaS's `Secret`: `value` as text or `rawValue` as base64 bytes.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecretRequest {
+    name: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    raw_value: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct SecretName {
+    name: String,
+}
+
+/// Secret names become file names: letters, digits, `.`, `_` and `-`, not starting with `.`.
+fn check_secret_name(name: &str) -> Result<(), ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid secret name {:?}: use letters, digits, '.', '_' and '-', not starting with '.'",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+pub async fn list_secrets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SecretName>>, ApiError> {
+    state.auth.check(&headers, scope::SECRETS_READ)?;
+    let names = state.registry.store.secret_names().await?;
+    Ok(Json(
+        names.into_iter().map(|name| SecretName { name }).collect(),
+    ))
+}
+
+pub async fn create_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    put_secret(state, headers, body, true).await
+}
+
+pub async fn update_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    put_secret(state, headers, body, false).await
+}
+
+async fn put_secret(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: RawBody,
+    create: bool,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::SECRETS_WRITE)?;
+    let request: SecretRequest = body.json()?;
+    check_secret_name(&request.name)?;
+    let value = match (request.value, request.raw_value) {
+        (Some(v), None) => v.into_bytes(),
+        (None, Some(raw)) => base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .map_err(|_| ApiError::bad_request("rawValue is not valid base64"))?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of value and rawValue",
+            ))
+        }
+    };
+    let store = &state.registry.store;
+    let exists = store.secret(&request.name).await?.is_some();
+    match (create, exists) {
+        (true, true) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "secret {} already exists; use PUT to update it",
+                    request.name
+                ),
+            ))
+        }
+        (false, false) => {
+            return Err(ApiError::not_found(format!(
+                "secret {} not found",
+                request.name
+            )))
+        }
+        _ => {}
+    }
+    store.put_secret(&request.name, value).await?;
+    state.registry.refresh_secret(&request.name).await?;
+    tracing::info!(secret = %request.name, "secret stored");
+    Ok(if create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    })
+}
+
+#[derive(Deserialize)]
+struct DeleteSecret {
+    name: String,
+}
+
+pub async fn delete_secret(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::SECRETS_WRITE)?;
+    let request: DeleteSecret = body.json()?;
+    check_secret_name(&request.name)?;
+    let users = state.registry.users_of_secret(&request.name).await?;
+    if !users.is_empty() {
+        let users: Vec<String> = users.iter().map(ToString::to_string).collect();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "secret {} is used by {}; remove it from them first",
+                request.name,
+                users.join(", ")
+            ),
+        ));
+    }
+    if !state.registry.store.delete_secret(&request.name).await? {
+        return Err(ApiError::not_found(format!(
+            "secret {} not found",
+            request.name
+        )));
+    }
+    tracing::info!(secret = %request.name, "secret removed");
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    name: Option<String>,
+    tail: Option<usize>,
+    follow: Option<bool>,
+    since: Option<String>,
+}
+
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    let name: FunctionName = query
+        .name
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("the name query parameter is required"))?
+        .parse()?;
+    if state.registry.spec(&name).await?.is_none() {
+        return Err(ApiError::not_found(format!("function {name} not found")));
+    }
+    let since: Option<DateTime<Utc>> = match &query.since {
+        None => None,
+        Some(s) => Some(
+            DateTime::parse_from_rfc3339(s)
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        "since must be an RFC 3339 time, e.g. 2026-11-30T09:00:00Z",
+                    )
+                })?
+                .with_timezone(&Utc),
+        ),
+    };
+    let hub = state.registry.provider.logs();
+    let live = query.follow.unwrap_or(false).then(|| hub.subscribe());
+    let history = hub.history(&name, query.tail, since);
+    let to_line = |line: &crate::provider::LogLine| {
+        let mut json = serde_json::to_vec(line).unwrap_or_default();
+        json.push(b'\n');
+        Ok::<_, std::io::Error>(bytes::Bytes::from(json))
+    };
+    let past = futures::stream::iter(history.iter().map(to_line).collect::<Vec<_>>());
+    let body = match live {
+        None => Body::from_stream(past),
+        Some(receiver) => {
+            let wanted = name.to_string();
+            let mut shutdown = state.shutdown.clone();
+            let future = BroadcastStream::new(receiver)
+                .filter_map(move |line| {
+                    let keep = line.ok().filter(|l| l.name == wanted);
+                    async move { keep.map(|l| to_line(&l)) }
+                })
+                .take_until(async move {
+                    let _ = shutdown.wait_for(|stopping| *stopping).await;
+                });
+            Body::from_stream(past.chain(future))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ActivationsQuery {
+    function: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn activations(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<ActivationsQuery>,
+) -> Result<Json<Vec<crate::store::Activation>>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    let function: Option<FunctionName> = query.function.as_deref().map(str::parse).transpose()?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    Ok(Json(
+        state
+            .registry
+            .store
+            .activations(function.as_ref(), limit)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    subject: Option<String>,
+    scopes: Vec<String>,
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    pub token: String,
+    pub scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+pub async fn create_token(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let caller = state.auth.check(&headers, scope::TOKENS_WRITE)?;
+    let request: TokenRequest = body.json()?;
+    if request.scopes.is_empty() {
+        return Err(ApiError::bad_request("give at least one scope"));
+    }
+    if let Some(beyond) = request.scopes.iter().find(|s| !caller.allows(s)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("cannot grant {beyond:?}: the calling token does not hold it"),
+        ));
+    }
+    let ttl: Option<Duration> = match &request.ttl {
+        None => None,
+        Some(t) => Some(parse_duration(t).filter(|d| !d.is_zero()).ok_or_else(|| {
+            ApiError::bad_request(format!("ttl {t:?} is not a duration such as 30m, 12h"))
+        })?),
+    };
+    let subject = request.subject.unwrap_or_else(|| "token".to_owned());
+    let token = state.auth.mint(&subject, &request.scopes, ttl)?;
+    let expires_at = ttl
+        .and_then(|t| chrono::Duration::from_std(t).ok())
+        .map(|t| Utc::now() + t);
+    tracing::info!(subject, scopes = ?request.scopes, "token minted");
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenResponse {
+            token,
+            scopes: request.scopes,
+            expires_at,
+        }),
+    ))
+}

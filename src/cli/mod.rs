@@ -1,0 +1,170 @@
+//! The `hark` command line: one clap [`Command`] enum, one function per subcommand.
+//! `up` runs the gateway; the others talk to a running gateway over HTTP.
+
+mod client;
+mod commands;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use client::Gateway;
+
+/// Default data directory, relative to where `hark` runs.
+pub const DEFAULT_DATA_DIR: &str = ".hark";
+/// Default gateway address for the client commands.
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:8080";
+
+/// Hark: voice commands, chat commands, webhooks and schedules in; small functions run;
+/// spoken or written replies out.
+#[derive(Debug, Parser)]
+#[command(name = "hark", version, about)]
+pub struct Cli {
+    /// Gateway to talk to.
+    #[arg(long, global = true, env = "HARK_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    pub gateway: String,
+    /// API token; defaults to the admin token in the data directory.
+    #[arg(long, global = true, env = "HARK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory (store, keys, secrets, admin token).
+    #[arg(long, global = true, env = "HARK_DATA", default_value = DEFAULT_DATA_DIR)]
+    pub data: PathBuf,
+    /// Output format of the client commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client commands print what they get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the gateway with the embedded defaults (process provider, SQLite store).
+    Up(up::UpArgs),
+    /// Deploy the functions of a stack file (all, or the one named).
+    Deploy {
+        /// Stack file.
+        #[arg(short = 'f', long = "file", default_value = "hark.yml")]
+        file: PathBuf,
+        /// Deploy only this function.
+        name: Option<String>,
+    },
+    /// List deployed functions.
+    #[command(alias = "ls")]
+    List,
+    /// Show one function.
+    Describe { name: String },
+    /// Call a function with the body read from stdin.
+    Invoke {
+        name: String,
+        /// Extra header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Query string, without `?`.
+        #[arg(long)]
+        query: Option<String>,
+        /// HTTP method.
+        #[arg(long, default_value = "POST")]
+        method: String,
+        /// Path below /function/NAME.
+        #[arg(long, default_value = "")]
+        path: String,
+    },
+    /// Remove a function.
+    #[command(alias = "rm")]
+    Remove { name: String },
+    /// Set a function's replica count.
+    Scale { name: String, replicas: u32 },
+    /// Print a function's log lines.
+    Logs {
+        name: String,
+        /// Keep printing new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+        /// Only lines at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Manage secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// List recent invocations.
+    Activations {
+        /// Only this function's.
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret; the value comes from --value, --from-file or stdin.
+    Create(SecretValue),
+    /// Replace a secret's value.
+    Update(SecretValue),
+    /// List secret names.
+    #[command(alias = "ls")]
+    List,
+    /// Remove a secret.
+    #[command(alias = "rm")]
+    Remove { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SecretValue {
+    pub name: String,
+    /// The value (visible in the shell's history; prefer --from-file or stdin).
+    #[arg(long, conflicts_with = "from_file")]
+    pub value: Option<String>,
+    /// Read the value from a file.
+    #[arg(long)]
+    pub from_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token with the given scopes.
+    Create {
+        /// Scope to grant (repeatable): admin, functions:read, functions:write,
+        /// functions:invoke, secrets:read, secrets:write, tokens:write.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 30m, 12h; no expiry when omitted.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Who the token is for.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+/// Runs the parsed command line and returns the process's exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Up(args) => up::run(args, &cli.data).await,
+        command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Dispatch: a verified call for a named function comes in; it runs on the provider
+//! within the function's time limit and its output goes out, with an activation record
+//! and the function's invocation count updated on the way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+
+use crate::error::provider_status;
+use crate::function::FunctionName;
+use crate::provider::{Invocation, Output, Provider, ProviderError};
+use crate::store::{Activation, Store};
+
+/// Runs calls and keeps their records.
+pub struct Dispatcher {
+    provider: Arc<dyn Provider>,
+    store: Store,
+    counts: Mutex<HashMap<FunctionName, u64>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher whose counts start from the activations already stored.
+    pub async fn new(
+        provider: Arc<dyn Provider>,
+        store: Store,
+    ) -> Result<Self, crate::store::StoreError> {
+        let counts = store
+            .activation_counts()
+            .await?
+            .into_iter()
+            .filter_map(|(name, n)| name.parse().ok().map(|name| (name, n)))
+            .collect();
+        Ok(Dispatcher {
+            provider,
+            store,
+            counts: Mutex::new(counts),
+        })
+    }
+
+    /// Runs one call synchronously. `trigger` names what started it (`http`, `alexa`, ...).
+    pub async fn invoke(
+        &self,
+        name: &FunctionName,
+        trigger: &str,
+        call: Invocation,
+    ) -> Result<Output, ProviderError> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let call_id = call.call_id.clone();
+        let result = self.provider.invoke(name, call).await;
+        let duration = clock.elapsed();
+        let (status, error) = match &result {
+            Ok(output) => (output.status.as_u16(), output.error.clone()),
+            Err(ProviderError::NotFound(_)) => return result,
+            Err(e) => (provider_status(e).as_u16(), Some(e.to_string())),
+        };
+        {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            *counts.entry(name.clone()).or_default() += 1;
+        }
+        tracing::info!(
+            call_id,
+            function = %name,
+            trigger,
+            status,
+            duration_ms = duration.as_secs_f64() * 1000.0,
+            "invoked"
+        );
+        self.store.record(Activation {
+            call_id,
+            function: name.to_string(),
+            trigger: trigger.to_owned(),
+            status,
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            started_at,
+            error,
+        });
+        result
+    }
+
+    /// How many times `name` has been called.
+    pub fn invocation_count(&self, name: &FunctionName) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(name).copied().unwrap_or(0)
+    }
+}

@@ -1,0 +1,323 @@
+//! Function names and the OpenFaaS-shaped deployment and status records that every
+//! layer passes around: the API reads them as JSON, the store keeps them, providers run them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Annotation choosing how the process provider runs a function: `fork` or `http`.
+pub const ANNOTATION_MODE: &str = "hark.mode";
+/// Annotation giving the per-call time limit, e.g. `30s`, `500ms`, `2m`.
+pub const ANNOTATION_TIMEOUT: &str = "hark.timeout";
+/// Annotation giving the most calls a function runs at once (429 beyond it).
+pub const ANNOTATION_MAX_INFLIGHT: &str = "hark.max_inflight";
+/// Annotation that, set to `required`, makes `/function/NAME` demand a bearer token.
+pub const ANNOTATION_AUTH: &str = "hark.auth";
+/// Annotation giving the working directory of a process function.
+pub const ANNOTATION_WORKDIR: &str = "hark.workdir";
+
+/// Default time limit of one call when `hark.timeout` is not set.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A function's name, checked against `[a-z0-9][a-z0-9-]{0,62}` so that it is safe
+/// in paths, file names, process arguments and container names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct FunctionName(String);
+
+/// Why a string is not a valid [`FunctionName`].
+#[derive(Debug, thiserror::Error)]
+#[error("invalid function name {0:?}: use 1 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+pub struct InvalidName(pub String);
+
+impl FunctionName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for FunctionName {
+    type Err = InvalidName;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        let valid = !bytes.is_empty()
+            && bytes.len() <= 63
+            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        if valid {
+            Ok(FunctionName(s.to_owned()))
+        } else {
+            Err(InvalidName(s.chars().take(80).collect()))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FunctionName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Resource limits or requests, as OpenFaaS writes them (`"128Mi"`, `"0.5"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+}
+
+/// The body of `POST/PUT /system/functions`: OpenFaaS's `FunctionDeployment`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionDeployment {
+    pub service: FunctionName,
+    /// Container image; optional for the process provider.
+    #[serde(default)]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The command line of the function's process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_process: Option<String>,
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Resources>,
+    #[serde(default)]
+    pub read_only_root_filesystem: bool,
+}
+
+impl Default for FunctionName {
+    fn default() -> Self {
+        FunctionName("function".into())
+    }
+}
+
+/// How the process provider runs a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One process per call: body on stdin, response on stdout.
+    Fork,
+    /// Long-running processes serving HTTP on `$PORT`.
+    Http,
+}
+
+/// A deployment whose annotations did not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("annotation {key}: {message}")]
+pub struct AnnotationError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl FunctionDeployment {
+    /// `hark.mode`, defaulting to fork.
+    pub fn mode(&self) -> Result<Mode, AnnotationError> {
+        match self.annotations.get(ANNOTATION_MODE).map(String::as_str) {
+            None | Some("fork") => Ok(Mode::Fork),
+            Some("http") => Ok(Mode::Http),
+            Some(other) => Err(AnnotationError {
+                key: ANNOTATION_MODE,
+                message: format!("{other:?} is neither \"fork\" nor \"http\""),
+            }),
+        }
+    }
+
+    /// `hark.timeout`, defaulting to [`DEFAULT_TIMEOUT`].
+    pub fn timeout(&self) -> Result<Duration, AnnotationError> {
+        match self.annotations.get(ANNOTATION_TIMEOUT) {
+            None => Ok(DEFAULT_TIMEOUT),
+            Some(v) => parse_duration(v).ok_or_else(|| AnnotationError {
+                key: ANNOTATION_TIMEOUT,
+                message: format!("{v:?} is not a duration such as 500ms, 30s or 2m"),
+            }),
+        }
+    }
+
+    /// `hark.max_inflight`; `None` means unlimited.
+    pub fn max_inflight(&self) -> Result<Option<usize>, AnnotationError> {
+        match self.annotations.get(ANNOTATION_MAX_INFLIGHT) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(0) | Err(_) => Err(AnnotationError {
+                    key: ANNOTATION_MAX_INFLIGHT,
+                    message: format!("{v:?} is not a positive whole number"),
+                }),
+                Ok(n) => Ok(Some(n)),
+            },
+        }
+    }
+
+    /// Whether `/function/NAME` demands a bearer token.
+    pub fn auth_required(&self) -> bool {
+        self.annotations.get(ANNOTATION_AUTH).map(String::as_str) == Some("required")
+    }
+
+    /// Checks every annotation Hark reads, so that a bad one fails the deploy.
+    pub fn validate(&self) -> Result<(), AnnotationError> {
+        self.mode()?;
+        self.timeout()?;
+        self.max_inflight()?;
+        Ok(())
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// Resource use reported by a provider, as OpenFaaS's `FunctionUsage`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub cpu: f64,
+    pub total_memory_bytes: f64,
+}
+
+/// The answer of `GET /system/function/NAME`: OpenFaaS's `FunctionStatus`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionStatus {
+    pub name: FunctionName,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_process: Option<String>,
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Resources>,
+    #[serde(default)]
+    pub read_only_root_filesystem: bool,
+    pub invocation_count: u64,
+    pub replicas: u32,
+    pub available_replicas: u32,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+impl FunctionStatus {
+    /// A status for `spec` with the counts filled in by the caller.
+    pub fn new(spec: &FunctionDeployment, created_at: DateTime<Utc>) -> Self {
+        FunctionStatus {
+            name: spec.service.clone(),
+            image: spec.image.clone(),
+            namespace: spec.namespace.clone(),
+            env_process: spec.env_process.clone(),
+            env_vars: spec.env_vars.clone(),
+            constraints: spec.constraints.clone(),
+            secrets: spec.secrets.clone(),
+            labels: spec.labels.clone(),
+            annotations: spec.annotations.clone(),
+            limits: spec.limits.clone(),
+            requests: spec.requests.clone(),
+            read_only_root_filesystem: spec.read_only_root_filesystem,
+            invocation_count: 0,
+            replicas: 0,
+            available_replicas: 0,
+            created_at,
+            usage: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_one_pattern() {
+        for ok in ["a", "echo", "book-holiday", "0day", &"x".repeat(63)] {
+            assert!(ok.parse::<FunctionName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "Echo",
+            "a_b",
+            "a/b",
+            "..",
+            "a.b",
+            &"x".repeat(64),
+            "é",
+        ] {
+            assert!(bad.parse::<FunctionName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_in_the_usual_units() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn deployment_reads_openfaas_field_names() {
+        let json = r#"{"service":"echo","image":"","envProcess":"cat","envVars":{"A":"1"},
+            "secrets":["s"],"labels":{},"annotations":{"hark.mode":"http"},
+            "limits":{"memory":"128Mi"},"readOnlyRootFilesystem":true}"#;
+        let d: FunctionDeployment = serde_json::from_str(json).unwrap();
+        assert_eq!(d.service.as_str(), "echo");
+        assert_eq!(d.env_process.as_deref(), Some("cat"));
+        assert_eq!(d.mode().unwrap(), Mode::Http);
+        assert!(d.read_only_root_filesystem);
+        assert!(serde_json::from_str::<FunctionDeployment>(r#"{"service":"../x"}"#).is_err());
+    }
+}

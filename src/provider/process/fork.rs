@@ -1,0 +1,196 @@
+//! Fork mode, as the OpenFaaS classic watchdog: one process per call, the request body
+//! on stdin and the request's metadata in `Http_*` variables; stdout is the response.
+
+use std::process::Stdio;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::{signal_group, Launch};
+use crate::provider::{Invocation, LogHub, Output, ProviderError};
+
+/// The largest response a fork-mode function may write to stdout.
+const MAX_STDOUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Runs one call in a new process and waits for it within the function's time limit.
+pub(super) async fn invoke(
+    launch: &Launch,
+    logs: &LogHub,
+    call: Invocation,
+) -> Result<Output, ProviderError> {
+    let mut command = Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .envs(http_env(&call))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &launch.workdir {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn().map_err(|e| ProviderError::Unavailable {
+        name: launch.name.clone(),
+        reason: format!("cannot start {}: {e}", launch.program.display()),
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let instance = format!("{}-{pid}", launch.name);
+
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ProviderError::Internal("child process has no pipes".into()));
+    };
+    let body = call.body.clone();
+    let feed = async move {
+        // A function that does not read its input closes the pipe early: not an error.
+        let _ = stdin.write_all(&body).await;
+        drop(stdin);
+    };
+    let read_stdout = async move {
+        let mut out = Vec::new();
+        let mut limited = stdout.take(MAX_STDOUT_BYTES + 1);
+        let result = limited.read_to_end(&mut out).await;
+        result.map(|_| out)
+    };
+    let run = async {
+        let ((), stdout, stderr_tail, status) = tokio::join!(
+            feed,
+            read_stdout,
+            logs.pump(&launch.name, &instance, stderr),
+            child.wait()
+        );
+        (stdout, stderr_tail, status)
+    };
+
+    let (stdout, stderr_tail, status) = match tokio::time::timeout(launch.timeout, run).await {
+        Ok(done) => done,
+        Err(_) => {
+            signal_group(pid, libc::SIGKILL);
+            logs.push(
+                &launch.name,
+                &instance,
+                format!("killed after the {:?} time limit", launch.timeout),
+            );
+            return Err(ProviderError::Timeout {
+                name: launch.name.clone(),
+                limit: launch.timeout,
+            });
+        }
+    };
+    let status = status.map_err(|e| ProviderError::Internal(format!("waiting for child: {e}")))?;
+    let stdout = stdout.map_err(|e| ProviderError::Internal(format!("reading stdout: {e}")))?;
+    if stdout.len() as u64 > MAX_STDOUT_BYTES {
+        return Err(ProviderError::Unavailable {
+            name: launch.name.clone(),
+            reason: format!("response larger than {MAX_STDOUT_BYTES} bytes"),
+        });
+    }
+
+    let mut headers = HeaderMap::new();
+    if status.success() {
+        headers.insert(header::CONTENT_TYPE, content_type(launch, &call.headers));
+        Ok(Output {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from(stdout),
+            error: None,
+        })
+    } else {
+        let how = match status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".to_owned(),
+        };
+        let error = if stderr_tail.is_empty() {
+            format!("function {} failed: {how}", launch.name)
+        } else {
+            format!("function {} failed: {how}: {stderr_tail}", launch.name)
+        };
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok(Output {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            headers,
+            body: Bytes::from(format!("{error}\n")),
+            error: Some(error),
+        })
+    }
+}
+
+/// `content_type` from the function's environment (the classic watchdog's setting),
+/// else the request's content type, else plain text.
+fn content_type(launch: &Launch, request: &HeaderMap) -> HeaderValue {
+    launch
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "content_type")
+        .and_then(|(_, v)| HeaderValue::from_str(v).ok())
+        .or_else(|| request.get(header::CONTENT_TYPE).cloned())
+        .unwrap_or_else(|| HeaderValue::from_static("text/plain; charset=utf-8"))
+}
+
+/// The request as `Http_*` variables: `Http_Method`, `Http_Path`, `Http_Query`, and one
+/// per header with its name in Title_Case (`Content-Type` → `Http_Content_Type`).
+pub(super) fn http_env(call: &Invocation) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("Http_Method".to_owned(), call.method.to_string()),
+        ("Http_Path".to_owned(), call.path.clone()),
+        (
+            "Http_Query".to_owned(),
+            call.query.clone().unwrap_or_default(),
+        ),
+        ("HARK_CALL_ID".to_owned(), call.call_id.clone()),
+    ];
+    for (name, value) in &call.headers {
+        let Ok(value) = value.to_str() else { continue };
+        let title: Vec<String> = name
+            .as_str()
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                match chars.next() {
+                    Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
+                    None => String::new(),
+                }
+            })
+            .collect();
+        env.push((format!("Http_{}", title.join("_")), value.to_owned()));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn headers_become_title_case_variables() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert("x-call-id", HeaderValue::from_static("abc"));
+        let call = Invocation {
+            call_id: "abc".into(),
+            method: Method::POST,
+            path: "/a/b".into(),
+            query: Some("x=1".into()),
+            headers,
+            body: Bytes::new(),
+        };
+        let env = http_env(&call);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("Http_Method"), Some("POST"));
+        assert_eq!(get("Http_Path"), Some("/a/b"));
+        assert_eq!(get("Http_Query"), Some("x=1"));
+        assert_eq!(get("Http_Content_Type"), Some("text/plain"));
+        assert_eq!(get("Http_X_Call_Id"), Some("abc"));
+    }
+}

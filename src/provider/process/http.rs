@@ -1,0 +1,350 @@
+//! HTTP mode: `replicas` long-running processes, each told its port in `PORT`. A call
+//! comes in; it is proxied over keep-alive connections to a ready replica, round robin,
+//! and the replica's response goes out. Crashed replicas are restarted with backoff;
+//! a call to a function at zero replicas starts one and waits for it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header;
+use tokio::process::Command;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{signal_group, Launch, ENV_PORT};
+use crate::provider::{Invocation, LogHub, Output, ProviderError, Replicas};
+
+/// First wait before restarting a crashed replica; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A replica that ran this long without crashing restarts with the first backoff again.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// How long a stopping replica gets after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// Headers that belong to one connection and are not forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
+/// The replicas of one HTTP-mode function. Cloning shares the same replicas.
+#[derive(Clone)]
+pub(super) struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    launch: Arc<Launch>,
+    logs: Arc<LogHub>,
+    client: reqwest::Client,
+    /// Supervisors of the replicas, one per desired replica.
+    replicas: tokio::sync::Mutex<Vec<Replica>>,
+    desired: AtomicU32,
+    /// Ports of the replicas that answer, by replica slot; watched by waiting calls.
+    ready: watch::Sender<Vec<(usize, u16)>>,
+    next: AtomicUsize,
+    slots: AtomicUsize,
+}
+
+struct Replica {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Pool {
+    pub(super) fn new(launch: Arc<Launch>, logs: Arc<LogHub>) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Pool {
+            inner: Arc::new(PoolInner {
+                launch,
+                logs,
+                client,
+                replicas: tokio::sync::Mutex::new(Vec::new()),
+                desired: AtomicU32::new(0),
+                ready: watch::channel(Vec::new()).0,
+                next: AtomicUsize::new(0),
+                slots: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub(super) fn replicas(&self) -> Replicas {
+        Replicas {
+            desired: self.inner.desired.load(Ordering::Relaxed),
+            available: self.inner.ready.borrow().len() as u32,
+        }
+    }
+
+    /// Starts or stops replicas until `n` run.
+    pub(super) async fn scale(&self, n: u32) {
+        let mut replicas = self.inner.replicas.lock().await;
+        self.inner.desired.store(n, Ordering::Relaxed);
+        while replicas.len() < n as usize {
+            let slot = self.inner.slots.fetch_add(1, Ordering::Relaxed);
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(supervise(self.inner.clone(), slot, stopped));
+            replicas.push(Replica {
+                stop: Some(stop),
+                task,
+            });
+        }
+        let extra: Vec<Replica> = replicas.drain(n as usize..).collect();
+        drop(replicas);
+        stop_all(extra).await;
+    }
+
+    /// Stops every replica.
+    pub(super) async fn stop(&self) {
+        let mut replicas = self.inner.replicas.lock().await;
+        self.inner.desired.store(0, Ordering::Relaxed);
+        let all: Vec<Replica> = replicas.drain(..).collect();
+        drop(replicas);
+        stop_all(all).await;
+    }
+
+    /// Proxies one call to a ready replica, starting one first if none runs.
+    pub(super) async fn invoke(&self, call: Invocation) -> Result<Output, ProviderError> {
+        let launch = &self.inner.launch;
+        let deadline = Instant::now() + launch.timeout;
+        if self.inner.desired.load(Ordering::Relaxed) == 0 {
+            let replicas = self.inner.replicas.lock().await;
+            let empty = replicas.is_empty();
+            drop(replicas);
+            if empty {
+                self.scale(1).await;
+            }
+        }
+        let port = self.ready_port(deadline).await?;
+        let url = match &call.query {
+            Some(q) => format!("http://127.0.0.1:{port}{}?{q}", call.path),
+            None => format!("http://127.0.0.1:{port}{}", call.path),
+        };
+        let mut request = self
+            .inner
+            .client
+            .request(call.method.clone(), url)
+            .body(call.body.clone())
+            .timeout(deadline.saturating_duration_since(Instant::now()));
+        for (name, value) in &call.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                request = request.header(name, value);
+            }
+        }
+        let response = request.send().await.map_err(|e| self.request_error(e))?;
+        let status = response.status();
+        let mut headers = response.headers().clone();
+        for name in HOP_BY_HOP {
+            headers.remove(*name);
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        let body = response.bytes().await.map_err(|e| self.request_error(e))?;
+        let error = status
+            .is_server_error()
+            .then(|| format!("function {} answered {status}", launch.name));
+        Ok(Output {
+            status,
+            headers,
+            body,
+            error,
+        })
+    }
+
+    fn request_error(&self, e: reqwest::Error) -> ProviderError {
+        let name = self.inner.launch.name.clone();
+        if e.is_timeout() {
+            ProviderError::Timeout {
+                name,
+                limit: self.inner.launch.timeout,
+            }
+        } else {
+            ProviderError::Unavailable {
+                name,
+                reason: format!("request to replica failed: {e}"),
+            }
+        }
+    }
+
+    /// Waits until a replica is ready, then picks the next one round robin.
+    async fn ready_port(&self, deadline: Instant) -> Result<u16, ProviderError> {
+        let mut ready = self.inner.ready.subscribe();
+        let wait = ready.wait_for(|ports| !ports.is_empty());
+        let ports = match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(ports)) => ports.clone(),
+            _ => {
+                return Err(ProviderError::Timeout {
+                    name: self.inner.launch.name.clone(),
+                    limit: self.inner.launch.timeout,
+                })
+            }
+        };
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % ports.len();
+        Ok(ports[i].1)
+    }
+}
+
+async fn stop_all(replicas: Vec<Replica>) {
+    for mut replica in replicas {
+        if let Some(stop) = replica.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = replica.task.await;
+    }
+}
+
+/// Keeps one replica running until told to stop: start, wait for its port, serve,
+/// and on a crash start again after a growing pause.
+async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receiver<()>) {
+    let launch = &pool.launch;
+    let instance = format!("{}-{slot}", launch.name);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let port = match free_port() {
+            Ok(port) => port,
+            Err(e) => {
+                pool.logs
+                    .push(&launch.name, &instance, format!("no free port: {e}"));
+                return;
+            }
+        };
+        let started = Instant::now();
+        let mut command = Command::new(&launch.program);
+        command
+            .args(&launch.args)
+            .env_clear()
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .env(ENV_PORT, port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(dir) = &launch.workdir {
+            command.current_dir(dir);
+        }
+        match command.spawn() {
+            Ok(mut child) => {
+                let pid = child.id().unwrap_or(0);
+                for stream in [
+                    child
+                        .stdout
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                    child
+                        .stderr
+                        .take()
+                        .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let (logs, name, instance) =
+                        (pool.logs.clone(), launch.name.clone(), instance.clone());
+                    tokio::spawn(async move {
+                        logs.pump(&name, &instance, stream).await;
+                    });
+                }
+                tracing::info!(function = %launch.name, instance, pid, port, "replica started");
+                let exit = tokio::select! {
+                    _ = &mut stop => None,
+                    status = run_until_exit(&pool, slot, port, &mut child) => Some(status),
+                };
+                pool.ready
+                    .send_modify(|ports| ports.retain(|(s, _)| *s != slot));
+                match exit {
+                    None => {
+                        signal_group(pid, libc::SIGTERM);
+                        if tokio::time::timeout(STOP_GRACE, child.wait())
+                            .await
+                            .is_err()
+                        {
+                            signal_group(pid, libc::SIGKILL);
+                            let _ = child.wait().await;
+                        }
+                        tracing::info!(function = %launch.name, instance, "replica stopped");
+                        return;
+                    }
+                    Some(status) => {
+                        signal_group(pid, libc::SIGKILL);
+                        let message =
+                            format!("replica exited ({status}); restarting in {backoff:?}");
+                        tracing::warn!(function = %launch.name, instance, %status, "replica exited");
+                        pool.logs.push(&launch.name, &instance, message);
+                    }
+                }
+            }
+            Err(e) => {
+                let message = format!(
+                    "cannot start {}: {e}; retrying in {backoff:?}",
+                    launch.program.display()
+                );
+                tracing::warn!(function = %launch.name, instance, error = %e, "replica failed to start");
+                pool.logs.push(&launch.name, &instance, message);
+            }
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Waits for the replica's port to accept connections, marks it ready, and returns
+/// the process's exit status when it ends.
+async fn run_until_exit(
+    pool: &PoolInner,
+    slot: usize,
+    port: u16,
+    child: &mut tokio::process::Child,
+) -> String {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut delay = Duration::from_millis(2);
+    loop {
+        tokio::select! {
+            status = child.wait() => return describe(status),
+            connected = tokio::net::TcpStream::connect(addr) => {
+                if connected.is_ok() {
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            status = child.wait() => return describe(status),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_millis(100));
+    }
+    pool.ready.send_modify(|ports| ports.push((slot, port)));
+    describe(child.wait().await)
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+/// A port the kernel says is free right now on the loopback interface.
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}

@@ -1,0 +1,339 @@
+//! The process provider, Hark's embedded default: functions run as child processes of
+//! the gateway, with no container engine. A deployment comes in; a [`ProcFunction`]
+//! that forks per call ([`fork`]) or keeps HTTP replicas up ([`http`]) goes out.
+
+mod fork;
+mod http;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{RwLock, Semaphore};
+
+use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
+use crate::function::{FunctionDeployment, FunctionName, Mode, ANNOTATION_WORKDIR};
+
+/// Environment variable telling a function where its secret files are.
+pub const ENV_SECRETS_DIR: &str = "HARK_SECRETS_DIR";
+/// Environment variable telling an HTTP-mode function which port to listen on.
+pub const ENV_PORT: &str = "PORT";
+/// Variables of the gateway's own environment that functions inherit; nothing else
+/// leaks from the gateway (its tokens, for instance).
+const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"];
+
+/// Runs functions as local processes.
+pub struct ProcessProvider {
+    functions: RwLock<HashMap<FunctionName, Arc<ProcFunction>>>,
+    logs: Arc<LogHub>,
+    secrets_root: PathBuf,
+}
+
+/// How one function is started: everything derived from its deployment once.
+#[derive(Debug, Clone, PartialEq)]
+struct Launch {
+    name: FunctionName,
+    program: PathBuf,
+    args: Vec<String>,
+    workdir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    timeout: Duration,
+}
+
+struct ProcFunction {
+    launch: Arc<Launch>,
+    mode: Mode,
+    inflight: Option<Arc<Semaphore>>,
+    runner: Runner,
+}
+
+enum Runner {
+    /// Fork mode has no standing processes; `replicas` is the count last asked for.
+    Fork {
+        replicas: AtomicU32,
+    },
+    Http(http::Pool),
+}
+
+impl ProcessProvider {
+    /// A provider keeping secret files under `secrets_root`.
+    pub fn new(secrets_root: PathBuf, logs: Arc<LogHub>) -> Self {
+        ProcessProvider {
+            functions: RwLock::new(HashMap::new()),
+            logs,
+            secrets_root,
+        }
+    }
+
+    async fn get(&self, name: &FunctionName) -> Result<Arc<ProcFunction>, ProviderError> {
+        self.functions
+            .read()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound(name.clone()))
+    }
+
+    fn launch(&self, spec: &FunctionDeployment) -> Result<Launch, ProviderError> {
+        let command = spec.env_process.as_deref().unwrap_or("").trim();
+        if command.is_empty() {
+            return Err(ProviderError::BadSpec(format!(
+                "function {}: envProcess (fprocess) is empty; the process provider needs a command to run",
+                spec.service
+            )));
+        }
+        let words = shell_words::split(command).map_err(|e| {
+            ProviderError::BadSpec(format!("function {}: envProcess: {e}", spec.service))
+        })?;
+        let (program, args) = words.split_first().ok_or_else(|| {
+            ProviderError::BadSpec(format!("function {}: envProcess is empty", spec.service))
+        })?;
+        let workdir = spec.annotations.get(ANNOTATION_WORKDIR).map(PathBuf::from);
+        let program = resolve_program(program, workdir.as_deref()).ok_or_else(|| {
+            ProviderError::BadSpec(format!(
+                "function {}: command not found: {program:?} (looked in {}and $PATH)",
+                spec.service,
+                workdir
+                    .as_deref()
+                    .map(|w| format!("{} ", w.display()))
+                    .unwrap_or_default()
+            ))
+        })?;
+        let secrets_dir = self.secrets_root.join(spec.service.as_str());
+        let mut env: Vec<(String, String)> = INHERITED_ENV
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push((ENV_SECRETS_DIR.into(), secrets_dir.display().to_string()));
+        Ok(Launch {
+            name: spec.service.clone(),
+            program,
+            args: args.to_vec(),
+            workdir,
+            env,
+            timeout: spec
+                .timeout()
+                .map_err(|e| ProviderError::BadSpec(e.to_string()))?,
+        })
+    }
+
+    /// Writes each secret as a 0600 file in the function's own 0700 directory,
+    /// removing files of secrets the function no longer names.
+    fn write_secrets(
+        &self,
+        name: &FunctionName,
+        secrets: &[(String, Vec<u8>)],
+    ) -> Result<(), ProviderError> {
+        let dir = self.secrets_root.join(name.as_str());
+        let io =
+            |e: std::io::Error| ProviderError::Internal(format!("secret files of {name}: {e}"));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io)?;
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let keep = secrets.iter().any(|(n, _)| entry.file_name() == n.as_str());
+            if !keep {
+                std::fs::remove_file(entry.path()).map_err(io)?;
+            }
+        }
+        for (secret, value) in secrets {
+            let path = dir.join(secret);
+            let tmp = dir.join(format!(".{secret}.tmp"));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?;
+            file.write_all(value).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds the program: a path with a `/` is taken relative to the working directory,
+/// a bare name is looked up in `$PATH`.
+fn resolve_program(program: &str, workdir: Option<&Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        let path = match workdir {
+            Some(w) if !Path::new(program).is_absolute() => w.join(program),
+            _ => PathBuf::from(program),
+        };
+        let meta = std::fs::metadata(&path).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+    } else {
+        which::which(program).ok()
+    }
+}
+
+#[async_trait]
+impl Provider for ProcessProvider {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn deploy(&self, deployment: Deployment) -> Result<(), ProviderError> {
+        let spec = &deployment.spec;
+        spec.validate()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let launch = Arc::new(self.launch(spec)?);
+        let mode = spec
+            .mode()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let inflight = spec
+            .max_inflight()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?
+            .map(|n| Arc::new(Semaphore::new(n)));
+        self.write_secrets(&spec.service, &deployment.secrets)?;
+
+        let mut functions = self.functions.write().await;
+        let previous = functions.get(&spec.service).cloned();
+        if let Some(old) = &previous {
+            // Same command, environment and mode: keep the running processes; only the
+            // secret files (rewritten above) and the limits may have changed.
+            if old.launch == launch && old.mode == mode {
+                let runner = match &old.runner {
+                    Runner::Fork { replicas } => Runner::Fork {
+                        replicas: AtomicU32::new(replicas.load(Ordering::Relaxed)),
+                    },
+                    Runner::Http(pool) => Runner::Http(pool.clone()),
+                };
+                functions.insert(
+                    spec.service.clone(),
+                    Arc::new(ProcFunction {
+                        launch,
+                        mode,
+                        inflight,
+                        runner,
+                    }),
+                );
+                return Ok(());
+            }
+        }
+        let runner = match mode {
+            Mode::Fork => Runner::Fork {
+                replicas: AtomicU32::new(deployment.replicas),
+            },
+            Mode::Http => {
+                let pool = http::Pool::new(launch.clone(), self.logs_arc());
+                pool.scale(deployment.replicas).await;
+                Runner::Http(pool)
+            }
+        };
+        functions.insert(
+            spec.service.clone(),
+            Arc::new(ProcFunction {
+                launch,
+                mode,
+                inflight,
+                runner,
+            }),
+        );
+        drop(functions);
+        if let Some(old) = previous {
+            if let Runner::Http(pool) = &old.runner {
+                pool.stop().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, name: &FunctionName) -> Result<(), ProviderError> {
+        let removed = self.functions.write().await.remove(name);
+        let Some(function) = removed else {
+            return Err(ProviderError::NotFound(name.clone()));
+        };
+        if let Runner::Http(pool) = &function.runner {
+            pool.stop().await;
+        }
+        let _ = std::fs::remove_dir_all(self.secrets_root.join(name.as_str()));
+        self.logs.forget(name);
+        Ok(())
+    }
+
+    async fn replicas(&self, name: &FunctionName) -> Result<Replicas, ProviderError> {
+        let function = self.get(name).await?;
+        Ok(match &function.runner {
+            Runner::Fork { replicas } => {
+                let n = replicas.load(Ordering::Relaxed);
+                Replicas {
+                    desired: n,
+                    available: n,
+                }
+            }
+            Runner::Http(pool) => pool.replicas(),
+        })
+    }
+
+    async fn scale(&self, name: &FunctionName, replicas: u32) -> Result<(), ProviderError> {
+        let function = self.get(name).await?;
+        match &function.runner {
+            Runner::Fork { replicas: n } => n.store(replicas, Ordering::Relaxed),
+            Runner::Http(pool) => pool.scale(replicas).await,
+        }
+        Ok(())
+    }
+
+    async fn invoke(&self, name: &FunctionName, call: Invocation) -> Result<Output, ProviderError> {
+        let function = self.get(name).await?;
+        let _permit = match &function.inflight {
+            Some(limit) => Some(
+                limit
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ProviderError::Overloaded(name.clone()))?,
+            ),
+            None => None,
+        };
+        match &function.runner {
+            Runner::Fork { replicas } => {
+                // A call to a function scaled to zero wakes it, as in the http mode.
+                replicas.fetch_max(1, Ordering::Relaxed);
+                fork::invoke(&function.launch, &self.logs, call).await
+            }
+            Runner::Http(pool) => pool.invoke(call).await,
+        }
+    }
+
+    fn logs(&self) -> &LogHub {
+        &self.logs
+    }
+
+    async fn shutdown(&self) {
+        let functions: Vec<_> = self.functions.write().await.drain().collect();
+        for (_, function) in functions {
+            if let Runner::Http(pool) = &function.runner {
+                pool.stop().await;
+            }
+        }
+    }
+}
+
+impl ProcessProvider {
+    fn logs_arc(&self) -> Arc<LogHub> {
+        self.logs.clone()
+    }
+}
+
+/// Sends `signal` to the process group led by `pid` (children are started as group leaders).
+fn signal_group(pid: u32, signal: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) with a negative pid signals a process group; it touches no memory.
+    unsafe {
+        libc::kill(-pid, signal);
+    }
+}

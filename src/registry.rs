@@ -1,0 +1,226 @@
+//! The function registry: deploy, update, scale and remove requests come in; the store
+//! and the provider are brought into agreement and the resulting status goes out. The
+//! API, `hark.yml` loading and start-up all deploy through here, so a function is
+//! checked the same way whoever deploys it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::dispatch::Dispatcher;
+use crate::error::ApiError;
+use crate::function::{FunctionDeployment, FunctionName, FunctionStatus};
+use crate::provider::{Deployment, Provider, ProviderError};
+use crate::store::{Store, StoredFunction};
+
+/// Label giving the replicas a new function starts with (OpenFaaS's name).
+pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
+
+/// Deploys and tracks functions.
+#[derive(Clone)]
+pub struct Registry {
+    pub store: Store,
+    pub provider: Arc<dyn Provider>,
+    pub dispatcher: Arc<Dispatcher>,
+    /// Deployed functions by name, for the invocation path (no store read per call).
+    deployed: Arc<RwLock<HashMap<FunctionName, Arc<FunctionDeployment>>>>,
+}
+
+/// Whether a deploy may create, replace, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployMode {
+    /// `POST`: the name must be new (409 otherwise).
+    Create,
+    /// `PUT`: the name must exist (404 otherwise).
+    Update,
+    /// `hark.yml` and start-up: either.
+    Upsert,
+}
+
+impl Registry {
+    pub fn new(store: Store, provider: Arc<dyn Provider>, dispatcher: Arc<Dispatcher>) -> Self {
+        Registry {
+            store,
+            provider,
+            dispatcher,
+            deployed: Arc::default(),
+        }
+    }
+
+    /// The deployment of a running function, without a store read.
+    pub fn deployed(&self, name: &FunctionName) -> Option<Arc<FunctionDeployment>> {
+        let deployed = self.deployed.read().unwrap_or_else(|e| e.into_inner());
+        deployed.get(name).cloned()
+    }
+
+    /// Deploys `spec`, resolving its secrets from the store.
+    pub async fn deploy(&self, spec: FunctionDeployment, mode: DeployMode) -> Result<(), ApiError> {
+        spec.validate()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let existing = self.store.function(&spec.service).await?;
+        match (mode, &existing) {
+            (DeployMode::Create, Some(_)) => {
+                return Err(ApiError::new(
+                    http::StatusCode::CONFLICT,
+                    format!(
+                        "function {} already exists; use PUT to update it",
+                        spec.service
+                    ),
+                ))
+            }
+            (DeployMode::Update, None) => {
+                return Err(ApiError::not_found(format!(
+                    "function {} not found",
+                    spec.service
+                )))
+            }
+            _ => {}
+        }
+        let replicas = match &existing {
+            Some(f) => f.replicas,
+            None => initial_replicas(&spec)?,
+        };
+        self.start(&spec, replicas).await?;
+        self.store.put_function(&spec, replicas).await?;
+        tracing::info!(function = %spec.service, provider = self.provider.name(), replicas, "deployed");
+        Ok(())
+    }
+
+    /// Hands a stored function to the provider.
+    async fn start(&self, spec: &FunctionDeployment, replicas: u32) -> Result<(), ApiError> {
+        let mut secrets = Vec::with_capacity(spec.secrets.len());
+        for name in &spec.secrets {
+            match self.store.secret(name).await? {
+                Some(value) => secrets.push((name.clone(), value)),
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "function {} names secret {name:?}, which does not exist; create it first",
+                        spec.service
+                    )))
+                }
+            }
+        }
+        self.provider
+            .deploy(Deployment {
+                spec: spec.clone(),
+                secrets,
+                replicas,
+            })
+            .await?;
+        let mut deployed = self.deployed.write().unwrap_or_else(|e| e.into_inner());
+        deployed.insert(spec.service.clone(), Arc::new(spec.clone()));
+        Ok(())
+    }
+
+    /// Starts every stored function again (after a restart). A function that cannot
+    /// start is logged and skipped, so one broken function does not keep the others down.
+    pub async fn restore(&self) -> Result<usize, ApiError> {
+        let mut started = 0;
+        for function in self.store.functions().await? {
+            match self.start(&function.spec, function.replicas).await {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    tracing::error!(function = %function.spec.service, error = %e.message, "stored function did not start")
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Re-deploys the functions that use `secret`, so their files hold the new value.
+    pub async fn refresh_secret(&self, secret: &str) -> Result<(), ApiError> {
+        for function in self.store.functions().await? {
+            if function.spec.secrets.iter().any(|s| s == secret) {
+                self.start(&function.spec, function.replicas).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the functions that use `secret`.
+    pub async fn users_of_secret(&self, secret: &str) -> Result<Vec<FunctionName>, ApiError> {
+        Ok(self
+            .store
+            .functions()
+            .await?
+            .into_iter()
+            .filter(|f| f.spec.secrets.iter().any(|s| s == secret))
+            .map(|f| f.spec.service)
+            .collect())
+    }
+
+    /// Stops and forgets a function.
+    pub async fn remove(&self, name: &FunctionName) -> Result<(), ApiError> {
+        if !self.store.delete_function(name).await? {
+            return Err(ApiError::not_found(format!("function {name} not found")));
+        }
+        self.deployed
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        match self.provider.remove(name).await {
+            Ok(()) | Err(ProviderError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(function = %name, "removed");
+        Ok(())
+    }
+
+    /// Sets a function's replica count and remembers it across restarts.
+    pub async fn scale(&self, name: &FunctionName, replicas: u32) -> Result<(), ApiError> {
+        if self.store.function(name).await?.is_none() {
+            return Err(ApiError::not_found(format!("function {name} not found")));
+        }
+        self.provider.scale(name, replicas).await?;
+        self.store.set_replicas(name, replicas).await?;
+        tracing::info!(function = %name, replicas, "scaled");
+        Ok(())
+    }
+
+    /// The status of one function.
+    pub async fn status(&self, name: &FunctionName) -> Result<FunctionStatus, ApiError> {
+        let function = self
+            .store
+            .function(name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("function {name} not found")))?;
+        Ok(self.describe(function).await)
+    }
+
+    /// The status of every function.
+    pub async fn list(&self) -> Result<Vec<FunctionStatus>, ApiError> {
+        let mut out = Vec::new();
+        for function in self.store.functions().await? {
+            out.push(self.describe(function).await);
+        }
+        Ok(out)
+    }
+
+    async fn describe(&self, function: StoredFunction) -> FunctionStatus {
+        let mut status = FunctionStatus::new(&function.spec, function.created_at);
+        let replicas = self
+            .provider
+            .replicas(&function.spec.service)
+            .await
+            .unwrap_or_default();
+        status.replicas = replicas.desired;
+        status.available_replicas = replicas.available;
+        status.invocation_count = self.dispatcher.invocation_count(&function.spec.service);
+        status
+    }
+
+    /// The deployment of a function, if it exists.
+    pub async fn spec(&self, name: &FunctionName) -> Result<Option<FunctionDeployment>, ApiError> {
+        Ok(self.store.function(name).await?.map(|f| f.spec))
+    }
+}
+
+fn initial_replicas(spec: &FunctionDeployment) -> Result<u32, ApiError> {
+    match spec.labels.get(LABEL_SCALE_MIN) {
+        None => Ok(1),
+        Some(v) => v.trim().parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "label {LABEL_SCALE_MIN}: {v:?} is not a whole number"
+            ))
+        }),
+    }
+}

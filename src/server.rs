@@ -1,0 +1,128 @@
+//! The gateway's HTTP server: a listener and a shutdown signal come in; every channel's
+//! routes are served until the signal, then in-flight requests drain and the functions
+//! stop. [`app`] builds the router alone so tests can call it without a socket.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::error::ApiError;
+use crate::registry::Registry;
+
+/// Header naming each call; kept when the caller sends one.
+pub const HEADER_CALL_ID: &str = "x-call-id";
+/// Default largest request body.
+pub const DEFAULT_MAX_BODY: usize = 10 * 1024 * 1024;
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Registry,
+    pub auth: Arc<Auth>,
+    pub max_body: usize,
+    /// Turns true when the gateway is shutting down; long streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The id of the call being served.
+#[derive(Debug, Clone)]
+pub struct CallId(pub String);
+
+/// A request body read whole, refused with a JSON 413 over the body limit.
+pub struct RawBody(pub Bytes);
+
+impl RawBody {
+    /// The body parsed as JSON, or a 400 naming what is wrong.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.0)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(req, state).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body is larger than the gateway's limit",
+                ))
+            }
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "cannot read request body: {rejection}"
+            ))),
+        }
+    }
+}
+
+/// Gives each request a call id (the caller's `X-Call-Id` if it is sensible), and
+/// echoes it on the response.
+async fn call_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(HEADER_CALL_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    request.extensions_mut().insert(CallId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(HEADER_CALL_ID, value);
+    }
+    response
+}
+
+/// The gateway's router.
+pub fn app(state: Arc<AppState>) -> Router {
+    let max_body = state.max_body;
+    crate::channels::api::routes()
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(call_id))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then drains in-flight requests (for at most
+/// [`DRAIN_TIMEOUT`]) and stops the functions.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    stopping: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let registry = state.registry.clone();
+    let mut drained = stopping.subscribe();
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stopping.send(true);
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(graceful);
+    let deadline = async move {
+        let _ = drained.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!("drain took longer than {DRAIN_TIMEOUT:?}; stopping anyway"),
+    }
+    registry.provider.shutdown().await;
+    registry.store.flush().await;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! `hark.yml`: the stack file. YAML text comes in, with `${VAR:-default}` substituted
+//! from the environment; checked [`FunctionDeployment`]s and warnings about keys Hark
+//! does not know go out. It accepts the OpenFaaS `stack.yml` shape so an existing stack
+//! file mostly just works.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::function::{FunctionDeployment, FunctionName, Resources, ANNOTATION_WORKDIR};
+
+/// Variable Hark sets for substitution when the environment lacks it: the directory of
+/// the running `hark` binary, where `cargo build --workspace` also puts the Rust functions.
+pub const VAR_BIN_DIR: &str = "HARK_BIN_DIR";
+
+/// Why a stack file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("{path}: function {name:?}: {message}")]
+    Function {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
+}
+
+/// A parsed stack file.
+#[derive(Debug, Default)]
+pub struct Stack {
+    pub gateway: Option<String>,
+    pub functions: Vec<FunctionDeployment>,
+    /// Keys that were not understood, and variables that were not set.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawStack {
+    #[serde(default)]
+    #[allow(dead_code)]
+    version: Option<String>,
+    #[serde(default)]
+    provider: Option<RawProvider>,
+    #[serde(default)]
+    functions: BTreeMap<String, RawFunction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawProvider {
+    #[serde(default)]
+    #[allow(dead_code)]
+    name: Option<String>,
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawFunction {
+    #[serde(default)]
+    #[allow(dead_code)]
+    lang: Option<String>,
+    #[serde(default)]
+    handler: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    fprocess: Option<String>,
+    #[serde(default)]
+    environment: BTreeMap<String, serde_norway::Value>,
+    #[serde(default)]
+    environment_file: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    limits: Option<Resources>,
+    #[serde(default)]
+    requests: Option<Resources>,
+    #[serde(default)]
+    constraints: Vec<String>,
+    #[serde(default)]
+    readonly_root_filesystem: bool,
+    #[serde(default)]
+    namespace: Option<String>,
+    // Build settings belong to `faas-cli build`; accepted so stack files load unchanged.
+    #[serde(default)]
+    #[allow(dead_code)]
+    skip_build: Option<bool>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    build_args: Option<serde_norway::Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    build_options: Option<serde_norway::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvironmentFile {
+    #[serde(default)]
+    environment: BTreeMap<String, serde_norway::Value>,
+}
+
+impl Stack {
+    /// Reads and checks the stack file at `path`.
+    pub fn load(path: &Path) -> Result<Stack, StackError> {
+        let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        })
+        .unwrap_or_else(|_| base.to_owned());
+        Stack::parse(&text, path, &base, &|name| lookup_var(name))
+    }
+
+    /// Parses stack-file text; relative paths resolve against `base`, variables through `env`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Stack, StackError> {
+        let mut warnings = Vec::new();
+        let text = substitute(text, env, &mut warnings);
+        let parse_error = |source| StackError::Parse {
+            path: path.to_owned(),
+            source,
+        };
+        let deserializer = serde_norway::Deserializer::from_str(&text);
+        let mut unknown = Vec::new();
+        let raw: RawStack =
+            serde_ignored::deserialize(deserializer, |key| unknown.push(key.to_string()))
+                .map_err(parse_error)?;
+        warnings.extend(
+            unknown
+                .into_iter()
+                .map(|key| format!("unknown key {key} ignored")),
+        );
+
+        let mut functions = Vec::new();
+        for (name, f) in raw.functions {
+            let function_error = |message: String| StackError::Function {
+                path: path.to_owned(),
+                name: name.clone(),
+                message,
+            };
+            let service: FunctionName = name
+                .parse()
+                .map_err(|e: crate::function::InvalidName| function_error(e.to_string()))?;
+            let mut env_vars = BTreeMap::new();
+            for file in &f.environment_file {
+                let file_path = base.join(file);
+                let text = std::fs::read_to_string(&file_path).map_err(|e| {
+                    function_error(format!("environment_file {}: {e}", file_path.display()))
+                })?;
+                let parsed: EnvironmentFile = serde_norway::from_str(&text).map_err(|e| {
+                    function_error(format!("environment_file {}: {e}", file_path.display()))
+                })?;
+                env_vars.extend(parsed.environment.into_iter().map(|(k, v)| (k, scalar(v))));
+            }
+            env_vars.extend(f.environment.into_iter().map(|(k, v)| (k, scalar(v))));
+            let mut annotations = f.annotations;
+            if let Some(handler) = &f.handler {
+                annotations
+                    .entry(ANNOTATION_WORKDIR.to_owned())
+                    .or_insert_with(|| join_clean(base, handler).display().to_string());
+            }
+            let spec = FunctionDeployment {
+                service,
+                image: f.image.unwrap_or_default(),
+                namespace: f.namespace,
+                env_process: f.fprocess,
+                env_vars,
+                constraints: f.constraints,
+                secrets: f.secrets,
+                labels: f.labels,
+                annotations,
+                limits: f.limits,
+                requests: f.requests,
+                read_only_root_filesystem: f.readonly_root_filesystem,
+            };
+            spec.validate().map_err(|e| function_error(e.to_string()))?;
+            functions.push(spec);
+        }
+        Ok(Stack {
+            gateway: raw.provider.and_then(|p| p.gateway),
+            functions,
+            warnings,
+        })
+    }
+}
+
+/// `base/path` without `.` segments (`./functions/echo` → `BASE/functions/echo`).
+fn join_clean(base: &Path, path: &str) -> PathBuf {
+    let mut joined = base.to_owned();
+    for part in Path::new(path).components() {
+        match part {
+            std::path::Component::CurDir => {}
+            other => joined.push(other),
+        }
+    }
+    joined
+}
+
+/// A variable from the environment, with Hark's own defaults.
+fn lookup_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| {
+        (name == VAR_BIN_DIR)
+            .then(|| std::env::current_exe().ok())
+            .flatten()
+            .and_then(|exe| exe.parent().map(|d| d.display().to_string()))
+    })
+}
+
+/// A YAML scalar as an environment value (`port: 8080` → `"8080"`).
+fn scalar(v: serde_norway::Value) -> String {
+    match v {
+        serde_norway::Value::String(s) => s,
+        serde_norway::Value::Null => String::new(),
+        other => serde_norway::to_string(&other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`, as faas-cli does.
+fn substitute(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    warnings: &mut Vec<String>,
+) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+        } else {
+            match env(name)
+                .filter(|v| !v.is_empty())
+                .or(default.map(str::to_owned))
+            {
+                Some(value) => out.push_str(&value),
+                None => warnings.push(format!("variable {name} is not set; using an empty value")),
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "GREETING" => Some("hello".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn openfaas_stack_files_load_with_substitution_and_warnings() {
+        let text = r#"
+version: 1.0
+provider:
+  name: openfaas
+  gateway: ${GATEWAY:-http://127.0.0.1:8080}
+functions:
+  echo:
+    lang: dockerfile
+    handler: ./functions/echo
+    fprocess: cat
+    environment:
+      greeting: ${GREETING}
+      port: 8080
+      missing: ${NOPE}
+    secrets: [api-key]
+    labels: { com.openfaas.scale.min: "2" }
+    annotations: { hark.mode: fork }
+    limits: { memory: 128Mi }
+    colour: blue
+"#;
+        let stack = Stack::parse(text, Path::new("hark.yml"), Path::new("/srv"), &env).unwrap();
+        assert_eq!(stack.gateway.as_deref(), Some("http://127.0.0.1:8080"));
+        let f = &stack.functions[0];
+        assert_eq!(f.service.as_str(), "echo");
+        assert_eq!(f.env_process.as_deref(), Some("cat"));
+        assert_eq!(f.env_vars["greeting"], "hello");
+        assert_eq!(f.env_vars["port"], "8080");
+        assert_eq!(f.env_vars["missing"], "");
+        assert_eq!(f.annotations[ANNOTATION_WORKDIR], "/srv/functions/echo");
+        assert_eq!(f.limits.as_ref().unwrap().memory.as_deref(), Some("128Mi"));
+        assert!(
+            stack
+                .warnings
+                .iter()
+                .any(|w| w.contains("functions.echo.colour")),
+            "{:?}",
+            stack.warnings
+        );
+        assert!(
+            stack.warnings.iter().any(|w| w.contains("NOPE")),
+            "{:?}",
+            stack.warnings
+        );
+    }
+
+    #[test]
+    fn bad_functions_are_refused_with_their_name() {
+        let bad_name = "functions:\n  Bad_Name:\n    fprocess: cat\n";
+        let err = Stack::parse(bad_name, Path::new("hark.yml"), Path::new("/"), &env).unwrap_err();
+        assert!(err.to_string().contains("Bad_Name"), "{err}");
+        let bad_mode =
+            "functions:\n  f:\n    fprocess: cat\n    annotations: { hark.mode: turbo }\n";
+        let err = Stack::parse(bad_mode, Path::new("hark.yml"), Path::new("/"), &env).unwrap_err();
+        assert!(err.to_string().contains("turbo"), "{err}");
+        assert!(Stack::parse("functions: [", Path::new("hark.yml"), Path::new("/"), &env).is_err());
+    }
+}

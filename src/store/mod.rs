@@ -1,0 +1,439 @@
+//! Persistence in one SQLite file in the data directory: deployed functions (with their
+//! replica counts), secrets, and an activation record per invocation. Calls come in as
+//! plain values; rows go out. Activations are written in batches by a background task
+//! so that recording a call costs the request path one channel send.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::function::{FunctionDeployment, FunctionName};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store: stored record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error("store: background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A deployed function as stored.
+#[derive(Debug, Clone)]
+pub struct StoredFunction {
+    pub spec: FunctionDeployment,
+    pub replicas: u32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One invocation, as `GET /system/activations` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    pub call_id: String,
+    pub function: String,
+    /// What started the call: `http`, `alexa`, `slack`, ...
+    pub trigger: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub started_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The SQLite store. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    activations: mpsc::UnboundedSender<Write>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS functions (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    replicas INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS activations (
+    call_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    duration_ms REAL NOT NULL,
+    started_at TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS activations_by_function ON activations (function, started_at);
+CREATE INDEX IF NOT EXISTS activations_by_time ON activations (started_at);
+";
+
+/// Activations kept; older ones are deleted as new ones arrive.
+const ACTIVATIONS_KEPT: i64 = 100_000;
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`, and starts the activation writer.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        conn.execute_batch(SCHEMA)?;
+        let conn = Arc::new(Mutex::new(conn));
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_activations(conn.clone(), rx));
+        Ok(Store {
+            conn,
+            activations: tx,
+        })
+    }
+
+    /// Runs `f` on the connection off the async threads.
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn)
+        })
+        .await?
+    }
+
+    /// Inserts or replaces a function, keeping its creation time if it existed.
+    pub async fn put_function(
+        &self,
+        spec: &FunctionDeployment,
+        replicas: u32,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(spec)?;
+        let name = spec.service.to_string();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO functions (name, spec, replicas, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, replicas = excluded.replicas",
+                params![name, json, replicas, Utc::now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a new replica count.
+    pub async fn set_replicas(&self, name: &FunctionName, replicas: u32) -> Result<(), StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE functions SET replicas = ?2 WHERE name = ?1",
+                params![name, replicas],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deletes a function; `false` if there was none.
+    pub async fn delete_function(&self, name: &FunctionName) -> Result<bool, StoreError> {
+        let name = name.to_string();
+        self.with(move |c| Ok(c.execute("DELETE FROM functions WHERE name = ?1", [name])? > 0))
+            .await
+    }
+
+    /// One function.
+    pub async fn function(
+        &self,
+        name: &FunctionName,
+    ) -> Result<Option<StoredFunction>, StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT spec, replicas, created_at FROM functions WHERE name = ?1",
+                    [name],
+                    |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            row.map(|(spec, replicas, created_at)| {
+                Ok(StoredFunction {
+                    spec: serde_json::from_str(&spec)?,
+                    replicas,
+                    created_at,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    /// Every function, by name.
+    pub async fn functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT spec, replicas, created_at FROM functions ORDER BY name")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (spec, replicas, created_at) = row?;
+                out.push(StoredFunction {
+                    spec: serde_json::from_str(&spec)?,
+                    replicas,
+                    created_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Creates or replaces a secret; `true` if it existed.
+    pub async fn put_secret(&self, name: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            let existed = c
+                .query_row("SELECT 1 FROM secrets WHERE name = ?1", [&name], |_| Ok(()))
+                .optional()?
+                .is_some();
+            c.execute(
+                "INSERT INTO secrets (name, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![name, value, Utc::now()],
+            )?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    /// A secret's value.
+    pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            Ok(
+                c.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
+    /// The names of every secret.
+    pub async fn secret_names(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT name FROM secrets ORDER BY name")?;
+            let names = stmt.query_map([], |r| r.get(0))?;
+            Ok(names.collect::<Result<Vec<String>, _>>()?)
+        })
+        .await
+    }
+
+    /// Deletes a secret; `false` if there was none.
+    pub async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| Ok(c.execute("DELETE FROM secrets WHERE name = ?1", [name])? > 0))
+            .await
+    }
+
+    /// Queues an activation record for the background writer.
+    pub fn record(&self, activation: Activation) {
+        if self.activations.send(Write::Record(activation)).is_err() {
+            tracing::error!("activation writer has stopped; record dropped");
+        }
+    }
+
+    /// Waits until every activation recorded so far is written.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.activations.send(Write::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+
+    /// The newest activations, optionally of one function.
+    pub async fn activations(
+        &self,
+        function: Option<&FunctionName>,
+        limit: u32,
+    ) -> Result<Vec<Activation>, StoreError> {
+        let function = function.map(|f| f.to_string());
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT call_id, function, trigger, status, duration_ms, started_at, error
+                 FROM activations WHERE (?1 IS NULL OR function = ?1)
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![function, limit], |r| {
+                Ok(Activation {
+                    call_id: r.get(0)?,
+                    function: r.get(1)?,
+                    trigger: r.get(2)?,
+                    status: r.get(3)?,
+                    duration_ms: r.get(4)?,
+                    started_at: r.get(5)?,
+                    error: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// How many activations each function has.
+    pub async fn activation_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT function, COUNT(*) FROM activations GROUP BY function")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+/// What the activation writer is asked to do.
+enum Write {
+    Record(Activation),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes queued activations in one transaction per batch, until the store is dropped.
+async fn write_activations(conn: Arc<Mutex<Connection>>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    const BATCH: usize = 512;
+    let mut written: u64 = 0;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let conn = conn.clone();
+        let prune = written / BATCH as u64 != (written + batch.len() as u64) / BATCH as u64;
+        written += batch.len() as u64;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let outcome = insert_batch(&mut conn, &batch, prune);
+            (outcome, batch)
+        })
+        .await;
+        match result {
+            Ok((outcome, batch)) => {
+                if let Err(e) = outcome {
+                    tracing::error!(error = %e, "writing activation records failed");
+                }
+                for write in batch {
+                    if let Write::Flush(done) = write {
+                        let _ = done.send(());
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "activation writer task failed"),
+        }
+    }
+}
+
+fn insert_batch(conn: &mut Connection, batch: &[Write], prune: bool) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO activations (call_id, function, trigger, status, duration_ms, started_at, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for write in batch {
+            if let Write::Record(a) = write {
+                insert.execute(params![
+                    a.call_id,
+                    a.function,
+                    a.trigger,
+                    a.status,
+                    a.duration_ms,
+                    a.started_at,
+                    a.error
+                ])?;
+            }
+        }
+    }
+    if prune {
+        tx.execute(
+            "DELETE FROM activations WHERE rowid <= (SELECT MAX(rowid) FROM activations) - ?1",
+            [ACTIVATIONS_KEPT],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> FunctionDeployment {
+        FunctionDeployment {
+            service: name.parse().unwrap(),
+            env_process: Some("cat".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn functions_secrets_and_activations_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put_function(&spec("echo"), 1).await.unwrap();
+            store.put_function(&spec("wc"), 2).await.unwrap();
+            store.set_replicas(&"wc".parse().unwrap(), 3).await.unwrap();
+            assert!(!store.put_secret("token", b"v1".to_vec()).await.unwrap());
+            assert!(store.put_secret("token", b"v2".to_vec()).await.unwrap());
+            for i in 0..3 {
+                store.record(Activation {
+                    call_id: format!("c{i}"),
+                    function: "echo".into(),
+                    trigger: "http".into(),
+                    status: 200,
+                    duration_ms: 1.5,
+                    started_at: Utc::now(),
+                    error: None,
+                });
+            }
+            store.flush().await;
+        }
+        let store = Store::open(&path).unwrap();
+        let functions = store.functions().await.unwrap();
+        let names: Vec<_> = functions.iter().map(|f| f.spec.service.as_str()).collect();
+        assert_eq!(names, ["echo", "wc"]);
+        assert_eq!(functions[1].replicas, 3);
+        assert_eq!(
+            store.secret("token").await.unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        assert_eq!(store.secret_names().await.unwrap(), ["token"]);
+        let echo = "echo".parse().unwrap();
+        let recent = store.activations(Some(&echo), 2).await.unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].call_id, "c2");
+        assert_eq!(
+            store.activation_counts().await.unwrap(),
+            [("echo".to_owned(), 3)]
+        );
+        assert!(store.delete_function(&echo).await.unwrap());
+        assert!(!store.delete_function(&echo).await.unwrap());
+        assert!(store.delete_secret("token").await.unwrap());
+        assert!(store.secret("token").await.unwrap().is_none());
+    }
+}
