@@ -1,0 +1,282 @@
+//! Starting a gateway for a test, and small HTTP helpers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The `hark` binary under test.
+pub fn hark_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hark"))
+}
+
+/// The `hello` example function, built beside `hark` by `cargo build --workspace`.
+pub fn hello_bin() -> PathBuf {
+    let path = hark_bin().with_file_name("hello");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
+    path
+}
+
+/// A running `hark up` with its own data directory.
+pub struct Gateway {
+    pub url: String,
+    pub data: PathBuf,
+    pub token: String,
+    pub client: reqwest::Client,
+    child: Option<Child>,
+    /// Everything the gateway wrote to stderr so far.
+    pub output: Arc<Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway in a new temporary data directory.
+    pub fn start() -> Gateway {
+        Self::start_with(&[])
+    }
+
+    /// Starts a gateway with extra `hark up` arguments.
+    pub fn start_with(args: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gw = Self::start_in(dir.path(), args);
+        gw._dir = Some(dir);
+        gw
+    }
+
+    /// Starts a gateway on the data directory `data` (kept by the caller).
+    pub fn start_in(data: &Path, args: &[&str]) -> Gateway {
+        let mut child = Command::new(hark_bin())
+            .arg("--data")
+            .arg(data)
+            .args(["up", "--port", "0"])
+            .args(args)
+            .current_dir(data)
+            .env("HARK_LOG", "info")
+            .env_remove("HARK_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hark up");
+        let stderr = child.stderr.take().unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("gateway listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => panic!(
+                "hark up did not start; its output:\n{}",
+                output.lock().unwrap()
+            ),
+        };
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Gateway {
+            url,
+            data: data.to_owned(),
+            token,
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            child: Some(child),
+            output,
+            _dir: None,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the gateway to exit; returns whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    /// Deploys a function by the API and asserts it was accepted.
+    pub async fn deploy(&self, spec: Value) {
+        let response = self
+            .request(reqwest::Method::POST, "/system/functions")
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 202, "deploy {spec}: {body}");
+    }
+
+    /// Deploys a fork-mode function running `sh -c SCRIPT`.
+    pub async fn deploy_sh(&self, name: &str, script: &str, annotations: Value) {
+        self.deploy(json!({
+            "service": name,
+            "envProcess": format!("sh -c '{}'", script.replace('\'', "'\\''")),
+            "annotations": annotations,
+        }))
+        .await;
+    }
+
+    /// Calls a function without a token.
+    pub async fn invoke(&self, name: &str, body: &str) -> (u16, String) {
+        let response = self
+            .client
+            .post(format!("{}/function/{name}", self.url))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// A function's status.
+    pub async fn status(&self, name: &str) -> Value {
+        self.request(reqwest::Method::GET, &format!("/system/function/{name}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Scales a function and asserts it was accepted.
+    pub async fn scale(&self, name: &str, replicas: u32) {
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/system/scale-function/{name}"),
+            )
+            .json(&json!({ "serviceName": name, "replicas": replicas }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
+    /// Waits until `check` holds for the function's status, or panics after 15 s.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = self.status(name).await;
+            if check(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} never {what}: {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The function's log lines so far.
+    pub async fn log_texts(&self, name: &str) -> Vec<String> {
+        let text = self
+            .request(reqwest::Method::GET, &format!("/system/logs?name={name}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Process ids of the live children of `parent` whose command name is `comm`.
+pub fn children_named(parent: u32, comm: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Format: pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let mut rest = stat[close + 2..].split(' ');
+        let state = rest.next().unwrap_or("");
+        let ppid: u32 = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && name == comm && state != "Z" {
+            found.push(pid);
+        }
+    }
+    found
+}
