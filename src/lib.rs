@@ -8,6 +8,8 @@
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
 //! - [`provider`]: the backend trait and its implementations (`process`, the default).
 //! - [`store`]: SQLite persistence of functions, secrets and activations.
+//! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,
+//!   and webhook trigger rules.
 //! - [`auth`]: API tokens (JWT) and their scopes.
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
@@ -24,3 +26,4 @@ pub mod registry;
 pub mod server;
 pub mod stack;
 pub mod store;
+pub mod verify;
