@@ -1,6 +1,7 @@
 //! The `hark` command line: one clap [`Command`] enum, one function per subcommand.
 //! `up` runs the gateway; the others talk to a running gateway over HTTP.
 
+mod bench;
 mod client;
 mod commands;
 mod up;
@@ -110,6 +111,8 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Measure the gateway's paths next to their baselines, in one run.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +161,7 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, &cli.data).await,
+        Command::Bench(args) => bench::run(args).await,
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {

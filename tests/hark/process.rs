@@ -364,3 +364,32 @@ async fn logs_are_served_as_ndjson_and_followed_live() {
     let line: serde_json::Value = serde_json::from_slice(&chunk).unwrap();
     assert_eq!(line["text"], "heard three");
 }
+
+#[tokio::test]
+async fn replicas_die_with_a_killed_gateway() {
+    let mut gw = Gateway::start();
+    gw.deploy(json!({
+        "service": "hello",
+        "envProcess": hello_bin().display().to_string(),
+        "annotations": { "hark.mode": "http" },
+    }))
+    .await;
+    gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
+        .await;
+    let pids = children_named(gw.pid(), "hello");
+    assert_eq!(pids.len(), 1);
+    gw.kill_hard();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{}/stat", pids[0])).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", pids[0]))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica {} outlived the gateway",
+            pids[0]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

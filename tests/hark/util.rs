@@ -122,6 +122,14 @@ impl Gateway {
         }
     }
 
+    /// Kills the gateway with SIGKILL and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// The gateway's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()

@@ -327,6 +327,19 @@ impl ProcessProvider {
     }
 }
 
+/// Makes a child process die with the gateway: if the gateway is killed (even with
+/// SIGKILL), the kernel sends the child SIGKILL, so no replica outlives it.
+fn die_with_gateway(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2),
+    // which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// Sends `signal` to the process group led by `pid` (children are started as group leaders).
 fn signal_group(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
