@@ -17,6 +17,15 @@ pub const ANNOTATION_TIMEOUT: &str = "hark.timeout";
 pub const ANNOTATION_MAX_INFLIGHT: &str = "hark.max_inflight";
 /// Annotation that, set to `required`, makes `/function/NAME` demand a bearer token.
 pub const ANNOTATION_AUTH: &str = "hark.auth";
+/// Annotation that, set to `false`, keeps anonymous callers out: only schedules,
+/// channels and token-bearing calls reach the function.
+pub const ANNOTATION_PUBLIC: &str = "hark.public";
+/// Annotation giving how many times a failed async call is retried (default 3).
+pub const ANNOTATION_RETRIES: &str = "hark.retries";
+/// Annotation giving the first retry delay of async calls, doubled each time (default 1s).
+pub const ANNOTATION_RETRY_BACKOFF: &str = "hark.retry.backoff";
+/// Annotation giving how many async calls of the function run at once (default 4).
+pub const ANNOTATION_ASYNC_CONCURRENCY: &str = "hark.async.concurrency";
 /// Annotation giving the working directory of a process function.
 pub const ANNOTATION_WORKDIR: &str = "hark.workdir";
 
@@ -174,9 +183,45 @@ impl FunctionDeployment {
         }
     }
 
-    /// Whether `/function/NAME` demands a bearer token.
+    /// Whether `/function/NAME` demands a bearer token: `hark.auth: required`, or
+    /// `hark.public: "false"`.
     pub fn auth_required(&self) -> bool {
         self.annotations.get(ANNOTATION_AUTH).map(String::as_str) == Some("required")
+            || self.annotations.get(ANNOTATION_PUBLIC).map(String::as_str) == Some("false")
+    }
+
+    /// `hark.retries`: retries of a failed async call.
+    pub fn retries(&self) -> Result<u32, AnnotationError> {
+        self.count(ANNOTATION_RETRIES, 3, 0)
+    }
+
+    /// `hark.async.concurrency`: async calls of this function running at once.
+    pub fn async_concurrency(&self) -> Result<u32, AnnotationError> {
+        self.count(ANNOTATION_ASYNC_CONCURRENCY, 4, 1)
+    }
+
+    /// `hark.retry.backoff`: the first retry delay.
+    pub fn retry_backoff(&self) -> Result<Duration, AnnotationError> {
+        match self.annotations.get(ANNOTATION_RETRY_BACKOFF) {
+            None => Ok(Duration::from_secs(1)),
+            Some(v) => parse_duration(v).ok_or_else(|| AnnotationError {
+                key: ANNOTATION_RETRY_BACKOFF,
+                message: format!("{v:?} is not a duration such as 500ms, 30s or 2m"),
+            }),
+        }
+    }
+
+    fn count(&self, key: &'static str, default: u32, min: u32) -> Result<u32, AnnotationError> {
+        match self.annotations.get(key) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n >= min => Ok(n),
+                _ => Err(AnnotationError {
+                    key,
+                    message: format!("{v:?} is not a whole number of at least {min}"),
+                }),
+            },
+        }
     }
 
     /// Checks every annotation Hark reads, so that a bad one fails the deploy.
@@ -184,6 +229,9 @@ impl FunctionDeployment {
         self.mode()?;
         self.timeout()?;
         self.max_inflight()?;
+        self.retries()?;
+        self.retry_backoff()?;
+        self.async_concurrency()?;
         Ok(())
     }
 }

@@ -26,12 +26,18 @@ pub const HEADER_CALL_ID: &str = "x-call-id";
 pub const DEFAULT_MAX_BODY: usize = 10 * 1024 * 1024;
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default limit of in-flight synchronous calls over all functions.
+pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
 
 /// What every handler shares.
 pub struct AppState {
     pub registry: Registry,
     pub auth: Arc<Auth>,
     pub max_body: usize,
+    /// The durable queue of async calls.
+    pub queue: Arc<crate::dispatch::queue::AsyncQueue>,
+    /// Slots for in-flight synchronous calls over all functions (429 when none is free).
+    pub sync_slots: Arc<tokio::sync::Semaphore>,
     /// Turns true when the gateway is shutting down; long streams end on it.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -106,6 +112,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
+    let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
     let mut drained = stopping.subscribe();
     let graceful = async move {
         shutdown.await;
@@ -120,6 +127,9 @@ pub async fn run(
     tokio::select! {
         result = server => result?,
         () = deadline => tracing::warn!("drain took longer than {DRAIN_TIMEOUT:?}; stopping anyway"),
+    }
+    if let Err(e) = queue.await {
+        tracing::error!(error = %e, "async queue runner failed");
     }
     registry.provider.shutdown().await;
     registry.store.flush().await;

@@ -12,11 +12,11 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde::Serialize;
 
-use super::{Command, Gateway, Output, SecretCommand, SecretValue, TokenCommand};
+use super::{Command, Gateway, Output, QueueCommand, SecretCommand, SecretValue, TokenCommand};
 use crate::function::{FunctionStatus, ANNOTATION_MODE};
 use crate::provider::LogLine;
 use crate::stack::Stack;
-use crate::store::Activation;
+use crate::store::{Activation, QueueEntry};
 
 pub async fn run(
     command: Command,
@@ -37,7 +37,23 @@ pub async fn run(
             query,
             method,
             path,
-        } => invoke(&gw, &name, &headers, query.as_deref(), &method, &path).await,
+            asynchronous,
+            callback,
+        } => {
+            let call = Call {
+                name: &name,
+                headers: &headers,
+                query: query.as_deref(),
+                method: &method,
+                path: &path,
+            };
+            if asynchronous {
+                invoke_async(&gw, call, callback.as_deref()).await
+            } else {
+                invoke(&gw, call).await
+            }
+        }
+        Command::Queue { command } => queue(&gw, command, output).await,
         Command::Remove { name } => {
             gw.send_json(
                 Method::DELETE,
@@ -192,31 +208,127 @@ async fn describe(gw: &Gateway, name: &str, output: Output) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-async fn invoke(
+/// What `hark invoke` sends.
+struct Call<'a> {
+    name: &'a str,
+    headers: &'a [String],
+    query: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+}
+
+impl Call<'_> {
+    /// The request to `/{prefix}/NAME/PATH?QUERY` with the body from stdin.
+    fn request(&self, gw: &Gateway, prefix: &str) -> anyhow::Result<reqwest::RequestBuilder> {
+        let method = Method::from_bytes(self.method.to_ascii_uppercase().as_bytes())
+            .context("invalid --method")?;
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("reading the body from stdin")?;
+        let mut url = format!(
+            "/{prefix}/{}/{}",
+            self.name,
+            self.path.trim_start_matches('/')
+        );
+        if let Some(q) = self.query {
+            url = format!("{url}?{}", q.trim_start_matches('?'));
+        }
+        let mut request = gw.request(method, &url).body(body);
+        for h in self.headers {
+            let (k, v) = h
+                .split_once(':')
+                .with_context(|| format!("header {h:?} is not `Name: value`"))?;
+            request = request.header(k.trim(), v.trim());
+        }
+        Ok(request)
+    }
+}
+
+async fn invoke_async(
     gw: &Gateway,
-    name: &str,
-    headers: &[String],
-    query: Option<&str>,
-    method: &str,
-    path: &str,
+    call: Call<'_>,
+    callback: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
-    let method =
-        Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("invalid --method")?;
-    let mut body = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut body)
-        .context("reading the body from stdin")?;
-    let mut url = format!("/function/{name}/{}", path.trim_start_matches('/'));
-    if let Some(q) = query {
-        url = format!("{url}?{}", q.trim_start_matches('?'));
+    let mut request = call.request(gw, "async-function")?;
+    if let Some(url) = callback {
+        request = request.header("X-Callback-Url", url);
     }
-    let mut request = gw.request(method, &url).body(body);
-    for h in headers {
-        let (k, v) = h
-            .split_once(':')
-            .with_context(|| format!("header {h:?} is not `Name: value`"))?;
-        request = request.header(k.trim(), v.trim());
+    let response = gw.expect_ok(request).await?;
+    let id = response
+        .headers()
+        .get("x-call-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn queue(
+    gw: &Gateway,
+    command: Option<QueueCommand>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let (state, function, limit) = match command {
+        None => (None, None, 50),
+        Some(QueueCommand::List {
+            state,
+            function,
+            limit,
+        }) => (state, function, limit),
+        Some(QueueCommand::Dead) => (Some("dead".to_owned()), None, 1000),
+        Some(QueueCommand::Retry { call_id }) => {
+            gw.expect_ok(gw.request(Method::POST, &format!("/system/queue/{call_id}/retry")))
+                .await?;
+            println!("queued {call_id} again");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(QueueCommand::Cancel { call_id }) => {
+            gw.expect_ok(gw.request(Method::DELETE, &format!("/async-function/{call_id}")))
+                .await?;
+            println!("cancelled {call_id}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let mut query = vec![("limit", limit.to_string())];
+    query.extend(state.map(|s| ("state", s)));
+    query.extend(function.map(|f| ("function", f)));
+    let entries: Vec<QueueEntry> = gw
+        .expect_ok(gw.request(Method::GET, "/system/queue").query(&query))
+        .await?
+        .json()
+        .await
+        .context("reading the queue")?;
+    if output == Output::Json {
+        print_json(&entries)?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let mut t = table(&[
+        "CREATED", "CALL ID", "FUNCTION", "STATE", "ATTEMPTS", "STATUS", "ERROR",
+    ]);
+    for e in &entries {
+        t.add_row(vec![
+            e.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            e.call_id.clone(),
+            e.function.clone(),
+            e.state.as_str().to_owned(),
+            e.attempts.to_string(),
+            e.status.map(|s| s.to_string()).unwrap_or_default(),
+            e.error
+                .clone()
+                .unwrap_or_default()
+                .chars()
+                .take(60)
+                .collect(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn invoke(gw: &Gateway, call: Call<'_>) -> anyhow::Result<ExitCode> {
+    let name = call.name;
+    let request = call.request(gw, "function")?;
     let response = gw.send(request).await?;
     let status = response.status();
     let bytes: Bytes = response

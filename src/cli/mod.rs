@@ -78,6 +78,12 @@ pub enum Command {
         /// Path below /function/NAME.
         #[arg(long, default_value = "")]
         path: String,
+        /// Queue the call and return at once (prints its call id).
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// With --async: where the result is POSTed when the call is done.
+        #[arg(long, requires = "asynchronous")]
+        callback: Option<String>,
     },
     /// Remove a function.
     #[command(alias = "rm")]
@@ -111,8 +117,35 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The async queue: pending, running, done and dead-lettered calls.
+    Queue {
+        #[command(subcommand)]
+        command: Option<QueueCommand>,
+    },
     /// Measure the gateway's paths next to their baselines, in one run.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List queued calls, newest first.
+    #[command(alias = "ls")]
+    List {
+        /// Only calls in this state: pending, running, done, dead, cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this function's calls.
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// List dead-lettered calls.
+    Dead,
+    /// Queue a dead-lettered call again.
+    Retry { call_id: String },
+    /// Cancel a call that has not started.
+    Cancel { call_id: String },
 }
 
 #[derive(Debug, Subcommand)]

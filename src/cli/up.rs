@@ -11,11 +11,12 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
 use crate::provider::process::ProcessProvider;
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
-use crate::server::{AppState, DEFAULT_MAX_BODY};
+use crate::server::{AppState, DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT};
 use crate::stack::Stack;
 use crate::store::Store;
 
@@ -33,6 +34,15 @@ pub struct UpArgs {
     /// Stack file whose functions are deployed at start (default: ./hark.yml if present).
     #[arg(long, env = "HARK_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Most synchronous calls in flight over all functions (429 above it).
+    #[arg(long, env = "HARK_MAX_INFLIGHT", default_value_t = DEFAULT_MAX_INFLIGHT)]
+    pub max_inflight: usize,
+    /// Async calls running at once over all functions.
+    #[arg(long, env = "HARK_QUEUE_WORKERS", default_value_t = 16)]
+    pub queue_workers: usize,
+    /// Most async calls waiting (503 above it).
+    #[arg(long, env = "HARK_QUEUE_MAX", default_value_t = 100_000)]
+    pub queue_max: u64,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "HARK_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -82,8 +92,19 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     })?;
     let addr = listener.local_addr()?;
     let (stopping, shutdown) = watch::channel(false);
+    let queue = AsyncQueue::new(
+        registry.clone(),
+        QueueConfig {
+            workers: args.queue_workers.max(1),
+            max_depth: args.queue_max,
+            ..QueueConfig::default()
+        },
+    )
+    .await?;
     let state = Arc::new(AppState {
         registry,
+        queue,
+        sync_slots: Arc::new(tokio::sync::Semaphore::new(args.max_inflight.max(1))),
         auth: Arc::new(auth),
         max_body: args.max_body,
         shutdown,

@@ -2,6 +2,8 @@
 //! within the function's time limit and its output goes out, with an activation record
 //! and the function's invocation count updated on the way.
 
+pub mod queue;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

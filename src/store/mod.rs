@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::function::{FunctionDeployment, FunctionName};
 
+mod queue;
+pub use queue::{CallState, CallbackDue, QueueEntry, QueuedCall};
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,6 +26,10 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("store: background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("store: the writer has stopped")]
+    Closed,
+    #[error("store: write failed: {0}")]
+    Write(String),
 }
 
 /// A deployed function as stored.
@@ -53,6 +60,7 @@ pub struct Activation {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     activations: mpsc::UnboundedSender<Write>,
+    enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<(), String>>)>,
 }
 
 const SCHEMA: &str = "
@@ -90,13 +98,42 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(queue::SCHEMA)?;
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_activations(conn.clone(), rx));
+        let (enqueues, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_enqueues(conn.clone(), rx));
         Ok(Store {
             conn,
             activations: tx,
+            enqueues,
         })
+    }
+
+    /// Queues an async call durably: when this returns `Ok`, the call is committed.
+    pub async fn enqueue(&self, call: QueuedCall) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.enqueues
+            .send((call, done))
+            .map_err(|_| StoreError::Closed)?;
+        committed
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Write)
+    }
+
+    /// Like [`Store::with`], with the connection mutable (for transactions).
+    async fn with_mut<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        })
+        .await?
     }
 
     /// Runs `f` on the connection off the async threads.
@@ -342,6 +379,39 @@ async fn write_activations(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Unbounded
                 }
             }
             Err(e) => tracing::error!(error = %e, "activation writer task failed"),
+        }
+    }
+}
+
+/// Commits queued calls in batches: every enqueue that arrives while a commit is under
+/// way joins the next one, so throughput grows with load while each caller still
+/// waits for its own commit.
+async fn write_enqueues(
+    conn: Arc<Mutex<Connection>>,
+    mut rx: mpsc::UnboundedReceiver<(QueuedCall, oneshot::Sender<Result<(), String>>)>,
+) {
+    const BATCH: usize = 1024;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let (calls, acks): (Vec<QueuedCall>, Vec<_>) = batch.into_iter().unzip();
+        let conn = conn.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            queue::insert_calls(&mut conn, &calls).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "committing queued calls failed");
+        }
+        for ack in acks {
+            let _ = ack.send(outcome.clone());
         }
     }
 }

@@ -4,4 +4,5 @@
 mod api;
 mod cli;
 mod process;
+mod queue;
 mod util;

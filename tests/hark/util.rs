@@ -164,6 +164,20 @@ impl Gateway {
         .await;
     }
 
+    /// Replaces a fork-mode function's script.
+    pub async fn deploy_sh_update(&self, name: &str, script: &str) {
+        let response = self
+            .request(reqwest::Method::PUT, "/system/functions")
+            .json(&json!({
+                "service": name,
+                "envProcess": format!("sh -c '{}'", script.replace('\'', "'\\''")),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+
     /// Calls a function without a token.
     pub async fn invoke(&self, name: &str, body: &str) -> (u16, String) {
         let response = self

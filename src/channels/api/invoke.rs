@@ -1,5 +1,7 @@
 //! `ANY /function/NAME[/PATH]`: an HTTP request comes in; the function's status,
 //! headers and body go out, with `X-Call-Id` and `X-Duration-Seconds` added.
+//! `ANY /async-function/NAME[/PATH]`: the request is committed to the durable queue and
+//! 202 goes out at once; the result goes to `X-Callback-Url` when the call is done.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,13 +9,15 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use http::{HeaderMap, HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use crate::auth::scope;
+use crate::dispatch::queue::{EnqueueError, HEADER_CALLBACK_URL};
 use crate::error::ApiError;
 use crate::function::FunctionName;
 use crate::provider::Invocation;
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
+use crate::store::{CallState, QueuedCall};
 
 /// Header carrying the call's duration, as the OpenFaaS gateway sends it.
 pub const HEADER_DURATION: &str = "x-duration-seconds";
@@ -52,18 +56,18 @@ pub async fn invoke_path(
     invoke(state, name, path, call_id, method, uri, headers, body).await
 }
 
+/// Checks the function and the caller, and builds the call.
 #[allow(clippy::too_many_arguments)]
-async fn invoke(
-    state: Arc<AppState>,
+fn prepare(
+    state: &AppState,
     name: String,
     path: String,
-    call_id: CallId,
+    call_id: &CallId,
     method: Method,
-    uri: Uri,
+    uri: &Uri,
     mut headers: HeaderMap,
     body: RawBody,
-) -> Result<Response, ApiError> {
-    let started = Instant::now();
+) -> Result<(FunctionName, Invocation), ApiError> {
     let name: FunctionName = name.parse()?;
     let spec = state
         .registry
@@ -78,13 +82,35 @@ async fn invoke(
         headers.insert(HEADER_CALL_ID, value);
     }
     let call = Invocation {
-        call_id: call_id.0,
+        call_id: call_id.0.clone(),
         method,
         path: format!("/{path}"),
         query: uri.query().map(str::to_owned),
         headers,
         body: body.0,
     };
+    Ok((name, call))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn invoke(
+    state: Arc<AppState>,
+    name: String,
+    path: String,
+    call_id: CallId,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
+    let _slot = state.sync_slots.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "the gateway is at its limit of in-flight calls; try again shortly",
+        )
+    })?;
     let output = state
         .registry
         .dispatcher
@@ -96,4 +122,111 @@ async fn invoke(
         response.headers_mut().insert(HEADER_DURATION, value);
     }
     Ok(response)
+}
+
+pub async fn async_root(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Extension(call_id): Extension<CallId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    enqueue(
+        state,
+        name,
+        String::new(),
+        call_id,
+        method,
+        uri,
+        headers,
+        body,
+    )
+    .await
+}
+
+pub async fn async_path(
+    State(state): State<Arc<AppState>>,
+    Path((name, path)): Path<(String, String)>,
+    Extension(call_id): Extension<CallId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    enqueue(state, name, path, call_id, method, uri, headers, body).await
+}
+
+/// Commits the call to the durable queue, then answers 202 with its `X-Call-Id`.
+#[allow(clippy::too_many_arguments)]
+async fn enqueue(
+    state: Arc<AppState>,
+    name: String,
+    path: String,
+    call_id: CallId,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RawBody,
+) -> Result<Response, ApiError> {
+    let callback_url = match headers.get(HEADER_CALLBACK_URL) {
+        None => None,
+        Some(v) => {
+            let url = v
+                .to_str()
+                .ok()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"))
+                .ok_or_else(|| ApiError::bad_request("X-Callback-Url is not an http(s) URL"))?;
+            Some(url.to_string())
+        }
+    };
+    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
+    let headers = call
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != HEADER_CALLBACK_URL)
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+        .collect();
+    let queued = QueuedCall {
+        call_id: call.call_id.clone(),
+        function: name.to_string(),
+        method: call.method.to_string(),
+        path: call.path,
+        query: call.query,
+        headers,
+        body: call.body.to_vec(),
+        callback_url,
+        attempts: 0,
+    };
+    state.queue.enqueue(queued).await.map_err(|e| match e {
+        EnqueueError::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        EnqueueError::Store(e) => ApiError::internal(e),
+    })?;
+    tracing::info!(call_id = call.call_id, function = %name, "async call queued");
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `DELETE /async-function/{call-id}`: cancels a call that has not started.
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    match state.registry.store.cancel_call(&call_id).await? {
+        None => Err(ApiError::not_found(format!("no queued call {call_id}"))),
+        Some(CallState::Pending) => {
+            tracing::info!(call_id, "async call cancelled");
+            Ok(StatusCode::OK)
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "call {call_id} is {}; only pending calls can be cancelled",
+                other.as_str()
+            ),
+        )),
+    }
 }

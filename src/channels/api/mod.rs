@@ -42,4 +42,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/function/{name}", any(invoke::invoke_root))
         .route("/function/{name}/", any(invoke::invoke_root))
         .route("/function/{name}/{*path}", any(invoke::invoke_path))
+        .route(
+            "/async-function/{name}",
+            post(invoke::async_root)
+                .put(invoke::async_root)
+                .delete(invoke::cancel),
+        )
+        .route("/async-function/{name}/", any(invoke::async_root))
+        .route("/async-function/{name}/{*path}", any(invoke::async_path))
+        .route("/system/queue", get(system::queue))
+        .route("/system/queue/{call_id}/retry", post(system::retry_call))
 }

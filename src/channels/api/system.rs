@@ -427,3 +427,49 @@ pub async fn create_token(
         }),
     ))
 }
+
+#[derive(Deserialize)]
+pub struct QueueQuery {
+    state: Option<crate::store::CallState>,
+    function: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn queue(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<QueueQuery>,
+) -> Result<Json<Vec<crate::store::QueueEntry>>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    let function: Option<FunctionName> = query.function.as_deref().map(str::parse).transpose()?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let entries = state
+        .registry
+        .store
+        .queue_entries(query.state, function.map(|f| f.to_string()), limit)
+        .await?;
+    Ok(Json(entries))
+}
+
+pub async fn retry_call(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    match state.registry.store.requeue_dead(&call_id).await? {
+        None => Err(ApiError::not_found(format!("no queued call {call_id}"))),
+        Some(crate::store::CallState::Dead) => {
+            state.queue.wake();
+            tracing::info!(call_id, "dead-lettered call queued again");
+            Ok(StatusCode::ACCEPTED)
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "call {call_id} is {}; only dead-lettered calls can be retried",
+                other.as_str()
+            ),
+        )),
+    }
+}

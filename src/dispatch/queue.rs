@@ -1,0 +1,481 @@
+//! Async calls: a call accepted by `POST /async-function/NAME` is already committed to
+//! the store's queue; this runner claims due calls, runs them with per-function
+//! concurrency, retries failures (5xx, 429, time-outs, unreachable functions) with
+//! exponential backoff and jitter, dead-letters calls that keep failing, and POSTs each
+//! final result to the call's `X-Callback-Url`. Calls that were running when a gateway
+//! died are run again (at least once; the function sees the same `X-Call-Id`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::error::provider_status;
+use crate::function::FunctionName;
+use crate::provider::Invocation;
+use crate::registry::Registry;
+use crate::server::HEADER_CALL_ID;
+use crate::store::{CallState, CallbackDue, QueuedCall, StoreError};
+
+/// Headers of a callback, as the OpenFaaS queue worker sends them.
+pub const HEADER_FUNCTION_STATUS: &str = "x-function-status";
+pub const HEADER_FUNCTION_NAME: &str = "x-function-name";
+pub const HEADER_DURATION: &str = "x-duration-seconds";
+/// Request header naming where an async call's result goes.
+pub const HEADER_CALLBACK_URL: &str = "x-callback-url";
+
+/// Longest wait between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest a claimed call may stay running before another gateway may take it over.
+const LEASE: Duration = Duration::from_secs(600);
+/// How often the runner looks for due calls when nothing wakes it.
+const POLL: Duration = Duration::from_millis(200);
+/// Callback deliveries tried before giving up.
+const CALLBACK_ATTEMPTS: u32 = 5;
+/// Largest result kept for a callback.
+const MAX_RESULT: usize = 1024 * 1024;
+
+/// Settings of the async queue.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Async calls running at once, over all functions.
+    pub workers: usize,
+    /// Calls pending or running at most; enqueues beyond it are refused.
+    pub max_depth: u64,
+    /// How long running calls get to finish after a shutdown signal.
+    pub drain: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            workers: 16,
+            max_depth: 100_000,
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why an async call was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("the async queue is full ({0} calls waiting); try again later")]
+    Full(u64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The async queue: enqueue calls, and run them in the background.
+pub struct AsyncQueue {
+    registry: Registry,
+    config: QueueConfig,
+    owner: String,
+    wake: Notify,
+    depth: AtomicU64,
+    per_function: Mutex<HashMap<String, Arc<Semaphore>>>,
+    client: reqwest::Client,
+}
+
+impl AsyncQueue {
+    /// A queue over the registry's store; `depth` starts from what the store holds.
+    pub async fn new(
+        registry: Registry,
+        config: QueueConfig,
+    ) -> Result<Arc<AsyncQueue>, StoreError> {
+        let depth = registry.store.queue_depth().await?;
+        Ok(Arc::new(AsyncQueue {
+            registry,
+            config,
+            owner: format!("pid:{}", std::process::id()),
+            wake: Notify::new(),
+            depth: AtomicU64::new(depth),
+            per_function: Mutex::new(HashMap::new()),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
+        }))
+    }
+
+    /// Commits a call to the queue; once this returns the call will run.
+    pub async fn enqueue(&self, call: QueuedCall) -> Result<(), EnqueueError> {
+        let depth = self.depth.load(Ordering::Relaxed);
+        if depth >= self.config.max_depth {
+            return Err(EnqueueError::Full(depth));
+        }
+        self.registry.store.enqueue(call).await?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Wakes the runner (after a dead call was put back, for instance).
+    pub fn wake(&self) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Runs due calls until `stopping` turns true, then lets running calls finish for
+    /// the drain period; calls still running after it are run again at the next start.
+    pub async fn run(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
+        match self
+            .registry
+            .store
+            .reclaim_calls(owner_is_alive, Utc::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                calls = n,
+                "re-queued calls left running by a stopped gateway"
+            ),
+            Err(e) => tracing::error!(error = %e, "reclaiming calls failed"),
+        }
+        let mut tasks = JoinSet::new();
+        {
+            let queue = self.clone();
+            tasks.spawn(async move { queue.deliver_pending_callbacks().await });
+        }
+        let slots = Arc::new(Semaphore::new(self.config.workers));
+        let mut last_reclaim = Instant::now();
+        while !*stopping.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let claimed = if free == 0 {
+                Vec::new()
+            } else {
+                let now = Utc::now();
+                let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                let queue = self.clone();
+                let room = move |function: &str| queue.room(function);
+                match self
+                    .registry
+                    .store
+                    .claim_calls(&self.owner, free, now, lease, room)
+                    .await
+                {
+                    Ok(calls) => calls,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming queued calls failed");
+                        Vec::new()
+                    }
+                }
+            };
+            let idle = claimed.is_empty();
+            for call in claimed {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let Ok(permit) = self.slots_of(&call.function).acquire_owned().await else {
+                    break;
+                };
+                tasks.spawn(self.clone().run_call(call, slot, permit));
+            }
+            if last_reclaim.elapsed() > Duration::from_secs(10) {
+                last_reclaim = Instant::now();
+                let _ = self
+                    .registry
+                    .store
+                    .reclaim_calls(owner_is_alive, Utc::now())
+                    .await;
+            }
+            if idle {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(POLL) => {}
+                    _ = stopping.changed() => {}
+                }
+            }
+        }
+        let running = tasks.len();
+        if running > 0 {
+            tracing::info!(calls = running, "waiting for running async calls");
+        }
+        let drained = tokio::time::timeout(self.config.drain, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(calls = tasks.len(), "async calls still running after the drain period; they run again at the next start");
+            tasks.abort_all();
+        }
+    }
+
+    /// The semaphore bounding how many async calls of `function` run at once
+    /// (`hark.async.concurrency`, read when the function is first seen).
+    fn slots_of(&self, function: &str) -> Arc<Semaphore> {
+        let mut map = self.per_function.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(function.to_owned())
+            .or_insert_with(|| {
+                let limit = function
+                    .parse::<FunctionName>()
+                    .ok()
+                    .and_then(|name| self.registry.deployed(&name))
+                    .and_then(|spec| spec.async_concurrency().ok())
+                    .unwrap_or(1);
+                Arc::new(Semaphore::new(limit as usize))
+            })
+            .clone()
+    }
+
+    /// How many more calls of `function` may start now.
+    fn room(&self, function: &str) -> usize {
+        self.slots_of(function).available_permits()
+    }
+
+    async fn run_call(
+        self: Arc<Self>,
+        call: QueuedCall,
+        _slot: OwnedSemaphorePermit,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let outcome = self.attempt(&call).await;
+        if let Err(e) = outcome {
+            tracing::error!(call_id = call.call_id, error = %e, "recording an async call's outcome failed");
+        }
+    }
+
+    async fn attempt(&self, call: &QueuedCall) -> Result<(), StoreError> {
+        let store = &self.registry.store;
+        let spec = call
+            .function
+            .parse::<FunctionName>()
+            .ok()
+            .and_then(|name| self.registry.deployed(&name).map(|spec| (name, spec)));
+        let Some((name, spec)) = spec else {
+            let error = format!("function {} is not deployed", call.function);
+            tracing::warn!(
+                call_id = call.call_id,
+                function = call.function,
+                "async call dead-lettered: function gone"
+            );
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            store
+                .finish_call(
+                    &call.call_id,
+                    CallState::Dead,
+                    call.attempts + 1,
+                    404,
+                    Some(error),
+                    0.0,
+                    None,
+                )
+                .await?;
+            return self.callback_if_any(call).await;
+        };
+        let retries = spec.retries().unwrap_or(3);
+        let backoff = spec.retry_backoff().unwrap_or(Duration::from_secs(1));
+
+        let started = Instant::now();
+        let result = self
+            .registry
+            .dispatcher
+            .invoke(&name, "async", invocation(call))
+            .await;
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (status, error, body) = match result {
+            Ok(output) => (output.status.as_u16(), output.error, output.body),
+            Err(e) => (
+                provider_status(&e).as_u16(),
+                Some(e.to_string()),
+                Bytes::from(e.to_string()),
+            ),
+        };
+        let attempts = call.attempts + 1;
+        let retryable = status >= 500 || status == 429;
+        if retryable && attempts <= retries {
+            let delay = backoff_delay(backoff, attempts);
+            tracing::info!(call_id = call.call_id, function = %name, status, attempts, delay_ms = delay.as_millis() as u64, "async call failed; retrying");
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            return store
+                .retry_call_later(&call.call_id, attempts, status, error, at)
+                .await;
+        }
+        let state = if retryable {
+            CallState::Dead
+        } else {
+            CallState::Done
+        };
+        if state == CallState::Dead {
+            tracing::warn!(call_id = call.call_id, function = %name, status, attempts, "async call dead-lettered");
+        }
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        let result = call
+            .callback_url
+            .is_some()
+            .then(|| body[..body.len().min(MAX_RESULT)].to_vec());
+        store
+            .finish_call(
+                &call.call_id,
+                state,
+                attempts,
+                status,
+                error,
+                duration_ms,
+                result,
+            )
+            .await?;
+        self.callback_if_any(call).await
+    }
+
+    async fn callback_if_any(&self, call: &QueuedCall) -> Result<(), StoreError> {
+        if call.callback_url.is_none() {
+            return Ok(());
+        }
+        let due = self.registry.store.callbacks_due().await?;
+        if let Some(callback) = due.into_iter().find(|c| c.call_id == call.call_id) {
+            self.deliver(callback).await?;
+        }
+        Ok(())
+    }
+
+    async fn deliver_pending_callbacks(&self) {
+        match self.registry.store.callbacks_due().await {
+            Ok(due) => {
+                for callback in due {
+                    if let Err(e) = self.deliver(callback).await {
+                        tracing::error!(error = %e, "recording a callback failed");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading pending callbacks failed"),
+        }
+    }
+
+    /// POSTs a result to its callback URL, retrying with backoff.
+    async fn deliver(&self, callback: CallbackDue) -> Result<(), StoreError> {
+        let mut attempts = callback.attempts;
+        while attempts < CALLBACK_ATTEMPTS {
+            attempts += 1;
+            let response = self
+                .client
+                .post(&callback.url)
+                .header(HEADER_CALL_ID, &callback.call_id)
+                .header(HEADER_FUNCTION_STATUS, callback.status.to_string())
+                .header(HEADER_FUNCTION_NAME, &callback.function)
+                .header(
+                    HEADER_DURATION,
+                    format!("{:.6}", callback.duration_ms / 1000.0),
+                )
+                .body(callback.body.clone())
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(call_id = callback.call_id, attempts, "callback delivered");
+                    return self
+                        .registry
+                        .store
+                        .record_callback(&callback.call_id, "delivered", attempts)
+                        .await;
+                }
+                Ok(r) => tracing::warn!(
+                    call_id = callback.call_id,
+                    status = r.status().as_u16(),
+                    attempts,
+                    "callback refused"
+                ),
+                Err(e) => {
+                    tracing::warn!(call_id = callback.call_id, error = %e, attempts, "callback failed")
+                }
+            }
+            self.registry
+                .store
+                .record_callback(&callback.call_id, "pending", attempts)
+                .await?;
+            if attempts < CALLBACK_ATTEMPTS {
+                tokio::time::sleep(backoff_delay(Duration::from_millis(500), attempts)).await;
+            }
+        }
+        tracing::error!(call_id = callback.call_id, "callback given up");
+        self.registry
+            .store
+            .record_callback(&callback.call_id, "failed", attempts)
+            .await
+    }
+}
+
+/// The request of a queued call, as the function receives it.
+fn invocation(call: &QueuedCall) -> Invocation {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &call.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    if let Ok(id) = HeaderValue::from_str(&call.call_id) {
+        headers.insert(HEADER_CALL_ID, id);
+    }
+    Invocation {
+        call_id: call.call_id.clone(),
+        method: Method::from_bytes(call.method.as_bytes()).unwrap_or(Method::POST),
+        path: call.path.clone(),
+        query: call.query.clone(),
+        headers,
+        body: Bytes::from(call.body.clone()),
+    }
+}
+
+/// `base × 2^(attempt-1)`, capped, with ±20 % jitter so retries of many calls spread out.
+pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
+    let exponential = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let capped = exponential.min(MAX_BACKOFF);
+    let jitter: f64 = 0.8 + rand::random::<f64>() * 0.4;
+    capped.mul_f64(jitter)
+}
+
+/// Whether the gateway process named by a queue owner (`pid:N`) still runs.
+fn owner_is_alive(owner: &str) -> bool {
+    let Some(pid) = owner
+        .strip_prefix("pid:")
+        .and_then(|p| p.parse::<libc::pid_t>().ok())
+    else {
+        return false;
+    };
+    if pid == std::process::id() as libc::pid_t {
+        // Our own calls are only "running" in the store while we run them.
+        return true;
+    }
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    alive || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        for (attempt, nominal) in [(1, 100.0), (2, 200.0), (3, 400.0), (5, 1600.0)] {
+            let d = backoff_delay(base, attempt).as_secs_f64() * 1000.0;
+            assert!(
+                d >= nominal * 0.8 - 0.001 && d <= nominal * 1.2 + 0.001,
+                "attempt {attempt}: {d}"
+            );
+        }
+        assert!(backoff_delay(Duration::from_secs(10), 30) <= MAX_BACKOFF.mul_f64(1.2));
+        let spread: std::collections::HashSet<u128> = (0..20)
+            .map(|_| backoff_delay(base, 3).as_micros())
+            .collect();
+        assert!(spread.len() > 1, "no jitter");
+    }
+
+    #[test]
+    fn owners_are_alive_only_while_their_process_runs() {
+        assert!(owner_is_alive(&format!("pid:{}", std::process::id())));
+        assert!(!owner_is_alive("pid:999999999"));
+        assert!(!owner_is_alive("garbage"));
+    }
+}

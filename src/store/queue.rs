@@ -1,0 +1,442 @@
+//! The durable queue of async calls, in the same SQLite file: an accepted call comes in
+//! and is committed before its 202 goes out; workers claim due calls, and each call's
+//! outcome (done, retry later, dead-lettered, cancelled) is written back. Enqueues are
+//! group-committed: one transaction for every call that arrived meanwhile.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::{Store, StoreError};
+
+/// Where a queued call is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallState {
+    Pending,
+    Running,
+    Done,
+    Dead,
+    Cancelled,
+}
+
+impl CallState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Pending => "pending",
+            CallState::Running => "running",
+            CallState::Done => "done",
+            CallState::Dead => "dead",
+            CallState::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> CallState {
+        match s {
+            "running" => CallState::Running,
+            "done" => CallState::Done,
+            "dead" => CallState::Dead,
+            "cancelled" => CallState::Cancelled,
+            _ => CallState::Pending,
+        }
+    }
+}
+
+/// A call as it is queued: the whole request, so it can run again after a crash.
+#[derive(Debug, Clone)]
+pub struct QueuedCall {
+    pub call_id: String,
+    pub function: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub callback_url: Option<String>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// A queued call as `GET /system/queue` lists it (without its body).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueEntry {
+    pub call_id: String,
+    pub function: String,
+    pub state: CallState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_state: Option<String>,
+}
+
+/// The final result kept for a callback until it is delivered.
+#[derive(Debug, Clone)]
+pub struct CallbackDue {
+    pub call_id: String,
+    pub function: String,
+    pub url: String,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub body: Vec<u8>,
+    pub attempts: u32,
+}
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS queue (
+    call_id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    query TEXT,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    callback_url TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    owner TEXT,
+    lease_until INTEGER,
+    status INTEGER,
+    error TEXT,
+    duration_ms REAL,
+    result BLOB,
+    callback_state TEXT,
+    callback_attempts INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS queue_callbacks ON queue (callback_state);
+";
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// Inserts calls in one transaction; a call id already queued is left as it is, so a
+/// client that retries its enqueue does not run the call twice.
+pub(super) fn insert_calls(conn: &mut Connection, calls: &[QueuedCall]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO queue (call_id, function, method, path, query, headers, body,
+                callback_url, state, attempts, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10)",
+        )?;
+        let now = Utc::now();
+        for c in calls {
+            insert.execute(params![
+                c.call_id,
+                c.function,
+                c.method,
+                c.path,
+                c.query,
+                serde_json::to_string(&c.headers)?,
+                c.body,
+                c.callback_url,
+                millis(now),
+                now
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Store {
+    /// Claims up to `limit` due calls for `owner`, marking them running until
+    /// `lease_until`, and at most `room(function)` calls of each function.
+    pub async fn claim_calls(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        mut room: impl FnMut(&str) -> usize + Send + 'static,
+    ) -> Result<Vec<QueuedCall>, StoreError> {
+        let owner = owner.to_owned();
+        self.with_mut(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut claimed = Vec::new();
+            {
+                let mut due = tx.prepare_cached(
+                    "SELECT call_id, function, method, path, query, headers, body, callback_url, attempts
+                     FROM queue WHERE state = 'pending' AND next_attempt_at <= ?1
+                     ORDER BY next_attempt_at LIMIT ?2",
+                )?;
+                let rows = due.query_map(params![millis(now), (limit * 8) as i64], |r| {
+                    Ok((
+                        QueuedCall {
+                            call_id: r.get(0)?,
+                            function: r.get(1)?,
+                            method: r.get(2)?,
+                            path: r.get(3)?,
+                            query: r.get(4)?,
+                            headers: Vec::new(),
+                            body: r.get(6)?,
+                            callback_url: r.get(7)?,
+                            attempts: r.get(8)?,
+                        },
+                        r.get::<_, String>(5)?,
+                    ))
+                })?;
+                let mut taken: std::collections::HashMap<String, usize> = Default::default();
+                for row in rows {
+                    if claimed.len() == limit {
+                        break;
+                    }
+                    let (mut call, headers) = row?;
+                    let n = taken.entry(call.function.clone()).or_default();
+                    if *n >= room(&call.function) {
+                        continue;
+                    }
+                    *n += 1;
+                    call.headers = serde_json::from_str(&headers)?;
+                    claimed.push(call);
+                }
+                let mut mark = tx.prepare_cached(
+                    "UPDATE queue SET state = 'running', owner = ?2, lease_until = ?3 WHERE call_id = ?1",
+                )?;
+                for call in &claimed {
+                    mark.execute(params![call.call_id, owner, millis(lease_until)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    /// Puts back to pending the running calls whose owner is gone: those of `dead_owner`
+    /// (a previous run of this process) and those whose lease ran out.
+    pub async fn reclaim_calls(
+        &self,
+        is_alive: fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.with_mut(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let running: Vec<(String, Option<String>, Option<i64>)> = {
+                let mut stmt = tx.prepare("SELECT call_id, owner, lease_until FROM queue WHERE state = 'running'")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut reclaimed = 0;
+            for (call_id, owner, lease) in running {
+                let expired = lease.is_none_or(|l| l < millis(now));
+                let orphaned = owner.as_deref().is_none_or(|o| !is_alive(o));
+                if expired || orphaned {
+                    tx.execute(
+                        "UPDATE queue SET state = 'pending', owner = NULL, lease_until = NULL, next_attempt_at = ?2
+                         WHERE call_id = ?1 AND state = 'running'",
+                        params![call_id, millis(now)],
+                    )?;
+                    reclaimed += 1;
+                }
+            }
+            tx.commit()?;
+            Ok(reclaimed)
+        })
+        .await
+    }
+
+    /// Records that a call finished for good (done or dead), keeping its result for a
+    /// callback if it has one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_call(
+        &self,
+        call_id: &str,
+        state: CallState,
+        attempts: u32,
+        status: u16,
+        error: Option<String>,
+        duration_ms: f64,
+        result: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE queue SET state = ?2, attempts = ?3, status = ?4, error = ?5, duration_ms = ?6,
+                    result = CASE WHEN callback_url IS NULL THEN NULL ELSE ?7 END,
+                    callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END,
+                    body = CASE WHEN ?2 = 'done' THEN x'' ELSE body END,
+                    owner = NULL, lease_until = NULL, finished_at = ?8
+                 WHERE call_id = ?1",
+                params![call_id, state.as_str(), attempts, status, error, duration_ms, result, Utc::now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Schedules another attempt of a failed call.
+    pub async fn retry_call_later(
+        &self,
+        call_id: &str,
+        attempts: u32,
+        status: u16,
+        error: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE queue SET state = 'pending', attempts = ?2, status = ?3, error = ?4,
+                    next_attempt_at = ?5, owner = NULL, lease_until = NULL
+                 WHERE call_id = ?1 AND state = 'running'",
+                params![call_id, attempts, status, error, millis(at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cancels a pending call; the state it was in, if it exists.
+    pub async fn cancel_call(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            let state: Option<String> = c
+                .query_row("SELECT state FROM queue WHERE call_id = ?1", [&call_id], |r| r.get(0))
+                .optional()?;
+            let Some(state) = state.map(|s| CallState::parse(&s)) else {
+                return Ok(None);
+            };
+            if state == CallState::Pending {
+                c.execute(
+                    "UPDATE queue SET state = 'cancelled', finished_at = ?2, body = x'' WHERE call_id = ?1 AND state = 'pending'",
+                    params![call_id, Utc::now()],
+                )?;
+            }
+            Ok(Some(state))
+        })
+        .await
+    }
+
+    /// Moves a dead-lettered call back to pending; the state it was in, if it exists.
+    pub async fn requeue_dead(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            let state: Option<String> = c
+                .query_row("SELECT state FROM queue WHERE call_id = ?1", [&call_id], |r| r.get(0))
+                .optional()?;
+            let Some(state) = state.map(|s| CallState::parse(&s)) else {
+                return Ok(None);
+            };
+            if state == CallState::Dead {
+                c.execute(
+                    "UPDATE queue SET state = 'pending', attempts = 0, next_attempt_at = ?2, error = NULL,
+                        callback_state = NULL, result = NULL, finished_at = NULL
+                     WHERE call_id = ?1",
+                    params![call_id, millis(Utc::now())],
+                )?;
+            }
+            Ok(Some(state))
+        })
+        .await
+    }
+
+    /// Queued calls, newest first, optionally in one state and of one function.
+    pub async fn queue_entries(
+        &self,
+        state: Option<CallState>,
+        function: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT call_id, function, state, attempts, status, error, created_at, next_attempt_at,
+                        callback_url, callback_state
+                 FROM queue WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR function = ?2)
+                 ORDER BY created_at DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![state.map(CallState::as_str), function, limit], |r| {
+                let state = CallState::parse(&r.get::<_, String>(2)?);
+                Ok(QueueEntry {
+                    call_id: r.get(0)?,
+                    function: r.get(1)?,
+                    state,
+                    attempts: r.get(3)?,
+                    status: r.get(4)?,
+                    error: r.get(5)?,
+                    created_at: r.get(6)?,
+                    next_attempt_at: (state == CallState::Pending)
+                        .then(|| r.get::<_, i64>(7).ok().and_then(from_millis))
+                        .flatten(),
+                    callback_url: r.get(8)?,
+                    callback_state: r.get(9)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// How many calls are pending or running.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM queue WHERE state IN ('pending', 'running')",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Finished calls whose callback is still to be delivered.
+    pub async fn callbacks_due(&self) -> Result<Vec<CallbackDue>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT call_id, function, callback_url, status, duration_ms, result, callback_attempts
+                 FROM queue WHERE callback_state = 'pending' AND callback_url IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(CallbackDue {
+                    call_id: r.get(0)?,
+                    function: r.get(1)?,
+                    url: r.get(2)?,
+                    status: r.get::<_, Option<u16>>(3)?.unwrap_or(0),
+                    duration_ms: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
+                    body: r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default(),
+                    attempts: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Records a callback delivery attempt; `delivered` or `failed` ends it.
+    pub async fn record_callback(
+        &self,
+        call_id: &str,
+        state: &'static str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE queue SET callback_state = ?2, callback_attempts = ?3,
+                    result = CASE WHEN ?2 = 'pending' THEN result ELSE NULL END
+                 WHERE call_id = ?1",
+                params![call_id, state, attempts],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
