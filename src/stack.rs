@@ -1,13 +1,15 @@
 //! `hark.yml`: the stack file. YAML text comes in, with `${VAR:-default}` substituted
 //! from the environment; checked [`FunctionDeployment`]s and warnings about keys Hark
 //! does not know go out. It accepts the OpenFaaS `stack.yml` shape so an existing stack
-//! file mostly just works.
+//! file mostly just works, plus Hark's own `channels:` section (Slack, GitHub and webhook
+//! routes, checked when `hark up` builds them: see [`crate::channels::common`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::channels::ChannelsConfig;
 use crate::function::{FunctionDeployment, FunctionName, Resources, ANNOTATION_WORKDIR};
 
 /// Variable Hark sets for substitution when the environment lacks it: the directory of
@@ -40,6 +42,8 @@ pub enum StackError {
 pub struct Stack {
     pub gateway: Option<String>,
     pub functions: Vec<FunctionDeployment>,
+    /// The `channels:` section: webhook routes to functions.
+    pub channels: ChannelsConfig,
     /// Keys that were not understood, and variables that were not set.
     pub warnings: Vec<String>,
 }
@@ -53,6 +57,8 @@ struct RawStack {
     provider: Option<RawProvider>,
     #[serde(default)]
     functions: BTreeMap<String, RawFunction>,
+    #[serde(default)]
+    channels: ChannelsConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +208,7 @@ impl Stack {
         Ok(Stack {
             gateway: raw.provider.and_then(|p| p.gateway),
             functions,
+            channels: raw.channels,
             warnings,
         })
     }

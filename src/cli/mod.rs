@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod up;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,6 +111,15 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Diagnose webhook deliveries (offline).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Check a captured delivery's signature and explain why it passes or fails.
+    Verify(webhook::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +168,7 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, &cli.data).await,
+        Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {
