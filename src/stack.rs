@@ -345,6 +345,53 @@ functions:
     }
 
     #[test]
+    fn channels_are_read_and_their_unknown_keys_reported() {
+        let text = r#"
+functions:
+  label-issue: { fprocess: cat }
+channels:
+  slack:
+    acme:
+      signing_secrets: [slack-signing]
+      commands: { /standup: standup }
+      response_type: in_channel
+      colour: red
+  github:
+    triage:
+      webhook_secrets: [gh-hook]
+      app: { id: 12345, private_key: gh-app-key, api: "https://ghe.example/api/v3" }
+      events: { issues.opened: label-issue }
+      reply: labels
+  hooks:
+    deploy:
+      standard_webhooks_secrets: [deploy-hook]
+      function: deploy
+      async: true
+      max_body: 64KiB
+"#;
+        let stack = Stack::parse(text, Path::new("hark.yml"), Path::new("/"), &env).unwrap();
+        let slack = &stack.channels.slack["acme"];
+        assert_eq!(slack.commands["/standup"], "standup");
+        let github = &stack.channels.github["triage"];
+        assert_eq!(github.app.as_ref().unwrap().id, 12345);
+        let hook = &stack.channels.hooks["deploy"];
+        assert!(hook.run_async);
+        assert_eq!(hook.max_body.unwrap().0, 64 * 1024);
+        assert!(
+            stack
+                .warnings
+                .iter()
+                .any(|w| w.contains("channels.slack.acme.colour")),
+            "{:?}",
+            stack.warnings
+        );
+        // A wrong value is an error naming where it is.
+        let bad = "channels:\n  github:\n    t:\n      webhook_secrets: [s]\n      events: {}\n      reply: emoji\n";
+        let err = Stack::parse(bad, Path::new("hark.yml"), Path::new("/"), &env).unwrap_err();
+        assert!(err.to_string().contains("emoji"), "{err}");
+    }
+
+    #[test]
     fn bad_functions_are_refused_with_their_name() {
         let bad_name = "functions:\n  Bad_Name:\n    fprocess: cat\n";
         let err = Stack::parse(bad_name, Path::new("hark.yml"), Path::new("/"), &env).unwrap_err();
