@@ -471,7 +471,7 @@ fn slack_site() -> Site {
     let site = Site::new();
     let say = site.script("say", r#"sed -n 's/.*"text":"\([^"]*\)".*/You said: \1/p'"#);
     let whoami = site.script("whoami", "cat");
-    let slow = site.script("slow", "cat >/dev/null; sleep 1; echo done late");
+    let slow = site.script("slow", "cat >/dev/null; sleep 2; echo done late");
     let events = site.file("events.log");
     let record = site.script("record", &format!("cat >> {events}; echo >> {events}"));
     let approve = site.script(
@@ -605,8 +605,9 @@ async fn slack_slow_commands_get_the_working_message_and_the_result_at_response_
         body,
     )
     .await;
+    // The function sleeps 2 s; the answer comes at the 300 ms budget.
     assert!(
-        started.elapsed() < Duration::from_millis(900),
+        started.elapsed() < Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );
@@ -902,7 +903,7 @@ async fn github_app_labels_new_issues_with_an_installation_token() {
     .await;
     let site = Site::new();
     let labeler = site.script("labeler", r#"cat > /dev/null; echo '["bug", "triage"]'"#);
-    let slow = site.script("slow", "cat > /dev/null; sleep 1.5; echo '[\"slow\"]'");
+    let slow = site.script("slow", "cat > /dev/null; sleep 3; echo '[\"slow\"]'");
     site.config(
         &[("labeler", &labeler), ("slow", &slow)],
         &format!(
@@ -1000,7 +1001,7 @@ async fn github_app_labels_new_issues_with_an_installation_token() {
     )
     .await;
     assert_eq!(status, 202);
-    assert!(started.elapsed() < Duration::from_millis(1400));
+    assert!(started.elapsed() < Duration::from_millis(2500));
     let seen = api.wait_for(4).await;
     assert_eq!(seen[3].path, "/repos/octo/repo/issues/9/labels");
     assert_eq!(seen[3].json(), json!({"labels": ["slow"]}));
@@ -1119,7 +1120,7 @@ fn hooks_site() -> Site {
     );
     let slow = site.script(
         "slow",
-        &format!("cat > /dev/null; sleep 1; echo slow >> {count}"),
+        &format!("cat > /dev/null; sleep 2; echo slow >> {count}"),
     );
     site.config(
         &[("echo", &echo), ("counter", &counter), ("slow", &slow)],
@@ -1330,7 +1331,7 @@ async fn hooks_limit_body_size_and_concurrency_and_run_async() {
     let started = Instant::now();
     let (status, answer) = post(&gw, "/hooks/background", &[], "go").await;
     assert_eq!(status, 202, "{answer}");
-    assert!(started.elapsed() < Duration::from_millis(800));
+    assert!(started.elapsed() < Duration::from_millis(1500));
     site.wait_lines("count.log", 1).await;
 
     // max_inflight: 1 — a second concurrent delivery is refused with 429.
