@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //! The modules follow the path of a request:
-//! - [`channels`]: ingress. `api` is the OpenFaaS-compatible REST API and `/function/NAME`.
+//! - [`channels`]: ingress. `api` is the OpenFaaS-compatible REST API and `/function/NAME`;
+//!   `slack`, `github` and `hooks` verify signed deliveries, run the routed function within
+//!   the platform's deadline and format its reply; `common` is their shared plumbing.
 //! - [`registry`]: which functions exist; deploys them through the provider and the store.
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
 //! - [`provider`]: the backend trait and its implementations (`process`, the default).
-//! - [`store`]: SQLite persistence of functions, secrets and activations.
+//! - [`store`]: SQLite persistence of functions, secrets, activations and delivery ids.
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,
 //!   and webhook trigger rules.
 //! - [`auth`]: API tokens (JWT) and their scopes.

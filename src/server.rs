@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::channels::{Channels, Clock};
 use crate::error::ApiError;
 use crate::registry::Registry;
 
@@ -40,6 +41,10 @@ pub struct AppState {
     pub sync_slots: Arc<tokio::sync::Semaphore>,
     /// Turns true when the gateway is shutting down; long streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The Slack, GitHub and webhook routes of `hark.yml`.
+    pub channels: Arc<Channels>,
+    /// The time signatures are checked against (see [`crate::channels::common::system_clock`]).
+    pub clock: Clock,
 }
 
 /// The id of the call being served.
@@ -98,6 +103,7 @@ async fn call_id(mut request: Request, next: Next) -> Response {
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.max_body;
     crate::channels::api::routes()
+        .merge(crate::channels::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(call_id))
         .with_state(state)
@@ -113,13 +119,19 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
     let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
+    let channels = state.channels.clone();
     let mut drained = stopping.subscribe();
     let graceful = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stopping.send(true);
     };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(graceful);
+    // Peer addresses reach handlers as `ConnectInfo` (webhook `ip-whitelist` rules).
+    let server = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful);
     let deadline = async move {
         let _ = drained.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -131,6 +143,8 @@ pub async fn run(
     if let Err(e) = queue.await {
         tracing::error!(error = %e, "async queue runner failed");
     }
+    // Functions started by channel deliveries get the rest of the drain time.
+    channels.outbound.drain(DRAIN_TIMEOUT).await;
     registry.provider.shutdown().await;
     registry.store.flush().await;
     tracing::info!("stopped");

@@ -1,13 +1,15 @@
 //! `hark.yml`: the stack file. YAML text comes in, with `${VAR:-default}` substituted
 //! from the environment; checked [`FunctionDeployment`]s and warnings about keys Hark
 //! does not know go out. It accepts the OpenFaaS `stack.yml` shape so an existing stack
-//! file mostly just works.
+//! file mostly just works, plus Hark's own `channels:` section (Slack, GitHub and webhook
+//! routes, checked when `hark up` builds them: see [`crate::channels::common`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::channels::ChannelsConfig;
 use crate::function::{FunctionDeployment, FunctionName, Resources, ANNOTATION_WORKDIR};
 
 /// Variable Hark sets for substitution when the environment lacks it: the directory of
@@ -40,6 +42,8 @@ pub enum StackError {
 pub struct Stack {
     pub gateway: Option<String>,
     pub functions: Vec<FunctionDeployment>,
+    /// The `channels:` section: webhook routes to functions.
+    pub channels: ChannelsConfig,
     /// Keys that were not understood, and variables that were not set.
     pub warnings: Vec<String>,
 }
@@ -53,6 +57,8 @@ struct RawStack {
     provider: Option<RawProvider>,
     #[serde(default)]
     functions: BTreeMap<String, RawFunction>,
+    #[serde(default)]
+    channels: ChannelsConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +208,7 @@ impl Stack {
         Ok(Stack {
             gateway: raw.provider.and_then(|p| p.gateway),
             functions,
+            channels: raw.channels,
             warnings,
         })
     }
@@ -335,6 +342,53 @@ functions:
             "{:?}",
             stack.warnings
         );
+    }
+
+    #[test]
+    fn channels_are_read_and_their_unknown_keys_reported() {
+        let text = r#"
+functions:
+  label-issue: { fprocess: cat }
+channels:
+  slack:
+    acme:
+      signing_secrets: [slack-signing]
+      commands: { /standup: standup }
+      response_type: in_channel
+      colour: red
+  github:
+    triage:
+      webhook_secrets: [gh-hook]
+      app: { id: 12345, private_key: gh-app-key, api: "https://ghe.example/api/v3" }
+      events: { issues.opened: label-issue }
+      reply: labels
+  hooks:
+    deploy:
+      standard_webhooks_secrets: [deploy-hook]
+      function: deploy
+      async: true
+      max_body: 64KiB
+"#;
+        let stack = Stack::parse(text, Path::new("hark.yml"), Path::new("/"), &env).unwrap();
+        let slack = &stack.channels.slack["acme"];
+        assert_eq!(slack.commands["/standup"], "standup");
+        let github = &stack.channels.github["triage"];
+        assert_eq!(github.app.as_ref().unwrap().id, 12345);
+        let hook = &stack.channels.hooks["deploy"];
+        assert!(hook.run_async);
+        assert_eq!(hook.max_body.unwrap().0, 64 * 1024);
+        assert!(
+            stack
+                .warnings
+                .iter()
+                .any(|w| w.contains("channels.slack.acme.colour")),
+            "{:?}",
+            stack.warnings
+        );
+        // A wrong value is an error naming where it is.
+        let bad = "channels:\n  github:\n    t:\n      webhook_secrets: [s]\n      events: {}\n      reply: emoji\n";
+        let err = Stack::parse(bad, Path::new("hark.yml"), Path::new("/"), &env).unwrap_err();
+        assert!(err.to_string().contains("emoji"), "{err}");
     }
 
     #[test]

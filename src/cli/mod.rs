@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod commands;
 mod up;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +125,9 @@ pub enum Command {
     },
     /// Measure the gateway's paths next to their baselines, in one run.
     Bench(bench::BenchArgs),
+    /// Diagnose webhook deliveries (offline).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +150,12 @@ pub enum QueueCommand {
     Retry { call_id: String },
     /// Cancel a call that has not started.
     Cancel { call_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Check a captured delivery's signature and explain why it passes or fails.
+    Verify(webhook::VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +205,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {

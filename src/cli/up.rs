@@ -11,6 +11,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::channels::common::{system_clock, BuildContext, Secrets};
+use crate::channels::{Channels, ChannelsConfig, Clock};
 use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
 use crate::provider::process::ProcessProvider;
@@ -46,6 +48,11 @@ pub struct UpArgs {
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "HARK_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
+    /// Testing aid only: check webhook signature timestamps as if the time were this many
+    /// unix seconds, so recorded deliveries and published test vectors verify. Never set
+    /// it in production: it turns off replay protection by time.
+    #[arg(long, env = "HARK_TEST_CLOCK", hide = true)]
+    pub test_clock: Option<i64>,
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
@@ -73,6 +80,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),
     };
+    let mut channels_config = ChannelsConfig::default();
     if let Some(path) = stack_file {
         let stack = Stack::load(&path)?;
         for warning in &stack.warnings {
@@ -84,7 +92,31 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
                 tracing::error!(file = %path.display(), function = %name, error = %e.message, "function not deployed");
             }
         }
+        channels_config = stack.channels;
     }
+    // Routes are checked once every function is deployed: a route naming a missing
+    // secret or function stops the start with a message naming both.
+    let ctx = BuildContext {
+        registry: &registry,
+        secrets: Secrets::new(registry.store.clone()),
+    };
+    let channels = match Channels::build(channels_config, &ctx).await {
+        Ok(channels) => channels,
+        Err(e) => {
+            registry.provider.shutdown().await;
+            return Err(anyhow::anyhow!("hark.yml channels: {e}"));
+        }
+    };
+    for core in channels.cores() {
+        tracing::info!(channel = core.channel, route = %core.name, "route ready at /{}/{}", core.channel, core.name);
+    }
+    let clock = match args.test_clock {
+        Some(fixed) => {
+            tracing::warn!(unix = fixed, "TEST CLOCK: webhook signatures are checked as if the time were fixed; for tests only");
+            Arc::new(move || fixed) as Clock
+        }
+        None => system_clock(),
+    };
 
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -108,6 +140,8 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         auth: Arc::new(auth),
         max_body: args.max_body,
         shutdown,
+        channels: Arc::new(channels),
+        clock,
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
     match new_token {

@@ -1,5 +1,6 @@
 //! Persistence in one SQLite file in the data directory: deployed functions (with their
-//! replica counts), secrets, and an activation record per invocation. Calls come in as
+//! replica counts), secrets, an activation record per invocation, and the ids of recent
+//! webhook deliveries (so a redelivered event runs its function once). Calls come in as
 //! plain values; rows go out. Activations are written in batches by a background task
 //! so that recording a call costs the request path one channel send.
 
@@ -86,7 +87,18 @@ CREATE TABLE IF NOT EXISTS activations (
 );
 CREATE INDEX IF NOT EXISTS activations_by_function ON activations (function, started_at);
 CREATE INDEX IF NOT EXISTS activations_by_time ON activations (started_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    channel TEXT NOT NULL,
+    id TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (received_at);
 ";
+
+/// How long a delivery id is remembered: longer than any platform's retry or redelivery
+/// window (Slack retries for about an hour, GitHub redelivers up to three days back).
+pub const DELIVERY_IDS_KEPT_SECS: i64 = 7 * 24 * 3600;
 
 /// Activations kept; older ones are deleted as new ones arrive.
 const ACTIVATIONS_KEPT: i64 = 100_000;
@@ -284,6 +296,30 @@ impl Store {
             .await
     }
 
+    /// Remembers delivery `id` of `channel` (e.g. `github/triage`) at `now` (unix seconds);
+    /// `true` the first time, `false` for a redelivery. Ids older than
+    /// [`DELIVERY_IDS_KEPT_SECS`] are forgotten on the way.
+    pub async fn first_delivery(
+        &self,
+        channel: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let (channel, id) = (channel.to_owned(), id.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM deliveries WHERE received_at < ?1",
+                [now - DELIVERY_IDS_KEPT_SECS],
+            )?;
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO deliveries (channel, id, received_at) VALUES (?1, ?2, ?3)",
+                params![channel, id, now],
+            )?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
     /// Queues an activation record for the background writer.
     pub fn record(&self, activation: Activation) {
         if self.activations.send(Write::Record(activation)).is_err() {
@@ -450,6 +486,20 @@ fn insert_batch(conn: &mut Connection, batch: &[Write], prune: bool) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn delivery_ids_are_first_once_per_channel_and_forgotten_when_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let t = 1_700_000_000;
+        assert!(store.first_delivery("github/a", "d1", t).await.unwrap());
+        assert!(!store.first_delivery("github/a", "d1", t + 5).await.unwrap());
+        // Another route keeps its own ids.
+        assert!(store.first_delivery("github/b", "d1", t).await.unwrap());
+        // Past the retention window the old row is pruned and the id counts as new again.
+        let later = t + DELIVERY_IDS_KEPT_SECS + 1;
+        assert!(store.first_delivery("github/a", "d1", later).await.unwrap());
+    }
 
     fn spec(name: &str) -> FunctionDeployment {
         FunctionDeployment {

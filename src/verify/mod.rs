@@ -511,42 +511,53 @@ pub(crate) fn fingerprint(sig: &str) -> String {
     }
 }
 
+/// Test support, shared by the unit tests here and the integration tests: loads conformance
+/// file `name` from `../shared/conformance/` beside the crate, or from
+/// `$HARK_CONFORMANCE_DIR`. When it is missing this panics under CI (env `CI` set) and
+/// otherwise prints why and returns `None`, so the caller skips.
+#[doc(hidden)]
+pub fn conformance(name: &str) -> Option<serde_json::Value> {
+    use std::path::PathBuf;
+    let default = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/conformance"
+    ))
+    .join(name);
+    let mut tried = vec![default];
+    if let Ok(dir) = std::env::var("HARK_CONFORMANCE_DIR") {
+        tried.push(PathBuf::from(dir).join(name));
+    }
+    for path in &tried {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            match serde_json::from_str(&text) {
+                Ok(value) => return Some(value),
+                Err(e) => panic!("{} is not valid JSON: {e}", path.display()),
+            }
+        }
+    }
+    let msg = format!(
+        "conformance file not found at {} (set HARK_CONFORMANCE_DIR)",
+        tried
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
     use serde_json::Value;
-    use std::path::PathBuf;
 
-    /// Loads `webhooks.json` from `../shared/conformance/` beside the crate, or from
-    /// `$HARK_CONFORMANCE_DIR`. Missing: panics under CI, otherwise says so and skips.
-    pub(crate) fn conformance() -> Option<Value> {
-        let default = PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/conformance/webhooks.json"
-        ));
-        let mut tried = vec![default];
-        if let Ok(dir) = std::env::var("HARK_CONFORMANCE_DIR") {
-            tried.push(PathBuf::from(dir).join("webhooks.json"));
-        }
-        for path in &tried {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                return Some(serde_json::from_str(&text).expect("webhooks.json is valid JSON"));
-            }
-        }
-        let msg = format!(
-            "conformance file not found at {} (set HARK_CONFORMANCE_DIR)",
-            tried
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        );
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}");
-        }
-        eprintln!("skipping: {msg}");
-        None
+    fn conformance() -> Option<Value> {
+        super::conformance("webhooks.json")
     }
 
     fn s<'a>(case: &'a Value, key: &str) -> &'a str {

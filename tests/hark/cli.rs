@@ -165,3 +165,55 @@ async fn the_cli_explains_what_went_wrong_and_exits_non_zero() {
     let err = failed(&forged.output().unwrap());
     assert!(err.contains("401"), "{err}");
 }
+
+/// `hark webhook verify` runs offline on a captured delivery: the published Slack example
+/// passes at its own time, fails (exit 1) when tampered with or checked later, and says why.
+#[test]
+fn webhook_verify_explains_a_captured_delivery() {
+    let Some(doc) = hark::verify::conformance("webhooks.json") else {
+        return;
+    };
+    let case = &doc["slack"][0];
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, case["body"].as_str().unwrap()).unwrap();
+    let ts = case["timestamp"].as_i64().unwrap().to_string();
+    let run = |body: &std::path::Path, at: &str| {
+        Command::new(hark_bin())
+            .args(["webhook", "verify", "--kind", "slack", "--secret"])
+            .arg(case["signing_secret"].as_str().unwrap())
+            .arg("--body")
+            .arg(body)
+            .args(["-H", &format!("X-Slack-Request-Timestamp: {ts}")])
+            .args([
+                "-H",
+                &format!(
+                    "X-Slack-Signature: {}",
+                    case["header_x_slack_signature"].as_str().unwrap()
+                ),
+            ])
+            .args(["--at", at])
+            .output()
+            .unwrap()
+    };
+    let passed = run(&body, &ts);
+    let text = String::from_utf8_lossy(&passed.stdout);
+    assert!(passed.status.success(), "{text}");
+    assert!(text.contains("result: PASS"), "{text}");
+
+    let later = (case["timestamp"].as_i64().unwrap() + 3600).to_string();
+    let stale = run(&body, &later);
+    let text = String::from_utf8_lossy(&stale.stdout);
+    assert_eq!(stale.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("stale_timestamp") && text.contains(&format!("--at {ts}")),
+        "{text}"
+    );
+
+    let newline = dir.path().join("body-newline");
+    std::fs::write(&newline, format!("{}\n", case["body"].as_str().unwrap())).unwrap();
+    let tampered = run(&newline, &ts);
+    let text = String::from_utf8_lossy(&tampered.stdout);
+    assert_eq!(tampered.status.code(), Some(1), "{text}");
+    assert!(text.contains("trailing newline"), "{text}");
+}

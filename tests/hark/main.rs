@@ -2,6 +2,7 @@
 //! and the `hark` CLI spawned against it.
 
 mod api;
+mod channels;
 mod cli;
 mod process;
 mod queue;

@@ -52,7 +52,14 @@ impl Gateway {
 
     /// Starts a gateway on the data directory `data` (kept by the caller).
     pub fn start_in(data: &Path, args: &[&str]) -> Gateway {
-        let mut child = Command::new(hark_bin())
+        Self::start_in_with_env(data, args, &[])
+    }
+
+    /// The `hark up` command for data directory `data`, with extra variables `env`. It runs
+    /// in `data`, so a `hark.yml` there is loaded.
+    pub fn up_command(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(hark_bin());
+        command
             .arg("--data")
             .arg(data)
             .args(["up", "--port", "0"])
@@ -60,6 +67,25 @@ impl Gateway {
             .current_dir(data)
             .env("HARK_LOG", "info")
             .env_remove("HARK_CONFIG")
+            .env_remove("HARK_TEST_CLOCK");
+        // Outbound requests of the gateway go to servers of the test on 127.0.0.1.
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        command
+    }
+
+    /// Starts a gateway on the data directory `data` with extra environment variables.
+    pub fn start_in_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut child = Self::up_command(data, args, env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,302 @@
+//! What the Slack, GitHub and generic webhook channels share: the `channels:` section of
+//! `hark.yml` comes in and a checked routing table ([`Channels`]) goes out, built once at
+//! start with every secret resolved and every function checked; per request, the route's
+//! body limit, concurrency limit, counters and refusal answers ([`route`]); delivery-id
+//! dedupe, functions run within an acknowledgement budget, and outbound HTTP with retries
+//! ([`delivery`]).
+
+pub mod delivery;
+pub mod route;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::function::{parse_duration, FunctionName};
+use crate::registry::Registry;
+use crate::store::StoreError;
+
+use super::github::{GitHubRoute, GitHubRouteConfig};
+use super::hooks::{HookRoute, HookRouteConfig};
+use super::slack::{SlackRoute, SlackRouteConfig};
+pub use delivery::Outbound;
+pub use route::{ChannelError, RouteCore};
+pub use secrets::Secrets;
+
+/// The current time in unix seconds. Injected so tests can verify recorded deliveries at
+/// the time they were signed.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The real clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| chrono::Utc::now().timestamp())
+}
+
+/// Default largest body a channel route accepts (413 above).
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Default number of deliveries of one route whose functions run at once (429 above).
+pub const DEFAULT_MAX_INFLIGHT: usize = 16;
+
+/// The `channels:` section of `hark.yml`, as written.
+#[derive(Debug, Default, Deserialize)]
+pub struct ChannelsConfig {
+    /// `POST /slack/{app}`.
+    #[serde(default)]
+    pub slack: BTreeMap<String, SlackRouteConfig>,
+    /// `POST /github/{app}`.
+    #[serde(default)]
+    pub github: BTreeMap<String, GitHubRouteConfig>,
+    /// `POST /hooks/{name}`.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, HookRouteConfig>,
+}
+
+impl ChannelsConfig {
+    pub fn is_empty(&self) -> bool {
+        self.slack.is_empty() && self.github.is_empty() && self.hooks.is_empty()
+    }
+}
+
+/// A byte count written as a number or with a `KiB`/`MiB` suffix.
+#[derive(Debug, Clone, Copy)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(usize),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_size(&t).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {t:?}: use bytes, or a number with KiB or MiB"
+                ))
+            }),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: usize = number.parse().ok()?;
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
+/// Why the `channels:` section cannot be served. Each names the route as
+/// `channels.KIND.NAME` so the operator can find it in `hark.yml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{route}: secret {secret:?} is neither in the secret store nor in the environment \
+         variable {env}; create it with `hark secret create {secret}` or set {env}"
+    )]
+    MissingSecret {
+        route: String,
+        secret: String,
+        env: String,
+    },
+    #[error(
+        "{route}: function {function:?} is not deployed; add it to the stack file's functions"
+    )]
+    MissingFunction { route: String, function: String },
+    #[error("{route}: {message}")]
+    Invalid { route: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What building the routing table needs.
+pub struct BuildContext<'a> {
+    pub registry: &'a Registry,
+    pub secrets: Secrets,
+}
+
+impl BuildContext<'_> {
+    /// A function a route names, checked to be deployed.
+    pub fn function(&self, route: &str, name: &str) -> Result<FunctionName, ConfigError> {
+        let missing = || ConfigError::MissingFunction {
+            route: route.to_owned(),
+            function: name.to_owned(),
+        };
+        let parsed: FunctionName = name.parse().map_err(|_| missing())?;
+        self.registry.deployed(&parsed).ok_or_else(missing)?;
+        Ok(parsed)
+    }
+
+    /// The values of the secrets `names`, in order.
+    pub async fn secrets(
+        &self,
+        route: &str,
+        names: &[String],
+    ) -> Result<Vec<Vec<u8>>, ConfigError> {
+        let mut values = Vec::with_capacity(names.len());
+        for name in names {
+            values.push(self.secret(route, name).await?);
+        }
+        Ok(values)
+    }
+
+    /// The value of secret `name`.
+    pub async fn secret(&self, route: &str, name: &str) -> Result<Vec<u8>, ConfigError> {
+        self.secrets
+            .resolve(name)
+            .await?
+            .ok_or_else(|| ConfigError::MissingSecret {
+                route: route.to_owned(),
+                secret: name.to_owned(),
+                env: secrets::env_name(name),
+            })
+    }
+
+    /// The checked common settings of route `route` of channel `kind`.
+    pub fn core(
+        &self,
+        kind: &'static str,
+        name: &str,
+        max_body: Option<ByteSize>,
+        max_inflight: Option<usize>,
+    ) -> Result<RouteCore, ConfigError> {
+        if name.parse::<FunctionName>().is_err() {
+            return Err(invalid(
+                &format!("channels.{kind}.{name}"),
+                "route names use 1 to 63 characters of a-z, 0-9 and '-'",
+            ));
+        }
+        let max_inflight = max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT);
+        if max_inflight == 0 {
+            return Err(invalid(
+                &format!("channels.{kind}.{name}"),
+                "max_inflight must be at least 1",
+            ));
+        }
+        Ok(RouteCore::new(
+            kind,
+            name,
+            max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
+            max_inflight,
+        ))
+    }
+}
+
+/// A configuration error about `route`.
+pub fn invalid(route: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        route: route.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Reads an optional duration setting such as `ack_budget: 2.5s`.
+pub fn duration_setting(
+    route: &str,
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(text).ok_or_else(|| {
+            invalid(
+                route,
+                format!("{key}: {text:?} is not a duration like 2.5s"),
+            )
+        }),
+    }
+}
+
+/// The routing table: every configured route, checked and ready, and what the channels
+/// share at run time.
+pub struct Channels {
+    pub slack: BTreeMap<String, Arc<SlackRoute>>,
+    pub github: BTreeMap<String, Arc<GitHubRoute>>,
+    pub hooks: BTreeMap<String, Arc<HookRoute>>,
+    pub outbound: Outbound,
+}
+
+impl Channels {
+    /// No routes: every channel path answers 404.
+    pub fn empty() -> Channels {
+        Channels {
+            slack: BTreeMap::new(),
+            github: BTreeMap::new(),
+            hooks: BTreeMap::new(),
+            outbound: Outbound::new(),
+        }
+    }
+
+    /// Checks every route of `config` and builds it: secrets resolved (see [`Secrets`]),
+    /// functions checked to be deployed, rules compiled. The first problem is the error.
+    pub async fn build(
+        config: ChannelsConfig,
+        ctx: &BuildContext<'_>,
+    ) -> Result<Channels, ConfigError> {
+        let mut channels = Channels::empty();
+        for (name, route) in config.slack {
+            let built = route.build(&name, ctx).await?;
+            channels.slack.insert(name, Arc::new(built));
+        }
+        for (name, route) in config.github {
+            let built = route.build(&name, ctx).await?;
+            channels.github.insert(name, Arc::new(built));
+        }
+        for (name, route) in config.hooks {
+            let built = route.build(&name, ctx).await?;
+            channels.hooks.insert(name, Arc::new(built));
+        }
+        Ok(channels)
+    }
+
+    /// Every route's common part, for `GET /system/channels`.
+    pub fn cores(&self) -> Vec<&RouteCore> {
+        let slack = self.slack.values().map(|r| &r.core);
+        let github = self.github.values().map(|r| &r.core);
+        let hooks = self.hooks.values().map(|r| &r.core);
+        slack.chain(github).chain(hooks).collect()
+    }
+}
+
+/// The answer for a route name that is not configured.
+pub fn unknown_route(channel: &'static str, name: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let e = ChannelError::UnknownRoute {
+        channel,
+        name: name.chars().take(80).collect(),
+    };
+    tracing::info!(
+        channel,
+        reason = e.reason(),
+        "delivery refused: no such route"
+    );
+    e.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("512KiB"), Some(512 * 1024));
+        assert_eq!(parse_size("2 MiB"), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size("2GiB"), None);
+        assert_eq!(parse_size("lots"), None);
+    }
+}

@@ -1,0 +1,151 @@
+//! `POST /hooks/{name}`: a request comes in and is checked over its raw bytes (Standard
+//! Webhooks signature, with `webhook-id` dedupe, and/or the trigger rule); the function's
+//! status, headers and body go out as the answer, or 202 when the hook is `async`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::{header, HeaderMap, StatusCode};
+use serde_json::json;
+
+use super::HookRoute;
+use crate::channels::common::delivery::invocation;
+use crate::channels::common::route::Outcome;
+use crate::channels::common::{unknown_route, ChannelError};
+use crate::error::provider_status;
+use crate::server::{AppState, CallId};
+use crate::verify::rules::{parse_payload, RuleError, RuleRequest};
+use crate::verify::standard;
+
+type Handled = Result<(Outcome, Response), ChannelError>;
+
+/// Request headers a function does not get.
+const DROPPED_HEADERS: &[header::HeaderName] = &[
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+];
+
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Extension(call_id): Extension<CallId>,
+    request: Request,
+) -> Response {
+    let Some(route) = state.channels.hooks.get(&name).cloned() else {
+        return unknown_route("hooks", &name);
+    };
+    let mut delivery = None;
+    let result = serve(&state, &route, &call_id.0, request, &mut delivery).await;
+    route.core.finish(&call_id.0, delivery.as_deref(), result)
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    route: &Arc<HookRoute>,
+    call_id: &str,
+    request: Request,
+    delivery: &mut Option<String>,
+) -> Handled {
+    let (parts, body) = request.into_parts();
+    let body = route.core.read_body(body).await?;
+    if !route.standard_secrets.is_empty() {
+        let verified = standard::verify(
+            &route.standard_secrets,
+            &parts.headers,
+            &body,
+            (state.clock)(),
+        )?;
+        *delivery = verified.id;
+    }
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+        .unwrap_or_default();
+    if let Some(rule) = &route.rule {
+        let payload = parse_payload(&body);
+        let remote_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let request = RuleRequest {
+            headers: &parts.headers,
+            query: &query,
+            body: &body,
+            payload: payload.as_ref(),
+            remote_ip,
+        };
+        match rule.evaluate(&request) {
+            Ok(true) => {}
+            Ok(false) => return Err(ChannelError::RuleNotSatisfied),
+            Err(e @ RuleError::NoRemoteAddr) => return Err(ChannelError::Internal(e.to_string())),
+            Err(e) => return Err(ChannelError::Internal(format!("trigger rule: {e}"))),
+        }
+    }
+    let permit = route.core.permit()?;
+    if let Some(id) = delivery.as_deref() {
+        let now = chrono::Utc::now().timestamp();
+        let first = state
+            .registry
+            .store
+            .first_delivery(&route.core.key(), id, now)
+            .await
+            .map_err(|e| ChannelError::Internal(e.to_string()))?;
+        if !first {
+            return Ok((
+                Outcome::Duplicate,
+                Json(json!({ "duplicate": id })).into_response(),
+            ));
+        }
+    }
+    let mut headers: HeaderMap = parts.headers.clone();
+    for name in DROPPED_HEADERS {
+        headers.remove(name);
+    }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let mut call = invocation(
+        call_id,
+        "hooks",
+        &route.core.name,
+        delivery.as_deref(),
+        &content_type,
+        body,
+        headers,
+    );
+    call.query = parts.uri.query().map(str::to_owned);
+    let dispatcher = state.registry.dispatcher.clone();
+    let function = route.function.clone();
+    if route.run_async {
+        let route_name = route.core.name.clone();
+        state.channels.outbound.spawn(async move {
+            if let Err(e) = dispatcher.invoke(&function, "hook", call).await {
+                tracing::warn!(channel = "hooks", route = %route_name, function = %function, error = %e, "hook function failed");
+            }
+            drop(permit);
+        });
+        let answer = (
+            StatusCode::ACCEPTED,
+            Json(json!({ "accepted": true, "call_id": call_id })),
+        );
+        return Ok((Outcome::Accepted, answer.into_response()));
+    }
+    let result = dispatcher.invoke(&function, "hook", call).await;
+    drop(permit);
+    let answer = match result {
+        Ok(output) => (output.status, output.headers, output.body).into_response(),
+        Err(e) => (provider_status(&e), Json(json!({ "error": e.to_string() }))).into_response(),
+    };
+    Ok((Outcome::Accepted, answer))
+}
