@@ -232,6 +232,7 @@ impl FunctionDeployment {
         self.retries()?;
         self.retry_backoff()?;
         self.async_concurrency()?;
+        crate::dispatch::schedule::Schedule::of(self)?;
         Ok(())
     }
 }

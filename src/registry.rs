@@ -46,6 +46,12 @@ impl Registry {
         }
     }
 
+    /// Every running function's deployment.
+    pub fn deployed_all(&self) -> Vec<Arc<FunctionDeployment>> {
+        let deployed = self.deployed.read().unwrap_or_else(|e| e.into_inner());
+        deployed.values().cloned().collect()
+    }
+
     /// The deployment of a running function, without a store read.
     pub fn deployed(&self, name: &FunctionName) -> Option<Arc<FunctionDeployment>> {
         let deployed = self.deployed.read().unwrap_or_else(|e| e.into_inner());

@@ -35,6 +35,8 @@ pub struct AppState {
     pub registry: Registry,
     pub auth: Arc<Auth>,
     pub max_body: usize,
+    /// Fires scheduled functions.
+    pub scheduler: Arc<crate::dispatch::schedule::Scheduler>,
     /// The durable queue of async calls.
     pub queue: Arc<crate::dispatch::queue::AsyncQueue>,
     /// Slots for in-flight synchronous calls over all functions (429 when none is free).
@@ -119,6 +121,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
     let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
+    let scheduler = tokio::spawn(state.scheduler.clone().run(stopping.subscribe()));
     let channels = state.channels.clone();
     let mut drained = stopping.subscribe();
     let graceful = async move {
@@ -140,6 +143,7 @@ pub async fn run(
         result = server => result?,
         () = deadline => tracing::warn!("drain took longer than {DRAIN_TIMEOUT:?}; stopping anyway"),
     }
+    let _ = scheduler.await;
     if let Err(e) = queue.await {
         tracing::error!(error = %e, "async queue runner failed");
     }

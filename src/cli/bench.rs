@@ -4,6 +4,7 @@
 //!
 //! - http mode: the `hello` function through the gateway vs. the same binary called directly.
 //! - fork mode: `cat` through the gateway vs. spawning `cat` per request in the bench itself.
+//! - async enqueue (committed to disk before the 202) vs. the gateway's `/healthz`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -119,6 +120,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     ));
     rows.push(("fork mode: cat through the gateway", through, ratio));
 
+    // Durable enqueue: each 202 means the call is committed to SQLite. Its floor is the
+    // cheapest request the gateway answers (`/healthz`). The queued calls run one at a
+    // time meanwhile (`true`, async concurrency 1), as they would in production.
+    gateway
+        .deploy(&client, serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } }))
+        .await?;
+    let floor = measure(
+        warmup,
+        duration,
+        concurrency,
+        get_load(&client, &format!("{}/healthz", gateway.url)),
+    )
+    .await;
+    let enqueue = measure(
+        warmup,
+        duration,
+        concurrency,
+        http_load(&client, &format!("{}/async-function/sink", gateway.url)),
+    )
+    .await;
+    let ratio = Some(floor.rate());
+    rows.push(("gateway GET /healthz (HTTP floor, baseline)", floor, None));
+    rows.push(("async enqueue, durable (202 after commit)", enqueue, ratio));
+
     let peak = gateway.peak_rss_kib();
     println!(
         "{:<46} {:>10} {:>9} {:>9} {:>8} {:>7}",
@@ -151,6 +176,19 @@ fn http_load(client: &reqwest::Client, url: &str) -> Load {
             .post(&url)
             .header("content-type", "application/json")
             .body(BODY);
+        Box::pin(async move {
+            match request.send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    })
+}
+
+fn get_load(client: &reqwest::Client, url: &str) -> Load {
+    let (client, url) = (client.clone(), url.to_owned());
+    Arc::new(move || {
+        let request = client.get(&url);
         Box::pin(async move {
             match request.send().await {
                 Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),

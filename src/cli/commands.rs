@@ -56,6 +56,7 @@ pub async fn run(
             }
         }
         Command::Queue { command } => queue(&gw, command, output).await,
+        Command::Schedules => schedules(&gw, output).await,
         Command::Remove { name } => {
             gw.send_json(
                 Method::DELETE,
@@ -487,6 +488,36 @@ async fn activations(
                 .chars()
                 .take(60)
                 .collect(),
+        ]);
+    }
+    println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn schedules(gw: &Gateway, output: Output) -> anyhow::Result<ExitCode> {
+    let list: Vec<serde_json::Value> = gw.get("/system/schedules").await?;
+    if output == Output::Json {
+        print_json(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut t = table(&[
+        "FUNCTION", "SCHEDULE", "TIMEZONE", "NEXT", "LAST RUN", "OUTCOME",
+    ]);
+    for s in &list {
+        let last = &s["runs"][0];
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+        let next = if s["suspended"] == true {
+            "suspended".to_owned()
+        } else {
+            text(&s["next"])
+        };
+        t.add_row(vec![
+            text(&s["function"]),
+            text(&s["schedule"]),
+            text(&s["timezone"]),
+            next,
+            text(&last["tick"]),
+            text(&last["outcome"]),
         ]);
     }
     println!("{t}");

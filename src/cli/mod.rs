@@ -123,6 +123,8 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<QueueCommand>,
     },
+    /// Scheduled functions: next tick and recent runs.
+    Schedules,
     /// Measure the gateway's paths next to their baselines, in one run.
     Bench(bench::BenchArgs),
     /// Diagnose webhook deliveries (offline).

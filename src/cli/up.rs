@@ -133,7 +133,9 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
+    let scheduler = crate::dispatch::schedule::Scheduler::new(registry.clone());
     let state = Arc::new(AppState {
+        scheduler,
         registry,
         queue,
         sync_slots: Arc::new(tokio::sync::Semaphore::new(args.max_inflight.max(1))),

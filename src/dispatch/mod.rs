@@ -3,6 +3,7 @@
 //! and the function's invocation count updated on the way.
 
 pub mod queue;
+pub mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::function::{FunctionDeployment, FunctionName};
 
 mod queue;
+mod schedule;
 pub use queue::{CallState, CallbackDue, QueueEntry, QueuedCall};
+pub use schedule::ScheduleRun;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +113,7 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(queue::SCHEMA)?;
+        conn.execute_batch(schedule::SCHEMA)?;
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_activations(conn.clone(), rx));

@@ -6,4 +6,5 @@ mod channels;
 mod cli;
 mod process;
 mod queue;
+mod schedule;
 mod util;

@@ -51,5 +51,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/async-function/{name}/", any(invoke::async_root))
         .route("/async-function/{name}/{*path}", any(invoke::async_path))
         .route("/system/queue", get(system::queue))
+        .route("/system/schedules", get(system::schedules))
         .route("/system/queue/{call_id}/retry", post(system::retry_call))
 }

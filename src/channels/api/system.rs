@@ -473,3 +473,11 @@ pub async fn retry_call(
         )),
     }
 }
+
+pub async fn schedules(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::dispatch::schedule::ScheduleStatus>>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    Ok(Json(state.scheduler.status().await?))
+}
