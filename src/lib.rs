@@ -5,6 +5,7 @@
 //! The modules follow the path of a request:
 //! - [`channels`]: ingress. `api` is the OpenFaaS-compatible REST API and `/function/NAME`.
 //! - [`registry`]: which functions exist; deploys them through the provider and the store.
+//! - [`route`]: which function a platform event calls: Alexa skills (`skills/NAME/skill.yaml`).
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
 //! - [`provider`]: the backend trait and its implementations (`process`, the default).
 //! - [`store`]: SQLite persistence of functions, secrets and activations.
@@ -13,16 +14,19 @@
 //! - [`auth`]: API tokens (JWT) and their scopes.
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
+//! - [`clock`]: the wall clock as an injectable value.
 //! - [`cli`]: the `hark` command line.
 
 pub mod auth;
 pub mod channels;
 pub mod cli;
+pub mod clock;
 pub mod dispatch;
 pub mod error;
 pub mod function;
 pub mod provider;
 pub mod registry;
+pub mod route;
 pub mod server;
 pub mod stack;
 pub mod store;

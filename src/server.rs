@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::channels::alexa::AlexaChannel;
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::registry::Registry;
 
@@ -34,6 +36,10 @@ pub struct AppState {
     pub max_body: usize,
     /// Turns true when the gateway is shutting down; long streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The Alexa channel: its verifier and skills.
+    pub alexa: Arc<AlexaChannel>,
+    /// The time as channels that check timestamps see it (fixed in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The id of the call being served.
@@ -92,6 +98,7 @@ async fn call_id(mut request: Request, next: Next) -> Response {
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.max_body;
     crate::channels::api::routes()
+        .merge(crate::channels::alexa::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(call_id))
         .with_state(state)

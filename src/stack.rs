@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::channels::alexa::AlexaSettings;
 use crate::function::{FunctionDeployment, FunctionName, Resources, ANNOTATION_WORKDIR};
 
 /// Variable Hark sets for substitution when the environment lacks it: the directory of
@@ -42,6 +43,8 @@ pub struct Stack {
     pub functions: Vec<FunctionDeployment>,
     /// Keys that were not understood, and variables that were not set.
     pub warnings: Vec<String>,
+    /// The `alexa:` section, its paths made absolute.
+    pub alexa: Option<AlexaSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +56,8 @@ struct RawStack {
     provider: Option<RawProvider>,
     #[serde(default)]
     functions: BTreeMap<String, RawFunction>,
+    #[serde(default)]
+    alexa: Option<AlexaSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,10 +204,15 @@ impl Stack {
             spec.validate().map_err(|e| function_error(e.to_string()))?;
             functions.push(spec);
         }
+        let alexa = raw.alexa.map(|mut a| {
+            a.resolve(base);
+            a
+        });
         Ok(Stack {
             gateway: raw.provider.and_then(|p| p.gateway),
             functions,
             warnings,
+            alexa,
         })
     }
 }

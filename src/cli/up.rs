@@ -11,10 +11,13 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::channels::alexa::{AlexaChannel, AlexaSettings};
+use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::dispatch::Dispatcher;
 use crate::provider::process::ProcessProvider;
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
+use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
 use crate::server::{AppState, DEFAULT_MAX_BODY};
 use crate::stack::Stack;
 use crate::store::Store;
@@ -36,6 +39,14 @@ pub struct UpArgs {
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "HARK_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
+    /// Directory of Alexa skills (skills/NAME/skill.yaml); default: `alexa.skills` of the
+    /// stack file, else ./skills if present.
+    #[arg(long, env = "HARK_SKILLS")]
+    pub skills: Option<PathBuf>,
+    /// TESTING AID: start the gateway's clock at this RFC 3339 time (it then runs at the
+    /// real rate). Only request verification reads it; for replaying recorded requests.
+    #[arg(long, env = "HARK_TEST_CLOCK", hide = true)]
+    pub clock: Option<String>,
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
@@ -63,8 +74,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),
     };
+    let mut alexa_settings = None;
     if let Some(path) = stack_file {
         let stack = Stack::load(&path)?;
+        alexa_settings = stack.alexa.clone();
         for warning in &stack.warnings {
             tracing::warn!(file = %path.display(), "{warning}");
         }
@@ -75,6 +88,22 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     }
+
+    let alexa = Arc::new(alexa_channel(
+        &args,
+        alexa_settings.unwrap_or_default(),
+        &registry,
+    )?);
+    let clock: Arc<dyn Clock> = match &args.clock {
+        None => Arc::new(SystemClock),
+        Some(at) => {
+            let at = chrono::DateTime::parse_from_rfc3339(at)
+                .with_context(|| format!("--clock {at:?} is not an RFC 3339 time"))?
+                .with_timezone(&chrono::Utc);
+            tracing::warn!(clock = %at, "testing aid: the gateway's clock starts at a fixed time");
+            Arc::new(OffsetClock::starting_at(at))
+        }
+    };
 
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -87,6 +116,8 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         auth: Arc::new(auth),
         max_body: args.max_body,
         shutdown,
+        alexa,
+        clock,
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
     match new_token {
@@ -96,6 +127,34 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("hark: gateway listening on http://{addr}");
     crate::server::run(listener, state, stopping, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the skills and builds the Alexa channel. A skills directory that was asked for
+/// must exist; `./skills` is used only when present.
+fn alexa_channel(
+    args: &UpArgs,
+    settings: AlexaSettings,
+    registry: &Registry,
+) -> anyhow::Result<AlexaChannel> {
+    let dir = match args.skills.clone().or_else(|| settings.skills.clone()) {
+        Some(dir) => Some(dir),
+        None => Some(PathBuf::from(DEFAULT_SKILLS_DIR)).filter(|d| d.is_dir()),
+    };
+    let skills = match &dir {
+        Some(dir) => Skill::load_dir(dir).context("loading Alexa skills")?,
+        None => Vec::new(),
+    };
+    for skill in &skills {
+        for (intent, def) in &skill.def.intents {
+            if let Some(function) = &def.function {
+                if registry.deployed(function).is_none() {
+                    tracing::warn!(skill = %skill.name, intent, function = %function, "the intent's function is not deployed (yet)");
+                }
+            }
+        }
+        tracing::info!(skill = %skill.name, path = %format!("/alexa/{}", skill.name), intents = skill.def.intents.len(), verify = skill.def.verify, "skill loaded");
+    }
+    Ok(AlexaChannel::from_settings(&settings, skills, args.bind)?)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

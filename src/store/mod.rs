@@ -14,6 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::function::{FunctionDeployment, FunctionName};
 
+mod alexa;
+pub use alexa::PendingReply;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -90,6 +93,7 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(alexa::SCHEMA)?;
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_activations(conn.clone(), rx));
