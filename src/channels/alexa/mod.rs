@@ -19,3 +19,6 @@ pub mod verify;
 
 pub use channel::{AlexaChannel, AlexaSettings};
 pub use handler::routes;
+
+#[cfg(test)]
+mod tests;
