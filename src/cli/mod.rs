@@ -1,6 +1,7 @@
 //! The `hark` command line: one clap [`Command`] enum, one function per subcommand.
 //! `up` runs the gateway; the others talk to a running gateway over HTTP.
 
+mod alexa;
 mod bench;
 mod client;
 mod commands;
@@ -113,6 +114,14 @@ pub enum Command {
     Token(TokenCommand),
     /// Measure the gateway's paths next to their baselines, in one run.
     Bench(bench::BenchArgs),
+    /// Alexa skills: export the interaction model.
+    #[command(subcommand)]
+    Skill(alexa::SkillCommand),
+    /// Say something to a skill on the running gateway and print what Alexa would say.
+    Say(alexa::SayArgs),
+    /// Alexa request diagnostics.
+    #[command(subcommand)]
+    Alexa(alexa::AlexaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +171,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Skill(command) => alexa::skill(command).await,
+        Command::Say(args) => alexa::say(args, &cli.gateway, cli.token, &cli.data).await,
+        Command::Alexa(command) => alexa::alexa(command).await,
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {
