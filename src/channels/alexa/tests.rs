@@ -281,6 +281,9 @@ fn cert_dir(pki: &Pki) -> tempfile::TempDir {
     dir
 }
 
+/// A refused request: what it is, its headers, its body, the reason expected.
+type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+
 const GOOD_URL: &str = "https://s3.amazonaws.com/echo.api/good.pem";
 
 #[tokio::test]
@@ -324,7 +327,7 @@ async fn signature_256_requests_are_verified_and_every_failure_is_a_400() {
             (HEADER_SIGNATURE_256, sig.as_str()),
         ]
     };
-    let mut cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    let mut cases: Vec<Case> = vec![
         ("no headers", vec![], body.clone(), "missing_header"),
         (
             "no URL",

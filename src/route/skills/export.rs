@@ -136,6 +136,7 @@ intents:
     slots:
       date: { type: AMAZON.DATE, required: true, prompt: "Which day?" }
       kind: KIND
+    speech: x
   AMAZON.HelpIntent:
     samples: ["what now"]
 "#,

@@ -294,12 +294,15 @@ types:
 intents:
   DaysLeft:
     samples: ["how many days do I have left", "how many days off do I have"]
+    speech: x
   BookDay:
     samples: ["book {date} off", "book a {kind} on {date}", "take {date} off"]
     slots: { date: AMAZON.DATE, kind: LEAVE_KIND }
+    speech: x
   Echo:
     samples: ["repeat {words}"]
     slots: { words: AMAZON.SearchQuery }
+    speech: x
 "#,
             Path::new("skill.yaml"),
         )

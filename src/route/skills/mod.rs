@@ -451,6 +451,14 @@ fn check_def(def: &SkillDef) -> Result<(), String> {
         if !intent_name.starts_with("AMAZON.") && intent.samples.is_empty() {
             return Err(format!("{at}: needs at least one sample utterance"));
         }
+        if !intent_name.starts_with("AMAZON.")
+            && intent.function.is_none()
+            && intent.speech.is_none()
+        {
+            return Err(format!(
+                "{at}: needs a function, a speech template, or both"
+            ));
+        }
         for (slot, slot_def) in &intent.slots {
             let t = slot_def.slot_type();
             if !t.starts_with("AMAZON.") && !def.types.contains_key(t) {
@@ -586,14 +594,15 @@ intents:
     fn mistakes_are_named_at_load_time() {
         for (text, expect) in [
             ("id: x\ninvocation: Test\n", "lower-case"),
-            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [\"go {where}\"]\n", "not one of the intent's slots"),
-            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [\"go 2 places\"]\n", "spell numbers out"),
-            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n    slots: { w: PLACES }\n", "neither built in"),
-            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n  B:\n    samples: [Go]\n", "duplicate"),
+            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [\"go {where}\"]\n    speech: hi\n", "not one of the intent's slots"),
+            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [\"go 2 places\"]\n    speech: hi\n", "spell numbers out"),
+            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n    speech: hi\n    slots: { w: PLACES }\n", "neither built in"),
+            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n    speech: hi\n  B:\n    samples: [Go]\n    speech: hi\n", "duplicate"),
             ("id: x\ninvocation: t\ndeadline: { budget: 9s }\n", "deadline"),
             ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n    speech: \"<emphasis level='loudest'>hi</emphasis>\"\n", "template A/speech"),
             ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n    speech: \"{{ unclosed\"\n", "template A/speech"),
             ("id: x\ninvocation: t\ncolour: blue\n", "colour"),
+            ("id: x\ninvocation: t\nintents:\n  A:\n    samples: [go]\n", "needs a function"),
         ] {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(expect), "{text}\n=> {err}");
