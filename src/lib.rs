@@ -7,6 +7,7 @@
 //!   `slack`, `github` and `hooks` verify signed deliveries, run the routed function within
 //!   the platform's deadline and format its reply; `common` is their shared plumbing.
 //! - [`registry`]: which functions exist; deploys them through the provider and the store.
+//! - [`route`]: which function a platform event calls: Alexa skills (`skills/NAME/skill.yaml`).
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
 //! - [`provider`]: the backend trait and its implementations (`process`, the default).
 //! - [`store`]: SQLite persistence of functions, secrets, activations and delivery ids.
@@ -15,16 +16,19 @@
 //! - [`auth`]: API tokens (JWT) and their scopes.
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
+//! - [`clock`]: the wall clock as an injectable value.
 //! - [`cli`]: the `hark` command line.
 
 pub mod auth;
 pub mod channels;
 pub mod cli;
+pub mod clock;
 pub mod dispatch;
 pub mod error;
 pub mod function;
 pub mod provider;
 pub mod registry;
+pub mod route;
 pub mod server;
 pub mod stack;
 pub mod store;

@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
-use crate::channels::{Channels, Clock};
+use crate::channels::alexa::AlexaChannel;
+use crate::channels::Channels;
+use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::registry::Registry;
 
@@ -45,8 +47,10 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The Slack, GitHub and webhook routes of `hark.yml`.
     pub channels: Arc<Channels>,
-    /// The time signatures are checked against (see [`crate::channels::common::system_clock`]).
-    pub clock: Clock,
+    /// The Alexa channel: its verifier and skills.
+    pub alexa: Arc<AlexaChannel>,
+    /// The time as channels that check timestamps see it (fixed in tests).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// The id of the call being served.
@@ -106,6 +110,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.max_body;
     crate::channels::api::routes()
         .merge(crate::channels::routes())
+        .merge(crate::channels::alexa::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(call_id))
         .with_state(state)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::channels::alexa::AlexaSettings;
 use crate::channels::ChannelsConfig;
 use crate::function::{FunctionDeployment, FunctionName, Resources, ANNOTATION_WORKDIR};
 
@@ -46,6 +47,8 @@ pub struct Stack {
     pub channels: ChannelsConfig,
     /// Keys that were not understood, and variables that were not set.
     pub warnings: Vec<String>,
+    /// The `alexa:` section, its paths made absolute.
+    pub alexa: Option<AlexaSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +62,7 @@ struct RawStack {
     functions: BTreeMap<String, RawFunction>,
     #[serde(default)]
     channels: ChannelsConfig,
+    alexa: Option<AlexaSettings>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,11 +209,16 @@ impl Stack {
             spec.validate().map_err(|e| function_error(e.to_string()))?;
             functions.push(spec);
         }
+        let alexa = raw.alexa.map(|mut a| {
+            a.resolve(base);
+            a
+        });
         Ok(Stack {
             gateway: raw.provider.and_then(|p| p.gateway),
             functions,
             channels: raw.channels,
             warnings,
+            alexa,
         })
     }
 }

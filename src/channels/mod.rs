@@ -25,7 +25,7 @@ use http::HeaderMap;
 use crate::auth::scope;
 use crate::error::ApiError;
 use crate::server::AppState;
-pub use common::{Channels, ChannelsConfig, Clock};
+pub use common::{Channels, ChannelsConfig};
 
 /// The webhook channels' routes, and `GET /system/channels`.
 pub fn routes() -> Router<Arc<AppState>> {

@@ -5,6 +5,9 @@
 //! - http mode: the `hello` function through the gateway vs. the same binary called directly.
 //! - fork mode: `cat` through the gateway vs. spawning `cat` per request in the bench itself.
 //! - async enqueue (committed to disk before the 202) vs. the gateway's `/healthz`.
+//! - alexa: a Signature-256 request verified in full (chain from `cert_dir`, then cached; a
+//!   test CA made at bench time) vs. the same request to the same skill with `verify: false`.
+//!   The intent only speaks a template, so the difference is the cost of verification.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -16,6 +19,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::channels::alexa::{testpki, verify};
 use crate::function::parse_duration;
 
 /// A JSON body of about 190 bytes, like a small bot event.
@@ -63,7 +67,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let cat = which::which("cat").context("cat is not on $PATH")?;
     let dir = tempfile_dir()?;
-    let mut gateway = Gateway::start(&exe, &dir).await?;
+    let alexa = AlexaBench::prepare(&dir)?;
+    let mut gateway = Gateway::start(&exe, &dir, &alexa.config).await?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(concurrency)
@@ -143,6 +148,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let ratio = Some(floor.rate());
     rows.push(("gateway GET /healthz (HTTP floor, baseline)", floor, None));
     rows.push(("async enqueue, durable (202 after commit)", enqueue, ratio));
+    // Signed now: the request stays inside Alexa's 150 s window for both measurements.
+    let (body, signature) = alexa.signed_request();
+    let baseline = measure(
+        warmup,
+        duration,
+        concurrency,
+        alexa_load(
+            &client,
+            &format!("{}/alexa/bench-dev", gateway.url),
+            &body,
+            None,
+        ),
+    )
+    .await;
+    let verified = measure(
+        warmup,
+        duration,
+        concurrency,
+        alexa_load(
+            &client,
+            &format!("{}/alexa/bench", gateway.url),
+            &body,
+            Some(&signature),
+        ),
+    )
+    .await;
+    let ratio = Some(baseline.rate());
+    rows.push(("alexa: verify: false (baseline)", baseline, None));
+    rows.push((
+        "alexa: verified Signature-256, chain cached",
+        verified,
+        ratio,
+    ));
 
     let peak = gateway.peak_rss_kib();
     println!(
@@ -196,6 +234,78 @@ fn get_load(client: &reqwest::Client, url: &str) -> Load {
             }
         })
     })
+}
+
+fn alexa_load(client: &reqwest::Client, url: &str, body: &str, signature: Option<&str>) -> Load {
+    let (client, url, body) = (client.clone(), url.to_owned(), body.to_owned());
+    let signature = signature.map(str::to_owned);
+    Arc::new(move || {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        if let Some(sig) = &signature {
+            request = request
+                .header(verify::HEADER_CERT_CHAIN_URL, ALEXA_CERT_URL)
+                .header(verify::HEADER_SIGNATURE_256, sig);
+        }
+        Box::pin(async move {
+            match request.send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    })
+}
+
+/// The certificate URL of the bench's requests; its chain is served from `cert_dir`.
+const ALEXA_CERT_URL: &str = "https://s3.amazonaws.com/echo.api/hark-bench.pem";
+const ALEXA_APP_ID: &str = "amzn1.ask.skill.hark-bench";
+
+/// A test CA, a skill served verified and unverified, and the stack file that loads them.
+struct AlexaBench {
+    config: PathBuf,
+}
+
+impl AlexaBench {
+    fn prepare(dir: &Path) -> anyhow::Result<AlexaBench> {
+        let pki = testpki::Pki::for_time(chrono::Utc::now());
+        std::fs::create_dir_all(dir.join("certs"))?;
+        std::fs::write(dir.join("certs/hark-bench.pem"), &pki.good_chain)?;
+        std::fs::write(dir.join("root.pem"), &pki.root_pem)?;
+        for (name, verify) in [("bench", true), ("bench-dev", false)] {
+            let skill = dir.join("skills").join(name);
+            std::fs::create_dir_all(&skill)?;
+            std::fs::write(
+                skill.join("skill.yaml"),
+                format!("id: {ALEXA_APP_ID}\ninvocation: bench\nverify: {verify}\nintents:\n  Ping:\n    samples: [ping]\n    speech: \"Pong, {{{{ slots.name }}}}.\"\n    slots: {{ name: AMAZON.FirstName }}\n"),
+            )?;
+        }
+        let config = dir.join("bench.yml");
+        std::fs::write(
+            &config,
+            "alexa:\n  skills: ./skills\n  use_default_roots: false\n  trust_roots: [./root.pem]\n  cert_dir: ./certs\n  download_missing: false\n",
+        )?;
+        Ok(AlexaBench { config })
+    }
+
+    /// An IntentRequest timestamped now, and its Signature-256.
+    fn signed_request(&self) -> (String, String) {
+        let body = serde_json::json!({
+            "version": "1.0",
+            "session": { "new": true, "sessionId": "s", "application": { "applicationId": ALEXA_APP_ID },
+                         "attributes": {}, "user": { "userId": "amzn1.ask.account.bench" } },
+            "context": { "System": { "application": { "applicationId": ALEXA_APP_ID },
+                                     "user": { "userId": "amzn1.ask.account.bench" } } },
+            "request": { "type": "IntentRequest", "requestId": "amzn1.echo-api.request.bench",
+                         "timestamp": chrono::Utc::now().to_rfc3339(), "locale": "en-GB",
+                         "intent": { "name": "Ping", "confirmationStatus": "NONE",
+                                     "slots": { "name": { "name": "name", "value": "Ada" } } } },
+        })
+        .to_string();
+        let signature = testpki::sign(body.as_bytes());
+        (body, signature)
+    }
 }
 
 fn fork_load(cat: &Path) -> Load {
@@ -292,11 +402,12 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(exe: &Path, data: &Path) -> anyhow::Result<Gateway> {
+    async fn start(exe: &Path, data: &Path, config: &Path) -> anyhow::Result<Gateway> {
         let mut child = tokio::process::Command::new(exe)
             .arg("--data")
             .arg(data)
-            .args(["up", "--port", "0"])
+            .args(["up", "--port", "0", "--config"])
+            .arg(config)
             .current_dir(data)
             .env("HARK_LOG", "warn")
             .env_remove("HARK_CONFIG")

@@ -1,6 +1,7 @@
 //! The `hark` command line: one clap [`Command`] enum, one function per subcommand.
 //! `up` runs the gateway; the others talk to a running gateway over HTTP.
 
+mod alexa;
 mod bench;
 mod client;
 mod commands;
@@ -130,6 +131,14 @@ pub enum Command {
     /// Diagnose webhook deliveries (offline).
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// Alexa skills: export the interaction model.
+    #[command(subcommand)]
+    Skill(alexa::SkillCommand),
+    /// Say something to a skill on the running gateway and print what Alexa would say.
+    Say(alexa::SayArgs),
+    /// Alexa request diagnostics.
+    #[command(subcommand)]
+    Alexa(alexa::AlexaCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +217,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => up::run(args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),
+        Command::Skill(command) => alexa::skill(command).await,
+        Command::Say(args) => alexa::say(args, &cli.gateway, cli.token, &cli.data).await,
+        Command::Alexa(command) => alexa::alexa(command).await,
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {

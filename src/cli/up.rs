@@ -11,13 +11,16 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
-use crate::channels::common::{system_clock, BuildContext, Secrets};
-use crate::channels::{Channels, ChannelsConfig, Clock};
+use crate::channels::alexa::{AlexaChannel, AlexaSettings};
+use crate::channels::common::{BuildContext, Secrets};
+use crate::channels::{Channels, ChannelsConfig};
+use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
 use crate::provider::process::ProcessProvider;
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
+use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
 use crate::server::{AppState, DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT};
 use crate::stack::Stack;
 use crate::store::Store;
@@ -48,11 +51,16 @@ pub struct UpArgs {
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "HARK_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
-    /// Testing aid only: check webhook signature timestamps as if the time were this many
-    /// unix seconds, so recorded deliveries and published test vectors verify. Never set
-    /// it in production: it turns off replay protection by time.
-    #[arg(long, env = "HARK_TEST_CLOCK", hide = true)]
-    pub test_clock: Option<i64>,
+    /// Directory of Alexa skills (skills/NAME/skill.yaml); default: `alexa.skills` of the
+    /// stack file, else ./skills if present.
+    #[arg(long, env = "HARK_SKILLS")]
+    pub skills: Option<PathBuf>,
+    /// TESTING AID: start the gateway's clock at this time — RFC 3339, or unix seconds —
+    /// (it then runs at the real rate). Only request verification reads it, for replaying
+    /// recorded requests and published test vectors. Never set it in production: it turns
+    /// off replay protection by time.
+    #[arg(long, alias = "test-clock", env = "HARK_TEST_CLOCK", hide = true)]
+    pub clock: Option<String>,
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
@@ -81,8 +89,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),
     };
     let mut channels_config = ChannelsConfig::default();
+    let mut alexa_settings = None;
     if let Some(path) = stack_file {
         let stack = Stack::load(&path)?;
+        alexa_settings = stack.alexa.clone();
         for warning in &stack.warnings {
             tracing::warn!(file = %path.display(), "{warning}");
         }
@@ -110,12 +120,26 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     for core in channels.cores() {
         tracing::info!(channel = core.channel, route = %core.name, "route ready at /{}/{}", core.channel, core.name);
     }
-    let clock = match args.test_clock {
-        Some(fixed) => {
-            tracing::warn!(unix = fixed, "TEST CLOCK: webhook signatures are checked as if the time were fixed; for tests only");
-            Arc::new(move || fixed) as Clock
+    let alexa = Arc::new(alexa_channel(
+        &args,
+        alexa_settings.unwrap_or_default(),
+        &registry,
+    )?);
+    let clock: Arc<dyn Clock> = match &args.clock {
+        None => Arc::new(SystemClock),
+        Some(at) => {
+            let at = match at.parse::<i64>() {
+                Ok(unix) => chrono::DateTime::from_timestamp(unix, 0),
+                Err(_) => chrono::DateTime::parse_from_rfc3339(at)
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc)),
+            }
+            .with_context(|| {
+                format!("--clock {at:?} is neither an RFC 3339 time nor unix seconds")
+            })?;
+            tracing::warn!(clock = %at, "testing aid: the gateway's clock starts at a fixed time");
+            Arc::new(OffsetClock::starting_at(at))
         }
-        None => system_clock(),
     };
 
     let addr = SocketAddr::new(args.bind, args.port);
@@ -143,6 +167,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         max_body: args.max_body,
         shutdown,
         channels: Arc::new(channels),
+        alexa,
         clock,
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
@@ -153,6 +178,34 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("hark: gateway listening on http://{addr}");
     crate::server::run(listener, state, stopping, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the skills and builds the Alexa channel. A skills directory that was asked for
+/// must exist; `./skills` is used only when present.
+fn alexa_channel(
+    args: &UpArgs,
+    settings: AlexaSettings,
+    registry: &Registry,
+) -> anyhow::Result<AlexaChannel> {
+    let dir = match args.skills.clone().or_else(|| settings.skills.clone()) {
+        Some(dir) => Some(dir),
+        None => Some(PathBuf::from(DEFAULT_SKILLS_DIR)).filter(|d| d.is_dir()),
+    };
+    let skills = match &dir {
+        Some(dir) => Skill::load_dir(dir).context("loading Alexa skills")?,
+        None => Vec::new(),
+    };
+    for skill in &skills {
+        for (intent, def) in &skill.def.intents {
+            if let Some(function) = &def.function {
+                if registry.deployed(function).is_none() {
+                    tracing::warn!(skill = %skill.name, intent, function = %function, "the intent's function is not deployed (yet)");
+                }
+            }
+        }
+        tracing::info!(skill = %skill.name, path = %format!("/alexa/{}", skill.name), intents = skill.def.intents.len(), verify = skill.def.verify, "skill loaded");
+    }
+    Ok(AlexaChannel::from_settings(&settings, skills, args.bind)?)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

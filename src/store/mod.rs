@@ -19,6 +19,8 @@ mod queue;
 mod schedule;
 pub use queue::{CallState, CallbackDue, QueueEntry, QueuedCall};
 pub use schedule::ScheduleRun;
+mod alexa;
+pub use alexa::PendingReply;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(queue::SCHEMA)?;
         conn.execute_batch(schedule::SCHEMA)?;
+        conn.execute_batch(alexa::SCHEMA)?;
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_activations(conn.clone(), rx));

@@ -1,6 +1,7 @@
 //! Integration tests: a real `hark up` over a real socket with real child processes,
 //! and the `hark` CLI spawned against it.
 
+mod alexa;
 mod api;
 mod channels;
 mod cli;

@@ -4,7 +4,21 @@
 //! - [`verify`]: the certificate-URL, chain, signature, timestamp and skill-id checks.
 //! - [`types`]: the request envelope and the response, as serde models.
 //! - [`ssml`]: building, escaping and validating speech.
+//! - [`channel`]: the `alexa:` settings and the channel state built from them at start-up.
+//! - [`handler`]: the HTTP routes (`POST /alexa/{skill}`, `hark say`'s path).
+//! - [`conversation`]: one turn: the skill's reply, the function call within the deadline.
+//! - [`testpki`]: a test certificate authority (tests and `hark bench`).
 
+pub mod channel;
+pub mod conversation;
+pub mod handler;
 pub mod ssml;
+pub mod testpki;
 pub mod types;
 pub mod verify;
+
+pub use channel::{AlexaChannel, AlexaSettings};
+pub use handler::routes;
+
+#[cfg(test)]
+mod tests;

@@ -1088,9 +1088,9 @@ impl fmt::Display for DiagnosticReport {
 // Tests
 // ---------------------------------------------------------------------------------------------
 
-/// Test helpers shared with the sibling modules' tests.
-#[cfg(test)]
-pub(super) mod test_support {
+/// Test helpers shared with the sibling modules' tests and the integration tests.
+#[doc(hidden)]
+pub mod test_support {
     use std::path::PathBuf;
 
     /// Environment variable naming the conformance directory when it is not at
@@ -1128,14 +1128,7 @@ pub(super) mod test_support {
 mod tests {
     use super::test_support::conformance_dir;
     use super::*;
-    use aws_lc_rs::encoding::AsDer as _;
-    use aws_lc_rs::rsa::KeySize;
-    use aws_lc_rs::signature::RsaKeyPair;
     use chrono::TimeZone as _;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
     use serde_json::json;
     use std::sync::OnceLock;
 
@@ -1606,120 +1599,21 @@ mod tests {
 
     // --- Own PKI for Signature-256 -----------------------------------------------------------
 
-    /// RSA keys are slow to make: one set per test binary.
-    struct Keys {
-        root: RsaKeyPair,
-        rogue: RsaKeyPair,
-        leaf: RsaKeyPair,
-    }
-
-    fn keys() -> &'static Keys {
-        static KEYS: OnceLock<Keys> = OnceLock::new();
-        KEYS.get_or_init(|| Keys {
-            root: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-            rogue: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-            leaf: RsaKeyPair::generate(KeySize::Rsa2048).unwrap(),
-        })
-    }
-
-    fn rcgen_key(key: &RsaKeyPair) -> KeyPair {
-        let der = key.as_der().unwrap();
-        let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_ref().to_vec());
-        KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256).unwrap()
-    }
-
-    fn ca_params(cn: &str) -> CertificateParams {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        p.distinguished_name = dn;
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2035, 1, 1);
-        p
-    }
+    use super::super::testpki::{self, Pki};
 
     /// The test clock: inside every "valid" leaf below.
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
     }
 
-    struct Pki {
-        root_pem: String,
-        /// leaf + intermediate, signed up to the trusted root.
-        good_chain: String,
-        expired_chain: String,
-        future_chain: String,
-        no_san_chain: String,
-        /// leaf + intermediate under a root that is not trusted.
-        rogue_chain: String,
-    }
-
+    /// The shared test PKI (`testpki`), its validity judged at [`now`].
     fn pki() -> &'static Pki {
         static PKI: OnceLock<Pki> = OnceLock::new();
-        PKI.get_or_init(|| {
-            let k = keys();
-            let root_key = rcgen_key(&k.root);
-            let rogue_key = rcgen_key(&k.rogue);
-            let leaf_key = rcgen_key(&k.leaf);
+        PKI.get_or_init(|| Pki::for_time(now()))
+    }
 
-            let root_params = ca_params("Hark Test Root");
-            let root_cert = root_params.self_signed(&root_key).unwrap();
-            let root = Issuer::new(root_params, &root_key);
-            // The intermediate reuses the root's key pair under its own name.
-            let inter_params = ca_params("Hark Test Intermediate");
-            let inter_cert = inter_params.signed_by(&root_key, &root).unwrap();
-            let inter = Issuer::new(inter_params, &root_key);
-
-            let rogue_root = Issuer::new(ca_params("Hark Test Root"), &rogue_key);
-            let rogue_inter_params = ca_params("Hark Test Intermediate");
-            let rogue_inter_cert = rogue_inter_params
-                .signed_by(&rogue_key, &rogue_root)
-                .unwrap();
-            let rogue_inter = Issuer::new(rogue_inter_params, &rogue_key);
-
-            let leaf = |san: &str,
-                        from: (i32, u8, u8),
-                        to: (i32, u8, u8),
-                        issuer: &Issuer<'_, &KeyPair>| {
-                let mut p = CertificateParams::new(vec![san.to_owned()]).unwrap();
-                let mut dn = DistinguishedName::new();
-                dn.push(DnType::CommonName, ECHO_API_DOMAIN);
-                p.distinguished_name = dn;
-                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-                p.key_usages = vec![
-                    KeyUsagePurpose::DigitalSignature,
-                    KeyUsagePurpose::KeyEncipherment,
-                ];
-                p.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
-                p.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
-                p.signed_by(&leaf_key, issuer).unwrap().pem()
-            };
-            let with_inter = |leaf_pem: String| format!("{leaf_pem}{}", inter_cert.pem());
-            Pki {
-                root_pem: root_cert.pem(),
-                good_chain: with_inter(leaf(ECHO_API_DOMAIN, (2025, 1, 1), (2025, 12, 31), &inter)),
-                expired_chain: with_inter(leaf(
-                    ECHO_API_DOMAIN,
-                    (2024, 1, 1),
-                    (2025, 2, 28),
-                    &inter,
-                )),
-                future_chain: with_inter(leaf(ECHO_API_DOMAIN, (2025, 3, 2), (2026, 1, 1), &inter)),
-                no_san_chain: with_inter(leaf(
-                    "echo-api.amazon.com.evil.com",
-                    (2025, 1, 1),
-                    (2025, 12, 31),
-                    &inter,
-                )),
-                rogue_chain: format!(
-                    "{}{}",
-                    leaf(ECHO_API_DOMAIN, (2025, 1, 1), (2025, 12, 31), &rogue_inter),
-                    rogue_inter_cert.pem()
-                ),
-            }
-        })
+    fn keys() -> &'static testpki::Keys {
+        testpki::keys()
     }
 
     fn verifier_with(chain_pem: &str) -> Verifier {

@@ -26,15 +26,6 @@ pub use delivery::Outbound;
 pub use route::{ChannelError, RouteCore};
 pub use secrets::Secrets;
 
-/// The current time in unix seconds. Injected so tests can verify recorded deliveries at
-/// the time they were signed.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The real clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| chrono::Utc::now().timestamp())
-}
-
 /// Default largest body a channel route accepts (413 above).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default number of deliveries of one route whose functions run at once (429 above).

@@ -62,7 +62,7 @@ async fn serve(
         &route.webhook_secrets,
         &parts.headers,
         &body,
-        (state.clock)(),
+        state.clock.now().timestamp(),
     )?;
     let event = header(&parts.headers, EVENT)?;
     if event == "ping" {

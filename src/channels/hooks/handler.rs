@@ -60,7 +60,7 @@ async fn serve(
             &route.standard_secrets,
             &parts.headers,
             &body,
-            (state.clock)(),
+            state.clock.now().timestamp(),
         )?;
         *delivery = verified.id;
     }

@@ -58,7 +58,7 @@ async fn serve(
         &route.signing_secrets,
         &parts.headers,
         &body,
-        (state.clock)(),
+        state.clock.now().timestamp(),
     )?;
     let is_json = parts
         .headers

@@ -1,0 +1,648 @@
+//! One turn of a conversation: a verified request envelope and its skill come in; the
+//! response Alexa speaks goes out. Launch, built-in and skill intents are answered from the
+//! skill's templates; an intent with a function runs it within the skill's budget, telling
+//! the user to wait (a progressive response) past `progressive_after`, and answering "still
+//! working" when the budget runs out while the function goes on in the background. Its
+//! result is stored and spoken at the user's next request. Nothing here answers an HTTP
+//! error: after verification every failure becomes the skill's spoken error reply.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, HeaderValue, Method};
+use serde_json::{json, Map, Value};
+use tracing::{error, info, warn};
+
+use super::types::{
+    Card, CardImage, Directive, Intent, ProgressiveResponse, RequestEnvelope, RequestKind,
+    Response, RESOLUTION_MATCH,
+};
+use super::{ssml, types::DialogState};
+use crate::function::FunctionName;
+use crate::provider::{Invocation, Output, ProviderError};
+use crate::route::skills::template::{inner, intent_template, prompt_template, speak, RenderError};
+use crate::route::skills::{
+    IntentDef, Skill, CANCEL_INTENT, HELP_INTENT, NAVIGATE_HOME_INTENT, STOP_INTENT,
+};
+use crate::server::AppState;
+use crate::store::PendingReply;
+
+/// The trigger activation records of Alexa calls carry.
+pub const TRIGGER: &str = "alexa";
+/// Said when even the error reply cannot be rendered.
+const LAST_RESORT: &str = "<speak>Sorry, something went wrong.</speak>";
+/// Keys of a function's JSON answer that update attributes instead of being spoken.
+pub const SET_SESSION: &str = "set_session";
+pub const SET_USER: &str = "set_user";
+/// User id used when a request carries none.
+const ANONYMOUS: &str = "anonymous";
+
+/// What a request needs for its turn.
+struct Turn<'a> {
+    state: &'a Arc<AppState>,
+    skill: &'a Arc<Skill>,
+    envelope: &'a RequestEnvelope,
+    call_id: &'a str,
+    user_id: String,
+    session: Map<String, Value>,
+}
+
+/// The reply to one request.
+struct Reply {
+    /// A checked `<speak>` document.
+    speech: Option<String>,
+    reprompt: Option<String>,
+    card: Option<Card>,
+    end_session: Option<bool>,
+    directive: Option<Directive>,
+}
+
+impl Reply {
+    fn say(speech: String) -> Self {
+        Reply {
+            speech: Some(speech),
+            reprompt: None,
+            card: None,
+            end_session: Some(true),
+            directive: None,
+        }
+    }
+
+    fn ask(speech: String, reprompt: String) -> Self {
+        Reply {
+            reprompt: Some(reprompt),
+            end_session: Some(false),
+            ..Reply::say(speech)
+        }
+    }
+}
+
+/// Answers one verified request for `skill`.
+pub async fn respond(
+    state: &Arc<AppState>,
+    skill: &Arc<Skill>,
+    envelope: &RequestEnvelope,
+    call_id: &str,
+) -> Response {
+    let user_id = user_id(envelope);
+    let session = envelope
+        .session
+        .as_ref()
+        .and_then(|s| s.attributes.clone())
+        .unwrap_or_default();
+    let mut turn = Turn {
+        state,
+        skill,
+        envelope,
+        call_id,
+        user_id,
+        session,
+    };
+    let reply = match &envelope.request.kind {
+        RequestKind::SessionEnded(_) => return Response::empty(),
+        RequestKind::Launch(_) => turn.reply_ask("launch", "launch_reprompt"),
+        RequestKind::Intent(request) => turn.intent(&request.intent, request.dialog_state).await,
+        // CanFulfillIntent, exceptions and events: acknowledged quietly.
+        _ => return Response::empty(),
+    };
+    turn.finish(reply).await
+}
+
+fn user_id(envelope: &RequestEnvelope) -> String {
+    let from_context = envelope
+        .context
+        .as_ref()
+        .and_then(|c| c.system.as_ref())
+        .and_then(|s| s.user.as_ref())
+        .map(|u| u.user_id.clone());
+    let from_session = envelope
+        .session
+        .as_ref()
+        .and_then(|s| s.user.as_ref())
+        .map(|u| u.user_id.clone());
+    from_context
+        .or(from_session)
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| ANONYMOUS.to_owned())
+}
+
+/// Slot values by name: the canonical value where Alexa resolved one, else what was said.
+fn slot_values(intent: &Intent) -> Map<String, Value> {
+    intent
+        .slots
+        .iter()
+        .filter_map(|(name, slot)| {
+            let resolved = slot
+                .resolutions
+                .as_ref()
+                .and_then(|r| {
+                    r.resolutions_per_authority
+                        .iter()
+                        .find(|a| a.status.code == RESOLUTION_MATCH)
+                })
+                .and_then(|a| a.values.first())
+                .map(|v| v.value.name.clone());
+            let value = resolved.or_else(|| slot.value.clone())?;
+            Some((name.clone(), Value::String(value)))
+        })
+        .collect()
+}
+
+/// How a function call ended.
+enum Outcome {
+    Done(Result<Output, ProviderError>),
+    /// The budget ran out; the call goes on in the background.
+    Late(tokio::task::JoinHandle<Result<Output, ProviderError>>),
+}
+
+impl Turn<'_> {
+    fn context(
+        &self,
+        intent: Option<&str>,
+        slots: &Map<String, Value>,
+        user: &Map<String, Value>,
+    ) -> Value {
+        self.skill.context(
+            intent,
+            self.envelope.request.locale.as_deref(),
+            slots,
+            &self.session,
+            user,
+        )
+    }
+
+    /// Renders speech template `name`, falling back to the error reply (and then to a fixed
+    /// sentence) so that what is sent is always valid SSML.
+    fn speech(&self, name: &str, ctx: &Value) -> String {
+        match self.skill.templates.speech(name, ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(channel = "alexa", skill = %self.skill.name, template = name, error = %e, "reply could not be rendered; saying the error reply");
+                self.error_speech(None, ctx)
+            }
+        }
+    }
+
+    fn error_speech(&self, intent: Option<&str>, ctx: &Value) -> String {
+        let own = intent
+            .map(|i| intent_template(i, "error"))
+            .filter(|n| self.skill.templates.has(n));
+        for name in own.into_iter().chain(["reply/error".to_owned()]) {
+            match self.skill.templates.speech(&name, ctx) {
+                Ok(s) => return s,
+                Err(e) => {
+                    error!(channel = "alexa", skill = %self.skill.name, template = %name, error = %e, "error reply could not be rendered")
+                }
+            }
+        }
+        LAST_RESORT.to_owned()
+    }
+
+    fn reply_ask(&self, speech: &str, reprompt: &str) -> Reply {
+        let ctx = self.context(None, &Map::new(), &Map::new());
+        Reply::ask(
+            self.speech(&format!("reply/{speech}"), &ctx),
+            self.speech(&format!("reply/{reprompt}"), &ctx),
+        )
+    }
+
+    async fn intent(&mut self, intent: &Intent, dialog: Option<DialogState>) -> Reply {
+        let name = intent.name.as_str();
+        let def = self
+            .skill
+            .intent(name)
+            .filter(|d| d.function.is_some() || d.speech.is_some())
+            .cloned();
+        let Some(def) = def else {
+            return match name {
+                HELP_INTENT => self.reply_ask("help", "help_reprompt"),
+                STOP_INTENT | CANCEL_INTENT | NAVIGATE_HOME_INTENT => {
+                    let ctx = self.context(Some(name), &Map::new(), &Map::new());
+                    Reply::say(self.speech("reply/stop", &ctx))
+                }
+                _ => {
+                    if !name.starts_with("AMAZON.") {
+                        warn!(channel = "alexa", skill = %self.skill.name, intent = name, "intent not defined in skill.yaml; answering with the fallback reply");
+                    }
+                    self.reply_ask("fallback", "fallback_reprompt")
+                }
+            };
+        };
+        let slots = slot_values(intent);
+        let store = &self.state.registry.store;
+        let mut user = match store
+            .alexa_user_attributes(&self.skill.name, &self.user_id)
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => {
+                error!(channel = "alexa", skill = %self.skill.name, error = %e, "user attributes could not be read");
+                Map::new()
+            }
+        };
+        let user_before = user.clone();
+        let ctx = self.context(Some(name), &slots, &user);
+
+        // A required slot that is still empty: ask for it.
+        if dialog != Some(DialogState::Completed) {
+            if let Some((slot, _)) = def
+                .slots
+                .iter()
+                .find(|(slot, d)| d.required() && !slots.contains_key(*slot))
+            {
+                let prompt = self.speech(&prompt_template(name, slot), &ctx);
+                let mut reply = Reply::ask(prompt.clone(), prompt);
+                reply.directive = Some(Directive::DialogElicitSlot {
+                    slot_to_elicit: slot.clone(),
+                    updated_intent: Some(intent.clone()),
+                });
+                return reply;
+            }
+        }
+
+        let Some(function) = def.function.clone() else {
+            return self.templated_reply(name, &def, ctx);
+        };
+        let input = match &def.input {
+            Some(input) => match self.skill.templates.input(name, input, &ctx) {
+                Ok(v) => v,
+                Err(e) => {
+                    error!(channel = "alexa", skill = %self.skill.name, intent = name, error = %e, "function input could not be rendered");
+                    return Reply::say(self.error_speech(Some(name), &ctx));
+                }
+            },
+            None => Value::Object(slots.clone()),
+        };
+        let body = json!({
+            "skill": self.skill.name,
+            "intent": name,
+            "locale": self.envelope.request.locale,
+            "requestId": self.envelope.request.request_id,
+            "input": input,
+            "slots": slots,
+            "session": self.session,
+            "user": { "id": self.user_id, "attributes": user },
+        });
+        match self.dispatch(&function, body).await {
+            Outcome::Done(result) => {
+                let (reply, session_set, user_set) =
+                    answer(self.skill, name, &def, ctx, &function, result);
+                merge(&mut self.session, session_set);
+                merge(&mut user, user_set);
+                if user != user_before {
+                    if let Err(e) = store
+                        .put_alexa_user_attributes(&self.skill.name, &self.user_id, &user)
+                        .await
+                    {
+                        error!(channel = "alexa", skill = %self.skill.name, error = %e, "user attributes could not be saved");
+                    }
+                }
+                reply
+            }
+            Outcome::Late(call) => {
+                self.finish_later(call, name, def, ctx, function, user);
+                Reply::say(self.speech(
+                    "reply/still_working",
+                    &self.context(Some(name), &slots, &user_before),
+                ))
+            }
+        }
+    }
+
+    fn templated_reply(&self, name: &str, def: &IntentDef, ctx: Value) -> Reply {
+        render_reply(self.skill, name, def, &ctx, false)
+    }
+
+    /// Runs the function: a progressive response past `progressive_after`, and the call
+    /// handed to the background when the budget runs out.
+    async fn dispatch(&self, function: &FunctionName, body: Value) -> Outcome {
+        let started = Instant::now();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let call = Invocation {
+            call_id: self.call_id.to_owned(),
+            method: Method::POST,
+            path: "/".to_owned(),
+            query: None,
+            headers,
+            body: Bytes::from(body.to_string()),
+        };
+        let dispatcher = self.state.registry.dispatcher.clone();
+        let name = function.clone();
+        let mut task = tokio::spawn(async move { dispatcher.invoke(&name, TRIGGER, call).await });
+        let progressive = tokio::time::sleep_until((started + self.skill.progressive_after).into());
+        let budget = tokio::time::sleep_until((started + self.skill.budget).into());
+        tokio::pin!(progressive, budget);
+        let mut told = false;
+        loop {
+            tokio::select! {
+                joined = &mut task => {
+                    return Outcome::Done(joined.unwrap_or_else(|e| Err(ProviderError::Internal(format!("call task failed: {e}")))));
+                }
+                () = &mut progressive, if !told => {
+                    told = true;
+                    self.send_progressive();
+                }
+                () = &mut budget => {
+                    info!(channel = "alexa", skill = %self.skill.name, function = %function, call_id = self.call_id, budget_ms = self.skill.budget.as_millis() as u64, "budget spent; the call goes on in the background");
+                    return Outcome::Late(task);
+                }
+            }
+        }
+    }
+
+    /// Says the `working` reply through `POST {apiEndpoint}/v1/directives`, in the background.
+    fn send_progressive(&self) {
+        let Some((endpoint, token)) = self.envelope.api_access() else {
+            return;
+        };
+        let ctx = self.context(None, &Map::new(), &Map::new());
+        let speech = self.speech("reply/working", &ctx);
+        let body = ProgressiveResponse::speak(self.envelope.request.request_id.clone(), speech);
+        let url = format!(
+            "{}{}",
+            endpoint.trim_end_matches('/'),
+            ProgressiveResponse::PATH
+        );
+        let request = self
+            .state
+            .alexa
+            .progressive
+            .post(url)
+            .bearer_auth(token.expose())
+            .json(&body);
+        let skill = self.skill.name.clone();
+        tokio::spawn(async move {
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    info!(channel = "alexa", skill = %skill, "progressive response sent")
+                }
+                Ok(r) => {
+                    warn!(channel = "alexa", skill = %skill, status = r.status().as_u16(), "progressive response refused")
+                }
+                Err(e) => {
+                    warn!(channel = "alexa", skill = %skill, error = %e, "progressive response failed")
+                }
+            }
+        });
+    }
+
+    /// Waits for a late call in the background and stores its spoken answer for the user's
+    /// next request. A tokio task: a gateway restart loses calls still running (a durable
+    /// queue is a later issue).
+    fn finish_later(
+        &self,
+        call: tokio::task::JoinHandle<Result<Output, ProviderError>>,
+        intent: &str,
+        def: IntentDef,
+        ctx: Value,
+        function: FunctionName,
+        mut user: Map<String, Value>,
+    ) {
+        let skill = self.skill.clone();
+        let store = self.state.registry.store.clone();
+        let (user_id, call_id, intent) = (
+            self.user_id.clone(),
+            self.call_id.to_owned(),
+            intent.to_owned(),
+        );
+        tokio::spawn(async move {
+            let result = call
+                .await
+                .unwrap_or_else(|e| Err(ProviderError::Internal(format!("call task failed: {e}"))));
+            let (reply, _, user_set) = answer(&skill, &intent, &def, ctx, &function, result);
+            if !user_set.is_empty() {
+                merge(&mut user, user_set);
+                if let Err(e) = store
+                    .put_alexa_user_attributes(&skill.name, &user_id, &user)
+                    .await
+                {
+                    error!(channel = "alexa", skill = %skill.name, error = %e, "user attributes could not be saved");
+                }
+            }
+            let speech = reply.speech.unwrap_or_else(|| LAST_RESORT.to_owned());
+            let pending = PendingReply {
+                call_id: call_id.clone(),
+                intent,
+                speech,
+                created_at: Utc::now(),
+            };
+            match store
+                .push_alexa_pending(&skill.name, &user_id, pending)
+                .await
+            {
+                Ok(()) => {
+                    info!(channel = "alexa", skill = %skill.name, call_id, "late result stored for the next request")
+                }
+                Err(e) => {
+                    error!(channel = "alexa", skill = %skill.name, call_id, error = %e, "late result could not be stored")
+                }
+            }
+        });
+    }
+
+    /// The response: pending late results first, then the reply, with the session's attributes.
+    async fn finish(&self, mut reply: Reply) -> Response {
+        let store = &self.state.registry.store;
+        let pending = match store
+            .take_alexa_pending(&self.skill.name, &self.user_id)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                error!(channel = "alexa", skill = %self.skill.name, error = %e, "pending results could not be read");
+                Vec::new()
+            }
+        };
+        if !pending.is_empty() {
+            let ctx = self.context(None, &Map::new(), &Map::new());
+            let intro = self
+                .skill
+                .templates
+                .speech("reply/earlier", &ctx)
+                .unwrap_or_default();
+            let mut fragment = String::new();
+            for p in &pending {
+                fragment.push_str(&format!("<p>{} {}</p>", inner(&intro), inner(&p.speech)));
+            }
+            let own = reply.speech.as_deref().map(inner).unwrap_or_default();
+            match speak(&format!("{fragment} {own}")) {
+                Ok(combined) => reply.speech = Some(combined),
+                Err(e) => {
+                    // Too long together: say the late results now and drop the new reply's
+                    // speech rather than lose them.
+                    warn!(channel = "alexa", skill = %self.skill.name, error = %e, "late results and reply do not fit together");
+                    reply.speech = speak(&fragment).ok().or(reply.speech);
+                }
+            }
+        }
+        let mut response = match reply.speech {
+            Some(s) => Response::speak(s),
+            None => Response::empty(),
+        };
+        if let Some(reprompt) = reply.reprompt {
+            response = response.ask(reprompt);
+        }
+        response = response.end_session(reply.end_session);
+        if let Some(card) = reply.card {
+            response = response.card(card);
+        }
+        if let Some(d) = reply.directive {
+            response = response.directive(d);
+        }
+        response.session_attributes(self.session.clone())
+    }
+}
+
+/// The reply to a finished call, with the attribute updates the function asked for.
+fn answer(
+    skill: &Skill,
+    intent: &str,
+    def: &IntentDef,
+    mut ctx: Value,
+    function: &FunctionName,
+    result: Result<Output, ProviderError>,
+) -> (Reply, Map<String, Value>, Map<String, Value>) {
+    let failure = match result {
+        Ok(output) if output.status.is_success() => {
+            let mut value = match serde_json::from_slice::<Value>(&output.body) {
+                Ok(v) => v,
+                Err(_) => Value::String(String::from_utf8_lossy(&output.body).trim().to_owned()),
+            };
+            let mut take = |key| match value.as_object_mut().and_then(|o| o.remove(key)) {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            let (session_set, user_set) = (take(SET_SESSION), take(SET_USER));
+            ctx["result"] = value;
+            return (
+                render_reply(skill, intent, def, &ctx, false),
+                session_set,
+                user_set,
+            );
+        }
+        Ok(output) => format!(
+            "status {}: {}",
+            output.status.as_u16(),
+            output
+                .error
+                .unwrap_or_else(|| String::from_utf8_lossy(&output.body)
+                    .chars()
+                    .take(200)
+                    .collect())
+        ),
+        Err(e) => e.to_string(),
+    };
+    error!(channel = "alexa", skill = %skill.name, intent, function = %function, error = %failure, "function failed; saying the error reply");
+    (
+        render_reply(skill, intent, def, &ctx, true),
+        Map::new(),
+        Map::new(),
+    )
+}
+
+/// Renders an intent's speech, reprompt and card (or its error reply when `failed`).
+fn render_reply(skill: &Skill, intent: &str, def: &IntentDef, ctx: &Value, failed: bool) -> Reply {
+    let t = &skill.templates;
+    let log = |name: &str, e: &RenderError| {
+        error!(channel = "alexa", skill = %skill.name, template = name, error = %e, "reply could not be rendered; saying the error reply");
+    };
+    let error_reply = || {
+        for name in [intent_template(intent, "error"), "reply/error".to_owned()] {
+            if t.has(&name) {
+                match t.speech(&name, ctx) {
+                    Ok(s) => return s,
+                    Err(e) => log(&name, &e),
+                }
+            }
+        }
+        LAST_RESORT.to_owned()
+    };
+    if failed {
+        return Reply::say(error_reply());
+    }
+    let speech_name = intent_template(intent, "speech");
+    let speech = if t.has(&speech_name) {
+        match t.speech(&speech_name, ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                log(&speech_name, &e);
+                return Reply::say(error_reply());
+            }
+        }
+    } else {
+        // No speech template: say the function's answer (its `speech` field, or the text).
+        let text = match &ctx["result"] {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => o
+                .get("speech")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            _ => String::new(),
+        };
+        speak(&ssml::escape(&text)).unwrap_or_else(|e| {
+            error!(channel = "alexa", skill = %skill.name, intent, error = %e, "function answer cannot be spoken");
+            error_reply()
+        })
+    };
+    let reprompt_name = intent_template(intent, "reprompt");
+    let reprompt = t.has(&reprompt_name).then(|| t.speech(&reprompt_name, ctx));
+    let mut reply = match reprompt {
+        Some(Ok(r)) => Reply::ask(speech.clone(), r),
+        Some(Err(e)) => {
+            log(&reprompt_name, &e);
+            Reply::say(speech.clone())
+        }
+        None => Reply::say(speech.clone()),
+    };
+    if let Some(end) = def.end_session {
+        reply.end_session = Some(end);
+    }
+    if let Some(card) = &def.card {
+        let title = t.plain(&intent_template(intent, "card_title"), ctx);
+        let text = match &card.text {
+            Some(_) => t.plain(&intent_template(intent, "card_text"), ctx),
+            None => Ok(ssml::to_plain_text(&speech)),
+        };
+        match (title, text) {
+            (Ok(title), Ok(text)) => {
+                reply.card = Some(
+                    if card.small_image.is_some() || card.large_image.is_some() {
+                        Card::Standard {
+                            title,
+                            text,
+                            image: Some(CardImage {
+                                small_image_url: card.small_image.clone(),
+                                large_image_url: card.large_image.clone(),
+                            }),
+                        }
+                    } else {
+                        Card::Simple {
+                            title,
+                            content: text,
+                        }
+                    },
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => log("card", &e),
+        }
+    }
+    reply
+}
+
+/// Merges `updates` into `attrs`; a `null` value removes the key.
+fn merge(attrs: &mut Map<String, Value>, updates: Map<String, Value>) {
+    for (k, v) in updates {
+        if v.is_null() {
+            attrs.remove(&k);
+        } else {
+            attrs.insert(k, v);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! The Alexa commands: `hark skill export` (the interaction model of a skill), `hark say`
+//! (an utterance matched locally, sent to the running gateway, its answer printed) and
+//! `hark alexa verify` (the request checks run offline, one line per check).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::Gateway;
+use crate::channels::alexa::ssml;
+use crate::channels::alexa::types::{Card, OutputSpeech, Response};
+use crate::channels::alexa::verify::{CertSource, SignatureHeaders, VerifierConfig};
+use crate::route::skills::export::interaction_model;
+use crate::route::skills::matcher::match_utterance;
+use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR, FALLBACK_INTENT};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SkillCommand {
+    /// Print a skill's interaction model JSON (for the Alexa developer console or ask-cli).
+    Export {
+        /// The skill (its directory under the skills directory).
+        name: String,
+        /// Directory of skills.
+        #[arg(long, env = "HARK_SKILLS", default_value = DEFAULT_SKILLS_DIR)]
+        skills: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SayArgs {
+    /// The skill to talk to.
+    pub skill: String,
+    /// What the user says; empty opens the skill (a LaunchRequest).
+    pub utterance: String,
+    /// Directory of skills, for matching the utterance locally.
+    #[arg(long, env = "HARK_SKILLS", default_value = DEFAULT_SKILLS_DIR)]
+    pub skills: PathBuf,
+    /// The Alexa userId to send (persistent attributes and late results are per user).
+    #[arg(long, default_value = "amzn1.ask.account.hark-say")]
+    pub user: String,
+    /// Locale of the request (default: the skill's first).
+    #[arg(long)]
+    pub locale: Option<String>,
+    /// Print the SSML too.
+    #[arg(long)]
+    pub ssml: bool,
+    /// Print the card too.
+    #[arg(long)]
+    pub card: bool,
+    /// Print the whole response JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AlexaCommand {
+    /// Run the request checks on a captured request and print each; exit 0 only if all pass.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("sig").required(true).args(["signature_256", "signature"])))]
+pub struct VerifyArgs {
+    /// The raw request body, exactly as received.
+    #[arg(long)]
+    pub body: PathBuf,
+    /// The SignatureCertChainUrl header.
+    #[arg(long)]
+    pub cert_url: String,
+    /// The Signature-256 header (base64).
+    #[arg(long)]
+    pub signature_256: Option<String>,
+    /// The legacy SHA-1 Signature header (base64); checking it turns SHA-1 on for this run.
+    #[arg(long)]
+    pub signature: Option<String>,
+    /// The time to check at (RFC 3339); default now.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// An extra trusted root (PEM file; repeatable).
+    #[arg(long = "root")]
+    pub roots: Vec<PathBuf>,
+    /// Use this PEM chain instead of downloading the URL.
+    #[arg(long)]
+    pub cert_file: Option<PathBuf>,
+    /// The skill's application id (the check is skipped without it).
+    #[arg(long)]
+    pub app_id: Option<String>,
+}
+
+fn load_skill(dir: &Path, name: &str) -> anyhow::Result<Skill> {
+    let path = dir.join(name);
+    if !path.join(crate::route::skills::SKILL_FILE).is_file() {
+        bail!(
+            "no skill {name:?}: {} does not exist (set --skills or HARK_SKILLS)",
+            path.join(crate::route::skills::SKILL_FILE).display()
+        );
+    }
+    Ok(Skill::load(&path)?)
+}
+
+/// `hark skill ...`.
+pub async fn skill(command: SkillCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        SkillCommand::Export { name, skills } => {
+            let skill = load_skill(&skills, &name)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&interaction_model(&skill))?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `hark say SKILL UTTERANCE`.
+pub async fn say(
+    args: SayArgs,
+    gateway: &str,
+    token: Option<String>,
+    data: &Path,
+) -> anyhow::Result<ExitCode> {
+    let skill = load_skill(&args.skills, &args.skill)?;
+    let id = skill.def.id.clone();
+    let locale = args
+        .locale
+        .clone()
+        .or_else(|| skill.def.locales.first().cloned())
+        .unwrap_or_else(|| "en-US".to_owned());
+    let request_id = format!("amzn1.echo-api.request.hark-say-{}", uuid::Uuid::new_v4());
+    let mut request = if args.utterance.trim().is_empty() {
+        json!({ "type": "LaunchRequest" })
+    } else {
+        let today = chrono::Local::now().date_naive();
+        let matched = match_utterance(&skill, &args.utterance, today);
+        if matched.intent == FALLBACK_INTENT {
+            eprintln!("hark say: no sample utterance matched; sending {FALLBACK_INTENT}");
+        } else {
+            let slots: Vec<String> = matched
+                .slots
+                .iter()
+                .map(|(k, v)| format!("{k}={:?}", v.value))
+                .collect();
+            eprintln!("hark say: {} {}", matched.intent, slots.join(" "));
+        }
+        json!({ "type": "IntentRequest", "intent": matched.intent_json(&skill) })
+    };
+    request["requestId"] = json!(request_id);
+    request["timestamp"] = json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    request["locale"] = json!(locale);
+    let user = json!({ "userId": args.user });
+    let envelope = json!({
+        "version": "1.0",
+        "session": {
+            "new": true,
+            "sessionId": format!("amzn1.echo-api.session.hark-say-{}", uuid::Uuid::new_v4()),
+            "application": { "applicationId": id },
+            "attributes": {},
+            "user": user,
+        },
+        "context": { "System": {
+            "application": { "applicationId": id },
+            "user": user,
+            "device": { "deviceId": "hark-say", "supportedInterfaces": {} },
+        }},
+        "request": request,
+    });
+    let gw = Gateway::new(gateway, token, data)?;
+    let path = format!("/system/skills/{}/say", args.skill);
+    let answer: Value = gw
+        .expect_ok(gw.request(Method::POST, &path).json(&envelope))
+        .await?
+        .json()
+        .await
+        .context("reading the gateway's answer")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let response: Response =
+        serde_json::from_value(answer).context("the gateway's answer is not an Alexa response")?;
+    let body = &response.response;
+    match &body.output_speech {
+        Some(OutputSpeech::Ssml { ssml: doc, .. }) => {
+            println!("{}", ssml::to_plain_text(doc));
+            if args.ssml {
+                println!("ssml: {doc}");
+            }
+        }
+        Some(OutputSpeech::PlainText { text, .. }) => println!("{text}"),
+        None => println!("(silence)"),
+    }
+    if args.ssml {
+        if let Some(reprompt) = &body.reprompt {
+            if let OutputSpeech::Ssml { ssml: doc, .. } = &reprompt.output_speech {
+                println!("reprompt: {doc}");
+            }
+        }
+    }
+    if args.card {
+        match &body.card {
+            Some(Card::Simple { title, content }) => println!("card: {title}\n{content}"),
+            Some(Card::Standard { title, text, .. }) => println!("card: {title}\n{text}"),
+            Some(other) => println!("card: {}", serde_json::to_string(other)?),
+            None => println!("card: (none)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hark alexa ...`.
+pub async fn alexa(command: AlexaCommand) -> anyhow::Result<ExitCode> {
+    let AlexaCommand::Verify(args) = command;
+    let body = std::fs::read(&args.body)
+        .with_context(|| format!("reading --body {}", args.body.display()))?;
+    let now = match &args.at {
+        Some(at) => chrono::DateTime::parse_from_rfc3339(at)
+            .with_context(|| format!("--at {at:?} is not an RFC 3339 time"))?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let mut config = VerifierConfig {
+        allow_sha1_signature: args.signature.is_some(),
+        ..VerifierConfig::default()
+    };
+    if args.signature.is_some() && args.signature_256.is_none() {
+        eprintln!("note: checking the legacy SHA-1 Signature; the gateway refuses it unless alexa.allow_sha1_signature is set");
+    }
+    for root in &args.roots {
+        let pem =
+            std::fs::read(root).with_context(|| format!("reading --root {}", root.display()))?;
+        config
+            .add_root_pem(&pem)
+            .with_context(|| format!("--root {}", root.display()))?;
+    }
+    if let Some(file) = &args.cert_file {
+        config.cert_source = CertSource::File(file.clone());
+    }
+    let verifier = config.build()?;
+    let headers = SignatureHeaders {
+        cert_chain_url: Some(args.cert_url.clone()),
+        signature_256: args.signature_256.clone(),
+        signature_sha1: args.signature.clone(),
+    };
+    let report = verifier
+        .diagnose(&headers, &body, now, args.app_id.as_deref())
+        .await;
+    print!("{report}");
+    if report.passed() {
+        println!("all checks passed");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verification FAILED");
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,365 @@
+//! The Alexa channel over a real socket: the holiday skill through `hark say`, its exported
+//! interaction model, the real Amazon-signed request replayed against `hark up --clock`, and
+//! `hark alexa verify` on the same request.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hark::channels::alexa::verify::test_support::conformance_dir;
+use serde_json::Value;
+
+use crate::util::{hark_bin, Gateway};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn holiday_bin() -> PathBuf {
+    let path = hark_bin().with_file_name("holiday");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
+    path
+}
+
+fn run(args: &[&str], envs: &[(&str, &Path)]) -> Output {
+    let mut command = Command::new(hark_bin());
+    command
+        .args(args)
+        .env_remove("HARK_TOKEN")
+        .env_remove("HARK_SKILLS");
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+/// The gateway's log without terminal colours.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn stdout_ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "hark failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+#[test]
+fn hark_skill_export_prints_the_holiday_interaction_model() {
+    let skills = repo().join("skills");
+    let out = stdout_ok(&run(
+        &[
+            "skill",
+            "export",
+            "holiday",
+            "--skills",
+            skills.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let model: Value = serde_json::from_str(&out).unwrap();
+    let lm = &model["interactionModel"]["languageModel"];
+    assert_eq!(lm["invocationName"], "holiday helper");
+    let intents = lm["intents"].as_array().unwrap();
+    let names: Vec<&str> = intents
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    for required in [
+        "AMAZON.CancelIntent",
+        "AMAZON.HelpIntent",
+        "AMAZON.StopIntent",
+        "DaysLeft",
+        "BookDay",
+        "CancelDay",
+    ] {
+        assert!(
+            names.contains(&required),
+            "{required} missing from {names:?}"
+        );
+    }
+    let book = intents.iter().find(|i| i["name"] == "BookDay").unwrap();
+    assert!(
+        book["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "book {date} off"),
+        "{book}"
+    );
+    assert!(
+        book["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "date" && s["type"] == "AMAZON.DATE"),
+        "{book}"
+    );
+    assert_eq!(lm["types"][0]["name"], "LEAVE_KIND");
+    assert!(
+        lm["types"][0]["values"][0]["name"]["synonyms"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    assert_eq!(
+        model["interactionModel"]["dialog"]["intents"][0]["name"],
+        "BookDay"
+    );
+    // Every sample is something the console accepts: no digits or stray punctuation.
+    for intent in intents {
+        for s in intent["samples"].as_array().unwrap() {
+            let s = s.as_str().unwrap();
+            assert!(
+                s.chars()
+                    .all(|c| c.is_alphabetic() || " '{}.-_".contains(c)),
+                "{s}"
+            );
+        }
+    }
+    // An unknown skill is a clear error.
+    let out = run(
+        &[
+            "skill",
+            "export",
+            "nope",
+            "--skills",
+            skills.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no skill \"nope\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hark_say_speaks_the_holiday_answer_from_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("holiday-state.json");
+    let config = dir.path().join("hark.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "functions:\n  holiday:\n    fprocess: {}\n    environment:\n      HOLIDAY_STATE: {}\nalexa:\n  skills: {}\n",
+            holiday_bin().display(),
+            state.display(),
+            repo().join("skills").display()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(&["--config", config.to_str().unwrap()]);
+    let envs = [
+        ("HARK_GATEWAY", Path::new(&gw.url)),
+        ("HARK_DATA", gw.data.as_path()),
+    ];
+    let say = |utterance: &str, extra: &[&str]| {
+        let mut args = vec!["say", "holiday", utterance, "--skills"];
+        let skills = repo().join("skills");
+        let skills = skills.to_str().unwrap().to_owned();
+        args.push(&skills);
+        args.extend_from_slice(extra);
+        tokio::task::block_in_place(|| stdout_ok(&run(&args, &envs)))
+    };
+    assert_eq!(
+        say("how many days do I have left", &[]),
+        "You have 25 days off left.\n"
+    );
+    let out = say("Book 2099-12-04 off.", &["--ssml", "--card"]);
+    assert!(
+        out.starts_with("Done: Friday 2099-12-04 is booked off. You have 24 days left.\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ssml: <speak>Done: Friday <say-as interpret-as=\"date\">2099-12-04</say-as>"),
+        "{out}"
+    );
+    assert!(out.contains("card: Day off: 2099-12-04"), "{out}");
+    assert!(say("how many days off do I have", &[]).starts_with("You have 24 days off left."));
+    assert!(
+        state.exists(),
+        "the function keeps its state in HOLIDAY_STATE"
+    );
+
+    // Without a token the say path is refused; unsigned requests on Amazon's path too.
+    let response = gw
+        .client
+        .post(format!("{}/system/skills/holiday/say", gw.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let response = gw
+        .client
+        .post(format!("{}/alexa/holiday", gw.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let log = strip_ansi(&gw.output());
+    assert!(
+        log.contains("reason=\"missing_header\"") && log.contains("verification failed"),
+        "{log}"
+    );
+}
+
+/// The real request, its headers, and a gateway configured to trust its 2017 chain.
+struct Real {
+    dir: PathBuf,
+    body: Vec<u8>,
+    url: String,
+    signature: String,
+}
+
+fn real() -> Option<Real> {
+    let dir = conformance_dir()?.join("alexa");
+    let r = dir.join("real-2017-11-20");
+    let read = |n: &str| {
+        std::fs::read_to_string(r.join(n))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    Some(Real {
+        body: std::fs::read(r.join("body.json")).unwrap(),
+        url: read("signature_cert_chain_url.txt"),
+        signature: read("signature.b64"),
+        dir,
+    })
+}
+
+#[tokio::test]
+async fn the_real_amazon_request_is_accepted_over_a_socket_at_its_time() {
+    let Some(real) = real() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let skill_dir = dir.path().join("skills/real");
+    std::fs::create_dir_all(&skill_dir).unwrap();
+    std::fs::write(
+        skill_dir.join("skill.yaml"),
+        "id: amzn1.ask.skill.f5e6173c-8f7a-4c51-85e8-275e52d9443b\ninvocation: real player\nintents:\n  PlayAudio:\n    samples: [play]\n    function: play\n",
+    )
+    .unwrap();
+    let config = dir.path().join("hark.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "functions:\n  play:\n    fprocess: echo Playing now.\nalexa:\n  skills: ./skills\n  trust_roots: [{}]\n  cert_dir: {}\n  download_missing: false\n  allow_sha1_signature: true\n",
+            real.dir.join("chains/verisign-class3-g5-root.pem").display(),
+            real.dir.join("real-2017-11-20").display(),
+        ),
+    )
+    .unwrap();
+    let send = |gw: &Gateway, body: Vec<u8>| {
+        gw.client
+            .post(format!("{}/alexa/real", gw.url))
+            .header("SignatureCertChainUrl", &real.url)
+            .header("Signature", &real.signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let config = config.to_str().unwrap();
+    let gw = Gateway::start_with(&["--config", config, "--clock", "2017-11-20T08:45:05Z"]);
+    let response = send(&gw, real.body.clone()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["response"]["outputSpeech"]["ssml"],
+        "<speak>Playing now.</speak>"
+    );
+    let mut changed = real.body.clone();
+    changed[0] = b'\n';
+    assert_eq!(send(&gw, changed).await.unwrap().status(), 400);
+    drop(gw);
+
+    let later = Gateway::start_with(&["--config", config, "--clock", "2017-11-20T09:45:05Z"]);
+    assert_eq!(send(&later, real.body.clone()).await.unwrap().status(), 400);
+    let log = strip_ansi(&later.output());
+    assert!(log.contains("reason=\"timestamp_out_of_range\""), "{log}");
+}
+
+#[test]
+fn hark_alexa_verify_reports_each_check_of_the_real_request() {
+    let Some(real) = real() else { return };
+    let body = real.dir.join("real-2017-11-20/body.json");
+    let root = real.dir.join("chains/verisign-class3-g5-root.pem");
+    let chain = real.dir.join("real-2017-11-20/echo-api-cert-5.pem");
+    let args = |at: &'static str| {
+        vec![
+            "alexa".to_owned(),
+            "verify".into(),
+            "--body".into(),
+            body.display().to_string(),
+            "--cert-url".into(),
+            real.url.clone(),
+            "--signature".into(),
+            real.signature.clone(),
+            "--at".into(),
+            at.into(),
+            "--root".into(),
+            root.display().to_string(),
+            "--cert-file".into(),
+            chain.display().to_string(),
+            "--app-id".into(),
+            "amzn1.ask.skill.f5e6173c-8f7a-4c51-85e8-275e52d9443b".into(),
+        ]
+    };
+    let ok = Command::new(hark_bin())
+        .args(args("2017-11-20T08:45:05Z"))
+        .output()
+        .unwrap();
+    let out = stdout_ok(&ok);
+    for check in [
+        "cert_url",
+        "cert_dates",
+        "cert_san",
+        "cert_chain_trust",
+        "signature",
+        "timestamp",
+        "application_id",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check}: {out}"
+        );
+    }
+    let late = Command::new(hark_bin())
+        .args(args("2019-01-01T00:00:00Z"))
+        .output()
+        .unwrap();
+    assert_eq!(late.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&late.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("cert_dates")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("timestamp")),
+        "{out}"
+    );
+}
