@@ -160,13 +160,7 @@ impl FunctionDeployment {
 
     /// `hark.timeout`, defaulting to [`DEFAULT_TIMEOUT`].
     pub fn timeout(&self) -> Result<Duration, AnnotationError> {
-        match self.annotations.get(ANNOTATION_TIMEOUT) {
-            None => Ok(DEFAULT_TIMEOUT),
-            Some(v) => parse_duration(v).ok_or_else(|| AnnotationError {
-                key: ANNOTATION_TIMEOUT,
-                message: format!("{v:?} is not a duration such as 500ms, 30s or 2m"),
-            }),
-        }
+        self.duration(ANNOTATION_TIMEOUT, DEFAULT_TIMEOUT)
     }
 
     /// `hark.max_inflight`; `None` means unlimited.
@@ -202,10 +196,14 @@ impl FunctionDeployment {
 
     /// `hark.retry.backoff`: the first retry delay.
     pub fn retry_backoff(&self) -> Result<Duration, AnnotationError> {
-        match self.annotations.get(ANNOTATION_RETRY_BACKOFF) {
-            None => Ok(Duration::from_secs(1)),
+        self.duration(ANNOTATION_RETRY_BACKOFF, Duration::from_secs(1))
+    }
+
+    fn duration(&self, key: &'static str, default: Duration) -> Result<Duration, AnnotationError> {
+        match self.annotations.get(key) {
+            None => Ok(default),
             Some(v) => parse_duration(v).ok_or_else(|| AnnotationError {
-                key: ANNOTATION_RETRY_BACKOFF,
+                key,
                 message: format!("{v:?} is not a duration such as 500ms, 30s or 2m"),
             }),
         }

@@ -118,6 +118,18 @@ CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS queue_callbacks ON queue (callback_state);
 ";
 
+/// The state of a queued call, if it exists.
+fn state_of(c: &Connection, call_id: &str) -> Result<Option<CallState>, StoreError> {
+    let state: Option<String> = c
+        .query_row(
+            "SELECT state FROM queue WHERE call_id = ?1",
+            [call_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(state.map(|s| CallState::parse(&s)))
+}
+
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -308,10 +320,7 @@ impl Store {
     pub async fn cancel_call(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
         let call_id = call_id.to_owned();
         self.with(move |c| {
-            let state: Option<String> = c
-                .query_row("SELECT state FROM queue WHERE call_id = ?1", [&call_id], |r| r.get(0))
-                .optional()?;
-            let Some(state) = state.map(|s| CallState::parse(&s)) else {
+            let Some(state) = state_of(c, &call_id)? else {
                 return Ok(None);
             };
             if state == CallState::Pending {
@@ -329,10 +338,7 @@ impl Store {
     pub async fn requeue_dead(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
         let call_id = call_id.to_owned();
         self.with(move |c| {
-            let state: Option<String> = c
-                .query_row("SELECT state FROM queue WHERE call_id = ?1", [&call_id], |r| r.get(0))
-                .optional()?;
-            let Some(state) = state.map(|s| CallState::parse(&s)) else {
+            let Some(state) = state_of(c, &call_id)? else {
                 return Ok(None);
             };
             if state == CallState::Dead {

@@ -3,6 +3,7 @@
 //! `ANY /async-function/NAME[/PATH]`: the request is committed to the durable queue and
 //! 202 goes out at once; the result goes to `X-Callback-Url` when the call is done.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,38 +23,13 @@ use crate::store::{CallState, QueuedCall};
 /// Header carrying the call's duration, as the OpenFaaS gateway sends it.
 pub const HEADER_DURATION: &str = "x-duration-seconds";
 
-pub async fn invoke_root(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Extension(call_id): Extension<CallId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    invoke(
-        state,
-        name,
-        String::new(),
-        call_id,
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
-}
+/// The path parameters of `/function/{name}[/{*path}]` and `/async-function/...`.
+type Target = Path<HashMap<String, String>>;
 
-pub async fn invoke_path(
-    State(state): State<Arc<AppState>>,
-    Path((name, path)): Path<(String, String)>,
-    Extension(call_id): Extension<CallId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    invoke(state, name, path, call_id, method, uri, headers, body).await
+fn split(Path(params): Target) -> (String, String) {
+    let name = params.get("name").cloned().unwrap_or_default();
+    let path = params.get("path").cloned().unwrap_or_default();
+    (name, path)
 }
 
 /// Checks the function and the caller, and builds the call.
@@ -92,18 +68,18 @@ fn prepare(
     Ok((name, call))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn invoke(
-    state: Arc<AppState>,
-    name: String,
-    path: String,
-    call_id: CallId,
+/// `ANY /function/{name}[/{*path}]`: runs the call and answers with its output.
+pub async fn invoke(
+    State(state): State<Arc<AppState>>,
+    target: Target,
+    Extension(call_id): Extension<CallId>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
+    let (name, path) = split(target);
     let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
     let _slot = state.sync_slots.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
@@ -124,52 +100,18 @@ async fn invoke(
     Ok(response)
 }
 
-pub async fn async_root(
+/// `ANY /async-function/{name}[/{*path}]`: commits the call to the durable queue, then
+/// answers 202 with its `X-Call-Id`.
+pub async fn enqueue(
     State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
+    target: Target,
     Extension(call_id): Extension<CallId>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Response, ApiError> {
-    enqueue(
-        state,
-        name,
-        String::new(),
-        call_id,
-        method,
-        uri,
-        headers,
-        body,
-    )
-    .await
-}
-
-pub async fn async_path(
-    State(state): State<Arc<AppState>>,
-    Path((name, path)): Path<(String, String)>,
-    Extension(call_id): Extension<CallId>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
-    enqueue(state, name, path, call_id, method, uri, headers, body).await
-}
-
-/// Commits the call to the durable queue, then answers 202 with its `X-Call-Id`.
-#[allow(clippy::too_many_arguments)]
-async fn enqueue(
-    state: Arc<AppState>,
-    name: String,
-    path: String,
-    call_id: CallId,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Response, ApiError> {
+    let (name, path) = split(target);
     let callback_url = match headers.get(HEADER_CALLBACK_URL) {
         None => None,
         Some(v) => {
