@@ -133,6 +133,9 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         },
     )
     .await?;
+    // Results of channel calls go back through the channels that queued them.
+    let channels = Arc::new(channels);
+    queue.set_replies(channels.clone());
     let state = Arc::new(AppState {
         registry,
         queue,
@@ -140,7 +143,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         auth: Arc::new(auth),
         max_body: args.max_body,
         shutdown,
-        channels: Arc::new(channels),
+        channels,
         clock,
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
