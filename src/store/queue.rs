@@ -514,3 +514,102 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, delivery: Option<&str>) -> QueuedCall {
+        QueuedCall {
+            call_id: id.into(),
+            function: "f".into(),
+            method: "POST".into(),
+            path: "/".into(),
+            trigger: Some("slack".into()),
+            reply: Some(r#"{"slack":{"to":"post_message","app":"a","channel":"C1"}}"#.into()),
+            delivery: delivery.map(|d| ("slack/a".to_owned(), d.to_owned())),
+            ..QueuedCall::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_id_queues_its_call_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        assert!(store.enqueue(call("c1", Some("Ev1"))).await.unwrap());
+        assert!(!store.enqueue(call("c2", Some("Ev1"))).await.unwrap());
+        // The same call id again is not queued twice either.
+        assert!(!store.enqueue(call("c1", None)).await.unwrap());
+        assert!(store.enqueue(call("c3", Some("Ev2"))).await.unwrap());
+        assert_eq!(store.queue_depth().await.unwrap(), 2);
+        // The delivery is remembered for the channel's own dedupe too.
+        assert!(!store.first_delivery("slack/a", "Ev1", 0).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn replies_are_kept_until_delivered_and_older_stores_get_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        {
+            // A queue table as the first Hark with a queue made it.
+            let conn = Connection::open(&path).unwrap();
+            let old = SCHEMA.replace(",\n    trigger TEXT,\n    reply TEXT\n", "\n");
+            conn.execute_batch(&old).unwrap();
+            assert!(conn.prepare("SELECT reply FROM queue").is_err());
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.enqueue(call("c1", None)).await.unwrap());
+        let now = Utc::now();
+        let claimed = store
+            .claim_calls("pid:1", 4, now, now, |_| 4)
+            .await
+            .unwrap();
+        assert_eq!(claimed[0].trigger.as_deref(), Some("slack"));
+        assert!(claimed[0].reply.is_some());
+        store
+            .finish_call(
+                "c1",
+                CallState::Done,
+                1,
+                200,
+                None,
+                5.0,
+                Some(b"hi".to_vec()),
+                false,
+            )
+            .await
+            .unwrap();
+        let due = store.callbacks_due().await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].url.as_deref(), due[0].body.as_slice()),
+            (None, &b"hi"[..])
+        );
+        store.record_callback("c1", "delivered", 1).await.unwrap();
+        assert!(store.callbacks_due().await.unwrap().is_empty());
+        // A result answered on the spot is not due at all.
+        assert!(store.enqueue(call("c2", None)).await.unwrap());
+        store
+            .claim_calls("pid:1", 4, now, now, |_| 4)
+            .await
+            .unwrap();
+        store
+            .finish_call(
+                "c2",
+                CallState::Done,
+                1,
+                200,
+                None,
+                5.0,
+                Some(b"x".to_vec()),
+                true,
+            )
+            .await
+            .unwrap();
+        assert!(store.callbacks_due().await.unwrap().is_empty());
+        let entries = store.queue_entries(None, None, 10).await.unwrap();
+        let c2 = entries.iter().find(|e| e.call_id == "c2").unwrap();
+        assert_eq!(c2.callback_state.as_deref(), Some("answered"));
+        assert_eq!(c2.trigger.as_deref(), Some("slack"));
+    }
+}
