@@ -127,7 +127,6 @@ pub async fn run(
     let registry = state.registry.clone();
     let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
     let scheduler = tokio::spawn(state.scheduler.clone().run(stopping.subscribe()));
-    let channels = state.channels.clone();
     let mut drained = stopping.subscribe();
     let graceful = async move {
         shutdown.await;
@@ -152,8 +151,6 @@ pub async fn run(
     if let Err(e) = queue.await {
         tracing::error!(error = %e, "async queue runner failed");
     }
-    // Functions started by channel deliveries get the rest of the drain time.
-    channels.outbound.drain(DRAIN_TIMEOUT).await;
     registry.provider.shutdown().await;
     registry.store.flush().await;
     tracing::info!("stopped");

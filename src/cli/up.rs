@@ -158,6 +158,9 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let scheduler = crate::dispatch::schedule::Scheduler::new(registry.clone());
+    // Results of channel calls go back through the channels that queued them.
+    let channels = Arc::new(channels);
+    queue.set_replies(channels.clone());
     let state = Arc::new(AppState {
         scheduler,
         registry,
@@ -166,7 +169,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         auth: Arc::new(auth),
         max_body: args.max_body,
         shutdown,
-        channels: Arc::new(channels),
+        channels,
         alexa,
         clock,
     });

@@ -2,18 +2,27 @@
 //! the store's queue; this runner claims due calls, runs them with per-function
 //! concurrency, retries failures (5xx, 429, time-outs, unreachable functions) with
 //! exponential backoff and jitter, dead-letters calls that keep failing, and POSTs each
-//! final result to the call's `X-Callback-Url`. Calls that were running when a gateway
-//! died are run again (at least once; the function sees the same `X-Call-Id`).
+//! final result to the call's `X-Callback-Url` — or, for calls the channels queue (Slack,
+//! GitHub, hooks), hands it to the channel's [`Replies`] along with the call's reply
+//! descriptor. Calls that were running when a gateway died are run again (at least once;
+//! the function sees the same `X-Call-Id`), and results whose delivery was cut short are
+//! delivered again at the next start.
+//!
+//! A channel that must answer within a platform's deadline [`submit`](AsyncQueue::submit)s
+//! its call and waits a while for it: if it finishes in time, the result comes back to the
+//! waiting request (and is not delivered again); otherwise it is delivered later.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::provider_status;
@@ -38,6 +47,10 @@ const LEASE: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(200);
 /// Callback deliveries tried before giving up.
 const CALLBACK_ATTEMPTS: u32 = 5;
+/// Channel reply deliveries tried before giving up. Each retries on its own; a try cut
+/// short by a stopped gateway counts, so a reply that crashes the gateway is not retried
+/// forever.
+const REPLY_ATTEMPTS: u32 = 3;
 /// Largest result kept for a callback.
 const MAX_RESULT: usize = 1024 * 1024;
 
@@ -71,6 +84,67 @@ pub enum EnqueueError {
     Store(#[from] StoreError),
 }
 
+/// A finished call's outcome, as a waiting channel and a reply get it.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub call_id: String,
+    pub function: String,
+    /// The function's HTTP status, or the gateway's for a call that did not answer
+    /// (504 time-out, 429 overloaded, 502 unreachable, 404 gone).
+    pub status: u16,
+    /// Why the call failed, when it did.
+    pub error: Option<String>,
+    pub body: Bytes,
+    pub duration_ms: f64,
+}
+
+impl CallResult {
+    /// Whether the function answered with a 2xx status.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Delivers results to the places the channels write in [`QueuedCall::reply`]. The
+/// channels implement it; the queue calls it once a call with a reply has finished, and
+/// again after a restart when a delivery was cut short (so at least once).
+#[async_trait]
+pub trait Replies: Send + Sync {
+    /// Delivers `result` as `reply` says, retrying on its own as the platform allows.
+    async fn deliver(&self, reply: &str, result: &CallResult) -> Result<(), String>;
+}
+
+/// How a submitted call was taken.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Committed; it runs (or goes on running) in the background.
+    Queued,
+    /// Its delivery id or call id was queued before: not queued again.
+    Duplicate,
+    /// Committed, and it finished while the submitter waited.
+    Finished(CallResult),
+}
+
+/// What a submitter wants besides queueing its call.
+#[derive(Default)]
+pub struct Submit {
+    /// Kept until the call finishes or is cancelled in this process (a route's in-flight
+    /// permit, say).
+    pub hold: Option<Box<dyn Any + Send>>,
+    /// How long to wait for the call to finish.
+    pub wait: Option<Duration>,
+    /// When the call finishes while the submitter waits, the submitter answers with the
+    /// result itself: its reply is then recorded as `answered`, not delivered.
+    pub answers: bool,
+}
+
+/// A submitted call this process watches until it finishes.
+struct Watched {
+    _hold: Option<Box<dyn Any + Send>>,
+    /// The waiting submitter, and whether it answers the result itself.
+    waiter: Option<(oneshot::Sender<CallResult>, bool)>,
+}
+
 /// The async queue: enqueue calls, and run them in the background.
 pub struct AsyncQueue {
     registry: Registry,
@@ -80,6 +154,8 @@ pub struct AsyncQueue {
     depth: AtomicU64,
     per_function: Mutex<HashMap<String, Arc<Semaphore>>>,
     client: reqwest::Client,
+    watched: Mutex<HashMap<String, Watched>>,
+    replies: OnceLock<Arc<dyn Replies>>,
 }
 
 impl AsyncQueue {
@@ -101,19 +177,115 @@ impl AsyncQueue {
                 .no_proxy()
                 .build()
                 .unwrap_or_default(),
+            watched: Mutex::new(HashMap::new()),
+            replies: OnceLock::new(),
         }))
     }
 
-    /// Commits a call to the queue; once this returns the call will run.
-    pub async fn enqueue(&self, call: QueuedCall) -> Result<(), EnqueueError> {
+    /// Sets who delivers the replies of channel calls (once, before [`AsyncQueue::run`]).
+    pub fn set_replies(&self, replies: Arc<dyn Replies>) {
+        if self.replies.set(replies).is_err() {
+            tracing::warn!("the queue's replies were set twice; keeping the first");
+        }
+    }
+
+    /// Commits a call to the queue; once this returns `Ok(true)` the call will run.
+    /// `Ok(false)`: its call id or delivery id was queued before; it is not queued again.
+    pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, EnqueueError> {
         let depth = self.depth.load(Ordering::Relaxed);
         if depth >= self.config.max_depth {
             return Err(EnqueueError::Full(depth));
         }
-        self.registry.store.enqueue(call).await?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        self.wake.notify_one();
-        Ok(())
+        let queued = self.registry.store.enqueue(call).await?;
+        if queued {
+            self.depth.fetch_add(1, Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
+    fn watched(&self) -> MutexGuard<'_, HashMap<String, Watched>> {
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits a call like [`AsyncQueue::enqueue`], keeps `submit.hold` until it ends, and
+    /// waits at most `submit.wait` for it to finish.
+    pub async fn submit(
+        &self,
+        call: QueuedCall,
+        submit: Submit,
+    ) -> Result<Submitted, EnqueueError> {
+        let call_id = call.call_id.clone();
+        let (tx, mut rx) = oneshot::channel();
+        {
+            let mut watched = self.watched();
+            if watched.contains_key(&call_id) {
+                return Ok(Submitted::Duplicate);
+            }
+            // Watched before it is committed: a quick call may finish right away.
+            let waiter = submit.wait.is_some().then_some((tx, submit.answers));
+            watched.insert(
+                call_id.clone(),
+                Watched {
+                    _hold: submit.hold,
+                    waiter,
+                },
+            );
+        }
+        let queued = match self.enqueue(call).await {
+            Ok(queued) => queued,
+            Err(e) => {
+                self.watched().remove(&call_id);
+                return Err(e);
+            }
+        };
+        if !queued {
+            self.watched().remove(&call_id);
+            return Ok(Submitted::Duplicate);
+        }
+        let Some(budget) = submit.wait else {
+            return Ok(Submitted::Queued);
+        };
+        match tokio::time::timeout(budget, &mut rx).await {
+            Ok(Ok(result)) => return Ok(Submitted::Finished(result)),
+            Ok(Err(_)) => return Ok(Submitted::Queued),
+            Err(_) => {}
+        }
+        // Time is up. If the runner has not taken the waiter yet, it must not any more;
+        // if it has, the result is on its way and is ours to answer with.
+        let taken = match self.watched().get_mut(&call_id) {
+            Some(watched) => {
+                watched.waiter = None;
+                false
+            }
+            None => true,
+        };
+        if taken {
+            if let Ok(result) = rx.await {
+                return Ok(Submitted::Finished(result));
+            }
+        }
+        Ok(Submitted::Queued)
+    }
+
+    /// Cancels a pending call; the state it was in, if it exists.
+    pub async fn cancel(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
+        let state = self.registry.store.cancel_call(call_id).await?;
+        if state == Some(CallState::Pending) {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.watched().remove(call_id);
+        }
+        Ok(state)
+    }
+
+    /// A call finished for good: hands `result` to a waiting submitter, if any, and lets
+    /// go of what the submitter holds. Whether the submitter answers with the result.
+    fn finished(&self, result: &CallResult) -> bool {
+        let watched = self.watched().remove(&result.call_id);
+        match watched.and_then(|w| w.waiter) {
+            Some((waiter, answers)) => waiter.send(result.clone()).is_ok() && answers,
+            None => false,
+        }
     }
 
     /// Wakes the runner (after a dead call was put back, for instance).
@@ -139,9 +311,24 @@ impl AsyncQueue {
             Err(e) => tracing::error!(error = %e, "reclaiming calls failed"),
         }
         let mut tasks = JoinSet::new();
-        {
-            let queue = self.clone();
-            tasks.spawn(async move { queue.deliver_pending_callbacks().await });
+        // Read before any call of this run finishes, so each is delivered by one task.
+        match self.registry.store.callbacks_due().await {
+            Ok(due) if !due.is_empty() => {
+                tracing::info!(
+                    results = due.len(),
+                    "delivering results left undelivered by a stopped gateway"
+                );
+                let queue = self.clone();
+                tasks.spawn(async move {
+                    for callback in due {
+                        if let Err(e) = queue.deliver(callback).await {
+                            tracing::error!(error = %e, "recording a callback failed");
+                        }
+                    }
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "reading pending callbacks failed"),
         }
         let slots = Arc::new(Semaphore::new(self.config.workers));
         let mut last_reclaim = Instant::now();
@@ -233,16 +420,28 @@ impl AsyncQueue {
     async fn run_call(
         self: Arc<Self>,
         call: QueuedCall,
-        _slot: OwnedSemaphorePermit,
-        _permit: OwnedSemaphorePermit,
+        slot: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     ) {
-        let outcome = self.attempt(&call).await;
-        if let Err(e) = outcome {
-            tracing::error!(call_id = call.call_id, error = %e, "recording an async call's outcome failed");
+        let due = match self.attempt(&call).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(call_id = call.call_id, error = %e, "recording an async call's outcome failed");
+                None
+            }
+        };
+        // The result's delivery does not hold up other calls of the function.
+        drop((slot, permit));
+        if let Some(due) = due {
+            if let Err(e) = self.deliver(due).await {
+                tracing::error!(call_id = call.call_id, error = %e, "recording a callback failed");
+            }
         }
     }
 
-    async fn attempt(&self, call: &QueuedCall) -> Result<(), StoreError> {
+    /// Runs a claimed call once and records the outcome; the result to deliver, if the
+    /// call finished for good with a callback or reply nobody answered yet.
+    async fn attempt(&self, call: &QueuedCall) -> Result<Option<CallbackDue>, StoreError> {
         let store = &self.registry.store;
         let spec = call
             .function
@@ -257,27 +456,27 @@ impl AsyncQueue {
                 "async call dead-lettered: function gone"
             );
             self.depth.fetch_sub(1, Ordering::Relaxed);
-            store
-                .finish_call(
-                    &call.call_id,
-                    CallState::Dead,
-                    call.attempts + 1,
-                    404,
-                    Some(error),
-                    0.0,
-                    None,
-                )
-                .await?;
-            return self.callback_if_any(call).await;
+            let result = CallResult {
+                call_id: call.call_id.clone(),
+                function: call.function.clone(),
+                status: 404,
+                error: Some(error),
+                body: Bytes::new(),
+                duration_ms: 0.0,
+            };
+            return self
+                .finish(call, CallState::Dead, call.attempts + 1, result)
+                .await;
         };
         let retries = spec.retries().unwrap_or(3);
         let backoff = spec.retry_backoff().unwrap_or(Duration::from_secs(1));
 
         let started = Instant::now();
+        let trigger = call.trigger.as_deref().unwrap_or("async");
         let result = self
             .registry
             .dispatcher
-            .invoke(&name, "async", invocation(call))
+            .invoke(&name, trigger, invocation(call))
             .await;
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (status, error, body) = match result {
@@ -294,9 +493,10 @@ impl AsyncQueue {
             let delay = backoff_delay(backoff, attempts);
             tracing::info!(call_id = call.call_id, function = %name, status, attempts, delay_ms = delay.as_millis() as u64, "async call failed; retrying");
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            return store
+            store
                 .retry_call_later(&call.call_id, attempts, status, error, at)
-                .await;
+                .await?;
+            return Ok(None);
         }
         let state = if retryable {
             CallState::Dead
@@ -307,56 +507,126 @@ impl AsyncQueue {
             tracing::warn!(call_id = call.call_id, function = %name, status, attempts, "async call dead-lettered");
         }
         self.depth.fetch_sub(1, Ordering::Relaxed);
-        let result = call
-            .callback_url
-            .is_some()
-            .then(|| body[..body.len().min(MAX_RESULT)].to_vec());
-        store
+        let result = CallResult {
+            call_id: call.call_id.clone(),
+            function: call.function.clone(),
+            status,
+            error,
+            body,
+            duration_ms,
+        };
+        self.finish(call, state, attempts, result).await
+    }
+
+    /// Records a call that finished for good (done or dead), after handing its result
+    /// to a waiting submitter; the result to deliver, if anything is left to deliver.
+    async fn finish(
+        &self,
+        call: &QueuedCall,
+        state: CallState,
+        attempts: u32,
+        result: CallResult,
+    ) -> Result<Option<CallbackDue>, StoreError> {
+        let answered = self.finished(&result);
+        let wanted = !answered && (call.callback_url.is_some() || call.reply.is_some());
+        let body = result.body.slice(..result.body.len().min(MAX_RESULT));
+        self.registry
+            .store
             .finish_call(
                 &call.call_id,
                 state,
                 attempts,
-                status,
-                error,
-                duration_ms,
-                result,
+                result.status,
+                result.error.clone(),
+                result.duration_ms,
+                wanted.then(|| body.to_vec()),
+                answered,
             )
             .await?;
-        self.callback_if_any(call).await
+        Ok(wanted.then(|| CallbackDue {
+            call_id: result.call_id,
+            function: result.function,
+            url: call.callback_url.clone(),
+            reply: call.reply.clone(),
+            status: result.status,
+            error: result.error,
+            duration_ms: result.duration_ms,
+            body: body.to_vec(),
+            attempts: 0,
+        }))
     }
 
-    async fn callback_if_any(&self, call: &QueuedCall) -> Result<(), StoreError> {
-        if call.callback_url.is_none() {
-            return Ok(());
+    /// Delivers a finished call's result: to the channel's reply, or to its callback URL.
+    async fn deliver(&self, due: CallbackDue) -> Result<(), StoreError> {
+        match due.reply.clone() {
+            Some(reply) => self.deliver_reply(&reply, due).await,
+            None => self.post_callback(due).await,
         }
-        let due = self.registry.store.callbacks_due().await?;
-        if let Some(callback) = due.into_iter().find(|c| c.call_id == call.call_id) {
-            self.deliver(callback).await?;
-        }
-        Ok(())
     }
 
-    async fn deliver_pending_callbacks(&self) {
-        match self.registry.store.callbacks_due().await {
-            Ok(due) => {
-                for callback in due {
-                    if let Err(e) = self.deliver(callback).await {
-                        tracing::error!(error = %e, "recording a callback failed");
-                    }
-                }
+    /// Hands a result to the channel that queued the call.
+    async fn deliver_reply(&self, reply: &str, due: CallbackDue) -> Result<(), StoreError> {
+        let store = &self.registry.store;
+        let Some(replies) = self.replies.get() else {
+            tracing::error!(
+                call_id = due.call_id,
+                "no channel delivers replies in this gateway; reply dropped"
+            );
+            return store
+                .record_callback(&due.call_id, "failed", due.attempts)
+                .await;
+        };
+        if due.attempts >= REPLY_ATTEMPTS {
+            tracing::error!(
+                call_id = due.call_id,
+                attempts = due.attempts,
+                "reply given up"
+            );
+            return store
+                .record_callback(&due.call_id, "failed", due.attempts)
+                .await;
+        }
+        let attempts = due.attempts + 1;
+        // Counted before it is made: a gateway stopped during it makes it again at the
+        // next start, up to REPLY_ATTEMPTS times.
+        store
+            .record_callback(&due.call_id, "pending", attempts)
+            .await?;
+        let result = CallResult {
+            call_id: due.call_id.clone(),
+            function: due.function,
+            status: due.status,
+            error: due.error,
+            body: Bytes::from(due.body),
+            duration_ms: due.duration_ms,
+        };
+        match replies.deliver(reply, &result).await {
+            Ok(()) => {
+                tracing::info!(call_id = due.call_id, attempts, "reply delivered");
+                store
+                    .record_callback(&due.call_id, "delivered", attempts)
+                    .await
             }
-            Err(e) => tracing::error!(error = %e, "reading pending callbacks failed"),
+            Err(e) => {
+                tracing::warn!(call_id = due.call_id, attempts, error = %e, "reply failed");
+                store
+                    .record_callback(&due.call_id, "failed", attempts)
+                    .await
+            }
         }
     }
 
     /// POSTs a result to its callback URL, retrying with backoff.
-    async fn deliver(&self, callback: CallbackDue) -> Result<(), StoreError> {
+    async fn post_callback(&self, callback: CallbackDue) -> Result<(), StoreError> {
+        let Some(url) = callback.url.clone() else {
+            return Ok(());
+        };
         let mut attempts = callback.attempts;
         while attempts < CALLBACK_ATTEMPTS {
             attempts += 1;
             let response = self
                 .client
-                .post(&callback.url)
+                .post(&url)
                 .header(HEADER_CALL_ID, &callback.call_id)
                 .header(HEADER_FUNCTION_STATUS, callback.status.to_string())
                 .header(HEADER_FUNCTION_NAME, &callback.function)

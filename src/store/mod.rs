@@ -65,7 +65,7 @@ pub struct Activation {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     activations: mpsc::UnboundedSender<Write>,
-    enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<(), String>>)>,
+    enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<bool, String>>)>,
 }
 
 const SCHEMA: &str = "
@@ -117,6 +117,7 @@ impl Store {
         conn.execute_batch(queue::SCHEMA)?;
         conn.execute_batch(schedule::SCHEMA)?;
         conn.execute_batch(alexa::SCHEMA)?;
+        queue::migrate(&conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_activations(conn.clone(), rx));
@@ -129,8 +130,9 @@ impl Store {
         })
     }
 
-    /// Queues an async call durably: when this returns `Ok`, the call is committed.
-    pub async fn enqueue(&self, call: QueuedCall) -> Result<(), StoreError> {
+    /// Queues an async call durably: when this returns `Ok(true)`, the call is committed;
+    /// `Ok(false)`: its call id or delivery id was queued before, and it is not again.
+    pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, StoreError> {
         let (done, committed) = oneshot::channel();
         self.enqueues
             .send((call, done))
@@ -430,7 +432,7 @@ async fn write_activations(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Unbounded
 /// waits for its own commit.
 async fn write_enqueues(
     conn: Arc<Mutex<Connection>>,
-    mut rx: mpsc::UnboundedReceiver<(QueuedCall, oneshot::Sender<Result<(), String>>)>,
+    mut rx: mpsc::UnboundedReceiver<(QueuedCall, oneshot::Sender<Result<bool, String>>)>,
 ) {
     const BATCH: usize = 1024;
     while let Some(first) = rx.recv().await {
@@ -452,8 +454,11 @@ async fn write_enqueues(
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "committing queued calls failed");
         }
-        for ack in acks {
-            let _ = ack.send(outcome.clone());
+        for (i, ack) in acks.into_iter().enumerate() {
+            let _ = ack.send(match &outcome {
+                Ok(queued) => Ok(queued.get(i).copied().unwrap_or(false)),
+                Err(e) => Err(e.clone()),
+            });
         }
     }
 }

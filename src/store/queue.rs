@@ -1,7 +1,10 @@
 //! The durable queue of async calls, in the same SQLite file: an accepted call comes in
 //! and is committed before its 202 goes out; workers claim due calls, and each call's
 //! outcome (done, retry later, dead-lettered, cancelled) is written back. Enqueues are
-//! group-committed: one transaction for every call that arrived meanwhile.
+//! group-committed: one transaction for every call that arrived meanwhile. A call may
+//! carry a platform delivery id, remembered in the same transaction, so a redelivered
+//! webhook is refused as a duplicate exactly when the first one was queued; and an opaque
+//! `reply` (where a channel wants the result to go), kept until the result is delivered.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -43,7 +46,7 @@ impl CallState {
 }
 
 /// A call as it is queued: the whole request, so it can run again after a crash.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct QueuedCall {
     pub call_id: String,
     pub function: String,
@@ -55,6 +58,14 @@ pub struct QueuedCall {
     pub callback_url: Option<String>,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// What started the call, for its activation records (`None`: `async`).
+    pub trigger: Option<String>,
+    /// Where the result goes, as the channel that queued the call wrote it (JSON, never a
+    /// secret); delivered like a callback.
+    pub reply: Option<String>,
+    /// `(route key, delivery id)`: the call is queued only if this delivery was not seen
+    /// before (see [`Store::first_delivery`]). Not stored with the call.
+    pub delivery: Option<(String, String)>,
 }
 
 /// A queued call as `GET /system/queue` lists it (without its body).
@@ -76,15 +87,23 @@ pub struct QueueEntry {
     pub callback_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_state: Option<String>,
+    /// What started the call when it was not `POST /async-function` (`slack`, `github`,
+    /// `hook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
-/// The final result kept for a callback until it is delivered.
+/// The final result kept for a callback or a channel reply until it is delivered.
 #[derive(Debug, Clone)]
 pub struct CallbackDue {
     pub call_id: String,
     pub function: String,
-    pub url: String,
+    /// `X-Callback-Url` of an API call.
+    pub url: Option<String>,
+    /// A channel's reply descriptor (see [`QueuedCall::reply`]).
+    pub reply: Option<String>,
     pub status: u16,
+    pub error: Option<String>,
     pub duration_ms: f64,
     pub body: Vec<u8>,
     pub attempts: u32,
@@ -112,7 +131,9 @@ CREATE TABLE IF NOT EXISTS queue (
     callback_state TEXT,
     callback_attempts INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
-    finished_at TEXT
+    finished_at TEXT,
+    trigger TEXT,
+    reply TEXT
 );
 CREATE INDEX IF NOT EXISTS queue_due ON queue (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS queue_callbacks ON queue (callback_state);
@@ -130,6 +151,24 @@ fn state_of(c: &Connection, call_id: &str) -> Result<Option<CallState>, StoreErr
     Ok(state.map(|s| CallState::parse(&s)))
 }
 
+/// Columns added since the queue table was first written, for stores made before them.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("trigger", "TEXT"), ("reply", "TEXT")];
+
+/// Brings a queue table made by an older Hark up to [`SCHEMA`].
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let existing: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('queue')")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (column, kind) in ADDED_COLUMNS {
+        if !existing.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE queue ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -138,19 +177,39 @@ fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
-/// Inserts calls in one transaction; a call id already queued is left as it is, so a
-/// client that retries its enqueue does not run the call twice.
-pub(super) fn insert_calls(conn: &mut Connection, calls: &[QueuedCall]) -> Result<(), StoreError> {
+/// Inserts calls in one transaction; whether each was queued. A call id already queued
+/// is left as it is, so a client that retries its enqueue does not run the call twice; a
+/// call whose delivery id was seen before is not queued.
+pub(super) fn insert_calls(
+    conn: &mut Connection,
+    calls: &[QueuedCall],
+) -> Result<Vec<bool>, StoreError> {
     let tx = conn.transaction()?;
+    let mut queued = Vec::with_capacity(calls.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO queue (call_id, function, method, path, query, headers, body,
-                callback_url, state, attempts, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10)",
+                callback_url, state, attempts, next_attempt_at, created_at, trigger, reply)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut remember = tx.prepare_cached(
+            "INSERT OR IGNORE INTO deliveries (channel, id, received_at) VALUES (?1, ?2, ?3)",
         )?;
         let now = Utc::now();
+        if calls.iter().any(|c| c.delivery.is_some()) {
+            tx.execute(
+                "DELETE FROM deliveries WHERE received_at < ?1",
+                [now.timestamp() - super::DELIVERY_IDS_KEPT_SECS],
+            )?;
+        }
         for c in calls {
-            insert.execute(params![
+            if let Some((route, id)) = &c.delivery {
+                if remember.execute(params![route, id, now.timestamp()])? == 0 {
+                    queued.push(false);
+                    continue;
+                }
+            }
+            let inserted = insert.execute(params![
                 c.call_id,
                 c.function,
                 c.method,
@@ -160,12 +219,15 @@ pub(super) fn insert_calls(conn: &mut Connection, calls: &[QueuedCall]) -> Resul
                 c.body,
                 c.callback_url,
                 millis(now),
-                now
+                now,
+                c.trigger,
+                c.reply,
             ])?;
+            queued.push(inserted == 1);
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(queued)
 }
 
 impl Store {
@@ -185,7 +247,8 @@ impl Store {
             let mut claimed = Vec::new();
             {
                 let mut due = tx.prepare_cached(
-                    "SELECT call_id, function, method, path, query, headers, body, callback_url, attempts
+                    "SELECT call_id, function, method, path, query, headers, body, callback_url, attempts,
+                            trigger, reply
                      FROM queue WHERE state = 'pending' AND next_attempt_at <= ?1
                      ORDER BY next_attempt_at LIMIT ?2",
                 )?;
@@ -201,6 +264,9 @@ impl Store {
                             body: r.get(6)?,
                             callback_url: r.get(7)?,
                             attempts: r.get(8)?,
+                            trigger: r.get(9)?,
+                            reply: r.get(10)?,
+                            delivery: None,
                         },
                         r.get::<_, String>(5)?,
                     ))
@@ -266,7 +332,8 @@ impl Store {
     }
 
     /// Records that a call finished for good (done or dead), keeping its result for a
-    /// callback if it has one.
+    /// callback or reply if it has one — unless `answered`: the channel that queued it
+    /// already answered with the result (callback state `answered`).
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_call(
         &self,
@@ -277,17 +344,19 @@ impl Store {
         error: Option<String>,
         duration_ms: f64,
         result: Option<Vec<u8>>,
+        answered: bool,
     ) -> Result<(), StoreError> {
         let call_id = call_id.to_owned();
         self.with(move |c| {
             c.execute(
                 "UPDATE queue SET state = ?2, attempts = ?3, status = ?4, error = ?5, duration_ms = ?6,
-                    result = CASE WHEN callback_url IS NULL THEN NULL ELSE ?7 END,
-                    callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END,
+                    result = CASE WHEN ?9 OR (callback_url IS NULL AND reply IS NULL) THEN NULL ELSE ?7 END,
+                    callback_state = CASE WHEN ?9 THEN 'answered'
+                        WHEN callback_url IS NULL AND reply IS NULL THEN NULL ELSE 'pending' END,
                     body = CASE WHEN ?2 = 'done' THEN x'' ELSE body END,
                     owner = NULL, lease_until = NULL, finished_at = ?8
                  WHERE call_id = ?1",
-                params![call_id, state.as_str(), attempts, status, error, duration_ms, result, Utc::now()],
+                params![call_id, state.as_str(), attempts, status, error, duration_ms, result, Utc::now(), answered],
             )?;
             Ok(())
         })
@@ -364,7 +433,7 @@ impl Store {
         self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT call_id, function, state, attempts, status, error, created_at, next_attempt_at,
-                        callback_url, callback_state
+                        callback_url, callback_state, trigger
                  FROM queue WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR function = ?2)
                  ORDER BY created_at DESC LIMIT ?3",
             )?;
@@ -383,6 +452,7 @@ impl Store {
                         .flatten(),
                     callback_url: r.get(8)?,
                     callback_state: r.get(9)?,
+                    trigger: r.get(10)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -403,22 +473,26 @@ impl Store {
         .await
     }
 
-    /// Finished calls whose callback is still to be delivered.
+    /// Finished calls whose callback or reply is still to be delivered.
     pub async fn callbacks_due(&self) -> Result<Vec<CallbackDue>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT call_id, function, callback_url, status, duration_ms, result, callback_attempts
-                 FROM queue WHERE callback_state = 'pending' AND callback_url IS NOT NULL",
+                "SELECT call_id, function, callback_url, reply, status, error, duration_ms, result,
+                        callback_attempts
+                 FROM queue WHERE callback_state = 'pending'
+                    AND (callback_url IS NOT NULL OR reply IS NOT NULL)",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok(CallbackDue {
                     call_id: r.get(0)?,
                     function: r.get(1)?,
                     url: r.get(2)?,
-                    status: r.get::<_, Option<u16>>(3)?.unwrap_or(0),
-                    duration_ms: r.get::<_, Option<f64>>(4)?.unwrap_or(0.0),
-                    body: r.get::<_, Option<Vec<u8>>>(5)?.unwrap_or_default(),
-                    attempts: r.get(6)?,
+                    reply: r.get(3)?,
+                    status: r.get::<_, Option<u16>>(4)?.unwrap_or(0),
+                    error: r.get(5)?,
+                    duration_ms: r.get::<_, Option<f64>>(6)?.unwrap_or(0.0),
+                    body: r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default(),
+                    attempts: r.get(8)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -444,5 +518,104 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(id: &str, delivery: Option<&str>) -> QueuedCall {
+        QueuedCall {
+            call_id: id.into(),
+            function: "f".into(),
+            method: "POST".into(),
+            path: "/".into(),
+            trigger: Some("slack".into()),
+            reply: Some(r#"{"slack":{"to":"post_message","app":"a","channel":"C1"}}"#.into()),
+            delivery: delivery.map(|d| ("slack/a".to_owned(), d.to_owned())),
+            ..QueuedCall::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_id_queues_its_call_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        assert!(store.enqueue(call("c1", Some("Ev1"))).await.unwrap());
+        assert!(!store.enqueue(call("c2", Some("Ev1"))).await.unwrap());
+        // The same call id again is not queued twice either.
+        assert!(!store.enqueue(call("c1", None)).await.unwrap());
+        assert!(store.enqueue(call("c3", Some("Ev2"))).await.unwrap());
+        assert_eq!(store.queue_depth().await.unwrap(), 2);
+        // The delivery is remembered for the channel's own dedupe too.
+        assert!(!store.first_delivery("slack/a", "Ev1", 0).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn replies_are_kept_until_delivered_and_older_stores_get_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        {
+            // A queue table as the first Hark with a queue made it.
+            let conn = Connection::open(&path).unwrap();
+            let old = SCHEMA.replace(",\n    trigger TEXT,\n    reply TEXT\n", "\n");
+            conn.execute_batch(&old).unwrap();
+            assert!(conn.prepare("SELECT reply FROM queue").is_err());
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.enqueue(call("c1", None)).await.unwrap());
+        let now = Utc::now();
+        let claimed = store
+            .claim_calls("pid:1", 4, now, now, |_| 4)
+            .await
+            .unwrap();
+        assert_eq!(claimed[0].trigger.as_deref(), Some("slack"));
+        assert!(claimed[0].reply.is_some());
+        store
+            .finish_call(
+                "c1",
+                CallState::Done,
+                1,
+                200,
+                None,
+                5.0,
+                Some(b"hi".to_vec()),
+                false,
+            )
+            .await
+            .unwrap();
+        let due = store.callbacks_due().await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].url.as_deref(), due[0].body.as_slice()),
+            (None, &b"hi"[..])
+        );
+        store.record_callback("c1", "delivered", 1).await.unwrap();
+        assert!(store.callbacks_due().await.unwrap().is_empty());
+        // A result answered on the spot is not due at all.
+        assert!(store.enqueue(call("c2", None)).await.unwrap());
+        store
+            .claim_calls("pid:1", 4, now, now, |_| 4)
+            .await
+            .unwrap();
+        store
+            .finish_call(
+                "c2",
+                CallState::Done,
+                1,
+                200,
+                None,
+                5.0,
+                Some(b"x".to_vec()),
+                true,
+            )
+            .await
+            .unwrap();
+        assert!(store.callbacks_due().await.unwrap().is_empty());
+        let entries = store.queue_entries(None, None, 10).await.unwrap();
+        let c2 = entries.iter().find(|e| e.call_id == "c2").unwrap();
+        assert_eq!(c2.callback_state.as_deref(), Some("answered"));
+        assert_eq!(c2.trigger.as_deref(), Some("slack"));
     }
 }

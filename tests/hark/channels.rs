@@ -478,6 +478,11 @@ fn slack_site() -> Site {
         "approve",
         r#"cat >/dev/null; echo '{"blocks":[{"type":"section","text":{"type":"mrkdwn","text":"*Approved*"}}]}'"#,
     );
+    // Refuses a modal's input unless it says "long enough".
+    let validate = site.script(
+        "validate",
+        r#"grep -q "long enough" && exit 0; echo '{"response_action":"errors","errors":{"note":"Too short"}}'"#,
+    );
     site.config(
         &[
             ("say", &say),
@@ -485,13 +490,14 @@ fn slack_site() -> Site {
             ("slow", &slow),
             ("record", &record),
             ("approve", &approve),
+            ("validate", &validate),
         ],
         r#"slack:
   acme:
     signing_secrets: [slack-old, slack-new]
     commands: { /say: say, /whoami: whoami, /slow: slow }
     events: { app_mention: record }
-    actions: { approve-button: approve }
+    actions: { approve-button: approve, feedback-modal: validate }
     response_type: in_channel
     working_message: "Give me a second…"
     ack_budget: 300ms"#,
@@ -508,9 +514,11 @@ fn slack_env() -> Vec<(&'static str, &'static str)> {
 
 #[tokio::test]
 async fn slack_slash_commands_answer_in_time_with_the_function_result() {
+    let slack_api = Recorder::start(|_, _| (200, "ok".into())).await;
     let site = slack_site();
     let gw = site.start(&[], &slack_env());
-    let body = slash_form("/say", "hello there", "http://127.0.0.1:9/unused");
+    let response_url = format!("{}/commands/T1/1/quick", slack_api.url);
+    let body = slash_form("/say", "hello there", &response_url);
     let (status, answer) = post(
         &gw,
         "/slack/acme",
@@ -529,6 +537,9 @@ async fn slack_slash_commands_answer_in_time_with_the_function_result() {
         answer,
         json!({"response_type": "in_channel", "text": "You said: hello there"})
     );
+    // Answered in time, so not posted to response_url as well.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(slack_api.seen().is_empty(), "{:?}", slack_api.seen());
 
     // The function sees a clean event: text, user, channel, team, response_url.
     let body = slash_form("/whoami", "x", "https://hooks.slack.com/commands/T1/1/abc");
@@ -724,6 +735,298 @@ async fn slack_block_actions_post_block_kit_to_response_url() {
     let message = seen[0].json();
     assert_eq!(message["blocks"][0]["text"]["text"], "*Approved*");
     assert_eq!(message["response_type"], "in_channel");
+}
+
+/// A view submission, routed by the view's callback_id: the function's `response_action`
+/// is the answer; an empty output closes the modal with an empty 200.
+#[tokio::test]
+async fn slack_view_submissions_answer_with_the_response_action() {
+    let site = slack_site();
+    let gw = site.start(&[], &slack_env());
+    let submit = |note: &str| {
+        let payload = json!({
+            "type": "view_submission",
+            "user": {"id": "U1"},
+            "trigger_id": "trig-2",
+            "view": {
+                "id": "V1",
+                "callback_id": "feedback-modal",
+                "state": {"values": {"note": {"input": {"type": "plain_text_input", "value": note}}}},
+            },
+        });
+        format!("payload={}", form_encode(&payload.to_string()))
+    };
+    let form = "application/x-www-form-urlencoded";
+    let body = submit("meh");
+    let (status, answer) = post(
+        &gw,
+        "/slack/acme",
+        &slack_headers(SLACK_SECRET, now(), body.as_bytes(), form),
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).unwrap(),
+        json!({"response_action": "errors", "errors": {"note": "Too short"}})
+    );
+    let body = submit("long enough");
+    let (status, answer) = post(
+        &gw,
+        "/slack/acme",
+        &slack_headers(SLACK_SECRET, now(), body.as_bytes(), form),
+        body,
+    )
+    .await;
+    assert_eq!((status, answer.as_str()), (200, ""));
+    let activations: Value = gw
+        .request(
+            reqwest::Method::GET,
+            "/system/activations?function=validate",
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(activations.as_array().unwrap().len(), 2, "{activations}");
+    assert_eq!(activations[0]["trigger"], "slack");
+}
+
+/// Events' results are posted by the app's bot with chat.postMessage: in the event's
+/// channel and thread, plain text as `text`, Block Kit passed through.
+#[tokio::test]
+async fn slack_event_results_are_posted_with_chat_post_message() {
+    let slack_api = Recorder::start(|request, _| {
+        if request.path == "/api/chat.postMessage" {
+            (200, r#"{"ok":true,"ts":"1.2"}"#.into())
+        } else {
+            (404, r#"{"ok":false,"error":"unknown_method"}"#.into())
+        }
+    })
+    .await;
+    let site = Site::new();
+    let greet = site.script("greet", r#"sed -n 's/.*"user":"\([^"]*\)".*/Hi <@\1>!/p'"#);
+    let react = site.script(
+        "react",
+        r#"cat >/dev/null; echo '{"blocks":[{"type":"section","text":{"type":"mrkdwn","text":"*noted*"}}]}'"#,
+    );
+    site.config(
+        &[("greet", &greet), ("react", &react)],
+        &format!(
+            r#"slack:
+  acme:
+    signing_secrets: [slack-old]
+    bot_token: slack-bot
+    api: "{}/api"
+    reply_in_thread: true
+    events: {{ app_mention: greet, reaction_added: react }}"#,
+            slack_api.url
+        ),
+    );
+    let gw = site.start(
+        &[],
+        &[
+            ("HARK_SECRET_SLACK_OLD", SLACK_SECRET),
+            ("HARK_SECRET_SLACK_BOT", "xoxb-test-token"),
+        ],
+    );
+    let mention = br#"{"type":"event_callback","event_id":"Ev1","event":{"type":"app_mention","user":"U7","text":"<@U0> hi","channel":"C42","ts":"1700000000.000100"}}"#;
+    let (status, _) = post(
+        &gw,
+        "/slack/acme",
+        &slack_headers(SLACK_SECRET, now(), mention, "application/json"),
+        mention.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = slack_api.wait_for(1).await;
+    assert_eq!(seen[0].path, "/api/chat.postMessage");
+    assert_eq!(seen[0].header("authorization"), "Bearer xoxb-test-token");
+    assert_eq!(
+        seen[0].json(),
+        json!({"channel": "C42", "thread_ts": "1700000000.000100", "text": "Hi <@U7>!"})
+    );
+
+    // An event without a ts of its own is answered in its channel, not in a thread.
+    let reaction = br#"{"type":"event_callback","event_id":"Ev2","event":{"type":"reaction_added","user":"U7","reaction":"eyes","item":{"type":"message","channel":"C7","ts":"1.1"}}}"#;
+    let (status, _) = post(
+        &gw,
+        "/slack/acme",
+        &slack_headers(SLACK_SECRET, now(), reaction, "application/json"),
+        reaction.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = slack_api.wait_for(2).await;
+    assert_eq!(
+        seen[1].json(),
+        json!({"channel": "C7", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "*noted*"}}]})
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slack_api.seen().len(), 2);
+    // Neither the token nor the descriptor's secrets are in the log or the queue listing.
+    assert!(!gw.output().contains("xoxb-test-token"));
+    let queued = gw
+        .request(reqwest::Method::GET, "/system/queue")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!queued.contains("xoxb"), "{queued}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Crash safety: an acknowledged delivery survives a SIGKILL of the gateway
+
+/// Waits until the queue shows `call_id` with its result delivered, and returns the entry.
+async fn wait_delivered(gw: &Gateway, function: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let entries: Value = gw
+            .request(
+                reqwest::Method::GET,
+                &format!("/system/queue?function={function}"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(entry) = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["callbackState"] == "delivered")
+        {
+            return entry.clone();
+        }
+        assert!(Instant::now() < deadline, "no delivered result: {entries}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A slow slash command is acknowledged with the working message, the gateway is killed
+/// with SIGKILL while the function runs, and after a restart on the same data directory
+/// the function runs again (at least once) and its result reaches response_url once.
+#[tokio::test]
+async fn slack_deferred_reply_survives_a_killed_gateway() {
+    let slack_api = Recorder::start(|_, _| (200, "ok".into())).await;
+    let site = Site::new();
+    let started = site.file("started.log");
+    let slow = site.script(
+        "slow",
+        &format!("cat >/dev/null; echo run >> {started}; sleep 2; echo done late"),
+    );
+    site.config(
+        &[("slow", &slow)],
+        r#"slack:
+  acme:
+    signing_secrets: [slack-old]
+    commands: { /slow: slow }
+    response_type: in_channel
+    ack_budget: 300ms"#,
+    );
+    let env = [("HARK_SECRET_SLACK_OLD", SLACK_SECRET)];
+    let mut gw = site.start(&[], &env);
+    let response_url = format!("{}/commands/T1/1/crash", slack_api.url);
+    let body = slash_form("/slow", "", &response_url);
+    let (status, answer) = post(
+        &gw,
+        "/slack/acme",
+        &slack_headers(
+            SLACK_SECRET,
+            now(),
+            body.as_bytes(),
+            "application/x-www-form-urlencoded",
+        ),
+        body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(answer.contains("Working on it"), "{answer}");
+    site.wait_lines("started.log", 1).await;
+    gw.kill_hard();
+    assert!(slack_api.seen().is_empty(), "posted before the kill");
+
+    let gw = site.start(&[], &env);
+    let seen = slack_api.wait_for(1).await;
+    assert_eq!(seen[0].path, "/commands/T1/1/crash");
+    assert_eq!(
+        seen[0].json(),
+        json!({"response_type": "in_channel", "text": "done late"})
+    );
+    let entry = wait_delivered(&gw, "slow").await;
+    assert_eq!(entry["trigger"], "slack");
+    assert_eq!(entry["state"], "done");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(slack_api.seen().len(), 1, "posted once");
+    assert_eq!(
+        site.lines("started.log").len(),
+        2,
+        "ran again after the restart"
+    );
+}
+
+/// A GitHub delivery answered 202 gets its comment after the gateway was killed while
+/// the function ran; a redelivery of it after the restart is still a duplicate.
+#[tokio::test]
+async fn github_comment_survives_a_killed_gateway() {
+    let api = Recorder::start(|_, _| (201, "{}".into())).await;
+    let site = Site::new();
+    let started = site.file("started.log");
+    let commenter = site.script(
+        "commenter",
+        &format!("cat >/dev/null; echo run >> {started}; sleep 2; echo 'Looked at it.'"),
+    );
+    site.config(
+        &[("commenter", &commenter)],
+        &format!(
+            r#"github:
+  triage:
+    webhook_secrets: [gh-hook]
+    token: gh-token
+    api: "{}"
+    events: {{ issues.opened: commenter }}
+    reply: comment
+    ack_budget: 300ms"#,
+            api.url
+        ),
+    );
+    let env = [
+        ("HARK_SECRET_GH_HOOK", GH_SECRET),
+        ("HARK_SECRET_GH_TOKEN", "ghp_personal"),
+    ];
+    let mut gw = site.start(&[], &env);
+    let body = issue_opened(12);
+    let headers = github_headers(GH_SECRET, "issues", "crash-1", &body);
+    let (status, answer) = post(&gw, "/github/triage", &headers, body.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    site.wait_lines("started.log", 1).await;
+    gw.kill_hard();
+    assert!(api.seen().is_empty(), "commented before the kill");
+
+    let gw = site.start(&[], &env);
+    let seen = api.wait_for(1).await;
+    assert_eq!(seen[0].path, "/repos/octo/repo/issues/12/comments");
+    assert_eq!(seen[0].header("authorization"), "Bearer ghp_personal");
+    assert_eq!(seen[0].json(), json!({"body": "Looked at it."}));
+    let entry = wait_delivered(&gw, "commenter").await;
+    assert_eq!(entry["trigger"], "github");
+    let (status, answer) = post(&gw, "/github/triage", &headers, body).await;
+    assert_eq!(status, 200);
+    assert!(answer.contains("duplicate"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(api.seen().len(), 1, "commented once");
+    assert_eq!(
+        site.lines("started.log").len(),
+        2,
+        "ran again after the restart"
+    );
 }
 
 #[tokio::test]

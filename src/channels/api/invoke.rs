@@ -140,7 +140,7 @@ pub async fn enqueue(
         headers,
         body: call.body.to_vec(),
         callback_url,
-        attempts: 0,
+        ..QueuedCall::default()
     };
     state.queue.enqueue(queued).await.map_err(|e| match e {
         EnqueueError::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -157,7 +157,7 @@ pub async fn cancel(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
-    match state.registry.store.cancel_call(&call_id).await? {
+    match state.queue.cancel(&call_id).await? {
         None => Err(ApiError::not_found(format!("no queued call {call_id}"))),
         Some(CallState::Pending) => {
             tracing::info!(call_id, "async call cancelled");

@@ -1,21 +1,22 @@
-//! Running a verified delivery and sending answers elsewhere: a function call comes in and
-//! runs in the background, watched for an acknowledgement budget ([`Outbound::within`]);
-//! replies that cannot ride on the HTTP answer go out as outbound HTTP requests retried
-//! with backoff until a deadline ([`Outbound::send`]). Background work is tracked so a
-//! shutdown can let it finish.
+//! A verified delivery's function call goes into the durable queue ([`ChannelCall`]),
+//! with a reply descriptor saying where its result goes and, where the platform waits for
+//! an answer, a wait of at most the route's acknowledgement budget; replies that cannot
+//! ride on the HTTP answer go out as outbound HTTP requests retried with backoff until a
+//! deadline ([`Outbound::send`]).
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use super::reply::ReplyTo;
+use super::route::{ChannelError, RouteCore};
+use crate::dispatch::queue::{AsyncQueue, EnqueueError, Submit, Submitted};
+use crate::function::FunctionName;
 use crate::provider::Invocation;
 use crate::server::HEADER_CALL_ID;
+use crate::store::QueuedCall;
 
 /// Header telling a function which channel called it (`slack`, `github`, `hooks`).
 pub const HEADER_CHANNEL: &str = "x-hark-channel";
@@ -44,9 +45,6 @@ pub enum SendError {
         attempts: u32,
         last: String,
     },
-    /// Hark is shutting down.
-    #[error("{what}: stopped by shutdown")]
-    Shutdown { what: String },
 }
 
 /// Backoff between attempts of an outbound request.
@@ -68,20 +66,10 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A function call started in the background, and whether it ended within the budget.
-pub enum Budget<T> {
-    /// It ended in time (`Err` if the task panicked).
-    Done(Result<T, JoinError>),
-    /// It is still running.
-    Late(JoinHandle<T>),
-}
-
-/// The outbound HTTP client and the tracker of background work.
+/// The outbound HTTP client and its retry policy.
 pub struct Outbound {
     pub client: reqwest::Client,
     pub retry: RetryPolicy,
-    tasks: TaskTracker,
-    stop: CancellationToken,
 }
 
 impl Default for Outbound {
@@ -103,45 +91,6 @@ impl Outbound {
         Outbound {
             client,
             retry: RetryPolicy::default(),
-            tasks: TaskTracker::new(),
-            stop: CancellationToken::new(),
-        }
-    }
-
-    /// Runs `work` in the background, tracked for shutdown.
-    pub fn spawn<F>(&self, work: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.tasks.spawn(work)
-    }
-
-    /// Starts `work` and waits for it at most `budget`.
-    pub async fn within<F>(&self, budget: Duration, work: F) -> Budget<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let mut handle = self.spawn(work);
-        match tokio::time::timeout(budget, &mut handle).await {
-            Ok(done) => Budget::Done(done),
-            Err(_) => Budget::Late(handle),
-        }
-    }
-
-    /// Stops retrying and waits (at most `limit`) for background work to end.
-    pub async fn drain(&self, limit: Duration) {
-        self.stop.cancel();
-        self.tasks.close();
-        if tokio::time::timeout(limit, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                tasks = self.tasks.len(),
-                "background channel work still running at shutdown"
-            );
         }
     }
 
@@ -183,10 +132,7 @@ impl Outbound {
                 });
             }
             tracing::info!(what, attempts, error = %last, retry_in_ms = delay.as_millis() as u64, "outbound request failed; retrying");
-            tokio::select! {
-                () = tokio::time::sleep_until(next) => {}
-                () = self.stop.cancelled() => return Err(SendError::Shutdown { what: what.to_owned() }),
-            }
+            tokio::time::sleep_until(next).await;
             delay = (delay * 2).min(self.retry.max_delay);
         }
     }
@@ -226,24 +172,71 @@ pub fn invocation(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A channel's function call on its way into the durable queue.
+pub struct ChannelCall<'a> {
+    /// The route it came in by; its in-flight permit is held until the call ends.
+    pub route: &'a RouteCore,
+    pub function: &'a FunctionName,
+    pub call: Invocation,
+    /// Where the result goes when nobody answers with it.
+    pub reply: Option<ReplyTo>,
+    /// The platform's delivery id: queued only the first time it is seen.
+    pub dedupe: Option<&'a str>,
+    /// How long the request waits for the result.
+    pub wait: Option<Duration>,
+    /// Whether the request answers with the result when it comes in time (then the
+    /// reply is not delivered as well).
+    pub answers: bool,
+}
 
-    #[tokio::test(start_paused = true)]
-    async fn within_reports_late_work_and_it_keeps_running() {
-        let outbound = Outbound::new();
-        match outbound.within(Duration::from_secs(1), async { 7 }).await {
-            Budget::Done(Ok(7)) => {}
-            _ => panic!("quick work should be done"),
-        }
-        let slow = async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            8
+impl ChannelCall<'_> {
+    /// Commits the call to the queue; the route's limit applies until it ends.
+    pub async fn submit(self, queue: &AsyncQueue) -> Result<Submitted, ChannelError> {
+        let permit = self.route.permit()?;
+        let trigger = match self.route.channel {
+            "hooks" => "hook",
+            channel => channel,
         };
-        match outbound.within(Duration::from_secs(1), slow).await {
-            Budget::Late(handle) => assert_eq!(handle.await.unwrap(), 8),
-            Budget::Done(_) => panic!("slow work cannot be done in 1 s"),
-        }
+        let reply = match &self.reply {
+            Some(reply) => Some(
+                serde_json::to_string(reply)
+                    .map_err(|e| ChannelError::Internal(format!("reply descriptor: {e}")))?,
+            ),
+            None => None,
+        };
+        let queued = QueuedCall {
+            function: self.function.to_string(),
+            trigger: Some(trigger.to_owned()),
+            reply,
+            delivery: self.dedupe.map(|id| (self.route.key(), id.to_owned())),
+            ..queued_call(self.call)
+        };
+        let submit = Submit {
+            hold: Some(Box::new(permit)),
+            wait: self.wait,
+            answers: self.answers,
+        };
+        queue.submit(queued, submit).await.map_err(|e| match e {
+            EnqueueError::Full(_) => ChannelError::Overloaded,
+            EnqueueError::Store(e) => ChannelError::Internal(e.to_string()),
+        })
+    }
+}
+
+/// The queue's copy of a call's request.
+fn queued_call(call: Invocation) -> QueuedCall {
+    let headers = call
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+        .collect();
+    QueuedCall {
+        call_id: call.call_id,
+        method: call.method.to_string(),
+        path: call.path,
+        query: call.query,
+        headers,
+        body: call.body.to_vec(),
+        ..QueuedCall::default()
     }
 }

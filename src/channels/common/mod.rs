@@ -1,11 +1,12 @@
 //! What the Slack, GitHub and generic webhook channels share: the `channels:` section of
 //! `hark.yml` comes in and a checked routing table ([`Channels`]) goes out, built once at
 //! start with every secret resolved and every function checked; per request, the route's
-//! body limit, concurrency limit, counters and refusal answers ([`route`]); delivery-id
-//! dedupe, functions run within an acknowledgement budget, and outbound HTTP with retries
-//! ([`delivery`]).
+//! body limit, concurrency limit, counters and refusal answers ([`route`]); calls queued
+//! durably with delivery-id dedupe and an acknowledgement budget, and outbound HTTP with
+//! retries ([`delivery`]); where results go once their calls finish ([`reply`]).
 
 pub mod delivery;
+pub mod reply;
 pub mod route;
 pub mod secrets;
 
@@ -22,7 +23,8 @@ use crate::store::StoreError;
 use super::github::{GitHubRoute, GitHubRouteConfig};
 use super::hooks::{HookRoute, HookRouteConfig};
 use super::slack::{SlackRoute, SlackRouteConfig};
-pub use delivery::Outbound;
+pub use delivery::{ChannelCall, Outbound};
+pub use reply::ReplyTo;
 pub use route::{ChannelError, RouteCore};
 pub use secrets::Secrets;
 

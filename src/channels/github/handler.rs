@@ -1,28 +1,43 @@
 //! `POST /github/{app}`: a webhook delivery comes in and is verified over its raw bytes;
-//! `ping` is answered, other events are routed by `X-GitHub-Event` and `action`, deduplicated
-//! by `X-GitHub-Delivery`, and run — 200 when the function (and its reply) finished within
-//! the budget, 202 when it carries on in the background.
+//! `ping` is answered, other events are routed by `X-GitHub-Event` and `action`, and queued
+//! durably — deduplicated by `X-GitHub-Delivery` in the same commit — with a reply
+//! descriptor for the comment or labels. The answer is 200 when the function finished
+//! within the budget, 202 when it carries on from the queue; the reply goes out either way
+//! once the function is done ([`deliver`]).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::{self, ReplyError, Target};
 use super::{GitHubRoute, ReplyKind};
-use crate::channels::common::delivery::{invocation, Budget};
+use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
-use crate::channels::common::{unknown_route, ChannelError};
-use crate::function::FunctionName;
+use crate::channels::common::{unknown_route, ChannelCall, ChannelError, Channels, ReplyTo};
+use crate::dispatch::queue::{CallResult, Submitted};
 use crate::server::{AppState, CallId};
 use crate::verify::{
     self,
     github::{DELIVERY, EVENT},
 };
+
+/// Where a GitHub delivery's result goes: a comment or labels on an issue or pull request,
+/// made with the route's credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitHubReply {
+    /// The route (`channels.github.NAME`) whose credentials and API are used.
+    pub app: String,
+    pub kind: ReplyKind,
+    /// `owner/repo`.
+    pub repo: String,
+    pub number: u64,
+    pub installation_id: Option<u64>,
+}
 
 type Handled = Result<(Outcome, Response), ChannelError>;
 
@@ -84,18 +99,22 @@ async fn serve(
         let answer = Json(json!({ "ignored": format!("no function for {name}") }));
         return Ok((Outcome::Accepted, answer.into_response()));
     };
-    let permit = route.core.permit()?;
-    let now = chrono::Utc::now().timestamp();
-    let first = state
-        .registry
-        .store
-        .first_delivery(&route.core.key(), id, now)
-        .await
-        .map_err(|e| ChannelError::Internal(e.to_string()))?;
-    if !first {
-        let answer = Json(json!({ "duplicate": id }));
-        return Ok((Outcome::Duplicate, answer.into_response()));
-    }
+    let reply = match route.reply {
+        ReplyKind::None => None,
+        kind => match Target::of(&payload) {
+            Ok(target) => Some(ReplyTo::GitHub(GitHubReply {
+                app: route.core.name.clone(),
+                kind,
+                repo: target.repo,
+                number: target.number,
+                installation_id: target.installation,
+            })),
+            Err(e) => {
+                tracing::warn!(channel = "github", route = %route.core.name, delivery = id, error = %e, "this delivery cannot be replied to; running the function without a reply");
+                None
+            }
+        },
+    };
     let mut extra = HeaderMap::new();
     for name in [EVENT, DELIVERY] {
         if let Some(value) = parts.headers.get(name) {
@@ -111,26 +130,27 @@ async fn serve(
         body,
         extra,
     );
-    let work = run(
-        state.clone(),
-        route.clone(),
-        function.clone(),
+    let submitted = ChannelCall {
+        route: &route.core,
+        function,
         call,
-        payload,
-        id.to_owned(),
-    );
-    let work = async move {
-        let done = work.await;
-        drop(permit);
-        done
-    };
-    match state.channels.outbound.within(route.ack_budget, work).await {
-        Budget::Done(Ok(status)) => Ok((
+        reply,
+        dedupe: Some(id),
+        wait: Some(route.ack_budget),
+        answers: false,
+    }
+    .submit(&state.queue)
+    .await?;
+    match submitted {
+        Submitted::Duplicate => {
+            let answer = Json(json!({ "duplicate": id }));
+            Ok((Outcome::Duplicate, answer.into_response()))
+        }
+        Submitted::Finished(result) => Ok((
             Outcome::Accepted,
-            Json(json!({ "function": function.as_str(), "status": status })).into_response(),
+            Json(json!({ "function": function.as_str(), "status": result.status })).into_response(),
         )),
-        Budget::Done(Err(e)) => Err(ChannelError::Internal(format!("function task failed: {e}"))),
-        Budget::Late(_) => {
+        Submitted::Queued => {
             let mut answer = (
                 StatusCode::ACCEPTED,
                 Json(json!({ "function": function.as_str(), "running": true })),
@@ -144,40 +164,40 @@ async fn serve(
     }
 }
 
-/// Runs the function and makes its reply; returns the function's status code.
-async fn run(
-    state: Arc<AppState>,
-    route: Arc<GitHubRoute>,
-    function: FunctionName,
-    call: crate::provider::Invocation,
-    payload: Value,
-    delivery: String,
-) -> u16 {
-    let result = state
-        .registry
-        .dispatcher
-        .invoke(&function, "github", call)
-        .await;
-    let output = match result {
-        Ok(output) if output.status.is_success() => output,
-        Ok(output) => return output.status.as_u16(),
-        Err(e) => return crate::error::provider_status(&e).as_u16(),
-    };
-    let status = output.status.as_u16();
-    if let Err(e) = reply(&state, &route, &payload, &output.body).await {
-        tracing::warn!(channel = "github", route = %route.core.name, function = %function, delivery, error = %e, "reply to GitHub failed");
+/// Makes a finished call's reply on GitHub: its output as a comment, or as labels. A
+/// failed call, or empty output, makes none.
+pub async fn deliver(
+    channels: &Channels,
+    reply: &GitHubReply,
+    result: &CallResult,
+) -> Result<(), String> {
+    let route = channels
+        .github
+        .get(&reply.app)
+        .ok_or_else(|| format!("no GitHub route named {:?} any more", reply.app))?;
+    if !result.is_success() {
+        tracing::info!(channel = "github", route = %reply.app, function = result.function, status = result.status, "function failed; no reply to GitHub");
+        return Ok(());
     }
-    status
+    let target = Target {
+        repo: reply.repo.clone(),
+        number: reply.number,
+        installation: reply.installation_id,
+    };
+    make_reply(channels, route, reply.kind, &target, &result.body)
+        .await
+        .map_err(|e| e.to_string())
 }
 
-async fn reply(
-    state: &AppState,
+async fn make_reply(
+    channels: &Channels,
     route: &GitHubRoute,
-    payload: &Value,
-    output: &Bytes,
+    kind: ReplyKind,
+    target: &Target,
+    output: &[u8],
 ) -> Result<(), ReplyError> {
-    let outbound = &state.channels.outbound;
-    match route.reply {
+    let outbound = &channels.outbound;
+    match kind {
         ReplyKind::None => Ok(()),
         ReplyKind::Comment => {
             let text = String::from_utf8_lossy(output);
@@ -185,8 +205,7 @@ async fn reply(
             if text.is_empty() {
                 return Ok(());
             }
-            let target = Target::of(payload)?;
-            api::comment(outbound, &route.auth, &route.api, &target, text).await
+            api::comment(outbound, &route.auth, &route.api, target, text).await
         }
         ReplyKind::Labels => {
             if output.iter().all(u8::is_ascii_whitespace) {
@@ -196,8 +215,7 @@ async fn reply(
             if labels.is_empty() {
                 return Ok(());
             }
-            let target = Target::of(payload)?;
-            api::labels(outbound, &route.auth, &route.api, &target, &labels).await
+            api::labels(outbound, &route.auth, &route.api, target, &labels).await
         }
     }
 }

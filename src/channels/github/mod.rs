@@ -1,7 +1,9 @@
 //! GitHub: `POST /github/{app}` webhook deliveries signed with `X-Hub-Signature-256` come
 //! in; a function runs per routed event (`issues.opened`, `push`, `pull_request.*`), and its
 //! result goes back to GitHub as an issue or pull-request comment or as labels, through the
-//! REST API with a GitHub App installation token or a personal token.
+//! REST API with a GitHub App installation token or a personal token. Calls run through the
+//! durable queue: a delivery answered 202 still gets its function run and its reply made
+//! after a gateway restart.
 //!
 //! Verification: <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>
 //! (in [`crate::verify::github`]). GitHub waits 10 s for an answer:
@@ -13,15 +15,15 @@ mod handler;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::common::{duration_setting, invalid, BuildContext, ByteSize, ConfigError, RouteCore};
 use crate::function::FunctionName;
 pub use api::{ApiAuth, AppCredentials};
-pub use handler::handle;
+pub use handler::{deliver, handle, GitHubReply};
 
-/// Default time a function gets before Hark answers 202 and lets it finish in the
-/// background: GitHub's 10 s less a margin.
+/// Default time a function gets before Hark answers 202 and lets it finish from the
+/// queue: GitHub's 10 s less a margin.
 pub const DEFAULT_ACK_BUDGET: Duration = Duration::from_secs(8);
 /// The public GitHub REST API.
 pub const DEFAULT_API: &str = "https://api.github.com";
@@ -66,7 +68,7 @@ pub struct AppConfig {
 }
 
 /// What a function's result becomes on GitHub.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplyKind {
     /// Nothing: the function talks to GitHub itself, if at all.

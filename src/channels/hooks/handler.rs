@@ -1,6 +1,7 @@
 //! `POST /hooks/{name}`: a request comes in and is checked over its raw bytes (Standard
 //! Webhooks signature, with `webhook-id` dedupe, and/or the trigger rule); the function's
-//! status, headers and body go out as the answer, or 202 when the hook is `async`.
+//! status, headers and body go out as the answer, or 202 when the hook is `async` (the call
+//! is then queued durably, deduplicated by `webhook-id` in the same commit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use serde_json::json;
 use super::HookRoute;
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
-use crate::channels::common::{unknown_route, ChannelError};
+use crate::channels::common::{unknown_route, ChannelCall, ChannelError};
+use crate::dispatch::queue::Submitted;
 use crate::error::provider_status;
 use crate::server::{AppState, CallId};
 use crate::verify::rules::{parse_payload, RuleError, RuleRequest};
@@ -89,22 +91,6 @@ async fn serve(
             Err(e) => return Err(ChannelError::Internal(format!("trigger rule: {e}"))),
         }
     }
-    let permit = route.core.permit()?;
-    if let Some(id) = delivery.as_deref() {
-        let now = chrono::Utc::now().timestamp();
-        let first = state
-            .registry
-            .store
-            .first_delivery(&route.core.key(), id, now)
-            .await
-            .map_err(|e| ChannelError::Internal(e.to_string()))?;
-        if !first {
-            return Ok((
-                Outcome::Duplicate,
-                Json(json!({ "duplicate": id })).into_response(),
-            ));
-        }
-    }
     let mut headers: HeaderMap = parts.headers.clone();
     for name in DROPPED_HEADERS {
         headers.remove(name);
@@ -125,23 +111,52 @@ async fn serve(
         headers,
     );
     call.query = parts.uri.query().map(str::to_owned);
-    let dispatcher = state.registry.dispatcher.clone();
-    let function = route.function.clone();
     if route.run_async {
-        let route_name = route.core.name.clone();
-        state.channels.outbound.spawn(async move {
-            if let Err(e) = dispatcher.invoke(&function, "hook", call).await {
-                tracing::warn!(channel = "hooks", route = %route_name, function = %function, error = %e, "hook function failed");
-            }
-            drop(permit);
-        });
+        let submitted = ChannelCall {
+            route: &route.core,
+            function: &route.function,
+            call,
+            reply: None,
+            dedupe: delivery.as_deref(),
+            wait: None,
+            answers: false,
+        }
+        .submit(&state.queue)
+        .await?;
+        if let Submitted::Duplicate = submitted {
+            let id = delivery.as_deref().unwrap_or_default();
+            return Ok((
+                Outcome::Duplicate,
+                Json(json!({ "duplicate": id })).into_response(),
+            ));
+        }
         let answer = (
             StatusCode::ACCEPTED,
             Json(json!({ "accepted": true, "call_id": call_id })),
         );
         return Ok((Outcome::Accepted, answer.into_response()));
     }
-    let result = dispatcher.invoke(&function, "hook", call).await;
+    let permit = route.core.permit()?;
+    if let Some(id) = delivery.as_deref() {
+        let now = chrono::Utc::now().timestamp();
+        let first = state
+            .registry
+            .store
+            .first_delivery(&route.core.key(), id, now)
+            .await
+            .map_err(|e| ChannelError::Internal(e.to_string()))?;
+        if !first {
+            return Ok((
+                Outcome::Duplicate,
+                Json(json!({ "duplicate": id })).into_response(),
+            ));
+        }
+    }
+    let result = state
+        .registry
+        .dispatcher
+        .invoke(&route.function, "hook", call)
+        .await;
     drop(permit);
     let answer = match result {
         Ok(output) => (output.status, output.headers, output.body).into_response(),

@@ -1,7 +1,9 @@
 //! `POST /slack/{app}`: a Slack request comes in, is verified over its raw bytes, and is
 //! told apart by shape — form with `command` (slash command), form with `payload`
-//! (interactivity), JSON (Events API); the acknowledgement goes out within Slack's 3 s, and
-//! slower results follow to `response_url`.
+//! (interactivity), JSON (Events API). Each call is queued durably with where its result
+//! goes; the acknowledgement goes out within Slack's 3 s — with the result when a slash
+//! command or view submission finishes within the route's budget — and other results
+//! follow from the queue ([`super::reply::deliver`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,15 +14,13 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
-use super::reply::{self, ResponseType};
+use super::reply::{self, ResponseType, SlackReply};
 use super::{SlackRoute, RESPONSE_URL_VALIDITY};
-use crate::channels::common::delivery::{invocation, Budget};
+use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
-use crate::channels::common::{unknown_route, ChannelError};
-use crate::function::FunctionName;
-use crate::provider::{Output, ProviderError};
+use crate::channels::common::{unknown_route, ChannelCall, ChannelError, ReplyTo};
+use crate::dispatch::queue::Submitted;
 use crate::server::{AppState, CallId};
 use crate::verify;
 
@@ -91,63 +91,15 @@ fn answer(message: Option<Value>) -> Response {
     }
 }
 
-/// Runs `function` in the background, holding a place in the route's limit.
-fn start(
-    state: &Arc<AppState>,
-    route: &Arc<SlackRoute>,
-    function: &FunctionName,
-    call: crate::provider::Invocation,
-) -> Result<
-    impl std::future::Future<Output = Result<Output, ProviderError>> + Send + 'static,
-    ChannelError,
-> {
-    let permit = route.core.permit()?;
-    let dispatcher = state.registry.dispatcher.clone();
-    let function = function.clone();
-    Ok(async move {
-        let result = dispatcher.invoke(&function, "slack", call).await;
-        drop(permit);
-        result
-    })
-}
-
-/// After the acknowledgement: waits for the function and posts its message to
-/// `response_url`, retrying until the URL expires.
-fn follow_up(
-    state: &Arc<AppState>,
-    route: &Arc<SlackRoute>,
-    function: FunctionName,
-    run: tokio::task::JoinHandle<Result<Output, ProviderError>>,
-    response_url: Option<String>,
-    response_type: ResponseType,
-    expires: Instant,
-) {
-    let state2 = state.clone();
-    let route_name = route.core.name.clone();
-    state.channels.outbound.spawn(async move {
-        let result = match run.await {
-            Ok(result) => result,
-            Err(e) => Err(ProviderError::Internal(format!("function task failed: {e}"))),
-        };
-        let Some(message) = reply::message(&function, &result, response_type) else {
-            return;
-        };
-        let Some(url) = response_url else {
-            tracing::info!(channel = "slack", route = %route_name, function = %function, "result has nowhere to go: no response_url");
-            return;
-        };
-        let sent = state2
-            .channels
-            .outbound
-            .send("slack response_url", expires, |client| {
-                client.post(url.as_str()).json(&message)
-            })
-            .await;
-        match sent {
-            Ok(_) => tracing::info!(channel = "slack", route = %route_name, function = %function, "posted result to response_url"),
-            Err(e) => tracing::warn!(channel = "slack", route = %route_name, function = %function, error = %e, "could not post result to response_url"),
-        }
-    });
+/// A reply to `response_url`, if the request has one, valid for Slack's 30 minutes.
+fn to_response_url(route: &SlackRoute, url: Option<&str>) -> Option<ReplyTo> {
+    let url = url.filter(|u| !u.is_empty())?;
+    Some(ReplyTo::Slack(SlackReply::ResponseUrl {
+        app: route.core.name.clone(),
+        url: url.to_owned(),
+        response_type: route.response_type,
+        expires_at: chrono::Utc::now().timestamp() + RESPONSE_URL_VALIDITY.as_secs() as i64,
+    }))
 }
 
 async fn command(
@@ -157,7 +109,6 @@ async fn command(
     form: BTreeMap<String, String>,
     delivery: &mut Option<String>,
 ) -> Handled {
-    let received = Instant::now();
     let field = |k: &str| form.get(k).cloned().unwrap_or_default();
     *delivery = form.get("trigger_id").cloned();
     let name = field("command");
@@ -189,32 +140,55 @@ async fn command(
         Bytes::from(input.to_string()),
         HeaderMap::new(),
     );
-    let run = start(state, route, function, call)?;
-    match state.channels.outbound.within(route.ack_budget, run).await {
-        Budget::Done(result) => {
-            let result = result.unwrap_or_else(|e| {
-                Err(ProviderError::Internal(format!(
-                    "function task failed: {e}"
-                )))
-            });
-            let message = reply::message(function, &result, route.response_type);
+    let reply = to_response_url(route, form.get("response_url").map(String::as_str));
+    if reply.is_none() {
+        tracing::info!(channel = "slack", route = %route.core.name, command = name, "no response_url: a late result has nowhere to go");
+    }
+    let submitted = ChannelCall {
+        route: &route.core,
+        function,
+        call,
+        reply,
+        dedupe: None,
+        wait: Some(route.ack_budget),
+        answers: true,
+    }
+    .submit(&state.queue)
+    .await?;
+    match submitted {
+        Submitted::Finished(result) => {
+            let message = reply::message(&result, route.response_type);
             Ok((Outcome::Accepted, answer(message)))
         }
-        Budget::Late(run) => {
-            follow_up(
-                state,
-                route,
-                function.clone(),
-                run,
-                form.get("response_url").cloned().filter(|u| !u.is_empty()),
-                route.response_type,
-                received + RESPONSE_URL_VALIDITY,
-            );
+        Submitted::Queued | Submitted::Duplicate => {
             let working = (!route.working_message.is_empty())
                 .then(|| reply::text(ResponseType::Ephemeral, &route.working_message));
             Ok((Outcome::Accepted, answer(working)))
         }
     }
+}
+
+/// Where an event's result goes: the event's channel, as the app's bot, when the route
+/// has a bot token.
+fn to_channel(route: &SlackRoute, event: &Value) -> Option<ReplyTo> {
+    route.bot_token.as_ref()?;
+    let channel = event["channel"]
+        .as_str()
+        .or_else(|| event["channel"]["id"].as_str())
+        .or_else(|| event["item"]["channel"].as_str())?;
+    let thread_ts = if route.reply_in_thread {
+        event["thread_ts"]
+            .as_str()
+            .or_else(|| event["ts"].as_str())
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    Some(ReplyTo::Slack(SlackReply::PostMessage {
+        app: route.core.name.clone(),
+        channel: channel.to_owned(),
+        thread_ts,
+    }))
 }
 
 async fn event(
@@ -260,15 +234,18 @@ async fn event(
                 body.clone(),
                 HeaderMap::new(),
             );
-            let run = start(state, route, function, call)?;
-            let now = chrono::Utc::now().timestamp();
-            let first = state
-                .registry
-                .store
-                .first_delivery(&route.core.key(), event_id, now)
-                .await
-                .map_err(|e| ChannelError::Internal(e.to_string()))?;
-            if !first {
+            let submitted = ChannelCall {
+                route: &route.core,
+                function,
+                call,
+                reply: to_channel(route, &envelope["event"]),
+                dedupe: Some(event_id),
+                wait: None,
+                answers: false,
+            }
+            .submit(&state.queue)
+            .await?;
+            if let Submitted::Duplicate = submitted {
                 tracing::info!(channel = "slack", route = %route.core.name, delivery = event_id, retry, "event already received; not run again");
                 return Ok((Outcome::Duplicate, StatusCode::OK.into_response()));
             }
@@ -279,13 +256,6 @@ async fn event(
                     .unwrap_or("");
                 tracing::info!(channel = "slack", route = %route.core.name, delivery = event_id, retry, reason, "retried event not seen before; running it");
             }
-            let function = function.clone();
-            let route_name = route.core.name.clone();
-            state.channels.outbound.spawn(async move {
-                if let Err(e) = run.await {
-                    tracing::warn!(channel = "slack", route = %route_name, function = %function, error = %e, "event function failed");
-                }
-            });
             Ok((Outcome::Accepted, StatusCode::OK.into_response()))
         }
         other => {
@@ -325,48 +295,46 @@ async fn interaction(
         Bytes::from(payload.to_owned()),
         HeaderMap::new(),
     );
-    let run = start(state, route, function, call)?;
-    let response_url = value["response_url"]
-        .as_str()
-        .or_else(|| value["response_urls"][0]["response_url"].as_str())
-        .map(str::to_owned);
-    let expires = Instant::now() + RESPONSE_URL_VALIDITY;
     if kind == "view_submission" {
-        // A view submission's answer may carry a `response_action` (errors, update, push).
-        return match state.channels.outbound.within(route.ack_budget, run).await {
-            Budget::Done(Ok(Ok(output))) if output.status.is_success() => {
-                let text = String::from_utf8_lossy(&output.body);
-                let answer = match serde_json::from_str::<Value>(text.trim()) {
+        // A view submission's answer may carry a `response_action` (errors, update, push);
+        // it has no response_url, so a late result goes nowhere.
+        let submitted = ChannelCall {
+            route: &route.core,
+            function,
+            call,
+            reply: None,
+            dedupe: None,
+            wait: Some(route.ack_budget),
+            answers: true,
+        }
+        .submit(&state.queue)
+        .await?;
+        let answer = match submitted {
+            Submitted::Finished(result) if result.is_success() => {
+                let text = String::from_utf8_lossy(&result.body);
+                match serde_json::from_str::<Value>(text.trim()) {
                     Ok(Value::Object(object)) => Json(Value::Object(object)).into_response(),
                     _ => StatusCode::OK.into_response(),
-                };
-                Ok((Outcome::Accepted, answer))
+                }
             }
-            Budget::Done(_) => Ok((Outcome::Accepted, StatusCode::OK.into_response())),
-            Budget::Late(run) => {
-                follow_up(
-                    state,
-                    route,
-                    function.clone(),
-                    run,
-                    None,
-                    route.response_type,
-                    expires,
-                );
-                Ok((Outcome::Accepted, StatusCode::OK.into_response()))
-            }
+            _ => StatusCode::OK.into_response(),
         };
+        return Ok((Outcome::Accepted, answer));
     }
     // Everything else is acknowledged at once; a result goes to response_url.
-    let run = state.channels.outbound.spawn(run);
-    follow_up(
-        state,
-        route,
-        function.clone(),
-        run,
-        response_url,
-        route.response_type,
-        expires,
-    );
+    let response_url = value["response_url"]
+        .as_str()
+        .or_else(|| value["response_urls"][0]["response_url"].as_str());
+    ChannelCall {
+        route: &route.core,
+        function,
+        call,
+        reply: to_response_url(route, response_url),
+        dedupe: None,
+        wait: None,
+        answers: false,
+    }
+    .submit(&state.queue)
+    .await?;
     Ok((Outcome::Accepted, StatusCode::OK.into_response()))
 }

@@ -1,12 +1,15 @@
 //! Slack: `POST /slack/{app}` requests signed by Slack come in (slash commands, Events API
-//! callbacks, interactivity payloads); function calls go out, and their results come back
-//! as Slack messages — in the HTTP answer when the function is quick, otherwise posted to
-//! the request's `response_url`.
+//! callbacks, interactivity payloads); function calls go into the durable queue, and their
+//! results come back as Slack messages — in the HTTP answer when the function is quick,
+//! otherwise posted to the request's `response_url`, or for events posted by the app's bot
+//! with `chat.postMessage`. A gateway killed after acknowledging a request still runs the
+//! function and posts its result after a restart.
 //!
 //! Verification: <https://api.slack.com/authentication/verifying-requests-from-slack>
 //! (in [`crate::verify::slack`]). Slack waits 3 s for an answer; see
 //! <https://api.slack.com/interactivity/handling#acknowledgment_response>.
 
+pub mod api;
 mod handler;
 pub mod reply;
 
@@ -18,7 +21,7 @@ use serde::Deserialize;
 use super::common::{duration_setting, invalid, BuildContext, ByteSize, ConfigError, RouteCore};
 use crate::function::FunctionName;
 pub use handler::handle;
-pub use reply::ResponseType;
+pub use reply::{deliver, ResponseType, SlackReply};
 
 /// Default time a slash command's function gets before Hark answers "working on it":
 /// Slack's 3 s less a margin for the network.
@@ -52,6 +55,16 @@ pub struct SlackRouteConfig {
     /// How long a function may take before the working message is sent (default 2.5s).
     #[serde(default)]
     pub ack_budget: Option<String>,
+    /// Name of a secret holding the app's bot token (`xoxb-...`): events' results are
+    /// posted with `chat.postMessage` in the event's channel. Without it they are dropped.
+    #[serde(default)]
+    pub bot_token: Option<String>,
+    /// Web API base URL (default <https://slack.com/api>).
+    #[serde(default)]
+    pub api: Option<String>,
+    /// Post events' results in the event's thread (its `thread_ts`, else its `ts`).
+    #[serde(default)]
+    pub reply_in_thread: bool,
     #[serde(default)]
     pub max_body: Option<ByteSize>,
     #[serde(default)]
@@ -68,6 +81,9 @@ pub struct SlackRoute {
     response_type: ResponseType,
     working_message: String,
     ack_budget: Duration,
+    bot_token: Option<String>,
+    api: String,
+    reply_in_thread: bool,
 }
 
 impl SlackRouteConfig {
@@ -100,7 +116,31 @@ impl SlackRouteConfig {
                 format!("command {bad:?} must start with /"),
             ));
         }
+        let api = self
+            .api
+            .as_deref()
+            .unwrap_or(api::DEFAULT_API)
+            .trim_end_matches('/')
+            .to_owned();
+        if !(api.starts_with("https://") || api.starts_with("http://")) {
+            return Err(invalid(
+                &route,
+                format!("api {api:?} is not an http(s) URL"),
+            ));
+        }
+        let bot_token = match &self.bot_token {
+            None => None,
+            Some(name) => {
+                let value = ctx.secret(&route, name).await?;
+                let value = String::from_utf8(value)
+                    .map_err(|_| invalid(&route, format!("secret {name:?} is not text")))?;
+                Some(value.trim().to_owned())
+            }
+        };
         Ok(SlackRoute {
+            bot_token,
+            api,
+            reply_in_thread: self.reply_in_thread,
             signing_secrets: ctx.secrets(&route, &self.signing_secrets).await?,
             commands,
             events: map("events", self.events)?,

@@ -3,15 +3,118 @@
 //! `{"response_type", "text"}`; a JSON object with `blocks`, `text` or `attachments` is Block
 //! Kit and passes through (with the route's `response_type` added when it has none); a
 //! failure becomes a short ephemeral apology, since Slack shows nothing for an HTTP error.
+//!
+//! A result that does not ride on the HTTP answer goes where its [`SlackReply`] says, once
+//! its queued call has finished ([`deliver`]): to a `response_url` (slash commands,
+//! interactivity) or, as the app's bot, to a channel with `chat.postMessage` (events).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::function::FunctionName;
-use crate::provider::{Output, ProviderError};
+use tokio::time::Instant;
+
+use super::api;
+use crate::channels::common::Channels;
+use crate::dispatch::queue::CallResult;
+
+/// Where a Slack call's result goes. Holds the route's name, never its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum SlackReply {
+    /// POST the message to the request's `response_url` until it expires.
+    ResponseUrl {
+        app: String,
+        url: String,
+        response_type: ResponseType,
+        /// Unix seconds after which Slack no longer accepts messages there.
+        expires_at: i64,
+    },
+    /// `chat.postMessage` with the route's bot token, in `channel` (and thread).
+    PostMessage {
+        app: String,
+        channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_ts: Option<String>,
+    },
+}
+
+/// Sends a finished call's result where `reply` says.
+pub async fn deliver(
+    channels: &Channels,
+    reply: &SlackReply,
+    result: &CallResult,
+) -> Result<(), String> {
+    match reply {
+        SlackReply::ResponseUrl {
+            app,
+            url,
+            response_type,
+            expires_at,
+        } => {
+            let Some(message) = message(result, *response_type) else {
+                return Ok(());
+            };
+            let left = expires_at - chrono::Utc::now().timestamp();
+            if left <= 0 {
+                return Err(format!("response_url of route {app:?} expired"));
+            }
+            let deadline = Instant::now() + std::time::Duration::from_secs(left as u64);
+            channels
+                .outbound
+                .send("slack response_url", deadline, |client| {
+                    client.post(url.as_str()).json(&message)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(channel = "slack", route = %app, function = result.function, "posted result to response_url");
+            Ok(())
+        }
+        SlackReply::PostMessage {
+            app,
+            channel,
+            thread_ts,
+        } => {
+            let route = channels
+                .slack
+                .get(app)
+                .ok_or_else(|| format!("no Slack route named {app:?} any more"))?;
+            let Some(token) = &route.bot_token else {
+                return Err(format!("route {app:?} has no bot_token any more"));
+            };
+            if !result.is_success() {
+                tracing::warn!(channel = "slack", route = %app, function = result.function, status = result.status, "event function failed; nothing posted");
+                return Ok(());
+            }
+            let Some(message) = post_message(result, channel, thread_ts.as_deref()) else {
+                return Ok(());
+            };
+            api::post_message(&channels.outbound, &route.api, token, &message)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(channel = "slack", route = %app, function = result.function, "posted result with chat.postMessage");
+            Ok(())
+        }
+    }
+}
+
+/// The `chat.postMessage` body for a successful result: its message, in `channel` and
+/// the thread `thread_ts` unless the function chose others.
+pub fn post_message(result: &CallResult, channel: &str, thread_ts: Option<&str>) -> Option<Value> {
+    let Value::Object(mut object) = message(result, ResponseType::InChannel)? else {
+        return None;
+    };
+    object.remove("response_type");
+    object
+        .entry("channel")
+        .or_insert_with(|| Value::from(channel));
+    if let Some(ts) = thread_ts {
+        object.entry("thread_ts").or_insert_with(|| Value::from(ts));
+    }
+    Some(Value::Object(object))
+}
 
 /// Who sees a command's result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseType {
     /// Only the user who ran the command.
@@ -37,42 +140,23 @@ pub fn text(response_type: ResponseType, text: &str) -> Value {
 
 /// The message for a function's result, or `None` when it printed nothing (Slack then
 /// shows nothing either).
-pub fn message(
-    function: &FunctionName,
-    result: &Result<Output, ProviderError>,
-    response_type: ResponseType,
-) -> Option<Value> {
-    let output = match result {
-        Ok(output) if output.status.is_success() => output,
-        Ok(output) => {
-            return Some(text(
-                ResponseType::Ephemeral,
-                &format!(
-                    "Sorry, `{function}` failed (status {}).",
-                    output.status.as_u16()
-                ),
-            ))
-        }
-        Err(ProviderError::Timeout { .. }) => {
-            return Some(text(
-                ResponseType::Ephemeral,
-                &format!("Sorry, `{function}` took too long and was stopped."),
-            ))
-        }
-        Err(ProviderError::Overloaded(_)) => {
-            return Some(text(
-                ResponseType::Ephemeral,
-                &format!("Sorry, `{function}` is busy; try again in a moment."),
-            ))
-        }
-        Err(_) => {
-            return Some(text(
-                ResponseType::Ephemeral,
-                &format!("Sorry, `{function}` could not run."),
-            ))
-        }
+pub fn message(result: &CallResult, response_type: ResponseType) -> Option<Value> {
+    let function = &result.function;
+    let apology = match result.status {
+        200..=299 => None,
+        504 => Some(format!(
+            "Sorry, `{function}` took too long and was stopped."
+        )),
+        429 => Some(format!(
+            "Sorry, `{function}` is busy; try again in a moment."
+        )),
+        502 | 404 if result.error.is_some() => Some(format!("Sorry, `{function}` could not run.")),
+        status => Some(format!("Sorry, `{function}` failed (status {status}).")),
     };
-    let body = String::from_utf8_lossy(&output.body);
+    if let Some(apology) = apology {
+        return Some(text(ResponseType::Ephemeral, &apology));
+    }
+    let body = String::from_utf8_lossy(&result.body);
     let body = body.trim();
     if body.is_empty() {
         return None;
@@ -95,31 +179,32 @@ pub fn message(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use http::{HeaderMap, StatusCode};
 
-    fn ok(body: &str) -> Result<Output, ProviderError> {
-        Ok(Output {
-            status: StatusCode::OK,
-            headers: HeaderMap::new(),
+    fn result(status: u16, body: &str, error: Option<&str>) -> CallResult {
+        CallResult {
+            call_id: "c".into(),
+            function: "standup".into(),
+            status,
+            error: error.map(str::to_owned),
             body: Bytes::from(body.to_owned()),
-            error: None,
-        })
+            duration_ms: 1.0,
+        }
     }
 
-    fn f() -> FunctionName {
-        "standup".parse().unwrap()
+    fn ok(body: &str) -> CallResult {
+        result(200, body, None)
     }
 
     #[test]
     fn plain_text_becomes_a_message_of_the_route_type() {
         assert_eq!(
-            message(&f(), &ok("All done\n"), ResponseType::InChannel),
+            message(&ok("All done\n"), ResponseType::InChannel),
             Some(json!({"response_type": "in_channel", "text": "All done"}))
         );
-        assert_eq!(message(&f(), &ok("  \n"), ResponseType::Ephemeral), None);
+        assert_eq!(message(&ok("  \n"), ResponseType::Ephemeral), None);
         // JSON that is not a message is text too.
         assert_eq!(
-            message(&f(), &ok("[1,2]"), ResponseType::Ephemeral),
+            message(&ok("[1,2]"), ResponseType::Ephemeral),
             Some(json!({"response_type": "ephemeral", "text": "[1,2]"}))
         );
     }
@@ -127,32 +212,53 @@ mod tests {
     #[test]
     fn block_kit_passes_through() {
         let blocks = r#"{"blocks":[{"type":"section","text":{"type":"mrkdwn","text":"*hi*"}}]}"#;
-        let got = message(&f(), &ok(blocks), ResponseType::InChannel).unwrap();
+        let got = message(&ok(blocks), ResponseType::InChannel).unwrap();
         assert_eq!(got["blocks"][0]["text"]["text"], "*hi*");
         assert_eq!(got["response_type"], "in_channel");
         let own = r#"{"text":"x","response_type":"ephemeral"}"#;
-        let got = message(&f(), &ok(own), ResponseType::InChannel).unwrap();
+        let got = message(&ok(own), ResponseType::InChannel).unwrap();
         assert_eq!(got["response_type"], "ephemeral");
     }
 
     #[test]
     fn failures_become_ephemeral_apologies() {
-        let failed = Ok(Output {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            headers: HeaderMap::new(),
-            body: Bytes::from_static(b"stack trace with secrets"),
-            error: None,
-        });
-        let got = message(&f(), &failed, ResponseType::InChannel).unwrap();
+        let failed = result(500, "stack trace with secrets", None);
+        let got = message(&failed, ResponseType::InChannel).unwrap();
         assert_eq!(got["response_type"], "ephemeral");
         let text = got["text"].as_str().unwrap();
         assert!(text.contains("standup") && text.contains("500"), "{text}");
         assert!(!text.contains("secrets"));
-        let timeout = Err(ProviderError::Timeout {
-            name: f(),
-            limit: std::time::Duration::from_secs(1),
-        });
-        let got = message(&f(), &timeout, ResponseType::InChannel).unwrap();
+        let timeout = result(504, "", Some("function standup did not answer within 1s"));
+        let got = message(&timeout, ResponseType::InChannel).unwrap();
         assert!(got["text"].as_str().unwrap().contains("too long"));
+        let gone = result(502, "", Some("unavailable"));
+        let got = message(&gone, ResponseType::InChannel).unwrap();
+        assert!(got["text"].as_str().unwrap().contains("could not run"));
+    }
+
+    #[test]
+    fn posted_messages_name_the_channel_and_thread() {
+        assert_eq!(
+            post_message(&ok("hi\n"), "C1", Some("1.5")),
+            Some(json!({"channel": "C1", "thread_ts": "1.5", "text": "hi"}))
+        );
+        let blocks = r#"{"blocks":[],"text":"x","channel":"C9"}"#;
+        assert_eq!(
+            post_message(&ok(blocks), "C1", None),
+            Some(json!({"channel": "C9", "blocks": [], "text": "x"}))
+        );
+        assert_eq!(post_message(&ok(""), "C1", None), None);
+    }
+
+    #[test]
+    fn replies_are_stored_without_secrets() {
+        let reply = SlackReply::PostMessage {
+            app: "acme".into(),
+            channel: "C1".into(),
+            thread_ts: None,
+        };
+        let text = serde_json::to_string(&reply).unwrap();
+        assert_eq!(text, r#"{"to":"post_message","app":"acme","channel":"C1"}"#);
+        assert_eq!(serde_json::from_str::<SlackReply>(&text).unwrap(), reply);
     }
 }
