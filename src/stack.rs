@@ -39,6 +39,9 @@ pub enum StackError {
 #[derive(Debug, Default)]
 pub struct Stack {
     pub gateway: Option<String>,
+    /// `provider.name`: the backend `hark up` uses when it is `process` or `docker`
+    /// (OpenFaaS files say `openfaas` here, which leaves the choice to `hark up`).
+    pub provider: Option<String>,
     pub functions: Vec<FunctionDeployment>,
     /// Keys that were not understood, and variables that were not set.
     pub warnings: Vec<String>,
@@ -58,7 +61,6 @@ struct RawStack {
 #[derive(Debug, Default, Deserialize)]
 struct RawProvider {
     #[serde(default)]
-    #[allow(dead_code)]
     name: Option<String>,
     #[serde(default)]
     gateway: Option<String>,
@@ -199,8 +201,13 @@ impl Stack {
             spec.validate().map_err(|e| function_error(e.to_string()))?;
             functions.push(spec);
         }
+        let (provider, gateway) = match raw.provider {
+            Some(p) => (p.name, p.gateway),
+            None => (None, None),
+        };
         Ok(Stack {
-            gateway: raw.provider.and_then(|p| p.gateway),
+            gateway,
+            provider,
             functions,
             warnings,
         })

@@ -27,7 +27,9 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let gw = Gateway::new(gateway, token, data)?;
     match command {
-        Command::Up(_) | Command::Bench(_) => unreachable!("handled before client commands"),
+        Command::Up(_) | Command::Bench(_) | Command::Build(_) | Command::Watchdog(_) => {
+            unreachable!("handled before client commands")
+        }
         Command::Deploy { file, name } => deploy(&gw, &file, name.as_deref()).await,
         Command::List => list(&gw, output).await,
         Command::Describe { name } => describe(&gw, &name, output).await,

@@ -2,9 +2,11 @@
 //! `up` runs the gateway; the others talk to a running gateway over HTTP.
 
 mod bench;
+mod build;
 mod client;
 mod commands;
 mod up;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +115,10 @@ pub enum Command {
     Token(TokenCommand),
     /// Measure the gateway's paths next to their baselines, in one run.
     Bench(bench::BenchArgs),
+    /// Build a function's container image (`hark/NAME:latest`) with the local engine.
+    Build(build::BuildArgs),
+    /// Serve a function over HTTP on port 8080: the entrypoint inside function images.
+    Watchdog(watchdog::WatchdogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +168,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Build(args) => build::run(args).await,
+        Command::Watchdog(args) => watchdog::run(args).await,
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {
