@@ -3,5 +3,6 @@
 
 mod api;
 mod cli;
+mod contract;
 mod process;
 mod util;

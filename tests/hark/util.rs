@@ -60,6 +60,7 @@ impl Gateway {
             .current_dir(data)
             .env("HARK_LOG", "info")
             .env_remove("HARK_CONFIG")
+            .env_remove("HARK_PROVIDER")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -133,6 +133,7 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 pub struct DockerProvider {
     docker: Docker,
     instance: String,
+    /// Id of the functions' network.
     network: String,
     secrets_root: PathBuf,
     logs: Arc<LogHub>,
@@ -160,7 +161,7 @@ impl DockerProvider {
     ) -> Result<Self, DockerError> {
         let docker = connect().await?;
         let instance = instance_id(data_dir)?;
-        ensure_network(&docker, network).await?;
+        let network = ensure_network(&docker, network).await?;
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{LABEL_INSTANCE}={instance}")],
@@ -210,7 +211,7 @@ impl DockerProvider {
         Ok(DockerProvider {
             docker,
             instance,
-            network: network.to_owned(),
+            network,
             secrets_root: data_dir.join("docker-secrets"),
             logs,
             client,
@@ -284,17 +285,21 @@ fn instance_id(data_dir: &Path) -> Result<String, DockerError> {
     Ok(id)
 }
 
-/// Creates the bridge network unless it exists.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerError> {
-    match docker.inspect_network(name, None).await {
-        Ok(_) => return Ok(()),
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => {
-            return Err(DockerError::Engine {
-                what: format!("network {name}"),
-                reason: describe_engine_error(&e),
-            })
-        }
+/// Creates the bridge network unless it exists; returns its id.
+///
+/// The engine allows two networks of one name, so two Harks starting at once could
+/// each create one: after creating, the oldest network of the name wins and a younger
+/// one this call created is removed again.
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, DockerError> {
+    let engine = |what: &str, e: bollard::errors::Error| DockerError::Engine {
+        what: format!("{what} {name}"),
+        reason: describe_engine_error(&e),
+    };
+    let existing = networks_named(docker, name)
+        .await
+        .map_err(|e| engine("listing network", e))?;
+    if let Some((id, _)) = existing.first() {
+        return Ok(id.clone());
     }
     let request = NetworkCreateRequest {
         name: name.to_owned(),
@@ -302,20 +307,44 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<(), DockerErr
         labels: Some(HashMap::from([("com.hark.network".into(), "true".into())])),
         ..Default::default()
     };
-    match docker.create_network(request).await {
-        Ok(_) => {
-            tracing::info!(network = name, "created the functions' network");
-            Ok(())
+    let created = docker
+        .create_network(request)
+        .await
+        .map_err(|e| engine("creating network", e))?
+        .id;
+    let all = networks_named(docker, name)
+        .await
+        .map_err(|e| engine("listing network", e))?;
+    match all.first() {
+        Some((oldest, _)) if *oldest != created => {
+            let _ = docker.remove_network(&created).await;
+            Ok(oldest.clone())
         }
-        // Another Hark created it meanwhile.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(e) => Err(DockerError::Engine {
-            what: format!("creating network {name}"),
-            reason: describe_engine_error(&e),
-        }),
+        _ => {
+            tracing::info!(network = name, "created the functions' network");
+            Ok(created)
+        }
     }
+}
+
+/// Ids of the networks named exactly `name`, oldest first.
+async fn networks_named(
+    docker: &Docker,
+    name: &str,
+) -> Result<Vec<(String, String)>, bollard::errors::Error> {
+    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut found: Vec<(String, String)> = docker
+        .list_networks(Some(options))
+        .await?
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| Some((n.id?, n.created.map(|c| c.to_string()).unwrap_or_default())))
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    Ok(found)
 }
 
 async fn remove_container(docker: &Docker, id: &str) {
