@@ -78,7 +78,8 @@ fn engine_available() -> bool {
     ok
 }
 
-fn docker(args: &[&str]) -> String {
+/// Runs the docker CLI and returns its output.
+pub fn docker(args: &[&str]) -> String {
     let output = Command::new("docker")
         .args(args)
         .output()
@@ -195,8 +196,19 @@ pub struct Harness {
 }
 
 /// Removes every container labelled with a gateway's instance id.
-struct ContainerGuard {
-    instance: String,
+pub struct ContainerGuard {
+    pub instance: String,
+}
+
+impl ContainerGuard {
+    /// A guard for the gateway whose data directory is `data`.
+    pub fn for_data(data: &std::path::Path) -> ContainerGuard {
+        let instance = std::fs::read_to_string(data.join("docker-instance"))
+            .expect("the docker provider wrote its instance id")
+            .trim()
+            .to_owned();
+        ContainerGuard { instance }
+    }
 }
 
 impl Drop for ContainerGuard {
@@ -226,14 +238,11 @@ impl Harness {
                     "--docker-network",
                     &fixture.network,
                 ]);
-                let instance = std::fs::read_to_string(gw.data.join("docker-instance"))
-                    .expect("the docker provider wrote its instance id")
-                    .trim()
-                    .to_owned();
+                let guard = ContainerGuard::for_data(&gw.data);
                 Some(Harness {
                     kind,
                     gw,
-                    _containers: Some(ContainerGuard { instance }),
+                    _containers: Some(guard),
                     image: fixture.image.clone(),
                 })
             }

@@ -4,5 +4,6 @@
 mod api;
 mod cli;
 mod contract;
+mod docker;
 mod process;
 mod util;
