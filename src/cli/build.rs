@@ -129,7 +129,11 @@ pub async fn build_missing(functions: &[FunctionDeployment]) -> anyhow::Result<(
             None => settings.insert(BuildSettings::from_host()?),
         };
         eprintln!("hark: image {image} is missing; building it");
-        build_one(&docker, spec, &image, settings).await?;
+        // One function that cannot be built does not keep the others down; its deploy
+        // then reports the missing image.
+        if let Err(e) = build_one(&docker, spec, &image, settings).await {
+            eprintln!("hark: {e:#}");
+        }
     }
     Ok(())
 }

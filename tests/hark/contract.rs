@@ -60,7 +60,6 @@ contract!(
 
 /// What the docker runs share: one image and one network per test run.
 pub struct DockerFixture {
-    pub run: String,
     pub image: String,
     pub network: String,
 }
@@ -178,7 +177,6 @@ pub fn docker_fixture() -> Option<&'static DockerFixture> {
                 String::from_utf8_lossy(&built.stderr)
             );
             Some(DockerFixture {
-                run,
                 image,
                 network,
             })
