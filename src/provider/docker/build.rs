@@ -116,8 +116,25 @@ pub async fn ensure_watchdog_image(
     Ok(tag)
 }
 
-/// Sends a context and follows the build to its end.
+/// Sends a context and follows the build to its end. The engine here (20.10 on
+/// fuse-overlayfs) now and then fails a build with "layer does not exist" when it reuses
+/// a layer just made; such a build is tried once more.
 async fn build(
+    docker: &Docker,
+    tag: &str,
+    context: Vec<u8>,
+    progress: &mut (dyn FnMut(BuildEvent) + Send),
+) -> Result<(), DockerError> {
+    match build_once(docker, tag, context.clone(), progress).await {
+        Err(DockerError::Engine { reason, .. }) if reason.contains("layer does not exist") => {
+            progress(BuildEvent::Output(format!("retrying after: {reason}")));
+            build_once(docker, tag, context, progress).await
+        }
+        other => other,
+    }
+}
+
+async fn build_once(
     docker: &Docker,
     tag: &str,
     context: Vec<u8>,
