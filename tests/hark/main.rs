@@ -7,3 +7,4 @@ mod contract;
 mod docker;
 mod process;
 mod util;
+mod watchdog;
