@@ -9,15 +9,17 @@
 //! - [`registry`]: which functions exist; deploys them through the provider and the store.
 //! - [`route`]: which function a platform event calls: Alexa skills (`skills/NAME/skill.yaml`).
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
-//! - [`provider`]: the backend trait and its implementations (`process`, the default).
-//! - [`store`]: SQLite persistence of functions, secrets, activations and delivery ids.
+//! - [`provider`]: the backend trait and its implementations (`process`, the default;
+//!   `docker`, containers on the local engine).
+//! - [`store`]: SQLite persistence of functions, secrets, activations, the async queue,
+//!   schedules and delivery ids.
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,
 //!   and webhook trigger rules.
 //! - [`auth`]: API tokens (JWT) and their scopes.
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
 //! - [`clock`]: the wall clock as an injectable value.
-//! - [`cli`]: the `hark` command line.
+//! - [`cli`]: the `hark` command line; [`watchdog`]: the entrypoint inside function images.
 
 pub mod auth;
 pub mod channels;
@@ -33,3 +35,4 @@ pub mod server;
 pub mod stack;
 pub mod store;
 pub mod verify;
+pub mod watchdog;

@@ -211,6 +211,7 @@ impl Registry {
         status.replicas = replicas.desired;
         status.available_replicas = replicas.available;
         status.invocation_count = self.dispatcher.invocation_count(&function.spec.service);
+        status.usage = self.provider.usage(&function.spec.service).await;
         status
     }
 

@@ -42,6 +42,9 @@ pub enum StackError {
 #[derive(Debug, Default)]
 pub struct Stack {
     pub gateway: Option<String>,
+    /// `provider.name`: the backend `hark up` uses when it is `process` or `docker`
+    /// (OpenFaaS files say `openfaas` here, which leaves the choice to `hark up`).
+    pub provider: Option<String>,
     pub functions: Vec<FunctionDeployment>,
     /// The `channels:` section: webhook routes to functions.
     pub channels: ChannelsConfig,
@@ -68,7 +71,6 @@ struct RawStack {
 #[derive(Debug, Default, Deserialize)]
 struct RawProvider {
     #[serde(default)]
-    #[allow(dead_code)]
     name: Option<String>,
     #[serde(default)]
     gateway: Option<String>,
@@ -213,8 +215,13 @@ impl Stack {
             a.resolve(base);
             a
         });
+        let (provider, gateway) = match raw.provider {
+            Some(p) => (p.name, p.gateway),
+            None => (None, None),
+        };
         Ok(Stack {
-            gateway: raw.provider.and_then(|p| p.gateway),
+            gateway,
+            provider,
             functions,
             channels: raw.channels,
             warnings,

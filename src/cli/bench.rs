@@ -8,6 +8,10 @@
 //! - alexa: a Signature-256 request verified in full (chain from `cert_dir`, then cached; a
 //!   test CA made at bench time) vs. the same request to the same skill with `verify: false`.
 //!   The intent only speaks a template, so the difference is the cost of verification.
+//! - with `--docker`: the same functions on the docker provider, next to a bare container of
+//!   the same image (`docker run` with the port published, no gateway), and the cold start
+//!   (deploy → first response) of the process provider, the docker provider and the bare
+//!   container, measured in the same run.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -36,6 +40,12 @@ pub struct BenchArgs {
     /// Concurrent connections.
     #[arg(long, short = 'c', default_value_t = 32)]
     pub concurrency: usize,
+    /// Also measure the docker provider and a bare container (needs the Docker Engine).
+    #[arg(long)]
+    pub docker: bool,
+    /// Cold starts measured per provider (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    pub cold_starts: usize,
 }
 
 /// What one measurement found.
@@ -86,7 +96,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let direct = DirectHello::start(&hello).await?;
     eprintln!("hark bench: {concurrency} connections, {duration:?} per measurement after {warmup:?} warm-up");
 
-    let mut rows = Vec::new();
+    let mut rows: Vec<(String, Figures, Option<f64>)> = Vec::new();
     let baseline = measure(
         warmup,
         duration,
@@ -102,12 +112,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     rows.push((
-        "http mode: hello called directly (baseline)",
+        "http mode: hello called directly (baseline)".to_owned(),
         baseline,
         None,
     ));
     let ratio = Some(rows[0].1.rate());
-    rows.push(("http mode: hello through the gateway", through, ratio));
+    rows.push((
+        "http mode: hello through the gateway".to_owned(),
+        through,
+        ratio,
+    ));
 
     let baseline = measure(warmup, duration, concurrency, fork_load(&cat)).await;
     let through = measure(
@@ -119,11 +133,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     .await;
     let ratio = Some(baseline.rate());
     rows.push((
-        "fork mode: spawn cat per request (baseline)",
+        "fork mode: spawn cat per request (baseline)".to_owned(),
         baseline,
         None,
     ));
-    rows.push(("fork mode: cat through the gateway", through, ratio));
+    rows.push((
+        "fork mode: cat through the gateway".to_owned(),
+        through,
+        ratio,
+    ));
+
+    let mut cold = Vec::new();
+    let spec = |name: &str, image: &str| {
+        serde_json::json!({
+            "service": name,
+            "image": image,
+            "envProcess": hello.display().to_string(),
+            "annotations": { "hark.mode": "http" },
+        })
+    };
+    let process_cold = cold_starts(args.cold_starts, |i| {
+        gateway.time_cold_start(&client, spec(&format!("cold-{i}"), ""))
+    })
+    .await?;
+    cold.push(("process provider: deploy → first response", process_cold));
+    if args.docker {
+        let bench = docker_bench::DockerBench::start(&exe, &hello, &dir).await?;
+        let result = bench
+            .run(&client, &args, warmup, duration, concurrency, &spec)
+            .await;
+        bench.cleanup().await;
+        let (docker_rows, docker_cold) = result?;
+        rows.extend(docker_rows);
+        cold.extend(docker_cold);
+    }
 
     // Durable enqueue: each 202 means the call is committed to SQLite. Its floor is the
     // cheapest request the gateway answers (`/healthz`). The queued calls run one at a
@@ -146,8 +189,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     let ratio = Some(floor.rate());
-    rows.push(("gateway GET /healthz (HTTP floor, baseline)", floor, None));
-    rows.push(("async enqueue, durable (202 after commit)", enqueue, ratio));
+    rows.push((
+        "gateway GET /healthz (HTTP floor, baseline)".to_owned(),
+        floor,
+        None,
+    ));
+    rows.push((
+        "async enqueue, durable (202 after commit)".to_owned(),
+        enqueue,
+        ratio,
+    ));
     // Signed now: the request stays inside Alexa's 150 s window for both measurements.
     let (body, signature) = alexa.signed_request();
     let baseline = measure(
@@ -175,22 +226,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     let ratio = Some(baseline.rate());
-    rows.push(("alexa: verify: false (baseline)", baseline, None));
+    rows.push(("alexa: verify: false (baseline)".to_owned(), baseline, None));
     rows.push((
-        "alexa: verified Signature-256, chain cached",
+        "alexa: verified Signature-256, chain cached".to_owned(),
         verified,
         ratio,
     ));
 
     let peak = gateway.peak_rss_kib();
     println!(
-        "{:<46} {:>10} {:>9} {:>9} {:>8} {:>7}",
+        "{:<56} {:>10} {:>9} {:>9} {:>8} {:>7}",
         "path", "req/s", "p50 ms", "p99 ms", "errors", "ratio"
     );
     for (name, f, baseline) in &rows {
         let ratio = baseline.map_or("1.00".to_owned(), |b| format!("{:.2}", f.rate() / b));
         println!(
-            "{:<46} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>7}",
+            "{:<56} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>7}",
             name,
             f.rate(),
             f.p50.as_secs_f64() * 1000.0,
@@ -199,10 +250,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ratio
         );
     }
-    println!("gateway peak RSS: {:.1} MiB", peak as f64 / 1024.0);
+    println!(
+        "gateway peak RSS (process provider): {:.1} MiB",
+        peak as f64 / 1024.0
+    );
+    println!();
+    println!(
+        "{:<52} {:>9} {:>9} {:>9}",
+        "cold start", "median ms", "min ms", "max ms"
+    );
+    for (name, times) in &cold {
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "{:<52} {:>9.0} {:>9.0} {:>9.0}",
+            name,
+            ms(&times[times.len() / 2]),
+            ms(&times[0]),
+            ms(&times[times.len() - 1])
+        );
+    }
     gateway.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `once` `n` times and returns the durations, sorted.
+async fn cold_starts<F, Fut>(n: usize, mut once: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Duration>>,
+{
+    let mut times = Vec::new();
+    for i in 0..n.max(1) {
+        times.push(once(i).await?);
+    }
+    times.sort();
+    Ok(times)
 }
 
 type Load = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
@@ -403,11 +486,18 @@ struct Gateway {
 
 impl Gateway {
     async fn start(exe: &Path, data: &Path, config: &Path) -> anyhow::Result<Gateway> {
+        let config = config
+            .to_str()
+            .context("the bench's stack file path is not UTF-8")?;
+        Self::start_with(exe, data, &["--provider", "process", "--config", config]).await
+    }
+
+    async fn start_with(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
         let mut child = tokio::process::Command::new(exe)
             .arg("--data")
             .arg(data)
-            .args(["up", "--port", "0", "--config"])
-            .arg(config)
+            .args(["up", "--port", "0"])
+            .args(args)
             .current_dir(data)
             .env("HARK_LOG", "warn")
             .env_remove("HARK_CONFIG")
@@ -472,8 +562,28 @@ impl Gateway {
             if Instant::now() > deadline {
                 bail!("{name} did not become ready");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Short, so that cold starts are measured to within a few milliseconds.
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Deploys `spec` and times it to the first successful response.
+    async fn time_cold_start(
+        &self,
+        client: &reqwest::Client,
+        spec: serde_json::Value,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        self.deploy(client, spec.clone()).await?;
+        let elapsed = started.elapsed();
+        let name = spec["service"].as_str().unwrap_or_default();
+        let _ = client
+            .delete(format!("{}/system/functions", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "functionName": name }))
+            .send()
+            .await;
+        Ok(elapsed)
     }
 
     /// The gateway's peak resident memory, in KiB.
@@ -530,5 +640,236 @@ impl DirectHello {
             _child: child,
             url: format!("http://127.0.0.1:{port}/"),
         })
+    }
+}
+
+/// The docker half of the bench: an image of `hello` built for the run, a gateway on
+/// the docker provider, and a bare container of the same image.
+mod docker_bench {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+    use bollard::query_parameters::{
+        CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    };
+    use std::collections::HashMap;
+
+    use super::{cold_starts, http_load, measure, BenchArgs, Figures, Gateway};
+    use crate::function::FunctionDeployment;
+    use crate::provider::docker::{self, build};
+
+    type Row = (String, Figures, Option<f64>);
+    type Cold = (&'static str, Vec<Duration>);
+
+    pub(super) struct DockerBench {
+        docker: bollard::Docker,
+        image: String,
+        base: Option<String>,
+        network: String,
+        gateway: Gateway,
+        data: std::path::PathBuf,
+    }
+
+    impl DockerBench {
+        pub(super) async fn start(exe: &Path, hello: &Path, dir: &Path) -> anyhow::Result<Self> {
+            let docker = docker::connect().await?;
+            let run = std::process::id();
+            let image = format!("hark/bench:{run}");
+            let network = format!("hark-bench-{run}");
+            let settings = build::BuildSettings::from_host()?;
+            let mut spec: FunctionDeployment = serde_json::from_value(serde_json::json!({
+                "service": "bench",
+                "envProcess": hello.display().to_string(),
+                "annotations": { "hark.mode": "http" },
+            }))?;
+            spec.env_process = Some(hello.display().to_string());
+            let had_base = {
+                let mut quiet = |_| {};
+                // Build the watchdog layer first, noting whether it existed before.
+                let bytes = std::fs::read(&settings.watchdog)?;
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+                let tag = format!("hark/watchdog:{}", hex::encode(&digest.as_ref()[..6]));
+                let existed = docker.inspect_image(&tag).await.is_ok();
+                build::ensure_watchdog_image(&docker, &settings, &mut quiet).await?;
+                (!existed).then_some(tag)
+            };
+            eprintln!("hark bench: building {image}");
+            if let Err(e) =
+                build::build_function(&docker, &spec, &image, &settings, &mut |_| {}).await
+            {
+                if let Some(base) = &had_base {
+                    let options = RemoveImageOptionsBuilder::default().force(true).build();
+                    let _ = docker.remove_image(base, Some(options), None).await;
+                }
+                return Err(e.into());
+            }
+            let data = dir.join("docker");
+            std::fs::create_dir_all(&data)?;
+            let gateway = Gateway::start_with(
+                exe,
+                &data,
+                &["--provider", "docker", "--docker-network", &network],
+            )
+            .await?;
+            Ok(DockerBench {
+                docker,
+                image,
+                base: had_base,
+                network,
+                gateway,
+                data,
+            })
+        }
+
+        pub(super) async fn run(
+            &self,
+            client: &reqwest::Client,
+            args: &BenchArgs,
+            warmup: Duration,
+            duration: Duration,
+            concurrency: usize,
+            spec: &(dyn Fn(&str, &str) -> serde_json::Value + Sync),
+        ) -> anyhow::Result<(Vec<Row>, Vec<Cold>)> {
+            let mut cold = Vec::new();
+            let docker_cold = cold_starts(args.cold_starts, |i| {
+                self.gateway
+                    .time_cold_start(client, spec(&format!("cold-{i}"), &self.image))
+            })
+            .await?;
+            cold.push(("docker provider: deploy → first response", docker_cold));
+            let bare_cold = cold_starts(args.cold_starts, |_| async {
+                let started = Instant::now();
+                let (id, url) = self.bare_container().await?;
+                let answered = wait_answer(client, &url).await;
+                let elapsed = started.elapsed();
+                self.remove(&id).await;
+                answered?;
+                Ok(elapsed)
+            })
+            .await?;
+            cold.push(("bare container: create+start → first response", bare_cold));
+
+            // Warm: the same image, http mode, behind the docker provider and bare.
+            self.gateway
+                .deploy(client, spec("hello", &self.image))
+                .await?;
+            self.gateway
+                .deploy(
+                    client,
+                    serde_json::json!({ "service": "cat", "image": self.image, "envProcess": "cat" }),
+                )
+                .await?;
+            let (id, url) = self.bare_container().await?;
+            wait_answer(client, &url).await?;
+            let bare = measure(warmup, duration, concurrency, http_load(client, &url)).await;
+            self.remove(&id).await;
+            let through = measure(
+                warmup,
+                duration,
+                concurrency,
+                http_load(client, &format!("{}/function/hello", self.gateway.url)),
+            )
+            .await;
+            let fork = measure(
+                warmup,
+                duration,
+                concurrency,
+                http_load(client, &format!("{}/function/cat", self.gateway.url)),
+            )
+            .await;
+            let ratio = Some(bare.rate());
+            Ok((
+                vec![
+                    (
+                        "docker, http mode: bare container of the image (baseline)".to_owned(),
+                        bare,
+                        None,
+                    ),
+                    (
+                        "docker, http mode: hello through the gateway".to_owned(),
+                        through,
+                        ratio,
+                    ),
+                    (
+                        "docker, fork mode: cat through the gateway".to_owned(),
+                        fork,
+                        ratio,
+                    ),
+                ],
+                cold,
+            ))
+        }
+
+        /// `docker run -d -p 127.0.0.1::8080 IMAGE`: returns the id and the function's URL.
+        async fn bare_container(&self) -> anyhow::Result<(String, String)> {
+            let body = ContainerCreateBody {
+                image: Some(self.image.clone()),
+                exposed_ports: Some(vec!["8080/tcp".into()]),
+                labels: Some(HashMap::from([("com.hark.bench".into(), "true".into())])),
+                host_config: Some(HostConfig {
+                    port_bindings: Some(HashMap::from([(
+                        "8080/tcp".to_owned(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".into()),
+                            host_port: Some(String::new()),
+                        }]),
+                    )])),
+                    init: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let name = format!(
+                "hark-bench-bare-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            );
+            let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            let id = self.docker.create_container(Some(options), body).await?.id;
+            self.docker.start_container(&id, None).await?;
+            let inspect = self.docker.inspect_container(&id, None).await?;
+            let port = inspect
+                .network_settings
+                .and_then(|n| n.ports)
+                .and_then(|mut p| p.remove("8080/tcp"))
+                .flatten()
+                .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+                .context("bare container has no published port")?;
+            Ok((id, format!("http://127.0.0.1:{port}/")))
+        }
+
+        async fn remove(&self, id: &str) {
+            let options = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = self.docker.remove_container(id, Some(options)).await;
+        }
+
+        /// Stops the docker gateway and removes the image, network and data it made.
+        pub(super) async fn cleanup(mut self) {
+            self.gateway.stop().await;
+            let options = RemoveImageOptionsBuilder::default().force(true).build();
+            let _ = self
+                .docker
+                .remove_image(&self.image, Some(options.clone()), None)
+                .await;
+            if let Some(base) = &self.base {
+                let _ = self.docker.remove_image(base, Some(options), None).await;
+            }
+            let _ = self.docker.remove_network(&self.network).await;
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
+    }
+
+    /// Polls `url` until it answers 200.
+    async fn wait_answer(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = client.post(url).body("x").send().await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{url} did not answer in 30 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }

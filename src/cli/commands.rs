@@ -29,6 +29,8 @@ pub async fn run(
     match command {
         Command::Up(_)
         | Command::Bench(_)
+        | Command::Build(_)
+        | Command::Watchdog(_)
         | Command::Webhook(_)
         | Command::Skill(_)
         | Command::Say(_)

@@ -3,9 +3,11 @@
 
 mod alexa;
 mod bench;
+mod build;
 mod client;
 mod commands;
 mod up;
+mod watchdog;
 mod webhook;
 
 use std::path::PathBuf;
@@ -139,6 +141,10 @@ pub enum Command {
     /// Alexa request diagnostics.
     #[command(subcommand)]
     Alexa(alexa::AlexaCommand),
+    /// Build a function's container image (`hark/NAME:latest`) with the local engine.
+    Build(build::BuildArgs),
+    /// Serve a function over HTTP on port 8080: the entrypoint inside function images.
+    Watchdog(watchdog::WatchdogArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +226,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Skill(command) => alexa::skill(command).await,
         Command::Say(args) => alexa::say(args, &cli.gateway, cli.token, &cli.data).await,
         Command::Alexa(command) => alexa::alexa(command).await,
+        Command::Build(args) => build::run(args).await,
+        Command::Watchdog(args) => watchdog::run(args).await,
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {

@@ -17,6 +17,7 @@ use crate::channels::{Channels, ChannelsConfig};
 use crate::clock::{Clock, OffsetClock, SystemClock};
 use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
+use crate::provider::docker::{self, DockerProvider};
 use crate::provider::process::ProcessProvider;
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
@@ -61,6 +62,22 @@ pub struct UpArgs {
     /// off replay protection by time.
     #[arg(long, alias = "test-clock", env = "HARK_TEST_CLOCK", hide = true)]
     pub clock: Option<String>,
+    /// Backend that runs the functions [default: the stack file's `provider.name` when
+    /// it is process or docker, else process].
+    #[arg(long, env = "HARK_PROVIDER", value_enum)]
+    pub provider: Option<ProviderKind>,
+    /// Docker network the function containers join (docker provider).
+    #[arg(long, env = docker::ENV_NETWORK, default_value = docker::DEFAULT_NETWORK)]
+    pub docker_network: String,
+}
+
+/// The backends `hark up` can run functions on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderKind {
+    /// Child processes of the gateway (no engine needed).
+    Process,
+    /// Containers on the local Docker Engine.
+    Docker,
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
@@ -72,8 +89,44 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let data = std::fs::canonicalize(data)?;
     let store = Store::open(&data.join("hark.db")).context("opening the store")?;
     let (auth, new_token) = Auth::load_or_create(&data)?;
+    let stack_file = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),
+    };
+    let stack = match &stack_file {
+        Some(path) => {
+            let stack = Stack::load(path)?;
+            for warning in &stack.warnings {
+                tracing::warn!(file = %path.display(), "{warning}");
+            }
+            Some((path, stack))
+        }
+        None => None,
+    };
+    let from_file = stack
+        .as_ref()
+        .and_then(|(_, s)| s.provider.as_deref())
+        .and_then(|name| match name {
+            "process" => Some(ProviderKind::Process),
+            "docker" => Some(ProviderKind::Docker),
+            _ => None,
+        });
+    let kind = args.provider.or(from_file).unwrap_or(ProviderKind::Process);
     let logs = Arc::new(LogHub::default());
-    let provider: Arc<dyn Provider> = Arc::new(ProcessProvider::new(data.join("secrets"), logs));
+    let mut docker_provider = None;
+    let provider: Arc<dyn Provider> = match kind {
+        ProviderKind::Process => Arc::new(ProcessProvider::new(data.join("secrets"), logs)),
+        ProviderKind::Docker => {
+            if let Some((_, stack)) = &stack {
+                crate::cli::build::build_missing(&stack.functions).await?;
+            }
+            let provider =
+                Arc::new(DockerProvider::start(&data, &args.docker_network, logs).await?);
+            docker_provider = Some(provider.clone());
+            provider
+        }
+    };
+    tracing::info!(provider = provider.name(), "provider ready");
     let dispatcher = Arc::new(Dispatcher::new(provider.clone(), store.clone()).await?);
     let registry = Registry::new(store, provider, dispatcher);
 
@@ -84,18 +137,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     if restored > 0 {
         tracing::info!(functions = restored, "restored deployed functions");
     }
-    let stack_file = match &args.config {
-        Some(path) => Some(path.clone()),
-        None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),
-    };
     let mut channels_config = ChannelsConfig::default();
     let mut alexa_settings = None;
-    if let Some(path) = stack_file {
-        let stack = Stack::load(&path)?;
+    if let Some((path, stack)) = stack {
         alexa_settings = stack.alexa.clone();
-        for warning in &stack.warnings {
-            tracing::warn!(file = %path.display(), "{warning}");
-        }
         for spec in stack.functions {
             let name = spec.service.clone();
             if let Err(e) = registry.deploy(spec, DeployMode::Upsert).await {
@@ -141,6 +186,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             Arc::new(OffsetClock::starting_at(at))
         }
     };
+    if let Some(docker) = docker_provider {
+        // Containers of an earlier run that no deployment took over.
+        docker.remove_unclaimed().await;
+    }
 
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {

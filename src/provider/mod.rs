@@ -3,6 +3,7 @@
 //! one trait for every backend, and an operation a backend lacks answers
 //! [`ProviderError::Unsupported`], which the API turns into 501.
 
+pub mod docker;
 pub mod logs;
 pub mod process;
 
@@ -12,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
-use crate::function::{FunctionDeployment, FunctionName};
+use crate::function::{FunctionDeployment, FunctionName, Usage};
 pub use logs::{LogHub, LogLine};
 
 /// What a provider needs to start a function.
@@ -104,6 +105,11 @@ pub trait Provider: Send + Sync {
 
     /// Runs one call to its end, within the function's time limit.
     async fn invoke(&self, name: &FunctionName, call: Invocation) -> Result<Output, ProviderError>;
+
+    /// The function's resource use (CPU, memory), where the backend measures it cheaply.
+    async fn usage(&self, _name: &FunctionName) -> Option<Usage> {
+        None
+    }
 
     /// Where the function's output lines are kept.
     fn logs(&self) -> &LogHub;

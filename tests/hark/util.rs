@@ -67,7 +67,8 @@ impl Gateway {
             .current_dir(data)
             .env("HARK_LOG", "info")
             .env_remove("HARK_CONFIG")
-            .env_remove("HARK_TEST_CLOCK");
+            .env_remove("HARK_TEST_CLOCK")
+            .env_remove("HARK_PROVIDER");
         // Outbound requests of the gateway go to servers of the test on 127.0.0.1.
         for var in [
             "HTTP_PROXY",

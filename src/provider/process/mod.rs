@@ -31,7 +31,16 @@ const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR
 pub struct ProcessProvider {
     functions: RwLock<HashMap<FunctionName, Arc<ProcFunction>>>,
     logs: Arc<LogHub>,
-    secrets_root: PathBuf,
+    secrets: SecretFiles,
+}
+
+/// Where a function finds its secret files.
+enum SecretFiles {
+    /// Hark writes them, one directory per function under this root.
+    Managed(PathBuf),
+    /// Someone else put them in this directory (the watchdog inside a container, where
+    /// the engine mounts them); Hark only points the function at it.
+    Fixed(PathBuf),
 }
 
 /// How one function is started: everything derived from its deployment once.
@@ -66,7 +75,24 @@ impl ProcessProvider {
         ProcessProvider {
             functions: RwLock::new(HashMap::new()),
             logs,
-            secrets_root,
+            secrets: SecretFiles::Managed(secrets_root),
+        }
+    }
+
+    /// A provider whose functions read secrets from `dir`, written by someone else
+    /// (the watchdog uses this: the container engine mounts the files).
+    pub fn with_secrets_in(dir: PathBuf, logs: Arc<LogHub>) -> Self {
+        ProcessProvider {
+            functions: RwLock::new(HashMap::new()),
+            logs,
+            secrets: SecretFiles::Fixed(dir),
+        }
+    }
+
+    fn secrets_dir(&self, name: &FunctionName) -> PathBuf {
+        match &self.secrets {
+            SecretFiles::Managed(root) => root.join(name.as_str()),
+            SecretFiles::Fixed(dir) => dir.clone(),
         }
     }
 
@@ -104,7 +130,7 @@ impl ProcessProvider {
                     .unwrap_or_default()
             ))
         })?;
-        let secrets_dir = self.secrets_root.join(spec.service.as_str());
+        let secrets_dir = self.secrets_dir(&spec.service);
         let mut env: Vec<(String, String)> = INHERITED_ENV
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -130,36 +156,49 @@ impl ProcessProvider {
         name: &FunctionName,
         secrets: &[(String, Vec<u8>)],
     ) -> Result<(), ProviderError> {
-        let dir = self.secrets_root.join(name.as_str());
-        let io =
-            |e: std::io::Error| ProviderError::Internal(format!("secret files of {name}: {e}"));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io)?;
-        for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let entry = entry.map_err(io)?;
-            let keep = secrets.iter().any(|(n, _)| entry.file_name() == n.as_str());
-            if !keep {
-                std::fs::remove_file(entry.path()).map_err(io)?;
-            }
-        }
-        for (secret, value) in secrets {
-            let path = dir.join(secret);
-            let tmp = dir.join(format!(".{secret}.tmp"));
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?;
-            file.write_all(value).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-        }
-        Ok(())
+        let SecretFiles::Managed(root) = &self.secrets else {
+            return Ok(());
+        };
+        write_secret_files(&root.join(name.as_str()), secrets, 0o700, 0o600)
+            .map_err(|e| ProviderError::Internal(format!("secret files of {name}: {e}")))
     }
+}
+
+/// Writes each secret as a file named after it in `dir` (created with `dir_mode`),
+/// atomically by rename, and removes files of secrets no longer named.
+pub(crate) fn write_secret_files(
+    dir: &Path,
+    secrets: &[(String, Vec<u8>)],
+    dir_mode: u32,
+    file_mode: u32,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let keep = secrets.iter().any(|(n, _)| entry.file_name() == n.as_str());
+        if !keep {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    for (secret, value) in secrets {
+        let path = dir.join(secret);
+        let tmp = dir.join(format!(".{secret}.tmp"));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(file_mode)
+            .open(&tmp)?;
+        file.write_all(value)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(file_mode))?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(())
 }
 
 /// Finds the program: a path with a `/` is taken relative to the working directory,
@@ -258,7 +297,9 @@ impl Provider for ProcessProvider {
         if let Runner::Http(pool) = &function.runner {
             pool.stop().await;
         }
-        let _ = std::fs::remove_dir_all(self.secrets_root.join(name.as_str()));
+        if let SecretFiles::Managed(root) = &self.secrets {
+            let _ = std::fs::remove_dir_all(root.join(name.as_str()));
+        }
         self.logs.forget(name);
         Ok(())
     }

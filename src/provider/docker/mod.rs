@@ -1,0 +1,645 @@
+//! The Docker provider: functions run as containers on the local Docker Engine, reached
+//! through bollard over its Unix socket (`DOCKER_HOST` respected). A deployment comes in;
+//! containers running the function's image behind the [watchdog](crate::watchdog) go out.
+//!
+//! - Containers join a private bridge network Hark creates (`hark-functions`) and carry
+//!   the labels [`spec::LABEL_FUNCTION`] and [`spec::LABEL_INSTANCE`] (an id kept in the
+//!   data directory), so Hark finds its own containers after a restart and never touches
+//!   any other.
+//! - The gateway reaches a container through its port 8080, published on 127.0.0.1 at a
+//!   port the engine picks: that works wherever the gateway runs on the engine's host,
+//!   and no traffic leaves the loopback interface.
+//! - A container gets calls once its watchdog answers `/_/ready`; one that exits is
+//!   replaced; an update starts the new containers and stops the old ones only when the
+//!   new ones are ready.
+
+pub mod build;
+mod pool;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::models::NetworkCreateRequest;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use http::header;
+use tokio::sync::{RwLock, Semaphore};
+
+use self::pool::Pool;
+use self::spec::{LABEL_FUNCTION, LABEL_INSTANCE, LABEL_SPEC};
+use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
+use crate::function::{FunctionName, Usage};
+use crate::watchdog::HEADER_ERROR;
+
+/// The network function containers join unless told otherwise.
+pub const DEFAULT_NETWORK: &str = "hark-functions";
+/// Variable naming another network (tests use one of their own).
+pub const ENV_NETWORK: &str = "HARK_DOCKER_NETWORK";
+/// File in the data directory holding this Hark's instance id.
+pub const INSTANCE_FILE: &str = "docker-instance";
+/// The engine's default address when `DOCKER_HOST` is not set.
+pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
+/// Longest wait for a container to become ready: on a call to a function at zero
+/// (hold-on-cold-start), and for the new containers of an update.
+const READY_LIMIT: Duration = Duration::from_secs(60);
+/// Time the gateway gives a call beyond the function's limit, which the watchdog
+/// enforces; only a lost container runs into it.
+const CALL_MARGIN: Duration = Duration::from_secs(2);
+/// Headers that belong to one connection and are not forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
+
+/// Why the Docker provider could not start or build.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The engine did not answer at the address tried.
+    #[error("cannot reach the Docker Engine at {endpoint}: {reason} (is dockerd running? DOCKER_HOST selects another engine)")]
+    Unreachable { endpoint: String, reason: String },
+    /// The engine refused a request.
+    #[error("{what}: {reason}")]
+    Engine { what: String, reason: String },
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A build could not be prepared.
+    #[error("{0}")]
+    Build(String),
+}
+
+/// The engine's address this process uses: `DOCKER_HOST`, else the default socket.
+pub fn endpoint() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned())
+}
+
+/// Connects to the engine and agrees on an API version it speaks (this engine may be
+/// older than the API bollard targets).
+pub async fn connect() -> Result<Docker, DockerError> {
+    let unreachable = |reason: String| DockerError::Unreachable {
+        endpoint: endpoint(),
+        reason,
+    };
+    let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+    let docker = docker
+        .negotiate_version()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(docker)
+}
+
+/// An engine error as one line; the engine's own message when it sent one.
+pub(crate) fn describe_engine_error(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (engine status {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+/// Runs functions as containers on the local engine.
+pub struct DockerProvider {
+    docker: Docker,
+    instance: String,
+    /// Id of the functions' network.
+    network: String,
+    secrets_root: PathBuf,
+    logs: Arc<LogHub>,
+    client: reqwest::Client,
+    functions: RwLock<HashMap<FunctionName, Arc<DockerFunction>>>,
+    /// Running containers of this instance found at start, by function: `(id, spec hash)`.
+    found: std::sync::Mutex<HashMap<FunctionName, Vec<(String, String)>>>,
+    /// The last CPU reading of each container, for a usage rate: `(container cpu ns, system ns)`.
+    cpu_readings: std::sync::Mutex<HashMap<String, (u64, u64)>>,
+}
+
+struct DockerFunction {
+    pool: Pool,
+    timeout: Duration,
+    inflight: Option<Arc<Semaphore>>,
+}
+
+impl DockerProvider {
+    /// Connects to the engine, creates the network if needed, and takes stock of the
+    /// containers an earlier run of this Hark (same data directory) left running.
+    pub async fn start(
+        data_dir: &Path,
+        network: &str,
+        logs: Arc<LogHub>,
+    ) -> Result<Self, DockerError> {
+        let docker = connect().await?;
+        let instance = instance_id(data_dir)?;
+        let network = ensure_network(&docker, network).await?;
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{LABEL_INSTANCE}={instance}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers =
+            docker
+                .list_containers(Some(options))
+                .await
+                .map_err(|e| DockerError::Engine {
+                    what: "listing containers".into(),
+                    reason: describe_engine_error(&e),
+                })?;
+        let mut found: HashMap<FunctionName, Vec<(String, String)>> = HashMap::new();
+        for container in containers {
+            let Some(id) = container.id else { continue };
+            let labels = container.labels.unwrap_or_default();
+            let running = container.state.map(|s| s.to_string()) == Some("running".into());
+            let function = labels
+                .get(LABEL_FUNCTION)
+                .and_then(|n| n.parse::<FunctionName>().ok());
+            match (function, running) {
+                (Some(function), true) => found
+                    .entry(function)
+                    .or_default()
+                    .push((id, labels.get(LABEL_SPEC).cloned().unwrap_or_default())),
+                _ => remove_container(&docker, &id).await,
+            }
+        }
+        if !found.is_empty() {
+            let count: usize = found.values().map(Vec::len).sum();
+            tracing::info!(
+                containers = count,
+                "found running containers of an earlier run"
+            );
+        }
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| DockerError::Build(format!("HTTP client: {e}")))?;
+        Ok(DockerProvider {
+            docker,
+            instance,
+            network,
+            secrets_root: data_dir.join("docker-secrets"),
+            logs,
+            client,
+            functions: RwLock::new(HashMap::new()),
+            found: std::sync::Mutex::new(found),
+            cpu_readings: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine connection.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// This Hark's instance id, as in the containers' [`LABEL_INSTANCE`].
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn get(&self, name: &FunctionName) -> Result<Arc<DockerFunction>, ProviderError> {
+        self.functions
+            .read()
+            .await
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ProviderError::NotFound(name.clone()))
+    }
+
+    /// Removes the containers found at start that no deployment took over.
+    pub async fn remove_unclaimed(&self) {
+        let found: Vec<(FunctionName, Vec<(String, String)>)> = self
+            .found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for (name, containers) in found {
+            for (id, _) in containers {
+                tracing::info!(function = %name, container = %id, "removing a container no deployment claims");
+                remove_container(&self.docker, &id).await;
+            }
+        }
+    }
+
+    fn unavailable(&self, name: &FunctionName, pool: &Pool, reason: String) -> ProviderError {
+        let reason = match pool.recent_exit(Duration::from_secs(10)) {
+            Some(exit) => format!("{reason}; {exit}"),
+            None => reason,
+        };
+        ProviderError::Unavailable {
+            name: name.clone(),
+            reason,
+        }
+    }
+}
+
+/// Reads this Hark's instance id from the data directory, creating it the first time.
+fn instance_id(data_dir: &Path) -> Result<String, DockerError> {
+    let path = data_dir.join(INSTANCE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(DockerError::Io { path, source }),
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(&path, format!("{id}\n")).map_err(|source| DockerError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(id)
+}
+
+/// Creates the bridge network unless it exists; returns its id.
+///
+/// The engine allows two networks of one name, so two Harks starting at once could
+/// each create one: after creating, the oldest network of the name wins and a younger
+/// one this call created is removed again.
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, DockerError> {
+    let engine = |what: &str, e: bollard::errors::Error| DockerError::Engine {
+        what: format!("{what} {name}"),
+        reason: describe_engine_error(&e),
+    };
+    let existing = networks_named(docker, name)
+        .await
+        .map_err(|e| engine("listing network", e))?;
+    if let Some((id, _)) = existing.first() {
+        return Ok(id.clone());
+    }
+    let request = NetworkCreateRequest {
+        name: name.to_owned(),
+        driver: Some("bridge".into()),
+        labels: Some(HashMap::from([("com.hark.network".into(), "true".into())])),
+        ..Default::default()
+    };
+    let created = docker
+        .create_network(request)
+        .await
+        .map_err(|e| engine("creating network", e))?
+        .id;
+    let all = networks_named(docker, name)
+        .await
+        .map_err(|e| engine("listing network", e))?;
+    match all.first() {
+        Some((oldest, _)) if *oldest != created => {
+            let _ = docker.remove_network(&created).await;
+            Ok(oldest.clone())
+        }
+        _ => {
+            tracing::info!(network = name, "created the functions' network");
+            Ok(created)
+        }
+    }
+}
+
+/// Ids of the networks named exactly `name`, oldest first.
+async fn networks_named(
+    docker: &Docker,
+    name: &str,
+) -> Result<Vec<(String, String)>, bollard::errors::Error> {
+    let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut found: Vec<(String, String)> = docker
+        .list_networks(Some(options))
+        .await?
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(name))
+        .filter_map(|n| Some((n.id?, n.created.map(|c| c.to_string()).unwrap_or_default())))
+        .collect();
+    found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    Ok(found)
+}
+
+async fn remove_container(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    let _ = docker.remove_container(id, Some(options)).await;
+}
+
+#[async_trait]
+impl Provider for DockerProvider {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn deploy(&self, deployment: Deployment) -> Result<(), ProviderError> {
+        let spec = &deployment.spec;
+        spec.validate()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let name = spec.service.clone();
+        let image = spec::default_image(spec);
+        let inspected = match self.docker.inspect_image(&image).await {
+            Ok(inspected) => inspected,
+            Err(e) if is_not_found(&e) => {
+                return Err(ProviderError::BadSpec(format!(
+                    "function {name}: image {image} is not in the local Docker Engine (no registry is used); build it with `hark build {name}`"
+                )))
+            }
+            Err(e) => {
+                return Err(ProviderError::Internal(format!(
+                    "inspecting image {image}: {}",
+                    describe_engine_error(&e)
+                )))
+            }
+        };
+        let image_user = inspected.config.and_then(|c| c.user).unwrap_or_default();
+        let secrets_dir = self.secrets_root.join(name.as_str());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.secrets_root)
+            .map_err(|e| ProviderError::Internal(format!("secrets directory: {e}")))?;
+        // Readable inside the container whatever user it runs as; the 0700 directory
+        // above keeps other users of the host out.
+        crate::provider::process::write_secret_files(
+            &secrets_dir,
+            &deployment.secrets,
+            0o755,
+            0o444,
+        )
+        .map_err(|e| ProviderError::Internal(format!("secret files of {name}: {e}")))?;
+        let template = spec::template(
+            spec,
+            &image,
+            &image_user,
+            &self.instance,
+            &self.network,
+            &secrets_dir,
+        )
+        .map_err(|e| ProviderError::BadSpec(format!("function {name}: {e}")))?;
+        let timeout = spec
+            .timeout()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let inflight = spec
+            .max_inflight()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?
+            .map(|n| Arc::new(Semaphore::new(n)));
+
+        let previous = self.functions.read().await.get(&name).cloned();
+        if let Some(old) = &previous {
+            if old.pool.template().hash == template.hash {
+                // Same containers: keep them; only secrets (rewritten above) and the
+                // gateway's limits may have changed.
+                let function = Arc::new(DockerFunction {
+                    pool: old.pool.clone(),
+                    timeout,
+                    inflight,
+                });
+                self.functions.write().await.insert(name, function);
+                return Ok(());
+            }
+        }
+        // Containers of an earlier run that match this deployment are taken over; the
+        // others of this function are removed.
+        let found = self
+            .found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name)
+            .unwrap_or_default();
+        let mut adoptable = Vec::new();
+        for (id, hash) in found {
+            if hash == template.hash && adoptable.len() < deployment.replicas as usize {
+                adoptable.push(id);
+            } else {
+                remove_container(&self.docker, &id).await;
+            }
+        }
+        let pool = Pool::new(
+            self.docker.clone(),
+            name.clone(),
+            template,
+            self.logs.clone(),
+            adoptable,
+        );
+        pool.scale(deployment.replicas).await;
+        // Rolling update: the old containers serve until the new ones are ready. A new
+        // function answers at once; its first calls wait for a ready container.
+        if previous.is_some()
+            && deployment.replicas > 0
+            && !pool
+                .wait_ready(deployment.replicas as usize, Instant::now() + READY_LIMIT)
+                .await
+        {
+            let reason = pool
+                .recent_exit(READY_LIMIT)
+                .unwrap_or_else(|| format!("not ready within {READY_LIMIT:?}"));
+            pool.stop().await;
+            return Err(ProviderError::Unavailable { name, reason });
+        }
+        let function = Arc::new(DockerFunction {
+            pool,
+            timeout,
+            inflight,
+        });
+        self.functions.write().await.insert(name, function);
+        if let Some(old) = previous {
+            old.pool.stop().await;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, name: &FunctionName) -> Result<(), ProviderError> {
+        let removed = self.functions.write().await.remove(name);
+        let Some(function) = removed else {
+            return Err(ProviderError::NotFound(name.clone()));
+        };
+        function.pool.stop().await;
+        let _ = std::fs::remove_dir_all(self.secrets_root.join(name.as_str()));
+        self.logs.forget(name);
+        Ok(())
+    }
+
+    async fn replicas(&self, name: &FunctionName) -> Result<Replicas, ProviderError> {
+        Ok(self.get(name).await?.pool.replicas())
+    }
+
+    async fn scale(&self, name: &FunctionName, replicas: u32) -> Result<(), ProviderError> {
+        self.get(name).await?.pool.scale(replicas).await;
+        Ok(())
+    }
+
+    async fn invoke(&self, name: &FunctionName, call: Invocation) -> Result<Output, ProviderError> {
+        let function = self.get(name).await?;
+        let _permit = match &function.inflight {
+            Some(limit) => Some(
+                limit
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| ProviderError::Overloaded(name.clone()))?,
+            ),
+            None => None,
+        };
+        let pool = &function.pool;
+        if pool.replicas().desired == 0 && pool.is_idle().await {
+            // Hold on cold start: start a container and wait for it.
+            pool.scale(1).await;
+        }
+        let port = pool
+            .ready_port(Instant::now() + READY_LIMIT)
+            .await
+            .ok_or_else(|| {
+                self.unavailable(
+                    name,
+                    pool,
+                    format!("no container became ready within {READY_LIMIT:?}"),
+                )
+            })?;
+        let url = match &call.query {
+            Some(q) => format!("http://127.0.0.1:{port}{}?{q}", call.path),
+            None => format!("http://127.0.0.1:{port}{}", call.path),
+        };
+        let mut request = self
+            .client
+            .request(call.method.clone(), url)
+            .header("x-call-id", &call.call_id)
+            .body(call.body.clone())
+            .timeout(function.timeout + CALL_MARGIN);
+        for (header_name, value) in &call.headers {
+            if !HOP_BY_HOP.contains(&header_name.as_str()) {
+                request = request.header(header_name, value);
+            }
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                ProviderError::Timeout {
+                    name: name.clone(),
+                    limit: function.timeout,
+                }
+            } else {
+                self.unavailable(name, pool, format!("request to the container failed: {e}"))
+            }
+        })?;
+        let status = response.status();
+        let mut headers = response.headers().clone();
+        for hop in HOP_BY_HOP {
+            headers.remove(*hop);
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        let error = headers
+            .remove(HEADER_ERROR)
+            .and_then(|v| v.to_str().ok().map(str::to_owned));
+        match (status.as_u16(), &error) {
+            (504, Some(_)) => {
+                return Err(ProviderError::Timeout {
+                    name: name.clone(),
+                    limit: function.timeout,
+                })
+            }
+            (429, Some(_)) => return Err(ProviderError::Overloaded(name.clone())),
+            _ => {}
+        }
+        let body = response.bytes().await.map_err(|e| {
+            self.unavailable(name, pool, format!("reading the container's answer: {e}"))
+        })?;
+        let error = error.or_else(|| {
+            status
+                .is_server_error()
+                .then(|| format!("function {name} answered {status}"))
+        });
+        Ok(Output {
+            status,
+            headers,
+            body,
+            error,
+        })
+    }
+
+    async fn usage(&self, name: &FunctionName) -> Option<Usage> {
+        let function = self.get(name).await.ok()?;
+        let containers = function.pool.ready_containers();
+        if containers.is_empty() {
+            return None;
+        }
+        let mut usage = Usage::default();
+        for id in containers {
+            let options = StatsOptionsBuilder::default()
+                .stream(false)
+                .one_shot(true)
+                .build();
+            let Some(Ok(stats)) = self.docker.stats(&id, Some(options)).next().await else {
+                continue;
+            };
+            if let Some(memory) = stats.memory_stats {
+                let cache = memory
+                    .stats
+                    .as_ref()
+                    .and_then(|s| s.get("cache").or_else(|| s.get("inactive_file")))
+                    .copied()
+                    .unwrap_or(0);
+                usage.total_memory_bytes += memory.usage.unwrap_or(0).saturating_sub(cache) as f64;
+            }
+            let cpu = stats.cpu_stats.and_then(|c| {
+                Some((
+                    c.cpu_usage?.total_usage?,
+                    c.system_cpu_usage?,
+                    c.online_cpus.unwrap_or(1),
+                ))
+            });
+            if let Some((total, system, cpus)) = cpu {
+                let mut readings = self.cpu_readings.lock().unwrap_or_else(|e| e.into_inner());
+                // CPU use since the previous reading, in percent of one CPU.
+                if let Some((last_total, last_system)) =
+                    readings.insert(id.clone(), (total, system))
+                {
+                    let used = total.saturating_sub(last_total) as f64;
+                    let elapsed = system.saturating_sub(last_system) as f64;
+                    if elapsed > 0.0 {
+                        usage.cpu += used / elapsed * f64::from(cpus) * 100.0;
+                    }
+                }
+            }
+        }
+        Some(usage)
+    }
+
+    fn logs(&self) -> &LogHub {
+        &self.logs
+    }
+
+    async fn shutdown(&self) {
+        let functions: Vec<_> = self.functions.write().await.drain().collect();
+        let stops = functions.iter().map(|(_, function)| function.pool.stop());
+        futures::future::join_all(stops).await;
+        self.remove_unclaimed().await;
+    }
+}

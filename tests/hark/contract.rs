@@ -1,0 +1,644 @@
+//! The provider contract: one set of cases, run through a real gateway against every
+//! provider. `process` always runs; `docker` needs the real engine (in CI, with `CI`
+//! set, a missing engine fails the tests; elsewhere they are skipped with a message).
+//!
+//! The docker runs share one image built once per test run with `hark build` (busybox
+//! for the shell cases, the `hello` binary for the http cases), a network of their own,
+//! and clean up every container, the network and the images they made, even when a test
+//! fails: containers through a guard dropped after each gateway, the rest at exit.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::util::{children_named, hark_bin, hello_bin, Gateway};
+
+/// The providers the contract runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Process,
+    Docker,
+}
+
+/// Runs each case once per provider: `contract::process::CASE`, `contract::docker::CASE`.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod process {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Kind::Process).await
+                }
+            )*
+        }
+        mod docker {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Kind::Docker).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    fork_mode_passes_the_request_through_stdin_and_http_variables,
+    a_failing_function_answers_500_with_its_exit_status_and_stderr,
+    http_mode_serves_through_a_ready_replica,
+    scale_up_down_to_zero_and_back,
+    a_crashed_replica_is_replaced,
+    a_call_past_its_time_limit_answers_504,
+    logs_are_served_as_ndjson_and_followed_live,
+    secrets_are_files_the_function_reads,
+    a_removed_function_is_gone,
+);
+
+/// What the docker runs share: one image and one network per test run.
+pub struct DockerFixture {
+    pub image: String,
+    pub network: String,
+}
+
+/// Whether the engine answers; in CI its absence is a failure.
+fn engine_available() -> bool {
+    let ok = Command::new("docker")
+        .args(["version", "--format", "{{.Server.APIVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("CI is set but the Docker Engine is not reachable (docker version failed)");
+    }
+    ok
+}
+
+/// Runs the docker CLI and returns its output.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+static FIXTURE: OnceLock<Option<DockerFixture>> = OnceLock::new();
+static CLEANUP: OnceLock<(String, String, Vec<String>)> = OnceLock::new();
+
+/// Removes what the docker runs made: containers on the run's network, the network, and
+/// the images built (run at process exit, whether the tests passed or not).
+extern "C" fn cleanup_at_exit() {
+    let Some((network, image, bases)) = CLEANUP.get() else {
+        return;
+    };
+    let containers = docker(&["ps", "-aq", "--filter", &format!("network={network}")]);
+    for id in containers.lines().filter(|l| !l.is_empty()) {
+        docker(&["rm", "-f", id]);
+    }
+    for line in docker(&["network", "ls", "--format", "{{.ID}} {{.Name}}"]).lines() {
+        if let Some((id, name)) = line.split_once(' ') {
+            if name == network {
+                docker(&["network", "rm", id]);
+            }
+        }
+    }
+    docker(&["rmi", "-f", image]);
+    for base in bases {
+        docker(&["rmi", "-f", base]);
+    }
+}
+
+/// Builds the shared image once; `None` when the engine is missing (outside CI).
+pub fn docker_fixture() -> Option<&'static DockerFixture> {
+    FIXTURE
+        .get_or_init(|| {
+            if !engine_available() {
+                eprintln!("SKIPPED: the Docker Engine is not reachable; docker contract tests skipped (set CI to make this a failure)");
+                return None;
+            }
+            let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+            let image = format!("hark/contract:{run}");
+            let network = format!("hark-test-{run}");
+            let bases_before: HashSet<String> = docker(&[
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "hark/watchdog",
+            ])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("fn")).unwrap();
+            std::fs::write(dir.path().join("fn/README"), "contract test function\n").unwrap();
+            std::fs::write(
+                dir.path().join("hark.yml"),
+                format!(
+                    "functions:\n  contract:\n    handler: ./fn\n    fprocess: {}\n",
+                    hello_bin().display()
+                ),
+            )
+            .unwrap();
+            // Made once here, so the gateways of parallel tests find it.
+            docker(&["network", "create", "--label", "com.hark.network=true", &network]);
+            let built = Command::new(hark_bin())
+                .args(["build", "contract", "--tag", &run, "-f"])
+                .arg(dir.path().join("hark.yml"))
+                .current_dir(dir.path())
+                .output()
+                .expect("run hark build");
+            let bases_after: Vec<String> = docker(&[
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "hark/watchdog",
+            ])
+            .lines()
+            .filter(|b| !bases_before.contains(*b))
+            .map(str::to_owned)
+            .collect();
+            // Registered even when the build failed, so that cleans up too.
+            if CLEANUP
+                .set((network.clone(), image.clone(), bases_after))
+                .is_ok()
+            {
+                // SAFETY: registers a plain extern "C" function once.
+                unsafe {
+                    libc::atexit(cleanup_at_exit);
+                }
+            }
+            assert!(
+                built.status.success(),
+                "hark build failed:\n{}",
+                String::from_utf8_lossy(&built.stderr)
+            );
+            Some(DockerFixture {
+                image,
+                network,
+            })
+        })
+        .as_ref()
+}
+
+/// A gateway on one provider, and what a case needs to poke at its replicas.
+pub struct Harness {
+    pub kind: Kind,
+    pub gw: Gateway,
+    /// Removes this gateway's containers once the gateway is gone (dropped after `gw`).
+    _containers: Option<ContainerGuard>,
+    image: String,
+}
+
+/// Removes every container labelled with a gateway's instance id.
+pub struct ContainerGuard {
+    pub instance: String,
+}
+
+impl ContainerGuard {
+    /// A guard for the gateway whose data directory is `data`.
+    pub fn for_data(data: &std::path::Path) -> ContainerGuard {
+        let instance = std::fs::read_to_string(data.join("docker-instance"))
+            .expect("the docker provider wrote its instance id")
+            .trim()
+            .to_owned();
+        ContainerGuard { instance }
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let label = format!("label=com.hark.instance={}", self.instance);
+        for id in docker(&["ps", "-aq", "--filter", &label]).lines() {
+            docker(&["rm", "-f", id]);
+        }
+    }
+}
+
+impl Harness {
+    /// A gateway on `kind`; `None` when the docker engine is missing outside CI.
+    pub fn start(kind: Kind) -> Option<Harness> {
+        match kind {
+            Kind::Process => Some(Harness {
+                kind,
+                gw: Gateway::start_with(&["--provider", "process"]),
+                _containers: None,
+                image: String::new(),
+            }),
+            Kind::Docker => {
+                let fixture = docker_fixture()?;
+                let gw = Gateway::start_with(&[
+                    "--provider",
+                    "docker",
+                    "--docker-network",
+                    &fixture.network,
+                ]);
+                let guard = ContainerGuard::for_data(&gw.data);
+                Some(Harness {
+                    kind,
+                    gw,
+                    _containers: Some(guard),
+                    image: fixture.image.clone(),
+                })
+            }
+        }
+    }
+
+    /// `spec` with this provider's image.
+    pub fn spec(&self, mut spec: Value) -> Value {
+        spec["image"] = json!(self.image);
+        spec
+    }
+
+    pub async fn deploy(&self, spec: Value) {
+        self.gw.deploy(self.spec(spec)).await;
+    }
+
+    /// Deploys a fork-mode function running `sh -c SCRIPT`.
+    pub async fn deploy_sh(&self, name: &str, script: &str, annotations: Value) {
+        self.deploy(json!({
+            "service": name,
+            "envProcess": format!("sh -c '{}'", script.replace('\'', "'\\''")),
+            "annotations": annotations,
+        }))
+        .await;
+    }
+
+    /// Deploys the `hello` http-mode function.
+    pub async fn deploy_hello(&self) {
+        self.deploy(json!({
+            "service": "hello",
+            "envProcess": hello_bin().display().to_string(),
+            "annotations": { "hark.mode": "http" },
+        }))
+        .await;
+    }
+
+    /// Ids of the running replicas of `name` (process ids, or container ids).
+    pub fn running(&self, name: &str) -> Vec<String> {
+        match self.kind {
+            Kind::Process => children_named(self.gw.pid(), name)
+                .into_iter()
+                .map(|p| p.to_string())
+                .collect(),
+            Kind::Docker => {
+                let instance = &self._containers.as_ref().unwrap().instance;
+                docker(&[
+                    "ps",
+                    "-q",
+                    "--no-trunc",
+                    "--filter",
+                    &format!("label=com.hark.instance={instance}"),
+                    "--filter",
+                    &format!("label=com.hark.function={name}"),
+                ])
+                .lines()
+                .map(str::to_owned)
+                .collect()
+            }
+        }
+    }
+
+    /// Kills one replica of `name` the hard way; returns its id.
+    pub fn crash_one(&self, name: &str) -> String {
+        let running = self.running(name);
+        assert_eq!(running.len(), 1, "{running:?}");
+        match self.kind {
+            Kind::Process => unsafe {
+                libc::kill(running[0].parse().unwrap(), libc::SIGKILL);
+            },
+            Kind::Docker => {
+                docker(&["kill", &running[0]]);
+            }
+        }
+        running[0].clone()
+    }
+
+    /// Waits until the function's log has a line containing `text`.
+    pub async fn wait_log(&self, name: &str, text: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let lines = self.gw.log_texts(name).await;
+            if lines.iter().any(|l| l.contains(text)) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never logged {text:?}: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn fork_mode_passes_the_request_through_stdin_and_http_variables(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_sh(
+        "env",
+        r#"printf "%s|%s|%s|%s|" "$Http_Method" "$Http_Path" "$Http_Query" "$Http_X_Custom"; cat"#,
+        json!({}),
+    )
+    .await;
+    let response =
+        h.gw.client
+            .put(format!("{}/function/env/some/path?a=1&b=2", h.gw.url))
+            .header("X-Custom", "yes")
+            .header("X-Call-Id", "my-call-1")
+            .body("the body")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-call-id"], "my-call-1");
+    assert_eq!(
+        response.text().await.unwrap(),
+        "PUT|/some/path|a=1&b=2|yes|the body"
+    );
+}
+
+async fn a_failing_function_answers_500_with_its_exit_status_and_stderr(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_sh("fails", "echo something broke >&2; exit 3", json!({}))
+        .await;
+    let (status, body) = h.gw.invoke("fails", "").await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("exit status 3") && body.contains("something broke"),
+        "{body}"
+    );
+    h.wait_log("fails", "something broke").await;
+    let activations: Value =
+        h.gw.request(Method::GET, "/system/activations?function=fails")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let record = &activations[0];
+    assert_eq!(record["status"], 500);
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("something broke"),
+        "{record}"
+    );
+}
+
+async fn http_mode_serves_through_a_ready_replica(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_hello().await;
+    // A call right after the deploy waits for the replica to be ready.
+    assert_eq!(
+        h.gw.invoke("hello", "Ada").await,
+        (200, "Hello, Ada!\n".to_owned())
+    );
+    let status =
+        h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
+            .await;
+    assert_eq!(status["replicas"], 1);
+    assert_eq!(h.running("hello").len(), 1);
+}
+
+async fn scale_up_down_to_zero_and_back(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_hello().await;
+    h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
+        .await;
+
+    h.gw.scale("hello", 3).await;
+    let status = wait_status_long(&h.gw, "hello", "reached 3 replicas", |s| {
+        s["availableReplicas"] == 3
+    })
+    .await;
+    assert_eq!(status["replicas"], 3);
+    assert_eq!(h.running("hello").len(), 3);
+    for i in 0..9 {
+        assert_eq!(
+            h.gw.invoke("hello", &format!("n{i}")).await,
+            (200, format!("Hello, n{i}!\n"))
+        );
+    }
+    // Each replica wrote its own log lines.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let instances: HashSet<String> = log_lines(&h.gw, "hello")
+            .await
+            .iter()
+            .map(|l| l["instance"].as_str().unwrap().to_owned())
+            .collect();
+        if instances.len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{instances:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    h.gw.scale("hello", 0).await;
+    wait_status_long(&h.gw, "hello", "scaled to zero", |s| {
+        s["availableReplicas"] == 0 && s["replicas"] == 0
+    })
+    .await;
+    assert!(h.running("hello").is_empty());
+
+    // A call at zero starts a replica and waits for it.
+    assert_eq!(
+        h.gw.invoke("hello", "again").await,
+        (200, "Hello, again!\n".to_owned())
+    );
+    let status = h.gw.status("hello").await;
+    assert_eq!(
+        (
+            status["replicas"].as_u64(),
+            status["availableReplicas"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+}
+
+async fn a_crashed_replica_is_replaced(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_hello().await;
+    h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
+        .await;
+    let crashed = h.crash_one("hello");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = h.running("hello");
+        if now.len() == 1
+            && now[0] != crashed
+            && h.gw.status("hello").await["availableReplicas"] == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica was not replaced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.gw.invoke("hello", "back").await,
+        (200, "Hello, back!\n".to_owned())
+    );
+    h.wait_log("hello", "exited").await;
+}
+
+async fn a_call_past_its_time_limit_answers_504(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_sh(
+        "slow",
+        "sleep 30; echo late",
+        json!({ "hark.timeout": "300ms" }),
+    )
+    .await;
+    let started = Instant::now();
+    let (status, body) = h.gw.invoke("slow", "").await;
+    assert_eq!(status, 504, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let activations: Value =
+        h.gw.request(Method::GET, "/system/activations?function=slow")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(activations[0]["status"], 504, "{activations}");
+}
+
+async fn logs_are_served_as_ndjson_and_followed_live(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_sh("talker", "echo \"heard $(cat)\" >&2", json!({}))
+        .await;
+    h.gw.invoke("talker", "one").await;
+    h.gw.invoke("talker", "two").await;
+    h.wait_log("talker", "heard two").await;
+    let lines = log_lines_query(&h.gw, "name=talker&tail=1").await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["name"], "talker");
+    assert_eq!(lines[0]["text"], "heard two");
+    assert!(lines[0]["instance"]
+        .as_str()
+        .unwrap()
+        .starts_with("talker-"));
+    assert!(lines[0]["timestamp"].as_str().is_some());
+
+    let mut follow =
+        h.gw.request(Method::GET, "/system/logs?name=talker&follow=true&tail=0")
+            .send()
+            .await
+            .unwrap();
+    h.gw.invoke("talker", "three").await;
+    let chunk = tokio::time::timeout(Duration::from_secs(10), follow.chunk())
+        .await
+        .expect("followed log line")
+        .unwrap()
+        .unwrap();
+    let line: Value = serde_json::from_slice(&chunk).unwrap();
+    assert_eq!(line["text"], "heard three");
+}
+
+async fn secrets_are_files_the_function_reads(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    let value = "s3cr3t-value-4417";
+    let response =
+        h.gw.request(Method::POST, "/system/secrets")
+            .json(&json!({ "name": "api-key", "value": value }))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 201);
+    h.deploy(json!({
+        "service": "reader",
+        "envProcess": "sh -c 'cat \"$HARK_SECRETS_DIR/api-key\"'",
+        "secrets": ["api-key"],
+    }))
+    .await;
+    assert_eq!(h.gw.invoke("reader", "").await, (200, value.to_owned()));
+
+    // Updating the secret rewrites the file the function reads.
+    let response =
+        h.gw.request(Method::PUT, "/system/secrets")
+            .json(&json!({ "name": "api-key", "value": "rotated" }))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(h.gw.invoke("reader", "").await, (200, "rotated".to_owned()));
+    let output = h.gw.output();
+    assert!(
+        !output.contains(value) && !output.contains("rotated"),
+        "a secret reached the log:\n{output}"
+    );
+}
+
+async fn a_removed_function_is_gone(kind: Kind) {
+    let Some(h) = Harness::start(kind) else {
+        return;
+    };
+    h.deploy_hello().await;
+    h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
+        .await;
+    let response =
+        h.gw.request(Method::DELETE, "/system/functions")
+            .json(&json!({ "functionName": "hello" }))
+            .send()
+            .await
+            .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(h.gw.invoke("hello", "x").await.0, 404);
+    assert!(h.running("hello").is_empty());
+}
+
+/// Like [`Gateway::wait_status`], with room for containers to start on a busy machine.
+async fn wait_status_long(
+    gw: &Gateway,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = gw.status(name).await;
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{name} never {what}: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn log_lines(gw: &Gateway, name: &str) -> Vec<Value> {
+    log_lines_query(gw, &format!("name={name}")).await
+}
+
+async fn log_lines_query(gw: &Gateway, query: &str) -> Vec<Value> {
+    gw.request(Method::GET, &format!("/system/logs?{query}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
