@@ -85,6 +85,18 @@ pub enum ProviderError {
     Internal(String),
 }
 
+/// A slot under a function's `hark.max_inflight` limit (none when it has no limit), or
+/// [`ProviderError::Overloaded`] when every slot is taken.
+pub fn inflight_permit(
+    limit: Option<&std::sync::Arc<tokio::sync::Semaphore>>,
+    name: &FunctionName,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ProviderError> {
+    limit
+        .map(|l| l.clone().try_acquire_owned())
+        .transpose()
+        .map_err(|_| ProviderError::Overloaded(name.clone()))
+}
+
 /// A backend that runs functions.
 #[async_trait]
 pub trait Provider: Send + Sync {

@@ -500,15 +500,7 @@ impl Provider for DockerProvider {
 
     async fn invoke(&self, name: &FunctionName, call: Invocation) -> Result<Output, ProviderError> {
         let function = self.get(name).await?;
-        let _permit = match &function.inflight {
-            Some(limit) => Some(
-                limit
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| ProviderError::Overloaded(name.clone()))?,
-            ),
-            None => None,
-        };
+        let _permit = super::inflight_permit(function.inflight.as_ref(), name)?;
         let pool = &function.pool;
         if pool.replicas().desired == 0 && pool.is_idle().await {
             // Hold on cold start: start a container and wait for it.

@@ -329,15 +329,7 @@ impl Provider for ProcessProvider {
 
     async fn invoke(&self, name: &FunctionName, call: Invocation) -> Result<Output, ProviderError> {
         let function = self.get(name).await?;
-        let _permit = match &function.inflight {
-            Some(limit) => Some(
-                limit
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| ProviderError::Overloaded(name.clone()))?,
-            ),
-            None => None,
-        };
+        let _permit = super::inflight_permit(function.inflight.as_ref(), name)?;
         match &function.runner {
             Runner::Fork { replicas } => {
                 // A call to a function scaled to zero wakes it, as in the http mode.
