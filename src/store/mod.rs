@@ -343,12 +343,14 @@ impl Store {
         }
     }
 
-    /// The newest activations, optionally of one function.
+    /// The newest activations, optionally of one function. Records still queued for the
+    /// batch writer are written first, so a call that has answered is always listed.
     pub async fn activations(
         &self,
         function: Option<&FunctionName>,
         limit: u32,
     ) -> Result<Vec<Activation>, StoreError> {
+        self.flush().await;
         let function = function.map(|f| f.to_string());
         self.with(move |c| {
             let mut stmt = c.prepare(
