@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::Auth;
 use crate::channels::alexa::{AlexaChannel, AlexaSettings};
+use crate::channels::common::ChannelReplies;
 use crate::channels::common::{BuildContext, Secrets};
 use crate::channels::{Channels, ChannelsConfig};
 use crate::clock::{Clock, OffsetClock, SystemClock};
@@ -209,7 +210,11 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let scheduler = crate::dispatch::schedule::Scheduler::new(registry.clone());
     // Results of channel calls go back through the channels that queued them.
     let channels = Arc::new(channels);
-    queue.set_replies(channels.clone());
+    queue.set_replies(Arc::new(ChannelReplies {
+        channels: channels.clone(),
+        alexa: alexa.clone(),
+        store: registry.store.clone(),
+    }));
     let state = Arc::new(AppState {
         scheduler,
         registry,

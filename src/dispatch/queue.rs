@@ -136,6 +136,10 @@ pub struct Submit {
     /// When the call finishes while the submitter waits, the submitter answers with the
     /// result itself: its reply is then recorded as `answered`, not delivered.
     pub answers: bool,
+    /// A failure is final rather than retried while this process runs the call (a
+    /// conversation says the error now instead of later). After a restart the call is
+    /// retried as its function says.
+    pub no_retries: bool,
 }
 
 /// A submitted call this process watches until it finishes.
@@ -143,6 +147,7 @@ struct Watched {
     _hold: Option<Box<dyn Any + Send>>,
     /// The waiting submitter, and whether it answers the result itself.
     waiter: Option<(oneshot::Sender<CallResult>, bool)>,
+    no_retries: bool,
 }
 
 /// The async queue: enqueue calls, and run them in the background.
@@ -229,6 +234,7 @@ impl AsyncQueue {
                 Watched {
                     _hold: submit.hold,
                     waiter,
+                    no_retries: submit.no_retries,
                 },
             );
         }
@@ -468,7 +474,15 @@ impl AsyncQueue {
                 .finish(call, CallState::Dead, call.attempts + 1, result)
                 .await;
         };
-        let retries = spec.retries().unwrap_or(3);
+        let no_retries = self
+            .watched()
+            .get(&call.call_id)
+            .is_some_and(|w| w.no_retries);
+        let retries = if no_retries {
+            0
+        } else {
+            spec.retries().unwrap_or(3)
+        };
         let backoff = spec.retry_backoff().unwrap_or(Duration::from_secs(1));
 
         let started = Instant::now();

@@ -96,7 +96,9 @@ impl Store {
         self.with(move |c| {
             c.execute(
                 "INSERT INTO alexa_pending (skill, user_id, call_id, intent, speech, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                 WHERE NOT EXISTS (SELECT 1 FROM alexa_pending
+                                   WHERE skill = ?1 AND user_id = ?2 AND call_id = ?3)",
                 params![
                     skill,
                     user_id,

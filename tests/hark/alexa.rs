@@ -363,3 +363,108 @@ fn hark_alexa_verify_reports_each_check_of_the_real_request() {
         "{out}"
     );
 }
+
+/// A `Slow` intent whose function outlasts the skill's budget.
+const SLOW_SKILL: &str = r#"
+id: amzn1.ask.skill.slow
+invocation: slow helper
+deadline: { budget: 500ms, progressive_after: 200ms }
+replies:
+  still_working: "Still on it."
+intents:
+  Slow:
+    samples: ["take your time"]
+    function: slow
+    speech: "Booked {{ result.days }} days."
+  WhatHappened:
+    samples: ["what happened"]
+    speech: "That's all."
+"#;
+
+/// A request envelope of the slow skill's user for `intent`.
+fn slow_turn(intent: &str, request_id: &str) -> Value {
+    let app = serde_json::json!({ "applicationId": "amzn1.ask.skill.slow" });
+    let user = serde_json::json!({ "userId": "amzn1.ask.account.late" });
+    serde_json::json!({
+        "version": "1.0",
+        "session": { "new": true, "sessionId": "s1", "application": app, "attributes": {}, "user": user },
+        "context": { "System": { "application": app, "user": user } },
+        "request": {
+            "type": "IntentRequest",
+            "requestId": request_id,
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "locale": "en-GB",
+            "intent": { "name": intent, "confirmationStatus": "NONE", "slots": {} },
+        },
+    })
+}
+
+async fn say_turn(gw: &Gateway, body: Value) -> String {
+    let response = gw
+        .request(reqwest::Method::POST, "/system/skills/slow/say")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    answer["response"]["outputSpeech"]["ssml"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no speech in {answer}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_alexa_answer_survives_a_gateway_killed_while_its_function_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    std::fs::create_dir_all(data.join("skills/slow")).unwrap();
+    std::fs::write(data.join("skills/slow/skill.yaml"), SLOW_SKILL).unwrap();
+    let script = data.join("slow.sh");
+    std::fs::write(&script, "sleep 3\necho '{\"days\": 3}'\n").unwrap();
+    std::fs::write(
+        data.join("hark.yml"),
+        format!(
+            "functions:\n  slow:\n    fprocess: sh {}\nalexa:\n  skills: ./skills\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let mut gw = Gateway::start_in(data, &[]);
+    let said = say_turn(&gw, slow_turn("Slow", "amzn1.echo-api.request.late-1")).await;
+    assert_eq!(said, "<speak>Still on it.</speak>");
+    // The function is still running when the gateway dies.
+    gw.kill_hard();
+
+    let gw = Gateway::start_in(data, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut turn = 0;
+    loop {
+        turn += 1;
+        let id = format!("amzn1.echo-api.request.next-{turn}");
+        let said = say_turn(&gw, slow_turn("WhatHappened", &id)).await;
+        if said.contains("Booked 3 days.") {
+            assert!(said.ends_with("That's all.</speak>"), "{said}");
+            break;
+        }
+        assert_eq!(said, "<speak>That's all.</speak>");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late answer never arrived; gateway log:\n{}",
+            gw.output()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let log = strip_ansi(&gw.output());
+    assert!(
+        log.contains("re-queued calls left running by a stopped gateway"),
+        "{log}"
+    );
+    // Said once.
+    let said = say_turn(
+        &gw,
+        slow_turn("WhatHappened", "amzn1.echo-api.request.last"),
+    )
+    .await;
+    assert_eq!(said, "<speak>That's all.</speak>");
+}

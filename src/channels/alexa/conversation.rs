@@ -1,17 +1,20 @@
 //! One turn of a conversation: a verified request envelope and its skill come in; the
 //! response Alexa speaks goes out. Launch, built-in and skill intents are answered from the
-//! skill's templates; an intent with a function runs it within the skill's budget, telling
-//! the user to wait (a progressive response) past `progressive_after`, and answering "still
-//! working" when the budget runs out while the function goes on in the background. Its
-//! result is stored and spoken at the user's next request. Nothing here answers an HTTP
-//! error: after verification every failure becomes the skill's spoken error reply.
+//! skill's templates; an intent with a function submits it to the durable queue and waits
+//! the skill's budget, telling the user to wait (a progressive response) past
+//! `progressive_after`, and answering "still working" when the budget runs out. The queue
+//! goes on with the call (across a gateway restart) and hands its result to [`deliver`]
+//! with an [`AlexaReply`], which stores the answer to be spoken at the user's next request.
+//! Nothing here answers an HTTP error: after verification every failure becomes the skill's
+//! spoken error reply.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::{HeaderMap, HeaderValue, Method};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tracing::{error, info, warn};
 
@@ -19,15 +22,17 @@ use super::types::{
     Card, CardImage, Directive, Intent, ProgressiveResponse, RequestEnvelope, RequestKind,
     Response, RESOLUTION_MATCH,
 };
-use super::{ssml, types::DialogState};
+use super::{ssml, types::DialogState, AlexaChannel};
+use crate::channels::common::delivery::invocation;
+use crate::channels::common::{queued_call, ReplyTo};
+use crate::dispatch::queue::{CallResult, EnqueueError, Submit, Submitted};
 use crate::function::FunctionName;
-use crate::provider::{Invocation, Output, ProviderError};
 use crate::route::skills::template::{inner, intent_template, prompt_template, speak, RenderError};
 use crate::route::skills::{
     IntentDef, Skill, CANCEL_INTENT, HELP_INTENT, NAVIGATE_HOME_INTENT, STOP_INTENT,
 };
 use crate::server::AppState;
-use crate::store::PendingReply;
+use crate::store::{PendingReply, Store};
 
 /// The trigger activation records of Alexa calls carry.
 pub const TRIGGER: &str = "alexa";
@@ -150,11 +155,20 @@ fn slot_values(intent: &Intent) -> Map<String, Value> {
         .collect()
 }
 
-/// How a function call ended.
-enum Outcome {
-    Done(Result<Output, ProviderError>),
-    /// The budget ran out; the call goes on in the background.
-    Late(tokio::task::JoinHandle<Result<Output, ProviderError>>),
+/// Where a late answer goes: what [`deliver`] needs to render an intent's reply once its
+/// call has finished. Stored with the queued call; user ids and attributes, no secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlexaReply {
+    pub skill: String,
+    pub user_id: String,
+    pub intent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub slots: Map<String, Value>,
+    /// The session's attributes when the call was made.
+    #[serde(default)]
+    pub session: Map<String, Value>,
 }
 
 impl Turn<'_> {
@@ -285,10 +299,17 @@ impl Turn<'_> {
             "session": self.session,
             "user": { "id": self.user_id, "attributes": user },
         });
-        match self.dispatch(&function, body).await {
-            Outcome::Done(result) => {
-                let (reply, session_set, user_set) =
-                    answer(self.skill, name, &def, ctx, &function, result);
+        let late = AlexaReply {
+            skill: self.skill.name.clone(),
+            user_id: self.user_id.clone(),
+            intent: name.to_owned(),
+            locale: self.envelope.request.locale.clone(),
+            slots: slots.clone(),
+            session: self.session.clone(),
+        };
+        match self.dispatch(&function, body, late).await {
+            Ok(Submitted::Finished(result)) => {
+                let (reply, session_set, user_set) = answer(self.skill, name, &def, ctx, &result);
                 merge(&mut self.session, session_set);
                 merge(&mut user, user_set);
                 if user != user_before {
@@ -301,12 +322,15 @@ impl Turn<'_> {
                 }
                 reply
             }
-            Outcome::Late(call) => {
-                self.finish_later(call, name, def, ctx, function, user);
-                Reply::say(self.speech(
-                    "reply/still_working",
-                    &self.context(Some(name), &slots, &user_before),
-                ))
+            // Queued, or already queued by an earlier try of this request: the queue
+            // delivers the answer.
+            Ok(Submitted::Queued | Submitted::Duplicate) => Reply::say(self.speech(
+                "reply/still_working",
+                &self.context(Some(name), &slots, &user_before),
+            )),
+            Err(e) => {
+                error!(channel = "alexa", skill = %self.skill.name, intent = name, function = %function, error = %e, "call could not be queued; saying the error reply");
+                Reply::say(self.error_speech(Some(name), &ctx))
             }
         }
     }
@@ -315,45 +339,53 @@ impl Turn<'_> {
         render_reply(self.skill, name, def, &ctx, false)
     }
 
-    /// Runs the function: a progressive response past `progressive_after`, and the call
-    /// handed to the background when the budget runs out.
-    async fn dispatch(&self, function: &FunctionName, body: Value) -> Outcome {
+    /// Submits the call to the durable queue and waits for it at most the skill's budget,
+    /// sending a progressive response past `progressive_after`. A call that has not
+    /// finished by then goes on in the queue, which delivers its answer to `late`.
+    async fn dispatch(
+        &self,
+        function: &FunctionName,
+        body: Value,
+        late: AlexaReply,
+    ) -> Result<Submitted, EnqueueError> {
         let started = Instant::now();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let call = invocation(
+            self.call_id,
+            TRIGGER,
+            &self.skill.name,
+            None,
+            "application/json",
+            Bytes::from(body.to_string()),
+            HeaderMap::new(),
         );
-        let call = Invocation {
-            call_id: self.call_id.to_owned(),
-            method: Method::POST,
-            path: "/".to_owned(),
-            query: None,
-            headers,
-            body: Bytes::from(body.to_string()),
+        // A descriptor of strings and JSON maps always serializes.
+        let reply = serde_json::to_string(&ReplyTo::Alexa(late)).ok();
+        let queued = crate::store::QueuedCall {
+            function: function.to_string(),
+            trigger: Some(TRIGGER.to_owned()),
+            reply,
+            ..queued_call(call)
         };
-        let dispatcher = self.state.registry.dispatcher.clone();
-        let name = function.clone();
-        let mut task = tokio::spawn(async move { dispatcher.invoke(&name, TRIGGER, call).await });
+        let submit = Submit {
+            hold: None,
+            wait: Some(self.skill.budget),
+            answers: true,
+            no_retries: true,
+        };
+        let submitted = self.state.queue.submit(queued, submit);
         let progressive = tokio::time::sleep_until((started + self.skill.progressive_after).into());
-        let budget = tokio::time::sleep_until((started + self.skill.budget).into());
-        tokio::pin!(progressive, budget);
-        let mut told = false;
-        loop {
-            tokio::select! {
-                joined = &mut task => {
-                    return Outcome::Done(joined.unwrap_or_else(|e| Err(ProviderError::Internal(format!("call task failed: {e}")))));
-                }
-                () = &mut progressive, if !told => {
-                    told = true;
-                    self.send_progressive();
-                }
-                () = &mut budget => {
-                    info!(channel = "alexa", skill = %self.skill.name, function = %function, call_id = self.call_id, budget_ms = self.skill.budget.as_millis() as u64, "budget spent; the call goes on in the background");
-                    return Outcome::Late(task);
-                }
+        tokio::pin!(submitted);
+        let submitted = tokio::select! {
+            submitted = &mut submitted => submitted,
+            () = progressive => {
+                self.send_progressive();
+                submitted.await
             }
+        };
+        if let Ok(Submitted::Queued | Submitted::Duplicate) = submitted {
+            info!(channel = "alexa", skill = %self.skill.name, function = %function, call_id = self.call_id, budget_ms = self.skill.budget.as_millis() as u64, "budget spent; the queue delivers the answer later");
         }
+        submitted
     }
 
     /// Says the `working` reply through `POST {apiEndpoint}/v1/directives`, in the background.
@@ -387,60 +419,6 @@ impl Turn<'_> {
                 }
                 Err(e) => {
                     warn!(channel = "alexa", skill = %skill, error = %e, "progressive response failed")
-                }
-            }
-        });
-    }
-
-    /// Waits for a late call in the background and stores its spoken answer for the user's
-    /// next request. A tokio task: a gateway restart loses calls still running (a durable
-    /// queue is a later issue).
-    fn finish_later(
-        &self,
-        call: tokio::task::JoinHandle<Result<Output, ProviderError>>,
-        intent: &str,
-        def: IntentDef,
-        ctx: Value,
-        function: FunctionName,
-        mut user: Map<String, Value>,
-    ) {
-        let skill = self.skill.clone();
-        let store = self.state.registry.store.clone();
-        let (user_id, call_id, intent) = (
-            self.user_id.clone(),
-            self.call_id.to_owned(),
-            intent.to_owned(),
-        );
-        tokio::spawn(async move {
-            let result = call
-                .await
-                .unwrap_or_else(|e| Err(ProviderError::Internal(format!("call task failed: {e}"))));
-            let (reply, _, user_set) = answer(&skill, &intent, &def, ctx, &function, result);
-            if !user_set.is_empty() {
-                merge(&mut user, user_set);
-                if let Err(e) = store
-                    .put_alexa_user_attributes(&skill.name, &user_id, &user)
-                    .await
-                {
-                    error!(channel = "alexa", skill = %skill.name, error = %e, "user attributes could not be saved");
-                }
-            }
-            let speech = reply.speech.unwrap_or_else(|| LAST_RESORT.to_owned());
-            let pending = PendingReply {
-                call_id: call_id.clone(),
-                intent,
-                speech,
-                created_at: Utc::now(),
-            };
-            match store
-                .push_alexa_pending(&skill.name, &user_id, pending)
-                .await
-            {
-                Ok(()) => {
-                    info!(channel = "alexa", skill = %skill.name, call_id, "late result stored for the next request")
-                }
-                Err(e) => {
-                    error!(channel = "alexa", skill = %skill.name, call_id, error = %e, "late result could not be stored")
                 }
             }
         });
@@ -499,20 +477,70 @@ impl Turn<'_> {
     }
 }
 
+/// Renders a late call's answer and stores it for the user's next request in the skill
+/// (the queue's delivery of an [`AlexaReply`]). A delivery made again after a restart
+/// stores nothing new when the answer is already waiting.
+pub async fn deliver(
+    alexa: &AlexaChannel,
+    store: &Store,
+    reply: &AlexaReply,
+    result: &CallResult,
+) -> Result<(), String> {
+    let skill = alexa
+        .skill(&reply.skill)
+        .ok_or_else(|| format!("skill {} is not loaded", reply.skill))?;
+    let def = skill
+        .intent(&reply.intent)
+        .cloned()
+        .ok_or_else(|| format!("skill {} has no intent {}", reply.skill, reply.intent))?;
+    let mut user = store
+        .alexa_user_attributes(&skill.name, &reply.user_id)
+        .await
+        .map_err(|e| format!("user attributes could not be read: {e}"))?;
+    let ctx = skill.context(
+        Some(&reply.intent),
+        reply.locale.as_deref(),
+        &reply.slots,
+        &reply.session,
+        &user,
+    );
+    let (spoken, _, user_set) = answer(&skill, &reply.intent, &def, ctx, result);
+    if !user_set.is_empty() {
+        merge(&mut user, user_set);
+        if let Err(e) = store
+            .put_alexa_user_attributes(&skill.name, &reply.user_id, &user)
+            .await
+        {
+            error!(channel = "alexa", skill = %skill.name, error = %e, "user attributes could not be saved");
+        }
+    }
+    let pending = PendingReply {
+        call_id: result.call_id.clone(),
+        intent: reply.intent.clone(),
+        speech: spoken.speech.unwrap_or_else(|| LAST_RESORT.to_owned()),
+        created_at: Utc::now(),
+    };
+    store
+        .push_alexa_pending(&skill.name, &reply.user_id, pending)
+        .await
+        .map_err(|e| format!("late result could not be stored: {e}"))?;
+    info!(channel = "alexa", skill = %skill.name, call_id = result.call_id, "late result stored for the next request");
+    Ok(())
+}
+
 /// The reply to a finished call, with the attribute updates the function asked for.
 fn answer(
     skill: &Skill,
     intent: &str,
     def: &IntentDef,
     mut ctx: Value,
-    function: &FunctionName,
-    result: Result<Output, ProviderError>,
+    result: &CallResult,
 ) -> (Reply, Map<String, Value>, Map<String, Value>) {
     let failure = match result {
-        Ok(output) if output.status.is_success() => {
-            let mut value = match serde_json::from_slice::<Value>(&output.body) {
+        result if result.is_success() => {
+            let mut value = match serde_json::from_slice::<Value>(&result.body) {
                 Ok(v) => v,
-                Err(_) => Value::String(String::from_utf8_lossy(&output.body).trim().to_owned()),
+                Err(_) => Value::String(String::from_utf8_lossy(&result.body).trim().to_owned()),
             };
             let mut take = |key| match value.as_object_mut().and_then(|o| o.remove(key)) {
                 Some(Value::Object(m)) => m,
@@ -526,19 +554,19 @@ fn answer(
                 user_set,
             );
         }
-        Ok(output) => format!(
+        result => format!(
             "status {}: {}",
-            output.status.as_u16(),
-            output
+            result.status,
+            result
                 .error
-                .unwrap_or_else(|| String::from_utf8_lossy(&output.body)
+                .clone()
+                .unwrap_or_else(|| String::from_utf8_lossy(&result.body)
                     .chars()
                     .take(200)
                     .collect())
         ),
-        Err(e) => e.to_string(),
     };
-    error!(channel = "alexa", skill = %skill.name, intent, function = %function, error = %failure, "function failed; saying the error reply");
+    error!(channel = "alexa", skill = %skill.name, intent, function = %result.function, error = %failure, "function failed; saying the error reply");
     (
         render_reply(skill, intent, def, &ctx, true),
         Map::new(),

@@ -87,18 +87,27 @@ async fn harness(
     let queue = crate::dispatch::queue::AsyncQueue::new(registry.clone(), Default::default())
         .await
         .unwrap();
+    let channels = Arc::new(crate::channels::Channels::empty());
+    let alexa = Arc::new(alexa);
+    // Late answers go through the queue, as `hark up` wires it.
+    queue.set_replies(Arc::new(crate::channels::common::ChannelReplies {
+        channels: channels.clone(),
+        alexa: alexa.clone(),
+        store: registry.store.clone(),
+    }));
+    tokio::spawn(queue.clone().run(stopping.subscribe()));
     let state = Arc::new(AppState {
         scheduler: crate::dispatch::schedule::Scheduler::new(registry.clone()),
         queue,
         sync_slots: Arc::new(tokio::sync::Semaphore::new(
             crate::server::DEFAULT_MAX_INFLIGHT,
         )),
-        channels: Arc::new(crate::channels::Channels::empty()),
+        channels,
         registry,
         auth: Arc::new(auth),
         max_body: crate::server::DEFAULT_MAX_BODY,
         shutdown,
-        alexa: Arc::new(alexa),
+        alexa,
         clock: Arc::new(FixedClock(clock)),
     });
     Harness {

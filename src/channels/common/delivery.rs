@@ -215,6 +215,7 @@ impl ChannelCall<'_> {
             hold: Some(Box::new(permit)),
             wait: self.wait,
             answers: self.answers,
+            no_retries: false,
         };
         queue.submit(queued, submit).await.map_err(|e| match e {
             EnqueueError::Full(_) => ChannelError::Overloaded,
@@ -224,7 +225,7 @@ impl ChannelCall<'_> {
 }
 
 /// The queue's copy of a call's request.
-fn queued_call(call: Invocation) -> QueuedCall {
+pub fn queued_call(call: Invocation) -> QueuedCall {
     let headers = call
         .headers
         .iter()

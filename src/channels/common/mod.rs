@@ -23,8 +23,8 @@ use crate::store::StoreError;
 use super::github::{GitHubRoute, GitHubRouteConfig};
 use super::hooks::{HookRoute, HookRouteConfig};
 use super::slack::{SlackRoute, SlackRouteConfig};
-pub use delivery::{ChannelCall, Outbound};
-pub use reply::ReplyTo;
+pub use delivery::{queued_call, ChannelCall, Outbound};
+pub use reply::{ChannelReplies, ReplyTo};
 pub use route::{ChannelError, RouteCore};
 pub use secrets::Secrets;
 

@@ -1,16 +1,21 @@
 //! Where a queued channel call's result goes: a [`ReplyTo`] comes in with the call (stored
 //! in its queue row as JSON, so it survives a restart) and, once the call has finished,
-//! the result goes out through the channel that wrote it ([`Channels`] implements the
-//! queue's [`Replies`]). A descriptor names routes and ids, never a secret: tokens are
-//! looked up in the route when the reply is delivered.
+//! the result goes out through the channel that wrote it ([`ChannelReplies`] implements
+//! the queue's [`Replies`] for every channel). A descriptor names routes and ids, never a
+//! secret: tokens are looked up in the route when the reply is delivered.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::Channels;
+use crate::channels::alexa::conversation::AlexaReply;
+use crate::channels::alexa::AlexaChannel;
 use crate::channels::github::GitHubReply;
 use crate::channels::slack::SlackReply;
 use crate::dispatch::queue::{CallResult, Replies};
+use crate::store::Store;
 
 /// Where a channel call's result goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,16 +24,38 @@ pub enum ReplyTo {
     Slack(SlackReply),
     #[serde(rename = "github")]
     GitHub(GitHubReply),
+    Alexa(AlexaReply),
+}
+
+/// The channels a gateway delivers replies through: the Slack, GitHub and hook routes,
+/// and the Alexa skills (whose late answers wait in the store for the user's next turn).
+pub struct ChannelReplies {
+    pub channels: Arc<Channels>,
+    pub alexa: Arc<AlexaChannel>,
+    pub store: Store,
 }
 
 #[async_trait]
-impl Replies for Channels {
+impl Replies for ChannelReplies {
     async fn deliver(&self, reply: &str, result: &CallResult) -> Result<(), String> {
         let reply: ReplyTo =
             serde_json::from_str(reply).map_err(|e| format!("unreadable reply descriptor: {e}"))?;
         match reply {
-            ReplyTo::Slack(reply) => crate::channels::slack::deliver(self, &reply, result).await,
-            ReplyTo::GitHub(reply) => crate::channels::github::deliver(self, &reply, result).await,
+            ReplyTo::Slack(reply) => {
+                crate::channels::slack::deliver(&self.channels, &reply, result).await
+            }
+            ReplyTo::GitHub(reply) => {
+                crate::channels::github::deliver(&self.channels, &reply, result).await
+            }
+            ReplyTo::Alexa(reply) => {
+                crate::channels::alexa::conversation::deliver(
+                    &self.alexa,
+                    &self.store,
+                    &reply,
+                    result,
+                )
+                .await
+            }
         }
     }
 }
