@@ -83,6 +83,8 @@ pub enum AuthError {
 
 /// Signs and checks tokens.
 pub struct Auth {
+    /// The signing key, also the root of [`Auth::derive`]d values.
+    secret: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -123,6 +125,7 @@ impl Auth {
         validation.required_spec_claims = HashSet::new();
         validation.leeway = 0;
         Ok(Auth {
+            secret: secret.to_vec(),
             encoding: EncodingKey::from_secret(secret)?,
             decoding: DecodingKey::from_secret(secret)?,
             validation,
@@ -151,6 +154,32 @@ impl Auth {
             &claims,
             &self.encoding,
         )?)
+    }
+
+    /// HMAC-SHA256 under the signing key of `purpose`, a zero byte and `data`, hex-encoded:
+    /// a value only this gateway can compute, bound to `data` (the web UI's CSRF tokens).
+    /// Distinct purposes give unrelated values, so one cannot stand in for another.
+    pub fn derive(&self, purpose: &str, data: &[u8]) -> String {
+        use hmac::{KeyInit, Mac};
+        // HMAC accepts keys of every length, so `new_from_slice` cannot fail here.
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length"));
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The claims of `token`, if it is valid and grants `scope`.
+    pub fn check_token(&self, token: &str, scope: &'static str) -> Result<Claims, AuthError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .claims;
+        if claims.allows(scope) {
+            Ok(claims)
+        } else {
+            Err(AuthError::Forbidden(scope))
+        }
     }
 
     /// The claims of the request's bearer token, if it grants `scope`.

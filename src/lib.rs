@@ -16,6 +16,7 @@
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,
 //!   and webhook trigger rules.
 //! - [`auth`]: API tokens (JWT) and their scopes.
+//! - [`ui`]: the web UI at `/ui/` (server-rendered pages over the same registry and store).
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
 //! - [`clock`]: the wall clock as an injectable value.
@@ -34,5 +35,6 @@ pub mod route;
 pub mod server;
 pub mod stack;
 pub mod store;
+pub mod ui;
 pub mod verify;
 pub mod watchdog;

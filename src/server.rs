@@ -111,6 +111,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     crate::channels::api::routes()
         .merge(crate::channels::routes())
         .merge(crate::channels::alexa::routes())
+        .merge(crate::ui::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(call_id))
         .with_state(state)

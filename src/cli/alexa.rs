@@ -8,14 +8,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use chrono::Utc;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::Gateway;
 use crate::channels::alexa::ssml;
 use crate::channels::alexa::types::{Card, OutputSpeech, Response};
 use crate::channels::alexa::verify::{CertSource, SignatureHeaders, VerifierConfig};
 use crate::route::skills::export::interaction_model;
-use crate::route::skills::matcher::match_utterance;
 use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR, FALLBACK_INTENT};
 
 #[derive(Debug, clap::Subcommand)]
@@ -124,50 +123,28 @@ pub async fn say(
     data: &Path,
 ) -> anyhow::Result<ExitCode> {
     let skill = load_skill(&args.skills, &args.skill)?;
-    let id = skill.def.id.clone();
-    let locale = args
-        .locale
-        .clone()
-        .or_else(|| skill.def.locales.first().cloned())
-        .unwrap_or_else(|| "en-US".to_owned());
-    let request_id = format!("amzn1.echo-api.request.hark-say-{}", uuid::Uuid::new_v4());
-    let mut request = if args.utterance.trim().is_empty() {
-        json!({ "type": "LaunchRequest" })
-    } else {
-        let today = chrono::Local::now().date_naive();
-        let matched = match_utterance(&skill, &args.utterance, today);
-        if matched.intent == FALLBACK_INTENT {
+    let today = chrono::Local::now().date_naive();
+    let (envelope, matched) = crate::channels::alexa::local::envelope(
+        &skill,
+        &args.utterance,
+        &args.user,
+        args.locale.as_deref(),
+        today,
+    );
+    match matched {
+        Some(m) if m.intent == FALLBACK_INTENT => {
             eprintln!("hark say: no sample utterance matched; sending {FALLBACK_INTENT}");
-        } else {
-            let slots: Vec<String> = matched
+        }
+        Some(m) => {
+            let slots: Vec<String> = m
                 .slots
                 .iter()
                 .map(|(k, v)| format!("{k}={:?}", v.value))
                 .collect();
-            eprintln!("hark say: {} {}", matched.intent, slots.join(" "));
+            eprintln!("hark say: {} {}", m.intent, slots.join(" "));
         }
-        json!({ "type": "IntentRequest", "intent": matched.intent_json(&skill) })
-    };
-    request["requestId"] = json!(request_id);
-    request["timestamp"] = json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    request["locale"] = json!(locale);
-    let user = json!({ "userId": args.user });
-    let envelope = json!({
-        "version": "1.0",
-        "session": {
-            "new": true,
-            "sessionId": format!("amzn1.echo-api.session.hark-say-{}", uuid::Uuid::new_v4()),
-            "application": { "applicationId": id },
-            "attributes": {},
-            "user": user,
-        },
-        "context": { "System": {
-            "application": { "applicationId": id },
-            "user": user,
-            "device": { "deviceId": "hark-say", "supportedInterfaces": {} },
-        }},
-        "request": request,
-    });
+        None => {}
+    }
     let gw = Gateway::new(gateway, token, data)?;
     let path = format!("/system/skills/{}/say", args.skill);
     let answer: Value = gw

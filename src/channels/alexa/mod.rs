@@ -7,11 +7,13 @@
 //! - [`channel`]: the `alexa:` settings and the channel state built from them at start-up.
 //! - [`handler`]: the HTTP routes (`POST /alexa/{skill}`, `hark say`'s path).
 //! - [`conversation`]: one turn: the skill's reply, the function call within the deadline.
+//! - [`local`]: the request envelope of a typed utterance (`hark say`, the web UI).
 //! - [`testpki`]: a test certificate authority (tests and `hark bench`).
 
 pub mod channel;
 pub mod conversation;
 pub mod handler;
+pub mod local;
 pub mod ssml;
 pub mod testpki;
 pub mod types;

@@ -5,6 +5,8 @@
 mod invoke;
 mod system;
 
+pub use invoke::HEADER_DURATION;
+
 use std::sync::Arc;
 
 use axum::routing::{any, get, post};
