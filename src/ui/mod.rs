@@ -245,7 +245,10 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-fn render_raw(name: &'static str, ctx: Value) -> Result<String, UiError> {
+fn render_raw(name: &'static str, mut ctx: Value) -> Result<String, UiError> {
+    if let Some(map) = ctx.as_object_mut() {
+        map.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    }
     TEMPLATES
         .get_template(name)
         .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&ctx))))
@@ -257,7 +260,6 @@ fn render(name: &'static str, session: &Session, mut ctx: Value) -> Result<Html<
     if let Some(map) = ctx.as_object_mut() {
         map.insert("csrf".into(), session.csrf.clone().into());
         map.insert("user".into(), session.claims.sub.clone().into());
-        map.insert("version".into(), env!("CARGO_PKG_VERSION").into());
     }
     render_raw(name, ctx).map(Html)
 }

@@ -369,6 +369,14 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         .await
         .unwrap();
     assert!(time.ends_with("ms round trip"), "{time}");
+    let shown = browser
+        .execute(
+            "return getComputedStyle(document.getElementById('r-image')).display;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, "none", "no image box for a text answer");
     // The call appears among the recent activations without a reload.
     until(
         &browser,
@@ -399,6 +407,14 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     )
     .await;
     assert_eq!(width, 320);
+    let shown = browser
+        .execute(
+            "return getComputedStyle(document.getElementById('r-text')).display;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, "none", "no text box for an image answer");
     let colourful = browser
         .execute(
             "const i = document.getElementById('r-image'); const c = document.createElement('canvas');
