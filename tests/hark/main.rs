@@ -10,5 +10,6 @@ mod docker;
 mod process;
 mod queue;
 mod schedule;
+mod swarm;
 mod util;
 mod watchdog;
