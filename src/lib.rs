@@ -10,7 +10,7 @@
 //! - [`route`]: which function a platform event calls: Alexa skills (`skills/NAME/skill.yaml`).
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
 //! - [`provider`]: the backend trait and its implementations (`process`, the default;
-//!   `docker`, containers on the local engine).
+//!   `docker`, containers on the local engine; `swarm`, services on a Docker Swarm).
 //! - [`store`]: SQLite persistence of functions, secrets, activations, the async queue,
 //!   schedules and delivery ids.
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,

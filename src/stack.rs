@@ -42,7 +42,7 @@ pub enum StackError {
 #[derive(Debug, Default)]
 pub struct Stack {
     pub gateway: Option<String>,
-    /// `provider.name`: the backend `hark up` uses when it is `process` or `docker`
+    /// `provider.name`: the backend `hark up` uses when it is `process`, `docker` or `swarm`
     /// (OpenFaaS files say `openfaas` here, which leaves the choice to `hark up`).
     pub provider: Option<String>,
     pub functions: Vec<FunctionDeployment>,

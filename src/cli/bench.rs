@@ -12,6 +12,8 @@
 //!   the same image (`docker run` with the port published, no gateway), and the cold start
 //!   (deploy → first response) of the process provider, the docker provider and the bare
 //!   container, measured in the same run.
+//! - with `--swarm` (implies `--docker`): the same again on the swarm provider (the engine
+//!   must manage an active swarm), next to the same bare container.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,6 +45,9 @@ pub struct BenchArgs {
     /// Also measure the docker provider and a bare container (needs the Docker Engine).
     #[arg(long)]
     pub docker: bool,
+    /// Also measure the swarm provider (implies --docker; the engine must manage a swarm).
+    #[arg(long)]
+    pub swarm: bool,
     /// Cold starts measured per provider (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub cold_starts: usize,
@@ -157,8 +162,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     cold.push(("process provider: deploy → first response", process_cold));
-    if args.docker {
-        let bench = docker_bench::DockerBench::start(&exe, &hello, &dir).await?;
+    if args.docker || args.swarm {
+        let bench = docker_bench::DockerBench::start(&exe, &hello, &dir, args.swarm).await?;
         let result = bench
             .run(&client, &args, warmup, duration, concurrency, &spec)
             .await;
@@ -670,11 +675,27 @@ mod docker_bench {
         network: String,
         gateway: Gateway,
         data: std::path::PathBuf,
+        /// A gateway on the swarm provider and its overlay network, with `--swarm`.
+        swarm: Option<(Gateway, String)>,
     }
 
     impl DockerBench {
-        pub(super) async fn start(exe: &Path, hello: &Path, dir: &Path) -> anyhow::Result<Self> {
+        pub(super) async fn start(
+            exe: &Path,
+            hello: &Path,
+            dir: &Path,
+            with_swarm: bool,
+        ) -> anyhow::Result<Self> {
             let docker = docker::connect().await?;
+            if with_swarm {
+                let info = docker.info().await?;
+                let swarm = info.swarm.unwrap_or_default();
+                anyhow::ensure!(
+                    swarm.local_node_state == Some(bollard::models::LocalNodeState::ACTIVE)
+                        && swarm.control_available == Some(true),
+                    "--swarm needs an engine that manages an active swarm (`docker swarm init --advertise-addr 127.0.0.1`)"
+                );
+            }
             let run = std::process::id();
             let image = format!("hark/bench:{run}");
             let network = format!("hark-bench-{run}");
@@ -713,6 +734,20 @@ mod docker_bench {
                 &["--provider", "docker", "--docker-network", &network],
             )
             .await?;
+            let swarm = if with_swarm {
+                let network = format!("hark-bench-swarm-{run}");
+                let data = data.join("swarm");
+                std::fs::create_dir_all(&data)?;
+                let gateway = Gateway::start_with(
+                    exe,
+                    &data,
+                    &["--provider", "swarm", "--swarm-network", &network],
+                )
+                .await?;
+                Some((gateway, network))
+            } else {
+                None
+            };
             Ok(DockerBench {
                 docker,
                 image,
@@ -720,6 +755,7 @@ mod docker_bench {
                 network,
                 gateway,
                 data,
+                swarm,
             })
         }
 
@@ -780,6 +816,30 @@ mod docker_bench {
             )
             .await;
             let ratio = Some(bare.rate());
+            let mut swarm_rows = Vec::new();
+            if let Some((swarm, _)) = &self.swarm {
+                let swarm_cold = cold_starts(args.cold_starts, |i| {
+                    swarm.time_cold_start(client, spec(&format!("cold-{i}"), &self.image))
+                })
+                .await?;
+                cold.push(("swarm provider: deploy → first response", swarm_cold));
+                swarm.deploy(client, spec("hello", &self.image)).await?;
+                swarm
+                    .deploy(
+                        client,
+                        serde_json::json!({ "service": "cat", "image": self.image, "envProcess": "cat" }),
+                    )
+                    .await?;
+                for (label, path) in [
+                    ("swarm, http mode: hello through the gateway", "hello"),
+                    ("swarm, fork mode: cat through the gateway", "cat"),
+                ] {
+                    let url = format!("{}/function/{path}", swarm.url);
+                    let figures =
+                        measure(warmup, duration, concurrency, http_load(client, &url)).await;
+                    swarm_rows.push((label.to_owned(), figures, ratio));
+                }
+            }
             Ok((
                 vec![
                     (
@@ -797,7 +857,10 @@ mod docker_bench {
                         fork,
                         ratio,
                     ),
-                ],
+                ]
+                .into_iter()
+                .chain(swarm_rows)
+                .collect(),
                 cold,
             ))
         }
@@ -847,6 +910,16 @@ mod docker_bench {
         /// Stops the docker gateway and removes the image, network and data it made.
         pub(super) async fn cleanup(mut self) {
             self.gateway.stop().await;
+            if let Some((mut swarm, network)) = self.swarm.take() {
+                // A clean stop removes the services; their tasks leave the network after.
+                swarm.stop().await;
+                for _ in 0..20 {
+                    if self.docker.remove_network(&network).await.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
             let options = RemoveImageOptionsBuilder::default().force(true).build();
             let _ = self
                 .docker

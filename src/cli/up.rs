@@ -20,6 +20,7 @@ use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
 use crate::provider::docker::{self, DockerProvider};
 use crate::provider::process::ProcessProvider;
+use crate::provider::swarm::{self, SwarmProvider};
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
 use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
@@ -64,12 +65,15 @@ pub struct UpArgs {
     #[arg(long, alias = "test-clock", env = "HARK_TEST_CLOCK", hide = true)]
     pub clock: Option<String>,
     /// Backend that runs the functions [default: the stack file's `provider.name` when
-    /// it is process or docker, else process].
+    /// it is process, docker or swarm, else process].
     #[arg(long, env = "HARK_PROVIDER", value_enum)]
     pub provider: Option<ProviderKind>,
     /// Docker network the function containers join (docker provider).
     #[arg(long, env = docker::ENV_NETWORK, default_value = docker::DEFAULT_NETWORK)]
     pub docker_network: String,
+    /// Overlay network the function services join (swarm provider).
+    #[arg(long, env = swarm::ENV_NETWORK, default_value = swarm::DEFAULT_NETWORK)]
+    pub swarm_network: String,
 }
 
 /// The backends `hark up` can run functions on.
@@ -79,6 +83,8 @@ pub enum ProviderKind {
     Process,
     /// Containers on the local Docker Engine.
     Docker,
+    /// Services on the Docker Swarm this engine manages.
+    Swarm,
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
@@ -110,11 +116,13 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         .and_then(|name| match name {
             "process" => Some(ProviderKind::Process),
             "docker" => Some(ProviderKind::Docker),
+            "swarm" => Some(ProviderKind::Swarm),
             _ => None,
         });
     let kind = args.provider.or(from_file).unwrap_or(ProviderKind::Process);
     let logs = Arc::new(LogHub::default());
     let mut docker_provider = None;
+    let mut swarm_provider = None;
     let provider: Arc<dyn Provider> = match kind {
         ProviderKind::Process => Arc::new(ProcessProvider::new(data.join("secrets"), logs)),
         ProviderKind::Docker => {
@@ -124,6 +132,14 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             let provider =
                 Arc::new(DockerProvider::start(&data, &args.docker_network, logs).await?);
             docker_provider = Some(provider.clone());
+            provider
+        }
+        ProviderKind::Swarm => {
+            if let Some((_, stack)) = &stack {
+                crate::cli::build::build_missing(&stack.functions).await?;
+            }
+            let provider = Arc::new(SwarmProvider::start(&data, &args.swarm_network, logs).await?);
+            swarm_provider = Some(provider.clone());
             provider
         }
     };
@@ -190,6 +206,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     if let Some(docker) = docker_provider {
         // Containers of an earlier run that no deployment took over.
         docker.remove_unclaimed().await;
+    }
+    if let Some(swarm) = swarm_provider {
+        // Services of an earlier run that no deployment took over.
+        swarm.remove_unclaimed().await;
     }
 
     let addr = SocketAddr::new(args.bind, args.port);

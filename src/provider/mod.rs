@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod logs;
 pub mod process;
+pub mod swarm;
 
 use std::time::Duration;
 

@@ -1,6 +1,11 @@
 //! The provider contract: one set of cases, run through a real gateway against every
-//! provider. `process` always runs; `docker` needs the real engine (in CI, with `CI`
-//! set, a missing engine fails the tests; elsewhere they are skipped with a message).
+//! provider. `process` always runs; `docker` and `swarm` need the real engine (in CI,
+//! with `CI` set, a missing engine or a refused swarm fails the tests; elsewhere they are
+//! skipped with a message).
+//!
+//! The swarm runs share the docker runs' image, a single-node swarm (made through the
+//! engine's API when the engine is in none, and left again at exit — see
+//! [`swarm_fixture`]) and an overlay network of their own.
 //!
 //! The docker runs share one image built once per test run with `hark build` (busybox
 //! for the shell cases, the `hello` binary for the http cases), a network of their own,
@@ -22,6 +27,7 @@ use crate::util::{children_named, hark_bin, hello_bin, Gateway};
 pub enum Kind {
     Process,
     Docker,
+    Swarm,
 }
 
 /// Runs each case once per provider: `contract::process::CASE`, `contract::docker::CASE`.
@@ -40,6 +46,14 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $case() {
                     super::$case(super::Kind::Docker).await
+                }
+            )*
+        }
+        mod swarm {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Kind::Swarm).await
                 }
             )*
         }
@@ -184,12 +198,214 @@ pub fn docker_fixture() -> Option<&'static DockerFixture> {
         .as_ref()
 }
 
+/// What the swarm runs share: the docker runs' image and an overlay network.
+pub struct SwarmFixture {
+    pub image: String,
+    pub network: String,
+}
+
+static SWARM: OnceLock<Option<SwarmFixture>> = OnceLock::new();
+static SWARM_NETWORK: OnceLock<String> = OnceLock::new();
+/// Held (shared) by every test process that uses the swarm, so the last one out leaves
+/// a swarm that a test made; taken exclusively to make one.
+const SWARM_LOCK: &str = "/tmp/hark-swarm-tests.lock";
+/// Present while a swarm made by these tests is up.
+const SWARM_MADE: &str = "/tmp/hark-swarm-tests.made";
+
+/// Runs `f` on the engine through bollard, on a runtime of its own (the fixture is set
+/// up from inside the tests' runtimes, which cannot block).
+fn with_engine<T: Send + 'static>(
+    f: impl FnOnce(bollard::Docker) -> futures::future::BoxFuture<'static, T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let docker = bollard::Docker::connect_with_defaults()
+                    .unwrap()
+                    .negotiate_version()
+                    .await
+                    .unwrap();
+                f(docker).await
+            })
+    })
+    .join()
+    .unwrap()
+}
+
+fn swarm_state() -> String {
+    docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
+}
+
+/// Makes the engine a single-node swarm manager unless it is one; whether this call
+/// made it, or the engine's refusal.
+fn ensure_swarm() -> Result<bool, String> {
+    if swarm_state() == "active" {
+        return Ok(false);
+    }
+    with_engine(|docker| {
+        Box::pin(async move {
+            let request = bollard::models::SwarmInitRequest {
+                listen_addr: Some("127.0.0.1:2377".into()),
+                advertise_addr: Some("127.0.0.1".into()),
+                ..Default::default()
+            };
+            docker
+                .init_swarm(request)
+                .await
+                .map(|_| true)
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// Leaves the swarm the tests made, when no other test process still uses it.
+fn leave_swarm_if_last(lock: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file this process holds open.
+    let exclusive = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if exclusive && std::path::Path::new(SWARM_MADE).exists() {
+        let left = with_engine(|docker| {
+            Box::pin(async move {
+                let options = bollard::query_parameters::LeaveSwarmOptionsBuilder::default()
+                    .force(true)
+                    .build();
+                docker
+                    .leave_swarm(Some(options))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        match left {
+            Ok(()) => {
+                let _ = std::fs::remove_file(SWARM_MADE);
+            }
+            Err(e) => eprintln!("could not leave the swarm the tests made: {e}"),
+        }
+    }
+}
+
+static SWARM_LOCK_FILE: OnceLock<std::fs::File> = OnceLock::new();
+
+/// Removes the swarm runs' network and leaves a swarm the tests made (at process exit,
+/// whether the tests passed or not; services went with their gateways' guards).
+extern "C" fn swarm_cleanup_at_exit() {
+    if let Some(network) = SWARM_NETWORK.get() {
+        // The tasks of removed services leave the network a moment later.
+        for _ in 0..20 {
+            let gone = Command::new("docker")
+                .args(["network", "rm", network])
+                .output()
+                .map(|o| {
+                    o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found")
+                })
+                .unwrap_or(true);
+            if gone {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    if let Some(lock) = SWARM_LOCK_FILE.get() {
+        leave_swarm_if_last(lock);
+    }
+}
+
+/// The docker fixture plus an active swarm and an overlay network; `None` when the
+/// engine is missing or refuses swarm mode (outside CI; in CI that fails).
+pub fn swarm_fixture() -> Option<&'static SwarmFixture> {
+    SWARM
+        .get_or_init(|| {
+            use std::os::fd::AsRawFd;
+            let docker_fixture = docker_fixture()?;
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(SWARM_LOCK)
+                .expect("open the swarm tests' lock file");
+            // SAFETY: flock on a file this process holds open.
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            let made = ensure_swarm();
+            if let Ok(true) = made {
+                std::fs::write(SWARM_MADE, "made by hark's tests\n").unwrap();
+            }
+            // SAFETY: as above; downgrades to a shared lock for the rest of the run.
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH) };
+            let _ = SWARM_LOCK_FILE.set(lock);
+            let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+            let network = format!("hark-test-swarm-{run}");
+            if SWARM_NETWORK.set(network.clone()).is_ok() {
+                // SAFETY: registers a plain extern "C" function once.
+                unsafe {
+                    libc::atexit(swarm_cleanup_at_exit);
+                }
+            }
+            if let Err(e) = made {
+                if std::env::var_os("CI").is_some() {
+                    panic!("CI is set but the engine refused swarm mode: {e}");
+                }
+                eprintln!("SKIPPED: the engine refused swarm mode ({e}); swarm tests skipped (set CI to make this a failure)");
+                return None;
+            }
+            let created = Command::new("docker")
+                .args(["network", "create", "--driver", "overlay", "--attachable"])
+                .args(["--label", "com.hark.network=true", &network])
+                .output()
+                .expect("run the docker CLI");
+            assert!(
+                created.status.success(),
+                "creating overlay network {network}: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+            Some(SwarmFixture {
+                image: docker_fixture.image.clone(),
+                network,
+            })
+        })
+        .as_ref()
+}
+
+/// Removes every service and Swarm secret labelled with a gateway's instance id.
+pub struct ServiceGuard {
+    pub instance: String,
+}
+
+impl ServiceGuard {
+    /// A guard for the swarm gateway whose data directory is `data`.
+    pub fn for_data(data: &std::path::Path) -> ServiceGuard {
+        let instance = std::fs::read_to_string(data.join("swarm-instance"))
+            .expect("the swarm provider wrote its instance id")
+            .trim()
+            .to_owned();
+        ServiceGuard { instance }
+    }
+}
+
+impl Drop for ServiceGuard {
+    fn drop(&mut self) {
+        let label = format!("label=com.hark.instance={}", self.instance);
+        for id in docker(&["service", "ls", "-q", "--filter", &label]).lines() {
+            docker(&["service", "rm", id]);
+        }
+        for id in docker(&["secret", "ls", "-q", "--filter", &label]).lines() {
+            docker(&["secret", "rm", id]);
+        }
+    }
+}
+
 /// A gateway on one provider, and what a case needs to poke at its replicas.
 pub struct Harness {
     pub kind: Kind,
     pub gw: Gateway,
     /// Removes this gateway's containers once the gateway is gone (dropped after `gw`).
     _containers: Option<ContainerGuard>,
+    /// Removes this gateway's services and secrets once the gateway is gone.
+    _services: Option<ServiceGuard>,
+    /// The gateway's instance id (docker and swarm).
+    instance: String,
     image: String,
 }
 
@@ -226,8 +442,28 @@ impl Harness {
                 kind,
                 gw: Gateway::start_with(&["--provider", "process"]),
                 _containers: None,
+                _services: None,
+                instance: String::new(),
                 image: String::new(),
             }),
+            Kind::Swarm => {
+                let fixture = swarm_fixture()?;
+                let gw = Gateway::start_with(&[
+                    "--provider",
+                    "swarm",
+                    "--swarm-network",
+                    &fixture.network,
+                ]);
+                let guard = ServiceGuard::for_data(&gw.data);
+                Some(Harness {
+                    kind,
+                    gw,
+                    instance: guard.instance.clone(),
+                    _services: Some(guard),
+                    _containers: None,
+                    image: fixture.image.clone(),
+                })
+            }
             Kind::Docker => {
                 let fixture = docker_fixture()?;
                 let gw = Gateway::start_with(&[
@@ -240,7 +476,9 @@ impl Harness {
                 Some(Harness {
                     kind,
                     gw,
+                    instance: guard.instance.clone(),
                     _containers: Some(guard),
+                    _services: None,
                     image: fixture.image.clone(),
                 })
             }
@@ -284,8 +522,8 @@ impl Harness {
                 .into_iter()
                 .map(|p| p.to_string())
                 .collect(),
-            Kind::Docker => {
-                let instance = &self._containers.as_ref().unwrap().instance;
+            Kind::Docker | Kind::Swarm => {
+                let instance = &self.instance;
                 docker(&[
                     "ps",
                     "-q",
@@ -310,7 +548,7 @@ impl Harness {
             Kind::Process => unsafe {
                 libc::kill(running[0].parse().unwrap(), libc::SIGKILL);
             },
-            Kind::Docker => {
+            Kind::Docker | Kind::Swarm => {
                 docker(&["kill", &running[0]]);
             }
         }

@@ -10,6 +10,7 @@ mod docker;
 mod process;
 mod queue;
 mod schedule;
+mod swarm;
 mod ui;
 mod util;
 mod watchdog;

@@ -14,7 +14,7 @@
 //!   new ones are ready.
 
 pub mod build;
-mod pool;
+pub(crate) mod pool;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -119,7 +119,26 @@ pub(crate) fn describe_engine_error(e: &bollard::errors::Error) -> String {
     }
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
+/// The local image a function runs, or a clear error naming `hark build` when the engine
+/// does not have it (no registry is used).
+pub(crate) async fn local_image(
+    docker: &Docker,
+    name: &FunctionName,
+    image: &str,
+) -> Result<bollard::models::ImageInspect, ProviderError> {
+    match docker.inspect_image(image).await {
+        Ok(inspected) => Ok(inspected),
+        Err(e) if is_not_found(&e) => Err(ProviderError::BadSpec(format!(
+            "function {name}: image {image} is not in the local Docker Engine (no registry is used); build it with `hark build {name}`"
+        ))),
+        Err(e) => Err(ProviderError::Internal(format!(
+            "inspecting image {image}: {}",
+            describe_engine_error(&e)
+        ))),
+    }
+}
+
+pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -160,7 +179,7 @@ impl DockerProvider {
         logs: Arc<LogHub>,
     ) -> Result<Self, DockerError> {
         let docker = connect().await?;
-        let instance = instance_id(data_dir)?;
+        let instance = instance_id(data_dir, INSTANCE_FILE)?;
         let network = ensure_network(&docker, network).await?;
         let filters = HashMap::from([(
             "label".to_owned(),
@@ -268,9 +287,10 @@ impl DockerProvider {
     }
 }
 
-/// Reads this Hark's instance id from the data directory, creating it the first time.
-fn instance_id(data_dir: &Path) -> Result<String, DockerError> {
-    let path = data_dir.join(INSTANCE_FILE);
+/// Reads this Hark's instance id from `file` in the data directory, creating it the
+/// first time.
+pub(crate) fn instance_id(data_dir: &Path, file: &str) -> Result<String, DockerError> {
+    let path = data_dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
         Ok(_) => {}
@@ -286,11 +306,21 @@ fn instance_id(data_dir: &Path) -> Result<String, DockerError> {
 }
 
 /// Creates the bridge network unless it exists; returns its id.
+pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, DockerError> {
+    ensure_network_of(docker, name, "bridge").await
+}
+
+/// Creates a network with `driver` (`bridge`, or `overlay`, then attachable) unless one
+/// of the name exists; returns its id.
 ///
 /// The engine allows two networks of one name, so two Harks starting at once could
 /// each create one: after creating, the oldest network of the name wins and a younger
 /// one this call created is removed again.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, DockerError> {
+pub(crate) async fn ensure_network_of(
+    docker: &Docker,
+    name: &str,
+    driver: &str,
+) -> Result<String, DockerError> {
     let engine = |what: &str, e: bollard::errors::Error| DockerError::Engine {
         what: format!("{what} {name}"),
         reason: describe_engine_error(&e),
@@ -303,7 +333,8 @@ pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, Docke
     }
     let request = NetworkCreateRequest {
         name: name.to_owned(),
-        driver: Some("bridge".into()),
+        driver: Some(driver.into()),
+        attachable: (driver == "overlay").then_some(true),
         labels: Some(HashMap::from([("com.hark.network".into(), "true".into())])),
         ..Default::default()
     };
@@ -355,6 +386,138 @@ async fn remove_container(docker: &Docker, id: &str) {
     let _ = docker.remove_container(id, Some(options)).await;
 }
 
+/// Why a call could not be forwarded to a replica.
+pub(crate) enum Forwarded {
+    /// The call ended in a provider error (time limit, overload).
+    Provider(ProviderError),
+    /// The replica could not be reached or answered badly; `connect` when the request
+    /// never reached it (so it is safe to send elsewhere).
+    Failed { reason: String, connect: bool },
+}
+
+/// Sends one call to the watchdog at `host:port` and returns the function's answer,
+/// mapping the watchdog's timeout and overload answers to provider errors.
+pub(crate) async fn forward(
+    client: &reqwest::Client,
+    host: &str,
+    port: u16,
+    name: &FunctionName,
+    call: &Invocation,
+    limit: Duration,
+) -> Result<Output, Forwarded> {
+    let url = match &call.query {
+        Some(q) => format!("http://{host}:{port}{}?{q}", call.path),
+        None => format!("http://{host}:{port}{}", call.path),
+    };
+    let mut request = client
+        .request(call.method.clone(), url)
+        .header("x-call-id", &call.call_id)
+        .body(call.body.clone())
+        .timeout(limit + CALL_MARGIN);
+    for (header_name, value) in &call.headers {
+        if !HOP_BY_HOP.contains(&header_name.as_str()) {
+            request = request.header(header_name, value);
+        }
+    }
+    let response = request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            Forwarded::Provider(ProviderError::Timeout {
+                name: name.clone(),
+                limit,
+            })
+        } else {
+            Forwarded::Failed {
+                reason: format!("request to the container failed: {e}"),
+                connect: e.is_connect(),
+            }
+        }
+    })?;
+    let status = response.status();
+    let mut headers = response.headers().clone();
+    for hop in HOP_BY_HOP {
+        headers.remove(*hop);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    let error = headers
+        .remove(HEADER_ERROR)
+        .and_then(|v| v.to_str().ok().map(str::to_owned));
+    match (status.as_u16(), &error) {
+        (504, Some(_)) => {
+            return Err(Forwarded::Provider(ProviderError::Timeout {
+                name: name.clone(),
+                limit,
+            }))
+        }
+        (429, Some(_)) => return Err(Forwarded::Provider(ProviderError::Overloaded(name.clone()))),
+        _ => {}
+    }
+    let body = response.bytes().await.map_err(|e| Forwarded::Failed {
+        reason: format!("reading the container's answer: {e}"),
+        connect: false,
+    })?;
+    let error = error.or_else(|| {
+        status
+            .is_server_error()
+            .then(|| format!("function {name} answered {status}"))
+    });
+    Ok(Output {
+        status,
+        headers,
+        body,
+        error,
+    })
+}
+
+/// CPU and memory of the containers `ids`, summed; `None` when there are none.
+/// `readings` keeps each container's last CPU reading, for a rate since then.
+pub(crate) async fn container_usage(
+    docker: &Docker,
+    ids: Vec<String>,
+    readings: &std::sync::Mutex<HashMap<String, (u64, u64)>>,
+) -> Option<Usage> {
+    if ids.is_empty() {
+        return None;
+    }
+    let mut usage = Usage::default();
+    for id in ids {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let Some(Ok(stats)) = docker.stats(&id, Some(options)).next().await else {
+            continue;
+        };
+        if let Some(memory) = stats.memory_stats {
+            let cache = memory
+                .stats
+                .as_ref()
+                .and_then(|s| s.get("cache").or_else(|| s.get("inactive_file")))
+                .copied()
+                .unwrap_or(0);
+            usage.total_memory_bytes += memory.usage.unwrap_or(0).saturating_sub(cache) as f64;
+        }
+        let cpu = stats.cpu_stats.and_then(|c| {
+            Some((
+                c.cpu_usage?.total_usage?,
+                c.system_cpu_usage?,
+                c.online_cpus.unwrap_or(1),
+            ))
+        });
+        if let Some((total, system, cpus)) = cpu {
+            let mut readings = readings.lock().unwrap_or_else(|e| e.into_inner());
+            // CPU use since the previous reading, in percent of one CPU.
+            if let Some((last_total, last_system)) = readings.insert(id.clone(), (total, system)) {
+                let used = total.saturating_sub(last_total) as f64;
+                let elapsed = system.saturating_sub(last_system) as f64;
+                if elapsed > 0.0 {
+                    usage.cpu += used / elapsed * f64::from(cpus) * 100.0;
+                }
+            }
+        }
+    }
+    Some(usage)
+}
+
 #[async_trait]
 impl Provider for DockerProvider {
     fn name(&self) -> &'static str {
@@ -367,20 +530,7 @@ impl Provider for DockerProvider {
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
         let name = spec.service.clone();
         let image = spec::default_image(spec);
-        let inspected = match self.docker.inspect_image(&image).await {
-            Ok(inspected) => inspected,
-            Err(e) if is_not_found(&e) => {
-                return Err(ProviderError::BadSpec(format!(
-                    "function {name}: image {image} is not in the local Docker Engine (no registry is used); build it with `hark build {name}`"
-                )))
-            }
-            Err(e) => {
-                return Err(ProviderError::Internal(format!(
-                    "inspecting image {image}: {}",
-                    describe_engine_error(&e)
-                )))
-            }
-        };
+        let inspected = local_image(&self.docker, &name, &image).await?;
         let image_user = inspected.config.and_then(|c| c.user).unwrap_or_default();
         let secrets_dir = self.secrets_root.join(name.as_str());
         std::fs::DirBuilder::new()
@@ -516,112 +666,29 @@ impl Provider for DockerProvider {
                     format!("no container became ready within {READY_LIMIT:?}"),
                 )
             })?;
-        let url = match &call.query {
-            Some(q) => format!("http://127.0.0.1:{port}{}?{q}", call.path),
-            None => format!("http://127.0.0.1:{port}{}", call.path),
-        };
-        let mut request = self
-            .client
-            .request(call.method.clone(), url)
-            .header("x-call-id", &call.call_id)
-            .body(call.body.clone())
-            .timeout(function.timeout + CALL_MARGIN);
-        for (header_name, value) in &call.headers {
-            if !HOP_BY_HOP.contains(&header_name.as_str()) {
-                request = request.header(header_name, value);
-            }
-        }
-        let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                ProviderError::Timeout {
-                    name: name.clone(),
-                    limit: function.timeout,
-                }
-            } else {
-                self.unavailable(name, pool, format!("request to the container failed: {e}"))
-            }
-        })?;
-        let status = response.status();
-        let mut headers = response.headers().clone();
-        for hop in HOP_BY_HOP {
-            headers.remove(*hop);
-        }
-        headers.remove(header::CONTENT_LENGTH);
-        let error = headers
-            .remove(HEADER_ERROR)
-            .and_then(|v| v.to_str().ok().map(str::to_owned));
-        match (status.as_u16(), &error) {
-            (504, Some(_)) => {
-                return Err(ProviderError::Timeout {
-                    name: name.clone(),
-                    limit: function.timeout,
-                })
-            }
-            (429, Some(_)) => return Err(ProviderError::Overloaded(name.clone())),
-            _ => {}
-        }
-        let body = response.bytes().await.map_err(|e| {
-            self.unavailable(name, pool, format!("reading the container's answer: {e}"))
-        })?;
-        let error = error.or_else(|| {
-            status
-                .is_server_error()
-                .then(|| format!("function {name} answered {status}"))
-        });
-        Ok(Output {
-            status,
-            headers,
-            body,
-            error,
+        forward(
+            &self.client,
+            "127.0.0.1",
+            port,
+            name,
+            &call,
+            function.timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            Forwarded::Failed { reason, .. } => self.unavailable(name, pool, reason),
+            Forwarded::Provider(e) => e,
         })
     }
 
     async fn usage(&self, name: &FunctionName) -> Option<Usage> {
         let function = self.get(name).await.ok()?;
-        let containers = function.pool.ready_containers();
-        if containers.is_empty() {
-            return None;
-        }
-        let mut usage = Usage::default();
-        for id in containers {
-            let options = StatsOptionsBuilder::default()
-                .stream(false)
-                .one_shot(true)
-                .build();
-            let Some(Ok(stats)) = self.docker.stats(&id, Some(options)).next().await else {
-                continue;
-            };
-            if let Some(memory) = stats.memory_stats {
-                let cache = memory
-                    .stats
-                    .as_ref()
-                    .and_then(|s| s.get("cache").or_else(|| s.get("inactive_file")))
-                    .copied()
-                    .unwrap_or(0);
-                usage.total_memory_bytes += memory.usage.unwrap_or(0).saturating_sub(cache) as f64;
-            }
-            let cpu = stats.cpu_stats.and_then(|c| {
-                Some((
-                    c.cpu_usage?.total_usage?,
-                    c.system_cpu_usage?,
-                    c.online_cpus.unwrap_or(1),
-                ))
-            });
-            if let Some((total, system, cpus)) = cpu {
-                let mut readings = self.cpu_readings.lock().unwrap_or_else(|e| e.into_inner());
-                // CPU use since the previous reading, in percent of one CPU.
-                if let Some((last_total, last_system)) =
-                    readings.insert(id.clone(), (total, system))
-                {
-                    let used = total.saturating_sub(last_total) as f64;
-                    let elapsed = system.saturating_sub(last_system) as f64;
-                    if elapsed > 0.0 {
-                        usage.cpu += used / elapsed * f64::from(cpus) * 100.0;
-                    }
-                }
-            }
-        }
-        Some(usage)
+        container_usage(
+            &self.docker,
+            function.pool.ready_containers(),
+            &self.cpu_readings,
+        )
+        .await
     }
 
     fn logs(&self) -> &LogHub {

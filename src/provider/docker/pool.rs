@@ -369,7 +369,7 @@ async fn exit_reason(docker: &Docker, id: &str) -> String {
 }
 
 /// Copies the container's output into the log hub, line by line.
-async fn stream_logs(
+pub(crate) async fn stream_logs(
     docker: Docker,
     logs: Arc<LogHub>,
     name: FunctionName,

@@ -60,54 +60,9 @@ pub fn template(
     network: &str,
     secrets_dir: &Path,
 ) -> Result<Template, String> {
-    let mode = spec.mode().map_err(|e| e.to_string())?;
-    let timeout = spec.timeout().map_err(|e| e.to_string())?;
-    let mut env: Vec<String> = spec
-        .env_vars
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    if let Some(fprocess) = spec.env_process.as_deref().filter(|p| !p.trim().is_empty()) {
-        env.push(format!("{ENV_FPROCESS}={fprocess}"));
-    }
-    let mode = match mode {
-        Mode::Fork => "fork",
-        Mode::Http => "http",
-    };
-    env.push(format!("{ENV_MODE}={mode}"));
-    env.push(format!("{ENV_EXEC_TIMEOUT}={}ms", timeout.as_millis()));
-    if let Some(n) = spec.max_inflight().map_err(|e| e.to_string())? {
-        env.push(format!("{ENV_MAX_INFLIGHT}={n}"));
-    }
-    env.push(format!("{ENV_SECRETS_DIR}={SECRETS_DIR}"));
-    env.push(format!("HARK_FUNCTION={}", spec.service));
-
-    let mut labels: HashMap<String, String> = spec
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    labels.insert(LABEL_FUNCTION.into(), spec.service.to_string());
-    labels.insert(LABEL_INSTANCE.into(), instance.into());
-
-    let limits = spec.limits.clone().unwrap_or_default();
-    let memory = limits
-        .memory
-        .as_deref()
-        .map(|m| {
-            parse_memory(m)
-                .ok_or_else(|| format!("limits.memory {m:?} is not a size such as 128Mi or 1G"))
-        })
-        .transpose()?;
-    let nano_cpus = limits
-        .cpu
-        .as_deref()
-        .map(|c| {
-            parse_cpu(c).ok_or_else(|| {
-                format!("limits.cpu {c:?} is not a number of CPUs such as 0.5 or 500m")
-            })
-        })
-        .transpose()?;
+    let env = environment(spec)?;
+    let labels = labels(spec, instance);
+    let (memory, nano_cpus) = limits(spec)?;
 
     let mounts = (!spec.secrets.is_empty()).then(|| {
         vec![Mount {
@@ -144,16 +99,10 @@ pub fn template(
         mounts,
         ..Default::default()
     };
-    let user = if image_user.trim().is_empty() {
-        DEFAULT_USER.to_owned()
-    } else {
-        image_user.to_owned()
-    };
-    let mut env_sorted = env;
-    env_sorted.sort();
+    let user = user(image_user);
     let mut body = ContainerCreateBody {
         image: Some(image.into()),
-        env: Some(env_sorted),
+        env: Some(env),
         labels: Some(labels),
         user: Some(user),
         exposed_ports: Some(vec![format!("{DEFAULT_PORT}/tcp")]),
@@ -175,6 +124,78 @@ pub fn template(
         labels.insert(LABEL_SPEC.into(), hash.clone());
     }
     Ok(Template { body, hash })
+}
+
+/// The watchdog's environment for `spec` (`fprocess`, `mode`, `exec_timeout`, …) and
+/// the function's own variables, sorted.
+pub fn environment(spec: &FunctionDeployment) -> Result<Vec<String>, String> {
+    let mode = spec.mode().map_err(|e| e.to_string())?;
+    let timeout = spec.timeout().map_err(|e| e.to_string())?;
+    let mut env: Vec<String> = spec
+        .env_vars
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if let Some(fprocess) = spec.env_process.as_deref().filter(|p| !p.trim().is_empty()) {
+        env.push(format!("{ENV_FPROCESS}={fprocess}"));
+    }
+    let mode = match mode {
+        Mode::Fork => "fork",
+        Mode::Http => "http",
+    };
+    env.push(format!("{ENV_MODE}={mode}"));
+    env.push(format!("{ENV_EXEC_TIMEOUT}={}ms", timeout.as_millis()));
+    if let Some(n) = spec.max_inflight().map_err(|e| e.to_string())? {
+        env.push(format!("{ENV_MAX_INFLIGHT}={n}"));
+    }
+    env.push(format!("{ENV_SECRETS_DIR}={SECRETS_DIR}"));
+    env.push(format!("HARK_FUNCTION={}", spec.service));
+    env.sort();
+    Ok(env)
+}
+
+/// The function's labels plus Hark's [`LABEL_FUNCTION`] and [`LABEL_INSTANCE`].
+pub fn labels(spec: &FunctionDeployment, instance: &str) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.insert(LABEL_FUNCTION.into(), spec.service.to_string());
+    labels.insert(LABEL_INSTANCE.into(), instance.into());
+    labels
+}
+
+/// The memory limit in bytes and the CPU limit in billionths of a CPU.
+pub fn limits(spec: &FunctionDeployment) -> Result<(Option<i64>, Option<i64>), String> {
+    let limits = spec.limits.clone().unwrap_or_default();
+    let memory = limits
+        .memory
+        .as_deref()
+        .map(|m| {
+            parse_memory(m)
+                .ok_or_else(|| format!("limits.memory {m:?} is not a size such as 128Mi or 1G"))
+        })
+        .transpose()?;
+    let nano_cpus = limits
+        .cpu
+        .as_deref()
+        .map(|c| {
+            parse_cpu(c).ok_or_else(|| {
+                format!("limits.cpu {c:?} is not a number of CPUs such as 0.5 or 500m")
+            })
+        })
+        .transpose()?;
+    Ok((memory, nano_cpus))
+}
+
+/// The user a function runs as: the image's `USER`, else [`DEFAULT_USER`].
+pub fn user(image_user: &str) -> String {
+    if image_user.trim().is_empty() {
+        DEFAULT_USER.to_owned()
+    } else {
+        image_user.to_owned()
+    }
 }
 
 /// `128Mi`, `1Gi`, `128M`, `512k` or a number of bytes.
