@@ -268,7 +268,8 @@ impl BrowserPool {
         config.max_sessions = config.max_sessions.max(1);
         let profiles = data.join("browser");
         if disabled.is_none() {
-            // Profiles of an earlier run are stale.
+            // Browsers and profiles of an earlier run are stale.
+            proc::kill_left_over(&profiles);
             let _ = std::fs::remove_dir_all(&profiles);
         }
         let http = reqwest::Client::builder()
@@ -346,12 +347,13 @@ impl BrowserPool {
         if self.inner.disabled.is_some() || self.inner.started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        self.inner.driver_url().await?;
+        // The loops run even if chromedriver fails now: they retry it.
+        let started = self.inner.driver_url().await.map(|_| ());
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.refill_loop().await });
         let inner = self.inner.clone();
         tokio::spawn(async move { inner.health_loop().await });
-        Ok(())
+        started
     }
 
     /// Leases a session to `owner`, waiting in the queue when every slot is taken.
@@ -486,6 +488,8 @@ impl BrowserPool {
             return None;
         }
         let mut evidence = None;
+        // A call that went well needs no picture: its released sessions finish alone.
+        let pending = if failed { pending } else { Vec::new() };
         for task in pending {
             if let Ok(Some(e)) = task.await {
                 evidence = Some(e);
@@ -990,5 +994,52 @@ impl BrowserArgs {
             config.chromium = path.clone();
         }
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_browser_section_parses_and_flags_override_it() {
+        let config: BrowserConfig =
+            serde_norway::from_str("mode: off\nwarm: 3\nmax_sessions: 2\n").unwrap();
+        assert_eq!(config.mode, BrowserMode::Off);
+        assert_eq!((config.warm, config.max_sessions, config.queue), (3, 2, 16));
+        let flags = BrowserArgs {
+            warm: Some(0),
+            mode: Some(BrowserMode::Auto),
+            ..BrowserArgs::default()
+        };
+        let config = flags.apply(config);
+        assert_eq!((config.mode, config.warm), (BrowserMode::Auto, 0));
+        let typo = serde_norway::from_str::<BrowserConfig>("warmth: 3\n").unwrap_err();
+        assert!(typo.to_string().contains("warmth"), "{typo}");
+    }
+
+    #[tokio::test]
+    async fn missing_binaries_turn_the_pool_off_unless_it_was_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrowserConfig {
+            chromedriver: PathBuf::from("/nonexistent/chromedriver"),
+            ..BrowserConfig::default()
+        };
+        let pool = BrowserPool::new(config.clone(), dir.path()).unwrap();
+        let reason = pool.disabled_reason().unwrap().to_owned();
+        assert!(reason.contains("/nonexistent/chromedriver"), "{reason}");
+        let owner = Owner {
+            function: None,
+            call: None,
+        };
+        assert!(matches!(
+            pool.lease(owner).await,
+            Err(BrowserError::Disabled(_))
+        ));
+        let asked = BrowserConfig {
+            mode: BrowserMode::On,
+            ..config
+        };
+        assert!(BrowserPool::new(asked, dir.path()).is_err());
     }
 }

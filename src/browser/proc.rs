@@ -7,6 +7,11 @@ use std::path::Path;
 /// the browser's main process (no `--type=` flag, which Chromium's helpers carry).
 fn processes(profile: &Path) -> Vec<(u32, bool)> {
     let flag = format!("--user-data-dir={}", profile.display());
+    matching(|arg| arg == flag)
+}
+
+/// Each process with an argument for which `ours` holds, and whether it is a main one.
+fn matching(ours_arg: impl Fn(&str) -> bool) -> Vec<(u32, bool)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -28,7 +33,7 @@ fn processes(profile: &Path) -> Vec<(u32, bool)> {
         let mut ours = false;
         let mut helper = false;
         for arg in args.by_ref() {
-            ours |= arg == flag;
+            ours |= ours_arg(arg);
             helper |= arg.starts_with("--type=");
         }
         if ours {
@@ -48,7 +53,17 @@ pub(super) fn browser_pid(profile: &Path) -> Option<u32> {
 
 /// Kills every process of the profile.
 pub(super) fn kill_browsers(profile: &Path) {
-    for (pid, _) in processes(profile) {
+    kill(processes(profile));
+}
+
+/// Kills browsers left running with a profile under `root` (by a gateway that was killed).
+pub(super) fn kill_left_over(root: &Path) {
+    let prefix = format!("--user-data-dir={}/", root.display());
+    kill(matching(|arg| arg.starts_with(&prefix)));
+}
+
+fn kill(processes: Vec<(u32, bool)>) {
+    for (pid, _) in processes {
         let Ok(pid) = libc::pid_t::try_from(pid) else {
             continue;
         };

@@ -25,12 +25,26 @@ use crate::server::AppState;
 /// Largest WebDriver request body (file uploads are base64 in JSON).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
-/// The `/webdriver` routes.
-pub fn routes() -> Router<Arc<AppState>> {
+/// The `/webdriver` routes alone: what the listener on the functions' Docker network
+/// serves.
+pub fn function_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/webdriver/{*path}", any(handle))
         .route("/webdriver", any(|| async { not_found("") }))
+}
+
+/// The `/webdriver` routes, `/system/browser` and the activations' screenshots.
+pub fn routes() -> Router<Arc<AppState>> {
+    function_routes()
         .route("/system/browser", axum::routing::get(system_status))
+        .route(
+            "/system/activations/{call_id}",
+            axum::routing::get(activation),
+        )
+        .route(
+            "/system/activations/{call_id}/screenshot",
+            axum::routing::get(screenshot),
+        )
 }
 
 /// The base URL a function uses: the gateway's `base` (e.g. `http://127.0.0.1:8080`)
@@ -246,6 +260,61 @@ async fn system_status(
         .auth
         .check(&headers, crate::auth::scope::FUNCTIONS_READ)?;
     Ok(Json(state.browser.status()))
+}
+
+/// Header of `GET /system/activations/ID/screenshot` naming the page's URL.
+pub const HEADER_PAGE_URL: &str = "x-hark-page-url";
+
+/// `GET /system/activations/ID`: one activation, with its screenshot's URL when a failed
+/// browser call left one.
+async fn activation(
+    State(state): State<Arc<AppState>>,
+    headers: http::HeaderMap,
+    Path(call_id): Path<String>,
+) -> Result<Response, crate::error::ApiError> {
+    state
+        .auth
+        .check(&headers, crate::auth::scope::FUNCTIONS_READ)?;
+    let store = &state.registry.store;
+    let Some(activation) = store.activation(&call_id).await? else {
+        return Err(crate::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no activation with call id {call_id}"),
+        ));
+    };
+    let mut body = serde_json::to_value(&activation).unwrap_or_default();
+    if let Some(shot) = store.screenshot(&call_id).await? {
+        body["screenshot"] = json!({
+            "url": shot.url,
+            "bytes": shot.png.len(),
+            "takenAt": shot.taken_at,
+            "path": format!("/system/activations/{call_id}/screenshot"),
+        });
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `GET /system/activations/ID/screenshot`: the PNG of the last page a failed browser
+/// call showed; its URL in [`HEADER_PAGE_URL`].
+async fn screenshot(
+    State(state): State<Arc<AppState>>,
+    headers: http::HeaderMap,
+    Path(call_id): Path<String>,
+) -> Result<Response, crate::error::ApiError> {
+    state
+        .auth
+        .check(&headers, crate::auth::scope::FUNCTIONS_READ)?;
+    let Some(shot) = state.registry.store.screenshot(&call_id).await? else {
+        return Err(crate::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no screenshot for call {call_id}"),
+        ));
+    };
+    let mut response = ([(header::CONTENT_TYPE, "image/png")], shot.png).into_response();
+    if let Ok(url) = HeaderValue::from_str(&shot.url) {
+        response.headers_mut().insert(HEADER_PAGE_URL, url);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

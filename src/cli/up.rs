@@ -128,6 +128,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     )?;
     let logs = Arc::new(LogHub::default());
     let mut docker_provider = None;
+    let mut webdriver_listener = None;
     let provider: Arc<dyn Provider> = match kind {
         ProviderKind::Process => Arc::new(
             ProcessProvider::new(data.join("secrets"), logs).with_webdriver(&loopback_url(addr)),
@@ -139,6 +140,9 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             let provider =
                 Arc::new(DockerProvider::start(&data, &args.docker_network, logs).await?);
             docker_provider = Some(provider.clone());
+            if browser.disabled_reason().is_none() {
+                webdriver_listener = functions_listener(&provider, &browser, addr.port()).await;
+            }
             provider
         }
     };
@@ -247,6 +251,23 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         Some(path) => eprintln!("hark: wrote an admin token to {}", path.display()),
         None => eprintln!("hark: admin token in {}", token_path.display()),
     }
+    if let Some(listener) = webdriver_listener {
+        // Only `/webdriver` is served on the functions' network.
+        let router = crate::browser::webdriver::function_routes().with_state(state.clone());
+        let mut stop = state.shutdown.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the functions' /webdriver listener failed");
+            }
+        });
+    }
     eprintln!("hark: gateway listening on http://{addr}");
     crate::server::run(listener, state, stopping, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
@@ -269,6 +290,37 @@ fn browser_pool(
         }
     }
     Ok(pool)
+}
+
+/// A listener on the functions' Docker network's gateway address (the same port as the
+/// gateway when free), for containers' `HARK_WEBDRIVER_URL`; `None` (logged) when the
+/// network has no usable address.
+async fn functions_listener(
+    provider: &DockerProvider,
+    browser: &crate::browser::BrowserPool,
+    port: u16,
+) -> Option<tokio::net::TcpListener> {
+    let Some((ip, subnet)) = provider.network_gateway().await else {
+        tracing::warn!(
+            "the functions' network has no gateway address; containers get no HARK_WEBDRIVER_URL"
+        );
+        return None;
+    };
+    let listener = match tokio::net::TcpListener::bind((ip, port)).await {
+        Ok(listener) => listener,
+        Err(_) => match tokio::net::TcpListener::bind((ip, 0)).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(%ip, error = %e, "cannot listen on the functions' network; containers get no HARK_WEBDRIVER_URL");
+                return None;
+            }
+        },
+    };
+    let local = listener.local_addr().ok()?;
+    browser.allow_network(subnet);
+    provider.set_webdriver(&format!("http://{local}"));
+    tracing::info!(address = %local, "/webdriver served to the functions' network");
+    Some(listener)
 }
 
 /// The gateway's address as a function on this machine reaches it.
