@@ -141,7 +141,8 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
                 Arc::new(DockerProvider::start(&data, &args.docker_network, logs).await?);
             docker_provider = Some(provider.clone());
             if browser.disabled_reason().is_none() {
-                webdriver_listener = functions_listener(&provider, &browser, addr.port()).await;
+                webdriver_listener =
+                    functions_listener(&provider, &browser, addr.port(), &data).await;
             }
             provider
         }
@@ -292,13 +293,16 @@ fn browser_pool(
     Ok(pool)
 }
 
-/// A listener on the functions' Docker network's gateway address (the same port as the
-/// gateway when free), for containers' `HARK_WEBDRIVER_URL`; `None` (logged) when the
-/// network has no usable address.
+/// A listener on the functions' Docker network's gateway address, for containers'
+/// `HARK_WEBDRIVER_URL`; `None` (logged) when the network has no usable address. Its
+/// port is kept in the data directory and taken again at the next start when free, so
+/// the containers' environment (and so their spec hash) stays the same and running
+/// containers are taken over.
 async fn functions_listener(
     provider: &DockerProvider,
     browser: &crate::browser::BrowserPool,
     port: u16,
+    data: &Path,
 ) -> Option<tokio::net::TcpListener> {
     let Some((ip, subnet)) = provider.network_gateway().await else {
         tracing::warn!(
@@ -306,17 +310,26 @@ async fn functions_listener(
         );
         return None;
     };
-    let listener = match tokio::net::TcpListener::bind((ip, port)).await {
-        Ok(listener) => listener,
-        Err(_) => match tokio::net::TcpListener::bind((ip, 0)).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::warn!(%ip, error = %e, "cannot listen on the functions' network; containers get no HARK_WEBDRIVER_URL");
-                return None;
+    let saved = data.join("functions-webdriver-port");
+    let kept = std::fs::read_to_string(&saved)
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok());
+    let mut listener = None;
+    for port in kept.into_iter().chain([port, 0]) {
+        match tokio::net::TcpListener::bind((ip, port)).await {
+            Ok(bound) => {
+                listener = Some(bound);
+                break;
             }
-        },
-    };
+            Err(e) if port == 0 => {
+                tracing::warn!(%ip, error = %e, "cannot listen on the functions' network; containers get no HARK_WEBDRIVER_URL");
+            }
+            Err(_) => {}
+        }
+    }
+    let listener = listener?;
     let local = listener.local_addr().ok()?;
+    let _ = std::fs::write(&saved, format!("{}\n", local.port()));
     browser.allow_network(subnet);
     provider.set_webdriver(&format!("http://{local}"));
     tracing::info!(address = %local, "/webdriver served to the functions' network");
