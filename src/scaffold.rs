@@ -254,9 +254,8 @@ pub fn create(
     let files = template.rendered_files(&name)?;
 
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let written = write_files(&dir, &files).and_then(|()| {
-        std::fs::write(stack_file, new).map_err(io(stack_file))
-    });
+    let written = write_files(&dir, &files)
+        .and_then(|()| std::fs::write(stack_file, new).map_err(io(stack_file)));
     if let Err(e) = written {
         // Leave no half-made function behind.
         let _ = std::fs::remove_dir_all(&dir);
@@ -399,9 +398,8 @@ pub fn add_function(text: &str, name: &FunctionName, entry: &str) -> Result<Stri
             }
         }
     }
-    let after = functions_of(&out).map_err(|_| {
-        EditError::Cannot("the file would not parse with the entry added".into())
-    })?;
+    let after = functions_of(&out)
+        .map_err(|_| EditError::Cannot("the file would not parse with the entry added".into()))?;
     let mut expected = before;
     expected.push(name.as_str().to_owned());
     expected.sort();
@@ -417,7 +415,10 @@ pub fn add_function(text: &str, name: &FunctionName, entry: &str) -> Result<Stri
 
 /// A YAML value without its trailing `# comment`.
 fn strip_comment(value: &str) -> &str {
-    match value.find(" #").or_else(|| value.starts_with('#').then_some(0)) {
+    match value
+        .find(" #")
+        .or_else(|| value.starts_with('#').then_some(0))
+    {
         Some(i) => &value[..i],
         None => value,
     }
@@ -506,8 +507,12 @@ alexa:
         );
         let out = add_function("", &name("new-fn"), ENTRY).unwrap();
         assert!(out.starts_with("functions:\n  new-fn:\n"), "{out}");
-        let out = add_function("functions: {}  # none yet\nalexa: {}\n", &name("new-fn"), ENTRY)
-            .unwrap();
+        let out = add_function(
+            "functions: {}  # none yet\nalexa: {}\n",
+            &name("new-fn"),
+            ENTRY,
+        )
+        .unwrap();
         assert!(
             out.starts_with("functions:\n  new-fn:\n") && out.ends_with("alexa: {}\n"),
             "{out}"
@@ -516,8 +521,12 @@ alexa:
 
     #[test]
     fn crlf_files_stay_crlf() {
-        let out = add_function("functions:\r\n  a:\r\n    fprocess: cat\r\n", &name("new-fn"), ENTRY)
-            .unwrap();
+        let out = add_function(
+            "functions:\r\n  a:\r\n    fprocess: cat\r\n",
+            &name("new-fn"),
+            ENTRY,
+        )
+        .unwrap();
         assert_eq!(
             out,
             "functions:\r\n  a:\r\n    fprocess: cat\r\n  new-fn:\r\n    handler: ./functions/new-fn\r\n    fprocess: ./handler.sh\r\n"
@@ -527,7 +536,10 @@ alexa:
     #[test]
     fn taken_names_and_unsafe_edits_are_refused() {
         let text = "functions:\n  new-fn:\n    fprocess: cat\n";
-        assert_eq!(add_function(text, &name("new-fn"), ENTRY), Err(EditError::Taken));
+        assert_eq!(
+            add_function(text, &name("new-fn"), ENTRY),
+            Err(EditError::Taken)
+        );
         for text in [
             "functions: {a: {fprocess: cat}}\n",
             "functions: [a]\n",
@@ -535,7 +547,10 @@ alexa:
             "functions:\n  a: [unclosed\n",
         ] {
             assert!(
-                matches!(add_function(text, &name("new-fn"), ENTRY), Err(EditError::Cannot(_))),
+                matches!(
+                    add_function(text, &name("new-fn"), ENTRY),
+                    Err(EditError::Cannot(_))
+                ),
                 "{text}"
             );
         }
@@ -546,7 +561,9 @@ alexa:
         for template in TEMPLATES {
             let meta = template.meta().unwrap();
             assert!(!meta.description.is_empty());
-            let entry = template.render("template.yml", &meta.stack, &name("my-fn")).unwrap();
+            let entry = template
+                .render("template.yml", &meta.stack, &name("my-fn"))
+                .unwrap();
             let text = add_function(NEW_STACK, &name("my-fn"), &entry).unwrap();
             let stack = Stack::parse(&text, Path::new("hark.yml"), Path::new("/p"), &|_| None)
                 .unwrap_or_else(|e| panic!("{}: {e}\n{text}", template.lang));
@@ -559,7 +576,12 @@ alexa:
             );
             assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
             for (path, text) in template.rendered_files(&name("my-fn")).unwrap() {
-                assert!(!text.contains("{{"), "{}: {} not rendered", template.lang, path.display());
+                assert!(
+                    !text.contains("{{"),
+                    "{}: {} not rendered",
+                    template.lang,
+                    path.display()
+                );
             }
         }
     }
@@ -601,9 +623,15 @@ alexa:
         let text = std::fs::read_to_string(&script).unwrap();
         assert!(text.contains("Hello from greet"), "{text}");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&script).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            std::fs::metadata(&script).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
         let loaded = Stack::load(&stack).unwrap();
-        assert_eq!(loaded.functions[0].env_process.as_deref(), Some("./handler.sh"));
+        assert_eq!(
+            loaded.functions[0].env_process.as_deref(),
+            Some("./handler.sh")
+        );
 
         // The directory exists: refused, and the stack file is left alone.
         let before = std::fs::read_to_string(&stack).unwrap();
@@ -621,6 +649,9 @@ alexa:
         let e = create(Template::find("rust").unwrap(), "9lives", &stack).unwrap_err();
         assert!(matches!(e, ScaffoldError::CrateName { .. }), "{e}");
         let e = Template::find("cobol").unwrap_err();
-        assert!(e.to_string().contains("shell, rust, python, browser"), "{e}");
+        assert!(
+            e.to_string().contains("shell, rust, python, browser"),
+            "{e}"
+        );
     }
 }
