@@ -9,6 +9,7 @@ mod contract;
 mod docker;
 mod process;
 mod queue;
+mod scaffold;
 mod schedule;
 mod util;
 mod watchdog;
