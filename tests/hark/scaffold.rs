@@ -78,8 +78,10 @@ impl Project {
     }
 
     /// Builds a Rust function the way `hark new` says, with the workspace's target
-    /// directory and lock file; returns how long the build took.
-    fn cargo_build(&self, name: &str, next_steps: &str) -> Duration {
+    /// directory and lock file, and prints how long that took. The build output is removed
+    /// from the target directory when the returned guard drops (each run's crate is new).
+    fn cargo_build(&self, name: &str, next_steps: &str) -> CrateArtifacts {
+        let artifacts = CrateArtifacts(name.to_owned());
         let command = format!("cargo build --manifest-path functions/{name}/Cargo.toml");
         assert!(next_steps.contains(&command), "{next_steps}");
         std::fs::copy(
@@ -106,13 +108,38 @@ impl Project {
             "scaffold: cargo build of {name} took {:.1}s",
             took.as_secs_f64()
         );
-        took
+        artifacts
     }
 
     /// A gateway with the process provider on this project's `hark.yml`.
     fn gateway(&self, args: &[&str]) -> Gateway {
         let target = target_dir().display().to_string();
         Gateway::start_in_with_env(self.path(), args, &[("CARGO_TARGET_DIR", &target)])
+    }
+}
+
+/// A test crate's build output in the shared target directory, removed when dropped.
+struct CrateArtifacts(String);
+
+impl Drop for CrateArtifacts {
+    fn drop(&mut self) {
+        let debug = target_dir().join("debug");
+        let _ = std::fs::remove_file(debug.join(&self.0));
+        let _ = std::fs::remove_file(debug.join(format!("{}.d", self.0)));
+        // deps/web_1234abcd-HASH, .fingerprint/web-1234abcd-HASH, incremental/web_1234abcd-ID
+        let prefix = format!("{}_", self.0.replace('-', "_"));
+        for dir in ["deps", ".fingerprint", "incremental"] {
+            let Ok(entries) = std::fs::read_dir(debug.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let file_name = entry.file_name().to_string_lossy().replace('-', "_");
+                if file_name.starts_with(&prefix) {
+                    let path = entry.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
+        }
     }
 }
 
@@ -235,9 +262,7 @@ async fn check_template(lang: &str, prefix: &str) {
     let project = Project::new();
     let name = unique(prefix);
     let next = project.create(&name, lang);
-    if lang == "rust" {
-        project.cargo_build(&name, &next);
-    }
+    let _artifacts = (lang == "rust").then(|| project.cargo_build(&name, &next));
     {
         let gw = project.gateway(&[]);
         assert_eq!(
@@ -429,7 +454,7 @@ async fn the_browser_template_opens_a_page_through_webdriver() {
     let project = Project::new();
     let name = unique("web");
     let next = project.create(&name, "browser");
-    project.cargo_build(&name, &next);
+    let _artifacts = project.cargo_build(&name, &next);
     let binary = target_dir().join("debug").join(&name);
 
     // Without HARK_WEBDRIVER_URL it says what is missing.
