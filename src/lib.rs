@@ -23,6 +23,7 @@
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
 //! - [`clock`]: the wall clock as an injectable value.
 //! - [`cli`]: the `hark` command line; [`watchdog`]: the entrypoint inside function images.
+//! - [`scaffold`]: function templates (`hark new`), embedded from `functions/templates/`.
 
 pub mod auth;
 pub mod browser;
@@ -35,6 +36,7 @@ pub mod function;
 pub mod provider;
 pub mod registry;
 pub mod route;
+pub mod scaffold;
 pub mod server;
 pub mod stack;
 pub mod store;

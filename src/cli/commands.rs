@@ -31,6 +31,7 @@ pub async fn run(
         | Command::Bench(_)
         | Command::Build(_)
         | Command::Watchdog(_)
+        | Command::New(_)
         | Command::Webhook(_)
         | Command::Skill(_)
         | Command::Say(_)

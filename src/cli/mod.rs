@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod client;
 mod commands;
+mod new;
 mod up;
 mod watchdog;
 mod webhook;
@@ -147,6 +148,8 @@ pub enum Command {
     Build(build::BuildArgs),
     /// Serve a function over HTTP on port 8080: the entrypoint inside function images.
     Watchdog(watchdog::WatchdogArgs),
+    /// Create a function from a template (`functions/NAME/`) and add it to `hark.yml`.
+    New(new::NewArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +245,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Alexa(command) => alexa::alexa(command).await,
         Command::Build(args) => build::run(args).await,
         Command::Watchdog(args) => watchdog::run(args).await,
+        Command::New(args) => new::run(args),
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {

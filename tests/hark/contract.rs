@@ -79,7 +79,7 @@ pub struct DockerFixture {
 }
 
 /// Whether the engine answers; in CI its absence is a failure.
-fn engine_available() -> bool {
+pub fn engine_available() -> bool {
     let ok = Command::new("docker")
         .args(["version", "--format", "{{.Server.APIVersion}}"])
         .output()

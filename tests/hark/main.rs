@@ -10,6 +10,7 @@ mod contract;
 mod docker;
 mod process;
 mod queue;
+mod scaffold;
 mod schedule;
 mod swarm;
 mod ui;

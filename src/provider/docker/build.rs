@@ -11,8 +11,11 @@
 //! - `hark/NAME:TAG` from it: the function's handler directory as `/home/app`, and the
 //!   `fprocess` program when it lives outside the handler directory (a binary of the
 //!   host, copied to the same path with the libraries `ldd` lists; a script's
-//!   interpreter likewise). The watchdog is the entrypoint; `fprocess`, `mode` and
-//!   `exec_timeout` are set from the stack file so the image also runs on its own.
+//!   interpreter likewise; a Python interpreter with its standard library, see
+//!   [`super::runtime`]). A program inside the handler directory but in a folder that is
+//!   not copied (`target/`, where cargo puts a Rust function's binary) is added at its
+//!   place. The watchdog is the entrypoint; `fprocess`, `mode` and `exec_timeout` are set
+//!   from the stack file so the image also runs on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,7 +24,7 @@ use bollard::query_parameters::BuildImageOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 
-use super::{describe_engine_error, is_not_found, DockerError};
+use super::{describe_engine_error, is_not_found, runtime, DockerError};
 use crate::function::{FunctionDeployment, ANNOTATION_WORKDIR};
 
 /// Where the function's files go in the image, and its working directory.
@@ -34,6 +37,11 @@ pub const LABEL_BUILT: &str = "com.hark.built";
 const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Directory names never copied from a handler directory.
 const SKIPPED_DIRS: &[&str] = &["target", ".git", ".hark", "node_modules"];
+/// `PATH` inside the images.
+const IMAGE_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+/// Where a program that `fprocess` names without a path is linked when its directory on
+/// the host is not on the image's `PATH`.
+const IMAGE_BIN: &str = "/usr/local/bin";
 
 /// One step of a build, for a progress display.
 #[derive(Debug, Clone)]
@@ -262,8 +270,39 @@ impl Context {
     /// Adds a host program at its own path under `root`, with its shared libraries.
     fn program(&mut self, root: &Path, program: &Path) -> Result<(), DockerError> {
         self.copy(program, &under(root, program))?;
+        self.libraries(root, program)
+    }
+
+    /// Adds the shared libraries of `program` at their own paths under `root`.
+    fn libraries(&mut self, root: &Path, program: &Path) -> Result<(), DockerError> {
         for library in shared_libraries(program) {
             self.copy(&library, &under(root, &library))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a Python interpreter under `root`: its real executable with its libraries, a
+    /// link from `found` (where `fprocess` found it) when that differs, its standard
+    /// library, and the libraries of the library's extension modules.
+    fn python(
+        &mut self,
+        root: &Path,
+        python: &runtime::Python,
+        found: &Path,
+    ) -> Result<(), DockerError> {
+        self.program(root, &python.executable)?;
+        if found != python.executable {
+            self.symlink(&under(root, found), &python.executable.to_string_lossy())?;
+        }
+        let files = python.files().map_err(|source| DockerError::Io {
+            path: python.stdlib[0].clone(),
+            source,
+        })?;
+        for file in files {
+            self.copy(&file, &under(root, &file))?;
+            if file.extension().is_some_and(|e| e == "so") {
+                self.libraries(root, &file)?;
+            }
         }
         Ok(())
     }
@@ -389,7 +428,7 @@ fn watchdog_context(settings: &BuildSettings, hash: &str) -> Result<Vec<u8>, Doc
     let dockerfile = format!(
         "FROM scratch\n\
          COPY rootfs/ /\n\
-         ENV PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin\n\
+         ENV PATH={IMAGE_PATH}\n\
          EXPOSE 8080\n\
          WORKDIR {APP_DIR}\n\
          LABEL {LABEL_BUILT}=watchdog{labels}\n\
@@ -419,7 +458,7 @@ fn function_context(
         .into_iter()
         .collect();
     let extra = Path::new("extra");
-    let mut has_extra = false;
+
     if let Some(fprocess) = spec.env_process.as_deref() {
         let words = shell_words::split(fprocess)
             .map_err(|e| DockerError::Build(format!("fprocess {fprocess:?}: {e}")))?;
@@ -434,9 +473,43 @@ fn function_context(
                 let Some((host_path, in_app)) = host_path else {
                     continue;
                 };
-                if !in_app {
-                    context.program(extra, &host_path)?;
-                    has_extra = true;
+                let python = runtime::Python::of(&host_path);
+                match (in_app, app.as_deref()) {
+                    (true, Some(dir)) => {
+                        // Copied with the handler directory, unless it sits in a folder
+                        // that copy skips (a Rust function's `target/`).
+                        let relative: PathBuf = host_path
+                            .strip_prefix(dir)
+                            .unwrap_or(&host_path)
+                            .components()
+                            .filter(|c| matches!(c, std::path::Component::Normal(_)))
+                            .collect();
+                        if relative
+                            .components()
+                            .any(|c| SKIPPED_DIRS.iter().any(|s| c.as_os_str() == *s))
+                        {
+                            context.copy(&host_path, &Path::new("app").join(&relative))?;
+                        }
+                        context.libraries(extra, &host_path)?;
+                    }
+                    _ => match &python {
+                        Some(python) => context.python(extra, python, &host_path)?,
+                        None => context.program(extra, &host_path)?,
+                    },
+                }
+                // A program named without a path is looked up on the image's `PATH`.
+                let on_image_path = host_path
+                    .parent()
+                    .is_some_and(|d| IMAGE_PATH.split(':').any(|p| Path::new(p) == d));
+                if !program.contains('/') && !in_app && !on_image_path {
+                    let target = python
+                        .as_ref()
+                        .map(|p| p.executable.clone())
+                        .unwrap_or_else(|| host_path.clone());
+                    context.symlink(
+                        &extra.join(IMAGE_BIN.trim_start_matches('/')).join(&program),
+                        &target.to_string_lossy(),
+                    )?;
                 }
                 if let Some(interpreter) = shebang(&host_path) {
                     todo.extend(interpreter);
@@ -444,6 +517,7 @@ fn function_context(
             }
         }
     }
+    let has_extra = context.added.iter().any(|p| p.starts_with(extra));
     let mut env = Vec::new();
     if let Some(fprocess) = &spec.env_process {
         env.push(format!("fprocess={}", quote(fprocess)));

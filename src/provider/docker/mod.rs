@@ -15,6 +15,7 @@
 
 pub mod build;
 pub(crate) mod pool;
+pub mod runtime;
 pub mod spec;
 
 use std::collections::HashMap;
