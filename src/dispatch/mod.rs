@@ -15,12 +15,15 @@ use crate::error::provider_status;
 use crate::function::FunctionName;
 use crate::provider::{Invocation, Output, Provider, ProviderError};
 use crate::store::{Activation, Store};
+use crate::telemetry::meters::FunctionMeters;
 
 /// Runs calls and keeps their records.
 pub struct Dispatcher {
     provider: Arc<dyn Provider>,
     store: Store,
     counts: Mutex<HashMap<FunctionName, u64>>,
+    /// The OpenFaaS `gateway_*` metrics of each function.
+    meters: FunctionMeters,
 }
 
 impl Dispatcher {
@@ -39,6 +42,7 @@ impl Dispatcher {
             provider,
             store,
             counts: Mutex::new(counts),
+            meters: FunctionMeters::default(),
         })
     }
 
@@ -52,6 +56,7 @@ impl Dispatcher {
         let started_at = Utc::now();
         let clock = Instant::now();
         let call_id = call.call_id.clone();
+        self.meters.started(name);
         let result = self.provider.invoke(name, call).await;
         let duration = clock.elapsed();
         let (status, error) = match &result {
@@ -63,6 +68,7 @@ impl Dispatcher {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             *counts.entry(name.clone()).or_default() += 1;
         }
+        self.meters.finished(name, status, duration);
         tracing::info!(
             call_id,
             function = %name,
