@@ -34,7 +34,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A function's name, checked against `[a-z0-9][a-z0-9-]{0,62}` so that it is safe
 /// in paths, file names, process arguments and container names.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct FunctionName(String);
 
@@ -83,7 +83,7 @@ impl fmt::Display for FunctionName {
 }
 
 /// Resource limits or requests, as OpenFaaS writes them (`"128Mi"`, `"0.5"`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
@@ -92,7 +92,7 @@ pub struct Resources {
 }
 
 /// The body of `POST/PUT /system/functions`: OpenFaaS's `FunctionDeployment`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionDeployment {
     pub service: FunctionName,
@@ -254,7 +254,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 /// Resource use reported by a provider, as OpenFaaS's `FunctionUsage`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
     pub cpu: f64,
@@ -262,7 +262,7 @@ pub struct Usage {
 }
 
 /// The answer of `GET /system/function/NAME`: OpenFaaS's `FunctionStatus`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionStatus {
     pub name: FunctionName,

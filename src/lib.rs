@@ -22,6 +22,7 @@
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
 //! - [`clock`]: the wall clock as an injectable value.
+//! - [`telemetry`]: Prometheus metrics at `/metrics` (OpenFaaS names) and the log format.
 //! - [`cli`]: the `hark` command line; [`watchdog`]: the entrypoint inside function images.
 //! - [`scaffold`]: function templates (`hark new`), embedded from `functions/templates/`.
 
@@ -41,5 +42,6 @@ pub mod server;
 pub mod stack;
 pub mod store;
 pub mod ui;
+pub mod telemetry;
 pub mod verify;
 pub mod watchdog;

@@ -6,12 +6,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HARK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    hark::cli::run(hark::cli::Cli::parse()).await
+    let cli = hark::cli::Cli::parse();
+    hark::telemetry::logs::init(cli.log_format);
+    hark::cli::run(cli).await
 }

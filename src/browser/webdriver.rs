@@ -19,7 +19,11 @@ use axum::{Json, Router};
 use http::{header, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::{BrowserError, Owner};
+use crate::channels::api::openapi::ErrorBody;
 use crate::server::AppState;
 
 /// Largest WebDriver request body (file uploads are base64 in JSON).
@@ -33,18 +37,12 @@ pub fn function_routes() -> Router<Arc<AppState>> {
         .route("/webdriver", any(|| async { not_found("") }))
 }
 
-/// The `/webdriver` routes, `/system/browser` and the activations' screenshots.
-pub fn routes() -> Router<Arc<AppState>> {
-    function_routes()
-        .route("/system/browser", axum::routing::get(system_status))
-        .route(
-            "/system/activations/{call_id}",
-            axum::routing::get(activation),
-        )
-        .route(
-            "/system/activations/{call_id}/screenshot",
-            axum::routing::get(screenshot),
-        )
+/// `/system/browser` and the activations' screenshots, described in `/openapi.json`.
+pub fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(system_status))
+        .routes(routes!(activation))
+        .routes(routes!(screenshot))
 }
 
 /// The base URL a function uses: the gateway's `base` (e.g. `http://127.0.0.1:8080`)
@@ -252,6 +250,7 @@ async fn proxy(state: &AppState, method: Method, target: String, request: Reques
 }
 
 /// `GET /system/browser`: the pool's counts and sessions (token with `functions:read`).
+#[utoipa::path(get, path = "/system/browser", tag = "browser", description = "The browser pool: warm, leased and queued sessions, limits, crashes.", security(("bearer" = [])), responses((status = 200, description = "The pool's state", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 async fn system_status(
     State(state): State<Arc<AppState>>,
     headers: http::HeaderMap,
@@ -267,6 +266,7 @@ pub const HEADER_PAGE_URL: &str = "x-hark-page-url";
 
 /// `GET /system/activations/ID`: one activation, with its screenshot's URL when a failed
 /// browser call left one.
+#[utoipa::path(get, path = "/system/activations/{call_id}", tag = "activations", description = "One activation record; `screenshot` names the failure screenshot when a browser call left one.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), responses((status = 200, description = "The activation", body = Object), (status = 404, description = "No such activation", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 async fn activation(
     State(state): State<Arc<AppState>>,
     headers: http::HeaderMap,
@@ -296,6 +296,7 @@ async fn activation(
 
 /// `GET /system/activations/ID/screenshot`: the PNG of the last page a failed browser
 /// call showed; its URL in [`HEADER_PAGE_URL`].
+#[utoipa::path(get, path = "/system/activations/{call_id}/screenshot", tag = "activations", description = "The PNG of the last page a failed browser call showed; the page's URL in `X-Hark-Page-Url`.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), responses((status = 200, description = "The screenshot", body = Vec<u8>, content_type = "image/png"), (status = 404, description = "No screenshot for that call", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 async fn screenshot(
     State(state): State<Arc<AppState>>,
     headers: http::HeaderMap,

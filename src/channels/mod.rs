@@ -18,24 +18,26 @@ pub mod slack;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use http::HeaderMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::scope;
 use crate::error::ApiError;
 use crate::server::AppState;
 pub use common::{Channels, ChannelsConfig};
 
-/// The webhook channels' routes, and `GET /system/channels`.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/slack/{app}", post(slack::handle))
-        .route("/github/{app}", post(github::handle))
-        .route("/hooks/{name}", post(hooks::handle))
-        .route("/system/channels", get(list))
+/// The webhook channels' routes, and `GET /system/channels`, with their descriptions.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(slack::handler::handle))
+        .routes(routes!(github::handler::handle))
+        .routes(routes!(hooks::handler::handle))
+        .routes(routes!(list))
 }
 
+#[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every Slack, GitHub and hooks route with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
 /// `GET /system/channels`: every route with its limits and counters.
 async fn list(
     State(state): State<Arc<AppState>>,

@@ -18,6 +18,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub use client::Gateway;
 
+use crate::telemetry::logs::LogFormat;
+
 /// Default data directory, relative to where `hark` runs.
 pub const DEFAULT_DATA_DIR: &str = ".hark";
 /// Default gateway address for the client commands.
@@ -40,6 +42,9 @@ pub struct Cli {
     /// Output format of the client commands.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Format of the log lines on stderr (`json`: one object per line).
+    #[arg(long, global = true, value_enum, env = crate::telemetry::logs::ENV_LOG_FORMAT, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -76,6 +76,10 @@ pub struct UpArgs {
     pub swarm_network: String,
     #[command(flatten)]
     pub browser: crate::browser::BrowserArgs,
+    /// Ask for a bearer token with `functions:read` on `/metrics` (default: open, as on
+    /// the OpenFaaS gateway).
+    #[arg(long, env = "HARK_METRICS_AUTH")]
+    pub metrics_auth: bool,
 }
 
 /// The backends `hark up` can run functions on.
@@ -90,6 +94,12 @@ pub enum ProviderKind {
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
+    // First, so that everything from here on is counted.
+    crate::telemetry::exporter::install(if args.metrics_auth {
+        crate::telemetry::exporter::Access::Token
+    } else {
+        crate::telemetry::exporter::Access::Open
+    });
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

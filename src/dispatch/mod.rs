@@ -15,6 +15,7 @@ use crate::error::provider_status;
 use crate::function::FunctionName;
 use crate::provider::{Invocation, Output, Provider, ProviderError};
 use crate::store::{Activation, Store};
+use crate::telemetry::meters::FunctionMeters;
 
 /// Runs calls and keeps their records.
 pub struct Dispatcher {
@@ -23,6 +24,8 @@ pub struct Dispatcher {
     counts: Mutex<HashMap<FunctionName, u64>>,
     /// The browser pool, whose leases end with their call.
     browser: std::sync::OnceLock<crate::browser::BrowserPool>,
+    /// The OpenFaaS `gateway_*` metrics of each function.
+    meters: FunctionMeters,
 }
 
 impl Dispatcher {
@@ -42,6 +45,7 @@ impl Dispatcher {
             store,
             counts: Mutex::new(counts),
             browser: std::sync::OnceLock::new(),
+            meters: FunctionMeters::default(),
         })
     }
 
@@ -60,6 +64,7 @@ impl Dispatcher {
         let started_at = Utc::now();
         let clock = Instant::now();
         let call_id = call.call_id.clone();
+        self.meters.started(name);
         let result = self.provider.invoke(name, call).await;
         let duration = clock.elapsed();
         let (status, error) = match &result {
@@ -84,6 +89,7 @@ impl Dispatcher {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             *counts.entry(name.clone()).or_default() += 1;
         }
+        self.meters.finished(name, status, duration);
         tracing::info!(
             call_id,
             function = %name,

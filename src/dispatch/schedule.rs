@@ -369,6 +369,7 @@ impl Scheduler {
                         .unwrap_or(false)
                     {
                         tracing::info!(function, %tick, "schedule tick skipped: previous run still going (forbid)");
+                        crate::telemetry::meters::schedule_run(&function, "skipped");
                     }
                     return;
                 }
@@ -380,6 +381,7 @@ impl Scheduler {
                         .finish_tick(&function, previous, "cancelled", None, 0.0)
                         .await;
                     tracing::info!(function, %previous, "previous scheduled run cancelled (replace)");
+                    crate::telemetry::meters::schedule_run(&function, "cancelled");
                 }
             }
         }
@@ -436,6 +438,7 @@ impl Scheduler {
             } else {
                 "failed"
             };
+            crate::telemetry::meters::schedule_run(name.as_str(), outcome);
             let ms = started.elapsed().as_secs_f64() * 1000.0;
             let _ = scheduler
                 .registry

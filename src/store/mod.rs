@@ -17,7 +17,7 @@ use crate::function::{FunctionDeployment, FunctionName};
 
 mod queue;
 mod schedule;
-pub use queue::{CallState, CallbackDue, QueueEntry, QueuedCall};
+pub use queue::{CallState, CallbackDue, QueueCounts, QueueEntry, QueuedCall};
 pub use schedule::ScheduleRun;
 mod alexa;
 pub use alexa::PendingReply;
@@ -48,7 +48,7 @@ pub struct StoredFunction {
 }
 
 /// One invocation, as `GET /system/activations` lists it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Activation {
     pub call_id: String,

@@ -12,8 +12,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 
+/// Sizes of the queue, as `/metrics` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    /// Calls pending or running.
+    pub depth: u64,
+    /// Calls that used up their retries.
+    pub dead: u64,
+}
+
 /// Where a queued call is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CallState {
     Pending,
@@ -69,7 +78,7 @@ pub struct QueuedCall {
 }
 
 /// A queued call as `GET /system/queue` lists it (without its body).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueEntry {
     pub call_id: String,
@@ -469,6 +478,25 @@ impl Store {
                 |r| r.get(0),
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    /// How many calls wait or run (`depth`) and how many used up their retries (`dead`),
+    /// for `/metrics`.
+    pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+        self.with(|c| {
+            let (depth, dead): (i64, i64) = c.query_row(
+                "SELECT COUNT(*) FILTER (WHERE state IN ('pending', 'running')),
+                        COUNT(*) FILTER (WHERE state = 'dead')
+                 FROM queue",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(QueueCounts {
+                depth: depth as u64,
+                dead: dead as u64,
+            })
         })
         .await
     }

@@ -8,6 +8,7 @@ mod channels;
 mod cli;
 mod contract;
 mod docker;
+mod metrics;
 mod process;
 mod queue;
 mod scaffold;

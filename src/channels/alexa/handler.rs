@@ -11,11 +11,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use http::HeaderMap;
 use serde_json::{json, Value};
 use tracing::warn;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::conversation::respond;
 use super::types::{RequestEnvelope, Response};
@@ -24,13 +25,14 @@ use crate::auth::scope;
 use crate::error::ApiError;
 use crate::route::skills::Skill;
 use crate::server::{AppState, CallId, RawBody};
+use crate::telemetry::meters::{self, ChannelOutcome};
 
-/// The channel's routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/alexa/{skill}", post(skill_request))
-        .route("/system/skills", get(list_skills))
-        .route("/system/skills/{skill}/say", post(say))
+/// The channel's routes, with their descriptions.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(skill_request))
+        .routes(routes!(list_skills))
+        .routes(routes!(say))
 }
 
 fn find_skill(state: &AppState, name: &str) -> Result<Arc<Skill>, ApiError> {
@@ -40,6 +42,7 @@ fn find_skill(state: &AppState, name: &str) -> Result<Arc<Skill>, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no skill named {name:?} is loaded")))
 }
 
+#[utoipa::path(post, path = "/alexa/{skill}", tag = "alexa", description = "Alexa Skills Kit requests for the skill named `skill` (skills/NAME/skill.yaml), verified by Amazon's certificate chain and `Signature-256`.", params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope (speech, card)", body = Object), (status = 400, description = "Verification failed or not an Alexa request", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody)))]
 /// `POST /alexa/{skill}`.
 async fn skill_request(
     State(state): State<Arc<AppState>>,
@@ -48,7 +51,13 @@ async fn skill_request(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Json<Response>, ApiError> {
-    let skill = find_skill(&state, &name)?;
+    let skill = match find_skill(&state, &name) {
+        Ok(skill) => skill,
+        Err(e) => {
+            refused("unknown_route");
+            return Err(e);
+        }
+    };
     let envelope = if skill.def.verify {
         let signature = SignatureHeaders::from_header_map(&headers);
         let now = state.clock.now();
@@ -61,6 +70,7 @@ async fn skill_request(
             Ok(verified) => verified.envelope,
             Err(e) => {
                 warn!(channel = "alexa", skill = %skill.name, call_id = %call_id.0, reason = e.reason(), error = %e, "request refused: verification failed");
+                refused(e.reason());
                 return Err(ApiError::bad_request(format!(
                     "request verification failed: {}",
                     e.reason()
@@ -69,19 +79,29 @@ async fn skill_request(
         }
     } else {
         // Development skill (`verify: false`): only the body and the skill id are checked.
-        let envelope = RequestEnvelope::from_slice(&body.0)
-            .map_err(|e| ApiError::bad_request(format!("not an Alexa request: {e}")))?;
+        let envelope = RequestEnvelope::from_slice(&body.0).map_err(|e| {
+            refused("malformed");
+            ApiError::bad_request(format!("not an Alexa request: {e}"))
+        })?;
         if envelope.context_application_id() != Some(skill.def.id.as_str()) {
             warn!(channel = "alexa", skill = %skill.name, reason = "app_id_mismatch", "request refused");
+            refused("app_id_mismatch");
             return Err(ApiError::bad_request(
                 "request verification failed: app_id_mismatch",
             ));
         }
         envelope
     };
+    meters::channel_request("alexa", ChannelOutcome::Accepted, "ok");
     Ok(Json(respond(&state, &skill, &envelope, &call_id.0).await))
 }
 
+/// Counts a refused `POST /alexa/{skill}` for `/metrics`.
+fn refused(reason: &'static str) {
+    meters::channel_request("alexa", ChannelOutcome::Refused, reason);
+}
+
+#[utoipa::path(post, path = "/system/skills/{skill}/say", tag = "alexa", description = "Runs one turn of a skill for a request envelope built by `hark say` (no Amazon signature; a token with `functions:invoke`).", security(("bearer" = [])), params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope", body = Object), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody)))]
 /// `POST /system/skills/{skill}/say`: a request envelope from `hark say`.
 async fn say(
     State(state): State<Arc<AppState>>,
@@ -97,6 +117,7 @@ async fn say(
     Ok(Json(respond(&state, &skill, &envelope, &call_id.0).await))
 }
 
+#[utoipa::path(get, path = "/system/skills", tag = "alexa", description = "The loaded skills with their intents.", security(("bearer" = [])), responses((status = 200, description = "Skills", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
 /// `GET /system/skills`.
 async fn list_skills(
     State(state): State<Arc<AppState>>,

@@ -20,6 +20,8 @@ use crate::provider::Invocation;
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
 use crate::store::{CallState, QueuedCall};
 
+use super::openapi::ErrorBody;
+
 /// Header carrying the call's duration, as the OpenFaaS gateway sends it.
 pub const HEADER_DURATION: &str = "x-duration-seconds";
 
@@ -68,6 +70,7 @@ fn prepare(
     Ok((name, call))
 }
 
+#[utoipa::path(method(get, post, put, patch, delete), path = "/function/{name}", tag = "invoke", description = "Calls a function synchronously; any method, headers, query and body reach it. Also served at `/function/{name}/` and `/function/{name}/{path}` (the path reaches the function). A token with `functions:invoke` is needed only when the function is deployed with `com.hark.auth: required`.", params(("name" = String, Path, description = "Function name")), request_body(content = Vec<u8>, description = "Passed to the function as is", content_type = "*/*"), responses((status = 200, description = "The function's answer: its status, headers and body, with `X-Call-Id` and `X-Duration-Seconds`", body = Vec<u8>, content_type = "*/*"), (status = 404, description = "No such function", body = ErrorBody), (status = 429, description = "Too many calls in flight", body = ErrorBody), (status = 504, description = "The function took longer than its timeout", body = ErrorBody)))]
 /// `ANY /function/{name}[/{*path}]`: runs the call and answers with its output.
 pub async fn invoke(
     State(state): State<Arc<AppState>>,
@@ -100,6 +103,7 @@ pub async fn invoke(
     Ok(response)
 }
 
+#[utoipa::path(method(post, put), path = "/async-function/{name}", tag = "async", description = "Queues a call durably and answers 202 at once; `X-Callback-Url` receives the result. Also served, for any method, at `/async-function/{name}/` and `/async-function/{name}/{path}`.", params(("name" = String, Path, description = "Function name")), request_body(content = Vec<u8>, description = "Passed to the function as is", content_type = "*/*"), responses((status = 202, description = "Queued; `X-Call-Id` names the call"), (status = 404, description = "No such function", body = ErrorBody), (status = 503, description = "The queue is full", body = ErrorBody)))]
 /// `ANY /async-function/{name}[/{*path}]`: commits the call to the durable queue, then
 /// answers 202 with its `X-Call-Id`.
 pub async fn enqueue(
@@ -150,6 +154,7 @@ pub async fn enqueue(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+#[utoipa::path(delete, path = "/async-function/{name}", tag = "async", description = "Cancels a queued call that has not started.", security(("bearer" = [])), params(("name" = String, Path, description = "The call id (the path segment is shared with the function name of POST)")), responses((status = 200, description = "Cancelled"), (status = 404, description = "No such call", body = ErrorBody), (status = 409, description = "The call already runs or ended", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 /// `DELETE /async-function/{call-id}`: cancels a call that has not started.
 pub async fn cancel(
     State(state): State<Arc<AppState>>,

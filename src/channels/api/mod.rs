@@ -1,58 +1,103 @@
 //! The OpenFaaS-compatible HTTP API: `/system/*` (management, bearer token required)
 //! and `/function/NAME` (invocation). Requests come in as HTTP; registry operations
-//! and dispatched calls go out.
+//! and dispatched calls go out. Every route is registered together with its OpenAPI
+//! description (`routes!` reads the handler's `#[utoipa::path]`), served at
+//! `/openapi.json` by [`openapi`].
 
 mod invoke;
+pub mod openapi;
 mod system;
 
 pub use invoke::HEADER_DURATION;
 
 use std::sync::Arc;
 
-use axum::routing::{any, get, post};
-use axum::Router;
+use axum::routing::{any, MethodRouter};
+use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+use utoipa::openapi::{Object, Required, Type};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use crate::server::AppState;
 
-/// The API's routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/healthz", get(system::healthz))
-        .route("/system/info", get(system::info))
-        .route(
-            "/system/functions",
-            get(system::list_functions)
-                .post(system::create_function)
-                .put(system::update_function)
-                .delete(system::delete_function),
-        )
-        .route("/system/function/{name}", get(system::get_function))
-        .route(
-            "/system/scale-function/{name}",
-            post(system::scale_function),
-        )
-        .route(
-            "/system/secrets",
-            get(system::list_secrets)
-                .post(system::create_secret)
-                .put(system::update_secret)
-                .delete(system::delete_secret),
-        )
-        .route("/system/logs", get(system::logs))
-        .route("/system/activations", get(system::activations))
-        .route("/system/tokens", post(system::create_token))
-        .route("/function/{name}", any(invoke::invoke))
-        .route("/function/{name}/", any(invoke::invoke))
-        .route("/function/{name}/{*path}", any(invoke::invoke))
-        .route(
-            "/async-function/{name}",
-            post(invoke::enqueue)
-                .put(invoke::enqueue)
-                .delete(invoke::cancel),
-        )
-        .route("/async-function/{name}/", any(invoke::enqueue))
-        .route("/async-function/{name}/{*path}", any(invoke::enqueue))
-        .route("/system/queue", get(system::queue))
-        .route("/system/schedules", get(system::schedules))
-        .route("/system/queue/{call_id}/retry", post(system::retry_call))
+/// The API's routes, with their descriptions.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::info))
+        .routes(routes!(
+            system::list_functions,
+            system::create_function,
+            system::update_function,
+            system::delete_function
+        ))
+        .routes(routes!(system::get_function))
+        .routes(routes!(system::scale_function))
+        .routes(routes!(
+            system::list_secrets,
+            system::create_secret,
+            system::update_secret,
+            system::delete_secret
+        ))
+        .routes(routes!(system::logs))
+        .routes(routes!(system::activations))
+        .routes(routes!(system::create_token))
+        .routes(served_for_any_method(
+            routes!(invoke::invoke),
+            any(invoke::invoke),
+            &["/function/{name}/", "/function/{name}/{*path}"],
+        ))
+        .routes(routes!(invoke::enqueue, invoke::cancel))
+        .routes(served_for_any_method(
+            routes!(invoke::enqueue),
+            any(invoke::enqueue),
+            &["/async-function/{name}/", "/async-function/{name}/{*path}"],
+        ))
+        .routes(routes!(system::queue))
+        .routes(routes!(system::schedules))
+        .routes(routes!(system::retry_call))
+}
+
+/// A documented handler served by `router` (e.g. axum's `any`, which `routes!` cannot
+/// express) at its own path and at the `extra` paths: its description is copied to each
+/// of them, with a distinct operation id and the `{*path}` tail described as a path
+/// parameter.
+fn served_for_any_method<S>(
+    (schemas, documented, _): UtoipaMethodRouter<S>,
+    router: MethodRouter<S>,
+    extra: &[&str],
+) -> UtoipaMethodRouter<S> {
+    let mut paths = documented.clone();
+    let Some(item) = documented.paths.values().next() else {
+        return (schemas, paths, router);
+    };
+    for (n, path) in extra.iter().enumerate() {
+        let mut item = item.clone();
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let id = operation.operation_id.take().unwrap_or_default();
+            operation.operation_id = Some(format!("{id}_{}", n + 1));
+            if path.contains("{*path}") {
+                operation.parameters.get_or_insert_with(Vec::new).push(
+                    ParameterBuilder::new()
+                        .name("path")
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .description(Some("The rest of the path, passed to the function"))
+                        .schema(Some(Object::with_type(Type::String)))
+                        .build(),
+                );
+            }
+        }
+        paths.paths.insert((*path).to_owned(), item);
+    }
+    (schemas, paths, router)
 }

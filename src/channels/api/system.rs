@@ -21,10 +21,14 @@ use crate::function::{parse_duration, FunctionDeployment, FunctionName, Function
 use crate::registry::DeployMode;
 use crate::server::{AppState, RawBody};
 
+use super::openapi::ErrorBody;
+
+#[utoipa::path(get, path = "/healthz", tag = "system", description = "Liveness: 200 with `OK` while the gateway serves.",  responses((status = 200, description = "The gateway is up", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "OK"
 }
 
+#[utoipa::path(get, path = "/system/info", tag = "system", description = "Provider name and gateway version (OpenFaaS `SystemInfo`).", security(("bearer" = [])), responses((status = 200, description = "Gateway and provider information", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn info(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -42,6 +46,7 @@ pub async fn info(
     })))
 }
 
+#[utoipa::path(get, path = "/system/functions", tag = "functions", description = "Every deployed function with replicas and invocation count.", security(("bearer" = [])), responses((status = 200, description = "The functions", body = Vec<FunctionStatus>), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn list_functions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -50,6 +55,7 @@ pub async fn list_functions(
     Ok(Json(state.registry.list().await?))
 }
 
+#[utoipa::path(get, path = "/system/function/{name}", tag = "functions", description = "One function's status.", security(("bearer" = [])), params(("name" = String, Path, description = "Function name")), responses((status = 200, description = "The function", body = FunctionStatus), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn get_function(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -60,6 +66,7 @@ pub async fn get_function(
     Ok(Json(state.registry.status(&name).await?))
 }
 
+#[utoipa::path(post, path = "/system/functions", tag = "functions", description = "Deploys a new function (OpenFaaS `FunctionDeployment`).", security(("bearer" = [])), request_body = FunctionDeployment, responses((status = 202, description = "Deployment accepted"), (status = 400, description = "Invalid deployment", body = ErrorBody), (status = 409, description = "A function of that name exists", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn create_function(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -68,6 +75,7 @@ pub async fn create_function(
     deploy(state, headers, body, DeployMode::Create).await
 }
 
+#[utoipa::path(put, path = "/system/functions", tag = "functions", description = "Replaces a function's deployment, or creates it.", security(("bearer" = [])), request_body = FunctionDeployment, responses((status = 202, description = "Update accepted"), (status = 400, description = "Invalid deployment", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn update_function(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -88,12 +96,13 @@ async fn deploy(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeleteFunction {
     function_name: FunctionName,
 }
 
+#[utoipa::path(delete, path = "/system/functions", tag = "functions", description = "Removes a function.", security(("bearer" = [])), request_body = DeleteFunction, responses((status = 202, description = "Removed"), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn delete_function(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -105,7 +114,7 @@ pub async fn delete_function(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ScaleRequest {
     #[serde(default)]
@@ -116,6 +125,7 @@ struct ScaleRequest {
 /// The most replicas one function may ask for.
 const MAX_REPLICAS: u32 = 64;
 
+#[utoipa::path(post, path = "/system/scale-function/{name}", tag = "functions", description = "Sets a function's replica count.", security(("bearer" = [])), params(("name" = String, Path, description = "Function name")), request_body = ScaleRequest, responses((status = 202, description = "Scaling accepted"), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn scale_function(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -142,7 +152,7 @@ pub async fn scale_function(
 }
 
 /// OpenFaaS's `Secret`: `value` as text or `rawValue` as base64 bytes.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SecretRequest {
     name: String,
@@ -152,7 +162,7 @@ struct SecretRequest {
     raw_value: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SecretName {
     name: String,
 }
@@ -175,6 +185,7 @@ fn check_secret_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/system/secrets", tag = "secrets", description = "Names of the stored secrets (never their values).", security(("bearer" = [])), responses((status = 200, description = "Secret names", body = Vec<SecretName>), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn list_secrets(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -186,6 +197,7 @@ pub async fn list_secrets(
     ))
 }
 
+#[utoipa::path(post, path = "/system/secrets", tag = "secrets", description = "Stores a new secret.", security(("bearer" = [])), request_body = SecretRequest, responses((status = 201, description = "Created"), (status = 409, description = "A secret of that name exists", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn create_secret(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -194,6 +206,7 @@ pub async fn create_secret(
     put_secret(state, headers, body, true).await
 }
 
+#[utoipa::path(put, path = "/system/secrets", tag = "secrets", description = "Replaces a secret's value; functions using it are redeployed.", security(("bearer" = [])), request_body = SecretRequest, responses((status = 200, description = "Updated"), (status = 404, description = "No such secret", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn update_secret(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -252,11 +265,12 @@ async fn put_secret(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct DeleteSecret {
     name: String,
 }
 
+#[utoipa::path(delete, path = "/system/secrets", tag = "secrets", description = "Removes a secret no function uses.", security(("bearer" = [])), request_body = DeleteSecret, responses((status = 200, description = "Removed"), (status = 404, description = "No such secret", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn delete_secret(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -287,7 +301,8 @@ pub async fn delete_secret(
     Ok(StatusCode::OK)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     name: Option<String>,
     tail: Option<usize>,
@@ -295,6 +310,7 @@ pub struct LogsQuery {
     since: Option<String>,
 }
 
+#[utoipa::path(get, path = "/system/logs", tag = "functions", description = "A function's log lines as JSON lines (`follow=true` streams them).", security(("bearer" = [])), params(LogsQuery), responses((status = 200, description = "One JSON object per line", body = String, content_type = "application/x-ndjson"), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -349,12 +365,14 @@ pub async fn logs(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ActivationsQuery {
     function: Option<String>,
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/system/activations", tag = "functions", description = "Recent invocations, newest first.", security(("bearer" = [])), params(ActivationsQuery), responses((status = 200, description = "Activations", body = Vec<crate::store::Activation>), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn activations(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -372,7 +390,7 @@ pub async fn activations(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TokenRequest {
     #[serde(default)]
     subject: Option<String>,
@@ -381,7 +399,7 @@ struct TokenRequest {
     ttl: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenResponse {
     pub token: String,
@@ -390,6 +408,7 @@ pub struct TokenResponse {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(post, path = "/system/tokens", tag = "system", description = "Issues an API token with the given scopes.", security(("bearer" = [])), request_body = TokenRequest, responses((status = 201, description = "The token", body = TokenResponse), (status = 400, description = "Unknown scope or bad ttl", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -428,13 +447,15 @@ pub async fn create_token(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     state: Option<crate::store::CallState>,
     function: Option<String>,
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/system/queue", tag = "async", description = "Queued async calls, newest first.", security(("bearer" = [])), params(QueueQuery), responses((status = 200, description = "Queue entries", body = Vec<crate::store::QueueEntry>), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn queue(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -451,6 +472,7 @@ pub async fn queue(
     Ok(Json(entries))
 }
 
+#[utoipa::path(post, path = "/system/queue/{call_id}/retry", tag = "async", description = "Puts a dead-lettered call back in the queue.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), responses((status = 202, description = "Queued again"), (status = 404, description = "No such call", body = ErrorBody), (status = 409, description = "The call is not dead", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn retry_call(
     State(state): State<Arc<AppState>>,
     Path(call_id): Path<String>,
@@ -474,6 +496,7 @@ pub async fn retry_call(
     }
 }
 
+#[utoipa::path(get, path = "/system/schedules", tag = "schedules", description = "Every scheduled function: its cron line, next tick and recent runs.", security(("bearer" = [])), responses((status = 200, description = "Schedules", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn schedules(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

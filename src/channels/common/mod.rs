@@ -277,6 +277,11 @@ pub fn unknown_route(channel: &'static str, name: &str) -> axum::response::Respo
         reason = e.reason(),
         "delivery refused: no such route"
     );
+    crate::telemetry::meters::channel_request(
+        channel,
+        crate::telemetry::meters::ChannelOutcome::Refused,
+        e.reason(),
+    );
     e.into_response()
 }
 

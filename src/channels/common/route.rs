@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::telemetry::meters::{self, ChannelOutcome};
 use crate::verify::{ErrorClass, VerifyError};
 
 /// Why a channel request was refused, or failed before its function could answer.
@@ -216,6 +217,11 @@ impl RouteCore {
         match result {
             Ok((outcome, response)) => {
                 self.stats.count(outcome);
+                let (counted, reason) = match outcome {
+                    Outcome::Accepted => (ChannelOutcome::Accepted, "ok"),
+                    Outcome::Duplicate => (ChannelOutcome::Duplicate, "duplicate_delivery"),
+                };
+                meters::channel_request(self.channel, counted, reason);
                 tracing::info!(
                     channel = self.channel,
                     route = %self.name,
@@ -230,6 +236,7 @@ impl RouteCore {
             Err(e) => {
                 let reason = e.reason();
                 self.stats.refuse(reason);
+                meters::channel_request(self.channel, ChannelOutcome::Refused, reason);
                 let status = e.status().as_u16();
                 if status >= 500 {
                     tracing::error!(channel = self.channel, route = %self.name, call_id, delivery, reason, status, error = %e, "delivery failed");

@@ -41,6 +41,7 @@ pub struct GitHubReply {
 
 type Handled = Result<(Outcome, Response), ChannelError>;
 
+#[utoipa::path(post, path = "/github/{app}", operation_id = "github_delivery", tag = "channels", description = "GitHub webhook deliveries for the `github` route named `app` in hark.yml, signed with `X-Hub-Signature-256`; the function's reply becomes a comment or labels.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The webhook payload", content_type = "application/json"), responses((status = 202, description = "Accepted (or 200 for `ping` and duplicates)", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(app): Path<String>,

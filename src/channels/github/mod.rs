@@ -10,7 +10,7 @@
 //! <https://docs.github.com/en/webhooks/using-webhooks/best-practices-for-using-webhooks#respond-within-10-seconds>.
 
 pub mod api;
-mod handler;
+pub(crate) mod handler;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

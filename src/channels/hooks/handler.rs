@@ -34,6 +34,7 @@ const DROPPED_HEADERS: &[header::HeaderName] = &[
     header::TRANSFER_ENCODING,
 ];
 
+#[utoipa::path(post, path = "/hooks/{name}", operation_id = "hook_delivery", tag = "channels", description = "A webhook for the `hooks` route named `name` in hark.yml: Standard Webhooks signatures, payload HMAC trigger rules, or a public hook.", params(("name" = String, Path, description = "Route name in hark.yml")), request_body(content = Vec<u8>, description = "Passed to the function", content_type = "*/*"), responses((status = 200, description = "The function's answer, or 202 when the route is async", body = Vec<u8>, content_type = "*/*"), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

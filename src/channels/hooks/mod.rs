@@ -3,7 +3,7 @@
 //! trigger rule, or explicitly by nothing (`public: true`); the raw request goes to one
 //! function, and its answer goes out as the HTTP response (or 202 at once with `async: true`).
 
-mod handler;
+pub(crate) mod handler;
 
 use std::collections::HashMap;
 

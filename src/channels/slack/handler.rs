@@ -31,6 +31,7 @@ pub const HEADER_RETRY_REASON: &str = "x-slack-retry-reason";
 
 type Handled = Result<(Outcome, Response), ChannelError>;
 
+#[utoipa::path(post, path = "/slack/{app}", operation_id = "slack_delivery", tag = "channels", description = "Slack deliveries for the `slack` route named `app` in hark.yml: slash commands, Events API callbacks (with `url_verification`) and interactivity, signed with `X-Slack-Signature`/`X-Slack-Request-Timestamp`.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = String, description = "Form-encoded or JSON, as Slack sends it", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "Acknowledged; the reply is in the body or posted to `response_url` later", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(app): Path<String>,

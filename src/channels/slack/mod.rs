@@ -10,7 +10,7 @@
 //! <https://api.slack.com/interactivity/handling#acknowledgment_response>.
 
 pub mod api;
-mod handler;
+pub(crate) mod handler;
 pub mod reply;
 
 use std::collections::BTreeMap;
