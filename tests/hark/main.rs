@@ -7,6 +7,7 @@ mod channels;
 mod cli;
 mod contract;
 mod docker;
+mod holiday;
 mod process;
 mod queue;
 mod schedule;
