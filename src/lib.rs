@@ -11,6 +11,8 @@
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
 //! - [`provider`]: the backend trait and its implementations (`process`, the default;
 //!   `docker`, containers on the local engine).
+//! - [`browser`]: the pool of warm headless-Chromium WebDriver sessions that functions
+//!   lease through `/webdriver`, and the screenshots of failed browser calls.
 //! - [`store`]: SQLite persistence of functions, secrets, activations, the async queue,
 //!   schedules and delivery ids.
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,
@@ -22,6 +24,7 @@
 //! - [`cli`]: the `hark` command line; [`watchdog`]: the entrypoint inside function images.
 
 pub mod auth;
+pub mod browser;
 pub mod channels;
 pub mod cli;
 pub mod clock;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub alexa: Arc<AlexaChannel>,
     /// The time as channels that check timestamps see it (fixed in tests).
     pub clock: Arc<dyn Clock>,
+    /// The browser pool behind `/webdriver` (off when Chromium is missing).
+    pub browser: crate::browser::BrowserPool,
 }
 
 /// The id of the call being served.
@@ -111,6 +113,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     crate::channels::api::routes()
         .merge(crate::channels::routes())
         .merge(crate::channels::alexa::routes())
+        .merge(crate::browser::webdriver::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(call_id))
         .with_state(state)
@@ -125,6 +128,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
+    let browser = state.browser.clone();
     let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
     let scheduler = tokio::spawn(state.scheduler.clone().run(stopping.subscribe()));
     let mut drained = stopping.subscribe();
@@ -152,6 +156,7 @@ pub async fn run(
         tracing::error!(error = %e, "async queue runner failed");
     }
     registry.provider.shutdown().await;
+    browser.shutdown().await;
     registry.store.flush().await;
     tracing::info!("stopped");
     Ok(())

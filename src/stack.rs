@@ -52,6 +52,8 @@ pub struct Stack {
     pub warnings: Vec<String>,
     /// The `alexa:` section, its paths made absolute.
     pub alexa: Option<AlexaSettings>,
+    /// The `browser:` section: the browser pool behind `/webdriver`.
+    pub browser: Option<crate::browser::BrowserConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +68,7 @@ struct RawStack {
     #[serde(default)]
     channels: ChannelsConfig,
     alexa: Option<AlexaSettings>,
+    browser: Option<crate::browser::BrowserConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +229,7 @@ impl Stack {
             channels: raw.channels,
             warnings,
             alexa,
+            browser: raw.browser,
         })
     }
 }

@@ -46,6 +46,13 @@ pub struct BenchArgs {
     /// Cold starts measured per provider (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub cold_starts: usize,
+    /// Also measure the browser pool: leasing a warm session vs starting a cold one
+    /// (needs Chromium and ChromeDriver).
+    #[arg(long)]
+    pub browser: bool,
+    /// Sessions measured each way with --browser.
+    #[arg(long, default_value_t = 20)]
+    pub browser_sessions: usize,
 }
 
 /// What one measurement found.
@@ -270,8 +277,119 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     gateway.stop().await;
+    if args.browser {
+        let result = browser_bench(&exe, &dir, &client, args.browser_sessions.max(1)).await;
+        let (cold, warm) = result?;
+        let pct = |times: &[Duration], p: f64| {
+            let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1;
+            times[i].as_secs_f64() * 1000.0
+        };
+        println!();
+        println!(
+            "{:<52} {:>9} {:>9} {:>7}",
+            format!("browser session via /webdriver (n={})", cold.len()),
+            "p50 ms",
+            "p95 ms",
+            "ratio"
+        );
+        let base = pct(&cold, 0.5);
+        for (name, times) in [
+            ("cold: start Chromium + session (baseline)", &cold),
+            ("warm: lease from the pool", &warm),
+        ] {
+            println!(
+                "{:<52} {:>9.1} {:>9.1} {:>7.3}",
+                name,
+                pct(times, 0.5),
+                pct(times, 0.95),
+                pct(times, 0.5) / base
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Times `n` session leases through `/webdriver` of a gateway with no warm browsers
+/// (each starts Chromium: the cold baseline) and of one keeping a warm browser (each
+/// lease waits for the pool to be warm again first). Sorted durations, cold then warm.
+async fn browser_bench(
+    exe: &Path,
+    dir: &Path,
+    client: &reqwest::Client,
+    n: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut results = Vec::new();
+    for warm in ["0", "1"] {
+        let data = dir.join(format!("browser-{warm}"));
+        std::fs::create_dir_all(&data)?;
+        let mut gw = Gateway::start_with(
+            exe,
+            &data,
+            &[
+                "--browser",
+                "on",
+                "--browser-warm",
+                warm,
+                "--browser-max",
+                "1",
+            ],
+        )
+        .await?;
+        let measured = async {
+            let mut times = Vec::new();
+            for _ in 0..n {
+                // Each lease starts from a quiet pool: the last browser gone, and with a
+                // warm pool, a warm browser ready.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let status: serde_json::Value = client
+                        .get(format!("{}/system/browser", gw.url))
+                        .bearer_auth(&gw.token)
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                    let ready = status["inUse"] == 0
+                        && status["warm"].as_u64() == Some(warm.parse()?)
+                        && status["sessions"].as_array().map(Vec::len)
+                            == status["warm"].as_u64().map(|w| w as usize);
+                    if ready {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("the browser pool did not settle: {status}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let started = Instant::now();
+                let answer: serde_json::Value = client
+                    .post(format!("{}/webdriver/session", gw.url))
+                    .json(&serde_json::json!({"capabilities": {}}))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                times.push(started.elapsed());
+                let id = answer["value"]["sessionId"]
+                    .as_str()
+                    .with_context(|| format!("no session: {answer}"))?;
+                client
+                    .delete(format!("{}/webdriver/session/{id}", gw.url))
+                    .send()
+                    .await?;
+            }
+            times.sort();
+            anyhow::Ok(times)
+        }
+        .await;
+        gw.stop().await;
+        results.push(measured?);
+    }
+    let warm = results.pop().unwrap_or_default();
+    let cold = results.pop().unwrap_or_default();
+    Ok((cold, warm))
 }
 
 /// Runs `once` `n` times and returns the durations, sorted.

@@ -90,7 +90,15 @@ pub async fn run(
             since,
         } => logs(&gw, &name, follow, tail, since, output).await,
         Command::Secret(command) => secret(&gw, command, output).await,
-        Command::Activations { function, limit } => activations(&gw, function, limit, output).await,
+        Command::Activations {
+            show: Some(super::ActivationsCommand::Show { id, screenshot }),
+            ..
+        } => activation_show(&gw, &id, screenshot, output).await,
+        Command::Activations {
+            function,
+            limit,
+            show: None,
+        } => activations(&gw, function, limit, output).await,
         Command::Token(TokenCommand::Create {
             scopes,
             ttl,
@@ -496,6 +504,71 @@ async fn activations(
         ]);
     }
     println!("{t}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hark activations show ID`: the record, and a failed browser call's screenshot saved.
+async fn activation_show(
+    gw: &Gateway,
+    id: &str,
+    screenshot: Option<std::path::PathBuf>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let record: serde_json::Value = gw.get(&format!("/system/activations/{encoded}")).await?;
+    let saved = match record.get("screenshot") {
+        Some(_) => {
+            let response = gw
+                .expect_ok(gw.request(
+                    reqwest::Method::GET,
+                    &format!("/system/activations/{encoded}/screenshot"),
+                ))
+                .await?;
+            let png = response.bytes().await?;
+            let safe: String = id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let path = screenshot.unwrap_or_else(|| format!("{safe}.png").into());
+            std::fs::write(&path, &png)
+                .with_context(|| format!("saving the screenshot to {}", path.display()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    if output == Output::Json {
+        let mut record = record;
+        if let Some(path) = &saved {
+            record["screenshot"]["savedTo"] = path.display().to_string().into();
+        }
+        print_json(&record)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |k: &str| match &record[k] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        v => v.to_string(),
+    };
+    println!("call id:   {}", text("callId"));
+    println!("function:  {}", text("function"));
+    println!("trigger:   {}", text("trigger"));
+    println!("started:   {}", text("startedAt"));
+    println!("status:    {}", text("status"));
+    println!("duration:  {} ms", text("durationMs"));
+    if record.get("error").is_some() {
+        println!("error:     {}", text("error"));
+    }
+    if let Some(path) = saved {
+        let url = record["screenshot"]["url"].as_str().unwrap_or("-");
+        println!("page:      {url}");
+        println!("screenshot saved to {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -110,13 +110,15 @@ pub enum Command {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// List recent invocations.
+    /// List recent invocations (`activations show CALL_ID` for one).
     Activations {
         /// Only this function's.
         #[arg(long)]
         function: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        #[command(subcommand)]
+        show: Option<ActivationsCommand>,
     },
     /// Manage API tokens.
     #[command(subcommand)]
@@ -198,6 +200,18 @@ pub struct SecretValue {
     /// Read the value from a file.
     #[arg(long)]
     pub from_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActivationsCommand {
+    /// One activation; a failed browser call's last page is saved as a PNG.
+    Show {
+        /// The call id.
+        id: String,
+        /// Where to save the screenshot [default: ./CALL_ID.png].
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

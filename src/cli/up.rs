@@ -70,6 +70,8 @@ pub struct UpArgs {
     /// Docker network the function containers join (docker provider).
     #[arg(long, env = docker::ENV_NETWORK, default_value = docker::DEFAULT_NETWORK)]
     pub docker_network: String,
+    #[command(flatten)]
+    pub browser: crate::browser::BrowserArgs,
 }
 
 /// The backends `hark up` can run functions on.
@@ -113,10 +115,24 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             _ => None,
         });
     let kind = args.provider.or(from_file).unwrap_or(ProviderKind::Process);
+    // Bound before the functions start, so they can be given the gateway's address.
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another gateway running? try --port)")
+    })?;
+    let addr = listener.local_addr()?;
+    let browser = browser_pool(
+        &args,
+        stack.as_ref().and_then(|(_, s)| s.browser.clone()),
+        &data,
+    )?;
     let logs = Arc::new(LogHub::default());
     let mut docker_provider = None;
+    let mut webdriver_listener = None;
     let provider: Arc<dyn Provider> = match kind {
-        ProviderKind::Process => Arc::new(ProcessProvider::new(data.join("secrets"), logs)),
+        ProviderKind::Process => Arc::new(
+            ProcessProvider::new(data.join("secrets"), logs).with_webdriver(&loopback_url(addr)),
+        ),
         ProviderKind::Docker => {
             if let Some((_, stack)) = &stack {
                 crate::cli::build::build_missing(&stack.functions).await?;
@@ -124,11 +140,15 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             let provider =
                 Arc::new(DockerProvider::start(&data, &args.docker_network, logs).await?);
             docker_provider = Some(provider.clone());
+            if browser.disabled_reason().is_none() {
+                webdriver_listener = functions_listener(&provider, &browser, addr.port()).await;
+            }
             provider
         }
     };
     tracing::info!(provider = provider.name(), "provider ready");
     let dispatcher = Arc::new(Dispatcher::new(provider.clone(), store.clone()).await?);
+    dispatcher.set_browser(browser.clone());
     let registry = Registry::new(store, provider, dispatcher);
 
     let restored = registry
@@ -192,12 +212,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         // Containers of an earlier run that no deployment took over.
         docker.remove_unclaimed().await;
     }
+    if browser.config().mode == crate::browser::BrowserMode::On {
+        browser.start().await.context("starting the browser pool")?;
+    }
 
-    let addr = SocketAddr::new(args.bind, args.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (is another gateway running? try --port)")
-    })?;
-    let addr = listener.local_addr()?;
     let (stopping, shutdown) = watch::channel(false);
     let queue = AsyncQueue::new(
         registry.clone(),
@@ -227,15 +245,93 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         channels,
         alexa,
         clock,
+        browser,
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
     match new_token {
         Some(path) => eprintln!("hark: wrote an admin token to {}", path.display()),
         None => eprintln!("hark: admin token in {}", token_path.display()),
     }
+    if let Some(listener) = webdriver_listener {
+        // Only `/webdriver` is served on the functions' network.
+        let router = crate::browser::webdriver::function_routes().with_state(state.clone());
+        let mut stop = state.shutdown.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the functions' /webdriver listener failed");
+            }
+        });
+    }
     eprintln!("hark: gateway listening on http://{addr}");
     crate::server::run(listener, state, stopping, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The browser pool of `hark.yml`'s `browser:` section and the flags. Without Chromium
+/// (and not asked for with `--browser on`) it is off, and the log says why.
+fn browser_pool(
+    args: &UpArgs,
+    file: Option<crate::browser::BrowserConfig>,
+    data: &Path,
+) -> anyhow::Result<crate::browser::BrowserPool> {
+    let config = args.browser.apply(file.unwrap_or_default());
+    let pool = crate::browser::BrowserPool::new(config, data).context("browser automation")?;
+    match pool.disabled_reason() {
+        Some(reason) => tracing::info!(reason, "browser automation is off; /webdriver answers 503"),
+        None => {
+            let c = pool.config();
+            tracing::info!(chromium = %c.chromium.display(), warm = c.warm, max_sessions = c.max_sessions, "browser automation on at /webdriver");
+        }
+    }
+    Ok(pool)
+}
+
+/// A listener on the functions' Docker network's gateway address (the same port as the
+/// gateway when free), for containers' `HARK_WEBDRIVER_URL`; `None` (logged) when the
+/// network has no usable address.
+async fn functions_listener(
+    provider: &DockerProvider,
+    browser: &crate::browser::BrowserPool,
+    port: u16,
+) -> Option<tokio::net::TcpListener> {
+    let Some((ip, subnet)) = provider.network_gateway().await else {
+        tracing::warn!(
+            "the functions' network has no gateway address; containers get no HARK_WEBDRIVER_URL"
+        );
+        return None;
+    };
+    let listener = match tokio::net::TcpListener::bind((ip, port)).await {
+        Ok(listener) => listener,
+        Err(_) => match tokio::net::TcpListener::bind((ip, 0)).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(%ip, error = %e, "cannot listen on the functions' network; containers get no HARK_WEBDRIVER_URL");
+                return None;
+            }
+        },
+    };
+    let local = listener.local_addr().ok()?;
+    browser.allow_network(subnet);
+    provider.set_webdriver(&format!("http://{local}"));
+    tracing::info!(address = %local, "/webdriver served to the functions' network");
+    Some(listener)
+}
+
+/// The gateway's address as a function on this machine reaches it.
+fn loopback_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Loads the skills and builds the Alexa channel. A skills directory that was asked for

@@ -21,6 +21,8 @@ pub struct Dispatcher {
     provider: Arc<dyn Provider>,
     store: Store,
     counts: Mutex<HashMap<FunctionName, u64>>,
+    /// The browser pool, whose leases end with their call.
+    browser: std::sync::OnceLock<crate::browser::BrowserPool>,
 }
 
 impl Dispatcher {
@@ -39,7 +41,13 @@ impl Dispatcher {
             provider,
             store,
             counts: Mutex::new(counts),
+            browser: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Ends browser leases with their calls, and keeps the screenshot of a failed one.
+    pub fn set_browser(&self, pool: crate::browser::BrowserPool) {
+        let _ = self.browser.set(pool);
     }
 
     /// Runs one call synchronously. `trigger` names what started it (`http`, `alexa`, ...).
@@ -59,6 +67,19 @@ impl Dispatcher {
             Err(ProviderError::NotFound(_)) => return result,
             Err(e) => (provider_status(e).as_u16(), Some(e.to_string())),
         };
+        if let Some(pool) = self.browser.get() {
+            let failed = !(200..300).contains(&status) || error.is_some();
+            if let Some(shot) = pool.finish_call(&call_id, failed).await {
+                tracing::info!(call_id, function = %name, url = %shot.url, "kept the failed call's last page");
+                if let Err(e) = self
+                    .store
+                    .put_screenshot(&call_id, &shot.url, shot.png)
+                    .await
+                {
+                    tracing::error!(call_id, error = %e, "cannot keep the failed call's screenshot");
+                }
+            }
+        }
         {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             *counts.entry(name.clone()).or_default() += 1;

@@ -21,6 +21,8 @@ pub use queue::{CallState, CallbackDue, QueueEntry, QueuedCall};
 pub use schedule::ScheduleRun;
 mod alexa;
 pub use alexa::PendingReply;
+mod screenshot;
+pub use screenshot::Screenshot;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,7 @@ impl Store {
         conn.execute_batch(queue::SCHEMA)?;
         conn.execute_batch(schedule::SCHEMA)?;
         conn.execute_batch(alexa::SCHEMA)?;
+        conn.execute_batch(screenshot::SCHEMA)?;
         queue::migrate(&conn)?;
         let conn = Arc::new(Mutex::new(conn));
         let (tx, rx) = mpsc::unbounded_channel();

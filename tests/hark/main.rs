@@ -3,6 +3,7 @@
 
 mod alexa;
 mod api;
+mod browser;
 mod channels;
 mod cli;
 mod contract;

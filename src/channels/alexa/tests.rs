@@ -109,6 +109,7 @@ async fn harness(
         shutdown,
         alexa,
         clock: Arc::new(FixedClock(clock)),
+        browser: crate::browser::BrowserPool::disabled("not used in these tests"),
     });
     Harness {
         state,

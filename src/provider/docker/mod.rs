@@ -143,6 +143,8 @@ pub struct DockerProvider {
     found: std::sync::Mutex<HashMap<FunctionName, Vec<(String, String)>>>,
     /// The last CPU reading of each container, for a usage rate: `(container cpu ns, system ns)`.
     cpu_readings: std::sync::Mutex<HashMap<String, (u64, u64)>>,
+    /// The gateway's address on the functions' network, for `HARK_WEBDRIVER_URL`.
+    webdriver: std::sync::RwLock<Option<String>>,
 }
 
 struct DockerFunction {
@@ -218,7 +220,34 @@ impl DockerProvider {
             functions: RwLock::new(HashMap::new()),
             found: std::sync::Mutex::new(found),
             cpu_readings: std::sync::Mutex::new(HashMap::new()),
+            webdriver: std::sync::RwLock::new(None),
         })
+    }
+
+    /// The functions' network's gateway address (the host, seen from the containers)
+    /// and its subnet.
+    pub async fn network_gateway(&self) -> Option<(std::net::IpAddr, ipnet::IpNet)> {
+        let network = self
+            .docker
+            .inspect_network(
+                &self.network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .ok()?;
+        network.ipam?.config?.into_iter().find_map(|c| {
+            let gateway = c.gateway?.parse().ok()?;
+            let subnet = c.subnet?.parse().ok()?;
+            Some((gateway, subnet))
+        })
+    }
+
+    /// Gives functions deployed from now on `HARK_WEBDRIVER_URL` under the gateway at
+    /// `base`, an address reachable from the functions' network.
+    pub fn set_webdriver(&self, base: &str) {
+        if let Ok(mut webdriver) = self.webdriver.write() {
+            *webdriver = Some(base.to_owned());
+        }
     }
 
     /// The engine connection.
@@ -362,7 +391,20 @@ impl Provider for DockerProvider {
     }
 
     async fn deploy(&self, deployment: Deployment) -> Result<(), ProviderError> {
-        let spec = &deployment.spec;
+        let mut with_webdriver = deployment.spec.clone();
+        if let Some(base) = self.webdriver.read().ok().and_then(|w| w.clone()) {
+            let url = crate::browser::webdriver::function_url(
+                &base,
+                with_webdriver.service.as_str(),
+                None,
+            );
+            // The function's own setting wins.
+            with_webdriver
+                .env_vars
+                .entry(crate::browser::ENV_WEBDRIVER_URL.to_owned())
+                .or_insert(url);
+        }
+        let spec = &with_webdriver;
         spec.validate()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
         let name = spec.service.clone();

@@ -26,6 +26,7 @@ pub(super) async fn invoke(
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .envs(http_env(&call))
+        .envs(webdriver_env(launch, &call.call_id))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -124,6 +125,21 @@ pub(super) async fn invoke(
             error: Some(error),
         })
     }
+}
+
+/// The function's `HARK_WEBDRIVER_URL` narrowed to this call, so its browser leases end
+/// with it; nothing when the function has no gateway URL of Hark's shape.
+fn webdriver_env(launch: &Launch, call_id: &str) -> Option<(&'static str, String)> {
+    let (_, url) = launch
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == crate::browser::ENV_WEBDRIVER_URL)?;
+    let prefix = format!("/webdriver/fn/{}/", launch.name);
+    let base = url.strip_suffix(&prefix)?;
+    let narrowed =
+        crate::browser::webdriver::function_url(base, launch.name.as_str(), Some(call_id));
+    Some((crate::browser::ENV_WEBDRIVER_URL, narrowed))
 }
 
 /// `content_type` from the function's environment (the classic watchdog's setting),

@@ -32,6 +32,8 @@ pub struct ProcessProvider {
     functions: RwLock<HashMap<FunctionName, Arc<ProcFunction>>>,
     logs: Arc<LogHub>,
     secrets: SecretFiles,
+    /// The gateway's address for functions' `HARK_WEBDRIVER_URL`.
+    webdriver: Option<String>,
 }
 
 /// Where a function finds its secret files.
@@ -76,7 +78,15 @@ impl ProcessProvider {
             functions: RwLock::new(HashMap::new()),
             logs,
             secrets: SecretFiles::Managed(secrets_root),
+            webdriver: None,
         }
+    }
+
+    /// Gives each function `HARK_WEBDRIVER_URL` under the gateway at `base`
+    /// (e.g. `http://127.0.0.1:8080`); fork-mode calls get one naming the call.
+    pub fn with_webdriver(mut self, base: &str) -> Self {
+        self.webdriver = Some(base.to_owned());
+        self
     }
 
     /// A provider whose functions read secrets from `dir`, written by someone else
@@ -86,6 +96,7 @@ impl ProcessProvider {
             functions: RwLock::new(HashMap::new()),
             logs,
             secrets: SecretFiles::Fixed(dir),
+            webdriver: None,
         }
     }
 
@@ -135,6 +146,12 @@ impl ProcessProvider {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
+        if let Some(base) = &self.webdriver {
+            env.push((
+                crate::browser::ENV_WEBDRIVER_URL.into(),
+                crate::browser::webdriver::function_url(base, spec.service.as_str(), None),
+            ));
+        }
         env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push((ENV_SECRETS_DIR.into(), secrets_dir.display().to_string()));
         Ok(Launch {
