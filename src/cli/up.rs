@@ -403,7 +403,9 @@ async fn seed_function_secrets(store: &Store, functions: &[crate::function::Func
             continue;
         };
         match store.put_secret(name, value.into_bytes()).await {
-            Ok(_) => tracing::info!(secret = %name, from = %var, "secret stored from the environment"),
+            Ok(_) => {
+                tracing::info!(secret = %name, from = %var, "secret stored from the environment")
+            }
             Err(e) => tracing::error!(secret = %name, error = %e, "secret not stored"),
         }
     }

@@ -1,14 +1,13 @@
 //! The "book a day off" story end to end, with real Chromium: a signed Alexa IntentRequest
 //! for the holiday skill → `book-holiday` drives the HR portal (served by the same gateway
-//! at `/function/hr-portal/`) in a browser → the spoken answer names the booking, and the
+//! at `/function/hr-portal/`) in a browser leased from the gateway's pool (`/webdriver`)
+//! → the spoken answer names the booking, and the
 //! portal's bookings file holds exactly it. A retried request books nothing new; a weekend
 //! and a past day get their own answers. `hark say` runs the README's demo sentence.
 
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use chrono::{Datelike, Duration as Days, Local, NaiveDate, Weekday};
 use hark::channels::alexa::{testpki, verify};
@@ -20,6 +19,8 @@ use crate::util::{hark_bin, Gateway};
 const APP_ID: &str = "amzn1.ask.skill.00000000-0000-0000-0000-000000000000";
 const CERT_URL: &str = "https://s3.amazonaws.com/echo.api/hark-holiday-test.pem";
 const PASSWORD: &str = "correct horse battery";
+/// The Alexa user of every request (late answers are kept per user).
+const USER: &str = "amzn1.ask.account.holiday-test";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,43 +59,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A ChromeDriver of the test's own, killed with its browsers (its process group) on drop.
-struct ChromeDriver {
-    child: Child,
-    url: String,
-}
-
-impl ChromeDriver {
-    fn start() -> ChromeDriver {
-        let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start chromedriver");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ChromeDriver {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
 /// The first working day on or after `day`.
 fn working_day(mut day: NaiveDate) -> NaiveDate {
     while matches!(day.weekday(), Weekday::Sat | Weekday::Sun) {
@@ -115,7 +79,6 @@ fn next_friday(today: NaiveDate) -> NaiveDate {
 struct Demo {
     gw: Gateway,
     bookings: PathBuf,
-    _chromedriver: ChromeDriver,
     _dir: tempfile::TempDir,
 }
 
@@ -129,7 +92,6 @@ impl Demo {
         std::fs::create_dir_all(data.join("certs")).unwrap();
         std::fs::write(data.join("certs/hark-holiday-test.pem"), &pki.good_chain).unwrap();
         std::fs::write(data.join("root.pem"), &pki.root_pem).unwrap();
-        let chromedriver = ChromeDriver::start();
         let port = free_port();
         let bookings = data.join("bookings.json");
         let config = format!(
@@ -145,9 +107,9 @@ impl Demo {
     environment:
       HR_PORTAL_URL: http://127.0.0.1:{port}/function/hr-portal/
       HR_PORTAL_USER: ada
-      HARK_WEBDRIVER_URL: {webdriver}
     secrets: [hr-portal-password]
     annotations: {{ hark.timeout: 30s }}
+browser: {{ mode: "on", warm: 1 }}
 alexa:
   skills: {skills}
   use_default_roots: false
@@ -158,7 +120,6 @@ alexa:
             portal = function_bin("hr-portal").display(),
             book = function_bin("book-holiday").display(),
             bookings = bookings.display(),
-            webdriver = chromedriver.url,
             skills = repo().join("skills").display(),
         );
         std::fs::write(data.join("hark.yml"), config).unwrap();
@@ -172,7 +133,6 @@ alexa:
         Demo {
             gw,
             bookings,
-            _chromedriver: chromedriver,
             _dir: dir,
         }
     }
@@ -186,6 +146,70 @@ alexa:
                 .clone(),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// Waits until the gateway's browser pool has a warm browser.
+    async fn wait_warm(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status: Value = self
+                .gw
+                .request(reqwest::Method::GET, "/system/browser")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if status["warm"].as_u64() >= Some(1) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no warm browser: {status}\n{}",
+                self.gw.output()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What the skill says to the signed request `body`. On a machine so loaded that the
+    /// call outlasts the skill's budget, Alexa hears "still working" and the answer comes
+    /// with the user's next request (the skill's late-result path), which is asked for here.
+    async fn say(&self, body: &str) -> String {
+        let said = self.alexa(body).await;
+        if !said.contains("The HR portal is slow today") {
+            return said;
+        }
+        eprintln!("the call outlasted the skill's budget; asking for the late answer");
+        self.late_answer().await
+    }
+
+    /// Asks "what happened" until the answer of an earlier, late request is said.
+    async fn late_answer(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        for turn in 0.. {
+            let late = self
+                .alexa(&intent_request(
+                    &format!(
+                        "amzn1.echo-api.request.what-happened-{turn}-{}",
+                        uuid::Uuid::new_v4()
+                    ),
+                    "WhatHappened",
+                    json!({}),
+                ))
+                .await;
+            if late.contains("About your earlier request:") {
+                return late;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the late answer never came\n{}",
+                self.gw.output()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        unreachable!()
     }
 
     /// Sends a signed request to `POST /alexa/holiday`; the answer's SSML.
@@ -213,7 +237,7 @@ alexa:
 /// A signed-to-be IntentRequest of the holiday skill.
 fn intent_request(request_id: &str, intent: &str, slots: Value) -> String {
     let app = json!({ "applicationId": APP_ID });
-    let user = json!({ "userId": "amzn1.ask.account.holiday-test" });
+    let user = json!({ "userId": USER });
     json!({
         "version": "1.0",
         "session": { "new": true, "sessionId": format!("s-{request_id}"), "application": app,
@@ -248,28 +272,40 @@ fn spoken(date: NaiveDate) -> String {
     )
 }
 
+/// The answer is `expected`, said at once (`<speak>expected</speak>`) or, when the call was
+/// late, as the earlier request's answer.
+fn assert_spoken(said: &str, expected: &str) {
+    let at_once = format!("<speak>{expected}</speak>");
+    let late = format!("About your earlier request: {expected}</p>");
+    assert!(
+        said == at_once || said.contains(&late),
+        "said:     {said}\nexpected: {at_once}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn alexa_books_a_day_off_on_the_hr_portal_in_a_real_browser() {
     if !chromium_present("alexa_books_a_day_off_on_the_hr_portal_in_a_real_browser") {
         return;
     }
     let demo = Demo::start();
+    demo.wait_warm().await;
     let today = Local::now().date_naive();
     let day = working_day(next_friday(today) + Days::days(3));
 
     // 1. Book it.
     let request = book_request("amzn1.echo-api.request.book-1", day);
-    let said = demo.alexa(&request).await;
+    let said = demo.say(&request).await;
     let booked = demo.bookings();
     assert_eq!(booked.len(), 1, "{said}\n{}", demo.gw.output());
     let number = booked[0]["confirmation"].as_str().unwrap().to_owned();
     assert_eq!(booked[0]["date"], day.to_string());
-    assert_eq!(
-        said,
-        format!(
-            "<speak>Done. {} is booked, confirmation {number}. You have 24 days left.</speak>",
+    assert_spoken(
+        &said,
+        &format!(
+            "Done. {} is booked, confirmation {number}. You have 24 days left.",
             spoken(day)
-        )
+        ),
     );
     assert!(booked[0]["comment"]
         .as_str()
@@ -277,56 +313,62 @@ async fn alexa_books_a_day_off_on_the_hr_portal_in_a_real_browser() {
         .contains("[ref amzn1.echo-api.request.book-1]"));
 
     // 2. Alexa retries the same request: the same answer, nothing booked again.
-    let again = demo.alexa(&request).await;
-    assert_eq!(again, said);
+    let again = demo.say(&request).await;
+    assert_spoken(
+        &again,
+        &format!(
+            "Done. {} is booked, confirmation {number}. You have 24 days left.",
+            spoken(day)
+        ),
+    );
     assert_eq!(demo.bookings().len(), 1);
 
     // 3. A new request for the same day is refused by the portal, and said so.
     let said = demo
-        .alexa(&book_request("amzn1.echo-api.request.book-2", day))
+        .say(&book_request("amzn1.echo-api.request.book-2", day))
         .await;
-    assert_eq!(
-        said,
-        format!(
-            "<speak>You already have {} off. I haven't booked anything new.</speak>",
+    assert_spoken(
+        &said,
+        &format!(
+            "You already have {} off. I haven't booked anything new.",
             spoken(day)
-        )
+        ),
     );
 
     // 4. A weekend and a day gone by.
     let saturday = next_friday(today) + Days::days(1);
     let said = demo
-        .alexa(&book_request("amzn1.echo-api.request.book-3", saturday))
+        .say(&book_request("amzn1.echo-api.request.book-3", saturday))
         .await;
-    assert_eq!(
-        said,
-        format!(
-            "<speak>{} is a weekend day, so there is nothing to book.</speak>",
+    assert_spoken(
+        &said,
+        &format!(
+            "{} is a weekend day, so there is nothing to book.",
             spoken(saturday)
-        )
+        ),
     );
     let past = working_day(today - Days::days(14));
     let said = demo
-        .alexa(&book_request("amzn1.echo-api.request.book-4", past))
+        .say(&book_request("amzn1.echo-api.request.book-4", past))
         .await;
-    assert_eq!(
-        said,
-        format!(
-            "<speak>{} has already gone. I can only book days from today on.</speak>",
+    assert_spoken(
+        &said,
+        &format!(
+            "{} has already gone. I can only book days from today on.",
             spoken(past)
-        )
+        ),
     );
     assert_eq!(demo.bookings().len(), 1);
 
     // 5. The balance, read on the portal.
     let said = demo
-        .alexa(&intent_request(
+        .say(&intent_request(
             "amzn1.echo-api.request.balance-1",
             "BalanceIntent",
             json!({}),
         ))
         .await;
-    assert_eq!(said, "<speak>You have 24 days of leave left.</speak>");
+    assert_spoken(&said, "You have 24 days of leave left.");
 
     // 6. The README's demo sentence through `hark say`.
     let friday = next_friday(today);
@@ -335,14 +377,25 @@ async fn alexa_books_a_day_off_on_the_hr_portal_in_a_real_browser() {
         Command::new(hark_bin())
             .args(["say", "holiday", "book next friday off", "--skills"])
             .arg(repo().join("skills"))
+            // The test's user, so a late answer comes with the test's next request.
+            .args(["--user", USER])
             .env("HARK_GATEWAY", &gw.url)
             .env("HARK_DATA", &gw.data)
             .env_remove("HARK_TOKEN")
             .output()
             .unwrap()
     });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if stdout.contains("The HR portal is slow today") {
+        let late = demo.late_answer().await;
+        stdout = hark::channels::alexa::ssml::to_plain_text(&late)
+            .replace("About your earlier request: ", "");
+    }
     let booked = demo.bookings();
     assert_eq!(booked.len(), 2, "{stdout}");
     assert_eq!(booked[1]["date"], friday.to_string());

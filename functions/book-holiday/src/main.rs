@@ -14,8 +14,8 @@
 //!
 //! When the site does not look as expected (`site_changed`) or cannot be reached
 //! (`unavailable`) the function also prints that error but exits 1, so the call fails and its
-//! activation keeps the browser's last page (the gateway's browser pool takes the screenshot;
-//! the session is left to the pool for that).
+//! activation keeps the browser's last page (the gateway's browser pool photographs a
+//! session when it is released and keeps the picture when the call fails).
 //!
 //! Settings: `HARK_WEBDRIVER_URL` (the WebDriver server), `HR_PORTAL_URL` (the portal's base
 //! URL), `HR_PORTAL_USER`, and the password in the secret `hr-portal-password` (a file in
@@ -123,14 +123,15 @@ fn parse_order(body: &Value) -> Result<Order, BookError> {
         "balance" => Action::Balance,
         "book" => {
             let raw = text("date").unwrap_or("");
-            let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| BookError::BadInput {
-                kind: "bad_date",
-                message: if raw.is_empty() {
-                    "no date given".to_owned()
-                } else {
-                    format!("{raw:?} is not a single day (YYYY-MM-DD)")
-                },
-            })?;
+            let date =
+                NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| BookError::BadInput {
+                    kind: "bad_date",
+                    message: if raw.is_empty() {
+                        "no date given".to_owned()
+                    } else {
+                        format!("{raw:?} is not a single day (YYYY-MM-DD)")
+                    },
+                })?;
             let portion = match input.get("half_day") {
                 None | Some(Value::Null) | Some(Value::Bool(false)) => "full",
                 Some(Value::Bool(true)) => "morning",
@@ -138,9 +139,15 @@ fn parse_order(body: &Value) -> Result<Order, BookError> {
                     "" | "no" | "false" | "full" => "full",
                     "morning" | "am" | "yes" | "true" => "morning",
                     "afternoon" | "pm" => "afternoon",
-                    other => return Err(bad(format!("half_day {other:?} is not morning or afternoon"))),
+                    other => {
+                        return Err(bad(format!(
+                            "half_day {other:?} is not morning or afternoon"
+                        )))
+                    }
                 },
-                Some(other) => return Err(bad(format!("half_day {other} is not morning or afternoon"))),
+                Some(other) => {
+                    return Err(bad(format!("half_day {other} is not morning or afternoon")))
+                }
             };
             let leave_type = text("leave_type")
                 .filter(|t| !t.is_empty())
@@ -259,7 +266,12 @@ impl Portal<'_> {
     }
 
     async fn text(&self, css: &str, what: &str) -> Result<String, BookError> {
-        let text = self.find(css, what).await?.text().await.map_err(cmd(what))?;
+        let text = self
+            .find(css, what)
+            .await?
+            .text()
+            .await
+            .map_err(cmd(what))?;
         Ok(text.trim().to_owned())
     }
 
@@ -410,7 +422,9 @@ impl Portal<'_> {
         }
         self.click("#confirm", "the confirmation box").await?;
         self.click("#submit", "the submit button").await?;
-        let number = self.expect("#confirmation", "the confirmation number").await?;
+        let number = self
+            .expect("#confirmation", "the confirmation number")
+            .await?;
         let number = number
             .text()
             .await
@@ -440,7 +454,9 @@ async fn run(client: &Client, settings: &Settings, order: &Order) -> Result<Valu
     let portal = Portal { client, settings };
     portal.sign_in().await?;
     let answer = match &order.action {
-        Action::Balance => json!({ "status": "balance", "days_left": days(portal.days_left().await?) }),
+        Action::Balance => {
+            json!({ "status": "balance", "days_left": days(portal.days_left().await?) })
+        }
         Action::Book {
             date,
             portion,
@@ -525,11 +541,9 @@ async fn book(body: &Value) -> (Value, bool) {
             .await
             .map_err(|e| BookError::Unavailable(format!("no browser session: {e}")))?;
         let result = run(&client, &settings, &order).await;
-        // A failed call leaves its session to the pool, which keeps the last page's
-        // screenshot for the activation; every other call ends it here.
-        if !result.as_ref().is_err_and(BookError::is_failure) {
-            let _ = client.close().await;
-        }
+        // Gateway's pool: releasing photographs the last page first, and the screenshot
+        // is kept with the activation when this call then fails.
+        let _ = client.close().await;
         result
     }
     .await;
@@ -615,7 +629,10 @@ mod tests {
             (json!({ "date": "2030-W02" }), "bad_date"),
             (json!({ "date": "" }), "bad_date"),
             (json!({ "action": "cancel" }), "bad_input"),
-            (json!({ "date": "2030-01-07", "half_day": "evening" }), "bad_input"),
+            (
+                json!({ "date": "2030-01-07", "half_day": "evening" }),
+                "bad_input",
+            ),
         ] {
             assert_eq!(parse_order(&input).unwrap_err().kind(), kind, "{input}");
         }
@@ -623,10 +640,21 @@ mod tests {
 
     #[test]
     fn the_portal_error_texts_map_to_kinds() {
-        assert_eq!(classify("Saturday 5 January 2030 is a weekend day. Leave is only needed on working days."), "weekend");
+        assert_eq!(
+            classify(
+                "Saturday 5 January 2030 is a weekend day. Leave is only needed on working days."
+            ),
+            "weekend"
+        );
         assert_eq!(classify("Monday 1 January 2024 is in the past. Leave can only be requested for today or later."), "past_date");
-        assert_eq!(classify("You already have leave booked on Monday 7 January 2030."), "already_booked");
+        assert_eq!(
+            classify("You already have leave booked on Monday 7 January 2030."),
+            "already_booked"
+        );
         assert_eq!(classify("Invalid username or password."), "bad_credentials");
-        assert_eq!(classify("You do not have enough leave left for this request."), "not_enough_days");
+        assert_eq!(
+            classify("You do not have enough leave left for this request."),
+            "not_enough_days"
+        );
     }
 }

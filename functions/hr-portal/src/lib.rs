@@ -341,7 +341,10 @@ fn page(title: &str, session: Option<&Session>, body: &str) -> Html<String> {
 }
 
 fn error_html(message: &str) -> String {
-    format!("<p class=\"error\" id=\"error\" role=\"alert\">{}</p>", esc(message))
+    format!(
+        "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>",
+        esc(message)
+    )
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -369,7 +372,9 @@ fn with_session(
 }
 
 async fn index(State(portal): State<Shared>, headers: HeaderMap) -> Response {
-    with_session(&portal, &headers, |_, _| Redirect::to("menu").into_response())
+    with_session(&portal, &headers, |_, _| {
+        Redirect::to("menu").into_response()
+    })
 }
 
 fn login_form(inner: &mut Inner, error: Option<&str>) -> Html<String> {
@@ -407,7 +412,11 @@ struct LoginForm {
 }
 
 fn constant_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 async fn login(State(portal): State<Shared>, Form(form): Form<LoginForm>) -> Response {
@@ -443,9 +452,8 @@ async fn login(State(portal): State<Shared>, Form(form): Form<LoginForm>) -> Res
     );
     let mut response = Redirect::to("menu").into_response();
     // A token of hex digits always makes a valid header value.
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Lax"
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{SESSION_COOKIE}={id}; HttpOnly; SameSite=Lax"))
+    {
         response.headers_mut().insert(header::SET_COOKIE, v);
     }
     response
@@ -919,7 +927,10 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ async fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next(),
-            other => fail(&format!("unknown argument {other:?} (usage: hr-portal [--port N])")),
+            other => fail(&format!(
+                "unknown argument {other:?} (usage: hr-portal [--port N])"
+            )),
         }
     }
     let port: u16 = port

@@ -7,8 +7,8 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use chrono::NaiveDate;
-use http_body_util::BodyExt;
 use hr_portal::{app, text, Config, Portal, Store};
+use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 /// 2030-01-07 is a Monday.
@@ -85,9 +85,16 @@ impl Browser {
             .unwrap();
         if let Some(set) = response.headers().get(header::SET_COOKIE) {
             let set = set.to_str().unwrap();
-            assert!(!set.contains("Path="), "the cookie path is left to the browser: {set}");
+            assert!(
+                !set.contains("Path="),
+                "the cookie path is left to the browser: {set}"
+            );
             let pair = set.split(';').next().unwrap().to_owned();
-            self.cookie = if pair.ends_with('=') { None } else { Some(pair) };
+            self.cookie = if pair.ends_with('=') {
+                None
+            } else {
+                Some(pair)
+            };
         }
         let status = response.status();
         let location = response
@@ -95,7 +102,13 @@ impl Browser {
             .get(header::LOCATION)
             .map(|l| l.to_str().unwrap().to_owned());
         let html = String::from_utf8(
-            response.into_body().collect().await.unwrap().to_bytes().to_vec(),
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
         )
         .unwrap();
         Page {
@@ -126,7 +139,10 @@ impl Browser {
     async fn request(&mut self, date: &str, portion: &str, kind: &str) -> Page {
         let csrf = self.get("/request").await.csrf();
         let page = self
-            .post("/request", &[("csrf", &csrf), ("date", date), ("portion", portion)])
+            .post(
+                "/request",
+                &[("csrf", &csrf), ("date", date), ("portion", portion)],
+            )
             .await;
         if page.location.as_deref() != Some("details") {
             return page;
@@ -135,7 +151,11 @@ impl Browser {
         let page = self
             .post(
                 "/details",
-                &[("csrf", &csrf), ("leave_type", kind), ("comment", "by test [ref k1]")],
+                &[
+                    ("csrf", &csrf),
+                    ("leave_type", kind),
+                    ("comment", "by test [ref k1]"),
+                ],
             )
             .await;
         assert_eq!(page.location.as_deref(), Some("review"), "{}", page.html);
@@ -182,7 +202,11 @@ async fn signing_in_needs_the_form_token_and_the_right_password() {
     let page = b
         .post(
             "/login",
-            &[("csrf", "forged"), ("username", "ada"), ("password", "s3cret pass")],
+            &[
+                ("csrf", "forged"),
+                ("username", "ada"),
+                ("password", "s3cret pass"),
+            ],
         )
         .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
@@ -203,7 +227,11 @@ async fn signing_in_needs_the_form_token_and_the_right_password() {
     assert!(!menu.html.contains("href=\"/") && !menu.html.contains("action=\"/"));
     // A login token works once.
     let csrf = b.get("/login").await.csrf();
-    let form = [("csrf", csrf.as_str()), ("username", "ada"), ("password", "s3cret pass")];
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("username", "ada"),
+        ("password", "s3cret pass"),
+    ];
     assert_eq!(b.post("/login", &form).await.status, StatusCode::SEE_OTHER);
     assert_eq!(b.post("/login", &form).await.status, StatusCode::FORBIDDEN);
 }
@@ -212,15 +240,25 @@ async fn signing_in_needs_the_form_token_and_the_right_password() {
 async fn a_leave_request_goes_through_three_steps_to_a_confirmation_number() {
     let mut b = Browser::new(25.0);
     b.sign_in("s3cret pass").await;
-    assert!(b.get("/balance").await.html.contains("<td id=\"days-left\">25</td>"));
+    assert!(b
+        .get("/balance")
+        .await
+        .html
+        .contains("<td id=\"days-left\">25</td>"));
     assert!(b.get("/requests").await.html.contains("no leave requests"));
 
     let done = b.request("2030-01-11", "full", "annual").await;
     assert_eq!(done.location.as_deref(), Some("done?ref=HR-1042"));
     let page = b.get("/done?ref=HR-1042").await;
-    assert!(page.html.contains("<strong id=\"confirmation\">HR-1042</strong>"));
+    assert!(page
+        .html
+        .contains("<strong id=\"confirmation\">HR-1042</strong>"));
     assert!(page.html.contains("Friday 11 January 2030"));
-    assert!(b.get("/balance").await.html.contains("<td id=\"days-left\">24</td>"));
+    assert!(b
+        .get("/balance")
+        .await
+        .html
+        .contains("<td id=\"days-left\">24</td>"));
     let list = b.get("/requests").await;
     assert!(list.html.contains("[ref k1]") && list.html.contains("2030-01-11"));
 
@@ -229,17 +267,26 @@ async fn a_leave_request_goes_through_three_steps_to_a_confirmation_number() {
     assert_eq!(done.location.as_deref(), Some("done?ref=HR-1043"));
     let done = b.request("2030-01-15", "full", "unpaid").await;
     assert_eq!(done.location.as_deref(), Some("done?ref=HR-1044"));
-    assert!(b.get("/balance").await.html.contains("<td id=\"days-left\">23.5</td>"));
+    assert!(b
+        .get("/balance")
+        .await
+        .html
+        .contains("<td id=\"days-left\">23.5</td>"));
 
     let stored = b.bookings();
     assert_eq!(stored.len(), 3);
     assert_eq!(stored[0].confirmation, "HR-1042");
-    assert_eq!(stored[0].date, NaiveDate::from_ymd_opt(2030, 1, 11).unwrap());
+    assert_eq!(
+        stored[0].date,
+        NaiveDate::from_ymd_opt(2030, 1, 11).unwrap()
+    );
     assert_eq!(stored[0].comment, "by test [ref k1]");
     assert_eq!((stored[1].days, stored[2].days), (0.5, 0.0));
     // Submitting the review again books nothing more.
     let csrf = b.get("/menu").await.csrf();
-    let again = b.post("/review", &[("csrf", &csrf), ("confirm", "yes")]).await;
+    let again = b
+        .post("/review", &[("csrf", &csrf), ("confirm", "yes")])
+        .await;
     assert_eq!(again.error().as_deref(), Some(text::NO_DRAFT));
     assert_eq!(b.bookings().len(), 3);
 }
@@ -256,7 +303,9 @@ async fn days_that_cannot_be_booked_are_refused_with_text_on_the_page() {
     ] {
         let page = b.request(date, "full", "annual").await;
         assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{date}");
-        let error = page.error().unwrap_or_else(|| panic!("no error for {date}"));
+        let error = page
+            .error()
+            .unwrap_or_else(|| panic!("no error for {date}"));
         assert!(error.contains(expect), "{date}: {error}");
     }
     assert!(b.bookings().is_empty());
@@ -270,8 +319,11 @@ async fn days_that_cannot_be_booked_are_refused_with_text_on_the_page() {
 
     // The review must be confirmed, and forms need the session's token.
     let csrf = b.get("/request").await.csrf();
-    b.post("/request", &[("csrf", &csrf), ("date", "2030-01-09"), ("portion", "full")])
-        .await;
+    b.post(
+        "/request",
+        &[("csrf", &csrf), ("date", "2030-01-09"), ("portion", "full")],
+    )
+    .await;
     b.post("/details", &[("csrf", &csrf), ("leave_type", "unpaid")])
         .await;
     let page = b.post("/review", &[("csrf", &csrf)]).await;
