@@ -189,6 +189,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let mut alexa_settings = None;
     if let Some((path, stack)) = stack {
         alexa_settings = stack.alexa.clone();
+        seed_function_secrets(&registry.store, &stack.functions).await;
         for spec in stack.functions {
             let name = spec.service.clone();
             if let Err(e) = registry.deploy(spec, DeployMode::Upsert).await {
@@ -420,5 +421,35 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+/// Stores each secret a stack function names that the secret store lacks but the
+/// environment variable `HARK_SECRET_<NAME>` holds, so `HARK_SECRET_X=... hark up` deploys
+/// functions that need secret `x` (the same variables channel routes read). A secret already
+/// in the store is left as it is.
+async fn seed_function_secrets(store: &Store, functions: &[crate::function::FunctionDeployment]) {
+    let mut names: Vec<&String> = functions.iter().flat_map(|f| &f.secrets).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        match store.secret(name).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(secret = %name, error = %e, "secret store not readable");
+                continue;
+            }
+        }
+        let var = crate::channels::common::secrets::env_name(name);
+        let Some(value) = std::env::var(&var).ok().filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        match store.put_secret(name, value.into_bytes()).await {
+            Ok(_) => {
+                tracing::info!(secret = %name, from = %var, "secret stored from the environment")
+            }
+            Err(e) => tracing::error!(secret = %name, error = %e, "secret not stored"),
+        }
     }
 }

@@ -14,16 +14,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn holiday_bin() -> PathBuf {
-    let path = hark_bin().with_file_name("holiday");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`)",
-        path.display()
-    );
-    path
-}
-
 fn run(args: &[&str], envs: &[(&str, &Path)]) -> Output {
     let mut command = Command::new(hark_bin());
     command
@@ -89,16 +79,18 @@ fn hark_skill_export_prints_the_holiday_interaction_model() {
         "AMAZON.CancelIntent",
         "AMAZON.HelpIntent",
         "AMAZON.StopIntent",
-        "DaysLeft",
-        "BookDay",
-        "CancelDay",
+        "BalanceIntent",
+        "BookDayOffIntent",
     ] {
         assert!(
             names.contains(&required),
             "{required} missing from {names:?}"
         );
     }
-    let book = intents.iter().find(|i| i["name"] == "BookDay").unwrap();
+    let book = intents
+        .iter()
+        .find(|i| i["name"] == "BookDayOffIntent")
+        .unwrap();
     assert!(
         book["samples"]
             .as_array()
@@ -115,7 +107,7 @@ fn hark_skill_export_prints_the_holiday_interaction_model() {
             .any(|s| s["name"] == "date" && s["type"] == "AMAZON.DATE"),
         "{book}"
     );
-    assert_eq!(lm["types"][0]["name"], "LEAVE_KIND");
+    assert_eq!(lm["types"][0]["name"], "HALF_DAY");
     assert!(
         lm["types"][0]["values"][0]["name"]["synonyms"]
             .as_array()
@@ -125,7 +117,7 @@ fn hark_skill_export_prints_the_holiday_interaction_model() {
     );
     assert_eq!(
         model["interactionModel"]["dialog"]["intents"][0]["name"],
-        "BookDay"
+        "BookDayOffIntent"
     );
     // Every sample is something the console accepts: no digits or stray punctuation.
     for intent in intents {
@@ -153,54 +145,18 @@ fn hark_skill_export_prints_the_holiday_interaction_model() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no skill \"nope\""));
 }
 
+/// `hark say` itself is exercised against the real booking flow in `holiday.rs`; here, the
+/// paths it and Amazon use refuse requests without a token or a signature.
 #[tokio::test(flavor = "multi_thread")]
-async fn hark_say_speaks_the_holiday_answer_from_a_running_gateway() {
+async fn the_say_path_needs_a_token_and_the_alexa_path_a_signature() {
     let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("holiday-state.json");
     let config = dir.path().join("hark.yml");
     std::fs::write(
         &config,
-        format!(
-            "functions:\n  holiday:\n    fprocess: {}\n    environment:\n      HOLIDAY_STATE: {}\nalexa:\n  skills: {}\n",
-            holiday_bin().display(),
-            state.display(),
-            repo().join("skills").display()
-        ),
+        format!("alexa:\n  skills: {}\n", repo().join("skills").display()),
     )
     .unwrap();
     let gw = Gateway::start_with(&["--config", config.to_str().unwrap()]);
-    let envs = [
-        ("HARK_GATEWAY", Path::new(&gw.url)),
-        ("HARK_DATA", gw.data.as_path()),
-    ];
-    let say = |utterance: &str, extra: &[&str]| {
-        let mut args = vec!["say", "holiday", utterance, "--skills"];
-        let skills = repo().join("skills");
-        let skills = skills.to_str().unwrap().to_owned();
-        args.push(&skills);
-        args.extend_from_slice(extra);
-        tokio::task::block_in_place(|| stdout_ok(&run(&args, &envs)))
-    };
-    assert_eq!(
-        say("how many days do I have left", &[]),
-        "You have 25 days off left.\n"
-    );
-    let out = say("Book 2099-12-04 off.", &["--ssml", "--card"]);
-    assert!(
-        out.starts_with("Done: Friday 2099-12-04 is booked off. You have 24 days left.\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("ssml: <speak>Done: Friday <say-as interpret-as=\"date\">2099-12-04</say-as>"),
-        "{out}"
-    );
-    assert!(out.contains("card: Day off: 2099-12-04"), "{out}");
-    assert!(say("how many days off do I have", &[]).starts_with("You have 24 days off left."));
-    assert!(
-        state.exists(),
-        "the function keeps its state in HOLIDAY_STATE"
-    );
-
     // Without a token the say path is refused; unsigned requests on Amazon's path too.
     let response = gw
         .client

@@ -8,6 +8,7 @@ mod channels;
 mod cli;
 mod contract;
 mod docker;
+mod holiday;
 mod metrics;
 mod process;
 mod queue;

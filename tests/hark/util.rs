@@ -58,11 +58,17 @@ impl Gateway {
     /// The `hark up` command for data directory `data`, with extra variables `env`. It runs
     /// in `data`, so a `hark.yml` there is loaded.
     pub fn up_command(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+        Self::up_command_on(data, 0, args, env)
+    }
+
+    /// [`Gateway::up_command`] listening on `port` (0: any free port).
+    pub fn up_command_on(data: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(hark_bin());
+        let port = port.to_string();
         command
             .arg("--data")
             .arg(data)
-            .args(["up", "--port", "0"])
+            .args(["up", "--port", &port])
             .args(args)
             .current_dir(data)
             .env("HARK_LOG", "info")
@@ -86,7 +92,12 @@ impl Gateway {
 
     /// Starts a gateway on the data directory `data` with extra environment variables.
     pub fn start_in_with_env(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Gateway {
-        let mut child = Self::up_command(data, args, env)
+        Self::spawn(Self::up_command(data, args, env), data)
+    }
+
+    /// Starts the gateway `command` (made by [`Gateway::up_command_on`]) on data directory `data`.
+    pub fn spawn(mut command: Command, data: &Path) -> Gateway {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
