@@ -41,7 +41,7 @@ pub mod scaffold;
 pub mod server;
 pub mod stack;
 pub mod store;
-pub mod ui;
 pub mod telemetry;
+pub mod ui;
 pub mod verify;
 pub mod watchdog;
