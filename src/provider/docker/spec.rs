@@ -115,11 +115,8 @@ pub fn template(
         }),
         ..Default::default()
     };
-    // Hash a canonical form (sorted keys) of everything but the hash label itself.
-    let canonical = serde_json::to_value(&body)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    let hash = hex::encode(&Sha256::digest(canonical.as_bytes())[..8]);
+    // Everything but the hash label itself.
+    let hash = spec_hash(&body);
     if let Some(labels) = body.labels.as_mut() {
         labels.insert(LABEL_SPEC.into(), hash.clone());
     }
@@ -152,6 +149,30 @@ pub fn environment(spec: &FunctionDeployment) -> Result<Vec<String>, String> {
     env.push(format!("HARK_FUNCTION={}", spec.service));
     env.sort();
     Ok(env)
+}
+
+/// A short hash of `value`'s JSON with every object's keys sorted, so that maps (whose
+/// iteration order is random, and kept by serde_json's `preserve_order`) hash the same.
+pub fn spec_hash<T: serde::Serialize>(value: &T) -> String {
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    let canonical = serde_json::to_value(value)
+        .map(|v| sorted(v).to_string())
+        .unwrap_or_default();
+    hex::encode(&Sha256::digest(canonical.as_bytes())[..8])
 }
 
 /// The function's labels plus Hark's [`LABEL_FUNCTION`] and [`LABEL_INSTANCE`].

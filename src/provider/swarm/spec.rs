@@ -173,10 +173,7 @@ pub fn service(
         ..Default::default()
     };
     // Hash everything but the replica count (scaling is not a new deployment).
-    let canonical = serde_json::to_value(&service)
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    let hash = hex::encode(&Sha256::digest(canonical.as_bytes())[..8]);
+    let hash = crate::provider::docker::spec::spec_hash(&service);
     labels.insert(LABEL_SPEC.into(), hash.clone());
     service.labels = Some(labels.clone());
     if let Some(c) = service
