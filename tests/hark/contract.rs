@@ -212,6 +212,19 @@ const SWARM_LOCK: &str = "/tmp/hark-swarm-tests.lock";
 /// Present while a swarm made by these tests is up.
 const SWARM_MADE: &str = "/tmp/hark-swarm-tests.made";
 
+/// The bridge network swarm mode creates on each node.
+const GWBRIDGE: &str = "docker_gwbridge";
+/// What [`SWARM_MADE`] holds when the tests' swarm also made [`GWBRIDGE`].
+const GWBRIDGE_MADE: &str = "made by hark's tests, with docker_gwbridge\n";
+
+fn docker_network_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["network", "inspect", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
 /// Runs `f` on the engine through bollard, on a runtime of its own (the fixture is set
 /// up from inside the tests' runtimes, which cannot block).
 fn with_engine<T: Send + 'static>(
@@ -280,6 +293,12 @@ fn leave_swarm_if_last(lock: &std::fs::File) {
         });
         match left {
             Ok(()) => {
+                let note = std::fs::read_to_string(SWARM_MADE).unwrap_or_default();
+                if note == GWBRIDGE_MADE {
+                    let _ = Command::new("docker")
+                        .args(["network", "rm", GWBRIDGE])
+                        .output();
+                }
                 let _ = std::fs::remove_file(SWARM_MADE);
             }
             Err(e) => eprintln!("could not leave the swarm the tests made: {e}"),
@@ -328,9 +347,13 @@ pub fn swarm_fixture() -> Option<&'static SwarmFixture> {
                 .expect("open the swarm tests' lock file");
             // SAFETY: flock on a file this process holds open.
             unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+            // Swarm mode makes the `docker_gwbridge` network and leaving keeps it: note
+            // whether it was there, so leaving restores the engine as it was.
+            let had_gwbridge = docker_network_exists(GWBRIDGE);
             let made = ensure_swarm();
             if let Ok(true) = made {
-                std::fs::write(SWARM_MADE, "made by hark's tests\n").unwrap();
+                let note = if had_gwbridge { "made by hark's tests\n" } else { GWBRIDGE_MADE };
+                std::fs::write(SWARM_MADE, note).unwrap();
             }
             // SAFETY: as above; downgrades to a shared lock for the rest of the run.
             unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_SH) };
