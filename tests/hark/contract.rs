@@ -538,6 +538,49 @@ impl Harness {
         .await;
     }
 
+    /// Deploys `hello` (`VERSION=1`) and waits for it, then updates it to `VERSION=2`
+    /// while calling it for 3 s: every call is answered. The replicas that ran before the
+    /// update come back.
+    pub async fn update_hello_while_calling_it(&self) -> Vec<String> {
+        let h = self;
+        let spec = |version: &str| {
+            h.spec(json!({
+                "service": "hello",
+                "envProcess": hello_bin().display().to_string(),
+                "envVars": { "VERSION": version },
+                "annotations": { "hark.mode": "http" },
+            }))
+        };
+        h.gw.deploy(spec("1")).await;
+        h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
+            .await;
+        let old = h.running("hello");
+        let update = async {
+            let response =
+                h.gw.request(Method::PUT, "/system/functions")
+                    .json(&spec("2"))
+                    .send()
+                    .await
+                    .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+        };
+        let calls = async {
+            let started = Instant::now();
+            let mut answered = 0;
+            while started.elapsed() < Duration::from_secs(3) {
+                assert_eq!(
+                    h.gw.invoke("hello", "x").await,
+                    (200, "Hello, x!\n".to_owned())
+                );
+                answered += 1;
+            }
+            answered
+        };
+        let ((), answered) = tokio::join!(update, calls);
+        assert!(answered > 0);
+        old
+    }
+
     /// Ids of the running replicas of `name` (process ids, or container ids).
     pub fn running(&self, name: &str) -> Vec<String> {
         match self.kind {

@@ -2,8 +2,6 @@
 //! containers, clear errors (missing image, out-of-memory kill), rolling updates that
 //! keep serving, and containers found again after the gateway is killed.
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -106,41 +104,7 @@ async fn an_update_keeps_the_old_container_serving_until_the_new_one_is_ready() 
     let Some(h) = Harness::start(Kind::Docker) else {
         return;
     };
-    let spec = |greeting: &str| {
-        h.spec(json!({
-            "service": "hello",
-            "envProcess": hello_bin().display().to_string(),
-            "envVars": { "VERSION": greeting },
-            "annotations": { "hark.mode": "http" },
-        }))
-    };
-    h.gw.deploy(spec("1")).await;
-    h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
-        .await;
-    let old = h.running("hello");
-    let update = async {
-        let response =
-            h.gw.request(Method::PUT, "/system/functions")
-                .json(&spec("2"))
-                .send()
-                .await
-                .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-    };
-    let calls = async {
-        let started = Instant::now();
-        let mut answered = 0;
-        while started.elapsed() < Duration::from_secs(3) {
-            assert_eq!(
-                h.gw.invoke("hello", "x").await,
-                (200, "Hello, x!\n".to_owned())
-            );
-            answered += 1;
-        }
-        answered
-    };
-    let ((), answered) = tokio::join!(update, calls);
-    assert!(answered > 0);
+    let old = h.update_hello_while_calling_it().await;
     let new = h.running("hello");
     assert_eq!(new.len(), 1, "{new:?}");
     assert_ne!(new, old, "the container was not replaced");

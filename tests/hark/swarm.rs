@@ -148,41 +148,7 @@ async fn an_update_keeps_the_old_task_serving_until_the_new_one_is_ready() {
     let Some(h) = Harness::start(Kind::Swarm) else {
         return;
     };
-    let spec = |version: &str| {
-        h.spec(json!({
-            "service": "hello",
-            "envProcess": hello_bin().display().to_string(),
-            "envVars": { "VERSION": version },
-            "annotations": { "hark.mode": "http" },
-        }))
-    };
-    h.gw.deploy(spec("1")).await;
-    h.gw.wait_status("hello", "became available", |s| s["availableReplicas"] == 1)
-        .await;
-    let old = h.running("hello");
-    let update = async {
-        let response =
-            h.gw.request(Method::PUT, "/system/functions")
-                .json(&spec("2"))
-                .send()
-                .await
-                .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-    };
-    let calls = async {
-        let started = Instant::now();
-        let mut answered = 0;
-        while started.elapsed() < Duration::from_secs(3) {
-            assert_eq!(
-                h.gw.invoke("hello", "x").await,
-                (200, "Hello, x!\n".to_owned())
-            );
-            answered += 1;
-        }
-        answered
-    };
-    let ((), answered) = tokio::join!(update, calls);
-    assert!(answered > 0);
+    let old = h.update_hello_while_calling_it().await;
     let service = service_of(&h, "hello");
     let env = service["TaskTemplate"]["ContainerSpec"]["Env"].to_string();
     assert!(env.contains("VERSION=2"), "{env}");
