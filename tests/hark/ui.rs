@@ -186,6 +186,28 @@ async fn click(browser: &Client, css: &str) {
         .unwrap();
 }
 
+/// Clicks a control that loads a new page and waits until the old document is gone: a
+/// WebDriver click can return before the navigation it starts has committed, most of all on a
+/// loaded machine, and reading the URL then still sees the old page.
+async fn submit(browser: &Client, css: &str) {
+    let old = browser.find(Locator::Css("html")).await.unwrap();
+    click(browser, css).await;
+    for _ in 0..200 {
+        if old.tag_name().await.is_err() {
+            // Stale: the new document has replaced it; let it finish loading.
+            until(
+                browser,
+                "return document.readyState === 'complete';",
+                "the page load",
+            )
+            .await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("clicking {css} loaded no new page");
+}
+
 async fn body_text(browser: &Client) -> String {
     browser
         .find(Locator::Css("main"))
@@ -315,10 +337,10 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     assert_eq!(browser.current_url().await.unwrap().path(), "/ui/login");
     shoot(&browser, "login").await;
     fill(&browser, "#token", "not-a-token").await;
-    click(&browser, "form[action='/ui/login'] button").await;
+    submit(&browser, "form[action='/ui/login'] button").await;
     assert!(body_text(&browser).await.contains("not a valid token"));
     fill(&browser, "#token", &token).await;
-    click(&browser, "form[action='/ui/login'] button").await;
+    submit(&browser, "form[action='/ui/login'] button").await;
     assert_eq!(browser.current_url().await.unwrap().path(), "/ui/");
     let table = browser
         .find(Locator::Css("#functions"))
@@ -336,7 +358,7 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     fill(&browser, "#d-name", "shout").await;
     fill(&browser, "#d-fprocess", "tr a-z A-Z").await;
     shoot(&browser, "functions").await;
-    click(&browser, "#deploy-form button[type=submit]").await;
+    submit(&browser, "#deploy-form button[type=submit]").await;
     assert_eq!(
         browser.current_url().await.unwrap().path(),
         "/ui/functions/shout"
@@ -444,7 +466,7 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     browser.goto(&format!("{url}/ui/skills")).await.unwrap();
     assert!(body_text(&browser).await.contains("repeat {word}"));
     fill(&browser, "#t-utterance", "say biscuits").await;
-    click(&browser, "#try-form button").await;
+    submit(&browser, "#try-form button").await;
     shoot(&browser, "skills").await;
     let spoken = browser
         .find(Locator::Css("#spoken"))
@@ -510,7 +532,7 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         .await
         .unwrap();
     assert!(rows.contains("alexa"), "{rows}");
-    click(&browser, "#activations tbody a").await;
+    submit(&browser, "#activations tbody a").await;
     assert!(browser
         .current_url()
         .await
@@ -542,9 +564,9 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         .await
         .unwrap();
     shoot(&browser, "remove").await;
-    click(&browser, "main form button.danger").await;
+    submit(&browser, "main form button.danger").await;
     assert!(body_text(&browser).await.contains("Function removed."));
-    click(&browser, ".signout button").await;
+    submit(&browser, ".signout button").await;
     assert_eq!(browser.current_url().await.unwrap().path(), "/ui/login");
     browser.goto(&format!("{url}/ui/")).await.unwrap();
     assert_eq!(
