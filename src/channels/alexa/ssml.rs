@@ -1033,6 +1033,10 @@ fn plain_into(el: &Element, out: &mut String) {
     if let Some(sep) = separator {
         separate(out, sep);
     }
+    if let Some(words) = spoken_date(el) {
+        out.push_str(&words);
+        return;
+    }
     for child in &el.children {
         match child {
             XNode::Text(t) => out.push_str(t),
@@ -1042,6 +1046,69 @@ fn plain_into(el: &Element, out: &mut String) {
     if let Some(sep) = separator {
         separate(out, sep);
     }
+}
+
+/// The written form of `<say-as interpret-as="date">` with Alexa's `YYYYMMDD` text, where `?`
+/// stands for an unknown part: `????1204` reads "4th of December", `20261204` "4th of December
+/// 2026", `202612??` "December 2026". Other dates (with a `format`) are written as they are.
+fn spoken_date(el: &Element) -> Option<String> {
+    let attr = |name: &str| {
+        el.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if el.name != "say-as" || attr("interpret-as") != Some("date") || attr("format").is_some() {
+        return None;
+    }
+    let [XNode::Text(text)] = el.children.as_slice() else {
+        return None;
+    };
+    let text = text.trim();
+    if text.len() != 8 || !text.bytes().all(|b| b.is_ascii_digit() || b == b'?') {
+        return None;
+    }
+    let part = |range: std::ops::Range<usize>| -> Option<Option<u32>> {
+        let p = &text[range];
+        if p.bytes().all(|b| b == b'?') {
+            Some(None)
+        } else {
+            p.parse().ok().map(Some)
+        }
+    };
+    let (year, month, day) = (part(0..4)?, part(4..6)?, part(6..8)?);
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let month = MONTHS.get(month?.checked_sub(1)? as usize)?;
+    let mut words = match day {
+        Some(d @ 1..=31) => {
+            let suffix = match (d % 10, d / 10) {
+                (1, t) if t != 1 => "st",
+                (2, t) if t != 1 => "nd",
+                (3, t) if t != 1 => "rd",
+                _ => "th",
+            };
+            format!("{d}{suffix} of {month}")
+        }
+        Some(_) => return None,
+        None => (*month).to_owned(),
+    };
+    if let Some(year) = year {
+        words.push_str(&format!(" {year}"));
+    }
+    Some(words)
 }
 
 /// Adds `sep` unless the text so far is empty or already ends in whitespace.
@@ -1469,6 +1536,28 @@ mod tests {
         );
         assert_eq!(to_plain_text("not <b>ssml & stuff"), "not ssml & stuff");
         assert_eq!(to_plain_text("<speak>a &lt; b</speak"), "a < b");
+    }
+
+    #[test]
+    fn dates_are_written_in_words() {
+        let date = |text: &str| {
+            to_plain_text(&format!(
+                r#"<speak>Friday the <say-as interpret-as="date">{text}</say-as>.</speak>"#
+            ))
+        };
+        assert_eq!(date("????1204"), "Friday the 4th of December.");
+        assert_eq!(date("20260101"), "Friday the 1st of January 2026.");
+        assert_eq!(date("????0222"), "Friday the 22nd of February.");
+        assert_eq!(date("????0313"), "Friday the 13th of March.");
+        assert_eq!(date("202612??"), "Friday the December 2026.");
+        // Not a date Alexa would read: left as written.
+        assert_eq!(date("????1304"), "Friday the ????1304.");
+        assert_eq!(
+            to_plain_text(
+                r#"<speak><say-as interpret-as="date" format="dmy">4/12/2026</say-as></speak>"#
+            ),
+            "4/12/2026"
+        );
     }
 
     fn sanitized(s: &str) -> String {
