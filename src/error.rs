@@ -11,6 +11,11 @@ use crate::function::InvalidName;
 use crate::provider::ProviderError;
 use crate::store::StoreError;
 
+/// Marks a response whose refusal was already logged, so that the server's catch-all
+/// log line for other 4xx answers (extractor rejections, unknown routes) skips it.
+#[derive(Debug, Clone, Copy)]
+pub struct Logged;
+
 /// An error answer of the HTTP API.
 #[derive(Debug)]
 pub struct ApiError {
@@ -54,6 +59,7 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.message })),
         )
             .into_response();
+        response.extensions_mut().insert(Logged);
         if matches!(
             self.status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE

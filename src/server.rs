@@ -3,18 +3,27 @@
 //! stop. [`app`] builds the router alone so tests can call it without a socket.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -33,6 +42,109 @@ pub const DEFAULT_MAX_BODY: usize = 10 * 1024 * 1024;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of in-flight synchronous calls over all functions.
 pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+
+/// Default time a client has to send a request's head (request line and headers).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client has to send a request's body, counted from its head.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default largest request head in bytes.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default most header fields in a request (hyper's own limit, kept on the stack).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// The smallest head limit hyper accepts (its minimum read buffer).
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+
+/// What one connection may cost the gateway: slow or oversized requests are cut off here,
+/// before any handler runs (`hark up --header-timeout`, `--body-timeout`,
+/// `--max-header-bytes`, `--max-headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A request head not received within it closes the connection (slowloris senders).
+    pub header_timeout: Duration,
+    /// A request body not received within it, counted from the head, answers 408.
+    pub body_timeout: Duration,
+    /// A request head larger than this answers 431 (at least [`MIN_MAX_HEADER_BYTES`]).
+    pub max_header_bytes: usize,
+    /// A request with more header fields answers 431.
+    pub max_headers: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
+    }
+}
+
+/// The error of a request body that did not arrive within [`ConnLimits::body_timeout`];
+/// body readers turn it into 408 (see [`is_body_timeout`]).
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within {0:?}")]
+pub struct BodyTimeout(pub Duration);
+
+/// Whether `error`, or an error it wraps, is a [`BodyTimeout`].
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<BodyTimeout>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyTimeout`] once its deadline passes while the
+    /// reader waits for more. Data already received is always handed out first.
+    struct DeadlineBody {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        limit: Duration,
+        peer: SocketAddr,
+        expired: bool,
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if *this.expired {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.deadline.poll(cx) {
+                Poll::Ready(()) => {
+                    *this.expired = true;
+                    tracing::warn!(peer = %this.peer, limit_secs = this.limit.as_secs_f64(), "request body not received in time; refused with 408");
+                    Poll::Ready(Some(Err(BodyTimeout(*this.limit).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// What every handler shares.
 pub struct AppState {
@@ -72,18 +184,30 @@ impl RawBody {
     }
 }
 
-impl<S: Send + Sync> FromRequest<S> for RawBody {
+impl FromRequest<Arc<AppState>> for RawBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than the gateway's limit",
+            )
+        };
+        // A declared length over the limit is refused before any of it is read (else a
+        // sender announcing gigabytes holds the request until the body timeout).
+        if hyper::body::Body::size_hint(req.body()).lower() > state.max_body as u64 {
+            return Err(too_large());
+        }
         match Bytes::from_request(req, state).await {
             Ok(bytes) => Ok(RawBody(bytes)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body is larger than the gateway's limit",
-                ))
+                Err(too_large())
             }
+            Err(rejection) if is_body_timeout(&rejection) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )),
             Err(rejection) => Err(ApiError::bad_request(format!(
                 "cannot read request body: {rejection}"
             ))),
@@ -92,8 +216,11 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
 }
 
 /// Gives each request a call id (the caller's `X-Call-Id` if it is sensible), and
-/// echoes it on the response.
+/// echoes it on the response. A 4xx answer nobody logged (an extractor's rejection of a
+/// malformed path or query, an unknown route) gets its log line here.
 async fn call_id(mut request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
     let id = request
         .headers()
         .get(HEADER_CALL_ID)
@@ -103,6 +230,14 @@ async fn call_id(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(CallId(id.clone()));
     let mut response = next.run(request).await;
+    if response.status().is_client_error()
+        && response
+            .extensions()
+            .get::<crate::error::Logged>()
+            .is_none()
+    {
+        tracing::info!(status = response.status().as_u16(), %method, path = %uri.path(), call_id = %id, "request refused");
+    }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER_CALL_ID, value);
     }
@@ -147,6 +282,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
+    limits: ConnLimits,
     stopping: watch::Sender<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -160,12 +296,7 @@ pub async fn run(
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stopping.send(true);
     };
-    // Peer addresses reach handlers as `ConnectInfo` (webhook `ip-whitelist` rules).
-    let server = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(graceful);
+    let server = serve(listener, app(state), limits, graceful);
     let deadline = async move {
         let _ = drained.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
@@ -183,4 +314,122 @@ pub async fn run(
     registry.store.flush().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` completes, then stops
+/// accepting and lets open connections finish their requests (idle ones close at once).
+/// Peer addresses reach handlers as `ConnectInfo<SocketAddr>` (webhook `ip-whitelist`
+/// rules). Connections refused by the limits are logged with the peer's address.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // The read buffer bounds the request head: hyper answers 431 when the head does not
+        // fit. Bodies stream through it in chunks, so it bounds nothing else.
+        .max_buf_size(limits.max_header_bytes.max(MIN_MAX_HEADER_BYTES));
+    if limits.max_headers != DEFAULT_MAX_HEADERS {
+        // Any other count moves hyper's header array from the stack to the heap, so the
+        // default is left alone.
+        builder.http1().max_headers(limits.max_headers);
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_error(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let body_timeout = limits.body_timeout;
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            // Bodies known to be empty (most GETs) need no deadline.
+            let request = request.map(|inner| {
+                if hyper::body::Body::is_end_stream(&inner) {
+                    Body::new(inner)
+                } else {
+                    Body::new(DeadlineBody {
+                        inner,
+                        deadline: tokio::time::sleep(body_timeout),
+                        limit: body_timeout,
+                        peer,
+                        expired: false,
+                    })
+                }
+            });
+            router.clone().oneshot(request)
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                log_connection_error(peer, &*e);
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Logs how a connection ended badly: the limits' refusals as warnings, the rest quietly.
+fn log_connection_error(peer: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+    let mut next = Some(error);
+    let mut hyper_error = None;
+    while let Some(e) = next {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            hyper_error = Some(h);
+            break;
+        }
+        next = e.source();
+    }
+    match hyper_error {
+        Some(e) if e.is_timeout() => {
+            tracing::warn!(%peer, "connection closed: request head not received within the header timeout")
+        }
+        Some(e) if e.is_parse_too_large() => {
+            tracing::warn!(%peer, error = %e, "request refused: request head over the limit (431/414)")
+        }
+        Some(e) if e.is_parse() => {
+            tracing::warn!(%peer, error = %e, "request refused: malformed request head (400)")
+        }
+        Some(e) if e.is_incomplete_message() => {
+            tracing::info!(%peer, "connection closed by the client before its request was complete")
+        }
+        _ => tracing::debug!(%peer, error = %error, "connection ended with an error"),
+    }
+}
+
+/// Waits out a failed `accept`: a reset connection is skipped, anything else (out of file
+/// descriptors) is logged and retried after a second, as hyper and axum do.
+async fn accept_error(e: std::io::Error) {
+    if matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -24,7 +24,10 @@ use crate::provider::swarm::{self, SwarmProvider};
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
 use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
-use crate::server::{AppState, DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT};
+use crate::server::{
+    AppState, ConnLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_INFLIGHT, MIN_MAX_HEADER_BYTES,
+};
 use crate::stack::Stack;
 use crate::store::Store;
 
@@ -54,6 +57,18 @@ pub struct UpArgs {
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "HARK_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
+    /// Seconds a client has to send a request's headers; the connection is closed after.
+    #[arg(long, env = "HARK_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body, from its headers (408 after).
+    #[arg(long, env = "HARK_BODY_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// Largest request head in bytes: request line and headers (431 above it; at least 8192).
+    #[arg(long, env = "HARK_MAX_HEADER_BYTES", default_value_t = DEFAULT_MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// Most header fields in a request (431 above it).
+    #[arg(long, env = "HARK_MAX_HEADERS", default_value_t = DEFAULT_MAX_HEADERS)]
+    pub max_headers: usize,
     /// Directory of Alexa skills (skills/NAME/skill.yaml); default: `alexa.skills` of the
     /// stack file, else ./skills if present.
     #[arg(long, env = "HARK_SKILLS")]
@@ -94,6 +109,7 @@ pub enum ProviderKind {
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
+    let limits = conn_limits(&args)?;
     // First, so that everything from here on is counted.
     crate::telemetry::exporter::install(if args.metrics_auth {
         crate::telemetry::exporter::Access::Token
@@ -288,11 +304,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         let router = crate::browser::webdriver::function_routes().with_state(state.clone());
         let mut stop = state.shutdown.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
+            let serve = crate::server::serve(listener, router, limits, async move {
                 let _ = stop.wait_for(|stopping| *stopping).await;
             });
             if let Err(e) = serve.await {
@@ -301,8 +313,23 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         });
     }
     eprintln!("hark: gateway listening on http://{addr}");
-    crate::server::run(listener, state, stopping, shutdown_signal()).await?;
+    crate::server::run(listener, state, limits, stopping, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The connection limits of the flags, checked.
+fn conn_limits(args: &UpArgs) -> anyhow::Result<ConnLimits> {
+    anyhow::ensure!(
+        args.max_header_bytes >= MIN_MAX_HEADER_BYTES,
+        "--max-header-bytes must be at least {MIN_MAX_HEADER_BYTES}"
+    );
+    anyhow::ensure!(args.max_headers >= 1, "--max-headers must be at least 1");
+    Ok(ConnLimits {
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout),
+        max_header_bytes: args.max_header_bytes,
+        max_headers: args.max_headers,
+    })
 }
 
 /// The browser pool of `hark.yml`'s `browser:` section and the flags. Without Chromium

@@ -27,6 +27,9 @@ pub enum ChannelError {
     /// The body is over the route's limit (413).
     #[error("request body is larger than this route's limit of {limit} bytes")]
     TooLarge { limit: usize },
+    /// The body did not arrive within the gateway's body timeout (408).
+    #[error("request body not received in time")]
+    BodyTimeout,
     /// The signature check failed: 401, 400 for unreadable headers, 500 for our own
     /// misconfiguration.
     #[error("{0}")]
@@ -34,6 +37,9 @@ pub enum ChannelError {
     /// A hook's trigger rule did not match (401).
     #[error("the hook's trigger rule is not satisfied")]
     RuleNotSatisfied,
+    /// The verified request comes in a content type the channel does not read (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// The verified request cannot be understood (400).
     #[error("{0}")]
     Malformed(String),
@@ -51,8 +57,10 @@ impl ChannelError {
         match self {
             ChannelError::UnknownRoute { .. } => "unknown_route",
             ChannelError::TooLarge { .. } => "too_large",
+            ChannelError::BodyTimeout => "body_timeout",
             ChannelError::Verify(e) => e.reason(),
             ChannelError::RuleNotSatisfied => "rule_not_satisfied",
+            ChannelError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChannelError::Malformed(_) => "malformed",
             ChannelError::Overloaded => "overloaded",
             ChannelError::Internal(_) => "internal",
@@ -63,12 +71,14 @@ impl ChannelError {
         match self {
             ChannelError::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             ChannelError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ChannelError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ChannelError::Verify(e) => match e.class() {
                 ErrorClass::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorClass::Malformed => StatusCode::BAD_REQUEST,
                 ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
             },
             ChannelError::RuleNotSatisfied => StatusCode::UNAUTHORIZED,
+            ChannelError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ChannelError::Malformed(_) => StatusCode::BAD_REQUEST,
             ChannelError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ChannelError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +95,8 @@ impl IntoResponse for ChannelError {
             self.to_string()
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+        // `RouteCore::finish` logged it.
+        response.extensions_mut().insert(crate::error::Logged);
         if status == StatusCode::TOO_MANY_REQUESTS {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
@@ -187,6 +199,12 @@ impl RouteCore {
 
     /// Reads the body within [`RouteCore::max_body`].
     pub async fn read_body(&self, body: Body) -> Result<Bytes, ChannelError> {
+        // A declared length over the limit is refused before any of it is read.
+        if axum::body::HttpBody::size_hint(&body).lower() > self.max_body as u64 {
+            return Err(ChannelError::TooLarge {
+                limit: self.max_body,
+            });
+        }
         match Limited::new(body, self.max_body).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -194,6 +212,7 @@ impl RouteCore {
                     limit: self.max_body,
                 })
             }
+            Err(e) if crate::server::is_body_timeout(&*e) => Err(ChannelError::BodyTimeout),
             Err(e) => Err(ChannelError::Malformed(format!("cannot read body: {e}"))),
         }
     }

@@ -41,7 +41,7 @@ pub struct GitHubReply {
 
 type Handled = Result<(Outcome, Response), ChannelError>;
 
-#[utoipa::path(post, path = "/github/{app}", operation_id = "github_delivery", tag = "channels", description = "GitHub webhook deliveries for the `github` route named `app` in hark.yml, signed with `X-Hub-Signature-256`; the function's reply becomes a comment or labels.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The webhook payload", content_type = "application/json"), responses((status = 202, description = "Accepted (or 200 for `ping` and duplicates)", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/github/{app}", operation_id = "github_delivery", tag = "channels", description = "GitHub webhook deliveries for the `github` route named `app` in hark.yml, signed with `X-Hub-Signature-256`; the function's reply becomes a comment or labels.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The webhook payload", content_type = "application/json"), responses((status = 202, description = "Accepted (or 200 for `ping` and duplicates)", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 415, description = "A content type other than JSON (a webhook set to form encoding)", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     Path(app): Path<String>,
@@ -89,6 +89,16 @@ async fn serve(
     }
     let id = header(&parts.headers, DELIVERY)?;
     *delivery = Some(id.to_owned());
+    // GitHub sends JSON, or `payload=...` forms when the webhook is set to form encoding.
+    if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
+        let content_type = content_type.to_str().unwrap_or("?");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !(essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")) {
+            return Err(ChannelError::UnsupportedMediaType(format!(
+                "content type {essence:?} is not read: set the webhook's content type to application/json"
+            )));
+        }
+    }
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ChannelError::Malformed(format!("JSON body: {e}")))?;
     let action = payload["action"].as_str();
