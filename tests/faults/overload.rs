@@ -2,18 +2,79 @@
 //! with 429 and `Retry-After` (admission control), the calls taken still succeed, the
 //! refusals are counted and logged without a line per call, and the gateway serves
 //! normally as soon as the load stops.
+//!
+//! The overloaded function is the bottleneck, as in production: each replica serves one
+//! call at a time for 20 ms. (Overloading the gateway's own CPU instead cannot work on a
+//! two-core machine: the test's load generator would need three times the CPU the
+//! gateway has, and it would be the generator that failed.)
 
 use std::time::{Duration, Instant};
 
-use crate::load::{client, hello_gateway, measure_capacity, open_loop, summarize};
+use serde_json::json;
+
+use crate::load::{client, measure_capacity, open_loop, summarize};
+use crate::util::Gateway;
+
+/// An HTTP-mode function serving one call at a time, 20 ms each (50 calls a second per
+/// replica), on connections it closes after each answer.
+const SERIAL_SERVER: &str = r#"
+import os, time
+from http.server import HTTPServer, BaseHTTPRequestHandler
+class Serial(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        time.sleep(0.02)
+        self.send_response(200)
+        self.send_header("content-length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def log_message(self, *args):
+        pass
+HTTPServer.request_queue_size = 512
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Serial).serve_forever()
+"#;
+
+/// A gateway with the `serial` function on 2 replicas.
+async fn serial_gateway(python: &str, args: &[&str]) -> Gateway {
+    let gw = Gateway::start_with(args);
+    let script = gw.data.join("serial.py");
+    std::fs::write(&script, SERIAL_SERVER).unwrap();
+    gw.deploy(json!({
+        "service": "serial",
+        "envProcess": format!("{python} {}", script.display()),
+        "annotations": { "hark.mode": "http" },
+    }))
+    .await;
+    gw.scale("serial", 2).await;
+    gw.wait_status("serial", "got 2 replicas", |s| s["availableReplicas"] == 2)
+        .await;
+    for _ in 0..10 {
+        assert_eq!(gw.invoke("serial", "").await.0, 200);
+    }
+    gw
+}
+
+/// The queueing delay the overloaded gateway is configured for: `--max-inflight` is the
+/// measured capacity times this (Little's law), as an operator would size it.
+const LATENCY_BUDGET: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_times_capacity_is_refused_with_429_and_recovers_when_the_load_stops() {
+    let Some(python) = crate::replica::python3() else {
+        return;
+    };
     let _one = crate::exclusive().await;
-    let gw = hello_gateway(&[]).await;
     let client = client();
-    let url = format!("{}/function/hello", gw.url);
-    let capacity = measure_capacity(&client, &url).await;
+    let capacity = {
+        let gw = serial_gateway(&python, &[]).await;
+        measure_capacity(&client, &format!("{}/function/serial", gw.url)).await
+    };
+    // The default limit (1024) keeps the gateway's file descriptors safe but bounds
+    // nothing at a few hundred calls a second: the limit for a latency bound is
+    // capacity x budget.
+    let limit = ((capacity * LATENCY_BUDGET.as_secs_f64()) as usize).max(8);
+    let gw = serial_gateway(&python, &["--max-inflight", &limit.to_string()]).await;
+    let url = format!("{}/function/serial", gw.url);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let length = Duration::from_secs(10);
@@ -24,7 +85,7 @@ async fn three_times_capacity_is_refused_with_429_and_recovers_when_the_load_sto
     // The load has stopped (every call has its answer): the next calls succeed at once.
     let mut recovered_after = None;
     for _ in 0..50 {
-        let (status, body) = gw.invoke("hello", "again").await;
+        let (status, body) = gw.invoke("serial", "again").await;
         if recovered_after.is_none() {
             recovered_after = Some(started.elapsed() - ended);
         }
@@ -42,7 +103,7 @@ async fn three_times_capacity_is_refused_with_429_and_recovers_when_the_load_sto
     let taken: Vec<_> = samples.iter().filter(|s| s.status != 429).collect();
     let slowest_taken = taken.iter().map(|s| s.latency).max().unwrap_or_default();
     eprintln!(
-        "FIGURES overload: capacity {capacity:.0}/s, offered {offered:.0}/s for {}s = {} calls: {} ok ({:.0}/s), {} refused ({:.1} %), {} errors; first refusal after {first_refusal:?}; slowest call taken {slowest_taken:?}; backlog drained {drained_after:?} after the last call was sent; first call after the load answered in {recovered_after:?}",
+        "FIGURES overload: capacity {capacity:.0}/s, --max-inflight {limit}, offered {offered:.0}/s for {}s = {} calls: {} ok ({:.0}/s), {} refused ({:.1} %), {} errors; first refusal after {first_refusal:?}; slowest call taken {slowest_taken:?}; backlog drained {drained_after:?} after the last call was sent; first call after the load answered in {recovered_after:?}",
         length.as_secs(),
         s.calls,
         s.ok,

@@ -34,7 +34,7 @@ ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Slow).serve_forever(
 "#;
 
 /// `python3`, or `None` (the test is skipped, or fails under `CI`).
-fn python3() -> Option<String> {
+pub fn python3() -> Option<String> {
     let found = which_python();
     if found.is_none() {
         assert!(
