@@ -111,7 +111,16 @@ impl From<ProviderError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal(e)
+        match e {
+            StoreError::Unwritable(_) => {
+                tracing::error!(error = %e, "the store cannot write; answering 503");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the gateway cannot write to its store (its disk is full or read-only); try again later",
+                )
+            }
+            e => Self::internal(e),
+        }
     }
 }
 

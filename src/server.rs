@@ -41,7 +41,7 @@ pub const DEFAULT_MAX_BODY: usize = 10 * 1024 * 1024;
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of in-flight synchronous calls over all functions.
-pub const DEFAULT_MAX_INFLIGHT: usize = 1024;
+pub const DEFAULT_MAX_INFLIGHT: usize = crate::dispatch::admission::DEFAULT_MAX_INFLIGHT;
 
 /// Default time a client has to send a request's head (request line and headers).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -155,8 +155,9 @@ pub struct AppState {
     pub scheduler: Arc<crate::dispatch::schedule::Scheduler>,
     /// The durable queue of async calls.
     pub queue: Arc<crate::dispatch::queue::AsyncQueue>,
-    /// Slots for in-flight synchronous calls over all functions (429 when none is free).
-    pub sync_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for in-flight synchronous calls over all functions (429 when none frees up
+    /// within a short wait).
+    pub admission: Arc<crate::dispatch::admission::Admission>,
     /// Turns true when the gateway is shutting down; long streams end on it.
     pub shutdown: watch::Receiver<bool>,
     /// The Slack, GitHub and webhook routes of `hark.yml`.

@@ -16,6 +16,7 @@ use crate::channels::common::ChannelReplies;
 use crate::channels::common::{BuildContext, Secrets};
 use crate::channels::{Channels, ChannelsConfig};
 use crate::clock::{Clock, OffsetClock, SystemClock};
+use crate::dispatch::admission::{self, Admission};
 use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
 use crate::provider::docker::{self, DockerProvider};
@@ -26,7 +27,7 @@ use crate::registry::{DeployMode, Registry};
 use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
 use crate::server::{
     AppState, ConnLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES,
-    DEFAULT_MAX_INFLIGHT, MIN_MAX_HEADER_BYTES,
+    MIN_MAX_HEADER_BYTES,
 };
 use crate::stack::Stack;
 use crate::store::Store;
@@ -45,9 +46,14 @@ pub struct UpArgs {
     /// Stack file whose functions are deployed at start (default: ./hark.yml if present).
     #[arg(long, env = "HARK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Most synchronous calls in flight over all functions (429 above it).
-    #[arg(long, env = "HARK_MAX_INFLIGHT", default_value_t = DEFAULT_MAX_INFLIGHT)]
-    pub max_inflight: usize,
+    /// Most synchronous calls in flight over all functions; calls past it wait at most
+    /// `--admission-wait-ms`, then get 429 with Retry-After [default: 1024, or a quarter
+    /// of the open-files limit when that is lower].
+    #[arg(long, env = "HARK_MAX_INFLIGHT")]
+    pub max_inflight: Option<usize>,
+    /// How long a call past `--max-inflight` waits for a slot before its 429, in ms.
+    #[arg(long, env = "HARK_ADMISSION_WAIT_MS", default_value_t = admission::DEFAULT_WAIT.as_millis() as u64)]
+    pub admission_wait_ms: u64,
     /// Async calls running at once over all functions.
     #[arg(long, env = "HARK_QUEUE_WORKERS", default_value_t = 16)]
     pub queue_workers: usize,
@@ -285,7 +291,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         scheduler,
         registry,
         queue,
-        sync_slots: Arc::new(tokio::sync::Semaphore::new(args.max_inflight.max(1))),
+        admission: Arc::new(Admission::new(
+            args.max_inflight.unwrap_or_else(admission::default_limit),
+            std::time::Duration::from_millis(args.admission_wait_ms),
+        )),
         auth: Arc::new(auth),
         max_body: args.max_body,
         shutdown,

@@ -2,6 +2,7 @@
 //! within the function's time limit and its output goes out, with an activation record
 //! and the function's invocation count updated on the way.
 
+pub mod admission;
 pub mod queue;
 pub mod schedule;
 

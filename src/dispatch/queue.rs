@@ -432,8 +432,10 @@ impl AsyncQueue {
         let due = match self.attempt(&call).await {
             Ok(due) => due,
             Err(e) => {
-                tracing::error!(call_id = call.call_id, error = %e, "recording an async call's outcome failed");
-                None
+                tracing::error!(call_id = call.call_id, error = %e, "recording an async call's outcome failed; the call runs again once the store can be written");
+                drop((slot, permit));
+                self.put_back(&call).await;
+                return;
             }
         };
         // The result's delivery does not hold up other calls of the function.
@@ -442,6 +444,38 @@ impl AsyncQueue {
             if let Err(e) = self.deliver(due).await {
                 tracing::error!(call_id = call.call_id, error = %e, "recording a callback failed");
             }
+        }
+    }
+
+    /// Puts a call whose outcome could not be recorded (the disk is full, say) back in the
+    /// queue, trying again with backoff while the store cannot be written; it then runs
+    /// again, as a call of a gateway that died would (at least once). Without this it
+    /// would stay `running` until its lease ran out.
+    async fn put_back(&self, call: &QueuedCall) {
+        let mut delay = Duration::from_millis(250);
+        loop {
+            let put = self
+                .registry
+                .store
+                .retry_call_later(
+                    &call.call_id,
+                    call.attempts,
+                    503,
+                    Some("the outcome could not be recorded; run again".into()),
+                    Utc::now(),
+                )
+                .await;
+            match put {
+                Ok(()) => {
+                    self.wake.notify_one();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(call_id = call.call_id, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot put the call back in the queue yet");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -461,7 +495,6 @@ impl AsyncQueue {
                 function = call.function,
                 "async call dead-lettered: function gone"
             );
-            self.depth.fetch_sub(1, Ordering::Relaxed);
             let result = CallResult {
                 call_id: call.call_id.clone(),
                 function: call.function.clone(),
@@ -520,7 +553,6 @@ impl AsyncQueue {
         if state == CallState::Dead {
             tracing::warn!(call_id = call.call_id, function = %name, status, attempts, "async call dead-lettered");
         }
-        self.depth.fetch_sub(1, Ordering::Relaxed);
         let result = CallResult {
             call_id: call.call_id.clone(),
             function: call.function.clone(),
@@ -557,6 +589,9 @@ impl AsyncQueue {
                 answered,
             )
             .await?;
+        // Counted out only once recorded: an outcome that could not be written is put
+        // back in the queue (see `put_back`).
+        self.depth.fetch_sub(1, Ordering::Relaxed);
         Ok(wanted.then(|| CallbackDue {
             call_id: result.call_id,
             function: result.function,

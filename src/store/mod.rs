@@ -28,7 +28,11 @@ pub use screenshot::Screenshot;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// The data directory's disk is full, read-only or failing: nothing can be written
+    /// until that is fixed (503). What was committed before stays intact.
+    #[error("store: cannot write to the data directory (disk full or read-only?): {0}")]
+    Unwritable(String),
     #[error("store: stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("store: background task failed: {0}")]
@@ -37,6 +41,31 @@ pub enum StoreError {
     Closed,
     #[error("store: write failed: {0}")]
     Write(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(
+                ErrorCode::DiskFull
+                | ErrorCode::ReadOnly
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::CannotOpen,
+            ) => StoreError::Unwritable(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// The same failure again, for each of several callers of one batch.
+    fn again(&self) -> StoreError {
+        match self {
+            StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
+            other => StoreError::Write(other.to_string()),
+        }
+    }
 }
 
 /// A deployed function as stored.
@@ -67,7 +96,7 @@ pub struct Activation {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     activations: mpsc::UnboundedSender<Write>,
-    enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<bool, String>>)>,
+    enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<bool, StoreError>>)>,
 }
 
 const SCHEMA: &str = "
@@ -140,10 +169,7 @@ impl Store {
         self.enqueues
             .send((call, done))
             .map_err(|_| StoreError::Closed)?;
-        committed
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(StoreError::Write)
+        committed.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Like [`Store::with`], with the connection mutable (for transactions).
@@ -437,7 +463,7 @@ async fn write_activations(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Unbounded
 /// waits for its own commit.
 async fn write_enqueues(
     conn: Arc<Mutex<Connection>>,
-    mut rx: mpsc::UnboundedReceiver<(QueuedCall, oneshot::Sender<Result<bool, String>>)>,
+    mut rx: mpsc::UnboundedReceiver<(QueuedCall, oneshot::Sender<Result<bool, StoreError>>)>,
 ) {
     const BATCH: usize = 1024;
     while let Some(first) = rx.recv().await {
@@ -452,17 +478,17 @@ async fn write_enqueues(
         let conn = conn.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            queue::insert_calls(&mut conn, &calls).map_err(|e| e.to_string())
+            queue::insert_calls(&mut conn, &calls)
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .unwrap_or_else(|e| Err(StoreError::Task(e)));
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "committing queued calls failed");
         }
         for (i, ack) in acks.into_iter().enumerate() {
             let _ = ack.send(match &outcome {
                 Ok(queued) => Ok(queued.get(i).copied().unwrap_or(false)),
-                Err(e) => Err(e.clone()),
+                Err(e) => Err(e.again()),
             });
         }
     }

@@ -577,12 +577,7 @@ pub async fn invoke(
         headers: call_headers,
         body,
     };
-    let _slot = state.sync_slots.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "the gateway is at its limit of in-flight calls; try again shortly",
-        )
-    })?;
+    let _slot = state.admission.try_admit().map_err(ApiError::from)?;
     let started = Instant::now();
     let output = state
         .registry

@@ -99,8 +99,9 @@ async fn harness(
     let state = Arc::new(AppState {
         scheduler: crate::dispatch::schedule::Scheduler::new(registry.clone()),
         queue,
-        sync_slots: Arc::new(tokio::sync::Semaphore::new(
+        admission: Arc::new(crate::dispatch::admission::Admission::new(
             crate::server::DEFAULT_MAX_INFLIGHT,
+            crate::dispatch::admission::DEFAULT_WAIT,
         )),
         channels,
         registry,

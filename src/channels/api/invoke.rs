@@ -84,12 +84,10 @@ pub async fn invoke(
     let started = Instant::now();
     let (name, path) = split(target);
     let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
-    let _slot = state.sync_slots.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "the gateway is at its limit of in-flight calls; try again shortly",
-        )
-    })?;
+    let _slot = match state.admission.admit().await {
+        Ok(slot) => slot,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     let output = state
         .registry
         .dispatcher
@@ -148,7 +146,7 @@ pub async fn enqueue(
     };
     state.queue.enqueue(queued).await.map_err(|e| match e {
         EnqueueError::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        EnqueueError::Store(e) => ApiError::internal(e),
+        EnqueueError::Store(e) => ApiError::from(e),
     })?;
     tracing::info!(call_id = call.call_id, function = %name, "async call queued");
     Ok(StatusCode::ACCEPTED.into_response())

@@ -51,6 +51,8 @@ pub const DEFAULT_ENDPOINT: &str = "unix:///var/run/docker.sock";
 /// Longest wait for a container to become ready: on a call to a function at zero
 /// (hold-on-cold-start), and for the new containers of an update.
 const READY_LIMIT: Duration = Duration::from_secs(60);
+/// How often a call waiting for a container checks that the engine still answers.
+const ENGINE_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Time the gateway gives a call beyond the function's limit, which the watchdog
 /// enforces; only a lost container runs into it.
 const CALL_MARGIN: Duration = Duration::from_secs(2);
@@ -116,6 +118,12 @@ pub(crate) fn describe_engine_error(e: &bollard::errors::Error) -> String {
             status_code,
             message,
         } => format!("{message} (engine status {status_code})"),
+        bollard::errors::Error::HyperLegacyError { .. }
+        | bollard::errors::Error::IOError { .. }
+        | bollard::errors::Error::RequestTimeoutError
+        | bollard::errors::Error::SocketNotFoundError(_) => {
+            format!("cannot reach the Docker Engine at {}: {e}", endpoint())
+        }
         other => other.to_string(),
     }
 }
@@ -301,6 +309,45 @@ impl DockerProvider {
             for (id, _) in containers {
                 tracing::info!(function = %name, container = %id, "removing a container no deployment claims");
                 remove_container(&self.docker, &id).await;
+            }
+        }
+    }
+
+    /// Waits for a ready container, checking every [`ENGINE_CHECK_EVERY`] that the engine
+    /// answers: while it is down a call fails at once with a clear error instead of
+    /// waiting out [`READY_LIMIT`].
+    async fn wait_for_container(
+        &self,
+        name: &FunctionName,
+        pool: &Pool,
+    ) -> Result<u16, ProviderError> {
+        let deadline = Instant::now() + READY_LIMIT;
+        loop {
+            let ping = tokio::time::timeout(ENGINE_CHECK_EVERY, self.docker.ping()).await;
+            let down = match ping {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(describe_engine_error(&e)),
+                Err(_) => Some(format!(
+                    "the Docker Engine at {} did not answer within {ENGINE_CHECK_EVERY:?}",
+                    endpoint()
+                )),
+            };
+            if let Some(reason) = down {
+                return Err(ProviderError::Unavailable {
+                    name: name.clone(),
+                    reason,
+                });
+            }
+            let next = (Instant::now() + ENGINE_CHECK_EVERY).min(deadline);
+            if let Some(port) = pool.ready_port(next).await {
+                return Ok(port);
+            }
+            if Instant::now() >= deadline {
+                return Err(self.unavailable(
+                    name,
+                    pool,
+                    format!("no container became ready within {READY_LIMIT:?}"),
+                ));
             }
         }
     }
@@ -699,16 +746,10 @@ impl Provider for DockerProvider {
             // Hold on cold start: start a container and wait for it.
             pool.scale(1).await;
         }
-        let port = pool
-            .ready_port(Instant::now() + READY_LIMIT)
-            .await
-            .ok_or_else(|| {
-                self.unavailable(
-                    name,
-                    pool,
-                    format!("no container became ready within {READY_LIMIT:?}"),
-                )
-            })?;
+        let port = match pool.ready_port(Instant::now()).await {
+            Some(port) => port,
+            None => self.wait_for_container(name, pool).await?,
+        };
         forward(
             &self.client,
             "127.0.0.1",

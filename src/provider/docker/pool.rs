@@ -49,6 +49,9 @@ pub(super) struct PoolInner {
     last_exit: Mutex<Option<(Instant, String)>>,
     /// Containers found from an earlier run that match this template, to take over.
     adoptable: Mutex<Vec<String>>,
+    /// Ended containers the engine could not remove then (it was down); removed once it
+    /// answers again, so an engine restart leaves none behind.
+    stale: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +87,7 @@ impl Pool {
                 slots: AtomicUsize::new(0),
                 last_exit: Mutex::new(None),
                 adoptable: Mutex::new(adoptable),
+                stale: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -227,7 +231,12 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
                         return;
                     }
                     Some(why) => {
-                        remove_container(&pool.docker, &id).await;
+                        if !remove_container(&pool.docker, &id).await {
+                            pool.stale
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(id.clone());
+                        }
                         log_task.abort();
                         let message = format!("container {why}; replacing it in {backoff:?}");
                         tracing::warn!(function = %name, container = short, "{message}");
@@ -273,15 +282,29 @@ async fn start_container(pool: &PoolInner, slot: usize) -> Result<String, String
         return Err(super::describe_engine_error(&e));
     }
     tracing::info!(function = %pool.name, container = container_name, "container started");
+    // The engine answers again: remove what it could not while it was down.
+    let stale: Vec<String> =
+        std::mem::take(&mut *pool.stale.lock().unwrap_or_else(|e| e.into_inner()));
+    for id in stale {
+        tracing::info!(function = %pool.name, container = %id, "removing a container that ended while the engine was unreachable");
+        remove_container(&pool.docker, &id).await;
+    }
     Ok(created.id)
 }
 
-async fn remove_container(docker: &Docker, id: &str) {
+/// Removes a container; whether it is gone.
+async fn remove_container(docker: &Docker, id: &str) -> bool {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
-    let _ = docker.remove_container(id, Some(options)).await;
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => true,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => true,
+        Err(_) => false,
+    }
 }
 
 /// Finds the container's published port, waits for its watchdog to be ready, marks it
