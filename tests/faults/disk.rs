@@ -339,8 +339,12 @@ async fn a_full_or_read_only_disk_gives_clear_503s_and_no_corruption() {
         .lines()
         .filter(|l| l.contains("cannot write to the data directory"))
         .count();
+    let put_back = output
+        .lines()
+        .filter(|l| l.contains("recording an async call's outcome failed"))
+        .count();
     eprintln!(
-        "FIGURES disk: filled {filled} bytes; {} async calls accepted on the full disk before the first 503; deploy on the full disk {deploy_status}; sync call on the full disk {sync_while_full}; {log_lines} log lines about it; read-only store: hark up exits with {exit}: {}; integrity_check ok; 0 committed calls lost",
+        "FIGURES disk: filled {filled} bytes; {} async calls accepted on the full disk before the first 503; {put_back} async outcomes not recorded and the calls put back; deploy on the full disk {deploy_status}; sync call on the full disk {sync_while_full}; {log_lines} log lines about it; read-only store: hark up exits with {exit}: {}; integrity_check ok; 0 committed calls lost",
         full_accepted.len(),
         refused_start.lines().last().unwrap_or_default()
     );
