@@ -381,15 +381,15 @@ async fn conformance_vectors_through_the_real_endpoints() {
             let route = match case.channel {
                 "slack" => format!(
                     "    {}:\n      signing_secrets: [{secret}]\n      commands: {{ /webhook-collect: ok }}\n",
-                    case.name
+                    format!("case-{i}")
                 ),
                 "github" => format!(
                     "    {}:\n      webhook_secrets: [{secret}]\n      events: {{ push: ok }}\n",
-                    case.name
+                    format!("case-{i}")
                 ),
                 _ => format!(
                     "    {}:\n      standard_webhooks_secrets: [{secret}]\n      function: ok\n",
-                    case.name
+                    format!("case-{i}")
                 ),
             };
             yaml.entry(case.channel).or_default().push_str(&route);
@@ -402,8 +402,10 @@ async fn conformance_vectors_through_the_real_endpoints() {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let clock = clock.to_string();
         let gw = site.start(&["--test-clock", &clock], &env);
-        for case in cases {
-            let path = format!("/{}/{}", case.channel, case.name);
+        // Routes are named by number: some vectors' names hold their (published) secret,
+        // which would then be logged as a route name.
+        for (i, case) in cases.into_iter().enumerate() {
+            let path = format!("/{}/case-{i}", case.channel);
             let (status, body) = post(&gw, &path, &case.headers, case.body.clone()).await;
             if case.valid {
                 assert!(
