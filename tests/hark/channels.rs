@@ -380,16 +380,13 @@ async fn conformance_vectors_through_the_real_endpoints() {
             env.push((format!("HARK_SECRET_CONF_{i}"), case.secret.clone()));
             let route = match case.channel {
                 "slack" => format!(
-                    "    {}:\n      signing_secrets: [{secret}]\n      commands: {{ /webhook-collect: ok }}\n",
-                    format!("case-{i}")
+                    "    case-{i}:\n      signing_secrets: [{secret}]\n      commands: {{ /webhook-collect: ok }}\n",
                 ),
                 "github" => format!(
-                    "    {}:\n      webhook_secrets: [{secret}]\n      events: {{ push: ok }}\n",
-                    format!("case-{i}")
+                    "    case-{i}:\n      webhook_secrets: [{secret}]\n      events: {{ push: ok }}\n",
                 ),
                 _ => format!(
-                    "    {}:\n      standard_webhooks_secrets: [{secret}]\n      function: ok\n",
-                    format!("case-{i}")
+                    "    case-{i}:\n      standard_webhooks_secrets: [{secret}]\n      function: ok\n",
                 ),
             };
             yaml.entry(case.channel).or_default().push_str(&route);
