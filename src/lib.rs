@@ -9,6 +9,7 @@
 //! - [`registry`]: which functions exist; deploys them through the provider and the store.
 //! - [`route`]: which function a platform event calls: Alexa skills (`skills/NAME/skill.yaml`).
 //! - [`dispatch`]: runs one call within its time limit and records its activation.
+//! - [`egress`]: the SSRF guard of requests to URLs that requests supply (callbacks).
 //! - [`provider`]: the backend trait and its implementations (`process`, the default;
 //!   `docker`, containers on the local engine; `swarm`, services on a Docker Swarm).
 //! - [`browser`]: the pool of warm headless-Chromium WebDriver sessions that functions
@@ -32,6 +33,7 @@ pub mod channels;
 pub mod cli;
 pub mod clock;
 pub mod dispatch;
+pub mod egress;
 pub mod error;
 pub mod function;
 pub mod provider;

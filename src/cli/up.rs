@@ -101,6 +101,15 @@ pub struct UpArgs {
     /// the OpenFaaS gateway).
     #[arg(long, env = "HARK_METRICS_AUTH")]
     pub metrics_auth: bool,
+    /// Private, loopback, link-local or other special addresses that callback URLs
+    /// (`X-Callback-Url`, Slack's `response_url`) may reach anyway: CIDR blocks, addresses
+    /// or host names, comma-separated (default: none; public addresses are always allowed).
+    #[arg(long, env = crate::egress::ENV_EGRESS_ALLOW, value_delimiter = ',')]
+    pub egress_allow: Vec<String>,
+    /// File holding the key that seals stored secrets (created, mode 0600, on first
+    /// start) [default: DATA/secret.key]. `HARK_SECRET_KEY` (the key, base64) wins over it.
+    #[arg(long, env = crate::store::sealed::ENV_SECRET_KEY_FILE)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The backends `hark up` can run functions on.
@@ -128,7 +137,18 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         .create(data)
         .with_context(|| format!("creating data directory {}", data.display()))?;
     let data = std::fs::canonicalize(data)?;
-    let store = Store::open(&data.join("hark.db")).context("opening the store")?;
+    let egress = Arc::new(
+        crate::egress::EgressPolicy::allowing(&args.egress_allow).context("--egress-allow")?,
+    );
+    if !egress.allowed().is_empty() {
+        tracing::warn!(allowed = ?egress.allowed(), "callback URLs may reach these special addresses");
+    }
+    let key = crate::store::KeySource::from_env_or(
+        args.secret_key_file
+            .clone()
+            .unwrap_or_else(|| data.join(crate::store::sealed::DEFAULT_KEY_FILE)),
+    );
+    let store = Store::open_with_key(&data.join("hark.db"), key).context("opening the store")?;
     let (auth, new_token) = Auth::load_or_create(&data)?;
     let stack_file = match &args.config {
         Some(path) => Some(path.clone()),
@@ -226,13 +246,14 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         registry: &registry,
         secrets: Secrets::new(registry.store.clone()),
     };
-    let channels = match Channels::build(channels_config, &ctx).await {
+    let mut channels = match Channels::build(channels_config, &ctx).await {
         Ok(channels) => channels,
         Err(e) => {
             registry.provider.shutdown().await;
             return Err(anyhow::anyhow!("hark.yml channels: {e}"));
         }
     };
+    channels.outbound.set_egress(egress.clone());
     for core in channels.cores() {
         tracing::info!(channel = core.channel, route = %core.name, "route ready at /{}/{}", core.channel, core.name);
     }
@@ -275,6 +296,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         QueueConfig {
             workers: args.queue_workers.max(1),
             max_depth: args.queue_max,
+            egress,
             ..QueueConfig::default()
         },
     )

@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::egress::{EgressError, EgressPolicy};
 use crate::error::provider_status;
 use crate::function::FunctionName;
 use crate::provider::Invocation;
@@ -63,6 +64,8 @@ pub struct QueueConfig {
     pub max_depth: u64,
     /// How long running calls get to finish after a shutdown signal.
     pub drain: Duration,
+    /// Which special addresses callback URLs may reach (none by default).
+    pub egress: Arc<EgressPolicy>,
 }
 
 impl Default for QueueConfig {
@@ -71,6 +74,7 @@ impl Default for QueueConfig {
             workers: 16,
             max_depth: 100_000,
             drain: Duration::from_secs(30),
+            egress: Arc::new(EgressPolicy::strict()),
         }
     }
 }
@@ -170,6 +174,7 @@ impl AsyncQueue {
         config: QueueConfig,
     ) -> Result<Arc<AsyncQueue>, StoreError> {
         let depth = registry.store.queue_depth().await?;
+        let client = config.egress.client(Duration::from_secs(30));
         Ok(Arc::new(AsyncQueue {
             registry,
             config,
@@ -177,14 +182,15 @@ impl AsyncQueue {
             wake: Notify::new(),
             depth: AtomicU64::new(depth),
             per_function: Mutex::new(HashMap::new()),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            client,
             watched: Mutex::new(HashMap::new()),
             replies: OnceLock::new(),
         }))
+    }
+
+    /// Which special addresses callback URLs may reach.
+    pub fn egress(&self) -> &EgressPolicy {
+        &self.config.egress
     }
 
     /// Sets who delivers the replies of channel calls (once, before [`AsyncQueue::run`]).
@@ -673,6 +679,32 @@ impl AsyncQueue {
         let mut attempts = callback.attempts;
         while attempts < CALLBACK_ATTEMPTS {
             attempts += 1;
+            // Checked again at every attempt: the URL was checked when the call was queued,
+            // but the gateway's allow-list or the host's DNS answer may have changed since.
+            // The client's resolver checks the address it connects to once more.
+            match self.config.egress.check_url(&url).await {
+                Ok(_) => {}
+                Err(e @ EgressError::Unresolved { .. }) => {
+                    tracing::warn!(call_id = callback.call_id, error = %e, attempts, "callback failed");
+                    self.registry
+                        .store
+                        .record_callback(&callback.call_id, "pending", attempts)
+                        .await?;
+                    if attempts < CALLBACK_ATTEMPTS {
+                        tokio::time::sleep(backoff_delay(Duration::from_millis(500), attempts))
+                            .await;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(call_id = callback.call_id, error = %e, "callback refused: its URL is not allowed");
+                    return self
+                        .registry
+                        .store
+                        .record_callback(&callback.call_id, "failed", attempts)
+                        .await;
+                }
+            }
             let response = self
                 .client
                 .post(&url)

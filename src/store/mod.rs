@@ -2,7 +2,8 @@
 //! replica counts), secrets, an activation record per invocation, and the ids of recent
 //! webhook deliveries (so a redelivered event runs its function once). Calls come in as
 //! plain values; rows go out. Activations are written in batches by a background task
-//! so that recording a call costs the request path one channel send.
+//! so that recording a call costs the request path one channel send. Secret values are
+//! sealed (AES-256-GCM) with a key kept outside the database ([`sealed`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ mod alexa;
 pub use alexa::PendingReply;
 mod screenshot;
 pub use screenshot::Screenshot;
+pub mod sealed;
+pub use sealed::{KeyError, KeySource, SecretKey};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +44,8 @@ pub enum StoreError {
     Closed,
     #[error("store: write failed: {0}")]
     Write(String),
+    #[error("store: {0}")]
+    Key(#[from] KeyError),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -97,6 +102,7 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     activations: mpsc::UnboundedSender<Write>,
     enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<bool, StoreError>>)>,
+    key: Arc<SecretKey>,
 }
 
 const SCHEMA: &str = "
@@ -110,6 +116,10 @@ CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL,
     updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS activations (
     call_id TEXT NOT NULL,
@@ -139,12 +149,27 @@ pub const DELIVERY_IDS_KEPT_SECS: i64 = 7 * 24 * 3600;
 const ACTIVATIONS_KEPT: i64 = 100_000;
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`, and starts the activation writer.
+    /// Opens (creating if needed) the store at `path`, with the secrets' key in the file
+    /// [`sealed::DEFAULT_KEY_FILE`] beside it, and starts the activation writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_key(
+            path,
+            KeySource::File(path.with_file_name(sealed::DEFAULT_KEY_FILE)),
+        )
+    }
+
+    /// Opens (creating if needed) the store at `path`, with the secrets' key from `key`:
+    /// created when missing while no secret is sealed yet, refused when it does not open the
+    /// secrets already sealed. Secrets stored in clear by earlier versions are sealed now.
+    pub fn open_with_key(path: &Path, key: KeySource) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+        // Deleted and overwritten content (an old secret row) is zeroed, not left behind.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;",
+        )?;
         conn.execute_batch(SCHEMA)?;
+        let key = Arc::new(seal_secrets(&conn, key)?);
         conn.execute_batch(queue::SCHEMA)?;
         conn.execute_batch(schedule::SCHEMA)?;
         conn.execute_batch(alexa::SCHEMA)?;
@@ -159,6 +184,7 @@ impl Store {
             conn,
             activations: tx,
             enqueues,
+            key,
         })
     }
 
@@ -284,17 +310,18 @@ impl Store {
         .await
     }
 
-    /// Creates or replaces a secret; `true` if it existed.
+    /// Creates or replaces a secret (sealed); `true` if it existed.
     pub async fn put_secret(&self, name: &str, value: Vec<u8>) -> Result<bool, StoreError> {
         let name = name.to_owned();
+        let value = self.key.seal(&name, &value)?;
         self.with(move |c| {
             let existed = c
                 .query_row("SELECT 1 FROM secrets WHERE name = ?1", [&name], |_| Ok(()))
                 .optional()?
                 .is_some();
             c.execute(
-                "INSERT INTO secrets (name, value, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                "INSERT INTO secrets (name, value, updated_at, sealed) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at, sealed = 1",
                 params![name, value, Utc::now()],
             )?;
             Ok(existed)
@@ -305,13 +332,21 @@ impl Store {
     /// A secret's value.
     pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let name = name.to_owned();
+        let key = self.key.clone();
         self.with(move |c| {
-            Ok(
-                c.query_row("SELECT value FROM secrets WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
+            let row: Option<(Vec<u8>, bool)> = c
+                .query_row(
+                    "SELECT value, sealed FROM secrets WHERE name = ?1",
+                    [&name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match row {
+                None => Ok(None),
+                Some((value, true)) => Ok(Some(key.open(&name, &value)?)),
+                // Sealed at open; only a row written since by an older gateway is clear.
+                Some((value, false)) => Ok(Some(value)),
+            }
         })
         .await
     }
@@ -525,6 +560,60 @@ fn insert_batch(conn: &mut Connection, batch: &[Write], prune: bool) -> Result<(
     Ok(())
 }
 
+/// Meta row holding the key check value.
+const KEY_CHECK: &str = "secret_key_check";
+
+/// Loads the secrets' key (checking it against the stored check value) and seals the
+/// secrets an earlier version stored in clear.
+fn seal_secrets(conn: &Connection, source: KeySource) -> Result<SecretKey, StoreError> {
+    let has_sealed_column = conn
+        .prepare("SELECT 1 FROM pragma_table_info('secrets') WHERE name = 'sealed'")?
+        .exists([])?;
+    if !has_sealed_column {
+        conn.execute_batch("ALTER TABLE secrets ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0")?;
+    }
+    let check: Option<Vec<u8>> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [KEY_CHECK], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let sealed: i64 = conn.query_row("SELECT count(*) FROM secrets WHERE sealed = 1", [], |r| {
+        r.get(0)
+    })?;
+    let key = SecretKey::load(source, check.is_none() && sealed == 0)?;
+    match check {
+        Some(check) => key.verify_check(&check)?,
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![KEY_CHECK, key.check_value()?],
+            )?;
+        }
+    }
+    let clear: Vec<(String, Vec<u8>)> = conn
+        .prepare("SELECT name, value FROM secrets WHERE sealed = 0")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if !clear.is_empty() {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        for (name, value) in &clear {
+            conn.execute(
+                "UPDATE secrets SET value = ?2, sealed = 1 WHERE name = ?1",
+                params![name, key.seal(name, value)?],
+            )?;
+        }
+        conn.execute_batch("COMMIT")?;
+        // Out of the write-ahead log into the database file, whose old pages secure_delete
+        // has zeroed; then the log is emptied.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        tracing::info!(
+            secrets = clear.len(),
+            "sealed secrets an earlier version stored in clear"
+        );
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,5 +686,134 @@ mod tests {
         assert!(!store.delete_function(&echo).await.unwrap());
         assert!(store.delete_secret("token").await.unwrap());
         assert!(store.secret("token").await.unwrap().is_none());
+    }
+
+    /// Every byte the store keeps on disk: the database, its write-ahead log and index.
+    fn raw_files(path: &Path) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = format!("{}{suffix}", path.display());
+            raw.extend(std::fs::read(file).unwrap_or_default());
+        }
+        raw
+    }
+
+    /// Whether `raw` holds `secret` as is, in hex, or in base64 (standard or URL alphabet).
+    fn holds(raw: &[u8], secret: &[u8]) -> bool {
+        use base64::Engine;
+        let forms = [
+            secret.to_vec(),
+            hex::encode(secret).into_bytes(),
+            hex::encode_upper(secret).into_bytes(),
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .encode(secret)
+                .into_bytes(),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(secret)
+                .into_bytes(),
+        ];
+        forms
+            .iter()
+            .any(|f| raw.windows(f.len()).any(|w| w == f.as_slice()))
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_on_disk_and_read_back_only_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        let values: [&[u8]; 3] = [
+            b"lovelace-babbage-1843",
+            b"xoxb-0000-sealed-bot-token",
+            b"v2-rotated-signing",
+        ];
+        {
+            let store = Store::open(&path).unwrap();
+            for (i, value) in values.iter().enumerate() {
+                store
+                    .put_secret(&format!("s{i}"), value.to_vec())
+                    .await
+                    .unwrap();
+            }
+            // Replaced and deleted values must not linger in freed pages either.
+            store.put_secret("s0", values[0].to_vec()).await.unwrap();
+            store
+                .put_secret("gone", b"deleted-secret-value".to_vec())
+                .await
+                .unwrap();
+            assert!(store.delete_secret("gone").await.unwrap());
+            let raw = raw_files(&path);
+            assert!(raw.len() > 4096, "no store files read");
+            for value in values.iter().chain([&&b"deleted-secret-value"[..]]) {
+                assert!(
+                    !holds(&raw, value),
+                    "a secret is readable in the store's files"
+                );
+            }
+        }
+        // Reopened with the same key (the file beside the database): the values come back.
+        let store = Store::open(&path).unwrap();
+        for (i, value) in values.iter().enumerate() {
+            assert_eq!(
+                store.secret(&format!("s{i}")).await.unwrap().as_deref(),
+                Some(*value)
+            );
+        }
+        drop(store);
+        // Another key is refused at open, naming where it came from.
+        let other = dir.path().join("other.key");
+        let e = Store::open_with_key(&path, KeySource::File(other.clone()))
+            .err()
+            .expect("opened with a new key although secrets are sealed");
+        let text = e.to_string();
+        assert!(
+            text.contains("missing") && text.contains("other.key"),
+            "{text}"
+        );
+        std::fs::write(&other, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+        let text = Store::open_with_key(&path, KeySource::File(other))
+            .err()
+            .expect("opened with the wrong key")
+            .to_string();
+        assert!(
+            text.contains("wrong key") && text.contains("other.key"),
+            "{text}"
+        );
+        let text = Store::open_with_key(&path, KeySource::Env(String::new() + "QUJD"))
+            .err()
+            .expect("opened with a malformed key")
+            .to_string();
+        assert!(text.contains(sealed::ENV_SECRET_KEY), "{text}");
+    }
+
+    #[tokio::test]
+    async fn secrets_stored_in_clear_by_an_earlier_version_are_sealed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        {
+            // The schema and rows of a gateway before sealing.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at TEXT NOT NULL);
+                 INSERT INTO secrets VALUES ('old', CAST('clear-text-from-v0' AS BLOB), '2026-01-01T00:00:00Z');",
+            )
+            .unwrap();
+        }
+        assert!(holds(&raw_files(&path), b"clear-text-from-v0"));
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.secret("old").await.unwrap().as_deref(),
+            Some(&b"clear-text-from-v0"[..])
+        );
+        assert!(
+            !holds(&raw_files(&path), b"clear-text-from-v0"),
+            "the clear value is still in the store's files after sealing"
+        );
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.secret("old").await.unwrap().as_deref(),
+            Some(&b"clear-text-from-v0"[..])
+        );
     }
 }

@@ -264,10 +264,52 @@ fn render(name: &'static str, session: &Session, mut ctx: Value) -> Result<Html<
     render_raw(name, ctx).map(Html)
 }
 
-/// Security headers on every UI response.
+/// Whether the browser reached the gateway over https: through a TLS-terminating proxy
+/// saying so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`). A forged header
+/// only makes the UI's cookies `Secure` for its sender.
+fn over_https(headers: &HeaderMap) -> bool {
+    let says = |name: &str, key: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split([',', ';']))
+            .any(|part| {
+                let part = part.trim();
+                let value = if key.is_empty() {
+                    Some(part)
+                } else {
+                    part.split_once('=')
+                        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(key))
+                        .map(|(_, v)| v.trim().trim_matches('"'))
+                };
+                value.is_some_and(|v| v.eq_ignore_ascii_case("https"))
+            })
+    };
+    says("x-forwarded-proto", "") || says("forwarded", "proto")
+}
+
+/// Security headers on every UI response; over https, its cookies are `Secure` too.
 async fn headers(request: Request, next: Next) -> Response {
+    let https = over_https(request.headers());
     let mut response = next.run(request).await;
     let h = response.headers_mut();
+    if https {
+        let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
+        h.remove(header::SET_COOKIE);
+        for cookie in cookies {
+            let secure = cookie
+                .to_str()
+                .ok()
+                .filter(|c| !c.contains("; Secure"))
+                .and_then(|c| HeaderValue::from_str(&format!("{c}; Secure")).ok());
+            h.append(header::SET_COOKIE, secure.unwrap_or(cookie));
+        }
+    }
+    // Pages show function names, logs and results: not for shared caches or history.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),

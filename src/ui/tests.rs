@@ -139,3 +139,48 @@ fn every_page_renders_and_escapes() {
     .unwrap();
     assert!(error.contains("&lt;b&gt;x"));
 }
+
+#[tokio::test]
+async fn cookies_are_secure_over_https_and_pages_are_not_cached() {
+    use tower::ServiceExt;
+    let app = Router::new()
+        .route(
+            "/ui/x",
+            get(|| async {
+                (
+                    [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "tok"))],
+                    "x",
+                )
+            }),
+        )
+        .layer(middleware::from_fn(headers));
+    let get_with = |forwarded: Option<(&'static str, &'static str)>| {
+        let mut request = Request::builder().uri("/ui/x");
+        if let Some((name, value)) = forwarded {
+            request = request.header(name, value);
+        }
+        app.clone()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+    };
+    let plain = get_with(None).await.unwrap();
+    let cookie = plain.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(plain.headers()[header::X_FRAME_OPTIONS], "DENY");
+    assert_eq!(plain.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(plain.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    for forwarded in [
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=1.2.3.4;proto=https"),
+    ] {
+        let secure = get_with(Some(forwarded)).await.unwrap();
+        let cookie = secure.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            cookie.ends_with("; Secure") && cookie.contains("HttpOnly"),
+            "{forwarded:?}: {cookie}"
+        );
+    }
+}

@@ -58,6 +58,7 @@ async fn system_routes_need_a_valid_token_with_the_right_scope() {
         .await
         .unwrap();
     let reader = minted["token"].as_str().unwrap();
+    crate::util::register_secret(reader);
     assert!(minted["expiresAt"].is_string());
     assert_eq!(
         gw.client
@@ -150,6 +151,7 @@ async fn functions_annotated_auth_required_need_an_invoke_token() {
         .json()
         .await
         .unwrap();
+    crate::util::register_secret(invoker["token"].as_str().unwrap());
     let response = gw
         .client
         .post(format!("{}/function/private", gw.url))
@@ -429,4 +431,50 @@ async fn hark_yml_in_the_working_directory_is_deployed_at_start() {
         output.contains("broken") && output.contains("command not found"),
         "{output}"
     );
+}
+
+/// A token never outlives the token that minted it: a short-lived token with
+/// `tokens:write` cannot mint itself a permanent one.
+#[tokio::test]
+async fn minted_tokens_never_outlive_their_minter() {
+    let gw = Gateway::start();
+    let mint = |bearer: String, body: Value| {
+        let gw = &gw;
+        async move {
+            let response = gw
+                .client
+                .post(format!("{}/system/tokens", gw.url))
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let short = mint(
+        gw.token.clone(),
+        json!({ "scopes": ["tokens:write", "functions:read"], "ttl": "10m" }),
+    )
+    .await;
+    let short_token = short["token"].as_str().unwrap().to_owned();
+    crate::util::register_secret(&short_token);
+    let short_expiry =
+        chrono::DateTime::parse_from_rfc3339(short["expiresAt"].as_str().unwrap()).unwrap();
+    for body in [
+        json!({ "scopes": ["functions:read"] }),
+        json!({ "scopes": ["functions:read"], "ttl": "1000h" }),
+    ] {
+        let child = mint(short_token.clone(), body.clone()).await;
+        crate::util::register_secret(child["token"].as_str().unwrap());
+        let expiry = child["expiresAt"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}: minted a token that never expires: {child}"));
+        let expiry = chrono::DateTime::parse_from_rfc3339(expiry).unwrap();
+        assert!(
+            expiry <= short_expiry + chrono::Duration::seconds(2),
+            "{body}: {expiry} outlives {short_expiry}"
+        );
+    }
 }

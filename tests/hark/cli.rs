@@ -25,7 +25,9 @@ fn hark(gw: &Gateway, args: &[&str], stdin: &str) -> Output {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    child.wait_with_output().unwrap()
+    let output = child.wait_with_output().unwrap();
+    crate::util::record_log(&output.stderr);
+    output
 }
 
 fn ok(output: &Output) -> String {
@@ -114,6 +116,7 @@ async fn the_cli_deploys_invokes_scales_and_reports() {
     let out = tokio::task::block_in_place(|| ok(&hark(&gw, &["logs", "hello", "--tail", "5"], "")));
     assert!(out.contains("hello: listening on"), "{out}");
 
+    crate::util::register_secret("hunter2");
     tokio::task::block_in_place(|| ok(&hark(&gw, &["secret", "create", "db-password"], "hunter2")));
     let out = tokio::task::block_in_place(|| ok(&hark(&gw, &["secret", "list"], "")));
     assert!(
@@ -137,6 +140,7 @@ async fn the_cli_deploys_invokes_scales_and_reports() {
         ))
     });
     assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    crate::util::register_secret(token.trim());
 
     tokio::task::block_in_place(|| ok(&hark(&gw, &["remove", "upper"], "")));
     let err = tokio::task::block_in_place(|| failed(&hark(&gw, &["invoke", "upper"], "")));

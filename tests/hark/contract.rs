@@ -863,6 +863,7 @@ async fn secrets_are_files_the_function_reads(kind: Kind) {
         return;
     };
     let value = "s3cr3t-value-4417";
+    crate::util::register_secret(value);
     let response =
         h.gw.request(Method::POST, "/system/secrets")
             .json(&json!({ "name": "api-key", "value": value }))

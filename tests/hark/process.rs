@@ -79,6 +79,7 @@ async fn a_function_flooding_stderr_does_not_exhaust_memory() {
 async fn secrets_are_files_the_function_reads_and_never_logged() {
     let gw = Gateway::start();
     let value = "s3cr3t-value-4417";
+    crate::util::register_secret(value);
     let response = gw
         .request(Method::POST, "/system/secrets")
         .json(&json!({ "name": "api-key", "value": value }))

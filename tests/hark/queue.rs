@@ -97,7 +97,8 @@ async fn wait_state(gw: &Gateway, call_id: &str, state: &str) -> Value {
 
 #[tokio::test]
 async fn an_async_call_runs_and_its_result_is_posted_to_the_callback() {
-    let gw = Gateway::start();
+    // The test's receiver is on loopback, which callbacks may reach only when allowed.
+    let gw = Gateway::start_with(&["--egress-allow", "127.0.0.1"]);
     let callbacks = CallbackServer::start().await;
     gw.deploy_sh("shout", "tr a-z A-Z", json!({})).await;
     let id = enqueue(&gw, "shout", "queued words", Some(&callbacks.url)).await;
@@ -339,5 +340,105 @@ async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
     eprintln!(
         "completed before the kill: {done_before} of {}",
         accepted.len()
+    );
+}
+
+/// Server-side request forgery: callbacks to private, loopback, link-local... addresses,
+/// in any spelling or behind a name, are refused at enqueue with 400 unless allowed.
+#[tokio::test]
+async fn callbacks_to_special_addresses_are_refused_unless_allowed() {
+    let gw = Gateway::start();
+    let callbacks = CallbackServer::start().await;
+    gw.deploy_sh("shout", "tr a-z A-Z", json!({})).await;
+    let port = reqwest::Url::parse(&callbacks.url).unwrap().port().unwrap();
+    let refused = [
+        callbacks.url.clone(),
+        format!("http://localhost:{port}/done"),
+        format!("http://2130706433:{port}/done"),
+        format!("http://0x7f.0.0.1:{port}/done"),
+        format!("http://0177.0.0.1:{port}/done"),
+        format!("http://[::1]:{port}/done"),
+        format!("http://[::ffff:127.0.0.1]:{port}/done"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://192.168.1.1/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        "http://[fd00::1]/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://0.0.0.0/".to_owned(),
+        "http://224.0.0.1/".to_owned(),
+        "file:///etc/passwd".to_owned(),
+    ];
+    for url in &refused {
+        let response = gw
+            .client
+            .post(format!("{}/async-function/shout", gw.url))
+            .header("X-Callback-Url", url)
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 400, "{url} was accepted: {body}");
+        assert!(body.contains("X-Callback-Url"), "{url}: {body}");
+    }
+    assert!(
+        queue(&gw, "limit=1000").await.is_empty(),
+        "a refused call was queued"
+    );
+    assert!(gw.output().contains("X-Callback-Url not allowed"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(callbacks.received.lock().unwrap().len(), 0);
+}
+
+/// The callback URL is checked again when the result is posted: a call queued while
+/// loopback was allowed is not posted there by a gateway that no longer allows it.
+#[tokio::test]
+async fn callbacks_are_checked_again_when_the_result_is_posted() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let callbacks = CallbackServer::start().await;
+    let mut gw = Gateway::start_in(dir.path(), &["--egress-allow", "127.0.0.0/8"]);
+    gw.deploy_sh(
+        "slow",
+        &format!("echo run >> {}; sleep 2; echo late", started.display()),
+        json!({}),
+    )
+    .await;
+    let id = enqueue(&gw, "slow", "", Some(&callbacks.url)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the call never started");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    gw.kill_hard();
+
+    let gw = Gateway::start_in(dir.path(), &[]);
+    wait_state(&gw, &id, "done").await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let entry = loop {
+        let entries = queue(&gw, "limit=1000").await;
+        let entry = entries.into_iter().find(|e| e["callId"] == id.as_str());
+        if let Some(e) = entry.as_ref().filter(|e| e["callbackState"] == "failed") {
+            break e.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "callback never failed: {entry:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(entry["status"], 200);
+    assert!(
+        gw.output()
+            .contains("callback refused: its URL is not allowed"),
+        "{}",
+        gw.output()
+    );
+    assert_eq!(
+        callbacks.received.lock().unwrap().len(),
+        0,
+        "posted to loopback"
     );
 }

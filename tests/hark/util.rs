@@ -1,6 +1,6 @@
 //! Starting a gateway for a test, and small HTTP helpers.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,56 @@ pub fn hello_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Where this test process leaves every gateway's output and every secret value its tests
+/// used, for `tests/zz_no_secret_in_logs.rs`, which cargo runs after this binary and
+/// fails when a secret shows up in any log: `target/tmp/test-logs/run-PID/`.
+pub fn test_logs_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("test-logs")
+        .join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The running test's name (libtest names each test's thread after it), for file names.
+fn test_name() -> String {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
+    name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_")
+}
+
+/// Records a secret value a test uses, so that the log check looks for it. Values of
+/// `HARK_SECRET_*` variables given to a gateway, its admin token and its secrets' key are
+/// recorded by [`Gateway`] itself; tests record the others (secrets created through the
+/// API, minted tokens).
+pub fn register_secret(value: &str) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(test_logs_dir().join("secrets.tsv"))
+        .unwrap();
+    // Hex, so that the registry itself holds no secret in a greppable form.
+    writeln!(file, "{}\t{}", test_name(), hex::encode(value)).unwrap();
+}
+
+/// A new file for one gateway's output: `test-logs/run-PID/TEST-N.log`.
+fn gateway_log_file() -> std::fs::File {
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = test_logs_dir().join(format!("{}-{n}.log", test_name()));
+    std::fs::File::create(path).unwrap()
+}
+
+/// Keeps `text`, the log output of a `hark` process a test ran itself (not a [`Gateway`]),
+/// for the log check.
+pub fn record_log(text: &[u8]) {
+    gateway_log_file().write_all(text).unwrap();
 }
 
 /// A running `hark up` with its own data directory.
@@ -87,6 +137,11 @@ impl Gateway {
             command.env_remove(var);
         }
         command.envs(env.iter().copied());
+        for (name, value) in env {
+            if name.starts_with("HARK_SECRET") {
+                register_secret(value);
+            }
+        }
         command
     }
 
@@ -107,11 +162,13 @@ impl Gateway {
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = output.clone();
+        let mut log = gateway_log_file();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(url) = line.split("gateway listening on ").nth(1) {
                     let _ = tx.send(url.trim().to_owned());
                 }
+                let _ = writeln!(log, "{line}");
                 let mut out = sink.lock().unwrap();
                 out.push_str(&line);
                 out.push('\n');
@@ -128,6 +185,10 @@ impl Gateway {
             .unwrap()
             .trim()
             .to_owned();
+        register_secret(&token);
+        if let Ok(key) = std::fs::read_to_string(data.join("secret.key")) {
+            register_secret(key.trim());
+        }
         Gateway {
             url,
             data: data.to_owned(),

@@ -101,7 +101,7 @@ pub async fn invoke(
     Ok(response)
 }
 
-#[utoipa::path(method(post, put), path = "/async-function/{name}", tag = "async", description = "Queues a call durably and answers 202 at once; `X-Callback-Url` receives the result. Also served, for any method, at `/async-function/{name}/` and `/async-function/{name}/{path}`.", params(("name" = String, Path, description = "Function name")), request_body(content = Vec<u8>, description = "Passed to the function as is", content_type = "*/*"), responses((status = 202, description = "Queued; `X-Call-Id` names the call"), (status = 404, description = "No such function", body = ErrorBody), (status = 503, description = "The queue is full", body = ErrorBody)))]
+#[utoipa::path(method(post, put), path = "/async-function/{name}", tag = "async", description = "Queues a call durably and answers 202 at once; `X-Callback-Url` receives the result (a URL whose host is or resolves to a private, loopback, link-local or other special address is refused with 400 unless `hark up --egress-allow` allows it). Also served, for any method, at `/async-function/{name}/` and `/async-function/{name}/{path}`.", params(("name" = String, Path, description = "Function name")), request_body(content = Vec<u8>, description = "Passed to the function as is", content_type = "*/*"), responses((status = 202, description = "Queued; `X-Call-Id` names the call"), (status = 400, description = "`X-Callback-Url` is not an http(s) URL or is not allowed", body = ErrorBody), (status = 404, description = "No such function", body = ErrorBody), (status = 503, description = "The queue is full", body = ErrorBody)))]
 /// `ANY /async-function/{name}[/{*path}]`: commits the call to the durable queue, then
 /// answers 202 with its `X-Call-Id`.
 pub async fn enqueue(
@@ -114,19 +114,29 @@ pub async fn enqueue(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     let (name, path) = split(target);
-    let callback_url = match headers.get(HEADER_CALLBACK_URL) {
+    let callback = match headers.get(HEADER_CALLBACK_URL) {
         None => None,
-        Some(v) => {
-            let url = v
-                .to_str()
-                .ok()
-                .and_then(|u| reqwest::Url::parse(u).ok())
-                .filter(|u| matches!(u.scheme(), "http" | "https"))
-                .ok_or_else(|| ApiError::bad_request("X-Callback-Url is not an http(s) URL"))?;
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("X-Callback-Url is not an http(s) URL"))?
+                .to_owned(),
+        ),
+    };
+    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
+    // After the function and the caller are checked, so that nobody else makes the
+    // gateway resolve names.
+    let callback_url = match callback {
+        None => None,
+        Some(raw) => {
+            // Refused now when it points at a private, loopback, link-local... address
+            // (or a name resolving to one); checked again when the result is posted.
+            let url = state.queue.egress().check_url(&raw).await.map_err(|e| {
+                tracing::warn!(call_id = call_id.0, error = %e, "async call refused: X-Callback-Url not allowed");
+                ApiError::bad_request(format!("X-Callback-Url refused: {e}"))
+            })?;
             Some(url.to_string())
         }
     };
-    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
     let headers = call
         .headers
         .iter()

@@ -431,6 +431,16 @@ pub async fn create_token(
             ApiError::bad_request(format!("ttl {t:?} is not a duration such as 30m, 12h"))
         })?),
     };
+    // A token never outlives the token that minted it: otherwise a short-lived token
+    // (a leaked CI token, say) could mint itself a permanent one.
+    let ttl = match caller.exp {
+        None => ttl,
+        Some(exp) => {
+            let left =
+                Duration::from_secs(exp.saturating_sub(jsonwebtoken::get_current_timestamp()));
+            Some(ttl.map_or(left, |t| t.min(left)))
+        }
+    };
     let subject = request.subject.unwrap_or_else(|| "token".to_owned());
     let token = state.auth.mint(&subject, &request.scopes, ttl)?;
     let expires_at = ttl

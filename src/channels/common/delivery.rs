@@ -4,6 +4,7 @@
 //! ride on the HTTP answer go out as outbound HTTP requests retried with backoff until a
 //! deadline ([`Outbound::send`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use super::reply::ReplyTo;
 use super::route::{ChannelError, RouteCore};
 use crate::dispatch::queue::{AsyncQueue, EnqueueError, Submit, Submitted};
+use crate::egress::EgressPolicy;
 use crate::function::FunctionName;
 use crate::provider::Invocation;
 use crate::server::HEADER_CALL_ID;
@@ -66,10 +68,15 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The outbound HTTP client and its retry policy.
+/// The outbound HTTP clients and their retry policy.
 pub struct Outbound {
+    /// For the URLs of the configuration (the Slack and GitHub APIs).
     pub client: reqwest::Client,
     pub retry: RetryPolicy,
+    /// Which special addresses URLs that requests supply (Slack's `response_url`) may reach.
+    pub egress: Arc<EgressPolicy>,
+    /// For URLs that requests supply: connects only to addresses `egress` allows.
+    pub guarded: reqwest::Client,
 }
 
 impl Default for Outbound {
@@ -88,10 +95,19 @@ impl Outbound {
             // Building a client fails only if the TLS backend cannot start; fall back to
             // the default one rather than refuse to start the gateway.
             .unwrap_or_default();
+        let egress = Arc::new(EgressPolicy::strict());
         Outbound {
             client,
             retry: RetryPolicy::default(),
+            guarded: egress.client(Duration::from_secs(30)),
+            egress,
         }
+    }
+
+    /// Sets which special addresses URLs that requests supply may reach.
+    pub fn set_egress(&mut self, egress: Arc<EgressPolicy>) {
+        self.guarded = egress.client(Duration::from_secs(30));
+        self.egress = egress;
     }
 
     /// Sends the request `build` makes, again after network errors, 429 and 5xx answers,

@@ -16,11 +16,12 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::reply::{self, ResponseType, SlackReply};
-use super::{SlackRoute, RESPONSE_URL_VALIDITY};
+use super::{SlackRoute, RESPONSE_URL_HOST, RESPONSE_URL_VALIDITY};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
 use crate::channels::common::{unknown_route, ChannelCall, ChannelError, ReplyTo};
 use crate::dispatch::queue::Submitted;
+use crate::egress::EgressPolicy;
 use crate::server::{AppState, CallId};
 use crate::verify;
 
@@ -93,14 +94,47 @@ fn answer(message: Option<Value>) -> Response {
 }
 
 /// A reply to `response_url`, if the request has one, valid for Slack's 30 minutes.
-fn to_response_url(route: &SlackRoute, url: Option<&str>) -> Option<ReplyTo> {
+/// Slack's are always `https://hooks.slack.com/...`; any other is dropped (and logged)
+/// unless its host is on the gateway's egress allow-list, since a request whose signing
+/// secret leaked could otherwise make the gateway post to the private network.
+fn to_response_url(
+    route: &SlackRoute,
+    egress: &EgressPolicy,
+    url: Option<&str>,
+) -> Option<ReplyTo> {
     let url = url.filter(|u| !u.is_empty())?;
+    if let Err(e) = response_url_allowed(egress, url) {
+        tracing::warn!(channel = "slack", route = %route.core.name, error = e, "response_url refused; a late result has nowhere to go");
+        return None;
+    }
     Some(ReplyTo::Slack(SlackReply::ResponseUrl {
         app: route.core.name.clone(),
         url: url.to_owned(),
         response_type: route.response_type,
         expires_at: chrono::Utc::now().timestamp() + RESPONSE_URL_VALIDITY.as_secs() as i64,
     }))
+}
+
+/// Whether a `response_url` may be posted to: Slack's own host over https, or a host the
+/// egress allow-list names (an address in an allowed block, or an allowed name).
+fn response_url_allowed(egress: &EgressPolicy, raw: &str) -> Result<(), String> {
+    let url = crate::egress::parse_http(raw).map_err(|e| e.to_string())?;
+    let allowed = match url.host() {
+        Some(url::Host::Domain(name)) => {
+            (url.scheme() == "https" && name.eq_ignore_ascii_case(RESPONSE_URL_HOST))
+                || egress.allows_host(name)
+        }
+        Some(url::Host::Ipv4(ip)) => egress.lists_ip(ip.into()),
+        Some(url::Host::Ipv6(ip)) => egress.lists_ip(ip.into()),
+        None => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "its host is not https://{RESPONSE_URL_HOST} nor allowed with --egress-allow"
+        ))
+    }
 }
 
 async fn command(
@@ -141,7 +175,11 @@ async fn command(
         Bytes::from(input.to_string()),
         HeaderMap::new(),
     );
-    let reply = to_response_url(route, form.get("response_url").map(String::as_str));
+    let reply = to_response_url(
+        route,
+        &state.channels.outbound.egress,
+        form.get("response_url").map(String::as_str),
+    );
     if reply.is_none() {
         tracing::info!(channel = "slack", route = %route.core.name, command = name, "no response_url: a late result has nowhere to go");
     }
@@ -330,7 +368,7 @@ async fn interaction(
         route: &route.core,
         function,
         call,
-        reply: to_response_url(route, response_url),
+        reply: to_response_url(route, &state.channels.outbound.egress, response_url),
         dedupe: None,
         wait: None,
         answers: false,
@@ -338,4 +376,32 @@ async fn interaction(
     .submit(&state.queue)
     .await?;
     Ok((Outcome::Accepted, StatusCode::OK.into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_urls_must_be_slacks_unless_allowed() {
+        let strict = EgressPolicy::strict();
+        assert!(response_url_allowed(&strict, "https://hooks.slack.com/commands/T1/2/x").is_ok());
+        assert!(response_url_allowed(&strict, "https://HOOKS.slack.com/actions/T1/2/x").is_ok());
+        for url in [
+            "http://hooks.slack.com/commands/T1/2/x",
+            "https://hooks.slack.com.evil.example/x",
+            "https://evil.example/x",
+            "http://127.0.0.1:9/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]/x",
+            "not a url",
+        ] {
+            let e = response_url_allowed(&strict, url).unwrap_err();
+            assert!(!e.is_empty(), "{url}");
+        }
+        let loopback = EgressPolicy::allowing(&["127.0.0.1", "slack-mock.internal"]).unwrap();
+        assert!(response_url_allowed(&loopback, "http://127.0.0.1:9/x").is_ok());
+        assert!(response_url_allowed(&loopback, "http://slack-mock.internal/x").is_ok());
+        assert!(response_url_allowed(&loopback, "http://127.0.0.2:9/x").is_err());
+    }
 }

@@ -28,6 +28,8 @@ pub use reply::{deliver, ResponseType, SlackReply};
 pub const DEFAULT_ACK_BUDGET: Duration = Duration::from_millis(2500);
 /// Default answer while a slow slash command runs.
 pub const DEFAULT_WORKING_MESSAGE: &str = "Working on it…";
+/// The host of every `response_url` Slack sends.
+pub const RESPONSE_URL_HOST: &str = "hooks.slack.com";
 /// How long a `response_url` accepts messages, per Slack's documentation.
 pub const RESPONSE_URL_VALIDITY: Duration = Duration::from_secs(30 * 60);
 

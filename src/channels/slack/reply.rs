@@ -59,10 +59,21 @@ pub async fn deliver(
                 return Err(format!("response_url of route {app:?} expired"));
             }
             let deadline = Instant::now() + std::time::Duration::from_secs(left as u64);
-            channels
-                .outbound
-                .send("slack response_url", deadline, |client| {
-                    client.post(url.as_str()).json(&message)
+            // Checked when the request came in, and again now: the allow-list or the
+            // host's DNS answer may have changed. The guarded client checks the address
+            // it connects to once more.
+            let outbound = &channels.outbound;
+            // A name that does not resolve now is retried by `send`.
+            match outbound.egress.check_url(url).await {
+                Ok(_) | Err(crate::egress::EgressError::Unresolved { .. }) => {}
+                Err(e) => {
+                    tracing::error!(channel = "slack", route = %app, error = %e, "response_url refused");
+                    return Err(format!("response_url refused: {e}"));
+                }
+            }
+            outbound
+                .send("slack response_url", deadline, |_| {
+                    outbound.guarded.post(url.as_str()).json(&message)
                 })
                 .await
                 .map_err(|e| e.to_string())?;
