@@ -411,6 +411,28 @@ async fn trickle(addr: &str, head: &[u8], trickle: &[u8]) -> (usize, String) {
 #[tokio::test]
 async fn slow_senders_are_cut_off_by_the_header_and_body_timeouts() {
     let site = Site::start();
+    // An idle keep-alive connection is closed after the header timeout too, but quietly:
+    // the warning is for senders that started a head.
+    let mut idle = TcpStream::connect(&site.addr).await.unwrap();
+    idle.write_all(b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .unwrap();
+    let answer = read_all(&mut idle).await;
+    assert!(
+        status_of(&answer) == 200 && answer.ends_with("hi"),
+        "{answer}"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut [0u8; 1])).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the idle connection is still open"
+    );
+    assert_eq!(
+        site.log_count(&["request head not received within the header timeout"]),
+        0,
+        "{}",
+        site.log()
+    );
     // 300 bytes at 10 a second: 30 s, far beyond the 2 s header timeout.
     let header = format!("X-Slow: {}\r\n", "a".repeat(290));
     let (sent, answer) = trickle(
