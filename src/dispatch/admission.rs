@@ -122,7 +122,8 @@ impl Admission {
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         // Not through `ApiError`, which logs every refusal: under overload that would be
-        // one line per refused call.
+        // one line per refused call. Marked `Logged` so the server's catch-all line for
+        // unlogged 4xx answers skips it too: `refuse` logs at most every LOG_EVERY.
         let mut response = (
             StatusCode::TOO_MANY_REQUESTS,
             Json(serde_json::json!({
@@ -134,6 +135,7 @@ impl IntoResponse for Refused {
             http::header::RETRY_AFTER,
             HeaderValue::from_static(RETRY_AFTER_SECS),
         );
+        response.extensions_mut().insert(crate::error::Logged);
         response
     }
 }
@@ -194,6 +196,10 @@ mod tests {
     #[tokio::test]
     async fn refusals_answer_429_with_retry_after() {
         let response = Refused.into_response();
+        assert!(
+            response.extensions().get::<crate::error::Logged>().is_some(),
+            "not logged again per call by the server's catch-all"
+        );
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[http::header::RETRY_AFTER], "1");
     }
