@@ -568,8 +568,11 @@ pub fn skill_file(data: &[u8]) {
     }
 }
 
+/// A fuzz target: untrusted bytes in.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name of its `fuzz/fuzz_targets/` file and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("alexa_cert_url", alexa_cert_url),
     ("alexa_request", alexa_request),
     ("alexa_cert_chain", alexa_cert_chain),
