@@ -197,7 +197,10 @@ mod tests {
     async fn refusals_answer_429_with_retry_after() {
         let response = Refused.into_response();
         assert!(
-            response.extensions().get::<crate::error::Logged>().is_some(),
+            response
+                .extensions()
+                .get::<crate::error::Logged>()
+                .is_some(),
             "not logged again per call by the server's catch-all"
         );
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);

@@ -33,6 +33,18 @@ use crate::registry::Registry;
 use crate::server::HEADER_CALL_ID;
 use crate::store::{CallState, CallbackDue, QueuedCall, StoreError};
 
+/// Forgets a submitted call's watch when dropped: armed while [`AsyncQueue::submit`] commits.
+struct Unwatch<'a> {
+    queue: &'a AsyncQueue,
+    call_id: &'a str,
+}
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        self.queue.watched().remove(self.call_id);
+    }
+}
+
 /// Headers of a callback, as the OpenFaaS queue worker sends them.
 pub const HEADER_FUNCTION_STATUS: &str = "x-function-status";
 pub const HEADER_FUNCTION_NAME: &str = "x-function-name";
@@ -203,16 +215,38 @@ impl AsyncQueue {
     /// Commits a call to the queue; once this returns `Ok(true)` the call will run.
     /// `Ok(false)`: its call id or delivery id was queued before; it is not queued again.
     pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, EnqueueError> {
-        let depth = self.depth.load(Ordering::Relaxed);
+        // Counted in before the commit and out again only when it is known not to have
+        // happened: a caller dropped during the commit (a client hanging up) may leave a
+        // committed call, which the runner counts out when it ends. Counting it in after
+        // the commit made the counter wrap below zero and refuse every call as "full".
+        let depth = self.depth.fetch_add(1, Ordering::Relaxed);
         if depth >= self.config.max_depth {
+            self.count_out();
             return Err(EnqueueError::Full(depth));
         }
-        let queued = self.registry.store.enqueue(call).await?;
-        if queued {
-            self.depth.fetch_add(1, Ordering::Relaxed);
-            self.wake.notify_one();
+        match self.registry.store.enqueue(call).await {
+            Ok(true) => {
+                self.wake.notify_one();
+                Ok(true)
+            }
+            Ok(false) => {
+                self.count_out();
+                Ok(false)
+            }
+            Err(e) => {
+                self.count_out();
+                Err(e.into())
+            }
         }
-        Ok(queued)
+    }
+
+    /// One call fewer open; never below zero.
+    fn count_out(&self) {
+        let _ = self
+            .depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(1))
+            });
     }
 
     fn watched(&self) -> MutexGuard<'_, HashMap<String, Watched>> {
@@ -244,17 +278,18 @@ impl AsyncQueue {
                 },
             );
         }
-        let queued = match self.enqueue(call).await {
-            Ok(queued) => queued,
-            Err(e) => {
-                self.watched().remove(&call_id);
-                return Err(e);
-            }
+        // Dropped while committing (the client hung up), the watch must not outlive this
+        // call: it holds the route's in-flight permit. If the commit happened the call still
+        // runs; its result then has no one to go to.
+        let unwatch = Unwatch {
+            queue: self,
+            call_id: &call_id,
         };
+        let queued = self.enqueue(call).await?;
         if !queued {
-            self.watched().remove(&call_id);
             return Ok(Submitted::Duplicate);
         }
+        std::mem::forget(unwatch);
         let Some(budget) = submit.wait else {
             return Ok(Submitted::Queued);
         };
@@ -284,7 +319,7 @@ impl AsyncQueue {
     pub async fn cancel(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
         let state = self.registry.store.cancel_call(call_id).await?;
         if state == Some(CallState::Pending) {
-            self.depth.fetch_sub(1, Ordering::Relaxed);
+            self.count_out();
             self.watched().remove(call_id);
         }
         Ok(state)
@@ -597,7 +632,7 @@ impl AsyncQueue {
             .await?;
         // Counted out only once recorded: an outcome that could not be written is put
         // back in the queue (see `put_back`).
-        self.depth.fetch_sub(1, Ordering::Relaxed);
+        self.count_out();
         Ok(wanted.then(|| CallbackDue {
             call_id: result.call_id,
             function: result.function,
