@@ -18,10 +18,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aws_lc_rs::signature::UnparsedPublicKey;
+use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rustls_pki_types::pem::PemObject as _;
@@ -531,10 +531,33 @@ struct Chain {
     certs: Vec<CertificateDer<'static>>,
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
+    /// Unix seconds between which every certificate of `certs` is valid (the latest
+    /// `notBefore`, the earliest `notAfter`); empty when they do not overlap.
+    all_valid: (i64, i64),
     subject: String,
     dns_names: Vec<String>,
     /// PKCS#1 `RSAPublicKey` of the leaf, when its key is RSA.
     rsa_public_key: Option<Vec<u8>>,
+    /// What the cached hot path ([`Verifier::verify`]) learnt once about this chain.
+    checked: ChainChecks,
+}
+
+/// The time-independent outcomes of checks of one cached chain, kept so that a request
+/// with a cached certificate costs one RSA verification (its body's) instead of three.
+/// Only [`Verifier::verify`] uses them, on chains from its own cache, so the trust anchors
+/// they were checked against are always the same.
+#[derive(Debug, Default)]
+struct ChainChecks {
+    /// Set once the leaf's SAN was found to hold `echo-api.amazon.com`.
+    san: OnceLock<()>,
+    /// Set once the chain led to a trusted root. The path's signatures never change, and
+    /// the only time-dependent part of the path check is each certificate's validity, so
+    /// the result holds at any time within [`Chain::all_valid`]; outside it the whole
+    /// check runs again.
+    trusted: OnceLock<()>,
+    /// The leaf's key parsed for SHA-256 and for SHA-1 signatures.
+    sha256_key: OnceLock<Option<ParsedPublicKey>>,
+    sha1_key: OnceLock<Option<ParsedPublicKey>>,
 }
 
 impl Chain {
@@ -565,13 +588,23 @@ impl Chain {
         let rsa_public_key = (spki.algorithm.algorithm
             == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION)
             .then(|| spki.subject_public_key.data.to_vec());
+        let mut all_valid = (i64::MIN, i64::MAX);
+        for (i, der) in certs.iter().enumerate() {
+            let (_, cert) = x509_parser::parse_x509_certificate(der)
+                .map_err(|e| VerifyError::CertParse(format!("certificate {i}: {e}")))?;
+            let validity = cert.validity();
+            all_valid.0 = all_valid.0.max(validity.not_before.timestamp());
+            all_valid.1 = all_valid.1.min(validity.not_after.timestamp());
+        }
         Ok(Chain {
             not_before: time(&validity.not_before)?,
             not_after: time(&validity.not_after)?,
+            all_valid,
             subject: leaf.subject().to_string(),
             dns_names,
             rsa_public_key,
             certs,
+            checked: ChainChecks::default(),
         })
     }
 }
@@ -618,9 +651,12 @@ impl Verifier {
         let url = check_cert_url(raw_url)?;
         let chain = self.chain(Some(&url)).await?;
         self.check_dates(&chain, now)?;
-        self.check_san(&chain)?;
-        self.check_trust(&chain, now)?;
-        check_signature(&chain, algorithm, signature, body)?;
+        if chain.checked.san.get().is_none() {
+            self.check_san(&chain)?;
+            let _ = chain.checked.san.set(());
+        }
+        self.check_trust_cached(&chain, now)?;
+        check_signature_cached(&chain, algorithm, signature, body)?;
         let envelope = RequestEnvelope::from_slice(body).map_err(VerifyError::MalformedBody)?;
         check_timestamp(&envelope, now)?;
         check_app_id(&envelope, expected_app_id)?;
@@ -733,6 +769,22 @@ impl Verifier {
         )
         .map(|_| ())
         .map_err(VerifyError::UntrustedChain)
+    }
+
+    /// [`Verifier::check_trust`] once per chain of this verifier's cache, then only the
+    /// validity dates of its certificates (see [`ChainChecks::trusted`]).
+    fn check_trust_cached(&self, chain: &Chain, now: DateTime<Utc>) -> Result<(), VerifyError> {
+        let secs = now.timestamp();
+        let (from, until) = chain.all_valid;
+        let within = from <= secs && secs <= until;
+        if within && chain.checked.trusted.get().is_some() {
+            return Ok(());
+        }
+        self.check_trust(chain, now)?;
+        if within {
+            let _ = chain.checked.trusted.set(());
+        }
+        Ok(())
     }
 
     /// Runs every check it can and reports each one, for `hark alexa verify`. Unlike
@@ -909,6 +961,38 @@ fn check_signature(
     };
     UnparsedPublicKey::new(params, key)
         .verify(body, &signature)
+        .map_err(|_| VerifyError::SignatureMismatch)
+}
+
+/// [`check_signature`] with the leaf's key parsed once per chain and algorithm.
+fn check_signature_cached(
+    chain: &Chain,
+    algorithm: SignatureAlgorithm,
+    signature_b64: &str,
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let (cell, params) = match algorithm {
+        SignatureAlgorithm::Sha256 => (
+            &chain.checked.sha256_key,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        ),
+        SignatureAlgorithm::Sha1 => (
+            &chain.checked.sha1_key,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        ),
+    };
+    let key = cell.get_or_init(|| {
+        let key = chain.rsa_public_key.as_deref()?;
+        UnparsedPublicKey::new(params, key).parse().ok()
+    });
+    let Some(key) = key else {
+        // No RSA key, or one aws-lc refuses: the uncached check names the reason.
+        return check_signature(chain, algorithm, signature_b64, body);
+    };
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(signature_b64.trim())
+        .map_err(|_| VerifyError::BadSignatureEncoding)?;
+    key.verify_sig(body, &signature)
         .map_err(|_| VerifyError::SignatureMismatch)
 }
 
