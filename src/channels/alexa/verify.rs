@@ -1767,6 +1767,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_trusted_chain_is_checked_again_once_one_of_its_certificates_expires() {
+        use chrono::Datelike as _;
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyUsagePurpose};
+        // An intermediate that ends tomorrow, under the trusted test root, and a leaf
+        // that outlives it.
+        let root_key = testpki::rcgen_key(&keys().root);
+        let leaf_key = testpki::rcgen_key(&keys().leaf);
+        let root = Issuer::new(testpki::ca_params("Hark Test Root"), &root_key);
+        let mut inter_params = testpki::ca_params("Hark Test Intermediate");
+        let ends = now() + chrono::Duration::days(1);
+        inter_params.not_after =
+            rcgen::date_time_ymd(ends.year(), ends.month() as u8, ends.day() as u8);
+        let inter_cert = inter_params.signed_by(&root_key, &root).unwrap();
+        let inter = Issuer::new(inter_params, &root_key);
+        let mut leaf = CertificateParams::new(vec![ECHO_API_DOMAIN.to_owned()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let leaf_cert = leaf.signed_by(&leaf_key, &inter).unwrap();
+        let verifier = verifier_with(&format!("{}{}", leaf_cert.pem(), inter_cert.pem()));
+
+        let body = body_at(now());
+        verifier
+            .verify(&signed(&body), &body, now(), APP_ID)
+            .await
+            .unwrap();
+        // The chain is now known to be trusted; a changed body still fails its signature.
+        let forged = String::from_utf8(body.clone()).unwrap().replace("r1", "r2");
+        assert!(matches!(
+            verifier
+                .verify(&signed(&body), forged.as_bytes(), now(), APP_ID)
+                .await,
+            Err(VerifyError::SignatureMismatch)
+        ));
+        // Two days on the leaf is still valid but the intermediate is not: the whole path
+        // check runs again and refuses the chain.
+        let later = now() + chrono::Duration::days(2);
+        let body = body_at(later);
+        let refused = verifier.verify(&signed(&body), &body, later, APP_ID).await;
+        assert!(
+            matches!(refused, Err(VerifyError::UntrustedChain(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn missing_or_empty_headers_are_refused() {
         let body = body_at(now());
         let full = signed(&body);
