@@ -18,10 +18,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aws_lc_rs::signature::UnparsedPublicKey;
+use aws_lc_rs::signature::{ParsedPublicKey, UnparsedPublicKey};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rustls_pki_types::pem::PemObject as _;
@@ -531,10 +531,33 @@ struct Chain {
     certs: Vec<CertificateDer<'static>>,
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
+    /// Unix seconds between which every certificate of `certs` is valid (the latest
+    /// `notBefore`, the earliest `notAfter`); empty when they do not overlap.
+    all_valid: (i64, i64),
     subject: String,
     dns_names: Vec<String>,
     /// PKCS#1 `RSAPublicKey` of the leaf, when its key is RSA.
     rsa_public_key: Option<Vec<u8>>,
+    /// What the cached hot path ([`Verifier::verify`]) learnt once about this chain.
+    checked: ChainChecks,
+}
+
+/// The time-independent outcomes of checks of one cached chain, kept so that a request
+/// with a cached certificate costs one RSA verification (its body's) instead of three.
+/// Only [`Verifier::verify`] uses them, on chains from its own cache, so the trust anchors
+/// they were checked against are always the same.
+#[derive(Debug, Default)]
+struct ChainChecks {
+    /// Set once the leaf's SAN was found to hold `echo-api.amazon.com`.
+    san: OnceLock<()>,
+    /// Set once the chain led to a trusted root. The path's signatures never change, and
+    /// the only time-dependent part of the path check is each certificate's validity, so
+    /// the result holds at any time within [`Chain::all_valid`]; outside it the whole
+    /// check runs again.
+    trusted: OnceLock<()>,
+    /// The leaf's key parsed for SHA-256 and for SHA-1 signatures.
+    sha256_key: OnceLock<Option<ParsedPublicKey>>,
+    sha1_key: OnceLock<Option<ParsedPublicKey>>,
 }
 
 impl Chain {
@@ -565,13 +588,23 @@ impl Chain {
         let rsa_public_key = (spki.algorithm.algorithm
             == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION)
             .then(|| spki.subject_public_key.data.to_vec());
+        let mut all_valid = (i64::MIN, i64::MAX);
+        for (i, der) in certs.iter().enumerate() {
+            let (_, cert) = x509_parser::parse_x509_certificate(der)
+                .map_err(|e| VerifyError::CertParse(format!("certificate {i}: {e}")))?;
+            let validity = cert.validity();
+            all_valid.0 = all_valid.0.max(validity.not_before.timestamp());
+            all_valid.1 = all_valid.1.min(validity.not_after.timestamp());
+        }
         Ok(Chain {
             not_before: time(&validity.not_before)?,
             not_after: time(&validity.not_after)?,
+            all_valid,
             subject: leaf.subject().to_string(),
             dns_names,
             rsa_public_key,
             certs,
+            checked: ChainChecks::default(),
         })
     }
 }
@@ -618,9 +651,12 @@ impl Verifier {
         let url = check_cert_url(raw_url)?;
         let chain = self.chain(Some(&url)).await?;
         self.check_dates(&chain, now)?;
-        self.check_san(&chain)?;
-        self.check_trust(&chain, now)?;
-        check_signature(&chain, algorithm, signature, body)?;
+        if chain.checked.san.get().is_none() {
+            self.check_san(&chain)?;
+            let _ = chain.checked.san.set(());
+        }
+        self.check_trust_cached(&chain, now)?;
+        check_signature_cached(&chain, algorithm, signature, body)?;
         let envelope = RequestEnvelope::from_slice(body).map_err(VerifyError::MalformedBody)?;
         check_timestamp(&envelope, now)?;
         check_app_id(&envelope, expected_app_id)?;
@@ -733,6 +769,22 @@ impl Verifier {
         )
         .map(|_| ())
         .map_err(VerifyError::UntrustedChain)
+    }
+
+    /// [`Verifier::check_trust`] once per chain of this verifier's cache, then only the
+    /// validity dates of its certificates (see [`ChainChecks::trusted`]).
+    fn check_trust_cached(&self, chain: &Chain, now: DateTime<Utc>) -> Result<(), VerifyError> {
+        let secs = now.timestamp();
+        let (from, until) = chain.all_valid;
+        let within = from <= secs && secs <= until;
+        if within && chain.checked.trusted.get().is_some() {
+            return Ok(());
+        }
+        self.check_trust(chain, now)?;
+        if within {
+            let _ = chain.checked.trusted.set(());
+        }
+        Ok(())
     }
 
     /// Runs every check it can and reports each one, for `hark alexa verify`. Unlike
@@ -909,6 +961,38 @@ fn check_signature(
     };
     UnparsedPublicKey::new(params, key)
         .verify(body, &signature)
+        .map_err(|_| VerifyError::SignatureMismatch)
+}
+
+/// [`check_signature`] with the leaf's key parsed once per chain and algorithm.
+fn check_signature_cached(
+    chain: &Chain,
+    algorithm: SignatureAlgorithm,
+    signature_b64: &str,
+    body: &[u8],
+) -> Result<(), VerifyError> {
+    let (cell, params) = match algorithm {
+        SignatureAlgorithm::Sha256 => (
+            &chain.checked.sha256_key,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        ),
+        SignatureAlgorithm::Sha1 => (
+            &chain.checked.sha1_key,
+            &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        ),
+    };
+    let key = cell.get_or_init(|| {
+        let key = chain.rsa_public_key.as_deref()?;
+        UnparsedPublicKey::new(params, key).parse().ok()
+    });
+    let Some(key) = key else {
+        // No RSA key, or one aws-lc refuses: the uncached check names the reason.
+        return check_signature(chain, algorithm, signature_b64, body);
+    };
+    let signature = base64::engine::general_purpose::STANDARD
+        .decode(signature_b64.trim())
+        .map_err(|_| VerifyError::BadSignatureEncoding)?;
+    key.verify_sig(body, &signature)
         .map_err(|_| VerifyError::SignatureMismatch)
 }
 
@@ -1680,6 +1764,56 @@ mod tests {
         let mut both = signed(&body);
         both.signature_sha1 = Some("AAAA".into());
         verify_good(&both, &body).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_trusted_chain_is_checked_again_once_one_of_its_certificates_expires() {
+        use chrono::Datelike as _;
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyUsagePurpose};
+        // An intermediate that ends tomorrow, under the trusted test root, and a leaf
+        // that outlives it.
+        let root_key = testpki::rcgen_key(&keys().root);
+        let leaf_key = testpki::rcgen_key(&keys().leaf);
+        let root = Issuer::new(testpki::ca_params("Hark Test Root"), &root_key);
+        let mut inter_params = testpki::ca_params("Hark Test Intermediate");
+        let ends = now() + chrono::Duration::days(1);
+        inter_params.not_after =
+            rcgen::date_time_ymd(ends.year(), ends.month() as u8, ends.day() as u8);
+        let inter_cert = inter_params.signed_by(&root_key, &root).unwrap();
+        let inter = Issuer::new(inter_params, &root_key);
+        let mut leaf = CertificateParams::new(vec![ECHO_API_DOMAIN.to_owned()]).unwrap();
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        leaf.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        leaf.not_after = rcgen::date_time_ymd(2035, 1, 1);
+        let leaf_cert = leaf.signed_by(&leaf_key, &inter).unwrap();
+        let verifier = verifier_with(&format!("{}{}", leaf_cert.pem(), inter_cert.pem()));
+
+        let body = body_at(now());
+        verifier
+            .verify(&signed(&body), &body, now(), APP_ID)
+            .await
+            .unwrap();
+        // The chain is now known to be trusted; a changed body still fails its signature.
+        let forged = String::from_utf8(body.clone()).unwrap().replace("r1", "r2");
+        assert!(matches!(
+            verifier
+                .verify(&signed(&body), forged.as_bytes(), now(), APP_ID)
+                .await,
+            Err(VerifyError::SignatureMismatch)
+        ));
+        // Two days on the leaf is still valid but the intermediate is not: the whole path
+        // check runs again and refuses the chain.
+        let later = now() + chrono::Duration::days(2);
+        let body = body_at(later);
+        let refused = verifier.verify(&signed(&body), &body, later, APP_ID).await;
+        assert!(
+            matches!(refused, Err(VerifyError::UntrustedChain(_))),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]
