@@ -9,12 +9,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -50,7 +45,7 @@ pub(super) struct Pool {
 struct PoolInner {
     launch: Arc<Launch>,
     logs: Arc<LogHub>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: reqwest::Client,
     /// Supervisors of the replicas, one per desired replica.
     replicas: tokio::sync::Mutex<Vec<Replica>>,
     desired: AtomicU32,
@@ -67,15 +62,13 @@ struct Replica {
 
 impl Pool {
     pub(super) fn new(launch: Arc<Launch>, logs: Arc<LogHub>) -> Self {
-        // hyper's pooled client, without reqwest's layers (URL parsing, proxy and
-        // redirect handling) that a loopback hop to our own replica does not need.
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
+        let client = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
-            .build(connector);
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
         Pool {
             inner: Arc::new(PoolInner {
                 launch,
@@ -137,43 +130,29 @@ impl Pool {
             }
         }
         let port = self.ready_port(deadline).await?;
-        let uri = match &call.query {
+        let url = match &call.query {
             Some(q) => format!("http://127.0.0.1:{port}{}?{q}", call.path),
             None => format!("http://127.0.0.1:{port}{}", call.path),
         };
-        let uri = http::Uri::try_from(uri).map_err(|e| ProviderError::Unavailable {
-            name: launch.name.clone(),
-            reason: format!("request to replica failed: bad path: {e}"),
-        })?;
-        let mut request = http::Request::new(Full::new(call.body));
-        *request.method_mut() = call.method;
-        *request.uri_mut() = uri;
-        let headers = request.headers_mut();
-        headers.reserve(call.headers.len());
-        for (name, value) in call.headers {
-            if let Some(name) = name {
-                if !HOP_BY_HOP.contains(&name.as_str()) {
-                    headers.append(name, value);
-                }
+        let mut request = self
+            .inner
+            .client
+            .request(call.method.clone(), url)
+            .body(call.body.clone())
+            .timeout(deadline.saturating_duration_since(Instant::now()));
+        for (name, value) in &call.headers {
+            if !HOP_BY_HOP.contains(&name.as_str()) {
+                request = request.header(name, value);
             }
         }
-        let deadline = tokio::time::Instant::from_std(deadline);
-        let response = tokio::time::timeout_at(deadline, self.inner.client.request(request))
-            .await
-            .map_err(|_| self.timeout())?
-            .map_err(|e| self.unavailable(&e))?;
-        let (parts, body) = response.into_parts();
-        let body = tokio::time::timeout_at(deadline, body.collect())
-            .await
-            .map_err(|_| self.timeout())?
-            .map_err(|e| self.unavailable(&e))?
-            .to_bytes();
-        let status = parts.status;
-        let mut headers = parts.headers;
+        let response = request.send().await.map_err(|e| self.request_error(e))?;
+        let status = response.status();
+        let mut headers = response.headers().clone();
         for name in HOP_BY_HOP {
             headers.remove(*name);
         }
         headers.remove(header::CONTENT_LENGTH);
+        let body = response.bytes().await.map_err(|e| self.request_error(e))?;
         let error = status
             .is_server_error()
             .then(|| format!("function {} answered {status}", launch.name));
@@ -185,25 +164,18 @@ impl Pool {
         })
     }
 
-    fn timeout(&self) -> ProviderError {
-        ProviderError::Timeout {
-            name: self.inner.launch.name.clone(),
-            limit: self.inner.launch.timeout,
-        }
-    }
-
-    fn unavailable(&self, e: &dyn std::error::Error) -> ProviderError {
-        // The legacy client's own message is terse ("client error (Connect)"); its
-        // sources say what happened.
-        let mut reason = format!("request to replica failed: {e}");
-        let mut source = e.source();
-        while let Some(inner) = source {
-            reason.push_str(&format!(": {inner}"));
-            source = inner.source();
-        }
-        ProviderError::Unavailable {
-            name: self.inner.launch.name.clone(),
-            reason,
+    fn request_error(&self, e: reqwest::Error) -> ProviderError {
+        let name = self.inner.launch.name.clone();
+        if e.is_timeout() {
+            ProviderError::Timeout {
+                name,
+                limit: self.inner.launch.timeout,
+            }
+        } else {
+            ProviderError::Unavailable {
+                name,
+                reason: format!("request to replica failed: {e}"),
+            }
         }
     }
 
