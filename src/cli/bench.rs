@@ -1,13 +1,25 @@
 //! `hark bench`: measures each gateway path next to its own baseline in one run, and
-//! prints requests/s, p50/p99 latency, the ratio to the baseline and the gateway's peak
-//! memory. Figures are ratios because the machine is shared and noisy.
+//! prints requests/s, p50/p99 latency, the peak memory of the server under test, the
+//! ratio to the baseline and the issue's target for it (#9). Figures are ratios because
+//! the machine is shared and noisy. Load comes from wrk when it is installed (the same
+//! generator for every row; see [`load`]), else from a built-in generator.
 //!
-//! - http mode: the `hello` function through the gateway vs. the same binary called directly.
-//! - fork mode: `cat` through the gateway vs. spawning `cat` per request in the bench itself.
+//! - http mode: the bare axum echo server (`hark bench-baseline echo`, the ceiling) vs.
+//!   the same server deployed as an HTTP-mode function and called through the gateway.
+//! - fork mode: a bare server spawning `cat` per request (`hark bench-baseline spawn`) vs.
+//!   `cat` in fork mode through the gateway.
+//! - channels: a Slack-signed slash command, a GitHub-signed `issues.opened` delivery (a
+//!   new `X-GitHub-Delivery` per request: Hark drops redeliveries) and an Alexa-signed
+//!   intent (certificate chain cached after the first request), each routed to the echo
+//!   function, vs. the same function called unsigned at `/function/echo`. Signatures are
+//!   made at the start of each measurement, inside the platforms' windows; an Alexa skill
+//!   with `verify: false` is an extra row.
 //! - async enqueue (committed to disk before the 202) vs. the gateway's `/healthz`.
-//! - alexa: a Signature-256 request verified in full (chain from `cert_dir`, then cached; a
-//!   test CA made at bench time) vs. the same request to the same skill with `verify: false`.
-//!   The intent only speaks a template, so the difference is the cost of verification.
+//! - memory: the gateway's resident memory idle (after start and deploys) and its peak
+//!   under `--memory-connections` (256) connections.
+//! - cold start: scale-from-zero of the HTTP-mode echo function (first call after scaling
+//!   to zero) next to the function's own start-up (started by hand until it answers), and
+//!   deploy → first response.
 //! - with `--booking`: the "book a day off" flow end to end (a signed Alexa request →
 //!   book-holiday → a browser from the pool → hr-portal), p50/p95 next to Alexa's 8 s.
 //! - with `--docker`: the same functions on the docker provider, next to a bare container of
@@ -17,33 +29,49 @@
 //! - with `--swarm` (implies `--docker`): the same again on the swarm provider (the engine
 //!   must manage an active swarm), next to the same bare container.
 
+pub(crate) mod baseline;
+mod load;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::channels::alexa::{testpki, verify};
 use crate::function::parse_duration;
+use load::{Figures, Generator, GeneratorChoice, Target};
 
 /// A JSON body of about 190 bytes, like a small bot event.
 const BODY: &str = r#"{"type":"IntentRequest","requestId":"amzn1.echo-api.request.0000","intent":{"name":"DaysLeft","slots":{"year":{"name":"year","value":"2026"}}},"locale":"en-GB","user":"amzn1.ask.account.bench"}"#;
 
+/// The longest measurement: a request signed at its start must stay inside Alexa's 150 s
+/// window (Slack's is 5 minutes) until its end.
+const MAX_PHASE: Duration = Duration::from_secs(120);
+
+/// The function every channel row calls: the echo server, deployed in HTTP mode.
+const ECHO: &str = "echo";
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// How long each measurement runs.
+    /// How long each measurement runs (whole seconds with wrk; at most 2m).
     #[arg(long, default_value = "5s")]
     pub duration: String,
-    /// Warm-up before each measurement.
+    /// Warm-up before each measurement (0s for none).
     #[arg(long, default_value = "1s")]
     pub warmup: String,
     /// Concurrent connections.
     #[arg(long, short = 'c', default_value_t = 32)]
     pub concurrency: usize,
+    /// Connections of the memory row: the gateway's peak resident memory under load.
+    #[arg(long, default_value_t = 256)]
+    pub memory_connections: usize,
+    /// Load generator: wrk when it is on $PATH (the issue's reference figures were taken
+    /// with it), else the built-in one.
+    #[arg(long, value_enum, default_value_t = GeneratorChoice::Auto)]
+    pub generator: GeneratorChoice,
     /// Also measure the docker provider and a bare container (needs the Docker Engine).
     #[arg(long)]
     pub docker: bool,
@@ -70,238 +98,387 @@ pub struct BenchArgs {
     pub booking_runs: usize,
 }
 
-/// What one measurement found.
-struct Figures {
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    p50: Duration,
-    p99: Duration,
+/// One measured row of the table.
+pub(super) struct Row {
+    name: String,
+    figures: Figures,
+    /// Peak resident memory of the server under test during the row, in KiB.
+    rss_kib: Option<u64>,
+    /// The row this one is compared with.
+    baseline: Option<usize>,
+    /// The issue's target for the ratio of req/s to the baseline's.
+    goal: Option<f64>,
+    /// Why the row was not measured: its probe got a wrong answer.
+    failed: Option<String>,
 }
 
-impl Figures {
-    fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
+/// A row's figures and the peak memory of its server, or why it was not measured.
+type Measured = Result<(Figures, Option<u64>), String>;
+
+/// The rows of one run, in the order measured.
+#[derive(Default)]
+pub(super) struct Table {
+    rows: Vec<Row>,
+}
+
+impl Table {
+    /// Adds a row; its index, for rows compared with it.
+    fn push(
+        &mut self,
+        name: impl Into<String>,
+        measured: Measured,
+        baseline: Option<usize>,
+        goal: Option<f64>,
+    ) -> usize {
+        let (figures, rss_kib, failed) = match measured {
+            Ok((figures, rss_kib)) => (figures, rss_kib, None),
+            Err(why) => (Figures::default(), None, Some(why)),
+        };
+        self.rows.push(Row {
+            name: name.into(),
+            figures,
+            rss_kib,
+            baseline,
+            goal,
+            failed,
+        });
+        self.rows.len() - 1
+    }
+
+    /// The rows that could not be measured, with why.
+    fn failures(&self) -> Vec<String> {
+        let failed = self.rows.iter().enumerate();
+        failed
+            .filter_map(|(i, r)| {
+                Some(format!(
+                    "row {} ({}): {}",
+                    i + 1,
+                    r.name,
+                    r.failed.as_ref()?
+                ))
+            })
+            .collect()
+    }
+
+    fn ratio(&self, row: usize) -> Option<f64> {
+        let base = self.rows[row].baseline?;
+        Some(self.rows[row].figures.rate() / self.rows[base].figures.rate().max(1e-9))
+    }
+
+    fn print(&self) {
+        println!(
+            "{:>2} {:<50} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7} {:>11}",
+            "#", "path", "req/s", "p50 ms", "p99 ms", "errors", "RSS MiB", "ratio", "target"
+        );
+        for (i, row) in self.rows.iter().enumerate() {
+            if row.failed.is_some() {
+                println!("{:>2} {:<50} {:>8}", i + 1, row.name, "FAILED");
+                continue;
+            }
+            let f = &row.figures;
+            let ratio = match (row.baseline, self.ratio(i)) {
+                (Some(base), Some(r)) => format!("{r:.2}/{}", base + 1),
+                _ => "base".to_owned(),
+            };
+            let target = match (row.goal, self.ratio(i)) {
+                (Some(goal), Some(r)) => {
+                    format!("≥{goal:.2} {}", if r >= goal { "met" } else { "MISS" })
+                }
+                _ => String::new(),
+            };
+            let rss = row
+                .rss_kib
+                .map_or("-".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+            println!(
+                "{:>2} {:<50} {:>8.0} {:>8.2} {:>8.2} {:>6} {:>7} {:>7} {:>11}",
+                i + 1,
+                row.name,
+                f.rate(),
+                ms(f.p50),
+                ms(f.p99),
+                f.errors,
+                rss,
+                ratio,
+                target
+            );
+        }
+    }
+}
+
+/// A target of the issue that is not a ratio of req/s, and what this run found.
+struct Check {
+    what: String,
+    value: String,
+    target: String,
+    met: bool,
+}
+
+fn print_checks(checks: &[Check]) {
+    println!(
+        "{:<58} {:>12} {:>12} {:>5}",
+        "target", "measured", "goal", ""
+    );
+    for c in checks {
+        println!(
+            "{:<58} {:>12} {:>12} {:>5}",
+            c.what,
+            c.value,
+            c.target,
+            if c.met { "met" } else { "MISS" }
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn median(times: &[Duration]) -> Duration {
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+/// How each row is measured.
+pub(super) struct Bench {
+    generator: Generator,
+    /// For set-up, probes and control requests (never for load).
+    client: reqwest::Client,
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    /// Why the last probe failed; the next row is then not measured.
+    probe_failed: std::sync::Mutex<Option<String>>,
+}
+
+impl Bench {
+    /// Measures `target` from `connections` connections (default: `-c`) while `pid`
+    /// serves it; with `pid`'s peak resident memory over the measurement.
+    async fn row(
+        &self,
+        target: &Target,
+        pid: Option<u32>,
+        connections: Option<usize>,
+    ) -> anyhow::Result<Measured> {
+        let failed = self
+            .probe_failed
+            .lock()
+            .map(|mut f| f.take())
+            .unwrap_or_default();
+        if let Some(why) = failed {
+            eprintln!("hark bench: not measured: {why}");
+            return Ok(Err(why));
+        }
+        if let Some(pid) = pid {
+            memory::reset_peak(pid);
+        }
+        let figures = self
+            .generator
+            .measure(
+                target,
+                connections.unwrap_or(self.connections),
+                self.warmup,
+                self.duration,
+            )
+            .await
+            .with_context(|| format!("measuring {}", target.url))?;
+        Ok(Ok((figures, pid.and_then(memory::peak_kib))))
+    }
+
+    /// Sends `target` once and checks that the answer is 2xx and contains `expect`: each
+    /// row is checked to do what it says before it is measured.
+    /// A failed probe is tried again a few times, 200 ms apart (the gateway may still be
+    /// finishing the previous row's calls); then the next row is reported as failed.
+    async fn probe(&self, target: &Target, expect: &str) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.probe_once(target, expect).await {
+                Ok(()) => return,
+                Err(e) if tries >= 5 => {
+                    if let Ok(mut failed) = self.probe_failed.lock() {
+                        *failed = Some(format!("{e:#}"));
+                    }
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("hark bench: probe failed, trying again: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    async fn probe_once(&self, target: &Target, expect: &str) -> anyhow::Result<()> {
+        let mut request = self
+            .client
+            .request(target.method.clone(), &target.url)
+            .body(target.body.clone());
+        for (name, value) in &target.headers {
+            request = request.header(name, value);
+        }
+        if let Some(name) = &target.unique_header {
+            request = request.header(name, format!("hark-bench-probe-{}", uuid::Uuid::new_v4()));
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("probing {}", target.url))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() || !text.contains(expect) {
+            bail!(
+                "{} answered {status} without {expect:?}: {}",
+                target.url,
+                text.chars().take(300).collect::<String>()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The resident memory of a process, from `/proc/PID/status`.
+mod memory {
+    /// `VmRSS`, in KiB.
+    pub fn rss_kib(pid: u32) -> Option<u64> {
+        field(pid, "VmRSS:")
+    }
+
+    /// `VmHWM`: the peak since the process started or [`reset_peak`], in KiB.
+    pub fn peak_kib(pid: u32) -> Option<u64> {
+        field(pid, "VmHWM:")
+    }
+
+    /// Resets `VmHWM` to the current RSS (`echo 5 > /proc/PID/clear_refs`, Linux 4.0+); if
+    /// that is refused, the peak is the peak since start.
+    pub fn reset_peak(pid: u32) {
+        let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+    }
+
+    fn field(pid: u32, name: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let duration = parse_duration(&args.duration).context("--duration")?;
     let warmup = parse_duration(&args.warmup).context("--warmup")?;
-    let concurrency = args.concurrency.max(1);
-    let exe = std::env::current_exe()?;
-    let hello = exe.with_file_name("hello");
-    if !hello.exists() {
-        bail!(
-            "{} is missing: run `cargo build --workspace` (or --release) first",
-            hello.display()
-        );
+    if duration > MAX_PHASE || warmup > MAX_PHASE {
+        bail!("--duration and --warmup are at most 2m: signed requests must stay inside Alexa's 150 s window");
     }
-    let cat = which::which("cat").context("cat is not on $PATH")?;
     let dir = tempfile_dir()?;
-    let alexa = AlexaBench::prepare(&dir)?;
-    let mut gateway = Gateway::start(&exe, &dir, &alexa.config).await?;
+    let result = run_in(&args, duration, warmup, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(
+    args: &BenchArgs,
+    duration: Duration,
+    warmup: Duration,
+    dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let connections = args.concurrency.max(1);
+    let exe = std::env::current_exe()?;
+    let cat = which::which("cat").context("cat is not on $PATH")?;
+    let generator = Generator::choose(args.generator, dir)?;
     let client = reqwest::Client::builder()
         .no_proxy()
-        .pool_max_idle_per_host(concurrency)
+        .pool_max_idle_per_host(8)
         .build()?;
-    gateway
-        .deploy(&client, serde_json::json!({ "service": "hello", "envProcess": hello.display().to_string(), "annotations": { "hark.mode": "http" } }))
-        .await?;
-    gateway
-        .deploy(
-            &client,
-            serde_json::json!({ "service": "cat", "envProcess": cat.display().to_string() }),
-        )
-        .await?;
-
-    let direct = DirectHello::start(&hello).await?;
-    eprintln!("hark bench: {concurrency} connections, {duration:?} per measurement after {warmup:?} warm-up");
-
-    let mut rows: Vec<(String, Figures, Option<f64>)> = Vec::new();
-    let baseline = measure(
+    let bench = Bench {
+        generator,
+        client,
+        connections,
         warmup,
         duration,
-        concurrency,
-        http_load(&client, &direct.url),
-    )
-    .await;
-    let through = measure(
-        warmup,
-        duration,
-        concurrency,
-        http_load(&client, &format!("{}/function/hello", gateway.url)),
-    )
-    .await;
-    rows.push((
-        "http mode: hello called directly (baseline)".to_owned(),
-        baseline,
-        None,
-    ));
-    let ratio = Some(rows[0].1.rate());
-    rows.push((
-        "http mode: hello through the gateway".to_owned(),
-        through,
-        ratio,
-    ));
-
-    let baseline = measure(warmup, duration, concurrency, fork_load(&cat)).await;
-    let through = measure(
-        warmup,
-        duration,
-        concurrency,
-        http_load(&client, &format!("{}/function/cat", gateway.url)),
-    )
-    .await;
-    let ratio = Some(baseline.rate());
-    rows.push((
-        "fork mode: spawn cat per request (baseline)".to_owned(),
-        baseline,
-        None,
-    ));
-    rows.push((
-        "fork mode: cat through the gateway".to_owned(),
-        through,
-        ratio,
-    ));
-
-    let mut cold = Vec::new();
-    let spec = |name: &str, image: &str| {
-        serde_json::json!({
-            "service": name,
-            "image": image,
-            "envProcess": hello.display().to_string(),
-            "annotations": { "hark.mode": "http" },
-        })
+        probe_failed: std::sync::Mutex::new(None),
     };
-    let process_cold = cold_starts(args.cold_starts, |i| {
-        gateway.time_cold_start(&client, spec(&format!("cold-{i}"), ""))
-    })
+    eprintln!("hark bench: {}", bench.generator.describe(connections));
+    eprintln!("hark bench: {duration:?} per measurement after {warmup:?} warm-up");
+
+    // The function's own start-up, timed by hand; the last one started stays up as the
+    // ceiling.
+    let mut own_start = Vec::new();
+    for _ in 0..args.cold_starts.max(1) {
+        let started = Instant::now();
+        let server = Server::start(&exe, "echo", dir, &bench.client).await?;
+        own_start.push(started.elapsed());
+        server.stop().await;
+    }
+    own_start.sort();
+    let ceiling = Server::start(&exe, "echo", dir, &bench.client).await?;
+    let spawner = Server::start(&exe, "spawn", dir, &bench.client).await?;
+
+    let secrets = ChannelSecrets::new();
+    let alexa = AlexaBench::prepare(dir, Some(ECHO))?;
+    let config = dir.join("bench.yml");
+    std::fs::write(&config, stack_file(&exe, connections)?)?;
+    let config = config.to_str().context("the bench's path is not UTF-8")?;
+    let mut gateway = Gateway::start_with_env(
+        &exe,
+        dir,
+        &["--provider", "process", "--config", config],
+        &secrets.env(),
+    )
     .await?;
-    cold.push(("process provider: deploy → first response", process_cold));
+    let measured = measure_process(
+        &bench, &exe, &gateway, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
+    )
+    .await;
+    gateway.stop().await;
+    ceiling.stop().await;
+    spawner.stop().await;
+    let (mut table, checks, mut cold) = measured?;
+
     if args.docker || args.swarm {
-        let bench = docker_bench::DockerBench::start(&exe, &hello, &dir, args.swarm).await?;
-        let result = bench
-            .run(&client, &args, warmup, duration, concurrency, &spec)
-            .await;
-        bench.cleanup().await;
-        let (docker_rows, docker_cold) = result?;
-        rows.extend(docker_rows);
-        cold.extend(docker_cold);
+        let exe = std::env::current_exe()?;
+        let hello = exe.with_file_name("hello");
+        if !hello.exists() {
+            bail!(
+                "{} is missing: run `cargo build --workspace` (or --release) first",
+                hello.display()
+            );
+        }
+        let docker = docker_bench::DockerBench::start(&exe, &hello, dir, args.swarm).await?;
+        let result = docker.run(&bench, args, &mut table).await;
+        docker.cleanup().await;
+        cold.extend(result?);
     }
 
-    // Durable enqueue: each 202 means the call is committed to SQLite. Its floor is the
-    // cheapest request the gateway answers (`/healthz`). The queued calls run one at a
-    // time meanwhile (`true`, async concurrency 1), as they would in production.
-    gateway
-        .deploy(&client, serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } }))
-        .await?;
-    let floor = measure(
-        warmup,
-        duration,
-        concurrency,
-        get_load(&client, &format!("{}/healthz", gateway.url)),
-    )
-    .await;
-    let enqueue = measure(
-        warmup,
-        duration,
-        concurrency,
-        http_load(&client, &format!("{}/async-function/sink", gateway.url)),
-    )
-    .await;
-    let ratio = Some(floor.rate());
-    rows.push((
-        "gateway GET /healthz (HTTP floor, baseline)".to_owned(),
-        floor,
-        None,
-    ));
-    rows.push((
-        "async enqueue, durable (202 after commit)".to_owned(),
-        enqueue,
-        ratio,
-    ));
-    // Signed now: the request stays inside Alexa's 150 s window for both measurements.
-    let (body, signature) = alexa.signed_request();
-    let baseline = measure(
-        warmup,
-        duration,
-        concurrency,
-        alexa_load(
-            &client,
-            &format!("{}/alexa/bench-dev", gateway.url),
-            &body,
-            None,
-        ),
-    )
-    .await;
-    let verified = measure(
-        warmup,
-        duration,
-        concurrency,
-        alexa_load(
-            &client,
-            &format!("{}/alexa/bench", gateway.url),
-            &body,
-            Some(&signature),
-        ),
-    )
-    .await;
-    let ratio = Some(baseline.rate());
-    rows.push(("alexa: verify: false (baseline)".to_owned(), baseline, None));
-    rows.push((
-        "alexa: verified Signature-256, chain cached".to_owned(),
-        verified,
-        ratio,
-    ));
-
-    let peak = gateway.peak_rss_kib();
-    println!(
-        "{:<56} {:>10} {:>9} {:>9} {:>8} {:>7}",
-        "path", "req/s", "p50 ms", "p99 ms", "errors", "ratio"
-    );
-    for (name, f, baseline) in &rows {
-        let ratio = baseline.map_or("1.00".to_owned(), |b| format!("{:.2}", f.rate() / b));
-        println!(
-            "{:<56} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>7}",
-            name,
-            f.rate(),
-            f.p50.as_secs_f64() * 1000.0,
-            f.p99.as_secs_f64() * 1000.0,
-            f.errors,
-            ratio
-        );
+    table.print();
+    let failures = table.failures();
+    for failure in &failures {
+        println!("FAILED {failure}");
     }
-    println!(
-        "gateway peak RSS (process provider): {:.1} MiB",
-        peak as f64 / 1024.0
-    );
+    println!();
+    print_checks(&checks);
     println!();
     println!(
-        "{:<52} {:>9} {:>9} {:>9}",
+        "{:<58} {:>9} {:>9} {:>9}",
         "cold start", "median ms", "min ms", "max ms"
     );
     for (name, times) in &cold {
-        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
         println!(
-            "{:<52} {:>9.0} {:>9.0} {:>9.0}",
+            "{:<58} {:>9.1} {:>9.1} {:>9.1}",
             name,
-            ms(&times[times.len() / 2]),
-            ms(&times[0]),
-            ms(&times[times.len() - 1])
+            ms(median(times)),
+            ms(times[0]),
+            ms(times[times.len() - 1])
         );
     }
-    gateway.stop().await;
     if args.browser {
-        let result = browser_bench(&exe, &dir, &client, args.browser_sessions.max(1)).await;
-        let (cold, warm) = result?;
+        let (cold, warm) =
+            browser_bench(&exe, dir, &bench.client, args.browser_sessions.max(1)).await?;
         let pct = |times: &[Duration], p: f64| {
             let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1;
             times[i].as_secs_f64() * 1000.0
         };
         println!();
         println!(
-            "{:<52} {:>9} {:>9} {:>7}",
+            "{:<58} {:>9} {:>9} {:>7}",
             format!("browser session via /webdriver (n={})", cold.len()),
             "p50 ms",
             "p95 ms",
@@ -313,7 +490,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ("warm: lease from the pool", &warm),
         ] {
             println!(
-                "{:<52} {:>9.1} {:>9.1} {:>7.3}",
+                "{:<58} {:>9.1} {:>9.1} {:>7.3}",
                 name,
                 pct(times, 0.5),
                 pct(times, 0.95),
@@ -323,7 +500,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if args.booking {
         let runs = args.booking_runs.max(1);
-        let times = booking_bench(&exe, &dir, &client, runs).await?;
+        let times = booking_bench(&exe, dir, &bench.client, runs).await?;
         let in_time = times.iter().filter(|(_, booked)| *booked).count();
         let mut all: Vec<Duration> = times.iter().map(|(d, _)| *d).collect();
         all.sort();
@@ -334,7 +511,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         let deadline = crate::route::skills::ALEXA_DEADLINE;
         println!();
         println!(
-            "{:<52} {:>9} {:>9} {:>9} {:>9}",
+            "{:<58} {:>9} {:>9} {:>9} {:>9}",
             format!("booking: Alexa → book-holiday → Chromium (n={runs})"),
             "p50 ms",
             "p95 ms",
@@ -342,21 +519,357 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "8 s / p95"
         );
         println!(
-            "{:<52} {:>9.0} {:>9.0} {:>9.0} {:>9.2}",
+            "{:<58} {:>9.0} {:>9.0} {:>9.0} {:>9.2}",
             format!("signed BookDayOffIntent, booked in time: {in_time}/{runs}"),
-            pct(0.5).as_secs_f64() * 1000.0,
-            pct(0.95).as_secs_f64() * 1000.0,
-            all[all.len() - 1].as_secs_f64() * 1000.0,
+            ms(pct(0.5)),
+            ms(pct(0.95)),
+            ms(all[all.len() - 1]),
             deadline.as_secs_f64() / pct(0.95).as_secs_f64()
         );
         println!(
-            "{:<52} {:>9.0}",
+            "{:<58} {:>9.0}",
             "Alexa's deadline (baseline)",
-            deadline.as_secs_f64() * 1000.0
+            ms(deadline)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if !failures.is_empty() {
+        eprintln!(
+            "hark bench: {} row(s) could not be measured; see FAILED above",
+            failures.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+type Cold = (String, Vec<Duration>);
+
+/// The process-provider rows, the checks of the issue's targets and the cold starts.
+#[allow(clippy::too_many_arguments)]
+async fn measure_process(
+    bench: &Bench,
+    exe: &Path,
+    gateway: &Gateway,
+    ceiling: &Server,
+    spawner: &Server,
+    cat: &Path,
+    secrets: &ChannelSecrets,
+    alexa: &AlexaBench,
+    own_start: &[Duration],
+    args: &BenchArgs,
+) -> anyhow::Result<(Table, Vec<Check>, Vec<Cold>)> {
+    let client = &bench.client;
+    gateway.wait_ready(client, ECHO).await?;
+    gateway
+        .deploy(
+            client,
+            serde_json::json!({ "service": "cat", "envProcess": cat.display().to_string() }),
+        )
+        .await?;
+    gateway
+        .deploy(client, serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } }))
+        .await?;
+    let gw = gateway.pid();
+    // Idle: started, functions deployed, one call each, no load yet.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_kib = gw.and_then(memory::rss_kib).unwrap_or(0);
+
+    let mut table = Table::default();
+    let mut checks = Vec::new();
+    let json = |url: String| Target::post(url, "application/json", BODY);
+
+    // http mode.
+    let target = json(ceiling.url.clone());
+    bench.probe(&target, BODY).await;
+    let ceiling_row = table.push(
+        "bare axum echo server (ceiling)",
+        bench.row(&target, ceiling.pid(), None).await?,
+        None,
+        None,
+    );
+    let target = json(format!("{}/function/{ECHO}", gateway.url));
+    bench.probe(&target, BODY).await;
+    let http_row = table.push(
+        "http mode: echo function through the gateway",
+        bench.row(&target, gw, None).await?,
+        Some(ceiling_row),
+        Some(0.45),
+    );
+    let added = table.rows[http_row]
+        .figures
+        .p50
+        .saturating_sub(table.rows[ceiling_row].figures.p50);
+    checks.push(Check {
+        what: "http mode: added p50 latency (row 2 − row 1)".into(),
+        value: format!("{:.2} ms", ms(added)),
+        target: "≤ 0.30 ms".into(),
+        met: added <= Duration::from_micros(300),
+    });
+
+    // fork mode.
+    let target = json(spawner.url.clone());
+    bench.probe(&target, BODY).await;
+    let spawn_row = table.push(
+        "bare server spawning cat per request (baseline)",
+        bench.row(&target, spawner.pid(), None).await?,
+        None,
+        None,
+    );
+    let target = json(format!("{}/function/cat", gateway.url));
+    bench.probe(&target, BODY).await;
+    let fork_row = table.push(
+        "fork mode: cat through the gateway",
+        bench.row(&target, gw, None).await?,
+        Some(spawn_row),
+        Some(0.9),
+    );
+    let p99 =
+        ms(table.rows[fork_row].figures.p99) / ms(table.rows[spawn_row].figures.p99).max(1e-9);
+    checks.push(Check {
+        what: format!(
+            "fork mode: p99 vs the spawn server's (row {} / row {})",
+            fork_row + 1,
+            spawn_row + 1
+        ),
+        value: format!("{p99:.2}×"),
+        target: "≤ 1.20×".into(),
+        met: p99 <= 1.2,
+    });
+
+    // Channels, each next to the same function called unsigned.
+    let unsigned_row = table.push(
+        "echo at /function/echo, unsigned (channel base)",
+        bench
+            .row(&json(format!("{}/function/{ECHO}", gateway.url)), gw, None)
+            .await?,
+        None,
+        None,
+    );
+    let slack = secrets.slack(&format!("{}/slack/bench", gateway.url));
+    bench.probe(&slack, "slash_command").await;
+    let slack = secrets.slack(&format!("{}/slack/bench", gateway.url));
+    table.push(
+        "slack: signed slash command → echo",
+        bench.row(&slack, gw, None).await?,
+        Some(unsigned_row),
+        Some(0.9),
+    );
+    let github = secrets.github(&format!("{}/github/bench", gateway.url));
+    bench.probe(&github, "\"status\":200").await;
+    table.push(
+        "github: signed issues.opened → echo",
+        bench.row(&github, gw, None).await?,
+        Some(unsigned_row),
+        Some(0.9),
+    );
+    let verified = alexa.target(&format!("{}/alexa/bench", gateway.url), true);
+    bench.probe(&verified, "Pong, Ada").await;
+    let verified = alexa.target(&format!("{}/alexa/bench", gateway.url), true);
+    table.push(
+        "alexa: signed intent, chain cached → echo",
+        bench.row(&verified, gw, None).await?,
+        Some(unsigned_row),
+        Some(0.8),
+    );
+    let unverified = alexa.target(&format!("{}/alexa/bench-dev", gateway.url), false);
+    bench.probe(&unverified, "Pong, Ada").await;
+    table.push(
+        "alexa: skill with verify: false → echo (extra)",
+        bench.row(&unverified, gw, None).await?,
+        Some(unsigned_row),
+        None,
+    );
+
+    // Durable enqueue: each 202 means the call is committed to SQLite. Its floor is the
+    // cheapest request the gateway answers (`/healthz`). The queued calls run one at a
+    // time meanwhile (`true`, async concurrency 1), as they would in production.
+    let floor = Target::get(format!("{}/healthz", gateway.url));
+    bench.probe(&floor, "").await;
+    let floor_row = table.push(
+        "gateway GET /healthz (HTTP floor)",
+        bench.row(&floor, gw, None).await?,
+        None,
+        None,
+    );
+    let enqueue = json(format!("{}/async-function/sink", gateway.url));
+    bench.probe(&enqueue, "").await;
+    let enqueue_row = table.push(
+        "async enqueue, durable (202 after commit)",
+        bench.row(&enqueue, gw, None).await?,
+        Some(floor_row),
+        None,
+    );
+    let rate = table.rows[enqueue_row].figures.rate();
+    checks.push(Check {
+        what: format!("durable async enqueue (row {})", enqueue_row + 1),
+        value: format!("{rate:.0}/s"),
+        target: "≥ 5000/s".into(),
+        met: rate >= 5000.0,
+    });
+
+    // Memory under many connections.
+    let c = args.memory_connections.max(1);
+    let memory_row = table.push(
+        format!("http mode through the gateway, -c{c} (memory)"),
+        bench
+            .row(
+                &json(format!("{}/function/{ECHO}", gateway.url)),
+                gw,
+                Some(c),
+            )
+            .await?,
+        None,
+        None,
+    );
+    checks.push(Check {
+        what: "gateway RSS idle (after start and deploys)".into(),
+        value: format!("{:.1} MiB", idle_kib as f64 / 1024.0),
+        target: "≤ 20 MiB".into(),
+        met: idle_kib > 0 && idle_kib <= 20 * 1024,
+    });
+    let peak = table.rows[memory_row].rss_kib.unwrap_or(0);
+    checks.push(Check {
+        what: format!("gateway peak RSS at -c{c} (row {})", memory_row + 1),
+        value: format!("{:.1} MiB", peak as f64 / 1024.0),
+        target: "≤ 60 MiB".into(),
+        met: peak > 0 && peak <= 60 * 1024,
+    });
+
+    // Cold starts.
+    let mut cold = Vec::new();
+    let zero = gateway
+        .scale_from_zero(client, ECHO, args.cold_starts)
+        .await?;
+    let added = median(&zero).saturating_sub(median(own_start));
+    checks.push(Check {
+        what: "process: scale-from-zero − the function's own start-up".into(),
+        value: format!("{:.1} ms", ms(added)),
+        target: "≤ 50 ms".into(),
+        met: added <= Duration::from_millis(50),
+    });
+    cold.push((
+        "echo started by hand → first response (own start-up)".to_owned(),
+        own_start.to_vec(),
+    ));
+    cold.push((
+        "process provider: scale-from-zero → first response".to_owned(),
+        zero,
+    ));
+    let spec = |name: String| {
+        serde_json::json!({
+            "service": name,
+            "envProcess": format!("{} bench-baseline echo", shell_words::quote(&exe.display().to_string())),
+            "annotations": { "hark.mode": "http" },
+        })
+    };
+    let deployed = cold_starts(args.cold_starts, |i| {
+        gateway.time_cold_start(client, spec(format!("cold-{i}")))
+    })
+    .await?;
+    cold.push((
+        "process provider: deploy → first response".to_owned(),
+        deployed,
+    ));
+    Ok((table, checks, cold))
+}
+
+/// The stack file of the process-provider gateway: the echo server as an HTTP-mode
+/// function, Slack and GitHub routes to it, and the Alexa settings (JSON, which is YAML).
+fn stack_file(exe: &Path, connections: usize) -> anyhow::Result<String> {
+    let exe = exe
+        .to_str()
+        .context("the hark binary's path is not UTF-8")?;
+    // Channel routes answer 429 above max_inflight (default 16): room for every connection.
+    let inflight = connections.max(16) * 2;
+    let stack = serde_json::json!({
+        "version": "1.0",
+        "functions": {
+            ECHO: {
+                "fprocess": format!("{} bench-baseline echo", shell_words::quote(exe)),
+                "annotations": {
+                    "hark.mode": "http",
+                    // Channel calls run from the queue: let the gateway's 16 queue workers,
+                    // not the per-function default of 4, bound them.
+                    "hark.async.concurrency": "16",
+                },
+            },
+        },
+        "channels": {
+            "slack": { "bench": {
+                "signing_secrets": [SLACK_SECRET],
+                "commands": { "/bench": ECHO },
+                "max_inflight": inflight,
+            } },
+            "github": { "bench": {
+                "webhook_secrets": [GITHUB_SECRET],
+                "events": { "issues.opened": ECHO },
+                "max_inflight": inflight,
+            } },
+        },
+        "alexa": {
+            "skills": "./skills",
+            "use_default_roots": false,
+            "trust_roots": ["./root.pem"],
+            "cert_dir": "./certs",
+            "download_missing": false,
+        },
+    });
+    Ok(serde_json::to_string_pretty(&stack)?)
+}
+
+const SLACK_SECRET: &str = "bench-slack-signing";
+const GITHUB_SECRET: &str = "bench-github-webhook";
+
+/// The signing secrets of the run's Slack and GitHub routes, random per run, handed to
+/// the gateway in its environment.
+struct ChannelSecrets {
+    slack: String,
+    github: String,
+}
+
+impl ChannelSecrets {
+    fn new() -> ChannelSecrets {
+        let random = || uuid::Uuid::new_v4().simple().to_string();
+        ChannelSecrets {
+            slack: random(),
+            github: random(),
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        use crate::channels::common::secrets::env_name;
+        vec![
+            (env_name(SLACK_SECRET), self.slack.clone()),
+            (env_name(GITHUB_SECRET), self.github.clone()),
+        ]
+    }
+
+    /// A slash command as Slack sends it, signed now (Slack's window is 5 minutes).
+    fn slack(&self, url: &str) -> Target {
+        let body = "token=bench&team_id=T0BENCH&team_domain=bench&channel_id=C0BENCH&channel_name=bench&user_id=U0BENCH&user_name=ada&command=%2Fbench&text=how+many+days+are+left&api_app_id=A0BENCH&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT0BENCH%2F1%2Fbench&trigger_id=1.2.bench";
+        let now = chrono::Utc::now().timestamp();
+        let signature = crate::verify::slack::sign(self.slack.as_bytes(), now, body.as_bytes());
+        Target::post(url, "application/x-www-form-urlencoded", body)
+            .header(crate::verify::slack::TIMESTAMP, now.to_string())
+            .header(crate::verify::slack::SIGNATURE, signature)
+    }
+
+    /// An `issues.opened` delivery as GitHub sends it, with a new delivery id per request
+    /// (Hark answers a redelivery without running the function).
+    fn github(&self, url: &str) -> Target {
+        let body = serde_json::json!({
+            "action": "opened",
+            "issue": { "number": 1, "title": "Bench", "body": "How many days are left?", "user": { "login": "ada" } },
+            "repository": { "full_name": "hark/bench", "name": "bench", "owner": { "login": "hark" } },
+            "sender": { "login": "ada" },
+        })
+        .to_string();
+        let signature = crate::verify::github::sign(self.github.as_bytes(), body.as_bytes());
+        Target::post(url, "application/json", body)
+            .header(crate::verify::github::EVENT, "issues")
+            .header(crate::verify::github::SIGNATURE_256, signature)
+            .unique(crate::verify::github::DELIVERY)
+    }
 }
 
 /// The skill `booking_bench` talks to: the holiday skill's booking intent, answering with
@@ -398,7 +911,7 @@ async fn booking_bench(
     }
     let data = dir.join("booking");
     std::fs::create_dir_all(&data)?;
-    AlexaBench::prepare(&data)?;
+    AlexaBench::prepare(&data, None)?;
     let skill = data.join("skills/holiday-bench");
     std::fs::create_dir_all(&skill)?;
     std::fs::write(skill.join("skill.yaml"), BOOKING_SKILL)?;
@@ -600,92 +1113,36 @@ where
     Ok(times)
 }
 
-type Load = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
-
-fn http_load(client: &reqwest::Client, url: &str) -> Load {
-    let (client, url) = (client.clone(), url.to_owned());
-    Arc::new(move || {
-        let request = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(BODY);
-        Box::pin(async move {
-            match request.send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    })
-}
-
-fn get_load(client: &reqwest::Client, url: &str) -> Load {
-    let (client, url) = (client.clone(), url.to_owned());
-    Arc::new(move || {
-        let request = client.get(&url);
-        Box::pin(async move {
-            match request.send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    })
-}
-
-fn alexa_load(client: &reqwest::Client, url: &str, body: &str, signature: Option<&str>) -> Load {
-    let (client, url, body) = (client.clone(), url.to_owned(), body.to_owned());
-    let signature = signature.map(str::to_owned);
-    Arc::new(move || {
-        let mut request = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body.clone());
-        if let Some(sig) = &signature {
-            request = request
-                .header(verify::HEADER_CERT_CHAIN_URL, ALEXA_CERT_URL)
-                .header(verify::HEADER_SIGNATURE_256, sig);
-        }
-        Box::pin(async move {
-            match request.send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            }
-        })
-    })
-}
-
 /// The certificate URL of the bench's requests; its chain is served from `cert_dir`.
 const ALEXA_CERT_URL: &str = "https://s3.amazonaws.com/echo.api/hark-bench.pem";
 const ALEXA_APP_ID: &str = "amzn1.ask.skill.hark-bench";
 
-/// A test CA, a skill served verified and unverified, and the stack file that loads them.
-struct AlexaBench {
-    config: PathBuf,
-}
+/// A test CA in `dir` (`root.pem`, `certs/`), and with a function, two skills whose intent
+/// calls it: `bench`, verified, and `bench-dev`, with `verify: false`.
+struct AlexaBench;
 
 impl AlexaBench {
-    fn prepare(dir: &Path) -> anyhow::Result<AlexaBench> {
+    fn prepare(dir: &Path, function: Option<&str>) -> anyhow::Result<AlexaBench> {
         let pki = testpki::Pki::for_time(chrono::Utc::now());
         std::fs::create_dir_all(dir.join("certs"))?;
         std::fs::write(dir.join("certs/hark-bench.pem"), &pki.good_chain)?;
         std::fs::write(dir.join("root.pem"), &pki.root_pem)?;
+        let Some(function) = function else {
+            return Ok(AlexaBench);
+        };
         for (name, verify) in [("bench", true), ("bench-dev", false)] {
             let skill = dir.join("skills").join(name);
             std::fs::create_dir_all(&skill)?;
             std::fs::write(
                 skill.join("skill.yaml"),
-                format!("id: {ALEXA_APP_ID}\ninvocation: bench\nverify: {verify}\nintents:\n  Ping:\n    samples: [ping]\n    speech: \"Pong, {{{{ slots.name }}}}.\"\n    slots: {{ name: AMAZON.FirstName }}\n"),
+                format!("id: {ALEXA_APP_ID}\ninvocation: bench\nverify: {verify}\nintents:\n  Ping:\n    samples: [ping]\n    function: {function}\n    input: {{ name: \"{{{{ slots.name }}}}\" }}\n    speech: \"Pong, {{{{ result.input.name }}}}.\"\n    slots: {{ name: AMAZON.FirstName }}\n"),
             )?;
         }
-        let config = dir.join("bench.yml");
-        std::fs::write(
-            &config,
-            "alexa:\n  skills: ./skills\n  use_default_roots: false\n  trust_roots: [./root.pem]\n  cert_dir: ./certs\n  download_missing: false\n",
-        )?;
-        Ok(AlexaBench { config })
+        Ok(AlexaBench)
     }
 
-    /// An IntentRequest timestamped now, and its Signature-256.
-    fn signed_request(&self) -> (String, String) {
+    /// An IntentRequest timestamped now, signed with Signature-256 when `signed`.
+    fn target(&self, url: &str, signed: bool) -> Target {
         let body = serde_json::json!({
             "version": "1.0",
             "session": { "new": true, "sessionId": "s", "application": { "applicationId": ALEXA_APP_ID },
@@ -698,88 +1155,72 @@ impl AlexaBench {
                                      "slots": { "name": { "name": "name", "value": "Ada" } } } },
         })
         .to_string();
-        let signature = testpki::sign(body.as_bytes());
-        (body, signature)
-    }
-}
-
-fn fork_load(cat: &Path) -> Load {
-    let cat = cat.to_owned();
-    Arc::new(move || {
-        let cat = cat.clone();
-        Box::pin(async move {
-            let child = tokio::process::Command::new(&cat)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn();
-            let Ok(mut child) = child else { return false };
-            let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take())
-            else {
-                return false;
-            };
-            let write = async move {
-                let _ = stdin.write_all(BODY.as_bytes()).await;
-            };
-            let mut out = Vec::new();
-            let (_, read, status) = tokio::join!(write, stdout.read_to_end(&mut out), child.wait());
-            read.is_ok() && status.is_ok_and(|s| s.success()) && out == BODY.as_bytes()
-        })
-    })
-}
-
-/// Runs `load` from `concurrency` workers: `warmup` unrecorded, then `duration` recorded.
-async fn measure(warmup: Duration, duration: Duration, concurrency: usize, load: Load) -> Figures {
-    let start = Instant::now();
-    let record_from = start + warmup;
-    let end = record_from + duration;
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let load = load.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            loop {
-                let sent = Instant::now();
-                if sent >= end {
-                    break;
-                }
-                let ok = load().await;
-                if sent >= record_from {
-                    if ok {
-                        latencies.push(sent.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-            }
-            (latencies, errors)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for worker in workers {
-        if let Ok((l, e)) = worker.await {
-            latencies.extend(l);
-            errors += e;
+        let target = Target::post(url, "application/json", body.clone());
+        if !signed {
+            return target;
         }
+        target
+            .header(verify::HEADER_CERT_CHAIN_URL, ALEXA_CERT_URL)
+            .header(verify::HEADER_SIGNATURE_256, testpki::sign(body.as_bytes()))
     }
-    let elapsed = Instant::now()
-        .saturating_duration_since(record_from)
-        .max(Duration::from_millis(1));
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Figures {
-        requests: latencies.len(),
-        errors,
-        elapsed,
-        p50: at(0.50),
-        p99: at(0.99),
+}
+
+/// A bare server of the run (`hark bench-baseline KIND`) on a free port, in `dir`.
+struct Server {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts it and waits until it answers a request.
+    async fn start(
+        exe: &Path,
+        kind: &str,
+        dir: &Path,
+        client: &reqwest::Client,
+    ) -> anyhow::Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = tokio::process::Command::new(exe)
+            .args(["bench-baseline", kind, "--port", &port.to_string()])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting hark bench-baseline {kind}"))?;
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        };
+        wait_answer(client, &server.url, Duration::from_secs(30)).await?;
+        Ok(server)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Polls `url` with a small POST until it answers 2xx.
+async fn wait_answer(client: &reqwest::Client, url: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = client.post(url).body("x").send().await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{url} did not answer in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -789,6 +1230,9 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// How many of a gateway's log lines (warnings and errors) `hark bench` shows.
+const GATEWAY_LINES_SHOWN: usize = 20;
+
 /// A `hark up` child process on a free port.
 struct Gateway {
     child: tokio::process::Child,
@@ -797,14 +1241,17 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(exe: &Path, data: &Path, config: &Path) -> anyhow::Result<Gateway> {
-        let config = config
-            .to_str()
-            .context("the bench's stack file path is not UTF-8")?;
-        Self::start_with(exe, data, &["--provider", "process", "--config", config]).await
+    async fn start_with(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+        Self::start_with_env(exe, data, args, &[]).await
     }
 
-    async fn start_with(exe: &Path, data: &Path, args: &[&str]) -> anyhow::Result<Gateway> {
+    /// `hark --data DATA up --port 0 ARGS` in `data`, with `env` added to its environment.
+    async fn start_with_env(
+        exe: &Path,
+        data: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Gateway> {
         let mut child = tokio::process::Command::new(exe)
             .arg("--data")
             .arg(data)
@@ -813,6 +1260,7 @@ impl Gateway {
             .current_dir(data)
             .env("HARK_LOG", "warn")
             .env_remove("HARK_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -822,6 +1270,9 @@ impl Gateway {
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            // The gateway logs warnings and errors only; the first few are shown, as
+            // they usually explain a failed row.
+            let mut shown = 0;
             for line in BufReader::new(std::fs::File::from(stderr))
                 .lines()
                 .map_while(Result::ok)
@@ -830,6 +1281,9 @@ impl Gateway {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(url.trim().to_owned());
                     }
+                } else if shown < GATEWAY_LINES_SHOWN {
+                    shown += 1;
+                    eprintln!("hark bench: gateway: {line}");
                 }
             }
         });
@@ -898,17 +1352,72 @@ impl Gateway {
         Ok(elapsed)
     }
 
-    /// The gateway's peak resident memory, in KiB.
-    fn peak_rss_kib(&self) -> u64 {
-        let Some(pid) = self.child.id() else { return 0 };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+    fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits until function `name` answers a call.
+    async fn wait_ready(&self, client: &reqwest::Client, name: &str) -> anyhow::Result<()> {
+        let url = format!("{}/function/{name}", self.url);
+        wait_answer(client, &url, Duration::from_secs(30))
+            .await
+            .with_context(|| format!("{name} did not become ready"))
+    }
+
+    /// Scales HTTP-mode function `name` to zero `n` times, each time waiting until no
+    /// replica is left, and times the first call after it to its answer. Sorted.
+    async fn scale_from_zero(
+        &self,
+        client: &reqwest::Client,
+        name: &str,
+        n: usize,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut times = Vec::new();
+        for _ in 0..n.max(1) {
+            let response = client
+                .post(format!("{}/system/scale-function/{name}", self.url))
+                .bearer_auth(&self.token)
+                .json(&serde_json::json!({ "serviceName": name, "replicas": 0 }))
+                .send()
+                .await?;
+            if !response.status().is_success() {
+                bail!("scaling {name} to zero: {}", response.status());
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let status: serde_json::Value = client
+                    .get(format!("{}/system/function/{name}", self.url))
+                    .bearer_auth(&self.token)
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                if status["availableReplicas"] == 0 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("{name} did not scale to zero: {status}");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Let the stopped replica's port and process go before the next start.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let started = Instant::now();
+            let response = client
+                .post(format!("{}/function/{name}", self.url))
+                .header("content-type", "application/json")
+                .body(BODY)
+                .send()
+                .await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            times.push(started.elapsed());
+            if !status.is_success() || body != BODY.as_bytes() {
+                bail!("{name} answered {status} after scaling from zero");
+            }
+        }
+        times.sort();
+        Ok(times)
     }
 
     async fn stop(&mut self) {
@@ -919,39 +1428,6 @@ impl Gateway {
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-    }
-}
-
-/// The `hello` function run directly, with no gateway in front.
-struct DirectHello {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-impl DirectHello {
-    async fn start(hello: &Path) -> anyhow::Result<DirectHello> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = tokio::process::Command::new(hello)
-            .env("PORT", port.to_string())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("hello did not listen on {port}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(DirectHello {
-            _child: child,
-            url: format!("http://127.0.0.1:{port}/"),
-        })
     }
 }
 
@@ -968,16 +1444,18 @@ mod docker_bench {
     };
     use std::collections::HashMap;
 
-    use super::{cold_starts, http_load, measure, BenchArgs, Figures, Gateway};
+    use super::{cold_starts, wait_answer, Bench, BenchArgs, Cold, Gateway, Table, Target, BODY};
     use crate::function::FunctionDeployment;
     use crate::provider::docker::{self, build};
 
-    type Row = (String, Figures, Option<f64>);
-    type Cold = (&'static str, Vec<Duration>);
+    fn json(url: String) -> Target {
+        Target::post(url, "application/json", BODY)
+    }
 
     pub(super) struct DockerBench {
         docker: bollard::Docker,
         image: String,
+        hello: std::path::PathBuf,
         base: Option<String>,
         network: String,
         gateway: Gateway,
@@ -1058,6 +1536,7 @@ mod docker_bench {
             Ok(DockerBench {
                 docker,
                 image,
+                hello: hello.to_owned(),
                 base: had_base,
                 network,
                 gateway,
@@ -1066,38 +1545,51 @@ mod docker_bench {
             })
         }
 
+        /// The function's spec on this provider: `hello` in HTTP mode from the image.
+        fn spec(&self, name: &str) -> serde_json::Value {
+            serde_json::json!({
+                "service": name,
+                "image": self.image,
+                "envProcess": self.hello.display().to_string(),
+                "annotations": { "hark.mode": "http" },
+            })
+        }
+
+        /// Adds the docker (and swarm) rows to `table`; the cold starts.
         pub(super) async fn run(
             &self,
-            client: &reqwest::Client,
+            bench: &Bench,
             args: &BenchArgs,
-            warmup: Duration,
-            duration: Duration,
-            concurrency: usize,
-            spec: &(dyn Fn(&str, &str) -> serde_json::Value + Sync),
-        ) -> anyhow::Result<(Vec<Row>, Vec<Cold>)> {
+            table: &mut Table,
+        ) -> anyhow::Result<Vec<Cold>> {
+            let client = &bench.client;
             let mut cold = Vec::new();
             let docker_cold = cold_starts(args.cold_starts, |i| {
                 self.gateway
-                    .time_cold_start(client, spec(&format!("cold-{i}"), &self.image))
+                    .time_cold_start(client, self.spec(&format!("cold-{i}")))
             })
             .await?;
-            cold.push(("docker provider: deploy → first response", docker_cold));
+            cold.push((
+                "docker provider: deploy → first response".to_owned(),
+                docker_cold,
+            ));
             let bare_cold = cold_starts(args.cold_starts, |_| async {
                 let started = Instant::now();
                 let (id, url) = self.bare_container().await?;
-                let answered = wait_answer(client, &url).await;
+                let answered = wait_answer(client, &url, Duration::from_secs(30)).await;
                 let elapsed = started.elapsed();
                 self.remove(&id).await;
                 answered?;
                 Ok(elapsed)
             })
             .await?;
-            cold.push(("bare container: create+start → first response", bare_cold));
+            cold.push((
+                "bare container: create+start → first response".to_owned(),
+                bare_cold,
+            ));
 
             // Warm: the same image, http mode, behind the docker provider and bare.
-            self.gateway
-                .deploy(client, spec("hello", &self.image))
-                .await?;
+            self.gateway.deploy(client, self.spec("hello")).await?;
             self.gateway
                 .deploy(
                     client,
@@ -1105,32 +1597,50 @@ mod docker_bench {
                 )
                 .await?;
             let (id, url) = self.bare_container().await?;
-            wait_answer(client, &url).await?;
-            let bare = measure(warmup, duration, concurrency, http_load(client, &url)).await;
+            wait_answer(client, &url, Duration::from_secs(30)).await?;
+            let measured = bench.row(&json(url), None, None).await;
             self.remove(&id).await;
-            let through = measure(
-                warmup,
-                duration,
-                concurrency,
-                http_load(client, &format!("{}/function/hello", self.gateway.url)),
-            )
-            .await;
-            let fork = measure(
-                warmup,
-                duration,
-                concurrency,
-                http_load(client, &format!("{}/function/cat", self.gateway.url)),
-            )
-            .await;
-            let ratio = Some(bare.rate());
-            let mut swarm_rows = Vec::new();
+            let bare = table.push(
+                "docker: bare container of the hello image (base)",
+                measured?,
+                None,
+                None,
+            );
+            let gw = self.gateway.pid();
+            table.push(
+                "docker, http mode: hello through the gateway",
+                bench
+                    .row(
+                        &json(format!("{}/function/hello", self.gateway.url)),
+                        gw,
+                        None,
+                    )
+                    .await?,
+                Some(bare),
+                None,
+            );
+            table.push(
+                "docker, fork mode: cat through the gateway",
+                bench
+                    .row(
+                        &json(format!("{}/function/cat", self.gateway.url)),
+                        gw,
+                        None,
+                    )
+                    .await?,
+                Some(bare),
+                None,
+            );
             if let Some((swarm, _)) = &self.swarm {
                 let swarm_cold = cold_starts(args.cold_starts, |i| {
-                    swarm.time_cold_start(client, spec(&format!("cold-{i}"), &self.image))
+                    swarm.time_cold_start(client, self.spec(&format!("cold-{i}")))
                 })
                 .await?;
-                cold.push(("swarm provider: deploy → first response", swarm_cold));
-                swarm.deploy(client, spec("hello", &self.image)).await?;
+                cold.push((
+                    "swarm provider: deploy → first response".to_owned(),
+                    swarm_cold,
+                ));
+                swarm.deploy(client, self.spec("hello")).await?;
                 swarm
                     .deploy(
                         client,
@@ -1142,34 +1652,11 @@ mod docker_bench {
                     ("swarm, fork mode: cat through the gateway", "cat"),
                 ] {
                     let url = format!("{}/function/{path}", swarm.url);
-                    let figures =
-                        measure(warmup, duration, concurrency, http_load(client, &url)).await;
-                    swarm_rows.push((label.to_owned(), figures, ratio));
+                    let figures = bench.row(&json(url), swarm.pid(), None).await?;
+                    table.push(label, figures, Some(bare), None);
                 }
             }
-            Ok((
-                vec![
-                    (
-                        "docker, http mode: bare container of the image (baseline)".to_owned(),
-                        bare,
-                        None,
-                    ),
-                    (
-                        "docker, http mode: hello through the gateway".to_owned(),
-                        through,
-                        ratio,
-                    ),
-                    (
-                        "docker, fork mode: cat through the gateway".to_owned(),
-                        fork,
-                        ratio,
-                    ),
-                ]
-                .into_iter()
-                .chain(swarm_rows)
-                .collect(),
-                cold,
-            ))
+            Ok(cold)
         }
 
         /// `docker run -d -p 127.0.0.1::8080 IMAGE`: returns the id and the function's URL.
@@ -1237,19 +1724,6 @@ mod docker_bench {
             }
             let _ = self.docker.remove_network(&self.network).await;
             let _ = std::fs::remove_dir_all(&self.data);
-        }
-    }
-
-    /// Polls `url` until it answers 200.
-    async fn wait_answer(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let answer = client.post(url).body("x").send().await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                return Ok(());
-            }
-            anyhow::ensure!(Instant::now() < deadline, "{url} did not answer in 30 s");
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

@@ -29,6 +29,7 @@ pub async fn run(
     match command {
         Command::Up(_)
         | Command::Bench(_)
+        | Command::BenchBaseline(_)
         | Command::Build(_)
         | Command::Watchdog(_)
         | Command::New(_)

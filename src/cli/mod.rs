@@ -138,6 +138,9 @@ pub enum Command {
     Schedules,
     /// Measure the gateway's paths next to their baselines, in one run.
     Bench(bench::BenchArgs),
+    /// The bare servers `hark bench` measures against (its own processes).
+    #[command(hide = true)]
+    BenchBaseline(bench::baseline::BaselineArgs),
     /// Diagnose webhook deliveries (offline).
     #[command(subcommand)]
     Webhook(WebhookCommand),
@@ -244,6 +247,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchBaseline(args) => bench::baseline::run(args).await,
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),
         Command::Skill(command) => alexa::skill(command).await,
         Command::Say(args) => alexa::say(args, &cli.gateway, cli.token, &cli.data).await,

@@ -3,6 +3,7 @@
 
 mod alexa;
 mod api;
+mod bench;
 mod browser;
 mod channels;
 mod cli;
