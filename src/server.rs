@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,7 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -359,6 +361,10 @@ pub async fn serve(
         };
         let router = router.clone();
         let body_timeout = limits.body_timeout;
+        // Whether bytes of a request head came in since the last answer: a header timeout
+        // then means a slow sender, else an idle keep-alive connection.
+        let received = Arc::new(AtomicBool::new(false));
+        let (watched, slow) = (received.clone(), received.clone());
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             // Bodies known to be empty (most GETs) need no deadline.
@@ -375,15 +381,26 @@ pub async fn serve(
                     })
                 }
             });
-            router.clone().oneshot(request)
+            let served = router.clone().oneshot(request);
+            let received = received.clone();
+            async move {
+                let response = served.await;
+                // What arrives from here on belongs to the next request.
+                received.store(false, Ordering::Relaxed);
+                response
+            }
         });
+        let stream = Watched {
+            stream,
+            received: watched,
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                log_connection_error(peer, &*e);
+                log_connection_error(peer, &*e, slow.load(Ordering::Relaxed));
             }
         });
     }
@@ -392,8 +409,65 @@ pub async fn serve(
     Ok(())
 }
 
+pin_project_lite::pin_project! {
+    /// A connection's stream that notes when bytes arrive (see `received` in [`serve`]).
+    struct Watched {
+        #[pin]
+        stream: TcpStream,
+        received: Arc<AtomicBool>,
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let result = this.stream.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.received.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().stream.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().stream.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().stream.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().stream.poll_shutdown(cx)
+    }
+}
+
 /// Logs how a connection ended badly: the limits' refusals as warnings, the rest quietly.
-fn log_connection_error(peer: SocketAddr, error: &(dyn std::error::Error + 'static)) {
+/// `slow` tells a header timeout of a sender that started a head from an idle keep-alive
+/// connection's (closed after the same time, and not worth a warning).
+fn log_connection_error(peer: SocketAddr, error: &(dyn std::error::Error + 'static), slow: bool) {
     let mut next = Some(error);
     let mut hyper_error = None;
     while let Some(e) = next {
@@ -404,8 +478,11 @@ fn log_connection_error(peer: SocketAddr, error: &(dyn std::error::Error + 'stat
         next = e.source();
     }
     match hyper_error {
-        Some(e) if e.is_timeout() => {
+        Some(e) if e.is_timeout() && slow => {
             tracing::warn!(%peer, "connection closed: request head not received within the header timeout")
+        }
+        Some(e) if e.is_timeout() => {
+            tracing::debug!(%peer, "idle connection closed after the header timeout")
         }
         Some(e) if e.is_parse_too_large() => {
             tracing::warn!(%peer, error = %e, "request refused: request head over the limit (431/414)")
