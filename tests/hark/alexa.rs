@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use hark::channels::alexa::verify::test_support::conformance_dir;
 use serde_json::Value;
 
-use crate::util::{hark_bin, Gateway};
+use crate::util::{hark_bin, strip_ansi, Gateway};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -24,24 +24,6 @@ fn run(args: &[&str], envs: &[(&str, &Path)]) -> Output {
         command.env(k, v);
     }
     command.output().unwrap()
-}
-
-/// The gateway's log without terminal colours.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn stdout_ok(output: &Output) -> String {

@@ -401,3 +401,21 @@ pub fn children_named(parent: u32, comm: &str) -> Vec<u32> {
     }
     found
 }
+
+/// A gateway's log without terminal colours.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

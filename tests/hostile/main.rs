@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use util::Gateway;
+use util::{strip_ansi, Gateway};
 
 const SLACK_SECRET: &str = "hostile-slack-signing-secret-0001";
 const GH_SECRET: &str = "hostile-github-webhook-secret-0002";
@@ -253,23 +253,6 @@ fn status_of(answer: &str) -> u16 {
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok())
         .unwrap_or(0)
-}
-
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn now() -> i64 {
