@@ -12,7 +12,7 @@ fn main() -> ExitCode {
 #[tokio::main]
 async fn run() -> ExitCode {
     let cli = hark::cli::Cli::parse();
-    hark::telemetry::logs::init(cli.log_format);
+    let _log_lines = hark::telemetry::logs::init(cli.log_format);
     hark::cli::run(cli).await
 }
 

@@ -159,7 +159,7 @@ async fn three_times_capacity_is_refused_with_429_and_recovers_when_the_load_sto
         .parse()
         .unwrap();
     assert_eq!(counted as usize, s.refused, "refusals counted in /metrics");
-    let output = gw.output();
+    let output = gw.output_containing("limit of in-flight calls");
     let lines = output
         .lines()
         .filter(|l| l.contains("limit of in-flight calls"))

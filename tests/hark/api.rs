@@ -422,7 +422,8 @@ async fn hark_yml_in_the_working_directory_is_deployed_at_start() {
     .unwrap();
     let gw = Gateway::start_in(dir.path(), &[]);
     assert_eq!(gw.invoke("shout", "hey").await, (200, "HEY".to_owned()));
-    let output = gw.output();
+    gw.output_containing("functions.shout.colour");
+    let output = gw.output_containing("command not found");
     assert!(
         output.contains("functions.shout.colour"),
         "unknown key not reported:\n{output}"

@@ -242,7 +242,7 @@ async fn json_logs_are_one_object_per_line() {
     assert_eq!(gw.invoke("hello", "").await.0, 200);
     let mut gw = gw;
     assert!(gw.stop());
-    let output = gw.output();
+    let output = gw.output_containing(r#""message":"stopped""#);
     let events: Vec<Value> = output
         .lines()
         // The lines `hark up` prints for people (token path, address) are not logs.

@@ -356,6 +356,20 @@ impl Gateway {
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
+
+    /// Everything the gateway logged so far, once it holds `needle`: the gateway writes
+    /// its log lines from a thread of its own, a moment after what they tell of. After
+    /// 10 s without it, what there is (for the assertion that follows to show).
+    pub fn output_containing(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let output = self.output();
+            if strip_ansi(&output).contains(needle) || Instant::now() > deadline {
+                return output;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Gateway {
