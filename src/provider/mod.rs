@@ -7,6 +7,7 @@ pub mod docker;
 pub mod logs;
 pub mod process;
 pub mod swarm;
+pub mod upstream;
 
 use std::time::Duration;
 

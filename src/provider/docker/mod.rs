@@ -36,6 +36,7 @@ use tokio::sync::{RwLock, Semaphore};
 
 use self::pool::Pool;
 use self::spec::{LABEL_FUNCTION, LABEL_INSTANCE, LABEL_SPEC};
+use super::upstream::{Upstream, UpstreamError};
 use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
 use crate::function::{FunctionName, Usage};
 use crate::watchdog::HEADER_ERROR;
@@ -56,17 +57,6 @@ const ENGINE_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Time the gateway gives a call beyond the function's limit, which the watchdog
 /// enforces; only a lost container runs into it.
 const CALL_MARGIN: Duration = Duration::from_secs(2);
-/// Headers that belong to one connection and are not forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
 
 /// Why the Docker provider could not start or build.
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +155,7 @@ pub struct DockerProvider {
     network: String,
     secrets_root: PathBuf,
     logs: Arc<LogHub>,
-    client: reqwest::Client,
+    client: Upstream,
     functions: RwLock<HashMap<FunctionName, Arc<DockerFunction>>>,
     /// Running containers of this instance found at start, by function: `(id, spec hash)`.
     found: std::sync::Mutex<HashMap<FunctionName, Vec<(String, String)>>>,
@@ -231,13 +221,7 @@ impl DockerProvider {
                 "found running containers of an earlier run"
             );
         }
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| DockerError::Build(format!("HTTP client: {e}")))?;
+        let client = Upstream::new(Duration::from_secs(30), 64);
         Ok(DockerProvider {
             docker,
             instance,
@@ -475,46 +459,41 @@ pub(crate) enum Forwarded {
 /// Sends one call to the watchdog at `host:port` and returns the function's answer,
 /// mapping the watchdog's timeout and overload answers to provider errors.
 pub(crate) async fn forward(
-    client: &reqwest::Client,
+    client: &Upstream,
     host: &str,
     port: u16,
     name: &FunctionName,
     call: &Invocation,
     limit: Duration,
 ) -> Result<Output, Forwarded> {
-    let url = match &call.query {
-        Some(q) => format!("http://{host}:{port}{}?{q}", call.path),
-        None => format!("http://{host}:{port}{}", call.path),
-    };
-    let mut request = client
-        .request(call.method.clone(), url)
-        .header("x-call-id", &call.call_id)
-        .body(call.body.clone())
-        .timeout(limit + CALL_MARGIN);
-    for (header_name, value) in &call.headers {
-        if !HOP_BY_HOP.contains(&header_name.as_str()) {
-            request = request.header(header_name, value);
-        }
-    }
-    let response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            Forwarded::Provider(ProviderError::Timeout {
+    let extra = [(
+        header::HeaderName::from_static("x-call-id"),
+        call.call_id.as_str(),
+    )];
+    let answer = client
+        .send(
+            &format!("{host}:{port}"),
+            call.clone(),
+            &extra,
+            limit + CALL_MARGIN,
+        )
+        .await
+        .map_err(|e| match e {
+            UpstreamError::Timeout => Forwarded::Provider(ProviderError::Timeout {
                 name: name.clone(),
                 limit,
-            })
-        } else {
-            Forwarded::Failed {
-                reason: format!("request to the container failed: {e}"),
-                connect: e.is_connect(),
-            }
-        }
-    })?;
-    let status = response.status();
-    let mut headers = response.headers().clone();
-    for hop in HOP_BY_HOP {
-        headers.remove(*hop);
-    }
-    headers.remove(header::CONTENT_LENGTH);
+            }),
+            UpstreamError::Connect(reason) => Forwarded::Failed {
+                reason: format!("request to the container failed: {reason}"),
+                connect: true,
+            },
+            UpstreamError::Failed(reason) => Forwarded::Failed {
+                reason: format!("request to the container failed: {reason}"),
+                connect: false,
+            },
+        })?;
+    let status = answer.status;
+    let mut headers = answer.headers;
     let error = headers
         .remove(HEADER_ERROR)
         .and_then(|v| v.to_str().ok().map(str::to_owned));
@@ -528,10 +507,7 @@ pub(crate) async fn forward(
         (429, Some(_)) => return Err(Forwarded::Provider(ProviderError::Overloaded(name.clone()))),
         _ => {}
     }
-    let body = response.bytes().await.map_err(|e| Forwarded::Failed {
-        reason: format!("reading the container's answer: {e}"),
-        connect: false,
-    })?;
+    let body = answer.body;
     let error = error.or_else(|| {
         status
             .is_server_error()

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header;
 use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::{signal_group, Launch, ENV_PORT};
+use crate::provider::upstream::{Upstream, UpstreamError};
 use crate::provider::{Invocation, LogHub, Output, ProviderError, Replicas};
 
 /// First wait before restarting a crashed replica; doubles up to [`MAX_BACKOFF`].
@@ -24,17 +24,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a stopping replica gets after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// Headers that belong to one connection and are not forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
 
 /// The replicas of one HTTP-mode function. Cloning shares the same replicas.
 #[derive(Clone)]
@@ -45,7 +34,7 @@ pub(super) struct Pool {
 struct PoolInner {
     launch: Arc<Launch>,
     logs: Arc<LogHub>,
-    client: reqwest::Client,
+    client: Upstream,
     /// Supervisors of the replicas, one per desired replica.
     replicas: tokio::sync::Mutex<Vec<Replica>>,
     desired: AtomicU32,
@@ -62,13 +51,7 @@ struct Replica {
 
 impl Pool {
     pub(super) fn new(launch: Arc<Launch>, logs: Arc<LogHub>) -> Self {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
+        let client = Upstream::new(Duration::from_secs(90), 64);
         Pool {
             inner: Arc::new(PoolInner {
                 launch,
@@ -130,56 +113,41 @@ impl Pool {
             }
         }
         let port = self.ready_port(deadline).await?;
-        let url = match &call.query {
-            Some(q) => format!("http://127.0.0.1:{port}{}?{q}", call.path),
-            None => format!("http://127.0.0.1:{port}{}", call.path),
-        };
-        let mut request = self
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let answer = self
             .inner
             .client
-            .request(call.method.clone(), url)
-            .body(call.body.clone())
-            .timeout(deadline.saturating_duration_since(Instant::now()));
-        for (name, value) in &call.headers {
-            if !HOP_BY_HOP.contains(&name.as_str()) {
-                request = request.header(name, value);
-            }
-        }
-        let response = request.send().await.map_err(|e| self.request_error(e))?;
-        let status = response.status();
-        let mut headers = response.headers().clone();
-        for name in HOP_BY_HOP {
-            headers.remove(*name);
-        }
-        headers.remove(header::CONTENT_LENGTH);
-        let body = response.bytes().await.map_err(|e| self.request_error(e))?;
-        let error = status
+            .send(&format!("127.0.0.1:{port}"), call, &[], limit)
+            .await
+            .map_err(|e| self.request_error(e))?;
+        let error = answer
+            .status
             .is_server_error()
-            .then(|| format!("function {} answered {status}", launch.name));
+            .then(|| format!("function {} answered {}", launch.name, answer.status));
         Ok(Output {
-            status,
-            headers,
-            body,
+            status: answer.status,
+            headers: answer.headers,
+            body: answer.body,
             error,
         })
     }
 
-    fn request_error(&self, e: reqwest::Error) -> ProviderError {
+    fn request_error(&self, e: UpstreamError) -> ProviderError {
         let name = self.inner.launch.name.clone();
-        if e.is_timeout() {
-            ProviderError::Timeout {
+        match e {
+            UpstreamError::Timeout => ProviderError::Timeout {
                 name,
                 limit: self.inner.launch.timeout,
-            }
-        } else {
-            ProviderError::Unavailable {
-                name,
-                reason: format!("request to replica failed: {e}"),
+            },
+            UpstreamError::Connect(reason) | UpstreamError::Failed(reason) => {
+                ProviderError::Unavailable {
+                    name,
+                    reason: format!("request to replica failed: {reason}"),
+                }
             }
         }
     }
 
-    /// Waits until a replica is ready, then picks the next one round robin.
     async fn ready_port(&self, deadline: Instant) -> Result<u16, ProviderError> {
         let mut ready = self.inner.ready.subscribe();
         let wait = ready.wait_for(|ports| !ports.is_empty());

@@ -57,6 +57,7 @@ use super::docker::{
     container_usage, describe_engine_error, ensure_network_of, forward, instance_id, is_not_found,
     local_image, DockerError, Forwarded,
 };
+use super::upstream::Upstream;
 use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
 use crate::function::{FunctionName, Usage};
 
@@ -93,7 +94,7 @@ pub struct SwarmProvider {
     network: String,
     nodes: Arc<Nodes>,
     logs: Arc<LogHub>,
-    client: reqwest::Client,
+    client: Upstream,
     functions: RwLock<HashMap<FunctionName, Arc<SwarmFunction>>>,
     /// Services of this instance found at start, by function: `(id, spec hash)`.
     found: std::sync::Mutex<HashMap<FunctionName, (String, String)>>,
@@ -223,13 +224,7 @@ impl SwarmProvider {
         if !found.is_empty() {
             tracing::info!(services = found.len(), "found services of an earlier run");
         }
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| DockerError::Build(format!("HTTP client: {e}")))?;
+        let client = Upstream::new(Duration::from_secs(30), 64);
         Ok(SwarmProvider {
             docker,
             instance,
