@@ -14,7 +14,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use chrono::Utc;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::egress::{EgressError, EgressPolicy};
 use crate::error::provider_status;
@@ -42,6 +43,28 @@ struct Unwatch<'a> {
 impl Drop for Unwatch<'_> {
     fn drop(&mut self) {
         self.queue.watched().remove(self.call_id);
+    }
+}
+
+/// A running call's slots (one of the queue's, one of its function's): given back when
+/// the function has answered, or when dropped.
+struct Slots<'a>(
+    Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    &'a AsyncQueue,
+);
+
+impl Slots<'_> {
+    fn release(&mut self) {
+        if self.0.take().is_some() && self.1.starved.swap(false, Ordering::AcqRel) {
+            // The runner left calls queued for want of a slot: one is free now.
+            self.1.wake.notify_one();
+        }
+    }
+}
+
+impl Drop for Slots<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -177,6 +200,13 @@ pub struct AsyncQueue {
     client: reqwest::Client,
     watched: Mutex<HashMap<String, Watched>>,
     replies: OnceLock<Arc<dyn Replies>>,
+    /// One permit per call running in this process (`QueueConfig::workers`).
+    slots: Arc<Semaphore>,
+    /// Calls their submitters started, until their outcome is recorded.
+    started: TaskTracker,
+    /// The runner left due calls queued for want of a free slot: the next call to end
+    /// wakes it.
+    starved: AtomicBool,
 }
 
 impl AsyncQueue {
@@ -189,7 +219,6 @@ impl AsyncQueue {
         let client = config.egress.client(Duration::from_secs(30));
         Ok(Arc::new(AsyncQueue {
             registry,
-            config,
             owner: format!("pid:{}", std::process::id()),
             wake: Notify::new(),
             depth: AtomicU64::new(depth),
@@ -197,6 +226,10 @@ impl AsyncQueue {
             client,
             watched: Mutex::new(HashMap::new()),
             replies: OnceLock::new(),
+            slots: Arc::new(Semaphore::new(config.workers)),
+            started: TaskTracker::new(),
+            starved: AtomicBool::new(false),
+            config,
         }))
     }
 
@@ -255,9 +288,14 @@ impl AsyncQueue {
 
     /// Commits a call like [`AsyncQueue::enqueue`], keeps `submit.hold` until it ends, and
     /// waits at most `submit.wait` for it to finish.
+    ///
+    /// A call whose submitter waits starts at once when a slot is free (globally and for
+    /// its function): it is committed already claimed by this process, as the runner
+    /// would claim it, and runs without waiting for the runner to find it. Anything
+    /// else the runner claims as usual; either way it is on disk before it runs.
     pub async fn submit(
-        &self,
-        call: QueuedCall,
+        self: &Arc<Self>,
+        mut call: QueuedCall,
         submit: Submit,
     ) -> Result<Submitted, EnqueueError> {
         let call_id = call.call_id.clone();
@@ -285,11 +323,22 @@ impl AsyncQueue {
             queue: self,
             call_id: &call_id,
         };
+        let now = self.now_slots(&call.function, submit.wait.is_some());
+        if now.is_some() {
+            let lease = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            call.lease = Some((self.owner.clone(), lease));
+        }
+        let run_now = now.map(|slots| (call.clone(), slots));
         let queued = self.enqueue(call).await?;
         if !queued {
             return Ok(Submitted::Duplicate);
         }
         std::mem::forget(unwatch);
+        if let Some((mut call, (slot, permit))) = run_now {
+            call.lease = None;
+            self.started
+                .spawn(self.clone().run_call(call, slot, permit));
+        }
         let Some(budget) = submit.wait else {
             return Ok(Submitted::Queued);
         };
@@ -313,6 +362,20 @@ impl AsyncQueue {
             }
         }
         Ok(Submitted::Queued)
+    }
+
+    /// A free slot, globally and for `function`, when `wanted`.
+    fn now_slots(
+        &self,
+        function: &str,
+        wanted: bool,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        if !wanted {
+            return None;
+        }
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let permit = self.slots_of(function).try_acquire_owned().ok()?;
+        Some((slot, permit))
     }
 
     /// Cancels a pending call; the state it was in, if it exists.
@@ -377,10 +440,12 @@ impl AsyncQueue {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reading pending callbacks failed"),
         }
-        let slots = Arc::new(Semaphore::new(self.config.workers));
+        let slots = self.slots.clone();
         let mut last_reclaim = Instant::now();
         while !*stopping.borrow() {
             while tasks.try_join_next().is_some() {}
+            // Set before the slots are counted: a call ending after the count wakes us.
+            self.starved.store(true, Ordering::Release);
             let free = slots.available_permits();
             let claimed = if free == 0 {
                 Vec::new()
@@ -395,7 +460,10 @@ impl AsyncQueue {
                     .claim_calls(&self.owner, free, now, lease, room)
                     .await
                 {
-                    Ok(calls) => calls,
+                    Ok((calls, starved)) => {
+                        self.starved.store(starved, Ordering::Release);
+                        calls
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "claiming queued calls failed");
                         Vec::new()
@@ -428,12 +496,14 @@ impl AsyncQueue {
                 }
             }
         }
-        let running = tasks.len();
+        let running = tasks.len() + self.started.len();
         if running > 0 {
             tracing::info!(calls = running, "waiting for running async calls");
         }
+        self.started.close();
         let drained = tokio::time::timeout(self.config.drain, async {
             while tasks.join_next().await.is_some() {}
+            self.started.wait().await;
         })
         .await;
         if drained.is_err() {
@@ -470,17 +540,17 @@ impl AsyncQueue {
         slot: OwnedSemaphorePermit,
         permit: OwnedSemaphorePermit,
     ) {
-        let due = match self.attempt(&call).await {
+        let due = match self
+            .attempt(&call, Slots(Some((slot, permit)), &self))
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 tracing::error!(call_id = call.call_id, error = %e, "recording an async call's outcome failed; the call runs again once the store can be written");
-                drop((slot, permit));
                 self.put_back(&call).await;
                 return;
             }
         };
-        // The result's delivery does not hold up other calls of the function.
-        drop((slot, permit));
         if let Some(due) = due {
             if let Err(e) = self.deliver(due).await {
                 tracing::error!(call_id = call.call_id, error = %e, "recording a callback failed");
@@ -521,8 +591,14 @@ impl AsyncQueue {
     }
 
     /// Runs a claimed call once and records the outcome; the result to deliver, if the
-    /// call finished for good with a callback or reply nobody answered yet.
-    async fn attempt(&self, call: &QueuedCall) -> Result<Option<CallbackDue>, StoreError> {
+    /// call finished for good with a callback or reply nobody answered yet. Its `slots`
+    /// are given back as soon as the function has answered: recording the outcome and
+    /// delivering the result do not hold up other calls.
+    async fn attempt(
+        &self,
+        call: &QueuedCall,
+        mut slots: Slots<'_>,
+    ) -> Result<Option<CallbackDue>, StoreError> {
         let store = &self.registry.store;
         let spec = call
             .function
@@ -566,6 +642,7 @@ impl AsyncQueue {
             .dispatcher
             .invoke(&name, trigger, invocation(call))
             .await;
+        slots.release();
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         let (status, error, body) = match result {
             Ok(output) => (output.status.as_u16(), output.error, output.body),

@@ -6,7 +6,7 @@
 //! sealed (AES-256-GCM) with a key kept outside the database ([`sealed`]).
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,8 +14,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use self::db::Db;
 use crate::function::{FunctionDeployment, FunctionName};
 
+mod db;
 mod queue;
 mod schedule;
 pub use queue::{CallState, CallbackDue, QueueCounts, QueueEntry, QueuedCall};
@@ -99,9 +101,10 @@ pub struct Activation {
 /// The SQLite store. Cloning shares the connection.
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Db,
     activations: mpsc::UnboundedSender<Write>,
-    enqueues: mpsc::UnboundedSender<(QueuedCall, oneshot::Sender<Result<bool, StoreError>>)>,
+    enqueues: GroupCommit<QueuedCall, bool>,
+    finishes: GroupCommit<queue::Finish, ()>,
     key: Arc<SecretKey>,
 }
 
@@ -175,15 +178,26 @@ impl Store {
         conn.execute_batch(alexa::SCHEMA)?;
         conn.execute_batch(screenshot::SCHEMA)?;
         queue::migrate(&conn)?;
-        let conn = Arc::new(Mutex::new(conn));
+        let conn = Db::start(conn)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_activations(conn.clone(), rx));
-        let (enqueues, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_enqueues(conn.clone(), rx));
+        let enqueues = group_commit(
+            conn.clone(),
+            1024,
+            "committing queued calls",
+            queue::insert_calls,
+        );
+        let finishes = group_commit(
+            conn.clone(),
+            1024,
+            "recording finished calls",
+            queue::finish_calls,
+        );
         Ok(Store {
             conn,
             activations: tx,
             enqueues,
+            finishes,
             key,
         })
     }
@@ -191,11 +205,7 @@ impl Store {
     /// Queues an async call durably: when this returns `Ok(true)`, the call is committed;
     /// `Ok(false)`: its call id or delivery id was queued before, and it is not again.
     pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, StoreError> {
-        let (done, committed) = oneshot::channel();
-        self.enqueues
-            .send((call, done))
-            .map_err(|_| StoreError::Closed)?;
-        committed.await.map_err(|_| StoreError::Closed)?
+        commit(&self.enqueues, call).await
     }
 
     /// Like [`Store::with`], with the connection mutable (for transactions).
@@ -203,25 +213,15 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut conn)
-        })
-        .await?
+        self.conn.run(f).await?
     }
 
-    /// Runs `f` on the connection off the async threads.
+    /// Runs `f` on the connection, on the store's thread.
     async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            f(&conn)
-        })
-        .await?
+        self.conn.run(move |conn| f(conn)).await?
     }
 
     /// Inserts or replaces a function, keeping its creation time if it existed.
@@ -457,26 +457,47 @@ enum Write {
 }
 
 /// Writes queued activations in one transaction per batch, until the store is dropped.
-async fn write_activations(conn: Arc<Mutex<Connection>>, mut rx: mpsc::UnboundedReceiver<Write>) {
+/// A batch gathers for at most `LINGER` after its first record (less when it fills or
+/// someone asks for a flush): under load, one commit carries hundreds of records instead
+/// of the few that arrived while the last commit ran.
+async fn write_activations(conn: Db, mut rx: mpsc::UnboundedReceiver<Write>) {
     const BATCH: usize = 512;
+    const LINGER: Duration = Duration::from_millis(20);
     let mut written: u64 = 0;
     while let Some(first) = rx.recv().await {
+        let flushing = matches!(first, Write::Flush(_));
         let mut batch = vec![first];
+        if !flushing {
+            let _ = tokio::time::timeout(LINGER, async {
+                while batch.len() < BATCH {
+                    match rx.recv().await {
+                        Some(write) => {
+                            let flush = matches!(write, Write::Flush(_));
+                            batch.push(write);
+                            if flush {
+                                break;
+                            }
+                        }
+                        None => break,
+                    }
+                }
+            })
+            .await;
+        }
         while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
-        let conn = conn.clone();
         let prune = written / BATCH as u64 != (written + batch.len() as u64) / BATCH as u64;
         written += batch.len() as u64;
-        let result = tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            let outcome = insert_batch(&mut conn, &batch, prune);
-            (outcome, batch)
-        })
-        .await;
+        let result = conn
+            .run(move |conn| {
+                let outcome = insert_batch(conn, &batch, prune);
+                (outcome, batch)
+            })
+            .await;
         match result {
             Ok((outcome, batch)) => {
                 if let Err(e) = outcome {
@@ -493,40 +514,58 @@ async fn write_activations(conn: Arc<Mutex<Connection>>, mut rx: mpsc::Unbounded
     }
 }
 
-/// Commits queued calls in batches: every enqueue that arrives while a commit is under
-/// way joins the next one, so throughput grows with load while each caller still
-/// waits for its own commit.
-async fn write_enqueues(
-    conn: Arc<Mutex<Connection>>,
-    mut rx: mpsc::UnboundedReceiver<(QueuedCall, oneshot::Sender<Result<bool, StoreError>>)>,
-) {
-    const BATCH: usize = 1024;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+/// A writer that commits what it is sent in batches, and the way to send it work:
+/// each item with the sender of its outcome.
+type GroupCommit<T, R> = mpsc::UnboundedSender<(T, oneshot::Sender<Result<R, StoreError>>)>;
+
+/// Starts a group-commit writer: every item that arrives while a commit is under way
+/// joins the next one (up to `max` per transaction), so throughput grows with load
+/// while each sender still waits for its own commit. `write` commits one batch and
+/// returns each item's outcome; when it fails, every item of the batch gets the error.
+fn group_commit<T, R>(
+    conn: Db,
+    max: usize,
+    what: &'static str,
+    write: fn(&mut Connection, &[T]) -> Result<Vec<R>, StoreError>,
+) -> GroupCommit<T, R>
+where
+    T: Send + 'static,
+    R: Copy + Default + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<(T, oneshot::Sender<Result<R, StoreError>>)>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < max {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let (items, acks): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+            let outcome = conn
+                .run(move |conn| write(conn, &items))
+                .await
+                .unwrap_or_else(Err);
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "{what} failed");
+            }
+            for (i, ack) in acks.into_iter().enumerate() {
+                let _ = ack.send(match &outcome {
+                    Ok(done) => Ok(done.get(i).copied().unwrap_or_default()),
+                    Err(e) => Err(e.again()),
+                });
             }
         }
-        let (calls, acks): (Vec<QueuedCall>, Vec<_>) = batch.into_iter().unzip();
-        let conn = conn.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-            queue::insert_calls(&mut conn, &calls)
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Task(e)));
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "committing queued calls failed");
-        }
-        for (i, ack) in acks.into_iter().enumerate() {
-            let _ = ack.send(match &outcome {
-                Ok(queued) => Ok(queued.get(i).copied().unwrap_or(false)),
-                Err(e) => Err(e.again()),
-            });
-        }
-    }
+    });
+    tx
+}
+
+/// Sends `item` to a group-commit writer and waits until its batch is committed.
+async fn commit<T, R>(writer: &GroupCommit<T, R>, item: T) -> Result<R, StoreError> {
+    let (done, committed) = oneshot::channel();
+    writer.send((item, done)).map_err(|_| StoreError::Closed)?;
+    committed.await.map_err(|_| StoreError::Closed)?
 }
 
 fn insert_batch(conn: &mut Connection, batch: &[Write], prune: bool) -> Result<(), StoreError> {

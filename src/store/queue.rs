@@ -6,6 +6,8 @@
 //! webhook is refused as a duplicate exactly when the first one was queued; and an opaque
 //! `reply` (where a channel wants the result to go), kept until the result is delivered.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -75,6 +77,9 @@ pub struct QueuedCall {
     /// `(route key, delivery id)`: the call is queued only if this delivery was not seen
     /// before (see [`Store::first_delivery`]). Not stored with the call.
     pub delivery: Option<(String, String)>,
+    /// `(owner, lease end)`: the call is queued already claimed, as running, by the
+    /// process that will run it at once (see [`Store::claim_calls`]).
+    pub lease: Option<(String, DateTime<Utc>)>,
 }
 
 /// A queued call as `GET /system/queue` lists it (without its body).
@@ -198,8 +203,11 @@ pub(super) fn insert_calls(
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO queue (call_id, function, method, path, query, headers, body,
-                callback_url, state, attempts, next_attempt_at, created_at, trigger, reply)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', 0, ?9, ?10, ?11, ?12)",
+                callback_url, state, attempts, next_attempt_at, created_at, trigger, reply,
+                owner, lease_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+                CASE WHEN ?13 IS NULL THEN 'pending' ELSE 'running' END, 0, ?9, ?10, ?11, ?12,
+                ?13, ?14)",
         )?;
         let mut remember = tx.prepare_cached(
             "INSERT OR IGNORE INTO deliveries (channel, id, received_at) VALUES (?1, ?2, ?3)",
@@ -231,6 +239,8 @@ pub(super) fn insert_calls(
                 now,
                 c.trigger,
                 c.reply,
+                c.lease.as_ref().map(|(owner, _)| owner),
+                c.lease.as_ref().map(|(_, until)| millis(*until)),
             ])?;
             queued.push(inserted == 1);
         }
@@ -239,9 +249,76 @@ pub(super) fn insert_calls(
     Ok(queued)
 }
 
+/// A finished call's outcome, on its way to the store ([`Store::finish_call`]).
+pub(super) struct Finish {
+    call_id: String,
+    state: CallState,
+    attempts: u32,
+    status: u16,
+    error: Option<String>,
+    duration_ms: f64,
+    result: Option<Vec<u8>>,
+    answered: bool,
+    at: DateTime<Utc>,
+}
+
+/// Records finished calls in one transaction.
+pub(super) fn finish_calls(
+    conn: &mut Connection,
+    finishes: &[Finish],
+) -> Result<Vec<()>, StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE queue SET state = ?2, attempts = ?3, status = ?4, error = ?5, duration_ms = ?6,
+                result = CASE WHEN ?9 OR (callback_url IS NULL AND reply IS NULL) THEN NULL ELSE ?7 END,
+                callback_state = CASE WHEN ?9 THEN 'answered'
+                    WHEN callback_url IS NULL AND reply IS NULL THEN NULL ELSE 'pending' END,
+                body = CASE WHEN ?2 = 'done' THEN x'' ELSE body END,
+                owner = NULL, lease_until = NULL, finished_at = ?8
+             WHERE call_id = ?1",
+        )?;
+        for f in finishes {
+            update.execute(params![
+                f.call_id,
+                f.state.as_str(),
+                f.attempts,
+                f.status,
+                f.error,
+                f.duration_ms,
+                f.result,
+                f.at,
+                f.answered
+            ])?;
+        }
+    }
+    // Every `PRUNE_EVERY` finished calls, the finished calls older than the newest
+    // `FINISHED_KEPT` calls are forgotten: done and cancelled ones with nothing left to
+    // deliver. Dead letters stay until someone re-queues or removes them.
+    let before = FINISHED.fetch_add(finishes.len() as u64, Ordering::Relaxed);
+    if before / PRUNE_EVERY != (before + finishes.len() as u64) / PRUNE_EVERY {
+        tx.prepare_cached(
+            "DELETE FROM queue WHERE state IN ('done', 'cancelled')
+                AND (callback_state IS NULL OR callback_state <> 'pending')
+                AND rowid <= (SELECT MAX(rowid) FROM queue) - ?1",
+        )?
+        .execute([FINISHED_KEPT])?;
+    }
+    tx.commit()?;
+    Ok(vec![(); finishes.len()])
+}
+
+/// Finished calls kept in the queue table (as `GET /system/queue` lists them).
+const FINISHED_KEPT: i64 = 10_000;
+/// How many finished calls between two prunings of the queue table.
+const PRUNE_EVERY: u64 = 1024;
+/// Calls finished by this process, for pruning.
+static FINISHED: AtomicU64 = AtomicU64::new(0);
+
 impl Store {
     /// Claims up to `limit` due calls for `owner`, marking them running until
-    /// `lease_until`, and at most `room(function)` calls of each function.
+    /// `lease_until`, and at most `room(function)` calls of each function. Also says
+    /// whether due calls were left for want of room.
     pub async fn claim_calls(
         &self,
         owner: &str,
@@ -249,11 +326,12 @@ impl Store {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         mut room: impl FnMut(&str) -> usize + Send + 'static,
-    ) -> Result<Vec<QueuedCall>, StoreError> {
+    ) -> Result<(Vec<QueuedCall>, bool), StoreError> {
         let owner = owner.to_owned();
         self.with_mut(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut claimed = Vec::new();
+            let mut left = false;
             {
                 let mut due = tx.prepare_cached(
                     "SELECT call_id, function, method, path, query, headers, body, callback_url, attempts,
@@ -276,6 +354,7 @@ impl Store {
                             trigger: r.get(9)?,
                             reply: r.get(10)?,
                             delivery: None,
+                            lease: None,
                         },
                         r.get::<_, String>(5)?,
                     ))
@@ -283,11 +362,13 @@ impl Store {
                 let mut taken: std::collections::HashMap<String, usize> = Default::default();
                 for row in rows {
                     if claimed.len() == limit {
+                        left = true;
                         break;
                     }
                     let (mut call, headers) = row?;
                     let n = taken.entry(call.function.clone()).or_default();
                     if *n >= room(&call.function) {
+                        left = true;
                         continue;
                     }
                     *n += 1;
@@ -302,7 +383,7 @@ impl Store {
                 }
             }
             tx.commit()?;
-            Ok(claimed)
+            Ok((claimed, left))
         })
         .await
     }
@@ -342,7 +423,8 @@ impl Store {
 
     /// Records that a call finished for good (done or dead), keeping its result for a
     /// callback or reply if it has one — unless `answered`: the channel that queued it
-    /// already answered with the result (callback state `answered`).
+    /// already answered with the result (callback state `answered`). Calls finishing
+    /// at once are recorded in one transaction.
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_call(
         &self,
@@ -355,21 +437,18 @@ impl Store {
         result: Option<Vec<u8>>,
         answered: bool,
     ) -> Result<(), StoreError> {
-        let call_id = call_id.to_owned();
-        self.with(move |c| {
-            c.execute(
-                "UPDATE queue SET state = ?2, attempts = ?3, status = ?4, error = ?5, duration_ms = ?6,
-                    result = CASE WHEN ?9 OR (callback_url IS NULL AND reply IS NULL) THEN NULL ELSE ?7 END,
-                    callback_state = CASE WHEN ?9 THEN 'answered'
-                        WHEN callback_url IS NULL AND reply IS NULL THEN NULL ELSE 'pending' END,
-                    body = CASE WHEN ?2 = 'done' THEN x'' ELSE body END,
-                    owner = NULL, lease_until = NULL, finished_at = ?8
-                 WHERE call_id = ?1",
-                params![call_id, state.as_str(), attempts, status, error, duration_ms, result, Utc::now(), answered],
-            )?;
-            Ok(())
-        })
-        .await
+        let finish = Finish {
+            call_id: call_id.to_owned(),
+            state,
+            attempts,
+            status,
+            error,
+            duration_ms,
+            result,
+            answered,
+            at: Utc::now(),
+        };
+        super::commit(&self.finishes, finish).await
     }
 
     /// Schedules another attempt of a failed call.
@@ -566,6 +645,73 @@ mod tests {
         }
     }
 
+    fn finish(call_id: String, state: CallState, with_result: bool) -> Finish {
+        Finish {
+            call_id,
+            state,
+            attempts: 1,
+            status: 200,
+            error: None,
+            duration_ms: 1.0,
+            result: with_result.then(|| b"ok".to_vec()),
+            answered: false,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn old_finished_calls_are_forgotten_but_dead_letters_and_undelivered_results_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
+        conn.execute_batch(super::super::SCHEMA).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let total = FINISHED_KEPT as usize + 2_000;
+        let calls: Vec<QueuedCall> = (0..total)
+            .map(|i| QueuedCall {
+                call_id: format!("c{i}"),
+                function: "f".into(),
+                method: "POST".into(),
+                path: "/".into(),
+                // The second call has a callback whose delivery is still to come.
+                callback_url: (i == 1).then(|| "http://example.com/cb".to_owned()),
+                ..QueuedCall::default()
+            })
+            .collect();
+        insert_calls(&mut conn, &calls).unwrap();
+        let finishes: Vec<Finish> = (0..total)
+            .map(|i| {
+                let state = if i == 0 {
+                    CallState::Dead
+                } else {
+                    CallState::Done
+                };
+                finish(format!("c{i}"), state, i == 1)
+            })
+            .collect();
+        for batch in finishes.chunks(1000) {
+            finish_calls(&mut conn, batch).unwrap();
+        }
+        let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let left = count("SELECT COUNT(*) FROM queue");
+        assert!(
+            (FINISHED_KEPT..total as i64 - 1_000).contains(&left),
+            "{left} of {total} calls left"
+        );
+        // The newest are all there; the dead letter and the pending callback too.
+        assert_eq!(
+            count(&format!(
+                "SELECT COUNT(*) FROM queue WHERE rowid > {}",
+                total as i64 - FINISHED_KEPT
+            )),
+            FINISHED_KEPT
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM queue WHERE call_id IN ('c0', 'c1')"),
+            2
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM queue WHERE call_id = 'c2'"), 0);
+    }
+
     #[tokio::test]
     async fn a_delivery_id_queues_its_call_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -594,10 +740,11 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert!(store.enqueue(call("c1", None)).await.unwrap());
         let now = Utc::now();
-        let claimed = store
+        let (claimed, left) = store
             .claim_calls("pid:1", 4, now, now, |_| 4)
             .await
             .unwrap();
+        assert!(!left);
         assert_eq!(claimed[0].trigger.as_deref(), Some("slack"));
         assert!(claimed[0].reply.is_some());
         store

@@ -207,7 +207,7 @@ pub struct ChannelCall<'a> {
 
 impl ChannelCall<'_> {
     /// Commits the call to the queue; the route's limit applies until it ends.
-    pub async fn submit(self, queue: &AsyncQueue) -> Result<Submitted, ChannelError> {
+    pub async fn submit(self, queue: &Arc<AsyncQueue>) -> Result<Submitted, ChannelError> {
         let permit = self.route.permit()?;
         let trigger = match self.route.channel {
             "hooks" => "hook",
