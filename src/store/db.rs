@@ -7,7 +7,8 @@
 //! between them cost a futex wake-up and a context switch.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -16,18 +17,37 @@ use super::StoreError;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// A handle on the connection's thread. Cloning shares the thread; it ends, closing the
-/// connection, when the last handle is dropped.
+/// A handle on the connection's thread. Cloning shares the thread; dropping the last
+/// handle waits for the work queued so far, then closes the connection (so a stopped
+/// gateway leaves its database checkpointed, without `-wal` and `-shm` files) before
+/// it returns.
 #[derive(Clone)]
 pub(super) struct Db {
-    jobs: mpsc::Sender<Job>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The thread ends once its queue is closed and empty.
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl Db {
     /// Moves `conn` to a thread of its own.
     pub(super) fn start(conn: Connection) -> Result<Db, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || {
                 let mut conn = conn;
@@ -40,7 +60,12 @@ impl Db {
                 }
             })
             .map_err(|e| StoreError::Write(format!("cannot start the store's thread: {e}")))?;
-        Ok(Db { jobs })
+        Ok(Db {
+            inner: Arc::new(Inner {
+                jobs: Some(jobs),
+                thread: Some(thread),
+            }),
+        })
     }
 
     /// Runs `f` on the connection and waits for its result.
@@ -49,11 +74,11 @@ impl Db {
         f: impl FnOnce(&mut Connection) -> R + Send + 'static,
     ) -> Result<R, StoreError> {
         let (answer, answered) = oneshot::channel();
-        self.jobs
-            .send(Box::new(move |conn: &mut Connection| {
-                let _ = answer.send(f(conn));
-            }))
-            .map_err(|_| StoreError::Closed)?;
+        let jobs = self.inner.jobs.as_ref().ok_or(StoreError::Closed)?;
+        jobs.send(Box::new(move |conn: &mut Connection| {
+            let _ = answer.send(f(conn));
+        }))
+        .map_err(|_| StoreError::Closed)?;
         answered.await.map_err(|_| StoreError::Closed)
     }
 }
@@ -90,5 +115,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 50);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_closes_the_database_before_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (n INTEGER)")
+            .unwrap();
+        let db = Db::start(conn).unwrap();
+        let other = db.clone();
+        db.run(|c| c.execute("INSERT INTO t VALUES (1)", []).unwrap())
+            .await
+            .unwrap();
+        drop(db);
+        assert!(dir.path().join("t.db-wal").exists(), "closed too early");
+        drop(other);
+        // SQLite removes the write-ahead log when its last connection closes.
+        assert!(!dir.path().join("t.db-wal").exists(), "not closed on drop");
     }
 }
