@@ -32,11 +32,16 @@ pub struct Summary {
     pub achieved: f64,
 }
 
-/// A client for load: keeps many connections, gives up on a call after 10 s.
+/// A client for load: keeps many connections, gives up on a call after 10 s. Like any
+/// well-configured client it lets go of an idle connection before the server does (the
+/// gateway closes keep-alive connections idle for its 30 s header timeout): a POST sent
+/// on a connection the server is closing at that moment fails and is not retried. The
+/// capacity ramp leaves hundreds of connections idle, all reaching that age together.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(4096)
+        .pool_idle_timeout(Duration::from_secs(20))
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
