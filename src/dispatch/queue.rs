@@ -32,7 +32,7 @@ use crate::function::FunctionName;
 use crate::provider::Invocation;
 use crate::registry::Registry;
 use crate::server::HEADER_CALL_ID;
-use crate::store::{CallState, CallbackDue, QueuedCall, StoreError};
+use crate::store::{CallState, CallbackDue, Finish, QueuedCall, StoreError};
 
 /// Forgets a submitted call's watch when dropped: armed while [`AsyncQueue::submit`] commits.
 struct Unwatch<'a> {
@@ -696,16 +696,17 @@ impl AsyncQueue {
         let body = result.body.slice(..result.body.len().min(MAX_RESULT));
         self.registry
             .store
-            .finish_call(
-                &call.call_id,
+            .finish_call(Finish {
+                call_id: call.call_id.clone(),
                 state,
                 attempts,
-                result.status,
-                result.error.clone(),
-                result.duration_ms,
-                wanted.then(|| body.to_vec()),
+                status: result.status,
+                error: result.error.clone(),
+                duration_ms: result.duration_ms,
+                result: wanted.then(|| body.to_vec()),
                 answered,
-            )
+                at: Utc::now(),
+            })
             .await?;
         // Counted out only once recorded: an outcome that could not be written is put
         // back in the queue (see `put_back`).

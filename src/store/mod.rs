@@ -20,7 +20,7 @@ use crate::function::{FunctionDeployment, FunctionName};
 mod db;
 mod queue;
 mod schedule;
-pub use queue::{CallState, CallbackDue, QueueCounts, QueueEntry, QueuedCall};
+pub use queue::{CallState, CallbackDue, Finish, QueueCounts, QueueEntry, QueuedCall};
 pub use schedule::ScheduleRun;
 mod alexa;
 pub use alexa::PendingReply;
@@ -104,7 +104,7 @@ pub struct Store {
     conn: Db,
     activations: mpsc::UnboundedSender<Write>,
     enqueues: GroupCommit<QueuedCall, bool>,
-    finishes: GroupCommit<queue::Finish, ()>,
+    finishes: GroupCommit<Finish, ()>,
     key: Arc<SecretKey>,
 }
 

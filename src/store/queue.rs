@@ -249,17 +249,22 @@ pub(super) fn insert_calls(
     Ok(queued)
 }
 
-/// A finished call's outcome, on its way to the store ([`Store::finish_call`]).
-pub(super) struct Finish {
-    call_id: String,
-    state: CallState,
-    attempts: u32,
-    status: u16,
-    error: Option<String>,
-    duration_ms: f64,
-    result: Option<Vec<u8>>,
-    answered: bool,
-    at: DateTime<Utc>,
+/// A call's final outcome, as [`Store::finish_call`] records it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub call_id: String,
+    /// Done or dead.
+    pub state: CallState,
+    pub attempts: u32,
+    pub status: u16,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    /// Kept for a callback or reply, if the call has one.
+    pub result: Option<Vec<u8>>,
+    /// The channel that queued the call already answered with the result (callback state
+    /// `answered`): nothing is kept to deliver.
+    pub answered: bool,
+    pub at: DateTime<Utc>,
 }
 
 /// Records finished calls in one transaction.
@@ -421,33 +426,9 @@ impl Store {
         .await
     }
 
-    /// Records that a call finished for good (done or dead), keeping its result for a
-    /// callback or reply if it has one — unless `answered`: the channel that queued it
-    /// already answered with the result (callback state `answered`). Calls finishing
-    /// at once are recorded in one transaction.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn finish_call(
-        &self,
-        call_id: &str,
-        state: CallState,
-        attempts: u32,
-        status: u16,
-        error: Option<String>,
-        duration_ms: f64,
-        result: Option<Vec<u8>>,
-        answered: bool,
-    ) -> Result<(), StoreError> {
-        let finish = Finish {
-            call_id: call_id.to_owned(),
-            state,
-            attempts,
-            status,
-            error,
-            duration_ms,
-            result,
-            answered,
-            at: Utc::now(),
-        };
+    /// Records that a call finished for good. Calls finishing at once are recorded in one
+    /// transaction.
+    pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError> {
         super::commit(&self.finishes, finish).await
     }
 
@@ -748,16 +729,10 @@ mod tests {
         assert_eq!(claimed[0].trigger.as_deref(), Some("slack"));
         assert!(claimed[0].reply.is_some());
         store
-            .finish_call(
-                "c1",
-                CallState::Done,
-                1,
-                200,
-                None,
-                5.0,
-                Some(b"hi".to_vec()),
-                false,
-            )
+            .finish_call(Finish {
+                result: Some(b"hi".to_vec()),
+                ..finish("c1".into(), CallState::Done, false)
+            })
             .await
             .unwrap();
         let due = store.callbacks_due().await.unwrap();
@@ -775,16 +750,11 @@ mod tests {
             .await
             .unwrap();
         store
-            .finish_call(
-                "c2",
-                CallState::Done,
-                1,
-                200,
-                None,
-                5.0,
-                Some(b"x".to_vec()),
-                true,
-            )
+            .finish_call(Finish {
+                result: Some(b"x".to_vec()),
+                answered: true,
+                ..finish("c2".into(), CallState::Done, false)
+            })
             .await
             .unwrap();
         assert!(store.callbacks_due().await.unwrap().is_empty());

@@ -368,11 +368,6 @@ async fn the_docker_engine_restarting_under_load_is_survived() {
         queued.len(),
         "async calls are accepted while the engine is down"
     );
-    let _ = gw
-        .request(reqwest::Method::GET, "/system/activations?limit=1")
-        .send()
-        .await
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     let rows = loop {
         let (rows, _) = queue_and_successes(&gw, "easync-%");
@@ -388,19 +383,9 @@ async fn the_docker_engine_restarting_under_load_is_survived() {
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = gw
-            .request(reqwest::Method::GET, "/system/activations?limit=1")
-            .send()
-            .await;
     };
-    // Activation records are written in batches, a moment after the call's outcome:
-    // the listing writes those still pending before it answers.
-    let listed = gw
-        .request(reqwest::Method::GET, "/system/activations?limit=1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200, "the listing flushes pending records");
+    // Activation records are written a moment after the call's outcome.
+    crate::flush_activations(&gw).await;
     let (_, successes) = queue_and_successes(&gw, "easync-%");
     for (call_id, _, _) in &rows {
         assert_eq!(successes.get(call_id), Some(&1), "{call_id} answered once");

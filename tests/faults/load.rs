@@ -231,12 +231,7 @@ async fn sustained_load_at_capacity_for_60s_has_no_errors_and_loses_no_call() {
     );
 
     // Nothing lost: every call has its activation record.
-    let listed = gw
-        .request(reqwest::Method::GET, "/system/activations?limit=1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200, "the listing flushes pending records");
+    crate::flush_activations(&gw).await;
     let recorded = recorded_call_ids(&gw, "held-%");
     let missing: Vec<_> = samples
         .iter()

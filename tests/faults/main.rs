@@ -21,3 +21,15 @@ pub async fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::const_new(());
     LOCK.lock().await
 }
+
+/// Has the gateway write the activation records it still holds (they are written in
+/// batches, a moment after each call): the activation listing writes them before it
+/// answers. For tests that read the database itself.
+pub async fn flush_activations(gw: &util::Gateway) {
+    let listed = gw
+        .request(reqwest::Method::GET, "/system/activations?limit=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200, "the listing flushes pending records");
+}

@@ -187,12 +187,7 @@ async fn a_replica_killed_under_load_is_replaced_and_only_its_inflight_calls_fai
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let listed = gw
-        .request(reqwest::Method::GET, "/system/activations?limit=1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.status(), 200);
+    crate::flush_activations(&gw).await;
     let mut records: HashMap<String, (u32, u32)> = HashMap::new();
     for (call_id, status) in activations(&gw, "async-%") {
         let entry = records.entry(call_id).or_default();
