@@ -1684,16 +1684,25 @@ mod docker_bench {
             );
             let options = CreateContainerOptionsBuilder::default().name(&name).build();
             let id = self.docker.create_container(Some(options), body).await?.id;
-            self.docker.start_container(&id, None).await?;
-            let inspect = self.docker.inspect_container(&id, None).await?;
-            let port = inspect
-                .network_settings
-                .and_then(|n| n.ports)
-                .and_then(|mut p| p.remove("8080/tcp"))
-                .flatten()
-                .and_then(|b| b.into_iter().find_map(|b| b.host_port))
-                .context("bare container has no published port")?;
-            Ok((id, format!("http://127.0.0.1:{port}/")))
+            let started = async {
+                self.docker.start_container(&id, None).await?;
+                let inspect = self.docker.inspect_container(&id, None).await?;
+                inspect
+                    .network_settings
+                    .and_then(|n| n.ports)
+                    .and_then(|mut p| p.remove("8080/tcp"))
+                    .flatten()
+                    .and_then(|b| b.into_iter().find_map(|b| b.host_port))
+                    .context("bare container has no published port")
+            };
+            match started.await {
+                Ok(port) => Ok((id, format!("http://127.0.0.1:{port}/"))),
+                // A container that cannot start (no docker0 bridge, say) is not left behind.
+                Err(e) => {
+                    self.remove(&id).await;
+                    Err(e)
+                }
+            }
         }
 
         async fn remove(&self, id: &str) {
