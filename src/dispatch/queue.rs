@@ -323,19 +323,20 @@ impl AsyncQueue {
             queue: self,
             call_id: &call_id,
         };
-        let now = self.now_slots(&call.function, submit.wait.is_some());
-        if now.is_some() {
+        // The copy to run goes without the lease, which only says how to insert the call.
+        let run_now = self
+            .now_slots(&call.function, submit.wait.is_some())
+            .map(|slots| (call.clone(), slots));
+        if run_now.is_some() {
             let lease = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
             call.lease = Some((self.owner.clone(), lease));
         }
-        let run_now = now.map(|slots| (call.clone(), slots));
         let queued = self.enqueue(call).await?;
         if !queued {
             return Ok(Submitted::Duplicate);
         }
         std::mem::forget(unwatch);
-        if let Some((mut call, (slot, permit))) = run_now {
-            call.lease = None;
+        if let Some((call, (slot, permit))) = run_now {
             self.started
                 .spawn(self.clone().run_call(call, slot, permit));
         }

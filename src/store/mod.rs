@@ -40,8 +40,6 @@ pub enum StoreError {
     Unwritable(String),
     #[error("store: stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
-    #[error("store: background task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
     #[error("store: the writer has stopped")]
     Closed,
     #[error("store: write failed: {0}")]
