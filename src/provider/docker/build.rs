@@ -42,6 +42,15 @@ const IMAGE_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
 /// Where a program that `fprocess` names without a path is linked when its directory on
 /// the host is not on the image's `PATH`.
 const IMAGE_BIN: &str = "/usr/local/bin";
+/// Where the program `fprocess` names goes in the image when it lives outside the handler
+/// directory and outside the system's directories (a Rust function's
+/// `target/debug/hello`, wherever the project was cloned): the image must not depend on
+/// where the project lives, and the containers' `/tmp` is a tmpfs that would hide a copy
+/// made at a path under `/tmp`.
+pub const HOST_PROGRAM_DIR: &str = "/usr/local/libexec/hark";
+/// Host directories whose programs keep their own path in an image (their interpreters and
+/// data sit beside them).
+const SYSTEM_DIRS: &[&str] = &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/opt"];
 
 /// One step of a build, for a progress display.
 #[derive(Debug, Clone)]
@@ -469,6 +478,9 @@ fn function_context(
                 if !seen.insert(program.clone()) {
                     continue;
                 }
+                // The program `fprocess` names may move (see `image_program`); the
+                // interpreters of scripts keep their paths, which the scripts name.
+                let is_main = seen.len() == 1;
                 let host_path = locate(&program, app.as_deref(), &applets)?;
                 let Some((host_path, in_app)) = host_path else {
                     continue;
@@ -494,6 +506,11 @@ fn function_context(
                     }
                     _ => match &python {
                         Some(python) => context.python(extra, python, &host_path)?,
+                        None if is_main => {
+                            let at = image_program(&host_path, app.as_deref());
+                            context.copy(&host_path, &under(extra, &at))?;
+                            context.libraries(extra, &host_path)?;
+                        }
                         None => context.program(extra, &host_path)?,
                     },
                 }
@@ -502,10 +519,11 @@ fn function_context(
                     .parent()
                     .is_some_and(|d| IMAGE_PATH.split(':').any(|p| Path::new(p) == d));
                 if !program.contains('/') && !in_app && !on_image_path {
-                    let target = python
-                        .as_ref()
-                        .map(|p| p.executable.clone())
-                        .unwrap_or_else(|| host_path.clone());
+                    let target = match &python {
+                        Some(python) => python.executable.clone(),
+                        None if is_main => image_program(&host_path, app.as_deref()),
+                        None => host_path.clone(),
+                    };
                     context.symlink(
                         &extra.join(IMAGE_BIN.trim_start_matches('/')).join(&program),
                         &target.to_string_lossy(),
@@ -519,8 +537,8 @@ fn function_context(
     }
     let has_extra = context.added.iter().any(|p| p.starts_with(extra));
     let mut env = Vec::new();
-    if let Some(fprocess) = &spec.env_process {
-        env.push(format!("fprocess={}", quote(fprocess)));
+    if let Some(fprocess) = fprocess_in_image(spec) {
+        env.push(format!("fprocess={}", quote(&fprocess)));
     }
     let mode = match spec.mode() {
         Ok(crate::function::Mode::Http) => "http",
@@ -547,6 +565,51 @@ fn function_context(
     );
     context.file(Path::new("Dockerfile"), dockerfile.as_bytes(), 0o644)?;
     context.finish()
+}
+
+/// Where the host program `fprocess` names is in the image: inside the handler
+/// directory, at its place under [`APP_DIR`]; in a system directory, or a Python
+/// interpreter (whose standard library is found from its path), at its own path; anywhere
+/// else, in [`HOST_PROGRAM_DIR`] under its file name.
+pub fn image_program(host: &Path, app: Option<&Path>) -> PathBuf {
+    if let Some(relative) = app.and_then(|dir| host.strip_prefix(dir).ok()) {
+        return Path::new(APP_DIR).join(relative);
+    }
+    let is_python = host
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("python"));
+    if is_python || SYSTEM_DIRS.iter().any(|d| host.starts_with(d)) {
+        return host.to_owned();
+    }
+    match host.file_name() {
+        Some(name) => Path::new(HOST_PROGRAM_DIR).join(name),
+        None => host.to_owned(),
+    }
+}
+
+/// `fprocess` as the image runs it: an absolute path to its program replaced by where
+/// [`image_program`] puts that program. Words that name no absolute path are left as
+/// they are (a relative path is relative to the working directory, [`APP_DIR`] in the
+/// image; a bare name is looked up on the image's `PATH`).
+pub fn fprocess_in_image(spec: &FunctionDeployment) -> Option<String> {
+    let fprocess = spec
+        .env_process
+        .as_deref()
+        .filter(|p| !p.trim().is_empty())?;
+    let Ok(mut words) = shell_words::split(fprocess) else {
+        return Some(fprocess.to_owned());
+    };
+    let Some(program) = words.first().filter(|p| p.starts_with('/')) else {
+        return Some(fprocess.to_owned());
+    };
+    let app = spec.annotations.get(ANNOTATION_WORKDIR).map(PathBuf::from);
+    let host = Path::new(program);
+    let moved = image_program(host, app.as_deref());
+    if moved == host {
+        return Some(fprocess.to_owned());
+    }
+    words[0] = moved.to_string_lossy().into_owned();
+    Some(shell_words::join(words))
 }
 
 /// Finds a program of `fprocess` on the host: `(path, whether it is inside the handler
@@ -646,6 +709,42 @@ mod tests {
         assert_eq!(shebang(&script), Some(vec!["/bin/sh".to_owned()]));
         std::fs::write(&script, "plain").unwrap();
         assert_eq!(shebang(&script), None);
+    }
+
+    #[test]
+    fn images_do_not_depend_on_where_the_project_lives() {
+        let mut spec = FunctionDeployment {
+            service: "hello".parse().unwrap(),
+            env_process: Some("/tmp/tmp.Ab12/target/debug/hello --flag 'a b'".into()),
+            ..Default::default()
+        };
+        // A program outside the handler directory and the system's directories moves to
+        // the same place wherever the project was cloned (the containers' /tmp is a tmpfs).
+        let moved = fprocess_in_image(&spec).unwrap();
+        assert_eq!(moved, "/usr/local/libexec/hark/hello --flag 'a b'");
+        spec.env_process = Some("/home/ada/src/hark/target/debug/hello --flag 'a b'".into());
+        assert_eq!(fprocess_in_image(&spec).unwrap(), moved);
+        // System programs and Python interpreters keep their paths.
+        spec.env_process = Some("/usr/bin/jq .".into());
+        assert_eq!(fprocess_in_image(&spec).unwrap(), "/usr/bin/jq .");
+        spec.env_process = Some("/root/.pyenv/versions/3.11.7/bin/python3 main.py".into());
+        assert_eq!(
+            fprocess_in_image(&spec).unwrap(),
+            "/root/.pyenv/versions/3.11.7/bin/python3 main.py"
+        );
+        // A program inside the handler directory is where the directory is copied.
+        spec.annotations
+            .insert(ANNOTATION_WORKDIR.into(), "/tmp/x/functions/hello".into());
+        spec.env_process = Some("/tmp/x/functions/hello/target/release/hello".into());
+        assert_eq!(
+            fprocess_in_image(&spec).unwrap(),
+            "/home/app/target/release/hello"
+        );
+        // Relative paths and bare names are left to the image's working directory and PATH.
+        spec.env_process = Some("./handler.sh".into());
+        assert_eq!(fprocess_in_image(&spec).unwrap(), "./handler.sh");
+        spec.env_process = Some("cat".into());
+        assert_eq!(fprocess_in_image(&spec).unwrap(), "cat");
     }
 
     #[test]

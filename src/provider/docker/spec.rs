@@ -133,7 +133,7 @@ pub fn environment(spec: &FunctionDeployment) -> Result<Vec<String>, String> {
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    if let Some(fprocess) = spec.env_process.as_deref().filter(|p| !p.trim().is_empty()) {
+    if let Some(fprocess) = super::build::fprocess_in_image(spec) {
         env.push(format!("{ENV_FPROCESS}={fprocess}"));
     }
     let mode = match mode {
