@@ -14,12 +14,72 @@ use serde_json::json;
 use crate::load::{client, open_loop};
 use crate::util::{hark_bin, hello_bin, Gateway};
 
-/// A `dockerd` of this test: its own socket, data, exec root, containerd and address pool,
-/// no default bridge and no iptables rules, so it touches nothing of the shared engine.
+/// A `dockerd` of this test: its own socket, data, exec root, containerd, address pool and
+/// network namespace, and no iptables rules, so it touches nothing of the shared engine.
+///
+/// The namespace matters: Debian's dockerd (20.10), restarted after a crash with
+/// containers on a user-defined network, removes the stale sandboxes' network by the
+/// default bridge name and deletes `docker0` — in the host's namespace that is the
+/// machine's own engine's bridge (seen here even with `--bridge=` naming a bridge of the
+/// test's own). In a namespace of its own it deletes only its own. The gateway under test
+/// runs in that namespace too (the engine publishes the containers' ports on its
+/// loopback), and the test reaches it over a veth pair.
 struct PrivateEngine {
     dir: PathBuf,
+    netns: String,
     child: Option<Child>,
     _tmp: tempfile::TempDir,
+}
+
+/// The name of the machine's own engine's default bridge, which no test may remove.
+const HOST_BRIDGE: &str = "docker0";
+/// The addresses of the veth pair's ends: the host's and the namespace's (where the
+/// gateway listens).
+const HOST_END: &str = "10.215.0.1/30";
+const NETNS_END: &str = "10.215.0.2";
+
+/// Whether the network device `name` exists in this namespace.
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Runs `ip ARGS`, or says why it failed.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// `command` run inside the network namespace `netns`, with the same arguments,
+/// environment and working directory. (`nsenter --net` joins the namespace alone; `ip
+/// netns exec` would also mount a new `/sys`, hiding the cgroups dockerd needs.)
+fn in_netns(command: &Command, netns: &str) -> Command {
+    let mut wrapped = Command::new("nsenter");
+    wrapped
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(command.get_program())
+        .args(command.get_args());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    wrapped
 }
 
 impl PrivateEngine {
@@ -34,11 +94,30 @@ impl PrivateEngine {
             .tempdir_in("/tmp")
             .map_err(|e| e.to_string())?;
         std::fs::write(tmp.path().join("daemon.json"), "{}").map_err(|e| e.to_string())?;
-        let mut engine = PrivateEngine {
+        let id = std::process::id() % 100_000_000;
+        let netns = format!("hfns{id}");
+        let (host_end, netns_end) = (format!("hfv{id}h"), format!("hfv{id}n"));
+        // Left by an earlier run that was killed: removing the namespace removes its veth.
+        let _ = ip(&["netns", "del", &netns]);
+        ip(&["netns", "add", &netns])?;
+        let engine = PrivateEngine {
             dir: tmp.path().to_owned(),
+            netns,
             child: None,
             _tmp: tmp,
         };
+        let ns = engine.netns.as_str();
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &netns_end,
+        ])?;
+        ip(&["link", "set", &netns_end, "netns", ns])?;
+        ip(&["addr", "add", HOST_END, "dev", &host_end])?;
+        ip(&["link", "set", &host_end, "up"])?;
+        let inside = format!("{NETNS_END}/30");
+        ip(&["-n", ns, "addr", "add", &inside, "dev", &netns_end])?;
+        ip(&["-n", ns, "link", "set", &netns_end, "up"])?;
+        let mut engine = engine;
         engine.spawn().await?;
         Ok(engine)
     }
@@ -55,14 +134,15 @@ impl PrivateEngine {
             .append(true)
             .open(self.dir.join("dockerd.log"))
             .map_err(|e| e.to_string())?;
-        let child = Command::new("/usr/sbin/dockerd")
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .args(["--", "/usr/sbin/dockerd"])
             .arg(format!("--config-file={d}/daemon.json"))
             .arg(format!("--host={}", self.host()))
             .arg(format!("--data-root={d}/data"))
             .arg(format!("--exec-root={d}/x"))
             .arg(format!("--pidfile={d}/d.pid"))
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip6tables=false",
                 "--ip-masq=false",
@@ -195,6 +275,7 @@ impl Drop for PrivateEngine {
         for point in points {
             let _ = Command::new("umount").arg("-l").arg(point).status();
         }
+        let _ = ip(&["netns", "del", &self.netns]);
     }
 }
 
@@ -230,6 +311,7 @@ fn queue_and_successes(gw: &Gateway, pattern: &str) -> (QueueRows, HashMap<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_engine_restarting_under_load_is_survived() {
     let _one = crate::exclusive().await;
+    let had_host_bridge = link_exists(HOST_BRIDGE);
     let mut engine = match PrivateEngine::start().await {
         Ok(engine) => engine,
         Err(why) => {
@@ -267,11 +349,12 @@ async fn the_docker_engine_restarting_under_load_is_survived() {
     );
 
     let data = tempfile::tempdir().unwrap();
-    let mut gw = Gateway::start_in_with_env(
+    let up = Gateway::up_command(
         data.path(),
-        &["--provider", "docker"],
+        &["--provider", "docker", "--bind", NETNS_END],
         &[("DOCKER_HOST", host.as_str())],
     );
+    let mut gw = Gateway::spawn(in_netns(&up, &engine.netns), data.path());
     gw.deploy(json!({
         "service": "hello",
         "image": format!("hark/hello:{run}"),
@@ -408,4 +491,18 @@ async fn the_docker_engine_restarting_under_load_is_survived() {
         accepted.len(),
         rows.len()
     );
+    // The test damaged nothing of the machine: its engine and namespace are gone, and
+    // the machine's own engine still has its default bridge.
+    let netns = engine.netns.clone();
+    drop(engine);
+    assert!(
+        !Path::new("/run/netns").join(&netns).exists(),
+        "the namespace {netns} was left"
+    );
+    if had_host_bridge {
+        assert!(
+            link_exists(HOST_BRIDGE),
+            "the host's {HOST_BRIDGE} was removed by the private engine"
+        );
+    }
 }
