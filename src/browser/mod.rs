@@ -8,6 +8,7 @@
 //! a time limit per lease after which the session is killed, and a health check that
 //! replaces crashed or hung browsers and a dead chromedriver.
 
+pub mod guard;
 mod proc;
 pub mod webdriver;
 
@@ -155,6 +156,24 @@ struct Driver {
     url: String,
 }
 
+impl Driver {
+    /// Stops chromedriver: a guard is asked to stop (SIGTERM), so that it kills its
+    /// browsers first; it is killed if it has not ended within 5 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) of our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+}
+
 #[derive(Default)]
 struct State {
     warm: VecDeque<Session>,
@@ -220,6 +239,9 @@ struct Inner {
     refill: Notify,
     /// Networks besides loopback whose peers may use `/webdriver`.
     networks: std::sync::RwLock<Vec<ipnet::IpNet>>,
+    /// The `hark` binary that runs chromedriver under [`guard`], so that browsers die
+    /// with the gateway; without it chromedriver is started directly.
+    guard: Option<PathBuf>,
 }
 
 /// Finds `program` as given (a path) or in `$PATH`.
@@ -292,6 +314,7 @@ impl BrowserPool {
                 generation: AtomicU64::new(0),
                 refill: Notify::new(),
                 networks: std::sync::RwLock::new(Vec::new()),
+                guard: None,
             }),
         })
     }
@@ -308,6 +331,16 @@ impl BrowserPool {
             inner.disabled = Some(reason.to_owned());
         }
         pool
+    }
+
+    /// Runs chromedriver under `hark browser-guard` of the `hark` binary `hark`, so that a
+    /// gateway that dies, even by SIGKILL, takes its browsers with it. Call before the
+    /// pool is shared.
+    pub fn guarded_by(mut self, hark: PathBuf) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.guard = Some(hark);
+        }
+        self
     }
 
     /// Why the pool is off, or `None` when it is on.
@@ -566,8 +599,8 @@ impl BrowserPool {
             all
         };
         futures::future::join_all(sessions.into_iter().map(|s| inner.destroy(s))).await;
-        if let Some(mut driver) = inner.driver.lock().await.take() {
-            let _ = driver.child.kill().await;
+        if let Some(driver) = inner.driver.lock().await.take() {
+            driver.stop().await;
         }
         let _ = std::fs::remove_dir_all(&inner.profiles);
         inner.gauges();
@@ -612,19 +645,43 @@ impl Inner {
             .and_then(|l| l.local_addr())
             .map_err(|e| BrowserError::Driver(format!("no free port for chromedriver: {e}")))?
             .port();
-        let mut command = tokio::process::Command::new(&self.config.chromedriver);
+        let chromedriver = [
+            self.config.chromedriver.display().to_string(),
+            format!("--port={port}"),
+        ];
+        let mut command = match &self.guard {
+            Some(hark) => {
+                let mut command = tokio::process::Command::new(hark);
+                command.args(guard::guard_args(
+                    std::process::id(),
+                    &self.profiles,
+                    &chromedriver,
+                ));
+                command
+            }
+            None => {
+                let mut command = tokio::process::Command::new(&chromedriver[0]);
+                command.args(&chromedriver[1..]);
+                command
+            }
+        };
         command
-            .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
         // SAFETY: the closure runs in the forked child before exec and only calls
-        // prctl(2), which is async-signal-safe: chromedriver dies with the gateway.
+        // prctl(2), which is async-signal-safe: chromedriver (or its guard, which then
+        // kills the browsers too) is told when the gateway dies.
+        let on_parent_death = if self.guard.is_some() {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
         unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            command.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, on_parent_death);
                 Ok(())
             });
         }

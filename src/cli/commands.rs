@@ -32,6 +32,7 @@ pub async fn run(
         | Command::BenchBaseline(_)
         | Command::Build(_)
         | Command::Watchdog(_)
+        | Command::BrowserGuard(_)
         | Command::New(_)
         | Command::Webhook(_)
         | Command::Skill(_)

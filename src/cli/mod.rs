@@ -158,6 +158,10 @@ pub enum Command {
     Watchdog(watchdog::WatchdogArgs),
     /// Create a function from a template (`functions/NAME/`) and add it to `hark.yml`.
     New(new::NewArgs),
+    /// Runs chromedriver for the gateway's browser pool, and kills its browsers when the
+    /// gateway dies (the gateway's own process).
+    #[command(hide = true)]
+    BrowserGuard(crate::browser::guard::GuardArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +258,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Alexa(command) => alexa::alexa(command).await,
         Command::Build(args) => build::run(args).await,
         Command::Watchdog(args) => watchdog::run(args).await,
+        Command::BrowserGuard(args) => crate::browser::guard::run(args).await,
         Command::New(args) => new::run(args),
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };

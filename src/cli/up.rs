@@ -371,7 +371,12 @@ fn browser_pool(
     data: &Path,
 ) -> anyhow::Result<crate::browser::BrowserPool> {
     let config = args.browser.apply(file.unwrap_or_default());
-    let pool = crate::browser::BrowserPool::new(config, data).context("browser automation")?;
+    let mut pool = crate::browser::BrowserPool::new(config, data).context("browser automation")?;
+    // Chromedriver runs under this binary's `browser-guard`, so that the browsers die
+    // with the gateway even when it is killed.
+    if let Ok(hark) = std::env::current_exe() {
+        pool = pool.guarded_by(hark);
+    }
     match pool.disabled_reason() {
         Some(reason) => tracing::info!(reason, "browser automation is off; /webdriver answers 503"),
         None => {

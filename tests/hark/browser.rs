@@ -370,3 +370,48 @@ async fn a_container_function_reaches_webdriver_on_its_network() {
     assert!(body.contains("/webdriver/fn/boxed-browse/call/"), "{body}");
     assert_eq!(pool(&h.gw).await["inUse"], 0);
 }
+
+/// The processes whose command line names a browser profile under `data`'s pool.
+fn browsers_of(data: &std::path::Path) -> Vec<u32> {
+    let flag = format!("--user-data-dir={}/", data.join("browser").display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg.starts_with(flag.as_bytes()))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_gateway_killed_with_sigkill_takes_its_browsers_with_it() {
+    if !chromium() {
+        return;
+    }
+    let mut gw = gateway(&[]);
+    wait_pool(&gw, "a warm browser", |s| s["warm"].as_u64() >= Some(1)).await;
+    let data = gw.data.clone();
+    assert!(!browsers_of(&data).is_empty(), "no browser process found");
+
+    // SIGKILL runs no code of the gateway's: only its browser guard can clean up.
+    gw.kill_hard();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = browsers_of(&data);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "browser processes outlived their gateway: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
