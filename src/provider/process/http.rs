@@ -101,7 +101,7 @@ impl Pool {
     }
 
     /// Proxies one call to a ready replica, starting one first if none runs.
-    pub(super) async fn invoke(&self, call: Invocation) -> Result<Output, ProviderError> {
+    pub(super) async fn invoke(&self, mut call: Invocation) -> Result<Output, ProviderError> {
         let launch = &self.inner.launch;
         let deadline = Instant::now() + launch.timeout;
         if self.inner.desired.load(Ordering::Relaxed) == 0 {
@@ -112,14 +112,28 @@ impl Pool {
                 self.scale(1).await;
             }
         }
-        let port = self.ready_port(deadline).await?;
-        let limit = deadline.saturating_duration_since(Instant::now());
-        let answer = self
-            .inner
-            .client
-            .send(&format!("127.0.0.1:{port}"), call, &[], limit)
-            .await
-            .map_err(|e| self.request_error(e))?;
+        let (mut port, mut others) = self.ready_port(deadline).await?;
+        let answer = loop {
+            let limit = deadline.saturating_duration_since(Instant::now());
+            // A call that never reached its replica (it died a moment ago and the
+            // supervisor has not noticed yet) goes to another ready one; a copy is kept
+            // for that only when there is another.
+            let spare = (!others.is_empty()).then(|| call.clone());
+            let sent = self
+                .inner
+                .client
+                .send(&format!("127.0.0.1:{port}"), call, &[], limit)
+                .await;
+            match (sent, spare) {
+                (Ok(answer), _) => break answer,
+                (Err(UpstreamError::Connect(reason)), Some(copy)) => {
+                    tracing::debug!(function = %launch.name, port, reason, "replica refused the call; trying another");
+                    port = others.remove(0);
+                    call = copy;
+                }
+                (Err(e), _) => return Err(self.request_error(e)),
+            }
+        };
         let error = answer
             .status
             .is_server_error()
@@ -148,7 +162,9 @@ impl Pool {
         }
     }
 
-    async fn ready_port(&self, deadline: Instant) -> Result<u16, ProviderError> {
+    /// The port of the next ready replica (round robin), and those of the other ready
+    /// replicas after it.
+    async fn ready_port(&self, deadline: Instant) -> Result<(u16, Vec<u16>), ProviderError> {
         let mut ready = self.inner.ready.subscribe();
         let wait = ready.wait_for(|ports| !ports.is_empty());
         let ports = match tokio::time::timeout_at(deadline.into(), wait).await {
@@ -161,7 +177,10 @@ impl Pool {
             }
         };
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % ports.len();
-        Ok(ports[i].1)
+        let others = (1..ports.len())
+            .map(|k| ports[(i + k) % ports.len()].1)
+            .collect();
+        Ok((ports[i].1, others))
     }
 }
 
