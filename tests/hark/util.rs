@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "secret_check.rs"]
+mod secret_check;
+
 /// The `hark` binary under test.
 pub fn hark_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hark"))
@@ -25,8 +28,8 @@ pub fn hello_bin() -> PathBuf {
 }
 
 /// Where this test process leaves every gateway's output and every secret value its tests
-/// used, for `tests/zz_no_secret_in_logs.rs`, which cargo runs after this binary and
-/// fails when a secret shows up in any log: `target/tmp/test-logs/run-PID/`.
+/// used (`target/tmp/test-logs/run-PID/`); each log is checked for those secrets when its
+/// gateway stops ([`secret_check`]).
 pub fn test_logs_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("test-logs")
@@ -61,17 +64,25 @@ pub fn register_secret(value: &str) {
 }
 
 /// A new file for one gateway's output: `test-logs/run-PID/TEST-N.log`.
-fn gateway_log_file() -> std::fs::File {
+fn gateway_log_file() -> (std::fs::File, PathBuf) {
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = test_logs_dir().join(format!("{}-{n}.log", test_name()));
-    std::fs::File::create(path).unwrap()
+    (std::fs::File::create(&path).unwrap(), path)
 }
 
-/// Keeps `text`, the log output of a `hark` process a test ran itself (not a [`Gateway`]),
-/// for the log check.
+/// Fails the test if the log at `path` carries a secret this test process used.
+fn check_log(path: &Path) {
+    secret_check::check_log(path, &test_logs_dir().join("secrets.tsv"));
+}
+
+/// Checks `text`, the log output of a `hark` process a test ran itself (not a
+/// [`Gateway`]), for the secrets the tests used.
 pub fn record_log(text: &[u8]) {
-    gateway_log_file().write_all(text).unwrap();
+    let (mut file, path) = gateway_log_file();
+    file.write_all(text).unwrap();
+    drop(file);
+    check_log(&path);
 }
 
 /// A running `hark up` with its own data directory.
@@ -83,6 +94,9 @@ pub struct Gateway {
     child: Option<Child>,
     /// Everything the gateway wrote to stderr so far.
     pub output: Arc<Mutex<String>>,
+    /// The file its output is copied to, and the thread copying it (done at its exit).
+    log: PathBuf,
+    logged: Option<std::sync::mpsc::Receiver<()>>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -162,8 +176,10 @@ impl Gateway {
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = output.clone();
-        let mut log = gateway_log_file();
+        let (mut log, log_path) = gateway_log_file();
+        let (done, logged) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let _done = done;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(url) = line.split("gateway listening on ").nth(1) {
                     let _ = tx.send(url.trim().to_owned());
@@ -196,6 +212,8 @@ impl Gateway {
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
             child: Some(child),
             output,
+            log: log_path,
+            logged: Some(logged),
             _dir: None,
         }
     }
@@ -381,12 +399,21 @@ impl Drop for Gateway {
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        // The whole log, once the copying thread has seen the end of the output.
+        if let Some(logged) = self.logged.take() {
+            let _ = logged.recv_timeout(Duration::from_secs(10));
+        }
+        if !std::thread::panicking() {
+            check_log(&self.log);
         }
     }
 }
