@@ -246,7 +246,10 @@ mod tests {
     fn a_function_secret_opens_only_its_function() {
         let caps = Capabilities::ephemeral();
         let url = caps.function_url("http://127.0.0.1:1/", "shop");
-        assert!(url.starts_with("http://127.0.0.1:1/webdriver/fn/shop/k/"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:1/webdriver/fn/shop/k/"),
+            "{url}"
+        );
         assert!(url.ends_with('/'));
         let secret = secret_of(&url);
         assert_eq!(secret.len(), 64);

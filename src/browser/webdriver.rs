@@ -189,11 +189,7 @@ impl IntoResponse for BrowserError {
             }
             BrowserError::Capability(_) => {
                 tracing::error!(error = %message, "browser pool failure");
-                w3c_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "unknown error",
-                    &message,
-                )
+                w3c_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown error", &message)
             }
         }
     }

@@ -77,7 +77,8 @@ async fn connect(url: &str) -> Result<fantoccini::Client, fantoccini::error::New
 /// A fork-mode function that hands its `HARK_WEBDRIVER_URL` to the test and runs until
 /// told to end: it writes the URL into the FIFO `url` of the directory its body names,
 /// then waits on the FIFO `done`.
-const HOLD: &str = r#"D=$(cat); echo "$HARK_WEBDRIVER_URL" > "$D/url"; cat "$D/done" >/dev/null; echo held"#;
+const HOLD: &str =
+    r#"D=$(cat); echo "$HARK_WEBDRIVER_URL" > "$D/url"; cat "$D/done" >/dev/null; echo held"#;
 
 /// A running call of a [`HOLD`] function: its WebDriver URL, valid while it runs.
 struct Held {
@@ -123,7 +124,10 @@ impl Held {
             }
         });
         let path = dir.path().join("url");
-        let url = fifo("gave its URL", move || std::fs::read_to_string(path).unwrap()).await;
+        let url = fifo("gave its URL", move || {
+            std::fs::read_to_string(path).unwrap()
+        })
+        .await;
         let url = url.trim().to_owned();
         // The log check looks for the capability in every log.
         register_secret(secret_of(&url));
@@ -545,11 +549,16 @@ async fn another_function_or_call_cannot_use_a_capability() {
     let base = base_of(&mine.url).to_owned();
     let secret = secret_of(&mine.url).to_owned();
     assert!(
-        mine.url.ends_with(&format!("/webdriver/fn/mine/call/mine-1/k/{secret}/")),
+        mine.url
+            .ends_with(&format!("/webdriver/fn/mine/call/mine-1/k/{secret}/")),
         "{}",
         mine.url
     );
-    assert_ne!(secret, secret_of(&also_mine.url), "two calls share a secret");
+    assert_ne!(
+        secret,
+        secret_of(&also_mine.url),
+        "two calls share a secret"
+    );
     // My session, leased under my call's capability.
     let (status, body) = w3c(Method::POST, &format!("{}session", mine.url)).await;
     assert_eq!(status, 200, "{body}");
@@ -566,7 +575,10 @@ async fn another_function_or_call_cannot_use_a_capability() {
     ] {
         let (status, body) = w3c(Method::POST, &format!("{prefix}session")).await;
         assert_eq!(status, 404, "{prefix}: {body}");
-        assert_eq!(body["value"]["error"], "unknown command", "{prefix}: {body}");
+        assert_eq!(
+            body["value"]["error"], "unknown command",
+            "{prefix}: {body}"
+        );
         let (status, _) = w3c(Method::GET, &format!("{prefix}session/{id}/title")).await;
         assert_eq!(status, 404, "{prefix}");
     }
@@ -601,7 +613,11 @@ async fn vendor_commands_are_refused_with_a_good_capability() {
     for (method, command, body) in [
         (Method::POST, "goog/cdp/execute", cdp.clone()),
         (Method::POST, "chromium/send_command_and_get_result", cdp),
-        (Method::POST, "se/file", json!({"file": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="})),
+        (
+            Method::POST,
+            "se/file",
+            json!({"file": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}),
+        ),
         (Method::GET, "se/files", json!({})),
         (Method::POST, "goog/cast/get_sinks", json!({})),
     ] {
@@ -614,7 +630,10 @@ async fn vendor_commands_are_refused_with_a_good_capability() {
         let status = answer.status();
         let body: Value = answer.json().await.unwrap();
         assert_eq!(status, 404, "{method} {command}: {body}");
-        assert_eq!(body["value"]["error"], "unknown command", "{command}: {body}");
+        assert_eq!(
+            body["value"]["error"], "unknown command",
+            "{command}: {body}"
+        );
     }
     // The session is untouched and W3C commands still work.
     client

@@ -258,7 +258,11 @@ impl DockerProvider {
     /// Gives functions deployed from now on `HARK_WEBDRIVER_URL` under the gateway at
     /// `base`, an address reachable from the functions' network, with each function's
     /// capability.
-    pub fn set_webdriver(&self, base: &str, capabilities: crate::browser::capability::Capabilities) {
+    pub fn set_webdriver(
+        &self,
+        base: &str,
+        capabilities: crate::browser::capability::Capabilities,
+    ) {
         if let Ok(mut webdriver) = self.webdriver.write() {
             *webdriver = Some((base.to_owned(), capabilities));
         }
