@@ -34,6 +34,12 @@ pub enum CapabilityError {
     Short(PathBuf),
 }
 
+/// A secret, as bytes.
+type Secret = [u8; SECRET_BYTES];
+
+/// Secrets of running calls, by (function, call id); a call id run twice at once has two.
+type CallSecrets = HashMap<(String, String), Vec<Secret>>;
+
 /// The secrets of every function and running call. Cloning shares them.
 #[derive(Clone)]
 pub struct Capabilities {
@@ -42,9 +48,7 @@ pub struct Capabilities {
 
 struct Inner {
     key: [u8; SECRET_BYTES],
-    /// Secrets of running calls, by (function, call id); a call id run twice at once has
-    /// two.
-    calls: Mutex<HashMap<(String, String), Vec<[u8; SECRET_BYTES]>>>,
+    calls: Mutex<CallSecrets>,
 }
 
 impl std::fmt::Debug for Capabilities {
@@ -161,9 +165,7 @@ impl Capabilities {
         }
     }
 
-    fn calls(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<[u8; SECRET_BYTES]>>> {
+    fn calls(&self) -> std::sync::MutexGuard<'_, CallSecrets> {
         self.inner.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
