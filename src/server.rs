@@ -239,7 +239,12 @@ async fn call_id(mut request: Request, next: Next) -> Response {
             .get::<crate::error::Logged>()
             .is_none()
     {
-        tracing::info!(status = response.status().as_u16(), %method, path = %uri.path(), call_id = %id, "request refused");
+        // A WebDriver path may hold a function's capability: it is not logged.
+        let path = match uri.path() {
+            p if p.starts_with("/webdriver/") => "/webdriver/…",
+            p => p,
+        };
+        tracing::info!(status = response.status().as_u16(), %method, path, call_id = %id, "request refused");
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER_CALL_ID, value);
@@ -265,7 +270,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     let (documented, _) = documented_routes().split_for_parts();
     documented
         .merge(crate::ui::routes())
-        .merge(crate::browser::webdriver::function_routes())
+        .merge(crate::browser::webdriver::public_routes())
 }
 
 /// The gateway's router.

@@ -8,6 +8,7 @@
 //! a time limit per lease after which the session is killed, and a health check that
 //! replaces crashed or hung browsers and a dead chromedriver.
 
+pub mod capability;
 pub mod guard;
 mod proc;
 pub mod webdriver;
@@ -23,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Environment variable giving functions the WebDriver address of the gateway.
+/// Environment variable giving functions their WebDriver URL: the gateway's functions'
+/// listener with the function's (or the call's) capability.
 pub const ENV_WEBDRIVER_URL: &str = "HARK_WEBDRIVER_URL";
 
 /// Chromium flags that work as root in a closed network (see CRATES.md).
@@ -115,6 +117,9 @@ pub enum BrowserError {
     /// ChromeDriver or Chromium could not start or answer (502).
     #[error("browser failure: {0}")]
     Driver(String),
+    /// The key of the functions' WebDriver capabilities could not be kept.
+    #[error(transparent)]
+    Capability(#[from] capability::CapabilityError),
 }
 
 /// Who holds a lease: the `/webdriver` prefix it was made under. Only requests under the
@@ -237,8 +242,8 @@ struct Inner {
     driver: tokio::sync::Mutex<Option<Driver>>,
     generation: AtomicU64,
     refill: Notify,
-    /// Networks besides loopback whose peers may use `/webdriver`.
-    networks: std::sync::RwLock<Vec<ipnet::IpNet>>,
+    /// The secrets inside the functions' `HARK_WEBDRIVER_URL`s.
+    capabilities: capability::Capabilities,
     /// The `hark` binary that runs chromedriver under [`guard`], so that browsers die
     /// with the gateway; without it chromedriver is started directly.
     guard: Option<PathBuf>,
@@ -294,6 +299,11 @@ impl BrowserPool {
             proc::kill_left_over(&profiles);
             let _ = std::fs::remove_dir_all(&profiles);
         }
+        let capabilities = match &disabled {
+            None => capability::Capabilities::load_or_create(data)?,
+            // Requests are refused anyway; no key file for a pool that is off.
+            Some(_) => capability::Capabilities::ephemeral(),
+        };
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -313,7 +323,7 @@ impl BrowserPool {
                 driver: tokio::sync::Mutex::new(None),
                 generation: AtomicU64::new(0),
                 refill: Notify::new(),
-                networks: std::sync::RwLock::new(Vec::new()),
+                capabilities,
                 guard: None,
             }),
         })
@@ -348,20 +358,9 @@ impl BrowserPool {
         self.inner.disabled.as_deref()
     }
 
-    /// Lets peers on `net` (the functions' Docker network) use `/webdriver`.
-    pub fn allow_network(&self, net: ipnet::IpNet) {
-        if let Ok(mut nets) = self.inner.networks.write() {
-            nets.push(net);
-        }
-    }
-
-    /// Whether a peer at `ip` (not loopback) may use `/webdriver`.
-    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
-        self.inner
-            .networks
-            .read()
-            .map(|nets| nets.iter().any(|n| n.contains(&ip)))
-            .unwrap_or(false)
+    /// The secrets of the functions' WebDriver URLs.
+    pub fn capabilities(&self) -> &capability::Capabilities {
+        &self.inner.capabilities
     }
 
     /// The client that talks to chromedriver.

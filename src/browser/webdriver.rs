@@ -1,18 +1,19 @@
 //! `/webdriver`: W3C WebDriver requests of functions come in; they are answered from the
 //! browser pool. `POST …/session` leases a warm session (answering its id and
-//! capabilities in the W3C shape), `DELETE …/session/ID` releases it, and every other
-//! `…/session/ID/…` request is proxied to ChromeDriver when the asker holds that session.
+//! capabilities in the W3C shape), `DELETE …/session/ID` releases it, and the W3C
+//! commands a script needs (`…/session/ID/…`, see [`COMMANDS`]) are proxied to
+//! ChromeDriver when the asker holds that session.
 //!
-//! The prefix says who asks: `/webdriver/` (anyone on this machine),
-//! `/webdriver/fn/NAME/` (a function) or `/webdriver/fn/NAME/call/CALL_ID/` (one call of
-//! it, so the lease ends with the call). A session is reachable only under the prefix it
-//! was leased under. Only peers on loopback or on an allowed network (the functions'
-//! Docker network) are served: WebDriver has no authentication of its own.
+//! Every request carries a capability in its prefix: `/webdriver/fn/NAME/k/SECRET/` (a
+//! function) or `/webdriver/fn/NAME/call/CALL_ID/k/SECRET/` (one call of it, so the lease
+//! ends with the call); see [`super::capability`]. A session is reachable only under the
+//! prefix it was leased under. A missing or wrong secret gets the same 404 as an unknown
+//! command, whoever asks and from wherever: no address is trusted. These routes are served
+//! only on the functions' listeners, never on the public one ([`public_routes`]).
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
@@ -29,12 +30,101 @@ use crate::server::AppState;
 /// Largest WebDriver request body (file uploads are base64 in JSON).
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
-/// The `/webdriver` routes alone: what the listener on the functions' Docker network
-/// serves.
+/// The W3C WebDriver commands forwarded to ChromeDriver, as (method, path after
+/// `session/ID/`); `*` is one path segment (an element, shadow root, cookie or property
+/// name). Anything else, vendor commands above all (`goog/cdp/execute`, `se/file`,
+/// downloads), is refused with `unknown command` and never reaches ChromeDriver.
+/// <https://www.w3.org/TR/webdriver2/#endpoints>
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("GET", "timeouts"),
+    ("POST", "timeouts"),
+    ("POST", "url"),
+    ("GET", "url"),
+    ("POST", "back"),
+    ("POST", "forward"),
+    ("POST", "refresh"),
+    ("GET", "title"),
+    ("GET", "window"),
+    ("DELETE", "window"),
+    ("POST", "window"),
+    ("POST", "window/new"),
+    ("GET", "window/handles"),
+    ("POST", "frame"),
+    ("POST", "frame/parent"),
+    ("GET", "window/rect"),
+    ("POST", "window/rect"),
+    ("POST", "window/maximize"),
+    ("POST", "window/minimize"),
+    ("POST", "window/fullscreen"),
+    ("GET", "element/active"),
+    ("GET", "element/*/shadow"),
+    ("POST", "element"),
+    ("POST", "elements"),
+    ("POST", "element/*/element"),
+    ("POST", "element/*/elements"),
+    ("POST", "shadow/*/element"),
+    ("POST", "shadow/*/elements"),
+    ("GET", "element/*/selected"),
+    ("GET", "element/*/attribute/*"),
+    ("GET", "element/*/property/*"),
+    ("GET", "element/*/css/*"),
+    ("GET", "element/*/text"),
+    ("GET", "element/*/name"),
+    ("GET", "element/*/rect"),
+    ("GET", "element/*/enabled"),
+    ("GET", "element/*/displayed"),
+    ("GET", "element/*/computedrole"),
+    ("GET", "element/*/computedlabel"),
+    ("POST", "element/*/click"),
+    ("POST", "element/*/clear"),
+    ("POST", "element/*/value"),
+    ("GET", "source"),
+    ("POST", "execute/sync"),
+    ("POST", "execute/async"),
+    ("GET", "cookie"),
+    ("GET", "cookie/*"),
+    ("POST", "cookie"),
+    ("DELETE", "cookie/*"),
+    ("DELETE", "cookie"),
+    ("POST", "actions"),
+    ("DELETE", "actions"),
+    ("POST", "alert/dismiss"),
+    ("POST", "alert/accept"),
+    ("GET", "alert/text"),
+    ("POST", "alert/text"),
+    ("GET", "screenshot"),
+    ("GET", "element/*/screenshot"),
+    ("POST", "print"),
+];
+
+/// Whether `method command` is one of [`COMMANDS`]. A `*` matches one segment that is
+/// neither empty nor `.`/`..` (a path that would climb out of the session).
+pub fn allowed_command(method: &Method, command: &[&str]) -> bool {
+    COMMANDS.iter().any(|(m, pattern)| {
+        let pattern: Vec<&str> = pattern.split('/').collect();
+        *m == method.as_str()
+            && pattern.len() == command.len()
+            && pattern.iter().zip(command).all(|(p, c)| match *p {
+                "*" => !c.is_empty() && *c != "." && *c != "..",
+                literal => literal == *c,
+            })
+    })
+}
+
+/// The `/webdriver` routes alone: what the functions' listeners serve (loopback for
+/// process functions, the Docker network for containers).
 pub fn function_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/webdriver/{*path}", any(handle))
-        .route("/webdriver", any(|| async { not_found("") }))
+        .route("/webdriver", any(|| async { not_found() }))
+}
+
+/// What the public listener answers under `/webdriver`: 404 `unknown command`, with or
+/// without a capability, so that nothing reaches the pool through `--bind`.
+pub fn public_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/webdriver/{*path}", any(|| async { not_found() }))
+        .route("/webdriver", any(|| async { not_found() }))
 }
 
 /// `/system/browser` and the activations' screenshots, described in `/openapi.json`.
@@ -43,20 +133,6 @@ pub fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(system_status))
         .routes(routes!(activation))
         .routes(routes!(screenshot))
-}
-
-/// The base URL a function uses: the gateway's `base` (e.g. `http://127.0.0.1:8080`)
-/// with the function's (and, for one call, the call's) prefix, ending in `/` as
-/// WebDriver clients such as fantoccini expect.
-pub fn function_url(base: &str, function: &str, call: Option<&str>) -> String {
-    let base = base.trim_end_matches('/');
-    match call.filter(|c| {
-        c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    }) {
-        Some(call) => format!("{base}/webdriver/fn/{function}/call/{call}/"),
-        None => format!("{base}/webdriver/fn/{function}/"),
-    }
 }
 
 /// A W3C error answer.
@@ -68,11 +144,14 @@ fn w3c_error(status: StatusCode, error: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn not_found(path: &str) -> Response {
+/// The answer to a path that is no command, or to a missing or wrong capability: the
+/// same, so the answer does not tell a good prefix from a bad one. The message names no
+/// part of the path (it may hold a secret).
+fn not_found() -> Response {
     w3c_error(
         StatusCode::NOT_FOUND,
         "unknown command",
-        &format!("no WebDriver command at /webdriver/{path}"),
+        "no such WebDriver command here (is HARK_WEBDRIVER_URL complete?)",
     )
 }
 
@@ -108,72 +187,65 @@ impl IntoResponse for BrowserError {
                 tracing::error!(error = %message, "browser pool failure");
                 w3c_error(StatusCode::BAD_GATEWAY, "unknown error", &message)
             }
+            BrowserError::Capability(_) => {
+                tracing::error!(error = %message, "browser pool failure");
+                w3c_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown error", &message)
+            }
         }
     }
 }
 
-/// Whether `peer` may use the endpoint.
-fn allowed(state: &AppState, peer: Option<IpAddr>) -> bool {
-    match peer {
-        // No socket (a test calling the router directly).
-        None => true,
-        Some(ip) => {
-            let ip = match ip {
-                IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-                v4 => v4,
-            };
-            ip.is_loopback() || state.browser.allows(ip)
-        }
-    }
+/// A request's prefix: whose capability it carries, the secret, and the rest of the path.
+struct Prefix<'a> {
+    owner: Owner,
+    secret: &'a str,
+    rest: Vec<&'a str>,
 }
 
-/// Splits `fn/NAME/call/ID/rest…` into the owner and the rest.
-fn owner_of(path: &str) -> (Owner, Vec<&str>) {
+/// Splits `fn/NAME/call/ID/k/SECRET/rest…` (or `fn/NAME/k/SECRET/rest…`); `None` for a
+/// path without a capability.
+fn prefix_of(path: &str) -> Option<Prefix<'_>> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    match parts.as_slice() {
-        ["fn", function, "call", call, rest @ ..] => (
-            Owner {
-                function: Some((*function).to_owned()),
-                call: Some((*call).to_owned()),
-            },
-            rest.to_vec(),
-        ),
-        ["fn", function, rest @ ..] => (
-            Owner {
-                function: Some((*function).to_owned()),
-                call: None,
-            },
-            rest.to_vec(),
-        ),
-        rest => (
-            Owner {
-                function: None,
-                call: None,
-            },
-            rest.to_vec(),
-        ),
-    }
+    let (function, call, secret, rest) = match parts.as_slice() {
+        ["fn", function, "call", call, "k", secret, rest @ ..] => {
+            (function, Some(call), secret, rest)
+        }
+        ["fn", function, "k", secret, rest @ ..] => (function, None, secret, rest),
+        _ => return None,
+    };
+    Some(Prefix {
+        owner: Owner {
+            function: Some((*function).to_owned()),
+            call: call.map(|c| (*c).to_owned()),
+        },
+        secret,
+        rest: rest.to_vec(),
+    })
 }
 
-async fn handle(
-    State(state): State<Arc<AppState>>,
-    Path(path): Path<String>,
-    request: Request,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    if !allowed(&state, peer) {
-        tracing::warn!(peer = ?peer, "webdriver request from a peer that is not allowed; refused");
-        return w3c_error(
-            StatusCode::FORBIDDEN,
-            "unknown error",
-            "the WebDriver endpoint serves only this machine and the functions' network",
-        );
-    }
+async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    // The raw path: segments are forwarded as they came, never decoded into `/` or `..`.
+    let path = request.uri().path().to_owned();
+    let path = path.strip_prefix("/webdriver").unwrap_or(&path);
     let pool = &state.browser;
-    let (owner, rest) = owner_of(&path);
+    let Some(Prefix {
+        owner,
+        secret,
+        rest,
+    }) = prefix_of(path)
+    else {
+        tracing::warn!("webdriver request without a capability; refused");
+        return not_found();
+    };
+    let function = owner.function.as_deref().unwrap_or_default();
+    if !pool
+        .capabilities()
+        .check(function, owner.call.as_deref(), secret)
+    {
+        // The secret is never logged; the names are escaped (they come from the path).
+        tracing::warn!(function = ?function, call_id = ?owner.call, "webdriver request with a wrong capability; refused");
+        return not_found();
+    }
     let method = request.method().clone();
     match (&method, rest.as_slice()) {
         (&Method::GET, ["status"]) => {
@@ -203,13 +275,17 @@ async fn handle(
             Err(e) => e.into_response(),
         },
         (_, ["session", id, command @ ..]) if !command.is_empty() => {
+            if !allowed_command(&method, command) {
+                tracing::warn!(function = ?function, %method, command = ?command.join("/"), "webdriver command not forwarded; refused");
+                return not_found();
+            }
             let target = match pool.session_url(&owner, id).await {
                 Ok(url) => format!("{url}/{}", command.join("/")),
                 Err(e) => return e.into_response(),
             };
             proxy(&state, method, target, request).await
         }
-        _ => not_found(&path),
+        _ => not_found(),
     }
 }
 
@@ -323,25 +399,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_prefix_names_the_owner() {
-        let (owner, rest) = owner_of("fn/shop/call/abc-1/session/42/url");
-        assert_eq!(owner.function.as_deref(), Some("shop"));
-        assert_eq!(owner.call.as_deref(), Some("abc-1"));
-        assert_eq!(rest, ["session", "42", "url"]);
-        let (owner, rest) = owner_of("session");
-        assert_eq!(owner.function, None);
-        assert_eq!(rest, ["session"]);
+    fn the_prefix_names_the_owner_and_its_secret() {
+        let p = prefix_of("/fn/shop/call/abc-1/k/s3cr3t/session/42/url").unwrap();
+        assert_eq!(p.owner.function.as_deref(), Some("shop"));
+        assert_eq!(p.owner.call.as_deref(), Some("abc-1"));
+        assert_eq!(p.secret, "s3cr3t");
+        assert_eq!(p.rest, ["session", "42", "url"]);
+        let p = prefix_of("/fn/shop/k/s3cr3t/session").unwrap();
+        assert_eq!(p.owner.call, None);
+        assert_eq!(p.rest, ["session"]);
+        assert!(prefix_of("/session").is_none());
+        assert!(prefix_of("/fn/shop/session").is_none());
+        assert!(prefix_of("/fn/shop/call/c1/session").is_none());
     }
 
     #[test]
-    fn function_urls_end_in_a_slash_and_skip_odd_call_ids() {
-        assert_eq!(
-            function_url("http://127.0.0.1:8080/", "shop", Some("c1")),
-            "http://127.0.0.1:8080/webdriver/fn/shop/call/c1/"
-        );
-        assert_eq!(
-            function_url("http://127.0.0.1:8080", "shop", Some("a/b")),
-            "http://127.0.0.1:8080/webdriver/fn/shop/"
-        );
+    fn only_the_w3c_commands_a_script_needs_are_forwarded() {
+        let ok = |m: Method, c: &str| allowed_command(&m, &c.split('/').collect::<Vec<_>>());
+        assert!(ok(Method::POST, "url"));
+        assert!(ok(Method::GET, "title"));
+        assert!(ok(Method::POST, "element/f.1.d.2.e.3/click"));
+        assert!(ok(Method::GET, "element/f.1.d.2.e.3/css/background-color"));
+        assert!(ok(Method::POST, "execute/sync"));
+        assert!(ok(Method::GET, "element/e1/screenshot"));
+        assert!(ok(Method::POST, "print"));
+        // Vendor commands and downloads.
+        assert!(!ok(Method::POST, "goog/cdp/execute"));
+        assert!(!ok(Method::POST, "goog/cdp/executeCdpCommand"));
+        assert!(!ok(Method::POST, "chromium/send_command_and_get_result"));
+        assert!(!ok(Method::POST, "se/file"));
+        assert!(!ok(Method::POST, "se/files"));
+        assert!(!ok(Method::GET, "se/files"));
+        assert!(!ok(Method::DELETE, "se/files"));
+        assert!(!ok(Method::GET, "moz/context"));
+        // The right path with the wrong method, and paths that climb or trail.
+        assert!(!ok(Method::GET, "url/extra"));
+        assert!(!ok(Method::DELETE, "title"));
+        assert!(!ok(Method::GET, "element/../title"));
+        assert!(!ok(Method::GET, "element/./text"));
+        assert!(!ok(Method::GET, "element//text"));
     }
 }

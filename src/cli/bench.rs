@@ -20,6 +20,9 @@
 //! - cold start: scale-from-zero of the HTTP-mode echo function (first call after scaling
 //!   to zero) next to the function's own start-up (started by hand until it answers), and
 //!   deploy → first response.
+//! - with `--browser`: a session leased from the warm pool vs a cold one, and a WebDriver
+//!   command (`GET …/title`) through the pool, where the function's capability is checked,
+//!   vs the same command straight to a ChromeDriver of the bench's own.
 //! - with `--booking`: the "book a day off" flow end to end (a signed Alexa request →
 //!   book-holiday → a browser from the pool → hr-portal), p50/p95 next to Alexa's 8 s.
 //! - with `--docker`: the same functions on the docker provider, next to a bare container of
@@ -81,7 +84,8 @@ pub struct BenchArgs {
     /// Cold starts measured per provider (the median is printed).
     #[arg(long, default_value_t = 5)]
     pub cold_starts: usize,
-    /// Also measure the browser pool: leasing a warm session vs starting a cold one
+    /// Also measure the browser pool: leasing a warm session vs starting a cold one, and a
+    /// WebDriver command through the pool (capability checked) vs straight to ChromeDriver
     /// (needs Chromium and ChromeDriver).
     #[arg(long)]
     pub browser: bool,
@@ -448,6 +452,9 @@ async fn run_in(
         cold.extend(result?);
     }
 
+    if args.browser {
+        webdriver_rows(&bench, &exe, dir, &mut table).await?;
+    }
     table.print();
     let failures = table.failures();
     for failure in &failures {
@@ -1044,6 +1051,7 @@ async fn browser_bench(
         )
         .await?;
         let measured = async {
+            let webdriver = webdriver_url(client, &gw, &data).await?;
             let mut times = Vec::new();
             for _ in 0..n {
                 // Each lease starts from a quiet pool: the last browser gone, and with a
@@ -1072,7 +1080,7 @@ async fn browser_bench(
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let started = Instant::now();
                 let answer: serde_json::Value = client
-                    .post(format!("{}/webdriver/session", gw.url))
+                    .post(format!("{webdriver}session"))
                     .json(&serde_json::json!({"capabilities": {}}))
                     .send()
                     .await?
@@ -1083,7 +1091,7 @@ async fn browser_bench(
                     .as_str()
                     .with_context(|| format!("no session: {answer}"))?;
                 client
-                    .delete(format!("{}/webdriver/session/{id}", gw.url))
+                    .delete(format!("{webdriver}session/{id}"))
                     .send()
                     .await?;
             }
@@ -1097,6 +1105,177 @@ async fn browser_bench(
     let warm = results.pop().unwrap_or_default();
     let cold = results.pop().unwrap_or_default();
     Ok((cold, warm))
+}
+
+/// A WebDriver URL of the gateway `gw` running on `data`, as a function gets it: the
+/// functions' loopback listener (read from a fork-mode function's `HARK_WEBDRIVER_URL`)
+/// with the capability of a function `bench`, made with the key in `data` (the bench is
+/// the operator: it holds the data directory).
+async fn webdriver_url(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    data: &Path,
+) -> anyhow::Result<String> {
+    const SHOW: &str = "bench-webdriver-url";
+    gw.deploy(
+        client,
+        serde_json::json!({"service": SHOW, "envProcess": "sh -c 'echo \"$HARK_WEBDRIVER_URL\"'"}),
+    )
+    .await?;
+    let shown = client
+        .post(format!("{}/function/{SHOW}", gw.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let base = shown
+        .find("/webdriver/")
+        .map(|at| &shown[..at])
+        .with_context(|| format!("{SHOW} was given no HARK_WEBDRIVER_URL: {shown:?}"))?;
+    let capabilities = crate::browser::capability::Capabilities::load_or_create(data)?;
+    Ok(capabilities.function_url(base, "bench"))
+}
+
+/// Rows of the WebDriver capability's cost: a W3C command (`GET …/title`) sent straight to
+/// a ChromeDriver of the bench's own (the baseline) and through the gateway's pool, where
+/// the capability is checked (constant-time HMAC compare), the command checked against the
+/// allowlist and the session's owner looked up before it is proxied to ChromeDriver.
+async fn webdriver_rows(
+    bench: &Bench,
+    exe: &Path,
+    dir: &Path,
+    table: &mut Table,
+) -> anyhow::Result<()> {
+    let data = dir.join("webdriver-cost");
+    std::fs::create_dir_all(&data)?;
+    let mut gw =
+        Gateway::start_with(exe, &data, &["--browser", "on", "--browser-warm", "1"]).await?;
+    let mut driver = None;
+    let measured = async {
+        let client = &bench.client;
+        let page = serde_json::json!({"url": "data:text/html,<title>bench page</title>"});
+        // Through the gateway, with the capability.
+        let webdriver = webdriver_url(client, &gw, &data).await?;
+        let session = open_session(
+            client,
+            &format!("{webdriver}session"),
+            serde_json::json!({"capabilities": {}}),
+            &page,
+        )
+        .await?;
+        // Straight to a ChromeDriver of our own, with the pool's browser settings.
+        let program = which::which("chromedriver").context("chromedriver is not on $PATH")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        driver = Some(
+            tokio::process::Command::new(program)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+        let direct = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !client
+            .get(format!("{direct}/status"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                bail!("chromedriver did not become ready on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut args: Vec<String> = crate::browser::CHROMIUM_FLAGS
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        args.push(format!(
+            "--user-data-dir={}",
+            data.join("direct-profile").display()
+        ));
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": crate::browser::BrowserConfig::default().chromium,
+                "args": args,
+            }
+        }}});
+        let own = open_session(client, &format!("{direct}/session"), capabilities, &page).await?;
+
+        let target = Target::get(format!("{direct}/session/{own}/title"));
+        bench.probe(&target, "bench page").await;
+        let base = table.push(
+            "webdriver title: straight to chromedriver (baseline)",
+            bench.row(&target, None, None).await?,
+            None,
+            None,
+        );
+        let target = Target::get(format!("{webdriver}session/{session}/title"));
+        bench.probe(&target, "bench page").await;
+        table.push(
+            "webdriver title: via the pool, capability checked",
+            bench.row(&target, gw.pid(), None).await?,
+            Some(base),
+            None,
+        );
+        let _ = client
+            .delete(format!("{direct}/session/{own}"))
+            .send()
+            .await;
+        let _ = client
+            .delete(format!("{webdriver}session/{session}"))
+            .send()
+            .await;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Some(mut driver) = driver {
+        let _ = driver.kill().await;
+    }
+    gw.stop().await;
+    measured
+}
+
+/// Starts a WebDriver session at `url` (`…/session`) and opens `page` in it; its id.
+async fn open_session(
+    client: &reqwest::Client,
+    url: &str,
+    capabilities: serde_json::Value,
+    page: &serde_json::Value,
+) -> anyhow::Result<String> {
+    // Errors without the URL: it holds a capability.
+    let answer: serde_json::Value = client
+        .post(url)
+        .json(&capabilities)
+        .send()
+        .await
+        .map_err(reqwest::Error::without_url)?
+        .json()
+        .await
+        .map_err(reqwest::Error::without_url)?;
+    let id = answer["value"]["sessionId"]
+        .as_str()
+        .with_context(|| {
+            format!(
+                "no session from {}: {answer}",
+                url.split("/webdriver/").next().unwrap_or(url)
+            )
+        })?
+        .to_owned();
+    let opened = client
+        .post(format!("{url}/{id}/url"))
+        .json(page)
+        .send()
+        .await
+        .map_err(reqwest::Error::without_url)?;
+    if !opened.status().is_success() {
+        bail!("opening the bench page answered {}", opened.status());
+    }
+    Ok(id)
 }
 
 /// Runs `once` `n` times and returns the durations, sorted.

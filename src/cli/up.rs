@@ -190,9 +190,19 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let mut swarm_provider = None;
     let mut webdriver_listener = None;
     let provider: Arc<dyn Provider> = match kind {
-        ProviderKind::Process => Arc::new(
-            ProcessProvider::new(data.join("secrets"), logs).with_webdriver(&loopback_url(addr)),
-        ),
+        ProviderKind::Process => {
+            // Process functions reach the pool on a loopback listener of its own, never
+            // through `--bind`; their URLs carry their capabilities.
+            let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .context("cannot listen on loopback for the functions' /webdriver")?;
+            let base = format!("http://{}", listener.local_addr()?);
+            webdriver_listener = Some(listener);
+            Arc::new(
+                ProcessProvider::new(data.join("secrets"), logs)
+                    .with_webdriver(&base, browser.capabilities().clone()),
+            )
+        }
         ProviderKind::Docker => {
             if let Some((_, stack)) = &stack {
                 crate::cli::build::build_missing(&stack.functions).await?;
@@ -331,7 +341,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         None => eprintln!("hark: admin token in {}", token_path.display()),
     }
     if let Some(listener) = webdriver_listener {
-        // Only `/webdriver` is served on the functions' network.
+        // Only `/webdriver` is served to the functions, and only with a capability.
         let router = crate::browser::webdriver::function_routes().with_state(state.clone());
         let mut stop = state.shutdown.clone();
         tokio::spawn(async move {
@@ -398,7 +408,7 @@ async fn functions_listener(
     port: u16,
     data: &Path,
 ) -> Option<tokio::net::TcpListener> {
-    let Some((ip, subnet)) = provider.network_gateway().await else {
+    let Some((ip, _)) = provider.network_gateway().await else {
         tracing::warn!(
             "the functions' network has no gateway address; containers get no HARK_WEBDRIVER_URL"
         );
@@ -424,20 +434,9 @@ async fn functions_listener(
     let listener = listener?;
     let local = listener.local_addr().ok()?;
     let _ = std::fs::write(&saved, format!("{}\n", local.port()));
-    browser.allow_network(subnet);
-    provider.set_webdriver(&format!("http://{local}"));
+    provider.set_webdriver(&format!("http://{local}"), browser.capabilities().clone());
     tracing::info!(address = %local, "/webdriver served to the functions' network");
     Some(listener)
-}
-
-/// The gateway's address as a function on this machine reaches it.
-fn loopback_url(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Loads the skills and builds the Alexa channel. A skills directory that was asked for

@@ -1,7 +1,9 @@
 //! The browser pool through a real gateway and real Chromium: `/webdriver` with
 //! fantoccini as the client, the pool's limits (queue, 429, time limit), replacement of a
 //! killed browser, isolation between leases, a fork-mode function using
-//! `HARK_WEBDRIVER_URL`, and the screenshot kept for a failed call.
+//! `HARK_WEBDRIVER_URL`, the screenshot kept for a failed call, and the capability that
+//! guards the pool (no anonymous lease, not even from loopback on the public port; no
+//! lease under another function's or call's prefix; no vendor command).
 //!
 //! Chromium missing: the tests fail when `CI` is set, and are skipped with a message
 //! otherwise.
@@ -12,7 +14,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::util::Gateway;
+use crate::util::{register_secret, Gateway};
 
 /// Whether Chromium and ChromeDriver are installed; panics without them under CI.
 fn chromium() -> bool {
@@ -72,6 +74,97 @@ async fn connect(url: &str) -> Result<fantoccini::Client, fantoccini::error::New
         .await
 }
 
+/// A fork-mode function that hands its `HARK_WEBDRIVER_URL` to the test and runs until
+/// told to end: it writes the URL into the FIFO `url` of the directory its body names,
+/// then waits on the FIFO `done`.
+const HOLD: &str =
+    r#"D=$(cat); echo "$HARK_WEBDRIVER_URL" > "$D/url"; cat "$D/done" >/dev/null; echo held"#;
+
+/// A running call of a [`HOLD`] function: its WebDriver URL, valid while it runs.
+struct Held {
+    url: String,
+    dir: tempfile::TempDir,
+    call: tokio::task::JoinHandle<(u16, String)>,
+}
+
+/// FIFO I/O that waits for the other end, for at most a minute.
+async fn fifo<T: Send + 'static>(what: &str, io: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::time::timeout(Duration::from_secs(60), tokio::task::spawn_blocking(io))
+        .await
+        .unwrap_or_else(|_| panic!("the held call never {what}"))
+        .unwrap()
+}
+
+impl Held {
+    /// Deploys `function` (once per name) and starts call `call_id` of it.
+    async fn start(gw: &Gateway, function: &str, call_id: &str) -> Held {
+        let known = gw
+            .request(Method::GET, &format!("/system/function/{function}"))
+            .send()
+            .await
+            .unwrap();
+        if known.status() == 404 {
+            gw.deploy_sh(function, HOLD, json!({"hark.timeout": "5m"}))
+                .await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["url", "done"] {
+            let path = std::ffi::CString::new(dir.path().join(name).to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        }
+        let call = tokio::spawn({
+            let request = gw
+                .client
+                .post(format!("{}/function/{function}", gw.url))
+                .header("x-call-id", call_id)
+                .body(dir.path().to_str().unwrap().to_owned());
+            async move {
+                let answer = request.send().await.unwrap();
+                (answer.status().as_u16(), answer.text().await.unwrap())
+            }
+        });
+        let path = dir.path().join("url");
+        let url = fifo("gave its URL", move || {
+            std::fs::read_to_string(path).unwrap()
+        })
+        .await;
+        let url = url.trim().to_owned();
+        // The log check looks for the capability in every log.
+        register_secret(secret_of(&url));
+        Held { url, dir, call }
+    }
+
+    /// Ends the call and waits for its answer.
+    async fn finish(self) {
+        let path = self.dir.path().join("done");
+        fifo("ended", move || std::fs::write(path, b"end\n").unwrap()).await;
+        let (status, body) = self.call.await.unwrap();
+        assert_eq!((status, body.trim()), (200, "held"));
+    }
+}
+
+/// The secret of a capability URL (its last segment).
+fn secret_of(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap()
+}
+
+/// The listener part of a URL (`http://127.0.0.1:PORT`).
+fn base_of(url: &str) -> &str {
+    &url[..url.find("/webdriver/").unwrap()]
+}
+
+/// Sends `method url` with an empty W3C body and returns the status and the JSON answer.
+async fn w3c(method: Method, url: &str) -> (u16, Value) {
+    let answer = reqwest::Client::new()
+        .request(method, url)
+        .json(&json!({"capabilities": {}}))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.json().await.unwrap_or(Value::Null))
+}
+
 /// A tiny web site on loopback: every path answers the same page, whose title is
 /// `Hark test page`; a `Set-Cookie` is never sent (cookies come from the browser).
 async fn site() -> String {
@@ -100,7 +193,8 @@ async fn the_n_plus_first_lease_waits_and_a_full_queue_answers_429() {
         return;
     }
     let gw = gateway(&["--browser-max", "1", "--browser-queue", "1"]);
-    let url = format!("{}/webdriver/", gw.url);
+    let held = Held::start(&gw, "holder", "queue-1").await;
+    let url = held.url.clone();
     let first = connect(&url).await.expect("first lease");
     // The second waits in the queue while the first holds the only slot.
     let second = tokio::spawn({
@@ -130,6 +224,7 @@ async fn the_n_plus_first_lease_waits_and_a_full_queue_answers_429() {
         .unwrap();
     assert_eq!(second.title().await.unwrap(), "second");
     second.close().await.unwrap();
+    held.finish().await;
 }
 
 #[tokio::test]
@@ -138,8 +233,9 @@ async fn a_session_past_its_time_limit_is_killed() {
         return;
     }
     let gw = gateway(&["--browser-session-timeout", "2"]);
+    let held = Held::start(&gw, "holder", "time-limit-1").await;
     // No command before the check: under load one could already meet the time limit.
-    let client = connect(&format!("{}/webdriver/", gw.url)).await.unwrap();
+    let client = connect(&held.url).await.unwrap();
     let id = client.session_id().await.unwrap().unwrap();
     let status = wait_pool(&gw, "the leased session killed", |p| p["inUse"] == 0).await;
     assert!(
@@ -152,7 +248,7 @@ async fn a_session_past_its_time_limit_is_killed() {
     );
     let after = gw
         .client
-        .get(format!("{}/webdriver/session/{id}/title", gw.url))
+        .get(format!("{}session/{id}/title", held.url))
         .send()
         .await
         .unwrap();
@@ -165,6 +261,7 @@ async fn a_session_past_its_time_limit_is_killed() {
         "{}",
         gw.output()
     );
+    held.finish().await;
 }
 
 #[tokio::test]
@@ -174,7 +271,8 @@ async fn a_killed_browser_is_replaced_and_leases_share_no_cookies() {
     }
     let gw = gateway(&[]);
     let site = site().await;
-    let url = format!("{}/webdriver/", gw.url);
+    let held = Held::start(&gw, "holder", "cookies-1").await;
+    let url = held.url.clone();
 
     // A cookie set through one lease is absent in the next.
     let first = connect(&url).await.unwrap();
@@ -215,6 +313,7 @@ async fn a_killed_browser_is_replaced_and_leases_share_no_cookies() {
     third.goto(&site).await.unwrap();
     assert_eq!(third.title().await.unwrap(), "Hark test page");
     third.close().await.unwrap();
+    held.finish().await;
 }
 
 /// A fork-mode function speaking WebDriver with curl through `HARK_WEBDRIVER_URL`: it
@@ -254,6 +353,7 @@ async fn a_fork_function_browses_through_the_gateway_and_a_failed_call_keeps_a_s
     assert_eq!(ok.status(), 200);
     let text = ok.text().await.unwrap();
     assert!(text.contains("Hark test page"), "{text}");
+    register_secret(secret_of(text.trim()));
     assert!(
         text.contains("/webdriver/fn/browse/call/browse-ok-1/"),
         "the URL does not name the call: {text}"
@@ -330,9 +430,10 @@ async fn without_chromium_the_gateway_starts_and_webdriver_answers_503() {
         "{}",
         gw.output()
     );
+    let held = Held::start(&gw, "holder", "off-1").await;
     let answer = gw
         .client
-        .post(format!("{}/webdriver/session", gw.url))
+        .post(format!("{}session", held.url))
         .json(&json!({"capabilities": {}}))
         .send()
         .await
@@ -347,6 +448,7 @@ async fn without_chromium_the_gateway_starts_and_webdriver_answers_503() {
             .contains("/nonexistent/chromedriver not found"),
         "{body}"
     );
+    held.finish().await;
 }
 
 #[tokio::test]
@@ -357,7 +459,8 @@ async fn a_container_function_reaches_webdriver_on_its_network() {
     let Some(h) = crate::contract::Harness::start(crate::contract::Kind::Docker) else {
         return;
     };
-    // busybox wget can POST but not DELETE: the session is reclaimed when the call ends.
+    // The container gets its function's capability (a forked call inside the container
+    // cannot be given one of its own, so the lease outlives the call).
     h.deploy_sh(
         "boxed-browse",
         r#"wget -q -O- --post-data="{}" "${HARK_WEBDRIVER_URL}session"; echo; echo "$HARK_WEBDRIVER_URL""#,
@@ -367,8 +470,179 @@ async fn a_container_function_reaches_webdriver_on_its_network() {
     let (status, body) = h.gw.invoke("boxed-browse", "").await;
     assert_eq!(status, 200, "{body}\n{}", h.gw.output());
     assert!(body.contains("\"sessionId\""), "{body}");
-    assert!(body.contains("/webdriver/fn/boxed-browse/call/"), "{body}");
+    let (answer, url) = body.trim().rsplit_once('\n').unwrap();
+    register_secret(secret_of(url));
+    assert!(url.contains("/webdriver/fn/boxed-browse/k/"), "{body}");
+    let answer: Value = serde_json::from_str(answer).unwrap();
+    let id = answer["value"]["sessionId"].as_str().unwrap();
+    assert_eq!(pool(&h.gw).await["inUse"], 1);
+    // Without the secret, the session cannot be ended; with it, it can.
+    let wrong = url.replace(secret_of(url), &"0".repeat(64));
+    let (status, _) = w3c(Method::DELETE, &format!("{wrong}session/{id}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(pool(&h.gw).await["inUse"], 1);
+    let (status, _) = w3c(Method::DELETE, &format!("{url}session/{id}")).await;
+    assert_eq!(status, 200);
     assert_eq!(pool(&h.gw).await["inUse"], 0);
+}
+
+/// The attack of issue 15: through a reverse proxy on the same host every caller comes
+/// from loopback, and an anonymous lease let anyone read the admin token with the browser.
+#[tokio::test]
+async fn an_anonymous_lease_is_refused_even_from_loopback() {
+    if !chromium() {
+        return;
+    }
+    let gw = gateway(&[]);
+    let held = Held::start(&gw, "holder", "anon-1").await;
+    let private = base_of(&held.url).to_owned();
+    assert_ne!(private, gw.url, "the functions' listener is the public one");
+    let public = gw.url.clone();
+    let with_capability = held.url.replacen(&private, &public, 1);
+    for url in [
+        // The public port, as a proxy forwards any Internet request.
+        format!("{public}/webdriver/session"),
+        format!("{public}/webdriver/fn/holder/session"),
+        format!("{public}/webdriver/fn/holder/call/anon-1/session"),
+        // Even a good capability is refused there: only functions reach the pool.
+        format!("{with_capability}session"),
+        // The functions' listener without a secret, or with a wrong one.
+        format!("{private}/webdriver/session"),
+        format!("{private}/webdriver/fn/holder/session"),
+        format!("{private}/webdriver/fn/holder/call/anon-1/session"),
+        format!("{private}/webdriver/fn/holder/k/{}/session", "0".repeat(64)),
+        format!("{private}/webdriver/fn/holder/k//session"),
+    ] {
+        let (status, body) = w3c(Method::POST, &url).await;
+        assert_eq!(status, 404, "{url}: {body}");
+        assert_eq!(body["value"]["error"], "unknown command", "{url}: {body}");
+        assert!(body["value"]["sessionId"].is_null(), "{url}: {body}");
+    }
+    let (status, body) = w3c(Method::GET, &format!("{public}/webdriver/status")).await;
+    assert_eq!(status, 404, "{body}");
+    let status = pool(&gw).await;
+    assert_eq!(status["inUse"], 0, "{status}");
+    assert!(
+        status["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["leased"] == false),
+        "{status}"
+    );
+    // The call's own URL still leases (the pool works; only the anonymous were refused).
+    let (status, body) = w3c(Method::POST, &format!("{}session", held.url)).await;
+    assert_eq!(status, 200, "{body}");
+    held.finish().await;
+    assert_eq!(pool(&gw).await["inUse"], 0);
+}
+
+#[tokio::test]
+async fn another_function_or_call_cannot_use_a_capability() {
+    if !chromium() {
+        return;
+    }
+    let gw = gateway(&[]);
+    let mine = Held::start(&gw, "mine", "mine-1").await;
+    let theirs = Held::start(&gw, "theirs", "theirs-1").await;
+    let also_mine = Held::start(&gw, "mine", "mine-2").await;
+    let base = base_of(&mine.url).to_owned();
+    let secret = secret_of(&mine.url).to_owned();
+    assert!(
+        mine.url
+            .ends_with(&format!("/webdriver/fn/mine/call/mine-1/k/{secret}/")),
+        "{}",
+        mine.url
+    );
+    assert_ne!(
+        secret,
+        secret_of(&also_mine.url),
+        "two calls share a secret"
+    );
+    // My session, leased under my call's capability.
+    let (status, body) = w3c(Method::POST, &format!("{}session", mine.url)).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["value"]["sessionId"].as_str().unwrap().to_owned();
+
+    for prefix in [
+        // My call's secret under another function's prefix, or under my function's own.
+        format!("{base}/webdriver/fn/theirs/call/mine-1/k/{secret}/"),
+        format!("{base}/webdriver/fn/theirs/call/theirs-1/k/{secret}/"),
+        format!("{base}/webdriver/fn/theirs/k/{secret}/"),
+        format!("{base}/webdriver/fn/mine/k/{secret}/"),
+        // Under my function's other call.
+        format!("{base}/webdriver/fn/mine/call/mine-2/k/{secret}/"),
+    ] {
+        let (status, body) = w3c(Method::POST, &format!("{prefix}session")).await;
+        assert_eq!(status, 404, "{prefix}: {body}");
+        assert_eq!(
+            body["value"]["error"], "unknown command",
+            "{prefix}: {body}"
+        );
+        let (status, _) = w3c(Method::GET, &format!("{prefix}session/{id}/title")).await;
+        assert_eq!(status, 404, "{prefix}");
+    }
+    // The other function's and the other call's own capabilities do not reach my session.
+    for other in [&theirs.url, &also_mine.url] {
+        let (status, body) = w3c(Method::GET, &format!("{other}session/{id}/title")).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["value"]["error"], "invalid session id", "{body}");
+    }
+    assert_eq!(pool(&gw).await["inUse"], 1);
+    // A call's capability ends with the call (its session with it).
+    let ended = mine.url.clone();
+    mine.finish().await;
+    let (status, body) = w3c(Method::POST, &format!("{ended}session")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(pool(&gw).await["inUse"], 0);
+    theirs.finish().await;
+    also_mine.finish().await;
+}
+
+#[tokio::test]
+async fn vendor_commands_are_refused_with_a_good_capability() {
+    if !chromium() {
+        return;
+    }
+    let gw = gateway(&[]);
+    let held = Held::start(&gw, "holder", "vendor-1").await;
+    let client = connect(&held.url).await.unwrap();
+    let id = client.session_id().await.unwrap().unwrap();
+    let session = format!("{}session/{id}", held.url);
+    let cdp = json!({"cmd": "Runtime.evaluate", "params": {"expression": "1+1"}});
+    for (method, command, body) in [
+        (Method::POST, "goog/cdp/execute", cdp.clone()),
+        (Method::POST, "chromium/send_command_and_get_result", cdp),
+        (
+            Method::POST,
+            "se/file",
+            json!({"file": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}),
+        ),
+        (Method::GET, "se/files", json!({})),
+        (Method::POST, "goog/cast/get_sinks", json!({})),
+    ] {
+        let answer = reqwest::Client::new()
+            .request(method.clone(), format!("{session}/{command}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(status, 404, "{method} {command}: {body}");
+        assert_eq!(
+            body["value"]["error"], "unknown command",
+            "{command}: {body}"
+        );
+    }
+    // The session is untouched and W3C commands still work.
+    client
+        .goto("data:text/html,<title>still here</title>")
+        .await
+        .unwrap();
+    assert_eq!(client.title().await.unwrap(), "still here");
+    client.close().await.unwrap();
+    held.finish().await;
 }
 
 /// The processes whose command line names a browser profile under `data`'s pool.

@@ -161,8 +161,9 @@ pub struct DockerProvider {
     found: std::sync::Mutex<HashMap<FunctionName, Vec<(String, String)>>>,
     /// The last CPU reading of each container, for a usage rate: `(container cpu ns, system ns)`.
     cpu_readings: std::sync::Mutex<HashMap<String, (u64, u64)>>,
-    /// The gateway's address on the functions' network, for `HARK_WEBDRIVER_URL`.
-    webdriver: std::sync::RwLock<Option<String>>,
+    /// The gateway's address on the functions' network and the capabilities, for
+    /// `HARK_WEBDRIVER_URL`.
+    webdriver: std::sync::RwLock<Option<(String, crate::browser::capability::Capabilities)>>,
 }
 
 struct DockerFunction {
@@ -255,10 +256,15 @@ impl DockerProvider {
     }
 
     /// Gives functions deployed from now on `HARK_WEBDRIVER_URL` under the gateway at
-    /// `base`, an address reachable from the functions' network.
-    pub fn set_webdriver(&self, base: &str) {
+    /// `base`, an address reachable from the functions' network, with each function's
+    /// capability.
+    pub fn set_webdriver(
+        &self,
+        base: &str,
+        capabilities: crate::browser::capability::Capabilities,
+    ) {
         if let Ok(mut webdriver) = self.webdriver.write() {
-            *webdriver = Some(base.to_owned());
+            *webdriver = Some((base.to_owned(), capabilities));
         }
     }
 
@@ -579,12 +585,8 @@ impl Provider for DockerProvider {
 
     async fn deploy(&self, deployment: Deployment) -> Result<(), ProviderError> {
         let mut with_webdriver = deployment.spec.clone();
-        if let Some(base) = self.webdriver.read().ok().and_then(|w| w.clone()) {
-            let url = crate::browser::webdriver::function_url(
-                &base,
-                with_webdriver.service.as_str(),
-                None,
-            );
+        if let Some((base, capabilities)) = self.webdriver.read().ok().and_then(|w| w.clone()) {
+            let url = capabilities.function_url(&base, with_webdriver.service.as_str());
             // The function's own setting wins.
             with_webdriver
                 .env_vars

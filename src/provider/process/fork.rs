@@ -8,7 +8,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
-use super::{signal_group, Launch};
+use super::{signal_group, Launch, Webdriver};
 use crate::provider::{Invocation, LogHub, Output, ProviderError};
 
 /// The largest response a fork-mode function may write to stdout.
@@ -18,15 +18,22 @@ const MAX_STDOUT_BYTES: u64 = 64 * 1024 * 1024;
 pub(super) async fn invoke(
     launch: &Launch,
     logs: &LogHub,
+    webdriver: Option<&Webdriver>,
     call: Invocation,
 ) -> Result<Output, ProviderError> {
+    // Valid until this call returns: its browser leases end with it.
+    let call_capability = webdriver.and_then(|w| call_webdriver(w, launch, &call.call_id));
     let mut command = Command::new(&launch.program);
     command
         .args(&launch.args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .envs(http_env(&call))
-        .envs(webdriver_env(launch, &call.call_id))
+        .envs(
+            call_capability
+                .as_ref()
+                .map(|c| (crate::browser::ENV_WEBDRIVER_URL, c.url())),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -127,19 +134,25 @@ pub(super) async fn invoke(
     }
 }
 
-/// The function's `HARK_WEBDRIVER_URL` narrowed to this call, so its browser leases end
-/// with it; nothing when the function has no gateway URL of Hark's shape.
-fn webdriver_env(launch: &Launch, call_id: &str) -> Option<(&'static str, String)> {
+/// A capability for this call, whose URL replaces the function's `HARK_WEBDRIVER_URL`;
+/// nothing when the function set its own URL (or the call id cannot sit in a URL).
+fn call_webdriver(
+    webdriver: &Webdriver,
+    launch: &Launch,
+    call_id: &str,
+) -> Option<crate::browser::capability::CallCapability> {
     let (_, url) = launch
         .env
         .iter()
         .rev()
         .find(|(k, _)| k == crate::browser::ENV_WEBDRIVER_URL)?;
-    let prefix = format!("/webdriver/fn/{}/", launch.name);
-    let base = url.strip_suffix(&prefix)?;
-    let narrowed =
-        crate::browser::webdriver::function_url(base, launch.name.as_str(), Some(call_id));
-    Some((crate::browser::ENV_WEBDRIVER_URL, narrowed))
+    let name = launch.name.as_str();
+    if *url != webdriver.capabilities.function_url(&webdriver.base, name) {
+        return None;
+    }
+    webdriver
+        .capabilities
+        .open_call(&webdriver.base, name, call_id)
 }
 
 /// `content_type` from the function's environment (the classic watchdog's setting),

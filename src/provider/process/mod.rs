@@ -32,8 +32,16 @@ pub struct ProcessProvider {
     functions: RwLock<HashMap<FunctionName, Arc<ProcFunction>>>,
     logs: Arc<LogHub>,
     secrets: SecretFiles,
-    /// The gateway's address for functions' `HARK_WEBDRIVER_URL`.
-    webdriver: Option<String>,
+    /// The functions' WebDriver listener and capabilities, for `HARK_WEBDRIVER_URL`.
+    webdriver: Option<Webdriver>,
+}
+
+/// Where process functions reach the browser pool: the base URL of the gateway's
+/// loopback listener for functions, and the capabilities that go in their URLs.
+#[derive(Clone)]
+pub(crate) struct Webdriver {
+    base: String,
+    capabilities: crate::browser::capability::Capabilities,
 }
 
 /// Where a function finds its secret files.
@@ -82,10 +90,18 @@ impl ProcessProvider {
         }
     }
 
-    /// Gives each function `HARK_WEBDRIVER_URL` under the gateway at `base`
-    /// (e.g. `http://127.0.0.1:8080`); fork-mode calls get one naming the call.
-    pub fn with_webdriver(mut self, base: &str) -> Self {
-        self.webdriver = Some(base.to_owned());
+    /// Gives each function `HARK_WEBDRIVER_URL` under the gateway's functions' listener
+    /// at `base` (e.g. `http://127.0.0.1:41234`) with the function's capability; fork-mode
+    /// calls get one naming the call, valid while the call runs.
+    pub fn with_webdriver(
+        mut self,
+        base: &str,
+        capabilities: crate::browser::capability::Capabilities,
+    ) -> Self {
+        self.webdriver = Some(Webdriver {
+            base: base.to_owned(),
+            capabilities,
+        });
         self
     }
 
@@ -146,10 +162,12 @@ impl ProcessProvider {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
-        if let Some(base) = &self.webdriver {
+        if let Some(webdriver) = &self.webdriver {
             env.push((
                 crate::browser::ENV_WEBDRIVER_URL.into(),
-                crate::browser::webdriver::function_url(base, spec.service.as_str(), None),
+                webdriver
+                    .capabilities
+                    .function_url(&webdriver.base, spec.service.as_str()),
             ));
         }
         env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -351,7 +369,7 @@ impl Provider for ProcessProvider {
             Runner::Fork { replicas } => {
                 // A call to a function scaled to zero wakes it, as in the http mode.
                 replicas.fetch_max(1, Ordering::Relaxed);
-                fork::invoke(&function.launch, &self.logs, call).await
+                fork::invoke(&function.launch, &self.logs, self.webdriver.as_ref(), call).await
             }
             Runner::Http(pool) => pool.invoke(call).await,
         }
