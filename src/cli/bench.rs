@@ -734,7 +734,7 @@ async fn measure_process(
     let enqueue = json(format!("{}/async-function/sink", gateway.url));
     bench.probe(&enqueue, "").await;
     let enqueue_row = table.push(
-        "async enqueue, --durability normal (202 after commit)",
+        "async enqueue, --durability normal (202 on commit)",
         bench.row(&enqueue, gw, None).await?,
         Some(floor_row),
         None,

@@ -19,7 +19,7 @@ const ROWS: &[&str] = &[
     "alexa: signed intent, chain cached → echo",
     "alexa: skill with verify: false → echo (extra)",
     "gateway GET /healthz (HTTP floor)",
-    "async enqueue, --durability normal (202 after commit)",
+    "async enqueue, --durability normal (202 on commit)",
     "async enqueue, --durability full (202 after fsync)",
     "http mode through the gateway, -c8 (memory)",
 ];
