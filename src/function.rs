@@ -202,9 +202,9 @@ impl FunctionDeployment {
     fn duration(&self, key: &'static str, default: Duration) -> Result<Duration, AnnotationError> {
         match self.annotations.get(key) {
             None => Ok(default),
-            Some(v) => parse_duration(v).ok_or_else(|| AnnotationError {
+            Some(v) => parse_duration_within(v, MAX_TIMEOUT).map_err(|e| AnnotationError {
                 key,
-                message: format!("{v:?} is not a duration such as 500ms, 30s or 2m"),
+                message: format!("{v:?} {e}"),
             }),
         }
     }
@@ -235,7 +235,43 @@ impl FunctionDeployment {
     }
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds.
+/// The longest timeout, deadline or delay Hark takes from a deployment, a request or a
+/// setting: a day.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The longest lifetime (of a token, say) Hark takes from a request: a year.
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Why a duration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("is not a duration such as 500ms, 30s, 2m or 1h")]
+    Unreadable,
+    #[error("is longer than the limit of {}", human(*limit))]
+    TooLong { limit: Duration },
+}
+
+/// `24h`, `8760h`, `90s`: how limits are named in messages.
+fn human(d: Duration) -> String {
+    match d.as_secs() {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Parses like [`parse_duration`], refusing more than `limit` (e.g. [`MAX_TIMEOUT`]).
+/// Callers put the value before the error's text: `"99h" is longer than the limit of 24h`.
+pub fn parse_duration_within(s: &str, limit: Duration) -> Result<Duration, DurationError> {
+    let d = parse_duration(s).ok_or(DurationError::Unreadable)?;
+    if d > limit {
+        return Err(DurationError::TooLong { limit });
+    }
+    Ok(d)
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` or a bare number of seconds. Values no [`Duration`]
+/// holds (`99999999999999999999h`) are `None`, like any other unreadable one; callers cap
+/// the rest with [`parse_duration_within`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -250,7 +286,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // try_: from_secs_f64 panics on a value past Duration::MAX.
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// Resource use reported by a provider, as OpenFaaS's `FunctionUsage`.
@@ -353,6 +390,70 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn huge_negative_and_odd_durations_are_refused_without_a_panic() {
+        for odd in [
+            "99999999999999999999h",
+            "18446744073709551615",
+            "18446744073709551616s",
+            "1e400",
+            "-5s",
+            "-0.5",
+            "NaN",
+            "inf",
+            "1.5.5s",
+            "",
+            "h",
+        ] {
+            assert_eq!(parse_duration(odd), None, "{odd}");
+            assert_eq!(
+                parse_duration_within(odd, MAX_TIMEOUT),
+                Err(DurationError::Unreadable),
+                "{odd}"
+            );
+        }
+        // Representable, but past the caps.
+        for long in ["99999999999h", "25h", "86401", "1441m"] {
+            let e = parse_duration_within(long, MAX_TIMEOUT).unwrap_err();
+            assert_eq!(e.to_string(), "is longer than the limit of 24h", "{long}");
+        }
+        assert_eq!(
+            parse_duration_within("24h", MAX_TIMEOUT),
+            Ok(Duration::from_secs(86400))
+        );
+        assert_eq!(
+            parse_duration_within("8760h", MAX_TTL),
+            Ok(Duration::from_secs(365 * 86400))
+        );
+        assert!(parse_duration_within("8761h", MAX_TTL).is_err());
+    }
+
+    #[test]
+    fn a_deployment_with_a_timeout_past_a_day_is_refused_naming_the_limit() {
+        for (key, value) in [
+            (ANNOTATION_TIMEOUT, "99999999999h"),
+            (ANNOTATION_RETRY_BACKOFF, "9999999999999"),
+        ] {
+            let mut d: FunctionDeployment =
+                serde_json::from_str(r#"{"service":"echo","envProcess":"cat"}"#).unwrap();
+            d.annotations.insert(key.into(), value.into());
+            let e = d.validate().unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.message.contains("limit of 24h"), "{}", e.message);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_text_makes_duration_parsing_panic(s in "\\PC{0,24}", n in proptest::num::u64::ANY, unit in "(ms|s|m|h|)") {
+            let _ = parse_duration(&s);
+            let capped = parse_duration_within(&format!("{n}{unit}"), MAX_TIMEOUT);
+            if let Ok(d) = capped {
+                proptest::prop_assert!(d <= MAX_TIMEOUT);
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //!   function, vs. the same function called unsigned at `/function/echo`. Signatures are
 //!   made at the start of each measurement, inside the platforms' windows; an Alexa skill
 //!   with `verify: false` is an extra row.
-//! - async enqueue (committed to disk before the 202) vs. the gateway's `/healthz`.
+//! - async enqueue (committed before the 202) vs. the gateway's `/healthz`, on a gateway
+//!   with `--durability normal`; then the enqueue and the Slack row again on a second
+//!   gateway with `--durability full` (each commit synced to disk before its answer),
+//!   each next to its `normal` row.
 //! - memory: the gateway's resident memory idle (after start and deploys) and its peak
 //!   under `--memory-connections` (256) connections.
 //! - cold start: scale-from-zero of the HTTP-mode echo function (first call after scaling
@@ -424,15 +427,40 @@ async fn run_in(
     let mut gateway = Gateway::start_with_env(
         &exe,
         dir,
-        &["--provider", "process", "--config", config],
+        &[
+            "--provider",
+            "process",
+            "--config",
+            config,
+            "--durability",
+            "normal",
+        ],
+        &secrets.env(),
+    )
+    .await?;
+    // The same again committing with --durability full, in a data directory of its own.
+    let full_dir = dir.join("full");
+    std::fs::create_dir_all(&full_dir)?;
+    let mut full = Gateway::start_with_env(
+        &exe,
+        &full_dir,
+        &[
+            "--provider",
+            "process",
+            "--config",
+            config,
+            "--durability",
+            "full",
+        ],
         &secrets.env(),
     )
     .await?;
     let measured = measure_process(
-        &bench, &exe, &gateway, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
+        &bench, &exe, &gateway, &full, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
     )
     .await;
     gateway.stop().await;
+    full.stop().await;
     ceiling.stop().await;
     spawner.stop().await;
     let (mut table, checks, mut cold) = measured?;
@@ -557,6 +585,7 @@ async fn measure_process(
     bench: &Bench,
     exe: &Path,
     gateway: &Gateway,
+    full: &Gateway,
     ceiling: &Server,
     spawner: &Server,
     cat: &Path,
@@ -567,15 +596,16 @@ async fn measure_process(
 ) -> anyhow::Result<(Table, Vec<Check>, Vec<Cold>)> {
     let client = &bench.client;
     gateway.wait_ready(client, ECHO).await?;
+    full.wait_ready(client, ECHO).await?;
     gateway
         .deploy(
             client,
             serde_json::json!({ "service": "cat", "envProcess": cat.display().to_string() }),
         )
         .await?;
-    gateway
-        .deploy(client, serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } }))
-        .await?;
+    let sink = serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } });
+    gateway.deploy(client, sink.clone()).await?;
+    full.deploy(client, sink).await?;
     let gw = gateway.pid();
     // Idle: started, functions deployed, one call each, no load yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -655,11 +685,21 @@ async fn measure_process(
     let slack = secrets.slack(&format!("{}/slack/bench", gateway.url));
     bench.probe(&slack, "slash_command").await;
     let slack = secrets.slack(&format!("{}/slack/bench", gateway.url));
-    table.push(
+    let slack_row = table.push(
         "slack: signed slash command → echo",
         bench.row(&slack, gw, None).await?,
         Some(unsigned_row),
         Some(0.9),
+    );
+    // Acknowledged once its call is committed: with --durability full, synced to disk.
+    let slack = secrets.slack(&format!("{}/slack/bench", full.url));
+    bench.probe(&slack, "slash_command").await;
+    let slack = secrets.slack(&format!("{}/slack/bench", full.url));
+    table.push(
+        "slack: signed slash command, --durability full",
+        bench.row(&slack, full.pid(), None).await?,
+        Some(slack_row),
+        None,
     );
     let github = secrets.github(&format!("{}/github/bench", gateway.url));
     bench.probe(&github, "\"status\":200").await;
@@ -701,7 +741,7 @@ async fn measure_process(
     let enqueue = json(format!("{}/async-function/sink", gateway.url));
     bench.probe(&enqueue, "").await;
     let enqueue_row = table.push(
-        "async enqueue, durable (202 after commit)",
+        "async enqueue, --durability normal (202 on commit)",
         bench.row(&enqueue, gw, None).await?,
         Some(floor_row),
         None,
@@ -713,6 +753,14 @@ async fn measure_process(
         target: "≥ 5000/s".into(),
         met: rate >= 5000.0,
     });
+    let enqueue = json(format!("{}/async-function/sink", full.url));
+    bench.probe(&enqueue, "").await;
+    table.push(
+        "async enqueue, --durability full (202 after fsync)",
+        bench.row(&enqueue, full.pid(), None).await?,
+        Some(enqueue_row),
+        None,
+    );
 
     // Memory under many connections.
     let c = args.memory_connections.max(1);

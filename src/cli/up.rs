@@ -30,7 +30,7 @@ use crate::server::{
     MIN_MAX_HEADER_BYTES,
 };
 use crate::stack::Stack;
-use crate::store::Store;
+use crate::store::{Durability, Store};
 
 /// Stack file loaded from the working directory when `--config` is not given.
 pub const DEFAULT_STACK_FILE: &str = "hark.yml";
@@ -110,6 +110,29 @@ pub struct UpArgs {
     /// start) [default: DATA/secret.key]. `HARK_SECRET_KEY` (the key, base64) wins over it.
     #[arg(long, env = crate::store::sealed::ENV_SECRET_KEY_FILE)]
     pub secret_key_file: Option<PathBuf>,
+    /// What a commit survives before it is acknowledged (the 202 of an async call, the
+    /// answer to a Slack, GitHub or webhook delivery): `full` syncs each commit to disk
+    /// (survives a power cut or OS crash); `normal` survives a gateway crash but may lose
+    /// the last commits on a power cut or OS crash.
+    #[arg(long, env = "HARK_DURABILITY", value_enum, default_value_t = Durability::default())]
+    pub durability: Durability,
+}
+
+/// Makes the gateway non-dumpable (`PR_SET_DUMPABLE` 0): a process of the same user can
+/// no longer attach to it with ptrace nor read its `/proc/PID/{mem,environ,fd,…}` (they
+/// belong to root from now on), and a crash leaves no core file with secrets in it. The
+/// functions it starts are dumpable again after their `exec`.
+fn forbid_inspection() -> anyhow::Result<()> {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes integer arguments only and touches no
+    // memory of ours.
+    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if done != 0 {
+        anyhow::bail!(
+            "cannot make the gateway non-dumpable: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 /// The backends `hark up` can run functions on.
@@ -124,6 +147,9 @@ pub enum ProviderKind {
 }
 
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
+    // Before any secret is read: other processes of the same user may not ptrace the
+    // gateway or read its memory or environment.
+    forbid_inspection()?;
     let limits = conn_limits(&args)?;
     // First, so that everything from here on is counted.
     crate::telemetry::exporter::install(if args.metrics_auth {
@@ -148,7 +174,9 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| data.join(crate::store::sealed::DEFAULT_KEY_FILE)),
     );
-    let store = Store::open_with_key(&data.join("hark.db"), key).context("opening the store")?;
+    let store = Store::open_with(&data.join("hark.db"), key, args.durability)
+        .context("opening the store")?;
+    tracing::info!(durability = %store.durability(), "store opened");
     let (auth, new_token) = Auth::load_or_create(&data)?;
     let stack_file = match &args.config {
         Some(path) => Some(path.clone()),
@@ -381,7 +409,15 @@ fn browser_pool(
     data: &Path,
 ) -> anyhow::Result<crate::browser::BrowserPool> {
     let config = args.browser.apply(file.unwrap_or_default());
-    let mut pool = crate::browser::BrowserPool::new(config, data).context("browser automation")?;
+    for (setting, secs) in [
+        ("browser queue_timeout", config.queue_timeout_secs),
+        ("browser session_timeout", config.session_timeout_secs),
+        ("browser health_interval", config.health_interval_secs),
+    ] {
+        seconds_within(setting, secs, crate::function::MAX_TIMEOUT)?;
+    }
+    let mut pool =
+        crate::browser::BrowserPool::new(config, data).context("browser automation")?;
     // Chromedriver runs under this binary's `browser-guard`, so that the browsers die
     // with the gateway even when it is killed.
     if let Ok(hark) = std::env::current_exe() {
@@ -395,6 +431,18 @@ fn browser_pool(
         }
     }
     Ok(pool)
+}
+
+/// Refuses a setting of `secs` seconds that is negative, not a number, or past `limit`
+/// (which would overflow the deadlines built from it).
+fn seconds_within(setting: &str, secs: f64, limit: std::time::Duration) -> anyhow::Result<()> {
+    if !(0.0..=limit.as_secs_f64()).contains(&secs) {
+        anyhow::bail!(
+            "{setting}: {secs} seconds is not between 0 and the limit of {} s",
+            limit.as_secs()
+        );
+    }
+    Ok(())
 }
 
 /// A listener on the functions' Docker network's gateway address, for containers'
@@ -512,6 +560,23 @@ async fn seed_function_secrets(store: &Store, functions: &[crate::function::Func
                 tracing::info!(secret = %name, from = %var, "secret stored from the environment")
             }
             Err(e) => tracing::error!(secret = %name, error = %e, "secret not stored"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_seconds_past_a_day_or_not_a_number_are_refused() {
+        let day = crate::function::MAX_TIMEOUT;
+        for bad in [f64::INFINITY, f64::NAN, -1.0, 1e20, 86_400.5] {
+            let e = seconds_within("browser session_timeout", bad, day).unwrap_err();
+            assert!(e.to_string().contains("limit of 86400 s"), "{e}");
+        }
+        for good in [0.0, 2.0, 86_400.0] {
+            seconds_within("browser session_timeout", good, day).unwrap();
         }
     }
 }

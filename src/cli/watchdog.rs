@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::function::{parse_duration, FunctionName, Mode};
+use crate::function::{parse_duration_within, FunctionName, Mode, MAX_TIMEOUT};
 use crate::watchdog::{self, WatchdogConfig};
 
 #[derive(Debug, clap::Args)]
@@ -44,8 +44,8 @@ pub async fn run(args: WatchdogArgs) -> anyhow::Result<ExitCode> {
         "http" => Mode::Http,
         other => anyhow::bail!("mode {other:?} is neither fork nor http"),
     };
-    let timeout = parse_duration(&args.exec_timeout)
-        .with_context(|| format!("exec_timeout {:?} is not a duration", args.exec_timeout))?;
+    let timeout = parse_duration_within(&args.exec_timeout, MAX_TIMEOUT)
+        .with_context(|| format!("exec_timeout {:?}", args.exec_timeout))?;
     let name: FunctionName = args.name.parse()?;
     let config = WatchdogConfig {
         listen: SocketAddr::new(args.bind, args.port),

@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::error::provider_status;
-use crate::function::{parse_duration, AnnotationError, FunctionDeployment, FunctionName};
+use crate::function::{
+    parse_duration_within, AnnotationError, FunctionDeployment, FunctionName, MAX_TIMEOUT,
+};
 use crate::provider::Invocation;
 use crate::registry::Registry;
 use crate::server::HEADER_CALL_ID;
@@ -118,8 +120,8 @@ impl Schedule {
         let deadline = match a.get(ANNOTATION_DEADLINE) {
             None => None,
             Some(v) => Some(
-                parse_duration(v)
-                    .ok_or_else(|| bad(ANNOTATION_DEADLINE, format!("{v:?} is not a duration")))?,
+                parse_duration_within(v, MAX_TIMEOUT)
+                    .map_err(|e| bad(ANNOTATION_DEADLINE, format!("{v:?} {e}")))?,
             ),
         };
         let suspended = match a.get(ANNOTATION_SUSPEND).map(String::as_str) {

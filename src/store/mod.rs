@@ -104,6 +104,46 @@ pub struct Store {
     enqueues: GroupCommit<QueuedCall, bool>,
     finishes: GroupCommit<Finish, ()>,
     key: Arc<SecretKey>,
+    durability: Durability,
+}
+
+/// What a commit survives before the call that made it is acknowledged (`--durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Each commit is on disk (fsync) before it is acknowledged: survives a gateway crash,
+    /// a power cut and an OS crash. SQLite `synchronous = FULL` in WAL mode. The default:
+    /// commits are grouped, so the sync costs little throughput (see README.md).
+    #[default]
+    Full,
+    /// Each commit is in the write-ahead log before it is acknowledged; the log is synced
+    /// at checkpoints: survives a gateway crash, may lose the last commits on a power cut
+    /// or OS crash. SQLite `synchronous = NORMAL` in WAL mode.
+    Normal,
+}
+
+impl Durability {
+    /// SQLite's `PRAGMA synchronous` value for this mode.
+    fn synchronous(self) -> i64 {
+        match self {
+            Durability::Full => 2,
+            Durability::Normal => 1,
+        }
+    }
+
+    /// Its name, as the flag spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 const SCHEMA: &str = "
@@ -163,12 +203,27 @@ impl Store {
     /// created when missing while no secret is sealed yet, refused when it does not open the
     /// secrets already sealed. Secrets stored in clear by earlier versions are sealed now.
     pub fn open_with_key(path: &Path, key: KeySource) -> Result<Store, StoreError> {
+        Self::open_with(path, key, Durability::default())
+    }
+
+    /// Like [`Store::open_with_key`], committing with `durability`. The mode is read back
+    /// from SQLite, and the store refuses to open when SQLite did not apply it.
+    pub fn open_with(
+        path: &Path,
+        key: KeySource,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         // Deleted and overwritten content (an old secret row) is zeroed, not left behind.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA secure_delete = ON;",
-        )?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA secure_delete = ON;")?;
+        conn.pragma_update(None, "synchronous", durability.synchronous())?;
+        let applied: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        if applied != durability.synchronous() {
+            return Err(StoreError::Write(format!(
+                "SQLite did not apply durability {durability} (synchronous = {applied})"
+            )));
+        }
         conn.execute_batch(SCHEMA)?;
         let key = Arc::new(seal_secrets(&conn, key)?);
         conn.execute_batch(queue::SCHEMA)?;
@@ -197,7 +252,20 @@ impl Store {
             enqueues,
             finishes,
             key,
+            durability,
         })
+    }
+
+    /// The durability the store commits with.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// SQLite's `PRAGMA synchronous` on the store's connection, as it is now (2: FULL,
+    /// 1: NORMAL).
+    pub async fn synchronous(&self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
+            .await
     }
 
     /// Queues an async call durably: when this returns `Ok(true)`, the call is committed;
@@ -654,6 +722,31 @@ fn seal_secrets(conn: &Connection, source: KeySource) -> Result<SecretKey, Store
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_durability_asked_for_is_what_sqlite_commits_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        let key = || KeySource::File(dir.path().join("secret.key"));
+        for (durability, synchronous) in [(Durability::Full, 2), (Durability::Normal, 1)] {
+            let store = Store::open_with(&path, key(), durability).unwrap();
+            assert_eq!(store.durability(), durability);
+            // On the connection every commit (the queue's group commits too) goes through.
+            assert_eq!(
+                store.synchronous().await.unwrap(),
+                synchronous,
+                "{durability}"
+            );
+            let mode: String = store
+                .with(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?))
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        // Callers that do not choose get full.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.synchronous().await.unwrap(), 2);
+    }
 
     #[tokio::test]
     async fn delivery_ids_are_first_once_per_channel_and_forgotten_when_old() {

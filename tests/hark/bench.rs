@@ -14,11 +14,13 @@ const ROWS: &[&str] = &[
     "fork mode: cat through the gateway",
     "echo at /function/echo, unsigned (channel base)",
     "slack: signed slash command → echo",
+    "slack: signed slash command, --durability full",
     "github: signed issues.opened → echo",
     "alexa: signed intent, chain cached → echo",
     "alexa: skill with verify: false → echo (extra)",
     "gateway GET /healthz (HTTP floor)",
-    "async enqueue, durable (202 after commit)",
+    "async enqueue, --durability normal (202 on commit)",
+    "async enqueue, --durability full (202 after fsync)",
     "http mode through the gateway, -c8 (memory)",
 ];
 

@@ -17,7 +17,9 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::scope;
 use crate::error::ApiError;
-use crate::function::{parse_duration, FunctionDeployment, FunctionName, FunctionStatus};
+use crate::function::{
+    parse_duration_within, FunctionDeployment, FunctionName, FunctionStatus, MAX_TTL,
+};
 use crate::registry::DeployMode;
 use crate::server::{AppState, RawBody};
 
@@ -28,12 +30,18 @@ pub async fn healthz() -> &'static str {
     "OK"
 }
 
-#[utoipa::path(get, path = "/system/info", tag = "system", description = "Provider name and gateway version (OpenFaaS `SystemInfo`).", security(("bearer" = [])), responses((status = 200, description = "Gateway and provider information", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/info", tag = "system", description = "Provider name and gateway version (OpenFaaS `SystemInfo`), and the store's `durability` (`full` or `normal`).", security(("bearer" = [])), responses((status = 200, description = "Gateway and provider information", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn info(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    // As SQLite commits now, not as asked: `PRAGMA synchronous` on the store's connection.
+    let durability = match state.registry.store.synchronous().await.ok() {
+        Some(2) => "full",
+        Some(1) => "normal",
+        _ => "unknown",
+    };
     let version = serde_json::json!({ "release": env!("CARGO_PKG_VERSION"), "sha": option_env!("HARK_GIT_SHA").unwrap_or("unknown") });
     Ok(Json(serde_json::json!({
         "provider": {
@@ -43,6 +51,7 @@ pub async fn info(
         },
         "version": version,
         "arch": std::env::consts::ARCH,
+        "durability": durability,
     })))
 }
 
@@ -427,9 +436,17 @@ pub async fn create_token(
     }
     let ttl: Option<Duration> = match &request.ttl {
         None => None,
-        Some(t) => Some(parse_duration(t).filter(|d| !d.is_zero()).ok_or_else(|| {
-            ApiError::bad_request(format!("ttl {t:?} is not a duration such as 30m, 12h"))
-        })?),
+        Some(t) => Some(
+            parse_duration_within(t, MAX_TTL)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "ttl {t:?} is not a duration such as 30m or 12h, at most {}h",
+                        MAX_TTL.as_secs() / 3600
+                    ))
+                })?,
+        ),
     };
     // A token never outlives the token that minted it: otherwise a short-lived token
     // (a leaked CI token, say) could mint itself a permanent one.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::function::{parse_duration, FunctionName};
+use crate::function::{parse_duration_within, FunctionName, MAX_TIMEOUT};
 use crate::registry::Registry;
 use crate::store::StoreError;
 
@@ -205,12 +205,8 @@ pub fn duration_setting(
 ) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
-        Some(text) => parse_duration(text).ok_or_else(|| {
-            invalid(
-                route,
-                format!("{key}: {text:?} is not a duration like 2.5s"),
-            )
-        }),
+        Some(text) => parse_duration_within(text, MAX_TIMEOUT)
+            .map_err(|e| invalid(route, format!("{key}: {text:?} {e}"))),
     }
 }
 

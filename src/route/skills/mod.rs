@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::function::{parse_duration, FunctionName};
+use crate::function::{parse_duration_within, FunctionName, MAX_TIMEOUT};
 pub use template::Templates;
 
 /// The file that defines a skill, inside `skills/NAME/`.
@@ -314,11 +314,8 @@ impl Skill {
         check_def(&def).map_err(invalid)?;
         let duration = |field: &str, value: &Option<String>, default: Duration| match value {
             None => Ok(default),
-            Some(v) => parse_duration(v).ok_or_else(|| {
-                invalid(format!(
-                    "deadline.{field}: {v:?} is not a duration like 6s or 2500ms"
-                ))
-            }),
+            Some(v) => parse_duration_within(v, MAX_TIMEOUT)
+                .map_err(|e| invalid(format!("deadline.{field}: {v:?} {e}"))),
         };
         let budget = duration("budget", &def.deadline.budget, DEFAULT_BUDGET)?;
         let progressive_after = duration(
