@@ -90,7 +90,10 @@ fn lockdown_prefs(profile: &Path) -> Value {
 /// (`goog:chromeOptions.debuggerAddress`), which would let a local reader bypass the
 /// WebDriver endpoint.
 fn public_capabilities(mut capabilities: Value) -> Value {
-    if let Some(chrome) = capabilities.get_mut("chrome").and_then(Value::as_object_mut) {
+    if let Some(chrome) = capabilities
+        .get_mut("chrome")
+        .and_then(Value::as_object_mut)
+    {
         chrome.remove("userDataDir");
     }
     if let Some(options) = capabilities
@@ -403,7 +406,10 @@ impl BrowserPool {
     /// Starts the proxy every browser of the pool goes out through, for a gateway listening
     /// on `gateway` (see [`proxy`]); checks `browser.allow`. Until it runs, no browser
     /// starts. Does nothing when the pool is off or the proxy already runs.
-    pub async fn guard_network(&self, gateway: std::net::SocketAddr) -> Result<(), proxy::ProxyError> {
+    pub async fn guard_network(
+        &self,
+        gateway: std::net::SocketAddr,
+    ) -> Result<(), proxy::ProxyError> {
         if self.inner.disabled.is_some() || self.inner.proxy.get().is_some() {
             return Ok(());
         }
@@ -1065,7 +1071,11 @@ pub struct BrowserArgs {
     /// What browser pages may reach besides the public Internet and the gateway's
     /// /function/… routes: host names, IPs, CIDR blocks or http(s) URL prefixes,
     /// comma-separated (replaces `browser.allow`).
-    #[arg(long = "browser-allow", env = "HARK_BROWSER_ALLOW", value_delimiter = ',')]
+    #[arg(
+        long = "browser-allow",
+        env = "HARK_BROWSER_ALLOW",
+        value_delimiter = ','
+    )]
     pub allow: Option<Vec<String>>,
 }
 

@@ -122,6 +122,20 @@ enum Destination {
 #[derive(Debug, PartialEq, Eq)]
 struct Refusal(String);
 
+/// Why a request goes nowhere: refused by the rules (403, a warning), or its host does not
+/// resolve (502; Chromium's own background requests meet this on closed networks).
+#[derive(Debug, PartialEq, Eq)]
+enum Blocked {
+    Refused(Refusal),
+    Unresolved(String),
+}
+
+impl From<Refusal> for Blocked {
+    fn from(refusal: Refusal) -> Self {
+        Blocked::Refused(refusal)
+    }
+}
+
 /// The rules: the gateway's own address and what is allowed beyond the public Internet.
 #[derive(Debug, Clone)]
 struct Rules {
@@ -139,17 +153,17 @@ impl Rules {
     }
 
     /// Resolves `host` once: an address literal as it is, a name through the resolver.
-    async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+    async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, Blocked> {
         let bare = host.trim_matches(['[', ']']);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
             .await
-            .map_err(|e| Refusal(format!("{host} does not resolve: {e}")))?
+            .map_err(|e| Blocked::Unresolved(e.to_string()))?
             .collect();
         if addrs.is_empty() {
-            return Err(Refusal(format!("{host} does not resolve")));
+            return Err(Blocked::Unresolved("no address".into()));
         }
         Ok(addrs)
     }
@@ -161,7 +175,7 @@ impl Rules {
         host: &str,
         port: u16,
         url: Option<&url::Url>,
-    ) -> Result<Destination, Refusal> {
+    ) -> Result<Destination, Blocked> {
         let addrs = Self::resolve(host, port).await?;
         if addrs.iter().any(|a| self.is_gateway(*a)) {
             return match url {
@@ -169,10 +183,12 @@ impl Rules {
                 Some(url) => Err(Refusal(format!(
                     "{} on the gateway is not a function's page; only {FUNCTION_PREFIX}… is open to browsers",
                     url.path()
-                ))),
+                ))
+                .into()),
                 None => Err(Refusal(
                     "tunnels to the gateway's port are refused; pages reach its /function/… routes over plain http".into(),
-                )),
+                )
+                .into()),
             };
         }
         let bare = host.trim_matches(['[', ']']);
@@ -189,7 +205,8 @@ impl Rules {
                 return Err(Refusal(format!(
                     "{host} is {}, a {range} address; browsers reach only public addresses unless browser.allow names it",
                     addr.ip()
-                )));
+                ))
+                .into());
             }
         }
         Ok(Destination::Remote(addrs))
@@ -288,8 +305,16 @@ fn html_escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The answer for a request that goes nowhere.
+fn blocked(host: &str, why: Blocked) -> Response<Body> {
+    match why {
+        Blocked::Refused(refusal) => refused(host, &refusal),
+        Blocked::Unresolved(e) => bad_gateway(host, &format!("does not resolve: {e}")),
+    }
+}
+
 fn bad_gateway(host: &str, what: &str) -> Response<Body> {
-    tracing::info!(host = %host, error = %what, "browser proxy could not reach a destination");
+    tracing::debug!(host = %host, error = %what, "browser proxy could not reach a destination");
     let mut response = Response::new(full(format!("the browser proxy could not reach {host}")));
     *response.status_mut() = StatusCode::BAD_GATEWAY;
     response
@@ -318,7 +343,7 @@ async fn handle(rules: &Rules, request: Request<Incoming>) -> Response<Body> {
             forward(request, &url, &host, &[gateway]).await
         }
         Ok(Destination::Remote(addrs)) => forward(request, &url, &host, &addrs).await,
-        Err(why) => refused(&host, &why),
+        Err(why) => blocked(&host, why),
     }
 }
 
@@ -421,7 +446,7 @@ async fn tunnel(rules: &Rules, request: Request<Incoming>) -> Response<Body> {
             // `destination` never opens a tunnel to the gateway; refuse if it ever did.
             return refused(&host, &Refusal("tunnels to the gateway are refused".into()));
         }
-        Err(why) => return refused(&host, &why),
+        Err(why) => return blocked(&host, why),
     };
     let mut upstream = match connect(&addrs).await {
         Ok(stream) => stream,
@@ -454,7 +479,7 @@ mod tests {
         url::Url::parse(s).unwrap()
     }
 
-    async fn verdict(rules: &Rules, raw: &str) -> Result<Destination, Refusal> {
+    async fn verdict(rules: &Rules, raw: &str) -> Result<Destination, Blocked> {
         let u = url(raw);
         let host = u.host_str().unwrap().to_owned();
         rules
@@ -507,7 +532,10 @@ mod tests {
             "http://2130706433:9000/",
         ] {
             let e = verdict(&r, closed).await.expect_err(closed);
-            assert!(e.0.contains("browser.allow"), "{e:?}");
+            assert!(
+                matches!(&e, Blocked::Refused(Refusal(why)) if why.contains("browser.allow")),
+                "{e:?}"
+            );
         }
         assert!(r.destination("127.0.0.1", 443, None).await.is_err());
         assert!(r.destination("10.1.1.1", 443, None).await.is_err());

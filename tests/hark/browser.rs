@@ -457,6 +457,7 @@ async fn a_pool_browser_cannot_read_the_admin_token_or_open_browser_pages() {
     let caps = wd.capabilities.to_string();
     assert!(wd.capabilities.is_object(), "{caps}");
     assert!(!caps.contains("userDataDir"), "{caps}");
+    assert!(!caps.contains("debuggerAddress"), "{caps}");
     assert!(!caps.contains(data.to_str().unwrap()), "{caps}");
 
     let token_url = format!("file://{}", data.join("admin-token").display());
@@ -472,7 +473,10 @@ async fn a_pool_browser_cannot_read_the_admin_token_or_open_browser_pages() {
         assert_eq!(status, 400, "{url} was opened: {body}");
         assert_eq!(body["value"]["error"], "invalid argument", "{body}");
         let source = wd.source().await;
-        assert!(!source.contains(&gw.token), "the admin token is on the page");
+        assert!(
+            !source.contains(&gw.token),
+            "the admin token is on the page"
+        );
         assert!(!source.contains("root:x:0:0"), "/etc/passwd is on the page");
     }
     // A command that carries the URL where the endpoint does not look (a DevTools
@@ -492,7 +496,10 @@ async fn a_pool_browser_cannot_read_the_admin_token_or_open_browser_pages() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let source = wd.source().await;
-        assert!(!source.contains(&gw.token), "the admin token is on the page");
+        assert!(
+            !source.contains(&gw.token),
+            "the admin token is on the page"
+        );
     }
     // A page's own script cannot go there either.
     let (status, _) = wd.goto("data:text/html,<title>start</title>").await;
@@ -501,12 +508,17 @@ async fn a_pool_browser_cannot_read_the_admin_token_or_open_browser_pages() {
         .command(
             Method::POST,
             "execute/sync",
-            Some(json!({"script": format!("location.href = {:?}; return 1", token_url), "args": []})),
+            Some(
+                json!({"script": format!("location.href = {:?}; return 1", token_url), "args": []}),
+            ),
         )
         .await;
     assert_eq!(status, 200);
     let source = wd.source().await;
-    assert!(!source.contains(&gw.token), "the admin token is on the page");
+    assert!(
+        !source.contains(&gw.token),
+        "the admin token is on the page"
+    );
     wd.close().await;
 }
 
@@ -629,7 +641,8 @@ async fn download_site(name: &str) -> (String, std::sync::Arc<tokio::sync::Notif
                 } else {
                     (
                         "Content-Type: text/html\r\n".to_owned(),
-                        "<html><head><title>after</title></head><body>after</body></html>".to_owned(),
+                        "<html><head><title>after</title></head><body>after</body></html>"
+                            .to_owned(),
                     )
                 };
                 let answer = format!(
@@ -696,7 +709,10 @@ async fn a_pool_browser_downloads_nothing() {
     // A round trip through the browser after both were sent in full.
     let (status, _) = wd.goto(&format!("{site}after")).await;
     assert_eq!(status, 200);
-    assert_eq!(wd.command(Method::GET, "title", None).await.1["value"], "after");
+    assert_eq!(
+        wd.command(Method::GET, "title", None).await.1["value"],
+        "after"
+    );
     for place in [home.path(), dir.path()] {
         let landed = files_named(place, &name);
         let partial = files_named(place, ".crdownload");
