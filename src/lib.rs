@@ -13,7 +13,8 @@
 //! - [`provider`]: the backend trait and its implementations (`process`, the default;
 //!   `docker`, containers on the local engine; `swarm`, services on a Docker Swarm).
 //! - [`browser`]: the pool of warm headless-Chromium WebDriver sessions that functions
-//!   lease through `/webdriver`, and the screenshots of failed browser calls.
+//!   lease through `/webdriver`, the proxy their pages go out through, and the screenshots
+//!   of failed browser calls.
 //! - [`store`]: SQLite persistence of functions, secrets, activations, the async queue,
 //!   schedules and delivery ids.
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,

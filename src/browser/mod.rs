@@ -11,6 +11,7 @@
 pub mod capability;
 pub mod guard;
 mod proc;
+pub mod proxy;
 pub mod webdriver;
 
 use std::collections::{HashMap, VecDeque};
@@ -43,6 +44,69 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
     "--mute-audio",
     "--window-size=1280,800",
 ];
+
+/// Schemes of browser-internal and local pages that no pool browser may open, in
+/// Chromium's URL blocklist syntax (see SECURITY.md for what blocks what).
+pub const BLOCKED_URLS: &[&str] = &[
+    "file://*",
+    "chrome://*",
+    "chrome-untrusted://*",
+    "chrome-extension://*",
+    "devtools://*",
+    "view-source:*",
+];
+
+/// Chromium flags that send every request of the browser through the gateway's proxy at
+/// `proxy`, loopback included (`<-loopback>` removes Chromium's implicit bypass), and
+/// keep WebRTC from sending UDP around it. They come after `browser.args`, so they win.
+fn lockdown_flags(proxy: std::net::SocketAddr) -> Vec<String> {
+    vec![
+        format!("--proxy-server=http://{proxy}"),
+        "--proxy-bypass-list=<-loopback>".to_owned(),
+        "--force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_owned(),
+        "--disable-quic".to_owned(),
+    ]
+}
+
+/// The profile preferences of a pool browser: Chromium's managed policies
+/// (`URLBlocklist`, `DownloadRestrictions`) can only be set machine-wide, but the
+/// preferences behind them are read from the profile too (checked with Chromium 156).
+/// Downloads are blocked (3: all); were one to slip through, it would land in the
+/// profile, which is deleted with the browser.
+fn lockdown_prefs(profile: &Path) -> Value {
+    let downloads = profile.join("downloads");
+    json!({
+        "download_restrictions": 3,
+        "download": {
+            "default_directory": downloads,
+            "prompt_for_download": false,
+            "directory_upgrade": true,
+        },
+        "savefile": {"default_directory": downloads},
+        "policy": {"url_blocklist": BLOCKED_URLS},
+        "webrtc": {"ip_handling_policy": "disable_non_proxied_udp"},
+    })
+}
+
+/// A session's capabilities as functions see them: without the profile's path on the
+/// gateway host (`chrome.userDataDir`) and the browser's DevTools address
+/// (`goog:chromeOptions.debuggerAddress`), which would let a local reader bypass the
+/// WebDriver endpoint.
+fn public_capabilities(mut capabilities: Value) -> Value {
+    if let Some(chrome) = capabilities
+        .get_mut("chrome")
+        .and_then(Value::as_object_mut)
+    {
+        chrome.remove("userDataDir");
+    }
+    if let Some(options) = capabilities
+        .get_mut("goog:chromeOptions")
+        .and_then(Value::as_object_mut)
+    {
+        options.remove("debuggerAddress");
+    }
+    capabilities
+}
 
 /// Whether `hark up` runs the browser pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
@@ -78,8 +142,12 @@ pub struct BrowserConfig {
     pub session_timeout_secs: f64,
     /// How often the browsers' health is checked, in seconds.
     pub health_interval_secs: f64,
-    /// Extra Chromium flags, after the built-in ones.
+    /// Extra Chromium flags, after the built-in ones (the network and download lockdown
+    /// flags come last and cannot be overridden here).
     pub args: Vec<String>,
+    /// What pages may reach beyond the public Internet and the gateway's `/function/…`
+    /// routes: host names, IP addresses, CIDR blocks, `http(s)://host:port/path` prefixes.
+    pub allow: Vec<String>,
 }
 
 impl Default for BrowserConfig {
@@ -95,6 +163,7 @@ impl Default for BrowserConfig {
             session_timeout_secs: 120.0,
             health_interval_secs: 2.0,
             args: Vec::new(),
+            allow: Vec::new(),
         }
     }
 }
@@ -247,6 +316,8 @@ struct Inner {
     /// The `hark` binary that runs chromedriver under [`guard`], so that browsers die
     /// with the gateway; without it chromedriver is started directly.
     guard: Option<PathBuf>,
+    /// The browsers' proxy; no browser starts without it.
+    proxy: std::sync::OnceLock<proxy::BrowserProxy>,
 }
 
 /// Finds `program` as given (a path) or in `$PATH`.
@@ -325,6 +396,7 @@ impl BrowserPool {
                 refill: Notify::new(),
                 capabilities,
                 guard: None,
+                proxy: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -361,6 +433,27 @@ impl BrowserPool {
     /// The secrets of the functions' WebDriver URLs.
     pub fn capabilities(&self) -> &capability::Capabilities {
         &self.inner.capabilities
+    }
+
+    /// Starts the proxy every browser of the pool goes out through, for a gateway listening
+    /// on `gateway` (see [`proxy`]); checks `browser.allow`. Until it runs, no browser
+    /// starts. Does nothing when the pool is off or the proxy already runs.
+    pub async fn guard_network(
+        &self,
+        gateway: std::net::SocketAddr,
+    ) -> Result<(), proxy::ProxyError> {
+        if self.inner.disabled.is_some() || self.inner.proxy.get().is_some() {
+            return Ok(());
+        }
+        let allow = proxy::BrowserAllow::parse(&self.inner.config.allow)?;
+        if !allow.describe().is_empty() {
+            tracing::warn!(allowed = ?allow.describe(), "browsers may reach these addresses besides the public Internet");
+        }
+        let started = proxy::BrowserProxy::start(gateway, allow).await?;
+        tracing::info!(proxy = %started.addr(), "browsers go out through the gateway's proxy");
+        // A second caller racing this one keeps the first proxy; the other is dropped.
+        let _ = self.inner.proxy.set(started);
+        Ok(())
     }
 
     /// The client that talks to chromedriver.
@@ -732,8 +825,15 @@ impl Inner {
             .join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&profile)
             .map_err(|e| BrowserError::Driver(format!("profile {}: {e}", profile.display())))?;
+        let Some(proxy) = self.proxy.get().map(|p| p.addr()) else {
+            let _ = std::fs::remove_dir_all(&profile);
+            return Err(BrowserError::Driver(
+                "the browsers' network proxy is not running; no browser starts without it".into(),
+            ));
+        };
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
         args.extend(self.config.args.iter().cloned());
+        args.extend(lockdown_flags(proxy));
         args.push(format!("--user-data-dir={}", profile.display()));
         let body = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -741,6 +841,7 @@ impl Inner {
             "goog:chromeOptions": {
                 "binary": self.config.chromium,
                 "args": args,
+                "prefs": lockdown_prefs(&profile),
             }
         }}});
         let answer = self
@@ -774,7 +875,7 @@ impl Inner {
             .to_owned();
         Ok(Session {
             id,
-            capabilities: value["value"]["capabilities"].clone(),
+            capabilities: public_capabilities(value["value"]["capabilities"].clone()),
             profile,
             generation,
         })
@@ -1023,6 +1124,15 @@ pub struct BrowserArgs {
     /// The Chromium binary.
     #[arg(long = "chromium", env = "HARK_CHROMIUM")]
     pub chromium: Option<PathBuf>,
+    /// What browser pages may reach besides the public Internet and the gateway's
+    /// /function/… routes: host names, IPs, CIDR blocks or http(s) URL prefixes,
+    /// comma-separated (replaces `browser.allow`).
+    #[arg(
+        long = "browser-allow",
+        env = "HARK_BROWSER_ALLOW",
+        value_delimiter = ','
+    )]
+    pub allow: Option<Vec<String>>,
 }
 
 impl BrowserArgs {
@@ -1049,6 +1159,9 @@ impl BrowserArgs {
         if let Some(path) = &self.chromium {
             config.chromium = path.clone();
         }
+        if let Some(allow) = &self.allow {
+            config.allow = allow.clone();
+        }
         config
     }
 }
@@ -1072,6 +1185,32 @@ mod tests {
         assert_eq!((config.mode, config.warm), (BrowserMode::Auto, 0));
         let typo = serde_norway::from_str::<BrowserConfig>("warmth: 3\n").unwrap_err();
         assert!(typo.to_string().contains("warmth"), "{typo}");
+    }
+
+    #[test]
+    fn functions_see_neither_the_profile_path_nor_the_devtools_address() {
+        let caps = json!({
+            "browserName": "chrome",
+            "chrome": {"chromedriverVersion": "156", "userDataDir": "/data/browser/abc"},
+            "goog:chromeOptions": {"debuggerAddress": "localhost:40000"},
+        });
+        let shown = public_capabilities(caps).to_string();
+        assert!(!shown.contains("/data/browser"), "{shown}");
+        assert!(!shown.contains("localhost:40000"), "{shown}");
+        assert!(shown.contains("chromedriverVersion"), "{shown}");
+    }
+
+    #[test]
+    fn browsers_go_through_the_proxy_with_downloads_and_local_pages_blocked() {
+        let flags = lockdown_flags("127.0.0.1:4000".parse().unwrap());
+        assert!(flags.contains(&"--proxy-server=http://127.0.0.1:4000".to_owned()));
+        assert!(flags.contains(&"--proxy-bypass-list=<-loopback>".to_owned()));
+        let prefs = lockdown_prefs(Path::new("/p"));
+        assert_eq!(prefs["download_restrictions"], 3);
+        let blocked = prefs["policy"]["url_blocklist"].to_string();
+        for scheme in ["file://", "chrome://", "view-source:", "devtools://"] {
+            assert!(blocked.contains(scheme), "{blocked}");
+        }
     }
 
     #[tokio::test]

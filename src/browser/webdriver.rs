@@ -301,6 +301,9 @@ async fn proxy(state: &AppState, method: Method, target: String, request: Reques
             )
         }
     };
+    if let Some(refused) = refuse_navigation(&body) {
+        return refused;
+    }
     let mut outbound = state.browser.http().request(method, &target);
     if !body.is_empty() {
         outbound = outbound
@@ -323,6 +326,43 @@ async fn proxy(state: &AppState, method: Method, target: String, request: Reques
         }
         Err(e) => BrowserError::Driver(format!("chromedriver did not answer: {e}")).into_response(),
     }
+}
+
+/// Whether a browser may be sent to `url` by a WebDriver command: web pages (`http`,
+/// `https`), inline documents (`data:`) and the empty page. `file:`, `chrome:`,
+/// `view-source:`, `devtools:`, `about:` pages other than `about:blank` (`about:version`
+/// is `chrome://version`) and every other scheme are refused; the browser's URL blocklist
+/// refuses them too (see [`super::BLOCKED_URLS`]).
+pub fn navigable(url: &str) -> bool {
+    let url = url.trim();
+    if url.eq_ignore_ascii_case("about:blank") {
+        return true;
+    }
+    match url::Url::parse(url) {
+        Ok(parsed) => match parsed.scheme() {
+            "http" | "https" => parsed.host().is_some(),
+            "data" => true,
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The refusal of a command whose JSON body names a `url` a browser may not open
+/// (`POST …/url`, `POST …/window/new`, or any other command carrying one).
+fn refuse_navigation(body: &[u8]) -> Option<Response> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let url = value.get("url")?.as_str()?;
+    if navigable(url) {
+        return None;
+    }
+    let scheme = url.split(':').next().unwrap_or_default();
+    tracing::warn!(scheme = %scheme.chars().take(32).collect::<String>(), "browser navigation refused");
+    Some(w3c_error(
+        StatusCode::BAD_REQUEST,
+        "invalid argument",
+        "pool browsers open only http(s) and data: URLs and about:blank",
+    ))
 }
 
 /// `GET /system/browser`: the pool's counts and sessions (token with `functions:read`).
@@ -438,5 +478,38 @@ mod tests {
         assert!(!ok(Method::GET, "element/../title"));
         assert!(!ok(Method::GET, "element/./text"));
         assert!(!ok(Method::GET, "element//text"));
+    }
+
+    #[test]
+    fn only_web_pages_are_navigable() {
+        for ok in [
+            "https://example.com/",
+            "http://127.0.0.1:8080/function/x/",
+            "data:text/html,<title>x</title>",
+            "about:blank",
+            "ABOUT:BLANK",
+        ] {
+            assert!(navigable(ok), "{ok}");
+        }
+        for refused in [
+            "file:///root/.hark/admin-token",
+            "FILE:///etc/passwd",
+            " file:///etc/passwd",
+            "view-source:http://127.0.0.1/",
+            "chrome://version",
+            "chrome-untrusted://print/",
+            "devtools://devtools/bundled/inspector.html",
+            "about:version",
+            "javascript:alert(1)",
+            "blob:http://x/1",
+            "filesystem:http://x/temporary/a",
+            "not a url",
+        ] {
+            assert!(!navigable(refused), "{refused}");
+        }
+        let refused = refuse_navigation(br#"{"url":"file:///etc/passwd"}"#).unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert!(refuse_navigation(br#"{"url":"https://example.com/"}"#).is_none());
+        assert!(refuse_navigation(br#"{"type":"tab"}"#).is_none());
     }
 }

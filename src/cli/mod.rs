@@ -56,6 +56,8 @@ pub enum Output {
     Json,
 }
 
+// Parsed once per run: the size of `up`'s many flags costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway with the embedded defaults (process provider, SQLite store).

@@ -213,6 +213,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         stack.as_ref().and_then(|(_, s)| s.browser.clone()),
         &data,
     )?;
+    browser
+        .guard_network(addr)
+        .await
+        .context("browser automation")?;
     let logs = Arc::new(LogHub::default());
     let mut docker_provider = None;
     let mut swarm_provider = None;

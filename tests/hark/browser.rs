@@ -1,9 +1,12 @@
 //! The browser pool through a real gateway and real Chromium: `/webdriver` with
 //! fantoccini as the client, the pool's limits (queue, 429, time limit), replacement of a
 //! killed browser, isolation between leases, a fork-mode function using
-//! `HARK_WEBDRIVER_URL`, the screenshot kept for a failed call, and the capability that
+//! `HARK_WEBDRIVER_URL`, the screenshot kept for a failed call, the capability that
 //! guards the pool (no anonymous lease, not even from loopback on the public port; no
-//! lease under another function's or call's prefix; no vendor command).
+//! lease under another function's or call's prefix; no vendor command), and the lockdown
+//! of the pool's browsers: no `file:` or browser-internal pages, no downloads, no answer
+//! from the gateway's control plane or other loopback services, the gateway's
+//! `/function/…` routes still open.
 //!
 //! Chromium missing: the tests fail when `CI` is set, and are skipped with a message
 //! otherwise.
@@ -269,8 +272,9 @@ async fn a_killed_browser_is_replaced_and_leases_share_no_cookies() {
     if !chromium() {
         return;
     }
-    let gw = gateway(&[]);
+    // The test site is on loopback, which pages reach only when allowed.
     let site = site().await;
+    let gw = gateway(&["--browser-allow", &site]);
     let held = Held::start(&gw, "holder", "cookies-1").await;
     let url = held.url.clone();
 
@@ -338,8 +342,8 @@ async fn a_fork_function_browses_through_the_gateway_and_a_failed_call_keeps_a_s
         eprintln!("SKIPPED: curl is not installed");
         return;
     }
-    let gw = gateway(&[]);
     let site = site().await;
+    let gw = gateway(&["--browser-allow", &site]);
     gw.deploy_sh("browse", BROWSE, json!({})).await;
 
     let ok = gw
@@ -659,6 +663,310 @@ fn browsers_of(data: &std::path::Path) -> Vec<u32> {
             .any(|arg| arg.starts_with(flag.as_bytes()))
         {
             found.push(pid);
+// ---------------------------------------------------------------------------------------
+// What a page in a pool browser cannot reach (SECURITY.md, "Browser sessions").
+
+/// A browser leased as a function leases one (through a held call's capability), driven
+/// with plain WebDriver requests. The one place that knows how the endpoint is reached
+/// and authenticated.
+struct Leased {
+    client: reqwest::Client,
+    /// `…/webdriver/fn/NAME/call/ID/k/SECRET/session/ID/`.
+    session: String,
+    capabilities: Value,
+    held: Held,
+}
+
+/// Leases a browser as a call of a function would, with the call's `HARK_WEBDRIVER_URL`.
+async fn lease(gw: &Gateway) -> Leased {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let held = Held::start(gw, "lockdown-probe", &format!("probe-{n}")).await;
+    let base = held.url.clone();
+    let answer: Value = gw
+        .client
+        .post(format!("{base}session"))
+        .json(&json!({"capabilities": {}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no lease: {answer}"));
+    Leased {
+        client: gw.client.clone(),
+        session: format!("{base}session/{id}/"),
+        capabilities: answer["value"]["capabilities"].clone(),
+        held,
+    }
+}
+
+impl Leased {
+    async fn command(&self, method: Method, command: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{command}", self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        (status, answer.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST …/url`: the status and the answer's value.
+    async fn goto(&self, url: &str) -> (u16, Value) {
+        self.command(Method::POST, "url", Some(json!({ "url": url })))
+            .await
+    }
+
+    async fn source(&self) -> String {
+        let (_, body) = self.command(Method::GET, "source", None).await;
+        body["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn current_url(&self) -> String {
+        let (_, body) = self.command(Method::GET, "url", None).await;
+        body["value"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn close(self) {
+        let session = self.session.trim_end_matches('/').to_owned();
+        let _ = self.client.delete(session).send().await;
+        self.held.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn a_pool_browser_cannot_read_the_admin_token_or_open_browser_pages() {
+    if !chromium() {
+        return;
+    }
+    let gw = gateway(&[]);
+    let data = gw.data.canonicalize().unwrap();
+    let wd = lease(&gw).await;
+    // The capabilities do not tell where the profiles live.
+    let caps = wd.capabilities.to_string();
+    assert!(wd.capabilities.is_object(), "{caps}");
+    assert!(!caps.contains("userDataDir"), "{caps}");
+    assert!(!caps.contains("debuggerAddress"), "{caps}");
+    assert!(!caps.contains(data.to_str().unwrap()), "{caps}");
+
+    let token_url = format!("file://{}", data.join("admin-token").display());
+    for url in [
+        token_url.clone(),
+        format!("view-source:{token_url}"),
+        "file:///etc/passwd".to_owned(),
+        "chrome://version".to_owned(),
+        "about:version".to_owned(),
+        "devtools://devtools/bundled/inspector.html".to_owned(),
+    ] {
+        let (status, body) = wd.goto(&url).await;
+        assert_eq!(status, 400, "{url} was opened: {body}");
+        assert_eq!(body["value"]["error"], "invalid argument", "{body}");
+        let source = wd.source().await;
+        assert!(
+            !source.contains(&gw.token),
+            "the admin token is on the page"
+        );
+        assert!(!source.contains("root:x:0:0"), "/etc/passwd is on the page");
+    }
+    // A command that carries the URL where the endpoint does not look (a DevTools
+    // command, for as long as the endpoint forwards those) meets the browser's own
+    // URL blocklist: the navigation ends on an error page.
+    let (status, _) = wd
+        .command(
+            Method::POST,
+            "goog/cdp/execute",
+            Some(json!({"cmd": "Page.navigate", "params": {"url": token_url}})),
+        )
+        .await;
+    if status == 200 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while wd.current_url().await != token_url {
+            assert!(Instant::now() < deadline, "the navigation never happened");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let source = wd.source().await;
+        assert!(
+            !source.contains(&gw.token),
+            "the admin token is on the page"
+        );
+    }
+    // A page's own script cannot go there either.
+    let (status, _) = wd.goto("data:text/html,<title>start</title>").await;
+    assert_eq!(status, 200);
+    let (status, _) = wd
+        .command(
+            Method::POST,
+            "execute/sync",
+            Some(
+                json!({"script": format!("location.href = {:?}; return 1", token_url), "args": []}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let source = wd.source().await;
+    assert!(
+        !source.contains(&gw.token),
+        "the admin token is on the page"
+    );
+    wd.close().await;
+}
+
+/// The proxy's address, from the gateway's log.
+fn proxy_addr(gw: &Gateway) -> String {
+    let out = crate::util::strip_ansi(&gw.output_containing("browsers go out through"));
+    let line = out
+        .lines()
+        .find(|l| l.contains("browsers go out through"))
+        .unwrap_or_else(|| panic!("no proxy in the log:\n{out}"));
+    let at = line.find("proxy=").expect("proxy field") + "proxy=".len();
+    line[at..].split_whitespace().next().unwrap().to_owned()
+}
+
+/// The status line the proxy at `proxy` answers to a raw request.
+async fn raw_status(proxy: &str, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_pool_browser_gets_no_answer_from_the_control_plane_but_reaches_functions() {
+    if !chromium() {
+        return;
+    }
+    let gw = gateway(&[]);
+    gw.deploy_sh("page", "echo made-by-a-function", json!({}))
+        .await;
+    let wd = lease(&gw).await;
+    let port = gw.url.rsplit(':').next().unwrap().to_owned();
+    for path in [
+        "/system/functions",
+        "/ui/",
+        "/metrics",
+        "/webdriver/status",
+        "/healthz",
+        "/openapi.json",
+    ] {
+        for host in ["127.0.0.1", "localhost"] {
+            let url = format!("http://{host}:{port}{path}");
+            let (status, body) = wd.goto(&url).await;
+            assert_eq!(status, 200, "{url}: {body}");
+            let source = wd.source().await;
+            assert!(
+                source.contains("Refused by Hark"),
+                "{url} answered: {source}"
+            );
+            assert!(!source.contains("sign in"), "{url} showed the UI: {source}");
+        }
+    }
+    // A script on a page cannot read them either.
+    let (_, body) = wd
+        .command(
+            Method::POST,
+            "execute/async",
+            Some(json!({"script": format!(
+                "const done = arguments[0]; fetch('http://127.0.0.1:{port}/system/functions').then(r => done(r.status)).catch(e => done(String(e)))"
+            ), "args": []})),
+        )
+        .await;
+    assert_ne!(body["value"], 200, "{body}");
+    assert_ne!(body["value"], 401, "{body}");
+    assert!(
+        gw.output_containing("browser request refused")
+            .contains("browser request refused"),
+        "{}",
+        gw.output()
+    );
+
+    // The gateway's function routes stay open (the HR-portal demo browses one).
+    let url = format!("http://127.0.0.1:{port}/function/page/");
+    let (status, body) = wd.goto(&url).await;
+    assert_eq!(status, 200, "{body}");
+    let source = wd.source().await;
+    assert!(source.contains("made-by-a-function"), "{source}");
+    wd.close().await;
+
+    // The proxy is no door either: no tunnel to the gateway, no plain request to /system.
+    let proxy = proxy_addr(&gw);
+    let tunnel = raw_status(
+        &proxy,
+        &format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+    )
+    .await;
+    assert!(tunnel.contains(" 403 "), "{tunnel}");
+    let plain = raw_status(
+        &proxy,
+        &format!("GET http://127.0.0.1:{port}/system/functions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer x\r\n\r\n"),
+    )
+    .await;
+    assert!(plain.contains(" 403 "), "{plain}");
+}
+
+/// A site on loopback whose `/download` answers an attachment named `NAME.bin`; the
+/// notify fires once the attachment was sent in full.
+async fn download_site(name: &str) -> (String, std::sync::Arc<tokio::sync::Notify>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = sent.clone();
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let notify = notify.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let download = request.starts_with("GET /download");
+                let (headers, body) = if download {
+                    (
+                        format!("Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{name}.bin\"\r\n"),
+                        "downloaded bytes".to_owned(),
+                    )
+                } else {
+                    (
+                        "Content-Type: text/html\r\n".to_owned(),
+                        "<html><head><title>after</title></head><body>after</body></html>"
+                            .to_owned(),
+                    )
+                };
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                if download {
+                    notify.notify_one();
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/"), sent)
+}
+
+/// Every file under `dir` whose name contains `needle`.
+fn files_named(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_named(&path, needle));
+        } else if entry.file_name().to_string_lossy().contains(needle) {
+            found.push(path);
         }
     }
     found
@@ -688,4 +996,51 @@ async fn a_gateway_killed_with_sigkill_takes_its_browsers_with_it() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_pool_browser_downloads_nothing() {
+    if !chromium() {
+        return;
+    }
+    let name = format!("hark-download-{}", std::process::id());
+    let (site, sent) = download_site(&name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_in_with_env(
+        dir.path(),
+        &["--browser", "on", "--browser-allow", &site],
+        &[("HOME", home.path().to_str().unwrap())],
+    );
+    let wd = lease(&gw).await;
+    let (status, body) = wd.goto(&format!("{site}page")).await;
+    assert_eq!(status, 200, "{body}");
+    // Both a navigation to the attachment and a link with `download`.
+    let _ = wd.goto(&format!("{site}download")).await;
+    sent.notified().await;
+    let (_, body) = wd
+        .command(
+            Method::POST,
+            "execute/sync",
+            Some(json!({"script": "const a = document.createElement('a'); a.href = '/download?again'; a.download = ''; document.body.appendChild(a); a.click(); return 1", "args": []})),
+        )
+        .await;
+    assert_eq!(body["value"], 1, "{body}");
+    sent.notified().await;
+    // A round trip through the browser after both were sent in full.
+    let (status, _) = wd.goto(&format!("{site}after")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        wd.command(Method::GET, "title", None).await.1["value"],
+        "after"
+    );
+    for place in [home.path(), dir.path()] {
+        let landed = files_named(place, &name);
+        let partial = files_named(place, ".crdownload");
+        assert!(
+            landed.is_empty() && partial.is_empty(),
+            "a download landed: {landed:?} {partial:?}"
+        );
+    }
+    wd.close().await;
 }
