@@ -168,6 +168,8 @@ pub struct DockerProvider {
 struct DockerFunction {
     pool: Pool,
     timeout: Duration,
+    /// `hark.max_response`, in bytes.
+    max_response: u64,
     inflight: Option<Arc<Semaphore>>,
 }
 
@@ -465,6 +467,7 @@ pub(crate) async fn forward(
     name: &FunctionName,
     call: &Invocation,
     limit: Duration,
+    max_response: u64,
 ) -> Result<Output, Forwarded> {
     let extra = [(
         header::HeaderName::from_static("x-call-id"),
@@ -476,9 +479,17 @@ pub(crate) async fn forward(
             call.clone(),
             &extra,
             limit + CALL_MARGIN,
+            max_response,
         )
         .await
         .map_err(|e| match e {
+            UpstreamError::TooLarge(max) => {
+                tracing::warn!(function = %name, max_response = max, "answer larger than hark.max_response; refused with 502");
+                Forwarded::Provider(ProviderError::Unavailable {
+                    name: name.clone(),
+                    reason: format!("its answer is larger than hark.max_response ({max} bytes)"),
+                })
+            }
             UpstreamError::Timeout => Forwarded::Provider(ProviderError::Timeout {
                 name: name.clone(),
                 limit,
@@ -625,6 +636,9 @@ impl Provider for DockerProvider {
         let timeout = spec
             .timeout()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let max_response = spec
+            .max_response()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
         let inflight = spec
             .max_inflight()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?
@@ -638,6 +652,7 @@ impl Provider for DockerProvider {
                 let function = Arc::new(DockerFunction {
                     pool: old.pool.clone(),
                     timeout,
+                    max_response,
                     inflight,
                 });
                 self.functions.write().await.insert(name, function);
@@ -685,6 +700,7 @@ impl Provider for DockerProvider {
         let function = Arc::new(DockerFunction {
             pool,
             timeout,
+            max_response,
             inflight,
         });
         self.functions.write().await.insert(name, function);
@@ -733,6 +749,7 @@ impl Provider for DockerProvider {
             name,
             &call,
             function.timeout,
+            function.max_response,
         )
         .await
         .map_err(|e| match e {
