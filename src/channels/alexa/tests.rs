@@ -125,6 +125,9 @@ async fn harness_with_api(
         alexa,
         clock: Arc::new(FixedClock(clock)),
         browser: crate::browser::BrowserPool::disabled("not used in these tests"),
+        body_budget: Arc::new(crate::server::BodyBudget::new(
+            crate::server::DEFAULT_MAX_BODY_TOTAL,
+        )),
     });
     Harness {
         state,
