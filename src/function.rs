@@ -273,7 +273,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(format!("{text:?} has an unknown unit (use KiB, MiB, GiB or TiB)")),
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit (use KiB, MiB, GiB or TiB)"
+            ))
+        }
     };
     number
         .checked_mul(1u64 << shift)

@@ -328,7 +328,11 @@ impl AsyncQueue {
             },
         };
         if free < floor {
-            tracing::warn!(free, floor, "async call refused: the data directory's free space is under --min-free-disk");
+            tracing::warn!(
+                free,
+                floor,
+                "async call refused: the data directory's free space is under --min-free-disk"
+            );
             return Err(EnqueueError::LowDisk { free, floor });
         }
         Ok(())
@@ -344,7 +348,13 @@ impl AsyncQueue {
         let of_function = held.by_function.get(function).copied().unwrap_or(0);
         if of_function.saturating_add(bytes) > self.config.max_function_bytes {
             let limit = self.config.max_function_bytes;
-            tracing::warn!(function, held = of_function, bytes, limit, "async call refused: the function's queued calls are at their byte quota");
+            tracing::warn!(
+                function,
+                held = of_function,
+                bytes,
+                limit,
+                "async call refused: the function's queued calls are at their byte quota"
+            );
             return Err(EnqueueError::FunctionBytes {
                 function: function.to_owned(),
                 held: of_function,
@@ -353,7 +363,13 @@ impl AsyncQueue {
         }
         if held.total.saturating_add(bytes) > self.config.max_bytes {
             let (total, limit) = (held.total, self.config.max_bytes);
-            tracing::warn!(function, held = total, bytes, limit, "async call refused: the queued calls are at the gateway's byte quota");
+            tracing::warn!(
+                function,
+                held = total,
+                bytes,
+                limit,
+                "async call refused: the queued calls are at the gateway's byte quota"
+            );
             return Err(EnqueueError::Bytes { held: total, limit });
         }
         held.total += bytes;

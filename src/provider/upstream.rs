@@ -221,7 +221,13 @@ mod tests {
         let upstream = Upstream::new(Duration::from_secs(5), 4);
         let extra = [(header::HeaderName::from_static("x-call-id"), "c1")];
         let answer = upstream
-            .send(&addr, call(Some("x=1&y=2")), &extra, Duration::from_secs(5), 1 << 20)
+            .send(
+                &addr,
+                call(Some("x=1&y=2")),
+                &extra,
+                Duration::from_secs(5),
+                1 << 20,
+            )
             .await
             .unwrap();
         assert_eq!(answer.status, StatusCode::OK);
@@ -255,7 +261,8 @@ mod tests {
             .route(
                 "/chunked",
                 any(|| async {
-                    let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1024])));
+                    let chunks =
+                        (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1024])));
                     axum::body::Body::from_stream(futures::stream::iter(chunks))
                 }),
             );
@@ -267,7 +274,10 @@ mod tests {
             let refused = upstream
                 .send(&addr, c.clone(), &[], Duration::from_secs(5), 1000)
                 .await;
-            assert!(matches!(refused, Err(UpstreamError::TooLarge(1000))), "{path}: {refused:?}");
+            assert!(
+                matches!(refused, Err(UpstreamError::TooLarge(1000))),
+                "{path}: {refused:?}"
+            );
             let fits = upstream
                 .send(&addr, c, &[], Duration::from_secs(5), 8192)
                 .await

@@ -579,7 +579,10 @@ impl Store {
                  FROM queue WHERE state IN ('pending', 'running', 'dead') GROUP BY function",
             )?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })

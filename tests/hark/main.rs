@@ -10,6 +10,7 @@ mod cli;
 mod contract;
 mod docker;
 mod holiday;
+mod limits;
 mod metrics;
 mod process;
 mod queue;

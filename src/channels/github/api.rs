@@ -372,8 +372,15 @@ mod tests {
 
     #[test]
     fn api_urls_are_joined_by_segment() {
-        let url = api_url("https://ghe.example/api/v3/", &["repos", "o", "r.js", "issues", "7", "comments"]).unwrap();
-        assert_eq!(url.as_str(), "https://ghe.example/api/v3/repos/o/r.js/issues/7/comments");
+        let url = api_url(
+            "https://ghe.example/api/v3/",
+            &["repos", "o", "r.js", "issues", "7", "comments"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://ghe.example/api/v3/repos/o/r.js/issues/7/comments"
+        );
         let url = api_url("https://api.github.com", &["a/b", "..", "?x"]).unwrap();
         assert_eq!(url.host_str(), Some("api.github.com"));
         assert!(url.path().starts_with("/a%2Fb/"), "{url}");
