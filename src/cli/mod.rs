@@ -56,6 +56,8 @@ pub enum Output {
     Json,
 }
 
+// Parsed once per run and matched at once: the size of `hark up`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway with the embedded defaults (process provider, SQLite store).
