@@ -28,6 +28,12 @@ pub const ANNOTATION_RETRY_BACKOFF: &str = "hark.retry.backoff";
 pub const ANNOTATION_ASYNC_CONCURRENCY: &str = "hark.async.concurrency";
 /// Annotation giving the working directory of a process function.
 pub const ANNOTATION_WORKDIR: &str = "hark.workdir";
+/// Annotation giving the largest answer the gateway reads from the function, e.g.
+/// `64MiB` (a larger one answers 502).
+pub const ANNOTATION_MAX_RESPONSE: &str = "hark.max_response";
+
+/// Default largest answer of one call when `hark.max_response` is not set.
+pub const DEFAULT_MAX_RESPONSE: u64 = 64 * 1024 * 1024;
 
 /// Default time limit of one call when `hark.timeout` is not set.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -209,6 +215,20 @@ impl FunctionDeployment {
         }
     }
 
+    /// `hark.max_response`: the largest answer the gateway reads from the function.
+    pub fn max_response(&self) -> Result<u64, AnnotationError> {
+        match self.annotations.get(ANNOTATION_MAX_RESPONSE) {
+            None => Ok(DEFAULT_MAX_RESPONSE),
+            Some(v) => match parse_bytes(v) {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(AnnotationError {
+                    key: ANNOTATION_MAX_RESPONSE,
+                    message: format!("{v:?} is not a size such as 512KiB, 64MiB or 1GiB"),
+                }),
+            },
+        }
+    }
+
     fn count(&self, key: &'static str, default: u32, min: u32) -> Result<u32, AnnotationError> {
         match self.annotations.get(key) {
             None => Ok(default),
@@ -230,9 +250,38 @@ impl FunctionDeployment {
         self.retries()?;
         self.retry_backoff()?;
         self.async_concurrency()?;
+        self.max_response()?;
         crate::dispatch::schedule::Schedule::of(self)?;
         Ok(())
     }
+}
+
+/// A size in bytes: a whole number, optionally followed by `K`/`KiB`, `M`/`MiB`,
+/// `G`/`GiB` or `T`/`TiB` (binary units, any case), as flags and annotations take it.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 1048576, 512KiB or 1GiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} has an unknown unit (use KiB, MiB, GiB or TiB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The longest timeout, deadline or delay Hark takes from a deployment, a request or a
@@ -454,6 +503,19 @@ mod tests {
                 proptest::prop_assert!(d <= MAX_TIMEOUT);
             }
         }
+    }
+
+    #[test]
+    fn sizes_parse_in_bytes_and_binary_units() {
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("2k"), Ok(2048));
+        assert_eq!(parse_bytes("1TiB"), Ok(1 << 40));
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999TiB").is_err());
+        assert!(parse_bytes("-1").is_err());
     }
 
     #[test]

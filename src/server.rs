@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -24,7 +24,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -55,6 +55,12 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// The smallest head limit hyper accepts (its minimum read buffer).
 pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+/// Default bytes of request bodies held at once over all requests.
+pub const DEFAULT_MAX_BODY_TOTAL: u64 = 256 * 1024 * 1024;
+/// Default most open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default most concurrent HTTP/2 streams (requests) on one connection.
+pub const DEFAULT_MAX_STREAMS: u32 = 128;
 
 /// What one connection may cost the gateway: slow or oversized requests are cut off here,
 /// before any handler runs (`hark up --header-timeout`, `--body-timeout`,
@@ -69,6 +75,10 @@ pub struct ConnLimits {
     pub max_header_bytes: usize,
     /// A request with more header fields answers 431.
     pub max_headers: usize,
+    /// Connections open at once; past it, the next is accepted only when one closes.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams one connection may open.
+    pub max_streams: u32,
 }
 
 impl Default for ConnLimits {
@@ -78,8 +88,181 @@ impl Default for ConnLimits {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_streams: DEFAULT_MAX_STREAMS,
         }
     }
+}
+
+/// Bytes are counted against the body budget in units of this many.
+const BUDGET_UNIT: u64 = 1024;
+
+/// The bytes of request bodies the gateway holds at once, over all requests (`hark up
+/// --max-body-total`): a body takes its share as it is read (all of a declared
+/// `Content-Length` before the first byte) and gives it back when its request is
+/// answered. A request that finds the budget spent answers 503 instead of buffering.
+#[derive(Debug)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    total: u64,
+}
+
+impl BodyBudget {
+    /// A budget of `total` bytes.
+    pub fn new(total: u64) -> BodyBudget {
+        let units = usize::try_from(total.div_ceil(BUDGET_UNIT))
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            permits: Arc::new(Semaphore::new(units)),
+            total,
+        }
+    }
+
+    /// `bytes` of the budget, or `None` when that much is not free.
+    fn take(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(BUDGET_UNIT)).ok()?;
+        self.permits.clone().try_acquire_many_owned(units).ok()
+    }
+}
+
+/// The error of a request body read while the [`BodyBudget`] is spent; body readers turn
+/// it into 503 (see [`is_budget_spent`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway holds as many request bodies as it may ({0} bytes); try again later")]
+pub struct BudgetSpent(pub u64);
+
+/// Whether `error`, or an error it wraps, is a [`BudgetSpent`].
+pub fn is_budget_spent(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<BudgetSpent>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The share of the body budget one request holds until it is answered.
+type Held = Arc<std::sync::Mutex<Option<OwnedSemaphorePermit>>>;
+
+fn hold(held: &Held, permit: OwnedSemaphorePermit) {
+    let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+    match held.as_mut() {
+        Some(all) => all.merge(permit),
+        None => *held = Some(permit),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that takes its bytes from the [`BodyBudget`] as they arrive
+    /// (beyond `prepaid`, taken for its declared length), and fails with [`BudgetSpent`]
+    /// when the budget has none left.
+    struct BudgetBody {
+        #[pin]
+        inner: Body,
+        budget: Arc<BodyBudget>,
+        held: Held,
+        prepaid: u64,
+        spent: bool,
+    }
+}
+
+impl hyper::body::Body for BudgetBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if *this.spent {
+            return Poll::Ready(None);
+        }
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            let covered = len.min(*this.prepaid);
+            *this.prepaid -= covered;
+            if len > covered {
+                match this.budget.take(len - covered) {
+                    Some(permit) => hold(this.held, permit),
+                    None => {
+                        *this.spent = true;
+                        tracing::warn!(
+                            max_body_total = this.budget.total,
+                            "request refused: the budget of request bodies held at once is spent (503)"
+                        );
+                        return Poll::Ready(Some(Err(BudgetSpent(this.budget.total).into())));
+                    }
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.spent || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Puts every request body under the [`BodyBudget`]: a declared length that does not
+/// fit answers 503 at once; the share is given back once the request is answered.
+async fn body_budget(
+    State(budget): State<Arc<BodyBudget>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use axum::response::IntoResponse as _;
+    if hyper::body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
+    let held: Held = Arc::default();
+    let declared = hyper::body::Body::size_hint(request.body()).exact();
+    let mut prepaid = 0;
+    if let Some(len) = declared.filter(|len| *len <= budget.total) {
+        match budget.take(len) {
+            Some(permit) => {
+                hold(&held, permit);
+                prepaid = len;
+            }
+            None => {
+                tracing::warn!(
+                    declared = len,
+                    max_body_total = budget.total,
+                    "request refused: the budget of request bodies held at once is spent (503)"
+                );
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    BudgetSpent(budget.total).to_string(),
+                )
+                .into_response();
+            }
+        }
+    }
+    let request = request.map(|inner| {
+        Body::new(BudgetBody {
+            inner,
+            budget: budget.clone(),
+            held: held.clone(),
+            prepaid,
+            spent: false,
+        })
+    });
+    let response = next.run(request).await;
+    drop(held);
+    response
 }
 
 /// The error of a request body that did not arrive within [`ConnLimits::body_timeout`];
@@ -170,6 +353,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The browser pool behind `/webdriver` (off when Chromium is missing).
     pub browser: crate::browser::BrowserPool,
+    /// The bytes of request bodies held at once over all requests.
+    pub body_budget: Arc<BodyBudget>,
 }
 
 /// The id of the call being served.
@@ -210,6 +395,10 @@ impl FromRequest<Arc<AppState>> for RawBody {
             Err(rejection) if is_body_timeout(&rejection) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "request body not received in time",
+            )),
+            Err(rejection) if is_budget_spent(&rejection) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                BudgetSpent(state.body_budget.total).to_string(),
             )),
             Err(rejection) => Err(ApiError::bad_request(format!(
                 "cannot read request body: {rejection}"
@@ -276,11 +465,13 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// The gateway's router.
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.max_body;
+    let budget = state.body_budget.clone();
     // The recorder must exist before anything is counted (`hark up` installs it earlier,
     // with its `--metrics-auth` choice; this covers routers built by tests).
     crate::telemetry::exporter::install(crate::telemetry::exporter::Access::default());
     routes()
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(budget, body_budget))
         .layer(middleware::from_fn(call_id))
         .with_state(state)
 }
@@ -350,10 +541,30 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams.max(1))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // At the cap, the next connection waits in the listen backlog until one closes.
+        let open = match connections.clone().try_acquire_owned() {
+            Ok(open) => open,
+            Err(_) => {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "connection cap reached; new connections wait until one closes"
+                );
+                tokio::select! {
+                    open = connections.clone().acquire_owned() => match open {
+                        Ok(open) => open,
+                        // Never closed.
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -407,6 +618,7 @@ pub async fn serve(
             if let Err(e) = connection.await {
                 log_connection_error(peer, &*e, slow.load(Ordering::Relaxed));
             }
+            drop(open);
         });
     }
     drop(listener);

@@ -26,8 +26,8 @@ use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Registry};
 use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
 use crate::server::{
-    AppState, ConnLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES,
-    MIN_MAX_HEADER_BYTES,
+    AppState, BodyBudget, ConnLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_STREAMS, MIN_MAX_HEADER_BYTES,
 };
 use crate::stack::Stack;
 use crate::store::{Durability, Store};
@@ -60,6 +60,26 @@ pub struct UpArgs {
     /// Most async calls waiting (503 above it).
     #[arg(long, env = "HARK_QUEUE_MAX", default_value_t = 100_000)]
     pub queue_max: u64,
+    /// Most bytes (headers and bodies) that waiting, running and dead-lettered async calls
+    /// hold over all functions (503 above it); e.g. 1GiB.
+    #[arg(long, env = "HARK_QUEUE_MAX_BYTES", default_value = "1GiB", value_parser = crate::function::parse_bytes)]
+    pub queue_max_bytes: u64,
+    /// The same for one function's calls [default: a quarter of --queue-max-bytes].
+    #[arg(long, env = "HARK_QUEUE_MAX_FUNCTION_BYTES", value_parser = crate::function::parse_bytes)]
+    pub queue_max_function_bytes: Option<u64>,
+    /// New async and channel calls answer 503 while the data directory's file system has
+    /// less free space than this (0: never).
+    #[arg(long, env = "HARK_MIN_FREE_DISK", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
+    pub min_free_disk: u64,
+    /// Most bytes of request bodies held at once over all requests (503 above it).
+    #[arg(long, env = "HARK_MAX_BODY_TOTAL", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
+    pub max_body_total: u64,
+    /// Most open connections; past it, new connections wait until one closes.
+    #[arg(long, env = "HARK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(usize))]
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams (requests) on one connection.
+    #[arg(long, env = "HARK_MAX_STREAMS", default_value_t = DEFAULT_MAX_STREAMS)]
+    pub max_streams: u32,
     /// Largest request body in bytes (413 above it).
     #[arg(long, env = "HARK_MAX_BODY", default_value_t = DEFAULT_MAX_BODY)]
     pub max_body: usize,
@@ -339,6 +359,12 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             workers: args.queue_workers.max(1),
             max_depth: args.queue_max,
             egress,
+            max_bytes: args.queue_max_bytes,
+            max_function_bytes: args
+                .queue_max_function_bytes
+                .unwrap_or(args.queue_max_bytes / 4),
+            data_dir: Some(data.clone()),
+            min_free_disk: args.min_free_disk,
             ..QueueConfig::default()
         },
     )
@@ -366,6 +392,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         alexa,
         clock,
         browser,
+        body_budget: Arc::new(BodyBudget::new(args.max_body_total)),
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
     match new_token {
@@ -397,11 +424,18 @@ fn conn_limits(args: &UpArgs) -> anyhow::Result<ConnLimits> {
         "--max-header-bytes must be at least {MIN_MAX_HEADER_BYTES}"
     );
     anyhow::ensure!(args.max_headers >= 1, "--max-headers must be at least 1");
+    anyhow::ensure!(
+        args.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    anyhow::ensure!(args.max_streams >= 1, "--max-streams must be at least 1");
     Ok(ConnLimits {
         header_timeout: std::time::Duration::from_secs(args.header_timeout),
         body_timeout: std::time::Duration::from_secs(args.body_timeout),
         max_header_bytes: args.max_header_bytes,
         max_headers: args.max_headers,
+        max_connections: args.max_connections,
+        max_streams: args.max_streams,
     })
 }
 

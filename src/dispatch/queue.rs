@@ -14,6 +14,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -89,6 +90,12 @@ const CALLBACK_ATTEMPTS: u32 = 5;
 const REPLY_ATTEMPTS: u32 = 3;
 /// Largest result kept for a callback.
 const MAX_RESULT: usize = 1024 * 1024;
+/// Default bytes queued calls may hold over all functions (`hark up --queue-max-bytes`).
+pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default free space under which new calls are refused (`hark up --min-free-disk`).
+pub const DEFAULT_MIN_FREE_DISK: u64 = 256 * 1024 * 1024;
+/// How long a reading of the data directory's free space is used.
+const FREE_DISK_CACHE: Duration = Duration::from_secs(1);
 
 /// Settings of the async queue.
 #[derive(Debug, Clone)]
@@ -101,6 +108,16 @@ pub struct QueueConfig {
     pub drain: Duration,
     /// Which special addresses callback URLs may reach (none by default).
     pub egress: Arc<EgressPolicy>,
+    /// Bytes (headers and bodies, [`QueuedCall::stored_bytes`]) that pending, running
+    /// and dead-lettered calls may hold over all functions; enqueues beyond it are refused.
+    pub max_bytes: u64,
+    /// The same for one function's calls, so that one function cannot take all of it.
+    pub max_function_bytes: u64,
+    /// The directory whose file system must keep `min_free_disk` bytes free for new
+    /// calls to be accepted (`None`: not checked).
+    pub data_dir: Option<PathBuf>,
+    /// Free bytes under which new calls are refused.
+    pub min_free_disk: u64,
 }
 
 impl Default for QueueConfig {
@@ -110,8 +127,37 @@ impl Default for QueueConfig {
             max_depth: 100_000,
             drain: Duration::from_secs(30),
             egress: Arc::new(EgressPolicy::strict()),
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_function_bytes: DEFAULT_MAX_BYTES / 4,
+            data_dir: None,
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
         }
     }
+}
+
+/// The bytes queued calls hold, over all functions and by function.
+#[derive(Debug, Default)]
+struct HeldBytes {
+    total: u64,
+    by_function: HashMap<String, u64>,
+}
+
+/// The free space of the file system holding `dir`, in bytes available to the gateway.
+#[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+pub fn free_disk(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a writable statvfs, as
+    // statvfs(3) asks; `stat` is read only when the call succeeded.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stat.assume_init()
+    };
+    Ok((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// Why an async call was not accepted.
@@ -119,6 +165,19 @@ impl Default for QueueConfig {
 pub enum EnqueueError {
     #[error("the async queue is full ({0} calls waiting); try again later")]
     Full(u64),
+    /// The function's queued calls would hold more than its share of the byte quota.
+    #[error("the queued calls of {function} hold {held} bytes; with this one they would pass its limit of {limit} bytes; try again later")]
+    FunctionBytes {
+        function: String,
+        held: u64,
+        limit: u64,
+    },
+    /// All queued calls would hold more than the byte quota.
+    #[error("the queued calls hold {held} bytes; with this one they would pass the gateway's limit of {limit} bytes; try again later")]
+    Bytes { held: u64, limit: u64 },
+    /// The data directory's free space is under the floor.
+    #[error("the gateway's disk has {free} bytes free, under its floor of {floor} bytes; try again later")]
+    LowDisk { free: u64, floor: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -207,6 +266,10 @@ pub struct AsyncQueue {
     /// The runner left due calls queued for want of a free slot: the next call to end
     /// wakes it.
     starved: AtomicBool,
+    /// What pending, running and dead calls hold (`QueueConfig::max_bytes`).
+    held: Mutex<HeldBytes>,
+    /// The last reading of the data directory's free space, and when it was taken.
+    free_disk: Mutex<Option<(Instant, u64)>>,
 }
 
 impl AsyncQueue {
@@ -216,6 +279,11 @@ impl AsyncQueue {
         config: QueueConfig,
     ) -> Result<Arc<AsyncQueue>, StoreError> {
         let depth = registry.store.queue_depth().await?;
+        let mut held = HeldBytes::default();
+        for (function, bytes) in registry.store.queue_bytes().await? {
+            held.total = held.total.saturating_add(bytes);
+            held.by_function.insert(function, bytes);
+        }
         let client = config.egress.client(Duration::from_secs(30));
         Ok(Arc::new(AsyncQueue {
             registry,
@@ -229,8 +297,105 @@ impl AsyncQueue {
             slots: Arc::new(Semaphore::new(config.workers)),
             started: TaskTracker::new(),
             starved: AtomicBool::new(false),
+            held: Mutex::new(held),
+            free_disk: Mutex::new(None),
             config,
         }))
+    }
+
+    /// Refuses new calls while the data directory's free space is under the floor. The
+    /// reading is kept for a second; a file system that cannot be read is not a refusal.
+    fn check_free_disk(&self) -> Result<(), EnqueueError> {
+        let Some(dir) = &self.config.data_dir else {
+            return Ok(());
+        };
+        let floor = self.config.min_free_disk;
+        if floor == 0 {
+            return Ok(());
+        }
+        let mut last = self.free_disk.lock().unwrap_or_else(|e| e.into_inner());
+        let free = match *last {
+            Some((at, free)) if at.elapsed() < FREE_DISK_CACHE => free,
+            _ => match free_disk(dir) {
+                Ok(free) => {
+                    *last = Some((Instant::now(), free));
+                    free
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot read the data directory's free space");
+                    return Ok(());
+                }
+            },
+        };
+        if free < floor {
+            tracing::warn!(
+                free,
+                floor,
+                "async call refused: the data directory's free space is under --min-free-disk"
+            );
+            return Err(EnqueueError::LowDisk { free, floor });
+        }
+        Ok(())
+    }
+
+    fn held(&self) -> MutexGuard<'_, HeldBytes> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts `bytes` of `function` in, unless that passes a byte quota.
+    fn reserve_bytes(&self, function: &str, bytes: u64) -> Result<(), EnqueueError> {
+        let mut held = self.held();
+        let of_function = held.by_function.get(function).copied().unwrap_or(0);
+        if of_function.saturating_add(bytes) > self.config.max_function_bytes {
+            let limit = self.config.max_function_bytes;
+            tracing::warn!(
+                function,
+                held = of_function,
+                bytes,
+                limit,
+                "async call refused: the function's queued calls are at their byte quota"
+            );
+            return Err(EnqueueError::FunctionBytes {
+                function: function.to_owned(),
+                held: of_function,
+                limit,
+            });
+        }
+        if held.total.saturating_add(bytes) > self.config.max_bytes {
+            let (total, limit) = (held.total, self.config.max_bytes);
+            tracing::warn!(
+                function,
+                held = total,
+                bytes,
+                limit,
+                "async call refused: the queued calls are at the gateway's byte quota"
+            );
+            return Err(EnqueueError::Bytes { held: total, limit });
+        }
+        held.total += bytes;
+        *held.by_function.entry(function.to_owned()).or_default() += bytes;
+        Ok(())
+    }
+
+    /// Counts `bytes` of `function` out; never below zero.
+    fn release_bytes(&self, function: &str, bytes: u64) {
+        let mut held = self.held();
+        held.total = held.total.saturating_sub(bytes);
+        if let Some(of_function) = held.by_function.get_mut(function) {
+            *of_function = of_function.saturating_sub(bytes);
+            if *of_function == 0 {
+                held.by_function.remove(function);
+            }
+        }
+    }
+
+    /// The bytes queued calls hold: over all functions, and of `function`.
+    pub fn held_bytes(&self, function: &str) -> (u64, u64) {
+        let held = self.held();
+        (
+            held.total,
+            held.by_function.get(function).copied().unwrap_or(0),
+        )
     }
 
     /// Which special addresses callback URLs may reach.
@@ -252,9 +417,15 @@ impl AsyncQueue {
         // happened: a caller dropped during the commit (a client hanging up) may leave a
         // committed call, which the runner counts out when it ends. Counting it in after
         // the commit made the counter wrap below zero and refuse every call as "full".
+        // Bytes the same way: a committed call's are counted out when it ends done or
+        // cancelled; a dead-lettered call keeps them (it stays on disk).
+        self.check_free_disk()?;
+        let (function, bytes) = (call.function.clone(), call.stored_bytes());
+        self.reserve_bytes(&function, bytes)?;
         let depth = self.depth.fetch_add(1, Ordering::Relaxed);
         if depth >= self.config.max_depth {
             self.count_out();
+            self.release_bytes(&function, bytes);
             return Err(EnqueueError::Full(depth));
         }
         match self.registry.store.enqueue(call).await {
@@ -264,10 +435,12 @@ impl AsyncQueue {
             }
             Ok(false) => {
                 self.count_out();
+                self.release_bytes(&function, bytes);
                 Ok(false)
             }
             Err(e) => {
                 self.count_out();
+                self.release_bytes(&function, bytes);
                 Err(e.into())
             }
         }
@@ -381,9 +554,14 @@ impl AsyncQueue {
 
     /// Cancels a pending call; the state it was in, if it exists.
     pub async fn cancel(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
+        // Read before: only a pending call is cancelled, and its size does not change.
+        let bytes = self.registry.store.call_bytes(call_id).await?;
         let state = self.registry.store.cancel_call(call_id).await?;
         if state == Some(CallState::Pending) {
             self.count_out();
+            if let Some((function, bytes)) = bytes {
+                self.release_bytes(&function, bytes);
+            }
             self.watched().remove(call_id);
         }
         Ok(state)
@@ -710,8 +888,11 @@ impl AsyncQueue {
             })
             .await?;
         // Counted out only once recorded: an outcome that could not be written is put
-        // back in the queue (see `put_back`).
+        // back in the queue (see `put_back`). A dead letter keeps its bytes on disk.
         self.count_out();
+        if state == CallState::Done {
+            self.release_bytes(&call.function, call.stored_bytes());
+        }
         Ok(wanted.then(|| CallbackDue {
             call_id: result.call_id,
             function: result.function,

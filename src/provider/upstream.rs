@@ -49,6 +49,9 @@ pub enum UpstreamError {
     Connect(String),
     /// The replica was reached but the exchange failed.
     Failed(String),
+    /// The answer's body is larger than the function's `hark.max_response` (the
+    /// limit, in bytes); it was not read further.
+    TooLarge(u64),
 }
 
 /// Pooled keep-alive connections to replicas.
@@ -72,13 +75,16 @@ impl Upstream {
     }
 
     /// Sends `call` to the replica at `authority` (`host:port`) and reads its answer,
-    /// all within `limit`. `extra` headers are set on top of the call's own.
+    /// all within `limit`, and at most `max_body` bytes of it (a longer answer is
+    /// [`UpstreamError::TooLarge`], and its connection is dropped). `extra` headers are
+    /// set on top of the call's own.
     pub async fn send(
         &self,
         authority: &str,
         call: Invocation,
         extra: &[(header::HeaderName, &str)],
         limit: Duration,
+        max_body: u64,
     ) -> Result<Answer, UpstreamError> {
         let path_and_query = match &call.query {
             Some(q) => format!("{}?{q}", call.path),
@@ -114,10 +120,20 @@ impl Upstream {
                 }
             })?;
             let (parts, body) = response.into_parts();
-            let body = body
+            if hyper::body::Body::size_hint(&body).lower() > max_body {
+                return Err(UpstreamError::TooLarge(max_body));
+            }
+            let max = usize::try_from(max_body).unwrap_or(usize::MAX);
+            let body = http_body_util::Limited::new(body, max)
                 .collect()
                 .await
-                .map_err(|e| UpstreamError::Failed(format!("reading the answer: {e}")))?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        UpstreamError::TooLarge(max_body)
+                    } else {
+                        UpstreamError::Failed(format!("reading the answer: {e}"))
+                    }
+                })?
                 .to_bytes();
             Ok::<_, UpstreamError>((parts, body))
         };
@@ -205,7 +221,13 @@ mod tests {
         let upstream = Upstream::new(Duration::from_secs(5), 4);
         let extra = [(header::HeaderName::from_static("x-call-id"), "c1")];
         let answer = upstream
-            .send(&addr, call(Some("x=1&y=2")), &extra, Duration::from_secs(5))
+            .send(
+                &addr,
+                call(Some("x=1&y=2")),
+                &extra,
+                Duration::from_secs(5),
+                1 << 20,
+            )
             .await
             .unwrap();
         assert_eq!(answer.status, StatusCode::OK);
@@ -230,6 +252,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_whatever_its_length_says() {
+        use axum::routing::any;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let app = axum::Router::new()
+            .route("/sized", any(|| async { vec![b'x'; 4096] }))
+            .route(
+                "/chunked",
+                any(|| async {
+                    let chunks =
+                        (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1024])));
+                    axum::body::Body::from_stream(futures::stream::iter(chunks))
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let upstream = Upstream::new(Duration::from_secs(5), 4);
+        for path in ["/sized", "/chunked"] {
+            let mut c = call(None);
+            c.path = path.into();
+            let refused = upstream
+                .send(&addr, c.clone(), &[], Duration::from_secs(5), 1000)
+                .await;
+            assert!(
+                matches!(refused, Err(UpstreamError::TooLarge(1000))),
+                "{path}: {refused:?}"
+            );
+            let fits = upstream
+                .send(&addr, c, &[], Duration::from_secs(5), 8192)
+                .await
+                .unwrap();
+            assert!(fits.body.len() >= 4096, "{path}");
+        }
+    }
+
+    #[tokio::test]
     async fn a_refused_connection_and_a_slow_replica_are_told_apart() {
         let upstream = Upstream::new(Duration::from_secs(5), 4);
         // A port nobody listens on: bound, then closed.
@@ -244,6 +301,7 @@ mod tests {
                 call(None),
                 &[],
                 Duration::from_secs(5),
+                1 << 20,
             )
             .await;
         assert!(
@@ -259,7 +317,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         });
         let slow = upstream
-            .send(&addr, call(None), &[], Duration::from_millis(200))
+            .send(&addr, call(None), &[], Duration::from_millis(200), 1 << 20)
             .await;
         assert!(matches!(slow, Err(UpstreamError::Timeout)), "{slow:?}");
     }

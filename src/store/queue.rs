@@ -82,6 +82,15 @@ pub struct QueuedCall {
     pub lease: Option<(String, DateTime<Utc>)>,
 }
 
+impl QueuedCall {
+    /// What the call holds on disk while it waits, runs or lies dead: its headers (as
+    /// stored, JSON) and its body, as [`Store::queue_bytes`] counts them back.
+    pub fn stored_bytes(&self) -> u64 {
+        let headers = serde_json::to_vec(&self.headers).map_or(0, |h| h.len());
+        (headers + self.body.len()) as u64
+    }
+}
+
 /// A queued call as `GET /system/queue` lists it (without its body).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -557,6 +566,39 @@ impl Store {
                 depth: depth as u64,
                 dead: dead as u64,
             })
+        })
+        .await
+    }
+
+    /// The bytes ([`QueuedCall::stored_bytes`]) that pending, running and dead calls
+    /// hold, by function: what the queue's byte quota starts from.
+    pub async fn queue_bytes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT function, SUM(LENGTH(CAST(headers AS BLOB)) + LENGTH(body))
+                 FROM queue WHERE state IN ('pending', 'running', 'dead') GROUP BY function",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The function and the bytes ([`QueuedCall::stored_bytes`]) of a call, if it exists.
+    pub async fn call_bytes(&self, call_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT function, LENGTH(CAST(headers AS BLOB)) + LENGTH(body) FROM queue WHERE call_id = ?1",
+                [call_id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+            )
+            .optional()?)
         })
         .await
     }

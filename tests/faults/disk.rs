@@ -172,7 +172,10 @@ async fn a_full_or_read_only_disk_gives_clear_503s_and_no_corruption() {
     };
     let data = tmpfs.path.join("data");
     std::fs::create_dir(&data).unwrap();
-    let mut gw = Gateway::start_in(&data, &[]);
+    // Without the free-disk floor (`--min-free-disk`, larger than this tmpfs): this test
+    // is about what the store itself does when the disk fills.
+    let no_floor = ["--min-free-disk", "0"];
+    let mut gw = Gateway::start_in(&data, &no_floor);
     gw.deploy(json!({
         "service": "hello",
         "envProcess": hello_bin().display().to_string(),
@@ -286,7 +289,7 @@ async fn a_full_or_read_only_disk_gives_clear_503s_and_no_corruption() {
 
     // Writable again: it starts and serves, with everything from before.
     tmpfs.remount(false);
-    let mut gw = Gateway::start_in(&data, &[]);
+    let mut gw = Gateway::start_in(&data, &no_floor);
     gw.wait_status("hello", "came back", |s| s["availableReplicas"] == 1)
         .await;
     assert_eq!(call(&gw, "after-ro").await, 200);

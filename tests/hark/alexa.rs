@@ -407,3 +407,69 @@ async fn a_late_alexa_answer_survives_a_gateway_killed_while_its_function_runs()
     .await;
     assert_eq!(said, "<speak>That's all.</speak>");
 }
+
+/// A signed request whose `context.System.apiEndpoint` names a listener on this host
+/// (as an attacker who replays or forges a request's context would): the progressive
+/// response goes nowhere, and the log says so without the request's API token. The
+/// gateway may reach loopback (`--egress-allow`), so only the Alexa API origin rule
+/// stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_progressive_response_goes_only_to_the_alexa_api() {
+    use hark::channels::alexa::{testpki, verify};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let pki = testpki::Pki::for_time(chrono::Utc::now());
+    std::fs::create_dir_all(data.join("certs")).unwrap();
+    std::fs::write(data.join("certs/hark-egress-test.pem"), &pki.good_chain).unwrap();
+    std::fs::write(data.join("root.pem"), &pki.root_pem).unwrap();
+    std::fs::create_dir_all(data.join("skills/slow")).unwrap();
+    std::fs::write(data.join("skills/slow/skill.yaml"), SLOW_SKILL).unwrap();
+    std::fs::write(
+        data.join("hark.yml"),
+        "functions:\n  slow:\n    fprocess: sh -c 'sleep 2; echo {}'\nalexa:\n  skills: ./skills\n  use_default_roots: false\n  trust_roots: [./root.pem]\n  cert_dir: ./certs\n  download_missing: false\n",
+    )
+    .unwrap();
+    let gw = Gateway::start_in(data, &["--egress-allow", "127.0.0.0/8"]);
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let token = format!("alexa-api-token-{}", uuid::Uuid::new_v4());
+    crate::util::register_secret(&token);
+    let mut body = slow_turn("Slow", "amzn1.echo-api.request.egress-1");
+    body["context"]["System"]["apiEndpoint"] =
+        Value::from(format!("http://{}", listener.local_addr().unwrap()));
+    body["context"]["System"]["apiAccessToken"] = Value::from(token.as_str());
+    let body = body.to_string();
+    let response = gw
+        .client
+        .post(format!("{}/alexa/slow", gw.url))
+        .header("content-type", "application/json")
+        .header(
+            verify::HEADER_CERT_CHAIN_URL,
+            "https://s3.amazonaws.com/echo.api/hark-egress-test.pem",
+        )
+        .header(verify::HEADER_SIGNATURE_256, testpki::sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", gw.output());
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer["response"]["outputSpeech"]["ssml"],
+        "<speak>Still on it.</speak>"
+    );
+    let log = strip_ansi(&gw.output_containing("progressive response not sent"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("progressive response not sent") && l.contains("apiEndpoint")),
+        "{log}"
+    );
+    assert!(!log.contains(&token));
+    // Nothing connected to the listener.
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the gateway called the listener: {other:?}"),
+    }
+}

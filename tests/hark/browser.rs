@@ -649,20 +649,6 @@ async fn vendor_commands_are_refused_with_a_good_capability() {
     held.finish().await;
 }
 
-/// The processes whose command line names a browser profile under `data`'s pool.
-fn browsers_of(data: &std::path::Path) -> Vec<u32> {
-    let flag = format!("--user-data-dir={}/", data.join("browser").display());
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg.starts_with(flag.as_bytes()))
-        {
-            found.push(pid);
 // ---------------------------------------------------------------------------------------
 // What a page in a pool browser cannot reach (SECURITY.md, "Browser sessions").
 
@@ -967,6 +953,25 @@ fn files_named(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
             found.extend(files_named(&path, needle));
         } else if entry.file_name().to_string_lossy().contains(needle) {
             found.push(path);
+        }
+    }
+    found
+}
+
+/// The processes whose command line names a browser profile under `data`'s pool.
+fn browsers_of(data: &std::path::Path) -> Vec<u32> {
+    let flag = format!("--user-data-dir={}/", data.join("browser").display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg.starts_with(flag.as_bytes()))
+        {
+            found.push(pid);
         }
     }
     found

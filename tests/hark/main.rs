@@ -11,6 +11,7 @@ mod contract;
 mod docker;
 mod hardening;
 mod holiday;
+mod limits;
 mod metrics;
 mod process;
 mod queue;

@@ -11,10 +11,20 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::verify::{CertSource, Verifier, VerifierConfig, VerifyError};
+use crate::egress::EgressPolicy;
 use crate::route::skills::Skill;
 
 /// How long a progressive response may take before Hark stops waiting for it.
 pub const PROGRESSIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The Alexa API endpoints a request's `context.System.apiEndpoint` may name (North
+/// America, Europe, Far East): progressive responses go to no other origin.
+/// <https://developer.amazon.com/en-US/docs/alexa/custom-skills/call-alexa-service-apis-from-your-skill.html>
+pub const ALEXA_API_ORIGINS: [&str; 3] = [
+    "https://api.amazonalexa.com",
+    "https://api.eu.amazonalexa.com",
+    "https://api.fe.amazonalexa.com",
+];
 
 /// The `alexa:` section of `hark.yml`.
 ///
@@ -79,6 +89,10 @@ pub enum ChannelError {
     Unverified { skill: String, bind: IpAddr },
     #[error("two skills are named {0}")]
     Duplicate(String),
+    /// A request's `apiEndpoint` is not one of [`ALEXA_API_ORIGINS`] (the text says why,
+    /// without the endpoint's user part).
+    #[error("apiEndpoint {0}; only {origins} are called", origins = ALEXA_API_ORIGINS.join(", "))]
+    ApiEndpoint(String),
 }
 
 impl AlexaSettings {
@@ -133,8 +147,11 @@ impl AlexaSettings {
 pub struct AlexaChannel {
     pub verifier: Verifier,
     skills: HashMap<String, Arc<Skill>>,
-    /// Client for progressive responses (`POST {apiEndpoint}/v1/directives`).
+    /// Client for progressive responses (`POST {apiEndpoint}/v1/directives`): connects
+    /// only to addresses the egress guard allows.
     pub progressive: reqwest::Client,
+    /// The origins `apiEndpoint` may name ([`ALEXA_API_ORIGINS`]; tests add a local one).
+    api_origins: Vec<url::Origin>,
 }
 
 impl AlexaChannel {
@@ -147,17 +164,48 @@ impl AlexaChannel {
                 return Err(ChannelError::Duplicate(name));
             }
         }
-        let progressive = reqwest::Client::builder()
-            .timeout(PROGRESSIVE_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .build()
-            .map_err(|e| VerifyError::Config(format!("HTTP client: {e}")))?;
+        let api_origins = ALEXA_API_ORIGINS
+            .iter()
+            .filter_map(|o| url::Url::parse(o).ok().map(|u| u.origin()))
+            .collect();
         Ok(AlexaChannel {
             verifier,
             skills: by_name,
-            progressive,
+            progressive: Arc::new(EgressPolicy::strict()).client(PROGRESSIVE_TIMEOUT),
+            api_origins,
         })
+    }
+
+    /// Lets progressive responses also go to `origin` (an `http://127.0.0.1:PORT` fake
+    /// of the Alexa API in tests), through a client that may reach loopback.
+    #[doc(hidden)]
+    pub fn allow_api_origin_for_tests(&mut self, origin: &url::Url) {
+        self.api_origins.push(origin.origin());
+        if let Ok(policy) = EgressPolicy::allowing(&["127.0.0.0/8", "::1"]) {
+            self.progressive = Arc::new(policy).client(PROGRESSIVE_TIMEOUT);
+        }
+    }
+
+    /// Where the progressive response for a request whose `apiEndpoint` is `endpoint`
+    /// goes: `{origin}/v1/directives`, built by URL joining (any path, query or fragment
+    /// of `endpoint` is dropped), when `endpoint` is exactly one of the Alexa API origins
+    /// (scheme, host and default port; no user or password). Anything else is refused.
+    pub fn progressive_url(&self, endpoint: &str) -> Result<url::Url, ChannelError> {
+        let refused = |why: &str| ChannelError::ApiEndpoint(why.to_owned());
+        let url = url::Url::parse(endpoint).map_err(|_| refused("is not a URL"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(refused("carries a user name or password"));
+        }
+        if !self.api_origins.contains(&url.origin()) {
+            let host = url.host_str().unwrap_or("");
+            return Err(refused(&format!(
+                "names {}://{host}{}",
+                url.scheme(),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
+            )));
+        }
+        url.join(super::types::ProgressiveResponse::PATH)
+            .map_err(|_| refused("cannot be joined with the directives path"))
     }
 
     /// The channel `settings` describe, for a gateway listening on `bind`. A skill with
@@ -215,6 +263,49 @@ mod tests {
             Path::new("skill.yaml"),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn progressive_responses_go_only_to_the_alexa_api() {
+        let channel = AlexaChannel::empty();
+        for (endpoint, expected) in [
+            (
+                "https://api.amazonalexa.com",
+                "https://api.amazonalexa.com/v1/directives",
+            ),
+            (
+                "https://api.eu.amazonalexa.com/",
+                "https://api.eu.amazonalexa.com/v1/directives",
+            ),
+            (
+                "https://API.FE.amazonalexa.com:443/some/path?x=1#f",
+                "https://api.fe.amazonalexa.com/v1/directives",
+            ),
+        ] {
+            assert_eq!(
+                channel.progressive_url(endpoint).unwrap().as_str(),
+                expected
+            );
+        }
+        for endpoint in [
+            "http://api.amazonalexa.com",
+            "https://api.amazonalexa.com:8443",
+            "https://api.amazonalexa.com.evil.com",
+            "https://api.amazonalexa.com./",
+            "https://evil.com/api.amazonalexa.com",
+            "https://evil.com#@api.amazonalexa.com",
+            "https://user:pw@api.amazonalexa.com",
+            "https://api.amazonalexa.com@169.254.169.254",
+            "http://127.0.0.1:8080",
+            "http://169.254.169.254/latest/meta-data",
+            "file:///etc/passwd",
+            "api.amazonalexa.com",
+            "",
+        ] {
+            let e = channel.progressive_url(endpoint).unwrap_err();
+            assert!(matches!(e, ChannelError::ApiEndpoint(_)), "{endpoint}: {e}");
+            assert!(!e.to_string().contains("pw"), "{e}");
+        }
     }
 
     #[test]

@@ -396,11 +396,13 @@ impl Turn<'_> {
         let ctx = self.context(None, &Map::new(), &Map::new());
         let speech = self.speech("reply/working", &ctx);
         let body = ProgressiveResponse::speak(self.envelope.request.request_id.clone(), speech);
-        let url = format!(
-            "{}{}",
-            endpoint.trim_end_matches('/'),
-            ProgressiveResponse::PATH
-        );
+        let url = match self.state.alexa.progressive_url(endpoint) {
+            Ok(url) => url,
+            Err(e) => {
+                warn!(channel = "alexa", skill = %self.skill.name, error = %e, "progressive response not sent");
+                return;
+            }
+        };
         let request = self
             .state
             .alexa

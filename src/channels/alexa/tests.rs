@@ -55,6 +55,17 @@ async fn harness(
     settings: AlexaSettings,
     clock: DateTime<Utc>,
 ) -> Harness {
+    harness_with_api(skills, functions, settings, clock, None).await
+}
+
+/// [`harness`] whose progressive responses may also go to the fake Alexa API at `api`.
+async fn harness_with_api(
+    skills: &[(&str, &str)],
+    functions: &[(&str, &str)],
+    settings: AlexaSettings,
+    clock: DateTime<Utc>,
+    api: Option<&str>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("hark.db")).unwrap();
     let provider: Arc<dyn Provider> = Arc::new(ProcessProvider::new(
@@ -79,8 +90,11 @@ async fn harness(
         .iter()
         .map(|(name, text)| Skill::parse(name, text, Path::new("skill.yaml")).unwrap())
         .collect();
-    let alexa =
+    let mut alexa =
         AlexaChannel::from_settings(&settings, skills, "127.0.0.1".parse().unwrap()).unwrap();
+    if let Some(api) = api {
+        alexa.allow_api_origin_for_tests(&api.parse().unwrap());
+    }
     let auth = Auth::from_secret(b"test secret for the alexa channel").unwrap();
     let admin = auth.mint("test", &["admin".to_owned()], None).unwrap();
     let (stopping, shutdown) = watch::channel(false);
@@ -111,6 +125,9 @@ async fn harness(
         alexa,
         clock: Arc::new(FixedClock(clock)),
         browser: crate::browser::BrowserPool::disabled("not used in these tests"),
+        body_budget: Arc::new(crate::server::BodyBudget::new(
+            crate::server::DEFAULT_MAX_BODY_TOTAL,
+        )),
     });
     Harness {
         state,
@@ -809,8 +826,15 @@ async fn fake_alexa_api() -> (String, Seen) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_function_gets_a_progressive_response_and_is_spoken_next_time() {
-    let h = dev().await;
     let (api, seen) = fake_alexa_api().await;
+    let h = harness_with_api(
+        &[("dev", DEV_SKILL)],
+        &dev_functions(),
+        AlexaSettings::default(),
+        Utc::now(),
+        Some(&api),
+    )
+    .await;
     let app = "amzn1.ask.skill.dev";
     let mut body = envelope(app, Utc::now(), intent("Slow", &[]));
     body["context"]["System"]["apiEndpoint"] = json!(api);

@@ -155,8 +155,9 @@ pub async fn enqueue(
         ..QueuedCall::default()
     };
     state.queue.enqueue(queued).await.map_err(|e| match e {
-        EnqueueError::Full(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         EnqueueError::Store(e) => ApiError::from(e),
+        // Full, over a byte quota, or short of disk: 503 with Retry-After.
+        e => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     })?;
     tracing::info!(call_id = call.call_id, function = %name, "async call queued");
     Ok(StatusCode::ACCEPTED.into_response())

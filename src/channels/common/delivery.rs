@@ -234,8 +234,11 @@ impl ChannelCall<'_> {
             no_retries: false,
         };
         queue.submit(queued, submit).await.map_err(|e| match e {
-            EnqueueError::Full(_) => ChannelError::Overloaded,
             EnqueueError::Store(e) => ChannelError::Internal(e.to_string()),
+            EnqueueError::Full(_)
+            | EnqueueError::FunctionBytes { .. }
+            | EnqueueError::Bytes { .. }
+            | EnqueueError::LowDisk { .. } => ChannelError::Overloaded,
         })
     }
 }

@@ -213,6 +213,7 @@ impl RouteCore {
                 })
             }
             Err(e) if crate::server::is_body_timeout(&*e) => Err(ChannelError::BodyTimeout),
+            Err(e) if crate::server::is_budget_spent(&*e) => Err(ChannelError::Overloaded),
             Err(e) => Err(ChannelError::Malformed(format!("cannot read body: {e}"))),
         }
     }

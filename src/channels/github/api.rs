@@ -43,6 +43,35 @@ pub enum ReplyError {
     Missing(&'static str),
     #[error("the function's output is not a list of labels: {0}")]
     Labels(String),
+    /// `repository.full_name` is not `OWNER/REPO` of GitHub's name characters.
+    #[error("repository.full_name {0:?} is not OWNER/REPO")]
+    Repo(String),
+    #[error("the API base URL {0:?} is not an absolute URL")]
+    Api(String),
+}
+
+/// `api` with `segments` appended as path segments (each percent-encoded, never read as
+/// `/`, `?`, `#` or a dot segment), so nothing from a delivery can change the request's
+/// host or climb out of the API's path.
+pub fn api_url(api: &str, segments: &[&str]) -> Result<url::Url, ReplyError> {
+    let mut url = url::Url::parse(api).map_err(|_| ReplyError::Api(api.to_owned()))?;
+    url.path_segments_mut()
+        .map_err(|()| ReplyError::Api(api.to_owned()))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// Whether `name` is a GitHub owner or repository name: letters, digits, `-`, `_`, `.`,
+/// not a dot segment.
+fn is_github_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The claims of a GitHub App JWT.
@@ -111,14 +140,18 @@ impl AppCredentials {
             return Ok(token);
         }
         let jwt = self.jwt(now)?;
-        let url = format!("{api}/app/installations/{installation}/access_tokens");
+        let installation_id = installation.to_string();
+        let url = api_url(
+            api,
+            &["app", "installations", &installation_id, "access_tokens"],
+        )?;
         let response = outbound
             .send(
                 "github installation token",
                 Instant::now() + REPLY_DEADLINE,
                 |client| {
                     client
-                        .post(&url)
+                        .post(url.clone())
                         .bearer_auth(&jwt)
                         .header("accept", ACCEPT)
                         .header("x-github-api-version", API_VERSION)
@@ -173,6 +206,10 @@ impl Target {
         let repo = payload["repository"]["full_name"]
             .as_str()
             .ok_or(ReplyError::Missing("repository.full_name"))?;
+        match repo.split_once('/') {
+            Some((owner, name)) if is_github_name(owner) && is_github_name(name) => {}
+            _ => return Err(ReplyError::Repo(repo.chars().take(200).collect())),
+        }
         let number = payload["issue"]["number"]
             .as_u64()
             .or_else(|| payload["pull_request"]["number"].as_u64())
@@ -208,16 +245,23 @@ pub fn parse_labels(output: &[u8]) -> Result<Vec<String>, ReplyError> {
     Ok(labels)
 }
 
-/// Sends `body` as `POST {api}{path}` with the route's credentials.
+/// Sends `body` as `POST {api}/repos/OWNER/REPO/issues/NUMBER/{last}` with the route's
+/// credentials.
 pub async fn post(
     outbound: &Outbound,
     auth: &ApiAuth,
     api: &str,
     target: &Target,
     what: &str,
-    path: &str,
+    last: &str,
     body: Value,
 ) -> Result<(), ReplyError> {
+    let (owner, repo) = target
+        .repo
+        .split_once('/')
+        .ok_or_else(|| ReplyError::Repo(target.repo.clone()))?;
+    let number = target.number.to_string();
+    let url = api_url(api, &["repos", owner, repo, "issues", &number, last])?;
     let token = match auth {
         ApiAuth::None => return Err(ReplyError::Missing("credentials")),
         ApiAuth::Token(token) => token.clone(),
@@ -228,11 +272,10 @@ pub async fn post(
             app.installation_token(outbound, api, installation).await?
         }
     };
-    let url = format!("{api}{path}");
     outbound
         .send(what, Instant::now() + REPLY_DEADLINE, |client| {
             client
-                .post(&url)
+                .post(url.clone())
                 .bearer_auth(&token)
                 .header("accept", ACCEPT)
                 .header("x-github-api-version", API_VERSION)
@@ -250,14 +293,13 @@ pub async fn comment(
     target: &Target,
     text: &str,
 ) -> Result<(), ReplyError> {
-    let path = format!("/repos/{}/issues/{}/comments", target.repo, target.number);
     post(
         outbound,
         auth,
         api,
         target,
         "github comment",
-        &path,
+        "comments",
         json!({ "body": text }),
     )
     .await
@@ -271,14 +313,13 @@ pub async fn labels(
     target: &Target,
     labels: &[String],
 ) -> Result<(), ReplyError> {
-    let path = format!("/repos/{}/issues/{}/labels", target.repo, target.number);
     post(
         outbound,
         auth,
         api,
         target,
         "github labels",
-        &path,
+        "labels",
         json!({ "labels": labels }),
     )
     .await
@@ -311,5 +352,39 @@ mod tests {
             json!({"repository": {"full_name": "o/r"}, "number": 3, "pull_request": {"number": 3}});
         assert_eq!(Target::of(&pr).unwrap().number, 3);
         assert!(Target::of(&json!({"repository": {"full_name": "o/r"}})).is_err());
+        for bad in [
+            "../../orgs/evil/repos?",
+            "o/r/../../user",
+            "o/..",
+            "o",
+            "o/r#x",
+            "o/r?x",
+            "o/ r",
+            "/r",
+        ] {
+            let payload = json!({"repository": {"full_name": bad}, "number": 1});
+            assert!(
+                matches!(Target::of(&payload), Err(ReplyError::Repo(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn api_urls_are_joined_by_segment() {
+        let url = api_url(
+            "https://ghe.example/api/v3/",
+            &["repos", "o", "r.js", "issues", "7", "comments"],
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://ghe.example/api/v3/repos/o/r.js/issues/7/comments"
+        );
+        let url = api_url("https://api.github.com", &["a/b", "..", "?x"]).unwrap();
+        assert_eq!(url.host_str(), Some("api.github.com"));
+        assert!(url.path().starts_with("/a%2Fb/"), "{url}");
+        assert!(url.query().is_none(), "{url}");
+        assert!(api_url("not a url", &["x"]).is_err());
     }
 }

@@ -169,6 +169,8 @@ pub struct DockerProvider {
 struct DockerFunction {
     pool: Pool,
     timeout: Duration,
+    /// `hark.max_response`, in bytes.
+    max_response: u64,
     inflight: Option<Arc<Semaphore>>,
 }
 
@@ -471,6 +473,7 @@ pub(crate) async fn forward(
     name: &FunctionName,
     call: &Invocation,
     limit: Duration,
+    max_response: u64,
 ) -> Result<Output, Forwarded> {
     let extra = [(
         header::HeaderName::from_static("x-call-id"),
@@ -482,9 +485,17 @@ pub(crate) async fn forward(
             call.clone(),
             &extra,
             limit + CALL_MARGIN,
+            max_response,
         )
         .await
         .map_err(|e| match e {
+            UpstreamError::TooLarge(max) => {
+                tracing::warn!(function = %name, max_response = max, "answer larger than hark.max_response; refused with 502");
+                Forwarded::Provider(ProviderError::Unavailable {
+                    name: name.clone(),
+                    reason: format!("its answer is larger than hark.max_response ({max} bytes)"),
+                })
+            }
             UpstreamError::Timeout => Forwarded::Provider(ProviderError::Timeout {
                 name: name.clone(),
                 limit,
@@ -627,6 +638,9 @@ impl Provider for DockerProvider {
         let timeout = spec
             .timeout()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let max_response = spec
+            .max_response()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
         let inflight = spec
             .max_inflight()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?
@@ -640,6 +654,7 @@ impl Provider for DockerProvider {
                 let function = Arc::new(DockerFunction {
                     pool: old.pool.clone(),
                     timeout,
+                    max_response,
                     inflight,
                 });
                 self.functions.write().await.insert(name, function);
@@ -687,6 +702,7 @@ impl Provider for DockerProvider {
         let function = Arc::new(DockerFunction {
             pool,
             timeout,
+            max_response,
             inflight,
         });
         self.functions.write().await.insert(name, function);
@@ -735,6 +751,7 @@ impl Provider for DockerProvider {
             name,
             &call,
             function.timeout,
+            function.max_response,
         )
         .await
         .map_err(|e| match e {

@@ -11,9 +11,6 @@ use tokio::process::Command;
 use super::{signal_group, Launch, Webdriver};
 use crate::provider::{Invocation, LogHub, Output, ProviderError};
 
-/// The largest response a fork-mode function may write to stdout.
-const MAX_STDOUT_BYTES: u64 = 64 * 1024 * 1024;
-
 /// Runs one call in a new process and waits for it within the function's time limit.
 pub(super) async fn invoke(
     launch: &Launch,
@@ -64,7 +61,7 @@ pub(super) async fn invoke(
     };
     let read_stdout = async move {
         let mut out = Vec::new();
-        let mut limited = stdout.take(MAX_STDOUT_BYTES + 1);
+        let mut limited = stdout.take(launch.max_response.saturating_add(1));
         let result = limited.read_to_end(&mut out).await;
         result.map(|_| out)
     };
@@ -95,10 +92,14 @@ pub(super) async fn invoke(
     };
     let status = status.map_err(|e| ProviderError::Internal(format!("waiting for child: {e}")))?;
     let stdout = stdout.map_err(|e| ProviderError::Internal(format!("reading stdout: {e}")))?;
-    if stdout.len() as u64 > MAX_STDOUT_BYTES {
+    if stdout.len() as u64 > launch.max_response {
+        tracing::warn!(function = %launch.name, max_response = launch.max_response, "answer larger than hark.max_response; refused with 502");
         return Err(ProviderError::Unavailable {
             name: launch.name.clone(),
-            reason: format!("response larger than {MAX_STDOUT_BYTES} bytes"),
+            reason: format!(
+                "its answer is larger than hark.max_response ({} bytes)",
+                launch.max_response
+            ),
         });
     }
 

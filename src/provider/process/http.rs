@@ -122,7 +122,13 @@ impl Pool {
             let sent = self
                 .inner
                 .client
-                .send(&format!("127.0.0.1:{port}"), call, &[], limit)
+                .send(
+                    &format!("127.0.0.1:{port}"),
+                    call,
+                    &[],
+                    limit,
+                    launch.max_response,
+                )
                 .await;
             match (sent, spare) {
                 (Ok(answer), _) => break answer,
@@ -153,6 +159,13 @@ impl Pool {
                 name,
                 limit: self.inner.launch.timeout,
             },
+            UpstreamError::TooLarge(max) => {
+                tracing::warn!(function = %name, max_response = max, "answer larger than hark.max_response; refused with 502");
+                ProviderError::Unavailable {
+                    name,
+                    reason: format!("its answer is larger than hark.max_response ({max} bytes)"),
+                }
+            }
             UpstreamError::Connect(reason) | UpstreamError::Failed(reason) => {
                 ProviderError::Unavailable {
                     name,

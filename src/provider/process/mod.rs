@@ -62,6 +62,8 @@ struct Launch {
     workdir: Option<PathBuf>,
     env: Vec<(String, String)>,
     timeout: Duration,
+    /// `hark.max_response`: the largest answer read from a call, in bytes.
+    max_response: u64,
 }
 
 struct ProcFunction {
@@ -180,6 +182,9 @@ impl ProcessProvider {
             env,
             timeout: spec
                 .timeout()
+                .map_err(|e| ProviderError::BadSpec(e.to_string()))?,
+            max_response: spec
+                .max_response()
                 .map_err(|e| ProviderError::BadSpec(e.to_string()))?,
         })
     }

@@ -105,6 +105,8 @@ struct SwarmFunction {
     service: String,
     hash: String,
     timeout: Duration,
+    /// `hark.max_response`, in bytes.
+    max_response: u64,
     inflight: Option<Arc<Semaphore>>,
     desired: AtomicU32,
     watched: Arc<Watched>,
@@ -447,6 +449,9 @@ impl Provider for SwarmProvider {
         let timeout = spec
             .timeout()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let max_response = spec
+            .max_response()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
         let inflight = spec
             .max_inflight()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?
@@ -532,6 +537,7 @@ impl Provider for SwarmProvider {
             service,
             hash: template.hash.clone(),
             timeout,
+            max_response,
             inflight,
             desired: AtomicU32::new(desired),
             watched,
@@ -614,6 +620,7 @@ impl Provider for SwarmProvider {
                 name,
                 &call,
                 function.timeout,
+                function.max_response,
             )
             .await
             {

@@ -1,0 +1,177 @@
+//! What one caller may make the gateway hold, against a real `hark up`: the bytes of
+//! queued calls (per function and in total, kept across a restart), the data directory's
+//! free-space floor, the answers of http-mode replicas (`hark.max_response`), and the
+//! request bodies held at once over all requests.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::util::{hello_bin, strip_ansi, Gateway};
+
+/// Queues `body` for `name`; the answer's status and `Retry-After`.
+async fn queue_call(gw: &Gateway, name: &str, body: Vec<u8>) -> (u16, Option<String>) {
+    let response = gw
+        .client
+        .post(format!("{}/async-function/{name}", gw.url))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), retry)
+}
+
+/// A burst of 64 KiB async calls to one function fills its share of `--queue-max-bytes`
+/// (a quarter: 1 MiB) and is then refused with 503, while another function still takes
+/// calls; after a restart the share is still counted as full.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_queued_calls_stops_at_the_functions_byte_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--queue-max-bytes", "4MiB"];
+    let mut gw = Gateway::start_in(dir.path(), &args);
+    // Calls wait: one runs at a time, for a long time.
+    let slow = json!({ "hark.async.concurrency": "1", "hark.timeout": "60s" });
+    gw.deploy_sh("filler", "sleep 60", slow.clone()).await;
+    gw.deploy_sh("other", "cat", json!({})).await;
+
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut accepted = 0;
+    let refused = loop {
+        let (status, retry) = queue_call(&gw, "filler", chunk.clone()).await;
+        match status {
+            202 => accepted += 1,
+            503 => break retry,
+            other => panic!("unexpected {other}"),
+        }
+        assert!(
+            accepted <= 16,
+            "1 MiB of 64 KiB calls was queued and more taken"
+        );
+    };
+    assert!(accepted >= 14, "only {accepted} calls of 64 KiB were taken");
+    assert!(refused.is_some(), "503 without Retry-After");
+    let log = strip_ansi(&gw.output_containing("byte quota"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("filler") && l.contains("byte quota")),
+        "{log}"
+    );
+    // Another function is not held up by it.
+    assert_eq!(queue_call(&gw, "other", chunk.clone()).await.0, 202);
+
+    // The count comes back from the store.
+    assert!(gw.stop());
+    let gw = Gateway::start_in(dir.path(), &args);
+    assert_eq!(queue_call(&gw, "filler", chunk.clone()).await.0, 503);
+    assert_eq!(queue_call(&gw, "other", chunk).await.0, 202);
+}
+
+/// Under the free-space floor, new async calls are refused with 503; a synchronous call
+/// still runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn under_the_free_disk_floor_async_calls_are_refused() {
+    let gw = Gateway::start_with(&["--min-free-disk", "1000000TiB"]);
+    gw.deploy_sh("echo", "cat", json!({})).await;
+    let (status, retry) = queue_call(&gw, "echo", b"hi".to_vec()).await;
+    assert_eq!(status, 503);
+    assert!(retry.is_some(), "503 without Retry-After");
+    let log = strip_ansi(&gw.output_containing("--min-free-disk"));
+    assert!(log.contains("--min-free-disk"), "{log}");
+    assert_eq!(gw.invoke("echo", "hi").await, (200, "hi".to_owned()));
+}
+
+/// An http-mode function answering more than its `hark.max_response` gets 502 and a log
+/// line; a small answer passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_mode_answer_over_max_response_is_a_502() {
+    let gw = Gateway::start();
+    gw.deploy(json!({
+        "service": "hello",
+        "envProcess": hello_bin().display().to_string(),
+        "annotations": { "hark.mode": "http", "hark.max_response": "1KiB" },
+    }))
+    .await;
+    let (status, body) = gw.invoke("hello", "Ada").await;
+    assert_eq!((status, body.trim()), (200, "Hello, Ada!"));
+    let (status, body) = gw.invoke("hello", &"A".repeat(4096)).await;
+    assert_eq!(status, 502, "{}", &body[..body.len().min(300)]);
+    assert!(body.contains("hark.max_response"), "{body}");
+    let log = strip_ansi(&gw.output_containing("larger than hark.max_response"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("larger than hark.max_response") && l.contains("hello")),
+        "{log}"
+    );
+}
+
+/// While one slow client holds most of `--max-body-total`, a concurrent flood of large
+/// bodies is refused with 503 instead of being buffered; the gateway stays up and takes
+/// the same body once the slow client is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_large_bodies_over_the_global_budget_gets_503() {
+    let gw = Gateway::start_with(&["--max-body-total", "1MiB", "--max-body", "1048576"]);
+    gw.deploy_sh("sink", "wc -c", json!({})).await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    // Announces 900 KiB and sends 1 KiB of it.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "POST /function/sink HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        900 * 1024
+    )
+    .unwrap();
+    slow.write_all(&[b'y'; 1024]).unwrap();
+    slow.flush().unwrap();
+    // The budget is held once the gateway has read the slow request's head; a refused
+    // request tells it is.
+    let big = vec![b'z'; 600 * 1024];
+    let send = |body: Vec<u8>| {
+        gw.client
+            .post(format!("{}/function/sink", gw.url))
+            .body(body)
+            .send()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = send(big.clone()).await.unwrap();
+        if response.status() == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget was never held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let flood: Vec<_> = (0..16).map(|_| send(big.clone())).collect();
+    for response in futures::future::join_all(flood).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    let log = strip_ansi(&gw.output_containing("budget of request bodies"));
+    assert!(log.contains("budget of request bodies"), "{log}");
+    drop(slow);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = send(big.clone()).await.unwrap();
+        if response.status() == 200 {
+            assert_eq!(
+                response.text().await.unwrap().trim(),
+                (600 * 1024).to_string()
+            );
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the budget never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
