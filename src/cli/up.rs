@@ -454,8 +454,7 @@ fn browser_pool(
     ] {
         seconds_within(setting, secs, crate::function::MAX_TIMEOUT)?;
     }
-    let mut pool =
-        crate::browser::BrowserPool::new(config, data).context("browser automation")?;
+    let mut pool = crate::browser::BrowserPool::new(config, data).context("browser automation")?;
     // Chromedriver runs under this binary's `browser-guard`, so that the browsers die
     // with the gateway even when it is killed.
     if let Ok(hark) = std::env::current_exe() {
