@@ -81,8 +81,13 @@ async fn harness(
         .collect();
     let alexa =
         AlexaChannel::from_settings(&settings, skills, "127.0.0.1".parse().unwrap()).unwrap();
-    let auth = Auth::from_secret(b"test secret for the alexa channel").unwrap();
-    let admin = auth.mint("test", &["admin".to_owned()], None).unwrap();
+    let (auth, _) = Auth::load_or_create(dir.path(), registry.store.clone(), false)
+        .await
+        .unwrap();
+    let (admin, _) = auth
+        .mint("test", &["admin".to_owned()], Default::default(), false)
+        .await
+        .unwrap();
     let (stopping, shutdown) = watch::channel(false);
     let queue = crate::dispatch::queue::AsyncQueue::new(registry.clone(), Default::default())
         .await
