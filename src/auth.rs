@@ -107,6 +107,8 @@ pub enum AuthError {
     UnknownKey(String),
     #[error("key {0} signs new tokens: rotate it first (hark token rotate-key)")]
     CurrentKey(String),
+    #[error("key {0} signed the admin token: replace it first (hark token rotate-admin)")]
+    AdminTokenKey(String),
     #[error("token key {path}: {source}")]
     Key {
         path: PathBuf,
@@ -488,6 +490,16 @@ impl Auth {
         }
         if ring.current.kid == kid {
             return Err(AuthError::CurrentKey(kid.to_owned()));
+        }
+        // Retiring it would lock the operator out of the admin token file.
+        let admin_signed = self
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .any(|t| t.admin_file && t.revoked_at.is_none() && t.kid == kid);
+        if admin_signed {
+            return Err(AuthError::AdminTokenKey(kid.to_owned()));
         }
         self.store.retire_key(kid).await?;
         keys::remove_old(&self.data_dir, kid)?;

@@ -85,7 +85,9 @@ impl From<AuthError> for ApiError {
                 Self::bad_request(e.to_string())
             }
             AuthError::UnknownKey(_) => Self::not_found(e.to_string()),
-            AuthError::CurrentKey(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            AuthError::CurrentKey(_) | AuthError::AdminTokenKey(_) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
             AuthError::Store(e) => e.into(),
             AuthError::Key { .. } | AuthError::ShortKey { .. } | AuthError::Sign(_) => {
                 Self::internal(e)

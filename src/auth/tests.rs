@@ -249,6 +249,11 @@ async fn a_new_key_signs_old_tokens_still_verify_and_a_retired_key_verifies_noth
         a.retire_key("../../jwt").await,
         Err(AuthError::UnknownKey(_))
     ));
+    assert!(matches!(
+        a.retire_key(&old.kid).await,
+        Err(AuthError::AdminTokenKey(_))
+    ));
+    a.rotate_admin().await.unwrap();
     a.retire_key(&old.kid).await.unwrap();
     // `a` forgot the key; `b` still holds it in memory, and the store tells it the key
     // is retired.

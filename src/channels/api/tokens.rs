@@ -163,7 +163,7 @@ pub async fn rotate_key(
     Ok((StatusCode::CREATED, Json(state.auth.keys())))
 }
 
-#[utoipa::path(delete, path = "/system/keys/{kid}", tag = "tokens", description = "Retires an older signing key: every token it signed answers 401 from now on, on every gateway sharing the store.", security(("bearer" = [])), params(("kid" = String, Path, description = "The key's id")), responses((status = 200, description = "The keys left", body = Vec<KeyInfo>), (status = 404, description = "No such key", body = ErrorBody), (status = 409, description = "The key is the current one", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/system/keys/{kid}", tag = "tokens", description = "Retires an older signing key: every token it signed answers 401 from now on, on every gateway sharing the store.", security(("bearer" = [])), params(("kid" = String, Path, description = "The key's id")), responses((status = 200, description = "The keys left", body = Vec<KeyInfo>), (status = 404, description = "No such key", body = ErrorBody), (status = 409, description = "The key is the current one, or signed the admin token", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn retire_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
