@@ -60,7 +60,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway with the embedded defaults (process provider, SQLite store).
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Deploy the functions of a stack file (all, or the one named).
     Deploy {
         /// Stack file.
@@ -259,7 +259,7 @@ pub enum TokenCommand {
 /// Runs the parsed command line and returns the process's exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Up(args) => up::run(args, &cli.data).await,
+        Command::Up(args) => up::run(*args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchBaseline(args) => bench::baseline::run(args).await,
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),
