@@ -1,20 +1,44 @@
-//! API tokens: a bearer JWT comes in, the caller's scopes (or a 401/403) go out.
-//! Tokens are HS256, signed with a key generated into the data directory on first start.
+//! API tokens and web UI sessions: a bearer JWT (or a UI session id) comes in; the caller's
+//! claims, or a 401/403, go out. Tokens are HS256, signed with a key of the data directory
+//! named by the `kid` in their header ([`keys`]). Every minted token carries an id (`jti`)
+//! recorded in the store, and every check asks the store whether that id was revoked or
+//! its key retired, so a revocation holds at once on every gateway sharing the store.
+//!
+//! Tokens without an id (minted before ids existed) still verify against any known key,
+//! until `hark token rotate-admin` runs (or the key that signed them is retired): from then
+//! on they are refused.
+
+mod keys;
+mod ttl;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
-/// File in the data directory holding the signing key.
-pub const KEY_FILE: &str = "jwt.key";
-/// File in the data directory holding the admin token written on first start.
+pub use keys::{write_private_atomic, KEY_FILE, MIN_KEY_LEN, OLD_KEYS_DIR};
+pub use ttl::{Ttl, TtlError, DEFAULT_TTL, MAX_TTL};
+
+use crate::store::{Store, StoreError, TokenRecord, UiSession};
+use keys::Keyring;
+
+/// File in the data directory holding the admin token.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// Subject of the admin token.
+pub const ADMIN_SUBJECT: &str = "admin";
+/// The longest subject a token may carry.
+pub const MAX_SUBJECT_LEN: usize = 128;
+/// The longest a web UI session lasts (less when its token expires sooner).
+pub const SESSION_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+/// How often an unknown `kid` may make the gateway re-read its key files (another gateway
+/// sharing the data directory may have rotated the key).
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a token allows.
 pub mod scope {
@@ -30,7 +54,7 @@ pub mod scope {
     pub const SECRETS_READ: &str = "secrets:read";
     /// Create, update and remove secrets.
     pub const SECRETS_WRITE: &str = "secrets:write";
-    /// Mint tokens.
+    /// Mint, list and revoke tokens.
     pub const TOKENS_WRITE: &str = "tokens:write";
     /// Every scope a token may carry.
     pub const ALL: &[&str] = &[
@@ -52,6 +76,9 @@ pub struct Claims {
     pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exp: Option<u64>,
+    /// The token's id; None on tokens minted before ids existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 impl Claims {
@@ -61,7 +88,7 @@ impl Claims {
     }
 }
 
-/// Why a request was not let in.
+/// Why a request was not let in, or a token operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token: send Authorization: Bearer <token>")]
@@ -72,97 +99,224 @@ pub enum AuthError {
     Forbidden(&'static str),
     #[error("unknown scope {0:?}")]
     UnknownScope(String),
+    #[error("{0}")]
+    Ttl(#[from] TtlError),
+    #[error("a token subject is 1 to {MAX_SUBJECT_LEN} characters without control characters")]
+    BadSubject,
+    #[error("no signing key {0:?}")]
+    UnknownKey(String),
+    #[error("key {0} signs new tokens: rotate it first (hark token rotate-key)")]
+    CurrentKey(String),
+    #[error("key {0} signed the admin token: replace it first (hark token rotate-admin)")]
+    AdminTokenKey(String),
     #[error("token key {path}: {source}")]
     Key {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("token key {path} is {len} bytes; a signing key must be at least {MIN_KEY_LEN} bytes (remove it to have a new one generated, which invalidates every token)")]
+    ShortKey { path: PathBuf, len: usize },
     #[error("signing token: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
-/// Signs and checks tokens.
+/// A signing key as `GET /system/keys` lists it (never the key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KeyInfo {
+    pub kid: String,
+    /// This key signs new tokens; the others only verify.
+    pub current: bool,
+}
+
+/// What `rotate-admin` did.
+#[derive(Debug, Clone)]
+pub struct AdminRotation {
+    /// Where the new admin token was written.
+    pub path: PathBuf,
+    /// The new token's record.
+    pub token: TokenRecord,
+    /// Ids of the admin tokens revoked.
+    pub revoked: Vec<String>,
+}
+
+/// Signs and checks tokens and UI sessions.
 pub struct Auth {
-    /// The signing key, also the root of [`Auth::derive`]d values.
-    secret: Vec<u8>,
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    data_dir: PathBuf,
+    keys: RwLock<Arc<Keyring>>,
+    /// The key that signed at start: the root of [`Auth::derive`]d values.
+    root: Vec<u8>,
+    store: Store,
     validation: Validation,
+    last_reload: Mutex<Option<Instant>>,
+    secure_cookies: bool,
+}
+
+/// A verified token before its standing in the store is checked.
+struct Verified {
+    claims: Claims,
+    /// The key that verified it.
+    kid: String,
 }
 
 impl Auth {
-    /// Loads the key from `data_dir`, generating it (and an admin token) on first start.
+    /// Loads the keys from `data_dir` (generating one on first start) and makes sure the
+    /// admin token file holds a token this gateway accepts, writing a new one if not.
     /// Returns the path of a newly written admin token, if one was written.
-    pub fn load_or_create(data_dir: &Path) -> Result<(Auth, Option<PathBuf>), AuthError> {
-        let key_path = data_dir.join(KEY_FILE);
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| AuthError::Key { path, source }
-        };
-        let (key, created) = match std::fs::read(&key_path) {
-            Ok(key) => (key, false),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key: [u8; 32] = rand::random();
-                write_private(&key_path, &key).map_err(io(&key_path))?;
-                (key.to_vec(), true)
-            }
-            Err(e) => return Err(io(&key_path)(e)),
-        };
-        let auth = Auth::from_secret(&key)?;
-        let token_path = data_dir.join(ADMIN_TOKEN_FILE);
-        if created || !token_path.exists() {
-            let token = auth.mint("admin", &[scope::ADMIN.to_owned()], None)?;
-            write_private(&token_path, format!("{token}\n").as_bytes()).map_err(io(&token_path))?;
-            return Ok((auth, Some(token_path)));
-        }
-        Ok((auth, None))
-    }
-
-    /// Tokens signed with `secret`.
-    pub fn from_secret(secret: &[u8]) -> Result<Auth, AuthError> {
+    /// `secure_cookies`: the gateway is reached over https (its public URL says so).
+    pub async fn load_or_create(
+        data_dir: &Path,
+        store: Store,
+        secure_cookies: bool,
+    ) -> Result<(Auth, Option<PathBuf>), AuthError> {
+        let (ring, _) = Keyring::load(data_dir)?;
         let mut validation = Validation::new(Algorithm::HS256);
-        // `exp` is checked when present; the admin token has none.
+        // `exp` is checked when present; tokens minted with `--ttl never` have none.
         validation.required_spec_claims = HashSet::new();
         validation.leeway = 0;
-        Ok(Auth {
-            secret: secret.to_vec(),
-            encoding: EncodingKey::from_secret(secret)?,
-            decoding: DecodingKey::from_secret(secret)?,
+        let auth = Auth {
+            data_dir: data_dir.to_owned(),
+            root: ring.current.secret.clone(),
+            keys: RwLock::new(Arc::new(ring)),
+            store,
             validation,
-        })
+            last_reload: Mutex::new(None),
+            secure_cookies,
+        };
+        let token_path = data_dir.join(ADMIN_TOKEN_FILE);
+        let refused = match std::fs::read_to_string(&token_path) {
+            Ok(token) => match auth.check_token(token.trim(), scope::ADMIN).await {
+                Ok(_) => return Ok((auth, None)),
+                Err(AuthError::Store(e)) => return Err(e.into()),
+                Err(e) => Some(e),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(AuthError::Key {
+                    path: token_path,
+                    source,
+                })
+            }
+        };
+        if let Some(e) = refused {
+            tracing::warn!(file = %token_path.display(), error = %e, "the admin token file holds a token this gateway refuses; writing a new one");
+        }
+        let (token, record) = auth
+            .mint(ADMIN_SUBJECT, &[scope::ADMIN.to_owned()], Ttl::Never, true)
+            .await?;
+        write_private_atomic(&token_path, format!("{token}\n").as_bytes()).map_err(|source| {
+            AuthError::Key {
+                path: token_path.clone(),
+                source,
+            }
+        })?;
+        // Admin tokens of earlier files stop working: only the file's token is the admin's.
+        // (Tokens without an id keep working until an explicit rotate-admin.)
+        auth.store.rotate_admin_token(&record.id, false).await?;
+        Ok((auth, Some(token_path)))
     }
 
-    /// A token for `subject` with `scopes`, expiring after `ttl` if given.
-    pub fn mint(
+    /// Whether the UI's cookies are `Secure` (with the `__Host-` name).
+    pub fn secure_cookies(&self) -> bool {
+        self.secure_cookies
+    }
+
+    fn ring(&self) -> Arc<Keyring> {
+        self.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_ring(&self, ring: Keyring) {
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(ring);
+    }
+
+    /// Re-reads the key files, at most once per [`KEY_RELOAD_INTERVAL`]; whether it did.
+    fn reload_keys(&self) -> bool {
+        let mut last = self
+            .last_reload
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.is_some_and(|t| t.elapsed() < KEY_RELOAD_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match Keyring::load(&self.data_dir) {
+            Ok((ring, _)) => {
+                self.set_ring(ring);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the signing keys failed");
+                false
+            }
+        }
+    }
+
+    /// A token for `subject` with `scopes`, living `ttl`, signed with the current key and
+    /// recorded in the store (before it is handed out). `admin_file`: the admin token.
+    pub async fn mint(
         &self,
         subject: &str,
         scopes: &[String],
-        ttl: Option<Duration>,
-    ) -> Result<String, AuthError> {
+        ttl: Ttl,
+        admin_file: bool,
+    ) -> Result<(String, TokenRecord), AuthError> {
+        if subject.is_empty()
+            || subject.chars().count() > MAX_SUBJECT_LEN
+            || subject.chars().any(char::is_control)
+        {
+            return Err(AuthError::BadSubject);
+        }
         if let Some(unknown) = scopes.iter().find(|s| !scope::ALL.contains(&s.as_str())) {
             return Err(AuthError::UnknownScope(unknown.clone()));
         }
         let now = jsonwebtoken::get_current_timestamp();
+        let exp = ttl.expiry(now)?;
+        let jti = hex::encode(rand::random::<[u8; 16]>());
         let claims = Claims {
             sub: subject.to_owned(),
             scopes: scopes.to_vec(),
             iat: now,
-            exp: ttl.map(|t| now + t.as_secs().max(1)),
+            exp,
+            jti: Some(jti.clone()),
         };
-        Ok(jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &claims,
-            &self.encoding,
-        )?)
+        let ring = self.ring();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(ring.current.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &ring.current.encoding)?;
+        let time = |secs: u64| {
+            i64::try_from(secs)
+                .ok()
+                .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+        };
+        let record = TokenRecord {
+            id: jti,
+            subject: subject.to_owned(),
+            scopes: scopes.to_vec(),
+            kid: ring.current.kid.clone(),
+            issued_at: time(now).unwrap_or_default(),
+            expires_at: exp.and_then(time),
+            revoked_at: None,
+            admin_file,
+        };
+        self.store.record_token(record.clone()).await?;
+        Ok((token, record))
     }
 
-    /// HMAC-SHA256 under the signing key of `purpose`, a zero byte and `data`, hex-encoded:
-    /// a value only this gateway can compute, bound to `data` (the web UI's CSRF tokens).
-    /// Distinct purposes give unrelated values, so one cannot stand in for another.
+    /// HMAC-SHA256 under the gateway's root key of `purpose`, a zero byte and `data`,
+    /// hex-encoded: a value only this gateway can compute, bound to `data` (the web UI's
+    /// CSRF tokens). Distinct purposes give unrelated values. The root is the key that
+    /// signed when the gateway started; it changes on the first restart after a rotation.
     pub fn derive(&self, purpose: &str, data: &[u8]) -> String {
         use hmac::{KeyInit, Mac};
         // HMAC accepts keys of every length, so `new_from_slice` cannot fail here.
-        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.secret)
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.root)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length"));
         mac.update(purpose.as_bytes());
         mac.update(&[0]);
@@ -170,20 +324,91 @@ impl Auth {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// The claims of `token`, if it is valid and grants `scope`.
-    pub fn check_token(&self, token: &str, scope: &'static str) -> Result<Claims, AuthError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
-            .claims;
-        if claims.allows(scope) {
-            Ok(claims)
+    /// Checks `token`'s signature and expiry against the known keys.
+    fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        let invalid = |e: jsonwebtoken::errors::Error| AuthError::Invalid(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(invalid)?;
+        let decode = |key: &keys::SigningKey| {
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, &self.validation).map(|d| {
+                Verified {
+                    claims: d.claims,
+                    kid: key.kid.clone(),
+                }
+            })
+        };
+        match header.kid {
+            Some(kid) => {
+                let mut ring = self.ring();
+                if ring.find(&kid).is_none() && keys::is_kid(&kid) && self.reload_keys() {
+                    ring = self.ring();
+                }
+                let key = ring
+                    .find(&kid)
+                    .ok_or_else(|| AuthError::Invalid("signed by an unknown key".to_owned()))?;
+                decode(key).map_err(invalid)
+            }
+            // Minted before keys had ids: any known key may have signed it.
+            None => {
+                let ring = self.ring();
+                let mut last = None;
+                for key in ring.all() {
+                    match decode(key) {
+                        Ok(v) => return Ok(v),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.map_or_else(|| AuthError::Invalid("no key".to_owned()), invalid))
+            }
+        }
+    }
+
+    /// Refuses a token (or session) with id `jti` signed by `kid` that the store says is
+    /// revoked, unknown, signed by a retired key, or without an id once those are refused.
+    async fn check_standing(&self, jti: Option<&str>, kid: Option<&str>) -> Result<(), AuthError> {
+        let standing = self
+            .store
+            .token_standing(jti.map(str::to_owned), kid.map(str::to_owned))
+            .await?;
+        let refused = if standing.key_retired {
+            "signed by a retired key"
+        } else if jti.is_some() && !standing.known {
+            "not a token this gateway minted"
+        } else if standing.revoked {
+            "revoked"
+        } else if jti.is_none() && standing.legacy_refused {
+            "a token without an id, refused since the admin token was rotated; mint a new one"
+        } else {
+            return Ok(());
+        };
+        Err(AuthError::Invalid(refused.to_owned()))
+    }
+
+    async fn check_verified(
+        &self,
+        token: &str,
+        scope: &'static str,
+    ) -> Result<Verified, AuthError> {
+        let verified = self.verify(token)?;
+        self.check_standing(verified.claims.jti.as_deref(), Some(&verified.kid))
+            .await?;
+        if verified.claims.allows(scope) {
+            Ok(verified)
         } else {
             Err(AuthError::Forbidden(scope))
         }
     }
 
+    /// The claims of `token`, if it is valid, not revoked, and grants `scope`.
+    pub async fn check_token(&self, token: &str, scope: &'static str) -> Result<Claims, AuthError> {
+        Ok(self.check_verified(token, scope).await?.claims)
+    }
+
     /// The claims of the request's bearer token, if it grants `scope`.
-    pub fn check(&self, headers: &HeaderMap, scope: &'static str) -> Result<Claims, AuthError> {
+    pub async fn check(
+        &self,
+        headers: &HeaderMap,
+        scope: &'static str,
+    ) -> Result<Claims, AuthError> {
         let token = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -194,105 +419,172 @@ impl Auth {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
-            .claims;
-        if claims.allows(scope) {
-            Ok(claims)
-        } else {
-            Err(AuthError::Forbidden(scope))
+        self.check_token(token, scope).await
+    }
+
+    /// Every recorded token, newest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, AuthError> {
+        Ok(self.store.tokens().await?)
+    }
+
+    /// One recorded token.
+    pub async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, AuthError> {
+        Ok(self.store.token(jti).await?)
+    }
+
+    /// Revokes token `jti` (and ends its UI sessions); false when there is no such token.
+    pub async fn revoke(&self, jti: &str) -> Result<bool, AuthError> {
+        Ok(self.store.revoke_token(jti).await?)
+    }
+
+    /// Replaces the admin token: a new one is minted and written to the admin token file
+    /// (atomically), then the earlier admin tokens, and tokens without an id, are refused.
+    pub async fn rotate_admin(&self) -> Result<AdminRotation, AuthError> {
+        let (token, record) = self
+            .mint(ADMIN_SUBJECT, &[scope::ADMIN.to_owned()], Ttl::Never, true)
+            .await?;
+        let path = self.data_dir.join(ADMIN_TOKEN_FILE);
+        if let Err(source) = write_private_atomic(&path, format!("{token}\n").as_bytes()) {
+            // Nobody holds the new token: take it back.
+            let _ = self.store.revoke_token(&record.id).await;
+            return Err(AuthError::Key { path, source });
         }
+        let revoked = self.store.rotate_admin_token(&record.id, true).await?;
+        Ok(AdminRotation {
+            path,
+            token: record,
+            revoked,
+        })
+    }
+
+    /// The signing keys this gateway knows.
+    pub fn keys(&self) -> Vec<KeyInfo> {
+        let ring = self.ring();
+        ring.all()
+            .map(|k| KeyInfo {
+                kid: k.kid.clone(),
+                current: k.kid == ring.current.kid,
+            })
+            .collect()
+    }
+
+    /// Makes a new signing key current; the old one still verifies until retired.
+    /// Returns the new key's id.
+    pub fn rotate_key(&self) -> Result<String, AuthError> {
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ring = keys::rotate(&self.data_dir, &keys)?;
+        let kid = ring.current.kid.clone();
+        *keys = Arc::new(ring);
+        Ok(kid)
+    }
+
+    /// Retires the older key `kid`: tokens it signed are refused from now on by every
+    /// gateway sharing the store, and its file is removed.
+    pub async fn retire_key(&self, kid: &str) -> Result<(), AuthError> {
+        let ring = self.ring();
+        if !keys::is_kid(kid) || ring.find(kid).is_none() {
+            return Err(AuthError::UnknownKey(kid.to_owned()));
+        }
+        if ring.current.kid == kid {
+            return Err(AuthError::CurrentKey(kid.to_owned()));
+        }
+        // Retiring it would lock the operator out of the admin token file.
+        let admin_signed = self
+            .store
+            .tokens()
+            .await?
+            .iter()
+            .any(|t| t.admin_file && t.revoked_at.is_none() && t.kid == kid);
+        if admin_signed {
+            return Err(AuthError::AdminTokenKey(kid.to_owned()));
+        }
+        self.store.retire_key(kid).await?;
+        keys::remove_old(&self.data_dir, kid)?;
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let older = keys
+            .older
+            .iter()
+            .filter(|k| k.kid != kid)
+            .cloned()
+            .collect();
+        *keys = Arc::new(Keyring {
+            current: keys.current.clone(),
+            older,
+        });
+        Ok(())
+    }
+
+    /// Signs a browser in with `token` (which must grant `scope`): a new session is stored
+    /// under the hash of a random id; the id (for the cookie) and the claims come back.
+    pub async fn start_session(
+        &self,
+        token: &str,
+        scope: &'static str,
+    ) -> Result<(String, Claims), AuthError> {
+        let Verified { claims, kid } = self.check_verified(token, scope).await?;
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let now = Utc::now();
+        let max = now + chrono::Duration::from_std(SESSION_MAX_AGE).unwrap_or_default();
+        let expires_at = claims
+            .exp
+            .and_then(|e| i64::try_from(e).ok())
+            .and_then(|e| DateTime::<Utc>::from_timestamp(e, 0))
+            .map_or(max, |exp| exp.min(max));
+        self.store
+            .create_ui_session(
+                &session_hash(&id),
+                UiSession {
+                    jti: claims.jti.clone(),
+                    kid: Some(kid),
+                    subject: claims.sub.clone(),
+                    scopes: claims.scopes.clone(),
+                    created_at: now,
+                    expires_at,
+                },
+            )
+            .await?;
+        Ok((id, claims))
+    }
+
+    /// The claims of the session with id `id`, if it exists, has not expired and its
+    /// token is still good.
+    pub async fn session(&self, id: &str) -> Result<Claims, AuthError> {
+        let gone = || AuthError::Invalid("no such session".to_owned());
+        if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(gone());
+        }
+        let session = self
+            .store
+            .ui_session(&session_hash(id))
+            .await?
+            .ok_or_else(gone)?;
+        self.check_standing(session.jti.as_deref(), session.kid.as_deref())
+            .await?;
+        Ok(Claims {
+            sub: session.subject,
+            scopes: session.scopes,
+            iat: u64::try_from(session.created_at.timestamp()).unwrap_or_default(),
+            exp: u64::try_from(session.expires_at.timestamp()).ok(),
+            jti: session.jti,
+        })
+    }
+
+    /// Ends the session with id `id`.
+    pub async fn end_session(&self, id: &str) -> Result<(), AuthError> {
+        Ok(self.store.delete_ui_session(&session_hash(id)).await?)
     }
 }
 
-/// Writes a file readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)
+/// The hash a session is stored under: a copy of the database holds no usable session id.
+fn session_hash(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    fn bearer(token: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-        );
-        h
-    }
-
-    #[test]
-    fn scopes_expiry_and_forgery_are_checked() {
-        let auth = Auth::from_secret(b"k").unwrap();
-        let reader = auth
-            .mint(
-                "ci",
-                &[scope::FUNCTIONS_READ.into()],
-                Some(Duration::from_secs(60)),
-            )
-            .unwrap();
-        assert!(auth.check(&bearer(&reader), scope::FUNCTIONS_READ).is_ok());
-        assert!(matches!(
-            auth.check(&bearer(&reader), scope::FUNCTIONS_WRITE),
-            Err(AuthError::Forbidden(_))
-        ));
-        let other = Auth::from_secret(b"other").unwrap();
-        let forged = other.mint("x", &[scope::ADMIN.into()], None).unwrap();
-        assert!(matches!(
-            auth.check(&bearer(&forged), scope::FUNCTIONS_READ),
-            Err(AuthError::Invalid(_))
-        ));
-        assert!(matches!(
-            auth.check(&HeaderMap::new(), scope::FUNCTIONS_READ),
-            Err(AuthError::Missing)
-        ));
-        let claims = Claims {
-            sub: "old".into(),
-            scopes: vec![scope::ADMIN.into()],
-            iat: 1,
-            exp: Some(2),
-        };
-        let expired = jsonwebtoken::encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(b"k").unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(
-            auth.check(&bearer(&expired), scope::FUNCTIONS_READ),
-            Err(AuthError::Invalid(_))
-        ));
-        assert!(matches!(
-            auth.mint("x", &["root".into()], None),
-            Err(AuthError::UnknownScope(_))
-        ));
-    }
-
-    #[test]
-    fn first_start_writes_a_private_admin_token() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (auth, written) = Auth::load_or_create(dir.path()).unwrap();
-        let path = written.expect("admin token written on first start");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let token = std::fs::read_to_string(&path).unwrap();
-        assert!(auth
-            .check(&bearer(token.trim()), scope::SECRETS_WRITE)
-            .is_ok());
-        let (again, written) = Auth::load_or_create(dir.path()).unwrap();
-        assert!(written.is_none());
-        assert!(again
-            .check(&bearer(token.trim()), scope::SECRETS_WRITE)
-            .is_ok());
-    }
-}
+mod tests;

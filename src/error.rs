@@ -81,8 +81,17 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::UNAUTHORIZED, e.to_string())
             }
             AuthError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, e.to_string()),
-            AuthError::UnknownScope(_) => Self::bad_request(e.to_string()),
-            AuthError::Key { .. } | AuthError::Sign(_) => Self::internal(e),
+            AuthError::UnknownScope(_) | AuthError::Ttl(_) | AuthError::BadSubject => {
+                Self::bad_request(e.to_string())
+            }
+            AuthError::UnknownKey(_) => Self::not_found(e.to_string()),
+            AuthError::CurrentKey(_) | AuthError::AdminTokenKey(_) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
+            AuthError::Store(e) => e.into(),
+            AuthError::Key { .. } | AuthError::ShortKey { .. } | AuthError::Sign(_) => {
+                Self::internal(e)
+            }
         }
     }
 }

@@ -19,7 +19,8 @@
 //!   schedules and delivery ids.
 //! - [`verify`]: signature checks of Slack, GitHub, Standard Webhooks and payload HMACs,
 //!   and webhook trigger rules.
-//! - [`auth`]: API tokens (JWT) and their scopes.
+//! - [`auth`]: API tokens (JWT with ids and key ids, revocable through the store), their
+//!   scopes, and the web UI's server-side sessions.
 //! - [`ui`]: the web UI at `/ui/` (server-rendered pages over the same registry and store).
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.

@@ -373,7 +373,8 @@ async fn system_status(
 ) -> Result<Json<super::PoolStatus>, crate::error::ApiError> {
     state
         .auth
-        .check(&headers, crate::auth::scope::FUNCTIONS_READ)?;
+        .check(&headers, crate::auth::scope::FUNCTIONS_READ)
+        .await?;
     Ok(Json(state.browser.status()))
 }
 
@@ -390,7 +391,8 @@ async fn activation(
 ) -> Result<Response, crate::error::ApiError> {
     state
         .auth
-        .check(&headers, crate::auth::scope::FUNCTIONS_READ)?;
+        .check(&headers, crate::auth::scope::FUNCTIONS_READ)
+        .await?;
     let store = &state.registry.store;
     let Some(activation) = store.activation(&call_id).await? else {
         return Err(crate::error::ApiError::new(
@@ -420,7 +422,8 @@ async fn screenshot(
 ) -> Result<Response, crate::error::ApiError> {
     state
         .auth
-        .check(&headers, crate::auth::scope::FUNCTIONS_READ)?;
+        .check(&headers, crate::auth::scope::FUNCTIONS_READ)
+        .await?;
     let Some(shot) = state.registry.store.screenshot(&call_id).await? else {
         return Err(crate::error::ApiError::new(
             StatusCode::NOT_FOUND,

@@ -43,7 +43,7 @@ async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<common::route::RouteSummary>>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     Ok(Json(
         state
             .channels

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde::Serialize;
 
-use super::{Command, Gateway, Output, QueueCommand, SecretCommand, SecretValue, TokenCommand};
+use super::{Command, Gateway, Output, QueueCommand, SecretCommand, SecretValue};
 use crate::function::{FunctionStatus, ANNOTATION_MODE};
 use crate::provider::LogLine;
 use crate::stack::Stack;
@@ -102,32 +102,16 @@ pub async fn run(
             limit,
             show: None,
         } => activations(&gw, function, limit, output).await,
-        Command::Token(TokenCommand::Create {
-            scopes,
-            ttl,
-            subject,
-        }) => {
-            let body = serde_json::json!({ "scopes": scopes, "ttl": ttl, "subject": subject });
-            let answer: serde_json::Value = gw
-                .send_json(Method::POST, "/system/tokens", &body)
-                .await?
-                .json()
-                .await?;
-            match output {
-                Output::Json => println!("{answer}"),
-                Output::Table => println!("{}", answer["token"].as_str().unwrap_or_default()),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Token(command) => super::tokens::run(&gw, command, output).await,
     }
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn table(header: &[&str]) -> Table {
+pub(super) fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_preset(NOTHING).set_header(header.to_vec());
     table

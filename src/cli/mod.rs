@@ -7,6 +7,7 @@ mod build;
 mod client;
 mod commands;
 mod new;
+mod tokens;
 mod up;
 mod watchdog;
 mod webhook;
@@ -61,7 +62,7 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the gateway with the embedded defaults (process provider, SQLite store).
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Deploy the functions of a stack file (all, or the one named).
     Deploy {
         /// Stack file.
@@ -233,25 +234,38 @@ pub enum ActivationsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Mint a token with the given scopes.
+    /// Mint a token with the given scopes (prints the token; `-o json` adds its id).
     Create {
         /// Scope to grant (repeatable): admin, functions:read, functions:write,
         /// functions:invoke, secrets:read, secrets:write, tokens:write.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
-        /// Lifetime, e.g. 30m, 12h; no expiry when omitted.
+        /// Lifetime: 30m, 12h, 7d (at most 365d), or `never` [default: 24h].
         #[arg(long)]
         ttl: Option<String>,
         /// Who the token is for.
         #[arg(long)]
         subject: Option<String>,
     },
+    /// List the tokens the gateway minted: id, subject, scopes, expiry, revocation.
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a token by its id: it answers 401 at once, and its UI sessions end.
+    Revoke { id: String },
+    /// Replace the admin token (the old one is revoked) and print where the new one is.
+    RotateAdmin,
+    /// List the signing keys' ids.
+    Keys,
+    /// Make a new signing key current; tokens of the old one still verify.
+    RotateKey,
+    /// Retire an older signing key: every token it signed answers 401.
+    RetireKey { kid: String },
 }
 
 /// Runs the parsed command line and returns the process's exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Up(args) => up::run(args, &cli.data).await,
+        Command::Up(args) => up::run(*args, &cli.data).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchBaseline(args) => bench::baseline::run(args).await,
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),

@@ -126,6 +126,12 @@ pub struct UpArgs {
     /// or host names, comma-separated (default: none; public addresses are always allowed).
     #[arg(long, env = crate::egress::ENV_EGRESS_ALLOW, value_delimiter = ',')]
     pub egress_allow: Vec<String>,
+    /// The URL browsers reach the gateway at, e.g. `https://hark.example.com` behind a
+    /// TLS-terminating proxy. When it starts with https, the web UI's cookies are `Secure`
+    /// and its session cookie is `__Host-hark_session`. (`X-Forwarded-Proto` is not
+    /// trusted: anyone can send it.)
+    #[arg(long, env = "HARK_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// File holding the key that seals stored secrets (created, mode 0600, on first
     /// start) [default: DATA/secret.key]. `HARK_SECRET_KEY` (the key, base64) wins over it.
     #[arg(long, env = crate::store::sealed::ENV_SECRET_KEY_FILE)]
@@ -197,7 +203,18 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let store = Store::open_with(&data.join("hark.db"), key, args.durability)
         .context("opening the store")?;
     tracing::info!(durability = %store.durability(), "store opened");
-    let (auth, new_token) = Auth::load_or_create(&data)?;
+    let secure_cookies = match &args.public_url {
+        Some(url) => {
+            let url = url::Url::parse(url).context("--public-url")?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https"),
+                "--public-url must start with http:// or https://"
+            );
+            url.scheme() == "https"
+        }
+        None => false,
+    };
+    let (auth, new_token) = Auth::load_or_create(&data, store.clone(), secure_cookies).await?;
     let stack_file = match &args.config {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),

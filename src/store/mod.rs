@@ -26,6 +26,8 @@ mod alexa;
 pub use alexa::PendingReply;
 mod screenshot;
 pub use screenshot::Screenshot;
+mod tokens;
+pub use tokens::{TokenRecord, TokenStanding, UiSession};
 pub mod sealed;
 pub use sealed::{KeyError, KeySource, SecretKey};
 
@@ -230,6 +232,7 @@ impl Store {
         conn.execute_batch(schedule::SCHEMA)?;
         conn.execute_batch(alexa::SCHEMA)?;
         conn.execute_batch(screenshot::SCHEMA)?;
+        conn.execute_batch(tokens::SCHEMA)?;
         queue::migrate(&conn)?;
         let conn = Db::start(conn)?;
         let (tx, rx) = mpsc::unbounded_channel();

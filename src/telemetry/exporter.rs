@@ -129,7 +129,7 @@ pub async fn metrics(
 ) -> Result<Response, ApiError> {
     let exporter = install(Access::default());
     if exporter.access() == Access::Token {
-        state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+        state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     }
     let body = exporter.render(&state).await;
     let mut response = body.into_response();

@@ -1,12 +1,20 @@
-//! The web UI at `/ui/`: a browser's requests come in — a session cookie holding an API
-//! token, a CSRF token on every form — and HTML pages rendered from the registry, the store,
-//! the async queue, the scheduler and the skills go out. `/` redirects here.
+//! The web UI at `/ui/`: a browser's requests come in — a session cookie holding an opaque
+//! session id, a CSRF token on every form — and HTML pages rendered from the registry, the
+//! store, the async queue, the scheduler and the skills go out. `/` redirects here.
 //!
 //! - Sign-in takes an API token (the admin token of `.hark/admin-token`, or one minted with
-//!   `hark token create`) and keeps it in an `HttpOnly; SameSite=Strict` cookie scoped to
-//!   `/ui`; every page checks it as the REST API checks a bearer token.
-//! - Every POST carries a CSRF token: an HMAC under the gateway's signing key of the session
-//!   token (or, before sign-in, of a nonce cookie), compared in constant time.
+//!   `hark token create`) and starts a session kept in the store (with the token's id, never
+//!   the token); the cookie holds only the session's random id: `HttpOnly;
+//!   SameSite=Strict; Path=/ui`, or, when the gateway's public URL is https,
+//!   `__Host-hark_session` with `Secure; Path=/`. Sign-out deletes the session; revoking
+//!   its token (or retiring its key) ends it too.
+//! - Every POST carries a CSRF token: an HMAC under the gateway's root key of the session
+//!   id (or, before sign-in, of a nonce cookie), compared in constant time.
+//! - Fetch Metadata: a script's request for a UI page (`Sec-Fetch-Mode` other than
+//!   `navigate`) is answered only with the session's CSRF token in `X-CSRF-Token` (which
+//!   the UI's own script sends and a function's page on the same origin cannot know); a
+//!   POST whose `Sec-Fetch-Site` is not `same-origin` is refused. Requests without these
+//!   headers (curl, old browsers) are judged by the session cookie and CSRF token alone.
 //! - Pages are minijinja templates and one CSS and one JS file, all embedded in the binary;
 //!   the Content-Security-Policy allows nothing from elsewhere.
 //!
@@ -32,8 +40,10 @@ use crate::auth::{scope, AuthError, Claims};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// Cookie holding the signed-in session's API token.
+/// Cookie holding the signed-in session's id (over plain http).
 pub const SESSION_COOKIE: &str = "hark_session";
+/// Cookie holding the signed-in session's id when the gateway's public URL is https.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-hark_session";
 /// Cookie holding the sign-in form's nonce (its CSRF token is derived from it).
 pub const LOGIN_COOKIE: &str = "hark_login";
 /// Form field carrying the CSRF token.
@@ -132,9 +142,10 @@ impl IntoResponse for UiError {
     }
 }
 
-/// A signed-in browser: its token, the token's claims and the session's CSRF token.
+/// A signed-in browser: its session id, the session token's claims and the session's
+/// CSRF token.
 pub struct Session {
-    token: String,
+    id: String,
     pub claims: Claims,
     pub csrf: String,
 }
@@ -145,10 +156,15 @@ impl Session {
         match provided {
             Some(p) if bool::from(p.as_bytes().ct_eq(self.csrf.as_bytes())) => Ok(()),
             _ => {
-                tracing::warn!(subject = %self.claims.sub, "web UI POST refused: bad CSRF token");
+                tracing::warn!(subject = ?self.claims.sub, "web UI request refused: bad CSRF token");
                 Err(UiError::Csrf)
             }
         }
+    }
+
+    /// The session's id (what its cookie holds).
+    fn id(&self) -> &str {
+        &self.id
     }
 
     /// Refuses unless the session's token grants `scope`.
@@ -159,12 +175,6 @@ impl Session {
             Err(UiError::Forbidden(scope))
         }
     }
-
-    /// Request headers carrying the session's token as a bearer token (for the gateway's own
-    /// routes, e.g. an activation's screenshot).
-    fn bearer(&self) -> Option<HeaderValue> {
-        HeaderValue::from_str(&format!("Bearer {}", self.token)).ok()
-    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Session {
@@ -174,17 +184,20 @@ impl FromRequestParts<Arc<AppState>> for Session {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(UiError::SignedOut)?;
-        let claims = state
-            .auth
-            .check_token(&token, scope::FUNCTIONS_READ)
-            .map_err(|_| UiError::SignedOut)?;
-        let csrf = state.auth.derive(CSRF_PURPOSE, token.as_bytes());
-        Ok(Session {
-            token,
-            claims,
-            csrf,
-        })
+        let name = session_cookie_name(state.auth.secure_cookies());
+        let id = cookie(&parts.headers, name).ok_or(UiError::SignedOut)?;
+        let claims = match state.auth.session(&id).await {
+            Ok(claims) => claims,
+            Err(AuthError::Store(e)) => return Err(UiError::Api(e.into())),
+            Err(_) => return Err(UiError::SignedOut),
+        };
+        let csrf = state.auth.derive(CSRF_PURPOSE, id.as_bytes());
+        let session = Session { id, claims, csrf };
+        session.require(scope::FUNCTIONS_READ)?;
+        if parts.extensions.get::<ScriptRequest>().is_some() {
+            session.check_csrf(script_csrf(parts).as_deref())?;
+        }
+        Ok(session)
     }
 }
 
@@ -211,11 +224,131 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The name of the session cookie: `__Host-` prefixed when the gateway is reached over
+/// https, so that only a secure response of this very host can set it.
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
+
 /// A `Set-Cookie` value for the UI's cookies: `HttpOnly`, `SameSite=Strict`, path `/ui`;
-/// an empty value expires the cookie.
-fn set_cookie(name: &str, value: &str) -> String {
+/// with `secure`, `Secure` too, and path `/` for a `__Host-` cookie (the prefix demands
+/// it). An empty value expires the cookie.
+fn set_cookie(name: &str, value: &str, secure: bool) -> String {
     let expire = if value.is_empty() { "; Max-Age=0" } else { "" };
-    format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict{expire}")
+    let path = if name.starts_with("__Host-") {
+        "/"
+    } else {
+        "/ui"
+    };
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{secure}{expire}")
+}
+
+/// Removes the UI's session cookie from a request's `Cookie` headers (a `__Host-` cookie
+/// goes to the whole origin, functions included; they never see it). Other cookies stay.
+pub fn strip_session_cookie(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    let is_session = |pair: &str| {
+        pair.split_once('=').is_some_and(|(k, _)| {
+            let k = k.trim();
+            k == SESSION_COOKIE || k == SECURE_SESSION_COOKIE
+        })
+    };
+    headers.remove(header::COOKIE);
+    for value in values {
+        let Ok(text) = value.to_str() else {
+            headers.append(header::COOKIE, value);
+            continue;
+        };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && !is_session(p))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+/// Marks a UI request made by a script (`Sec-Fetch-Mode` other than `navigate`): the
+/// [`Session`] answers it only with the session's CSRF token.
+#[derive(Clone, Copy)]
+struct ScriptRequest;
+
+/// The CSRF token a script's request carries: the `X-CSRF-Token` header, or a `csrf`
+/// query parameter (an `<img>` cannot send headers).
+fn script_csrf(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            url::form_urlencoded::parse(parts.uri.query()?.as_bytes())
+                .find(|(k, _)| k == CSRF_FIELD)
+                .map(|(_, v)| v.into_owned())
+        })
+}
+
+/// Fetch Metadata: refuses a cross-site POST (`Sec-Fetch-Site` present and not
+/// `same-origin`) and a script's request for a UI page without a CSRF token, and marks
+/// the other script requests so their [`Session`] checks the token. Requests without
+/// these headers pass: the session cookie and the CSRF token judge them.
+async fn fetch_metadata(mut request: Request, next: Next) -> Response {
+    let (site, mode) = {
+        let header_text = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap_or("?").to_ascii_lowercase())
+        };
+        (header_text("sec-fetch-site"), header_text("sec-fetch-mode"))
+    };
+    let path = request.uri().path().to_owned();
+    if path.starts_with("/ui/assets/") {
+        return next.run(request).await;
+    }
+    if request.method() == http::Method::POST && site.as_deref().is_some_and(|s| s != "same-origin")
+    {
+        tracing::warn!(path, site = ?site, "web UI refused a cross-site POST (Fetch Metadata)");
+        return refuse_script();
+    }
+    if let Some(mode) = mode.filter(|m| m != "navigate") {
+        let (mut parts, body) = request.into_parts();
+        // The sign-in page has no session to check a token against.
+        if path == "/ui/login" && parts.method != http::Method::POST
+            || script_csrf(&parts).is_none()
+        {
+            tracing::warn!(
+                path,
+                mode,
+                "web UI refused a script's request without its CSRF token (Fetch Metadata)"
+            );
+            return refuse_script();
+        }
+        parts.extensions.insert(ScriptRequest);
+        request = Request::from_parts(parts, body);
+    }
+    next.run(request).await
+}
+
+fn refuse_script() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "web UI pages answer navigations and the UI's own scripts only\n",
+    )
+        .into_response()
 }
 
 /// The templates, parsed once. A template that fails to parse is logged and its pages
@@ -264,48 +397,10 @@ fn render(name: &'static str, session: &Session, mut ctx: Value) -> Result<Html<
     render_raw(name, ctx).map(Html)
 }
 
-/// Whether the browser reached the gateway over https: through a TLS-terminating proxy
-/// saying so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`). A forged header
-/// only makes the UI's cookies `Secure` for its sender.
-fn over_https(headers: &HeaderMap) -> bool {
-    let says = |name: &str, key: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split([',', ';']))
-            .any(|part| {
-                let part = part.trim();
-                let value = if key.is_empty() {
-                    Some(part)
-                } else {
-                    part.split_once('=')
-                        .filter(|(k, _)| k.trim().eq_ignore_ascii_case(key))
-                        .map(|(_, v)| v.trim().trim_matches('"'))
-                };
-                value.is_some_and(|v| v.eq_ignore_ascii_case("https"))
-            })
-    };
-    says("x-forwarded-proto", "") || says("forwarded", "proto")
-}
-
-/// Security headers on every UI response; over https, its cookies are `Secure` too.
+/// Security headers on every UI response.
 async fn headers(request: Request, next: Next) -> Response {
-    let https = over_https(request.headers());
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    if https {
-        let cookies: Vec<HeaderValue> = h.get_all(header::SET_COOKIE).iter().cloned().collect();
-        h.remove(header::SET_COOKIE);
-        for cookie in cookies {
-            let secure = cookie
-                .to_str()
-                .ok()
-                .filter(|c| !c.contains("; Secure"))
-                .and_then(|c| HeaderValue::from_str(&format!("{c}; Secure")).ok());
-            h.append(header::SET_COOKIE, secure.unwrap_or(cookie));
-        }
-    }
     // Pages show function names, logs and results: not for shared caches or history.
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -377,6 +472,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/ui/queue/{id}/retry", post(pages::retry))
         .route("/ui/assets/ui.css", get(asset_css))
         .route("/ui/assets/ui.js", get(asset_js))
+        .layer(middleware::from_fn(fetch_metadata))
         .layer(middleware::from_fn(headers));
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))

@@ -15,11 +15,10 @@ use chrono::{DateTime, Utc};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 use super::{
     cookie, render, set_cookie, Session, UiError, CSRF_FIELD, CSRF_HEADER, LOGIN_COOKIE,
-    LOGIN_PURPOSE, SESSION_COOKIE,
+    LOGIN_PURPOSE,
 };
 use crate::auth::scope;
 use crate::channels::alexa::types::{Card, OutputSpeech, RequestEnvelope};
@@ -95,7 +94,10 @@ fn login_page(
     match super::render_raw("login.html", ctx) {
         Ok(html) => (
             status,
-            [(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, &nonce))],
+            [(
+                header::SET_COOKIE,
+                set_cookie(LOGIN_COOKIE, &nonce, state.auth.secure_cookies()),
+            )],
             Html(html),
         )
             .into_response(),
@@ -131,13 +133,14 @@ pub async fn login(
         return Err(UiError::Csrf);
     }
     let token = form.token.trim();
-    match state.auth.check_token(token, scope::FUNCTIONS_READ) {
-        Ok(claims) => {
-            tracing::info!(subject = %claims.sub, "web UI sign-in");
+    let secure = state.auth.secure_cookies();
+    match state.auth.start_session(token, scope::FUNCTIONS_READ).await {
+        Ok((id, claims)) => {
+            tracing::info!(subject = ?claims.sub, token = ?claims.jti, "web UI sign-in");
             let mut response = see_other("/ui/");
             for value in [
-                set_cookie(SESSION_COOKIE, token),
-                set_cookie(LOGIN_COOKIE, ""),
+                set_cookie(super::session_cookie_name(secure), &id, secure),
+                set_cookie(LOGIN_COOKIE, "", secure),
             ] {
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     response.headers_mut().append(header::SET_COOKIE, v);
@@ -145,6 +148,7 @@ pub async fn login(
             }
             Ok(response)
         }
+        Err(crate::auth::AuthError::Store(e)) => Err(UiError::Api(e.into())),
         Err(e) => {
             tracing::info!(error = %e, "web UI sign-in refused");
             let message = match e {
@@ -169,12 +173,24 @@ pub struct CsrfForm {
     csrf: Option<String>,
 }
 
-/// `POST /ui/logout`: forgets the session cookie.
-pub async fn logout(session: Session, body: RawBody) -> Ui<Response> {
+/// `POST /ui/logout`: ends the session in the store and forgets the session cookie.
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    body: RawBody,
+) -> Ui<Response> {
     let form: CsrfForm = form(&body)?;
     session.check_csrf(form.csrf.as_deref())?;
+    state
+        .auth
+        .end_session(session.id())
+        .await
+        .map_err(ApiError::from)?;
+    tracing::info!(subject = ?session.claims.sub, "web UI sign-out");
     let mut response = see_other("/ui/login?done=signed-out");
-    if let Ok(v) = HeaderValue::from_str(&set_cookie(SESSION_COOKIE, "")) {
+    let secure = state.auth.secure_cookies();
+    let cleared = set_cookie(super::session_cookie_name(secure), "", secure);
+    if let Ok(v) = HeaderValue::from_str(&cleared) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(response)
@@ -346,7 +362,7 @@ pub async fn deploy(
     };
     match result {
         Ok(()) => {
-            tracing::info!(function = %form.name.trim(), subject = %session.claims.sub, "deployed from the web UI");
+            tracing::info!(function = %form.name.trim(), subject = ?session.claims.sub, "deployed from the web UI");
             Ok(see_other(&format!(
                 "/ui/functions/{}?done=deployed",
                 form.name.trim()
@@ -390,7 +406,7 @@ pub async fn scale(
             ))
         })?;
     state.registry.scale(&name, replicas).await?;
-    tracing::info!(function = %name, replicas, subject = %session.claims.sub, "scaled from the web UI");
+    tracing::info!(function = %name, replicas, subject = ?session.claims.sub, "scaled from the web UI");
     Ok(see_other(&format!("/ui/functions/{name}?done=scaled")))
 }
 
@@ -421,7 +437,7 @@ pub async fn remove(
     session.require(scope::FUNCTIONS_WRITE)?;
     let name: FunctionName = name.parse()?;
     state.registry.remove(&name).await?;
-    tracing::info!(function = %name, subject = %session.claims.sub, "removed from the web UI");
+    tracing::info!(function = %name, subject = ?session.claims.sub, "removed from the web UI");
     Ok(see_other("/ui/?done=removed"))
 }
 
@@ -732,31 +748,11 @@ pub async fn activation_screenshot(
     session: Session,
     Path(id): Path<String>,
 ) -> Ui<Response> {
-    let path = format!("/system/activations/{}/screenshot", urlencode(&id));
-    let mut request = http::Request::get(path)
-        .body(Body::empty())
-        .map_err(|e| UiError::BadForm(format!("bad activation id: {e}")))?;
-    if let Some(bearer) = session.bearer() {
-        request.headers_mut().insert(header::AUTHORIZATION, bearer);
+    session.require(scope::FUNCTIONS_READ)?;
+    match state.registry.store.screenshot(&id).await? {
+        Some(shot) => Ok(([(header::CONTENT_TYPE, "image/png")], shot.png).into_response()),
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
     }
-    let answer = crate::server::app(state)
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|never| match never {});
-    let is_image = answer
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("image/"));
-    if answer.status().is_success() && is_image {
-        Ok(answer)
-    } else {
-        Ok(StatusCode::NOT_FOUND.into_response())
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 // ---- skills ----
@@ -967,7 +963,7 @@ pub async fn retry(
         None => Err(ApiError::not_found(format!("no queued call {id}")).into()),
         Some(CallState::Dead) => {
             state.queue.wake();
-            tracing::info!(call_id = id, subject = %session.claims.sub, "dead-lettered call queued again from the web UI");
+            tracing::info!(call_id = id, subject = ?session.claims.sub, "dead-lettered call queued again from the web UI");
             Ok(see_other("/ui/queue?state=dead&done=retried"))
         }
         Some(other) => Err(ApiError::new(

@@ -3,12 +3,13 @@ use serde_json::json;
 
 fn session(scopes: &[&str]) -> Session {
     Session {
-        token: "t".into(),
+        id: "s".into(),
         claims: Claims {
             sub: "admin".into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             iat: 0,
             exp: None,
+            jti: None,
         },
         csrf: "abc123".into(),
     }
@@ -34,13 +35,37 @@ fn cookies_are_found_among_others() {
 }
 
 #[test]
-fn session_cookies_are_http_only_and_strict() {
-    let set = set_cookie(SESSION_COOKIE, "tok");
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/ui"),
-        "{set}"
+fn session_cookies_are_http_only_and_strict_and_host_prefixed_over_https() {
+    let set = set_cookie(SESSION_COOKIE, "id", false);
+    assert_eq!(set, "hark_session=id; Path=/ui; HttpOnly; SameSite=Strict");
+    assert!(set_cookie(SESSION_COOKIE, "", false).contains("Max-Age=0"));
+    let secure = set_cookie(session_cookie_name(true), "id", true);
+    assert_eq!(
+        secure,
+        "__Host-hark_session=id; Path=/; HttpOnly; SameSite=Strict; Secure"
     );
-    assert!(set_cookie(SESSION_COOKIE, "").contains("Max-Age=0"));
+    assert!(set_cookie(LOGIN_COOKIE, "n", true).ends_with("; Secure"));
+}
+
+#[test]
+fn functions_never_see_the_session_cookie() {
+    let mut h = HeaderMap::new();
+    h.append(
+        header::COOKIE,
+        HeaderValue::from_static("a=1; __Host-hark_session=secret1; b=2"),
+    );
+    h.append(
+        header::COOKIE,
+        HeaderValue::from_static("hark_session=secret2"),
+    );
+    h.append(header::COOKIE, HeaderValue::from_static("theme=dark"));
+    strip_session_cookie(&mut h);
+    let left: Vec<_> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(left, vec!["a=1; b=2", "theme=dark"]);
 }
 
 #[test]
@@ -52,17 +77,25 @@ fn csrf_tokens_are_checked_exactly() {
     assert!(matches!(s.check_csrf(None), Err(UiError::Csrf)));
 }
 
-#[test]
-fn derived_csrf_tokens_differ_by_session_and_purpose() {
-    let auth = crate::auth::Auth::from_secret(&[7u8; 32]).unwrap();
-    let a = auth.derive(CSRF_PURPOSE, b"token-a");
-    assert_eq!(a, auth.derive(CSRF_PURPOSE, b"token-a"));
-    assert_ne!(a, auth.derive(CSRF_PURPOSE, b"token-b"));
-    assert_ne!(a, auth.derive(LOGIN_PURPOSE, b"token-a"));
-    let other = crate::auth::Auth::from_secret(&[8u8; 32]).unwrap();
+#[tokio::test]
+async fn derived_csrf_tokens_differ_by_session_and_purpose() {
+    async fn auth(dir: &std::path::Path) -> crate::auth::Auth {
+        let store = crate::store::Store::open(&dir.join("hark.db")).unwrap();
+        crate::auth::Auth::load_or_create(dir, store, false)
+            .await
+            .unwrap()
+            .0
+    }
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let auth1 = auth(d1.path()).await;
+    let a = auth1.derive(CSRF_PURPOSE, b"session-a");
+    assert_eq!(a, auth1.derive(CSRF_PURPOSE, b"session-a"));
+    assert_ne!(a, auth1.derive(CSRF_PURPOSE, b"session-b"));
+    assert_ne!(a, auth1.derive(LOGIN_PURPOSE, b"session-a"));
+    let other = auth(d2.path()).await;
     assert_ne!(
         a,
-        other.derive(CSRF_PURPOSE, b"token-a"),
+        other.derive(CSRF_PURPOSE, b"session-a"),
         "another gateway's key"
     );
 }
@@ -141,30 +174,30 @@ fn every_page_renders_and_escapes() {
 }
 
 #[tokio::test]
-async fn cookies_are_secure_over_https_and_pages_are_not_cached() {
+async fn pages_are_not_cached_and_forwarded_proto_changes_nothing() {
     use tower::ServiceExt;
     let app = Router::new()
         .route(
             "/ui/x",
             get(|| async {
                 (
-                    [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "tok"))],
+                    [(header::SET_COOKIE, set_cookie(SESSION_COOKIE, "tok", false))],
                     "x",
                 )
             }),
         )
         .layer(middleware::from_fn(headers));
-    let get_with = |forwarded: Option<(&'static str, &'static str)>| {
-        let mut request = Request::builder().uri("/ui/x");
-        if let Some((name, value)) = forwarded {
-            request = request.header(name, value);
-        }
-        app.clone()
-            .oneshot(request.body(axum::body::Body::empty()).unwrap())
-    };
-    let plain = get_with(None).await.unwrap();
+    let request = Request::builder()
+        .uri("/ui/x")
+        .header("x-forwarded-proto", "https")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let plain = app.oneshot(request).await.unwrap();
     let cookie = plain.headers()[header::SET_COOKIE].to_str().unwrap();
-    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "a forged header decides nothing: {cookie}"
+    );
     assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-store");
     assert_eq!(plain.headers()[header::X_FRAME_OPTIONS], "DENY");
     assert_eq!(plain.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
@@ -172,15 +205,80 @@ async fn cookies_are_secure_over_https_and_pages_are_not_cached() {
         .to_str()
         .unwrap()
         .contains("frame-ancestors 'none'"));
-    for forwarded in [
-        ("x-forwarded-proto", "https"),
-        ("forwarded", "for=1.2.3.4;proto=https"),
+}
+
+#[tokio::test]
+async fn fetch_metadata_refuses_scripts_without_the_token_and_cross_site_posts() {
+    use tower::ServiceExt;
+    let app = Router::new()
+        .route(
+            "/ui/page",
+            get(|| async { "page" }).post(|| async { "posted" }),
+        )
+        .route("/ui/login", get(|| async { "login" }))
+        .route("/ui/assets/ui.js", get(|| async { "js" }))
+        .layer(middleware::from_fn(fetch_metadata));
+    let send = |method: &str, uri: &str, headers: &[(&str, &str)]| {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        app.clone()
+            .oneshot(request.body(axum::body::Body::empty()).unwrap())
+    };
+    let nav = [
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let script = [
+        ("sec-fetch-mode", "cors"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    for (method, uri, headers, status) in [
+        ("GET", "/ui/page", &nav[..], 200),
+        ("GET", "/ui/page", &[][..], 200),
+        ("GET", "/ui/page", &script[..], 403),
+        ("GET", "/ui/page", &[("sec-fetch-mode", "no-cors")][..], 403),
+        ("GET", "/ui/login", &script[..], 403),
+        (
+            "GET",
+            "/ui/assets/ui.js",
+            &[("sec-fetch-mode", "no-cors")][..],
+            200,
+        ),
+        ("POST", "/ui/page", &nav[..], 200),
+        ("POST", "/ui/page", &[][..], 200),
+        (
+            "POST",
+            "/ui/page",
+            &[("sec-fetch-site", "cross-site")][..],
+            403,
+        ),
+        (
+            "POST",
+            "/ui/page",
+            &[("sec-fetch-site", "same-site")][..],
+            403,
+        ),
     ] {
-        let secure = get_with(Some(forwarded)).await.unwrap();
-        let cookie = secure.headers()[header::SET_COOKIE].to_str().unwrap();
-        assert!(
-            cookie.ends_with("; Secure") && cookie.contains("HttpOnly"),
-            "{forwarded:?}: {cookie}"
+        let answer = send(method, uri, headers).await.unwrap();
+        assert_eq!(
+            answer.status().as_u16(),
+            status,
+            "{method} {uri} {headers:?}"
         );
     }
+    // With a token the script request reaches the handler (whose Session checks it).
+    let with_token = send(
+        "GET",
+        "/ui/page",
+        &[("sec-fetch-mode", "cors"), ("x-csrf-token", "t")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(with_token.status(), 200);
+    let with_query = send("GET", "/ui/page?csrf=t", &[("sec-fetch-mode", "no-cors")])
+        .await
+        .unwrap();
+    assert_eq!(with_query.status(), 200);
 }

@@ -279,7 +279,8 @@ async fn the_web_ui_in_a_real_browser() {
     );
 
     // A POST without the session's CSRF token is refused and changes nothing.
-    let cookie = format!("hark_session={}", gw.token);
+    let set = crate::sessions::sign_in(&gw, &gw.token).await;
+    let cookie = set.split(';').next().unwrap().to_owned();
     for form in [
         "name=sneaky&fprocess=cat",
         "name=sneaky&fprocess=cat&csrf=0123456789abcdef",
@@ -404,6 +405,15 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         &browser,
         "return document.querySelector('#recent .acts a') !== null;",
         "the activation in the function page",
+    )
+    .await;
+    // The live logs load through the UI's own script (which sends the CSRF token that
+    // Fetch Metadata asks of a script).
+    until(
+        &browser,
+        "const t = document.querySelector('#logs').textContent; \
+         return t !== 'loading…' && !t.includes('unavailable');",
+        "the live logs",
     )
     .await;
     shoot(&browser, "function-text").await;

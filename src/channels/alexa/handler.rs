@@ -110,7 +110,7 @@ async fn say(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<Json<Response>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_INVOKE)?;
+    state.auth.check(&headers, scope::FUNCTIONS_INVOKE).await?;
     let skill = find_skill(&state, &name)?;
     let envelope = RequestEnvelope::from_slice(&body.0)
         .map_err(|e| ApiError::bad_request(format!("not an Alexa request: {e}")))?;
@@ -123,7 +123,7 @@ async fn list_skills(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     let skills: Vec<Value> = state
         .alexa
         .skills()

@@ -95,8 +95,13 @@ async fn harness_with_api(
     if let Some(api) = api {
         alexa.allow_api_origin_for_tests(&api.parse().unwrap());
     }
-    let auth = Auth::from_secret(b"test secret for the alexa channel").unwrap();
-    let admin = auth.mint("test", &["admin".to_owned()], None).unwrap();
+    let (auth, _) = Auth::load_or_create(dir.path(), registry.store.clone(), false)
+        .await
+        .unwrap();
+    let (admin, _) = auth
+        .mint("test", &["admin".to_owned()], Default::default(), false)
+        .await
+        .unwrap();
     let (stopping, shutdown) = watch::channel(false);
     let queue = crate::dispatch::queue::AsyncQueue::new(registry.clone(), Default::default())
         .await

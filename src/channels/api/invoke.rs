@@ -36,7 +36,7 @@ fn split(Path(params): Target) -> (String, String) {
 
 /// Checks the function and the caller, and builds the call.
 #[allow(clippy::too_many_arguments)]
-fn prepare(
+async fn prepare(
     state: &AppState,
     name: String,
     path: String,
@@ -52,10 +52,12 @@ fn prepare(
         .deployed(&name)
         .ok_or_else(|| ApiError::not_found(format!("function {name} not found")))?;
     if spec.auth_required() {
-        state.auth.check(&headers, scope::FUNCTIONS_INVOKE)?;
+        state.auth.check(&headers, scope::FUNCTIONS_INVOKE).await?;
         // The function never sees Hark's token.
         headers.remove(http::header::AUTHORIZATION);
     }
+    // Nor the web UI's session cookie (sent to the whole origin over https).
+    crate::ui::strip_session_cookie(&mut headers);
     if let Ok(value) = HeaderValue::from_str(&call_id.0) {
         headers.insert(HEADER_CALL_ID, value);
     }
@@ -83,7 +85,7 @@ pub async fn invoke(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (name, path) = split(target);
-    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
+    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body).await?;
     let _slot = match state.admission.admit().await {
         Ok(slot) => slot,
         Err(refused) => return Ok(refused.into_response()),
@@ -122,7 +124,7 @@ pub async fn enqueue(
                 .to_owned(),
         ),
     };
-    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body)?;
+    let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body).await?;
     // After the function and the caller are checked, so that nobody else makes the
     // gateway resolve names.
     let callback_url = match callback {
@@ -170,7 +172,7 @@ pub async fn cancel(
     Path(call_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
     match state.queue.cancel(&call_id).await? {
         None => Err(ApiError::not_found(format!("no queued call {call_id}"))),
         Some(CallState::Pending) => {

@@ -7,6 +7,7 @@
 mod invoke;
 pub mod openapi;
 mod system;
+mod tokens;
 
 pub use invoke::HEADER_DURATION;
 
@@ -41,7 +42,11 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         ))
         .routes(routes!(system::logs))
         .routes(routes!(system::activations))
-        .routes(routes!(system::create_token))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::rotate_admin))
+        .routes(routes!(tokens::list_keys, tokens::rotate_key))
+        .routes(routes!(tokens::retire_key))
         .routes(served_for_any_method(
             routes!(invoke::invoke),
             any(invoke::invoke),

@@ -2,7 +2,6 @@
 //! operations go out as OpenFaaS-shaped JSON.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -17,9 +16,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::scope;
 use crate::error::ApiError;
-use crate::function::{
-    parse_duration_within, FunctionDeployment, FunctionName, FunctionStatus, MAX_TTL,
-};
+use crate::function::{FunctionDeployment, FunctionName, FunctionStatus};
 use crate::registry::DeployMode;
 use crate::server::{AppState, RawBody};
 
@@ -35,7 +32,7 @@ pub async fn info(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     // As SQLite commits now, not as asked: `PRAGMA synchronous` on the store's connection.
     let durability = match state.registry.store.synchronous().await.ok() {
         Some(2) => "full",
@@ -60,7 +57,7 @@ pub async fn list_functions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<FunctionStatus>>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     Ok(Json(state.registry.list().await?))
 }
 
@@ -70,7 +67,7 @@ pub async fn get_function(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<FunctionStatus>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     let name: FunctionName = name.parse()?;
     Ok(Json(state.registry.status(&name).await?))
 }
@@ -99,7 +96,7 @@ async fn deploy(
     body: RawBody,
     mode: DeployMode,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
     let spec: FunctionDeployment = body.json()?;
     state.registry.deploy(spec, mode).await?;
     Ok(StatusCode::ACCEPTED)
@@ -117,7 +114,7 @@ pub async fn delete_function(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
     let request: DeleteFunction = body.json()?;
     state.registry.remove(&request.function_name).await?;
     Ok(StatusCode::ACCEPTED)
@@ -141,7 +138,7 @@ pub async fn scale_function(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
     let name: FunctionName = name.parse()?;
     let request: ScaleRequest = body.json()?;
     if let Some(service) = request.service_name.filter(|s| !s.is_empty()) {
@@ -199,7 +196,7 @@ pub async fn list_secrets(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<SecretName>>, ApiError> {
-    state.auth.check(&headers, scope::SECRETS_READ)?;
+    state.auth.check(&headers, scope::SECRETS_READ).await?;
     let names = state.registry.store.secret_names().await?;
     Ok(Json(
         names.into_iter().map(|name| SecretName { name }).collect(),
@@ -230,7 +227,7 @@ async fn put_secret(
     body: RawBody,
     create: bool,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::SECRETS_WRITE)?;
+    state.auth.check(&headers, scope::SECRETS_WRITE).await?;
     let request: SecretRequest = body.json()?;
     check_secret_name(&request.name)?;
     let value = match (request.value, request.raw_value) {
@@ -285,7 +282,7 @@ pub async fn delete_secret(
     headers: HeaderMap,
     body: RawBody,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::SECRETS_WRITE)?;
+    state.auth.check(&headers, scope::SECRETS_WRITE).await?;
     let request: DeleteSecret = body.json()?;
     check_secret_name(&request.name)?;
     let users = state.registry.users_of_secret(&request.name).await?;
@@ -325,7 +322,7 @@ pub async fn logs(
     headers: HeaderMap,
     Query(query): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     let name: FunctionName = query
         .name
         .as_deref()
@@ -387,7 +384,7 @@ pub async fn activations(
     headers: HeaderMap,
     Query(query): Query<ActivationsQuery>,
 ) -> Result<Json<Vec<crate::store::Activation>>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     let function: Option<FunctionName> = query.function.as_deref().map(str::parse).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     Ok(Json(
@@ -396,81 +393,6 @@ pub async fn activations(
             .store
             .activations(function.as_ref(), limit)
             .await?,
-    ))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-struct TokenRequest {
-    #[serde(default)]
-    subject: Option<String>,
-    scopes: Vec<String>,
-    #[serde(default)]
-    ttl: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenResponse {
-    pub token: String,
-    pub scopes: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-#[utoipa::path(post, path = "/system/tokens", tag = "system", description = "Issues an API token with the given scopes.", security(("bearer" = [])), request_body = TokenRequest, responses((status = 201, description = "The token", body = TokenResponse), (status = 400, description = "Unknown scope or bad ttl", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
-pub async fn create_token(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let caller = state.auth.check(&headers, scope::TOKENS_WRITE)?;
-    let request: TokenRequest = body.json()?;
-    if request.scopes.is_empty() {
-        return Err(ApiError::bad_request("give at least one scope"));
-    }
-    if let Some(beyond) = request.scopes.iter().find(|s| !caller.allows(s)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("cannot grant {beyond:?}: the calling token does not hold it"),
-        ));
-    }
-    let ttl: Option<Duration> = match &request.ttl {
-        None => None,
-        Some(t) => Some(
-            parse_duration_within(t, MAX_TTL)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "ttl {t:?} is not a duration such as 30m or 12h, at most {}h",
-                        MAX_TTL.as_secs() / 3600
-                    ))
-                })?,
-        ),
-    };
-    // A token never outlives the token that minted it: otherwise a short-lived token
-    // (a leaked CI token, say) could mint itself a permanent one.
-    let ttl = match caller.exp {
-        None => ttl,
-        Some(exp) => {
-            let left =
-                Duration::from_secs(exp.saturating_sub(jsonwebtoken::get_current_timestamp()));
-            Some(ttl.map_or(left, |t| t.min(left)))
-        }
-    };
-    let subject = request.subject.unwrap_or_else(|| "token".to_owned());
-    let token = state.auth.mint(&subject, &request.scopes, ttl)?;
-    let expires_at = ttl
-        .and_then(|t| chrono::Duration::from_std(t).ok())
-        .map(|t| Utc::now() + t);
-    tracing::info!(subject, scopes = ?request.scopes, "token minted");
-    Ok((
-        StatusCode::CREATED,
-        Json(TokenResponse {
-            token,
-            scopes: request.scopes,
-            expires_at,
-        }),
     ))
 }
 
@@ -488,7 +410,7 @@ pub async fn queue(
     headers: HeaderMap,
     Query(query): Query<QueueQuery>,
 ) -> Result<Json<Vec<crate::store::QueueEntry>>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     let function: Option<FunctionName> = query.function.as_deref().map(str::parse).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, 1000);
     let entries = state
@@ -505,7 +427,7 @@ pub async fn retry_call(
     Path(call_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_WRITE)?;
+    state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
     match state.registry.store.requeue_dead(&call_id).await? {
         None => Err(ApiError::not_found(format!("no queued call {call_id}"))),
         Some(crate::store::CallState::Dead) => {
@@ -528,6 +450,6 @@ pub async fn schedules(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<crate::dispatch::schedule::ScheduleStatus>>, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_READ)?;
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
     Ok(Json(state.scheduler.status().await?))
 }

@@ -5,6 +5,13 @@
 
 function $(sel, root) { return (root || document).querySelector(sel); }
 
+// The page's CSRF token: the gateway answers a script's request for a UI page only with it
+// (Fetch Metadata tells it the request came from a script, not a navigation).
+function csrfHeaders() {
+  const input = $('input[name="csrf"]');
+  return input ? { "X-CSRF-Token": input.value } : {};
+}
+
 function setupInvoke() {
   const form = $("#invoke-form");
   if (!form) return;
@@ -77,7 +84,7 @@ function setupInvoke() {
 // Re-reads the page and swaps in the recent activations and the invocation count.
 async function refreshRecent() {
   try {
-    const response = await fetch(location.pathname, { credentials: "same-origin" });
+    const response = await fetch(location.pathname, { credentials: "same-origin", headers: csrfHeaders() });
     if (!response.ok) return;
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const id of ["recent", "invocations"]) {
@@ -94,7 +101,7 @@ function setupLogs() {
   const load = async () => {
     if (document.hidden || (live && !live.checked)) return;
     try {
-      const response = await fetch(pre.dataset.src, { credentials: "same-origin" });
+      const response = await fetch(pre.dataset.src, { credentials: "same-origin", headers: csrfHeaders() });
       if (!response.ok) { pre.textContent = "logs unavailable (" + response.status + ")"; return; }
       const lines = await response.json();
       const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
