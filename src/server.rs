@@ -433,7 +433,7 @@ async fn call_id(mut request: Request, next: Next) -> Response {
             p if p.starts_with("/webdriver/") => "/webdriver/…",
             p => p,
         };
-        tracing::info!(status = response.status().as_u16(), %method, path, call_id = %id, "request refused");
+        tracing::info!(status = response.status().as_u16(), %method, path = %path, call_id = %id, "request refused");
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(HEADER_CALL_ID, value);
