@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +20,6 @@ use http::{HeaderValue, StatusCode};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +34,10 @@ use crate::channels::Channels;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::registry::Registry;
+
+mod connections;
+
+use connections::{Conn, Connections};
 
 /// Header naming each call; kept when the caller sends one.
 pub const HEADER_CALL_ID: &str = "x-call-id";
@@ -75,7 +78,8 @@ pub struct ConnLimits {
     pub max_header_bytes: usize,
     /// A request with more header fields answers 431.
     pub max_headers: usize,
-    /// Connections open at once; past it, the next is accepted only when one closes.
+    /// Connections open at once; past it, the connection idle longest is closed to make
+    /// room, and when none is idle the next waits until one closes or falls idle.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams one connection may open.
     pub max_streams: u32,
@@ -543,28 +547,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_streams.max(1))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
+    let (closing, _) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = Connections::new(limits.max_connections);
     loop {
-        // At the cap, the next connection waits in the listen backlog until one closes.
-        let open = match connections.clone().try_acquire_owned() {
-            Ok(open) => open,
-            Err(_) => {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    "connection cap reached; new connections wait until one closes"
-                );
-                tokio::select! {
-                    open = connections.clone().acquire_owned() => match open {
-                        Ok(open) => open,
-                        // Never closed.
-                        Err(_) => break,
-                    },
-                    () = &mut shutdown => break,
-                }
-            }
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -575,12 +561,17 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // At the cap, the connection idle longest makes room, or this one waits for a
+        // place (and the next ones in the listen backlog).
+        let slot = tokio::select! {
+            slot = connections.slot() => slot,
+            () = &mut shutdown => break,
+        };
         let router = router.clone();
         let body_timeout = limits.body_timeout;
-        // Whether bytes of a request head came in since the last answer: a header timeout
-        // then means a slow sender, else an idle keep-alive connection.
-        let received = Arc::new(AtomicBool::new(false));
-        let (watched, slow) = (received.clone(), received.clone());
+        let conn = slot.conn.clone();
+        let service_conn = conn.clone();
+        let service_connections = slot.connections().clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             // Bodies known to be empty (most GETs) need no deadline.
@@ -597,41 +588,67 @@ pub async fn serve(
                     })
                 }
             });
+            let http1 = request.version() < http::Version::HTTP_2;
+            let busy = service_conn.start(&service_connections);
             let served = router.clone().oneshot(request);
-            let received = received.clone();
             async move {
-                let response = served.await;
-                // What arrives from here on belongs to the next request.
-                received.store(false, Ordering::Relaxed);
-                response
+                let Ok(mut response) = served.await;
+                drop(busy);
+                // A body refused unread (too large, too slow) leaves bytes on the wire:
+                // hyper closes the connection after the answer, so the client is told not
+                // to send its next request on it.
+                if http1 && body_left_unread(response.status()) {
+                    let close = HeaderValue::from_static("close");
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, close);
+                }
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let stream = Watched {
             stream,
-            received: watched,
+            conn: conn.clone(),
         };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
+        let mut closing = closing.subscribe();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log_connection_error(peer, &*e, slow.load(Ordering::Relaxed));
+            let mut connection = std::pin::pin!(connection);
+            // Asked to close (to make room, or at shutdown): the request in progress, if
+            // any, is answered first; an idle connection closes at once.
+            let ask = async {
+                tokio::select! {
+                    () = conn.asked_to_close() => {}
+                    _ = closing.wait_for(|closing| *closing) => {}
+                }
+            };
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = ask => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                log_connection_error(peer, &*e, conn.received.load(Ordering::Relaxed));
             }
-            drop(open);
+            drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    closing.send_replace(true);
+    connections.all_closed().await;
     Ok(())
 }
 
 pin_project_lite::pin_project! {
-    /// A connection's stream that notes when bytes arrive (see `received` in [`serve`]).
+    /// A connection's stream that notes when bytes of a request arrive (`Conn::received`).
     struct Watched {
         #[pin]
         stream: TcpStream,
-        received: Arc<AtomicBool>,
+        conn: Arc<Conn>,
     }
 }
 
@@ -645,7 +662,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let result = this.stream.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.received.store(true, Ordering::Relaxed);
+            this.conn.received.store(true, Ordering::Relaxed);
         }
         result
     }
@@ -679,6 +696,14 @@ impl AsyncWrite for Watched {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.project().stream.poll_shutdown(cx)
     }
+}
+
+/// Whether an answer with `status` refuses a request before reading its body.
+fn body_left_unread(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    )
 }
 
 /// Logs how a connection ended badly: the limits' refusals as warnings, the rest quietly.

@@ -74,7 +74,8 @@ pub struct UpArgs {
     /// Most bytes of request bodies held at once over all requests (503 above it).
     #[arg(long, env = "HARK_MAX_BODY_TOTAL", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
     pub max_body_total: u64,
-    /// Most open connections; past it, new connections wait until one closes.
+    /// Most open connections; past it, the connection idle longest closes to make room, and
+    /// when none is idle new connections wait until one closes or falls idle.
     #[arg(long, env = "HARK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(usize))]
     pub max_connections: usize,
     /// Most concurrent HTTP/2 streams (requests) on one connection.

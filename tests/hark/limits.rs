@@ -184,3 +184,98 @@ async fn a_flood_of_large_bodies_over_the_global_budget_gets_503() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A connection on which `GET /healthz` was answered and which is kept open (keep-alive).
+fn idle_connection(addr: &str) -> std::net::TcpStream {
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    healthz(&mut conn, addr).expect("answered");
+    conn
+}
+
+/// Sends `GET /healthz` on `conn` and reads its answer: `None` when the connection closed
+/// first; a read timeout fails.
+fn healthz(conn: &mut std::net::TcpStream, addr: &str) -> Option<String> {
+    write!(conn, "GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").ok()?;
+    read_answer(conn)
+}
+
+/// The head and body of one short answer on `conn`; `None` when it closed first.
+fn read_answer(conn: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read as _;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("no answer: {e}"),
+        }
+        let text = String::from_utf8_lossy(&answer);
+        // /healthz answers "OK" with a Content-Length.
+        if text.contains("\r\n\r\n") && text.ends_with("OK") {
+            return Some(text.into_owned());
+        }
+    }
+}
+
+/// At `--max-connections`, the keep-alive connection idle longest is closed to make room
+/// for a newcomer (one client's idle connections do not lock others out until the header
+/// timeout), while a connection in the middle of a request is never cut: with every
+/// connection busy the newcomer waits, and is served once one of them falls idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_connection_cap_idle_connections_make_room_and_busy_ones_are_kept() {
+    let gw = Gateway::start_with(&["--max-connections", "3"]);
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        // The test client's own connections, if it kept any, fell idle before these.
+        let mut oldest = idle_connection(&addr);
+        let mut second = idle_connection(&addr);
+        let mut third = idle_connection(&addr);
+        let mut newcomer = idle_connection(&addr);
+        assert_eq!(
+            healthz(&mut oldest, &addr),
+            None,
+            "the connection idle longest made room"
+        );
+        for conn in [&mut second, &mut third, &mut newcomer] {
+            assert!(healthz(conn, &addr).is_some(), "the others are kept");
+        }
+
+        // Every connection in the middle of a request head.
+        for conn in [&mut second, &mut third, &mut newcomer] {
+            write!(conn, "GET /healthz HTTP/1.1\r\n").unwrap();
+            conn.flush().unwrap();
+        }
+        let mut waiting = std::net::TcpStream::connect(&addr).unwrap();
+        write!(waiting, "GET /healthz HTTP/1.1\r\nhost: {addr}\r\n\r\n").unwrap();
+        waiting
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let early = std::io::Read::read(&mut waiting, &mut buf);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "no busy connection was cut for the newcomer: {early:?}"
+        );
+        // One request completes: its connection falls idle and makes room.
+        write!(second, "host: {addr}\r\n\r\n").unwrap();
+        assert!(read_answer(&mut second).is_some());
+        waiting
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(
+            read_answer(&mut waiting).is_some(),
+            "the newcomer is served"
+        );
+        // The other two were kept through it all and finish their requests.
+        for conn in [&mut third, &mut newcomer] {
+            write!(conn, "host: {addr}\r\n\r\n").unwrap();
+            assert!(read_answer(conn).is_some(), "a busy connection was kept");
+        }
+    })
+    .await
+    .unwrap();
+}
