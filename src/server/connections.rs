@@ -4,12 +4,21 @@
 //! one, as nginx does when it runs out of connections. Without that, a client that had
 //! opened many connections in a burst kept every newcomer waiting in the listen backlog
 //! until an idle connection timed out, far longer than any client waits.
+//!
+//! Only a connection idle for [`MIN_IDLE`] is closed. A connection the client has just
+//! sent a request on looks idle until the gateway reads it, and closing it then fails that
+//! request; clients reuse their most recently used connection first, so one idle that
+//! long is one the client is not about to use.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Duration, Instant};
+
+/// How long a connection must have been idle to be closed to make room.
+pub(crate) const MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// The open connections and the permits they hold.
 pub(crate) struct Connections {
@@ -17,8 +26,8 @@ pub(crate) struct Connections {
     max: u32,
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     next_id: AtomicU64,
-    /// Stamps the moments connections fall idle, to find the one idle longest.
-    clock: AtomicU64,
+    /// What idle stamps count from.
+    epoch: Instant,
     /// Wakes a waiting newcomer when a connection falls idle.
     fell_idle: Notify,
 }
@@ -31,7 +40,7 @@ pub(crate) struct Conn {
     /// means a slow sender, else an idle keep-alive connection; and the connection is not
     /// idle.
     pub(crate) received: AtomicBool,
-    /// When it last fell idle (a stamp of [`Connections::clock`]).
+    /// When it last fell idle, in milliseconds from [`Connections::epoch`].
     idle_since: AtomicU64,
     /// Whether it was asked to close.
     asked: AtomicBool,
@@ -61,13 +70,14 @@ impl Connections {
             max,
             open: Mutex::default(),
             next_id: AtomicU64::new(0),
-            clock: AtomicU64::new(0),
+            epoch: Instant::now(),
             fell_idle: Notify::new(),
         })
     }
 
     /// A place for a connection just accepted: at once under the cap; at the cap, after
-    /// the connection idle longest closes, or when any connection closes.
+    /// the connection idle longest (for [`MIN_IDLE`] at least) closes, or when any
+    /// connection closes.
     pub(crate) async fn slot(self: &Arc<Self>) -> Slot {
         let mut warned = false;
         loop {
@@ -77,24 +87,40 @@ impl Connections {
             let idle = self.fell_idle.notified();
             let mut idle = std::pin::pin!(idle);
             idle.as_mut().enable();
-            if self.close_idlest() {
-                tracing::debug!(
-                    max_connections = self.max,
-                    "connection cap reached; closing the connection idle longest"
-                );
-            } else if !warned {
-                warned = true;
-                tracing::warn!(
-                    max_connections = self.max,
-                    "connection cap reached and every connection is busy; a new connection waits until one closes or falls idle"
-                );
-            }
+            // Until the next connection is idle long enough; forever when none is idle.
+            let wait = match self.close_idlest() {
+                Idlest::Asked => {
+                    tracing::debug!(
+                        max_connections = self.max,
+                        "connection cap reached; closing the connection idle longest"
+                    );
+                    None
+                }
+                Idlest::TooRecent(wait) => Some(wait),
+                Idlest::None => {
+                    if !warned {
+                        warned = true;
+                        tracing::warn!(
+                            max_connections = self.max,
+                            "connection cap reached and every connection is busy; a new connection waits until one closes or falls idle"
+                        );
+                    }
+                    None
+                }
+            };
+            let eligible = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 permit = self.permits.clone().acquire_owned() => match permit {
                     Ok(permit) => return self.register(permit),
                     Err(_) => unreachable!("the semaphore is never closed"),
                 },
                 () = idle => {}
+                () = eligible => {}
             }
         }
     }
@@ -109,7 +135,7 @@ impl Connections {
         let conn = Arc::new(Conn {
             busy: AtomicUsize::new(0),
             received: AtomicBool::new(false),
-            idle_since: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+            idle_since: AtomicU64::new(self.now()),
             asked: AtomicBool::new(false),
             close: Notify::new(),
         });
@@ -122,27 +148,47 @@ impl Connections {
         }
     }
 
-    /// Asks the connection idle longest to close; false when none is idle.
-    fn close_idlest(&self) -> bool {
+    /// Asks the connection idle longest to close, if it has been idle for [`MIN_IDLE`].
+    fn close_idlest(&self) -> Idlest {
         let open = self.open_conns();
         let idlest = open
             .values()
             .filter(|c| c.is_idle() && !c.asked.load(Ordering::Relaxed))
             .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
-        match idlest {
-            Some(conn) => {
-                conn.asked.store(true, Ordering::Relaxed);
-                // Kept for the connection's task if it is not waiting at this moment.
-                conn.close.notify_one();
-                true
-            }
-            None => false,
+        let Some(conn) = idlest else {
+            return Idlest::None;
+        };
+        let idle_for = self
+            .now()
+            .saturating_sub(conn.idle_since.load(Ordering::Relaxed));
+        let min = MIN_IDLE.as_millis() as u64;
+        if idle_for < min {
+            return Idlest::TooRecent(Duration::from_millis(min - idle_for));
         }
+        conn.asked.store(true, Ordering::Relaxed);
+        // Kept for the connection's task if it is not waiting at this moment.
+        conn.close.notify_one();
+        Idlest::Asked
+    }
+
+    /// Milliseconds since [`Connections::epoch`].
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
     fn open_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What [`Connections::close_idlest`] found.
+enum Idlest {
+    /// The connection idle longest was asked to close.
+    Asked,
+    /// The connection idle longest will have been idle long enough after this wait.
+    TooRecent(Duration),
+    /// No connection is idle.
+    None,
 }
 
 impl Conn {
@@ -183,7 +229,7 @@ impl Drop for Busy {
         // What arrives from here on belongs to the next request.
         self.conn.received.store(false, Ordering::Relaxed);
         if self.conn.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
-            let now = self.connections.clock.fetch_add(1, Ordering::Relaxed);
+            let now = self.connections.now();
             self.conn.idle_since.store(now, Ordering::Relaxed);
             self.connections.fell_idle.notify_waiters();
         }
@@ -192,24 +238,29 @@ impl Drop for Busy {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn at_the_cap_the_connection_idle_longest_is_asked_to_close() {
         let connections = Connections::new(2);
         let first = connections.slot().await;
         let second = connections.slot().await;
         // The first falls idle after the second.
         drop(second.conn.start(&connections));
+        tokio::time::advance(Duration::from_millis(10)).await;
         drop(first.conn.start(&connections));
 
         let third = tokio::spawn({
             let connections = connections.clone();
             async move { connections.slot().await }
         });
-        tokio::time::timeout(Duration::from_secs(5), second.conn.asked_to_close())
+        // Not before it has been idle for MIN_IDLE.
+        tokio::time::sleep(MIN_IDLE / 2).await;
+        assert!(
+            !second.conn.asked.load(Ordering::Relaxed),
+            "idle too briefly"
+        );
+        tokio::time::timeout(MIN_IDLE, second.conn.asked_to_close())
             .await
             .expect("the connection idle longest is asked to close");
         assert!(!first.conn.asked.load(Ordering::Relaxed));
@@ -223,7 +274,7 @@ mod tests {
         connections.all_closed().await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_busy_connection_is_left_alone_until_it_falls_idle() {
         let connections = Connections::new(1);
         let only = connections.slot().await;
@@ -232,12 +283,12 @@ mod tests {
             let connections = connections.clone();
             async move { connections.slot().await }
         });
-        tokio::task::yield_now().await;
+        tokio::time::sleep(MIN_IDLE * 3).await;
         assert!(!only.conn.asked.load(Ordering::Relaxed), "busy: not asked");
         drop(request);
-        tokio::time::timeout(Duration::from_secs(5), only.conn.asked_to_close())
+        tokio::time::timeout(MIN_IDLE * 2, only.conn.asked_to_close())
             .await
-            .expect("asked once the request is answered");
+            .expect("asked once the request is answered and it was idle for MIN_IDLE");
         drop(only);
         tokio::time::timeout(Duration::from_secs(5), newcomer)
             .await

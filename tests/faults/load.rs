@@ -266,3 +266,44 @@ pub fn recorded_call_ids(gw: &Gateway, pattern: &str) -> std::collections::HashS
         .unwrap();
     ids
 }
+
+/// A pause of the gateway (a stall of the machine, a long GC-like hiccup of its host) piles
+/// up more calls than `--max-connections`: the client opens a connection per waiting call,
+/// and the ones past the cap wait in the listen backlog. Once the gateway runs again, the
+/// keep-alive connections the burst left idle make room for them, and every call is
+/// answered — none waits until the client gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_that_overflows_the_connection_cap_loses_no_call() {
+    let _one = crate::exclusive().await;
+    let gw = hello_gateway(&["--max-connections", "32"]).await;
+    let client = client();
+    let url = format!("{}/function/hello", gw.url);
+    let pid = gw.pid() as libc::pid_t;
+    let stall = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // SAFETY: plain signals to the gateway this test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+    // 200 calls a second: the 600 ms pause leaves about 120 waiting, past the cap of 32.
+    let length = Duration::from_secs(8);
+    let samples = open_loop(&client, &url, 200.0, length, "stall").await;
+    stall.await.unwrap();
+    let s = summarize(&samples, length);
+    eprintln!(
+        "FIGURES stall: {} calls: {} ok, {} refused, {} errors; p50 {:?}, p99 {:?}",
+        s.calls, s.ok, s.refused, s.errors, s.p50, s.p99
+    );
+    let failed: Vec<_> = samples
+        .iter()
+        .filter(|s| !(200..300).contains(&s.status))
+        .take(5)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed, e.g. {failed:?}",
+        s.calls - s.ok,
+        s.calls
+    );
+}
