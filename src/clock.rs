@@ -42,6 +42,16 @@ impl Clock for OffsetClock {
     }
 }
 
+/// A start time given as RFC 3339 or unix seconds (`hark up --clock`).
+pub fn parse_start(text: &str) -> Option<DateTime<Utc>> {
+    match text.parse::<i64>() {
+        Ok(unix) => DateTime::from_timestamp(unix, 0),
+        Err(_) => DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+    }
+}
+
 /// A clock that always reads the same time (tests).
 #[derive(Debug, Clone, Copy)]
 pub struct FixedClock(pub DateTime<Utc>);

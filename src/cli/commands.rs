@@ -28,6 +28,7 @@ pub async fn run(
     let gw = Gateway::new(gateway, token, data)?;
     match command {
         Command::Up(_)
+        | Command::Doctor(_)
         | Command::Bench(_)
         | Command::BenchBaseline(_)
         | Command::Build(_)

@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod client;
 mod commands;
+mod doctor;
 mod new;
 mod tokens;
 mod up;
@@ -63,6 +64,9 @@ pub enum Output {
 pub enum Command {
     /// Start the gateway with the embedded defaults (process provider, SQLite store).
     Up(Box<up::UpArgs>),
+    /// Check what Hark depends on here (data directory, Chromium, Docker, secrets, clock,
+    /// gateway, public URLs) and say how to fix each miss; exits 1 on any miss.
+    Doctor(Box<doctor::DoctorArgs>),
     /// Deploy the functions of a stack file (all, or the one named).
     Deploy {
         /// Stack file.
@@ -266,6 +270,7 @@ pub enum TokenCommand {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(*args, &cli.data).await,
+        Command::Doctor(args) => doctor::run(*args, &cli.gateway, &cli.data, cli.output).await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchBaseline(args) => bench::baseline::run(args).await,
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args),

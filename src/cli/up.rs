@@ -173,6 +173,19 @@ pub enum ProviderKind {
     Swarm,
 }
 
+impl ProviderKind {
+    /// The backend a stack file's `provider.name` chooses; `None` for other names
+    /// (OpenFaaS files say `openfaas`, which leaves the choice to `hark up`).
+    pub fn from_stack(name: &str) -> Option<ProviderKind> {
+        match name {
+            "process" => Some(ProviderKind::Process),
+            "docker" => Some(ProviderKind::Docker),
+            "swarm" => Some(ProviderKind::Swarm),
+            _ => None,
+        }
+    }
+}
+
 pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     // Before any secret is read: other processes of the same user may not ptrace the
     // gateway or read its memory or environment.
@@ -233,12 +246,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let from_file = stack
         .as_ref()
         .and_then(|(_, s)| s.provider.as_deref())
-        .and_then(|name| match name {
-            "process" => Some(ProviderKind::Process),
-            "docker" => Some(ProviderKind::Docker),
-            "swarm" => Some(ProviderKind::Swarm),
-            _ => None,
-        });
+        .and_then(ProviderKind::from_stack);
     let kind = args.provider.or(from_file).unwrap_or(ProviderKind::Process);
     // Bound before the functions start, so they can be given the gateway's address.
     let addr = SocketAddr::new(args.bind, args.port);
@@ -345,13 +353,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = match &args.clock {
         None => Arc::new(SystemClock),
         Some(at) => {
-            let at = match at.parse::<i64>() {
-                Ok(unix) => chrono::DateTime::from_timestamp(unix, 0),
-                Err(_) => chrono::DateTime::parse_from_rfc3339(at)
-                    .ok()
-                    .map(|t| t.with_timezone(&chrono::Utc)),
-            }
-            .with_context(|| {
+            let at = crate::clock::parse_start(at).with_context(|| {
                 format!("--clock {at:?} is neither an RFC 3339 time nor unix seconds")
             })?;
             tracing::warn!(clock = %at, "testing aid: the gateway's clock starts at a fixed time");

@@ -215,6 +215,7 @@ impl Store {
         key: KeySource,
         durability: Durability,
     ) -> Result<Store, StoreError> {
+        private_file(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         // Deleted and overwritten content (an old secret row) is zeroed, not left behind.
@@ -720,6 +721,21 @@ fn seal_secrets(conn: &Connection, source: KeySource) -> Result<SecretKey, Store
         );
     }
     Ok(key)
+}
+
+/// Creates the database file readable by its owner only, or makes an existing one so: it
+/// holds sealed secrets, token records and call bodies. SQLite gives its `-wal` and `-shm`
+/// files the database file's mode.
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let unwritable = |e: std::io::Error| StoreError::Unwritable(format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(unwritable)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(unwritable)
 }
 
 #[cfg(test)]

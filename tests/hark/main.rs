@@ -9,6 +9,7 @@ mod channels;
 mod cli;
 mod contract;
 mod docker;
+mod doctor;
 mod hardening;
 mod holiday;
 mod limits;
