@@ -29,6 +29,8 @@ pub async fn run(
     match command {
         Command::Up(_)
         | Command::Doctor(_)
+        | Command::Completions { .. }
+        | Command::Man
         | Command::Bench(_)
         | Command::BenchBaseline(_)
         | Command::Build(_)

@@ -165,6 +165,13 @@ pub enum Command {
     Watchdog(watchdog::WatchdogArgs),
     /// Create a function from a template (`functions/NAME/`) and add it to `hark.yml`.
     New(new::NewArgs),
+    /// Print a shell completion script: `hark completions bash > /etc/bash_completion.d/hark`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print hark's man page (roff): `hark man > /usr/local/share/man/man1/hark.1`.
+    Man,
     /// Runs chromedriver for the gateway's browser pool, and kills its browsers when the
     /// gateway dies (the gateway's own process).
     #[command(hide = true)]
@@ -281,6 +288,21 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Watchdog(args) => watchdog::run(args).await,
         Command::BrowserGuard(args) => crate::browser::guard::run(args).await,
         Command::New(args) => new::run(args),
+        Command::Completions { shell } => {
+            // Written out here: clap_complete panics when stdout is closed early.
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "hark", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            page.render(&mut std::io::stdout())
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
         command => commands::run(command, &cli.gateway, cli.token, &cli.data, cli.output).await,
     };
     match result {

@@ -241,7 +241,14 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             }
             Some((path, stack))
         }
-        None => None,
+        None => {
+            tracing::info!(
+                "no {DEFAULT_STACK_FILE} here: no function deployed at start. `hark new NAME` \
+                 makes one; the examples (hark.yml, functions/, skills/) are in Hark's \
+                 repository, where `hark up` starts them"
+            );
+            None
+        }
     };
     let from_file = stack
         .as_ref()

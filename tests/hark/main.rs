@@ -12,6 +12,7 @@ mod docker;
 mod doctor;
 mod hardening;
 mod holiday;
+mod install;
 mod limits;
 mod metrics;
 mod process;
