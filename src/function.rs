@@ -89,7 +89,10 @@ impl fmt::Display for FunctionName {
 }
 
 /// Resource limits or requests, as OpenFaaS writes them (`"128Mi"`, `"0.5"`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
+#[schemars(deny_unknown_fields)]
 pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,

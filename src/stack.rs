@@ -56,10 +56,16 @@ pub struct Stack {
     pub browser: Option<crate::browser::BrowserConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    title = "hark.yml",
+    description = "Hark's stack file: functions, channels, Alexa skills and the browser pool (the OpenFaaS stack.yml shape)"
+)]
 struct RawStack {
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "Option<serde_json::Value>")]
     version: Option<String>,
     #[serde(default)]
     provider: Option<RawProvider>,
@@ -71,7 +77,8 @@ struct RawStack {
     browser: Option<crate::browser::BrowserConfig>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 struct RawProvider {
     #[serde(default)]
     name: Option<String>,
@@ -79,7 +86,8 @@ struct RawProvider {
     gateway: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 struct RawFunction {
     #[serde(default)]
     #[allow(dead_code)]
@@ -91,6 +99,7 @@ struct RawFunction {
     #[serde(default)]
     fprocess: Option<String>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     environment: BTreeMap<String, serde_norway::Value>,
     #[serde(default)]
     environment_file: Vec<String>,
@@ -116,9 +125,11 @@ struct RawFunction {
     skip_build: Option<bool>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "Option<serde_json::Value>")]
     build_args: Option<serde_norway::Value>,
     #[serde(default)]
     #[allow(dead_code)]
+    #[schemars(with = "Option<serde_json::Value>")]
     build_options: Option<serde_norway::Value>,
 }
 
@@ -129,6 +140,12 @@ struct EnvironmentFile {
 }
 
 impl Stack {
+    /// The JSON Schema of the stack file (`hark schema`), for editors: misspelt keys,
+    /// which `hark up` only warns of, are errors there.
+    pub fn json_schema() -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RawStack)).unwrap_or_default()
+    }
+
     /// Reads and checks the stack file at `path`.
     pub fn load(path: &Path) -> Result<Stack, StackError> {
         let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {

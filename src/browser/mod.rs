@@ -109,7 +109,18 @@ fn public_capabilities(mut capabilities: Value) -> Value {
 }
 
 /// Whether `hark up` runs the browser pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    Deserialize,
+    Serialize,
+    clap::ValueEnum,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BrowserMode {
     /// On when Chromium and ChromeDriver are found; the browsers start at the first lease.
@@ -122,7 +133,7 @@ pub enum BrowserMode {
 }
 
 /// The `browser:` section of `hark.yml` (flags of `hark up` override it).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrowserConfig {
     pub mode: BrowserMode,

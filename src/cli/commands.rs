@@ -31,6 +31,7 @@ pub async fn run(
         | Command::Doctor(_)
         | Command::Completions { .. }
         | Command::Man
+        | Command::Schema
         | Command::Bench(_)
         | Command::BenchBaseline(_)
         | Command::Build(_)

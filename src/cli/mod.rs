@@ -172,6 +172,8 @@ pub enum Command {
     },
     /// Print hark's man page (roff): `hark man > /usr/local/share/man/man1/hark.1`.
     Man,
+    /// Print the JSON Schema of `hark.yml` (editors complete and check the file with it).
+    Schema,
     /// Runs chromedriver for the gateway's browser pool, and kills its browsers when the
     /// gateway dies (the gateway's own process).
     #[command(hide = true)]
@@ -296,6 +298,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             std::io::Write::write_all(&mut std::io::stdout(), &script)
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(Into::into)
+        }
+        Command::Schema => {
+            let schema = crate::stack::Stack::json_schema();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
             let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());

@@ -40,7 +40,7 @@ pub(crate) struct Conn {
     /// means a slow sender, else an idle keep-alive connection; and the connection is not
     /// idle.
     pub(crate) received: AtomicBool,
-    /// When it last fell idle, in milliseconds from [`Connections::epoch`].
+    /// When it last fell idle, in microseconds from [`Connections::epoch`].
     idle_since: AtomicU64,
     /// Whether it was asked to close.
     asked: AtomicBool,
@@ -151,19 +151,21 @@ impl Connections {
     /// Asks the connection idle longest to close, if it has been idle for [`MIN_IDLE`].
     fn close_idlest(&self) -> Idlest {
         let open = self.open_conns();
+        // Stamps can be equal: the connection opened first counts as idle longer.
         let idlest = open
-            .values()
-            .filter(|c| c.is_idle() && !c.asked.load(Ordering::Relaxed))
-            .min_by_key(|c| c.idle_since.load(Ordering::Relaxed));
+            .iter()
+            .filter(|(_, c)| c.is_idle() && !c.asked.load(Ordering::Relaxed))
+            .min_by_key(|(id, c)| (c.idle_since.load(Ordering::Relaxed), **id))
+            .map(|(_, c)| c);
         let Some(conn) = idlest else {
             return Idlest::None;
         };
         let idle_for = self
             .now()
             .saturating_sub(conn.idle_since.load(Ordering::Relaxed));
-        let min = MIN_IDLE.as_millis() as u64;
+        let min = MIN_IDLE.as_micros() as u64;
         if idle_for < min {
-            return Idlest::TooRecent(Duration::from_millis(min - idle_for));
+            return Idlest::TooRecent(Duration::from_micros(min - idle_for));
         }
         conn.asked.store(true, Ordering::Relaxed);
         // Kept for the connection's task if it is not waiting at this moment.
@@ -171,9 +173,9 @@ impl Connections {
         Idlest::Asked
     }
 
-    /// Milliseconds since [`Connections::epoch`].
+    /// Microseconds since [`Connections::epoch`].
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.epoch.elapsed().as_micros() as u64
     }
 
     fn open_conns(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {

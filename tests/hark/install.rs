@@ -34,3 +34,51 @@ fn completions_and_the_man_page_cover_the_subcommands() {
     // Hidden internals stay out of the page.
     assert!(!page.contains("browser-guard"));
 }
+
+/// The stack file's JSON Schema: `hark schema` prints the committed `hark.schema.json`
+/// (which `hark.yml` names for editors), it accepts the repository's `hark.yml`, and it
+/// rejects a misspelt key that `hark up` would only warn of.
+#[test]
+fn the_schema_validates_the_stack_file_and_rejects_a_misspelt_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let printed: serde_json::Value = serde_json::from_str(&hark(&["schema"])).unwrap();
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("hark.schema.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        printed, committed,
+        "hark.schema.json is stale: ./target/debug/hark schema > hark.schema.json"
+    );
+    let stack_text = std::fs::read_to_string(root.join("hark.yml")).unwrap();
+    assert!(stack_text.starts_with("# yaml-language-server: $schema=./hark.schema.json"));
+
+    let validator = jsonschema::validator_for(&printed).unwrap();
+    let stack: serde_json::Value = serde_norway::from_str(&stack_text).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&stack)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "hark.yml: {errors:?}");
+
+    for (misspelt, key) in [
+        (
+            stack_text.replace("    fprocess: ./handler.sh", "    fprocesss: ./handler.sh"),
+            "fprocesss",
+        ),
+        (
+            stack_text.replace("  allow_sha1_signature", "  allow_sha1_signatures"),
+            "allow_sha1_signatures",
+        ),
+        (stack_text.replace("functions:", "fuctions:"), "fuctions"),
+    ] {
+        let stack: serde_json::Value = serde_norway::from_str(&misspelt).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&stack)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.iter().any(|e| e.contains(key)),
+            "{key} accepted: {errors:?}"
+        );
+    }
+}

@@ -38,7 +38,7 @@ pub const ALEXA_API_ORIGINS: [&str; 3] = [
 ///   allow_sha1_signature: false   # accept the legacy SHA-1 Signature header
 ///   allow_unverified_skills: false # allow `verify: false` skills on a non-loopback address
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlexaSettings {
     #[serde(default)]

@@ -34,7 +34,8 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_MAX_INFLIGHT: usize = 16;
 
 /// The `channels:` section of `hark.yml`, as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ChannelsConfig {
     /// `POST /slack/{app}`.
     #[serde(default)]
@@ -73,6 +74,22 @@ impl<'de> Deserialize<'de> for ByteSize {
                 ))
             }),
         }
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Bytes, or a number with B, K, KB, KiB, M, MB or MiB",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+\\s*(B|K|KB|KiB|M|MB|MiB)?\\s*$" }
+            ]
+        })
     }
 }
 

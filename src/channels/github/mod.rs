@@ -29,7 +29,8 @@ pub const DEFAULT_ACK_BUDGET: Duration = Duration::from_secs(8);
 pub const DEFAULT_API: &str = "https://api.github.com";
 
 /// One GitHub App (or repository webhook), as written under `channels.github.NAME`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct GitHubRouteConfig {
     /// Names of webhook secrets; two while rotating.
     pub webhook_secrets: Vec<String>,
@@ -57,7 +58,8 @@ pub struct GitHubRouteConfig {
 }
 
 /// `app:` of a GitHub route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct AppConfig {
     /// The App's id (shown on its settings page).
     pub id: u64,
@@ -68,7 +70,9 @@ pub struct AppConfig {
 }
 
 /// What a function's result becomes on GitHub.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ReplyKind {
     /// Nothing: the function talks to GitHub itself, if at all.

@@ -16,7 +16,8 @@ use crate::verify::rules::Rule;
 pub use handler::handle;
 
 /// One hook, as written under `channels.hooks.NAME`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct HookRouteConfig {
     /// The function that gets the request.
     pub function: String,

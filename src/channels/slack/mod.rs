@@ -34,7 +34,8 @@ pub const RESPONSE_URL_HOST: &str = "hooks.slack.com";
 pub const RESPONSE_URL_VALIDITY: Duration = Duration::from_secs(30 * 60);
 
 /// One Slack app, as written under `channels.slack.NAME` in `hark.yml`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct SlackRouteConfig {
     /// Names of signing secrets; two while rotating.
     pub signing_secrets: Vec<String>,

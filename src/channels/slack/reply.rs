@@ -125,7 +125,9 @@ pub fn post_message(result: &CallResult, channel: &str, thread_ts: Option<&str>)
 }
 
 /// Who sees a command's result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseType {
     /// Only the user who ran the command.
