@@ -17,6 +17,7 @@ mod process;
 mod queue;
 mod scaffold;
 mod schedule;
+mod secret_scope;
 mod sessions;
 mod swarm;
 mod tokens;
