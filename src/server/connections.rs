@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
+
 /// The open connections and the permits they hold.
 pub(crate) struct Connections {
     permits: Arc<Semaphore>,
@@ -84,7 +86,10 @@ impl Connections {
                 );
             } else if !warned {
                 warned = true;
-                tracing::warn!(
+                static ALL_BUSY: Throttle = Throttle::new(REPEAT_INTERVAL);
+                crate::warn_repeated!(
+                    ALL_BUSY,
+                    "connection cap reached, every connection busy",
                     max_connections = self.max,
                     "connection cap reached and every connection is busy; a new connection waits until one closes or falls idle"
                 );

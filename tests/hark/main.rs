@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod process;
 mod queue;
+mod repeated_warnings;
 mod scaffold;
 mod schedule;
 mod secret_scope;
