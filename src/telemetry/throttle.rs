@@ -103,7 +103,7 @@ impl Throttle {
         runtime.spawn(async move {
             tokio::time::sleep_until(started + self.interval).await;
             if let Some(held) = self.take_held(&key, started) {
-                tracing::warn!(kind = %key, suppressed = held, interval_secs = self.interval.as_secs(), "{held} more like this suppressed");
+                tracing::warn!(kind = ?key, suppressed = held, interval_secs = self.interval.as_secs(), "{held} more like this suppressed");
             }
         });
     }
@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(seen.len(), 3, "{seen:#?}");
         assert!(
             seen[2].contains("49 more like this suppressed")
-                && seen[2].contains("kind=refused host=a"),
+                && seen[2].contains("kind=\"refused host=a\""),
             "{}",
             seen[2]
         );
