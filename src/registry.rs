@@ -73,8 +73,9 @@ impl Deployer<'_> {
         Err(ApiError::new(
             http::StatusCode::FORBIDDEN,
             format!(
-                "function {} names secret {}, which this token may not use: a deployment naming a secret needs the {} scope (or {}), e.g. hark token create --scope functions:write --secret {}",
+                "function {} names {} {}, which this token may not use: a deployment naming a secret needs the {} scope (or {}), e.g. hark token create --scope functions:write --secret {}",
                 spec.service,
+                if refused.len() == 1 { "secret" } else { "secrets" },
                 refused.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
                 scope::SECRETS_USE,
                 scopes.join(", "),
