@@ -9,6 +9,7 @@
 //! on they are refused.
 
 mod keys;
+mod secret_scope;
 mod ttl;
 
 use std::collections::HashSet;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use keys::{write_private_atomic, KEY_FILE, MIN_KEY_LEN, OLD_KEYS_DIR};
+pub use secret_scope::SecretGrant;
 pub use ttl::{Ttl, TtlError, DEFAULT_TTL, MAX_TTL};
 
 use crate::store::{Store, StoreError, TokenRecord, UiSession};
@@ -54,9 +56,14 @@ pub mod scope {
     pub const SECRETS_READ: &str = "secrets:read";
     /// Create, update and remove secrets.
     pub const SECRETS_WRITE: &str = "secrets:write";
+    /// Name any secret in a deployment (which hands its value to the deployed code).
+    /// `secrets:use:NAME` and `secrets:use:PREFIX*` allow only the secrets they match.
+    pub const SECRETS_USE: &str = "secrets:use";
+    /// What a scope allowing some secrets starts with: `secrets:use:hr-*`.
+    pub const SECRETS_USE_PREFIX: &str = "secrets:use:";
     /// Mint, list and revoke tokens.
     pub const TOKENS_WRITE: &str = "tokens:write";
-    /// Every scope a token may carry.
+    /// Every scope a token may carry, but for the `secrets:use:PATTERN` ones.
     pub const ALL: &[&str] = &[
         ADMIN,
         FUNCTIONS_READ,
@@ -64,8 +71,15 @@ pub mod scope {
         FUNCTIONS_INVOKE,
         SECRETS_READ,
         SECRETS_WRITE,
+        SECRETS_USE,
         TOKENS_WRITE,
     ];
+
+    /// Whether a token may carry `scope`: one of [`ALL`], or a well-formed
+    /// `secrets:use:PATTERN`.
+    pub fn is_known(scope: &str) -> bool {
+        ALL.contains(&scope) || super::SecretGrant::parse(scope).is_some()
+    }
 }
 
 /// The claims of a Hark token.
@@ -86,6 +100,34 @@ impl Claims {
     pub fn allows(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == scope::ADMIN)
     }
+
+    /// The secrets this token lets a deployment name.
+    fn secret_grants(&self) -> impl Iterator<Item = SecretGrant> + '_ {
+        let admin = self.allows(scope::ADMIN).then_some(SecretGrant::All);
+        admin
+            .into_iter()
+            .chain(self.scopes.iter().filter_map(|s| SecretGrant::parse(s)))
+    }
+
+    /// Whether a deployment made with this token may name secret `name` (and so hand
+    /// its value to the code it deploys).
+    pub fn may_use_secret(&self, name: &str) -> bool {
+        self.secret_grants().any(|g| g.matches(name))
+    }
+
+    /// Whether this token holds everything `scope` grants, so that it may mint or
+    /// revoke a token carrying it: the scope itself (or admin), or for a
+    /// `secrets:use…` scope a grant containing it (`secrets:use:hr-*` covers
+    /// `secrets:use:hr-portal`).
+    pub fn covers(&self, scope: &str) -> bool {
+        if self.allows(scope) {
+            return true;
+        }
+        match SecretGrant::parse(scope) {
+            Some(wanted) => self.secret_grants().any(|g| g.contains(&wanted)),
+            None => false,
+        }
+    }
 }
 
 /// Why a request was not let in, or a token operation failed.
@@ -97,7 +139,7 @@ pub enum AuthError {
     Invalid(String),
     #[error("token lacks the {0} scope")]
     Forbidden(&'static str),
-    #[error("unknown scope {0:?}")]
+    #[error("unknown scope {0:?}: the scopes are admin, functions:read, functions:write, functions:invoke, secrets:read, secrets:write, secrets:use (or secrets:use:NAME, secrets:use:PREFIX*) and tokens:write")]
     UnknownScope(String),
     #[error("{0}")]
     Ttl(#[from] TtlError),
@@ -273,7 +315,7 @@ impl Auth {
         {
             return Err(AuthError::BadSubject);
         }
-        if let Some(unknown) = scopes.iter().find(|s| !scope::ALL.contains(&s.as_str())) {
+        if let Some(unknown) = scopes.iter().find(|s| !scope::is_known(s)) {
             return Err(AuthError::UnknownScope(unknown.clone()));
         }
         let now = jsonwebtoken::get_current_timestamp();

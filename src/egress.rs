@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
+
 /// Environment variable of `hark up --egress-allow`.
 pub const ENV_EGRESS_ALLOW: &str = "HARK_EGRESS_ALLOW";
 
@@ -194,7 +196,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
             match policy.resolve(&host).await {
                 Ok(addrs) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
                 Err(e) => {
-                    tracing::warn!(host, error = %e, "outbound connection refused");
+                    static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
+                    let kind = format!("outbound connection refused host={host}");
+                    crate::warn_repeated!(REFUSED, &kind, host, error = %e, "outbound connection refused");
                     Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
                 }
             }

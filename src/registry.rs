@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::auth::{scope, Claims};
 use crate::dispatch::Dispatcher;
 use crate::error::ApiError;
 use crate::function::{FunctionDeployment, FunctionName, FunctionStatus};
@@ -36,6 +37,54 @@ pub enum DeployMode {
     Upsert,
 }
 
+/// Who asks for a deployment. A deployment naming a secret hands its value to the code
+/// it deploys, so each named secret is checked against the deployer.
+#[derive(Debug, Clone, Copy)]
+pub enum Deployer<'a> {
+    /// The operator: `hark.yml` at start-up, and tests. May name every secret.
+    Operator,
+    /// A token or a web UI session (its claims): may name only the secrets its
+    /// `secrets:use…` scopes allow, on a first deployment and on every update alike.
+    Token(&'a Claims),
+}
+
+impl Deployer<'_> {
+    /// Refuses (403) a deployment of `spec` naming a secret the deployer may not use,
+    /// naming those secrets and the scope that would allow them.
+    fn check_secrets(&self, spec: &FunctionDeployment) -> Result<(), ApiError> {
+        let Deployer::Token(claims) = self else {
+            return Ok(());
+        };
+        let refused: Vec<&str> = spec
+            .secrets
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !claims.may_use_secret(name))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        // Names only: a secret's value is never logged.
+        tracing::warn!(function = %spec.service, subject = ?claims.sub, token = ?claims.jti, secrets = ?refused, "deployment refused: the token may not use the secrets it names");
+        let scopes: Vec<String> = refused
+            .iter()
+            .map(|name| format!("{}{name}", scope::SECRETS_USE_PREFIX))
+            .collect();
+        Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            format!(
+                "function {} names {} {}, which this token may not use: a deployment naming a secret needs the {} scope (or {}), e.g. hark token create --scope functions:write --secret {}",
+                spec.service,
+                if refused.len() == 1 { "secret" } else { "secrets" },
+                refused.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+                scope::SECRETS_USE,
+                scopes.join(", "),
+                refused[0],
+            ),
+        ))
+    }
+}
+
 impl Registry {
     pub fn new(store: Store, provider: Arc<dyn Provider>, dispatcher: Arc<Dispatcher>) -> Self {
         Registry {
@@ -58,10 +107,18 @@ impl Registry {
         deployed.get(name).cloned()
     }
 
-    /// Deploys `spec`, resolving its secrets from the store.
-    pub async fn deploy(&self, spec: FunctionDeployment, mode: DeployMode) -> Result<(), ApiError> {
+    /// Deploys `spec` for `by`, resolving its secrets from the store. A secret `by` may
+    /// not use is refused (403) before anything else is looked up, so the answer does not
+    /// even tell whether it exists.
+    pub async fn deploy(
+        &self,
+        spec: FunctionDeployment,
+        mode: DeployMode,
+        by: Deployer<'_>,
+    ) -> Result<(), ApiError> {
         spec.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        by.check_secrets(&spec)?;
         let existing = self.store.function(&spec.service).await?;
         match (mode, &existing) {
             (DeployMode::Create, Some(_)) => {

@@ -34,6 +34,7 @@ use crate::channels::Channels;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::registry::Registry;
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 mod connections;
 
@@ -100,6 +101,8 @@ impl Default for ConnLimits {
 
 /// Bytes are counted against the body budget in units of this many.
 const BUDGET_UNIT: u64 = 1024;
+/// The warnings of requests refused because the body budget is spent, rate-limited.
+static BUDGET_SPENT: Throttle = Throttle::new(REPEAT_INTERVAL);
 
 /// The bytes of request bodies the gateway holds at once, over all requests (`hark up
 /// --max-body-total`): a body takes its share as it is read (all of a declared
@@ -200,7 +203,9 @@ impl hyper::body::Body for BudgetBody {
                     Some(permit) => hold(this.held, permit),
                     None => {
                         *this.spent = true;
-                        tracing::warn!(
+                        crate::warn_repeated!(
+                            BUDGET_SPENT,
+                            "body budget spent",
                             max_body_total = this.budget.total,
                             "request refused: the budget of request bodies held at once is spent (503)"
                         );
@@ -242,7 +247,9 @@ async fn body_budget(
                 prepaid = len;
             }
             None => {
-                tracing::warn!(
+                crate::warn_repeated!(
+                    BUDGET_SPENT,
+                    "body budget spent",
                     declared = len,
                     max_body_total = budget.total,
                     "request refused: the budget of request bodies held at once is spent (503)"
@@ -318,7 +325,8 @@ impl hyper::body::Body for DeadlineBody {
             Poll::Pending => match this.deadline.poll(cx) {
                 Poll::Ready(()) => {
                     *this.expired = true;
-                    tracing::warn!(peer = %this.peer, limit_secs = this.limit.as_secs_f64(), "request body not received in time; refused with 408");
+                    static LATE: Throttle = Throttle::new(REPEAT_INTERVAL);
+                    crate::warn_repeated!(LATE, "body timeout", peer = %this.peer, limit_secs = this.limit.as_secs_f64(), "request body not received in time; refused with 408");
                     Poll::Ready(Some(Err(BodyTimeout(*this.limit).into())))
                 }
                 Poll::Pending => Poll::Pending,

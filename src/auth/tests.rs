@@ -319,3 +319,43 @@ async fn ui_sessions_hold_no_token_and_end_with_sign_out_or_revocation() {
         Err(AuthError::Invalid(_))
     ));
 }
+
+#[tokio::test]
+async fn secret_scopes_are_minted_checked_and_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = gateway(dir.path()).await;
+    let (token, _) = auth
+        .mint(
+            "hr",
+            &scopes(&[scope::FUNCTIONS_WRITE, "secrets:use:hr-*"]),
+            Ttl::default(),
+            false,
+        )
+        .await
+        .unwrap();
+    let claims = auth
+        .check(&bearer(&token), scope::FUNCTIONS_WRITE)
+        .await
+        .unwrap();
+    assert!(claims.may_use_secret("hr-portal-password"));
+    assert!(!claims.may_use_secret("github-key"));
+    assert!(!claims.allows(scope::SECRETS_USE));
+    assert!(claims.covers("secrets:use:hr-portal"));
+    assert!(!claims.covers(scope::SECRETS_USE));
+    assert!(!claims.covers("secrets:use:github-key"));
+    let writer = Claims {
+        scopes: scopes(&[scope::FUNCTIONS_WRITE]),
+        ..claims.clone()
+    };
+    assert!(!writer.may_use_secret("hr-portal-password"));
+    let admin = Claims {
+        scopes: scopes(&[scope::ADMIN]),
+        ..claims
+    };
+    assert!(admin.may_use_secret("github-key") && admin.covers("secrets:use:x*"));
+    assert!(matches!(
+        auth.mint("x", &scopes(&["secrets:use:h*r"]), Ttl::default(), false)
+            .await,
+        Err(AuthError::UnknownScope(_))
+    ));
+}

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::egress::{special_range, EgressPolicy};
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 /// The path under which the gateway serves functions; the only one pages may reach on it.
 const FUNCTION_PREFIX: &str = "/function/";
@@ -243,7 +244,12 @@ impl BrowserProxy {
                     continue;
                 };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::warn!("browser proxy at its connection limit; connection dropped");
+                    static FULL: Throttle = Throttle::new(REPEAT_INTERVAL);
+                    crate::warn_repeated!(
+                        FULL,
+                        "browser proxy full",
+                        "browser proxy at its connection limit; connection dropped"
+                    );
                     continue;
                 };
                 let rules = rules.clone();
@@ -285,7 +291,9 @@ fn full(text: impl Into<Bytes>) -> Body {
 
 /// The 403 page of a refused request.
 fn refused(host: &str, why: &Refusal) -> Response<Body> {
-    tracing::warn!(host = %host, reason = %why.0, "browser request refused");
+    static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
+    let kind = format!("browser request refused host={host} reason={}", why.0);
+    crate::warn_repeated!(REFUSED, &kind, host = %host, reason = %why.0, "browser request refused");
     let page = format!(
         "<!doctype html><html><head><title>Refused by Hark</title></head><body><h1>Refused by Hark</h1><p>This browser may not reach this address: {}</p></body></html>",
         html_escape(&why.0)

@@ -250,9 +250,15 @@ pub enum TokenCommand {
     /// Mint a token with the given scopes (prints the token; `-o json` adds its id).
     Create {
         /// Scope to grant (repeatable): admin, functions:read, functions:write,
-        /// functions:invoke, secrets:read, secrets:write, tokens:write.
-        #[arg(long = "scope", required = true)]
+        /// functions:invoke, secrets:read, secrets:write, secrets:use, tokens:write.
+        /// Deploying a function that names a secret needs secrets:use (any secret) or
+        /// --secret.
+        #[arg(long = "scope", required_unless_present = "secrets")]
         scopes: Vec<String>,
+        /// A secret, or a prefix ending in `*` (`hr-*`), that deployments made with
+        /// the token may name (repeatable): grants the scope `secrets:use:PATTERN`.
+        #[arg(long = "secret", value_name = "PATTERN")]
+        secrets: Vec<String>,
         /// Lifetime: 30m, 12h, 7d (at most 365d), or `never` [default: 24h].
         #[arg(long)]
         ttl: Option<String>,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::commands::{print_json, table};
 use super::{Gateway, Output, TokenCommand};
-use crate::auth::KeyInfo;
+use crate::auth::{scope, KeyInfo};
 use crate::store::TokenRecord;
 
 #[derive(Deserialize)]
@@ -22,10 +22,16 @@ struct AdminRotated {
 pub async fn run(gw: &Gateway, command: TokenCommand, output: Output) -> anyhow::Result<ExitCode> {
     match command {
         TokenCommand::Create {
-            scopes,
+            mut scopes,
+            secrets,
             ttl,
             subject,
         } => {
+            scopes.extend(
+                secrets
+                    .iter()
+                    .map(|pattern| format!("{}{pattern}", scope::SECRETS_USE_PREFIX)),
+            );
             let body = serde_json::json!({ "scopes": scopes, "ttl": ttl, "subject": subject });
             let answer: serde_json::Value = gw
                 .send_json(Method::POST, "/system/tokens", &body)

@@ -23,7 +23,7 @@ use crate::provider::docker::{self, DockerProvider};
 use crate::provider::process::ProcessProvider;
 use crate::provider::swarm::{self, SwarmProvider};
 use crate::provider::{LogHub, Provider};
-use crate::registry::{DeployMode, Registry};
+use crate::registry::{DeployMode, Deployer, Registry};
 use crate::route::skills::{Skill, DEFAULT_SKILLS_DIR};
 use crate::server::{
     AppState, BodyBudget, ConnLimits, DEFAULT_MAX_BODY, DEFAULT_MAX_CONNECTIONS,
@@ -329,7 +329,10 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         seed_function_secrets(&registry.store, &stack.functions).await;
         for spec in stack.functions {
             let name = spec.service.clone();
-            if let Err(e) = registry.deploy(spec, DeployMode::Upsert).await {
+            if let Err(e) = registry
+                .deploy(spec, DeployMode::Upsert, Deployer::Operator)
+                .await
+            {
                 tracing::error!(file = %path.display(), function = %name, error = %e.message, "function not deployed");
             }
         }

@@ -20,6 +20,8 @@ use tokio::time::{Duration, Instant};
 /// How long a connection must have been idle to be closed to make room.
 pub(crate) const MIN_IDLE: Duration = Duration::from_secs(1);
 
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
+
 /// The open connections and the permits they hold.
 pub(crate) struct Connections {
     permits: Arc<Semaphore>,
@@ -100,7 +102,10 @@ impl Connections {
                 Idlest::None => {
                     if !warned {
                         warned = true;
-                        tracing::warn!(
+                        static ALL_BUSY: Throttle = Throttle::new(REPEAT_INTERVAL);
+                        crate::warn_repeated!(
+                            ALL_BUSY,
+                            "connection cap reached, every connection busy",
                             max_connections = self.max,
                             "connection cap reached and every connection is busy; a new connection waits until one closes or falls idle"
                         );

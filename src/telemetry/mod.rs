@@ -7,10 +7,12 @@
 //! - [`meters`]: cheap recording helpers for the hot paths (function calls, channel
 //!   requests); metric names are the `const`s below.
 //! - [`logs`]: the log subscriber and its `--log-format`.
+//! - [`throttle`]: repeated warnings rate-limited, with a count of those held back.
 
 pub mod exporter;
 pub mod logs;
 pub mod meters;
+pub mod throttle;
 
 /// OpenFaaS: calls of a function by its HTTP status (counter; `function_name`, `code`).
 pub const GATEWAY_INVOCATION_TOTAL: &str = "gateway_function_invocation_total";

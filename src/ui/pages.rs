@@ -29,7 +29,7 @@ use crate::function::{
     ANNOTATION_TIMEOUT, ANNOTATION_WORKDIR,
 };
 use crate::provider::Invocation;
-use crate::registry::DeployMode;
+use crate::registry::{DeployMode, Deployer};
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
 use crate::store::CallState;
 
@@ -355,7 +355,7 @@ pub async fn deploy(
     let result = match form.deployment() {
         Ok(spec) => state
             .registry
-            .deploy(spec, DeployMode::Create)
+            .deploy(spec, DeployMode::Create, Deployer::Token(&session.claims))
             .await
             .map_err(UiError::from),
         Err(e) => Err(e),

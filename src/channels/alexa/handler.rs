@@ -26,6 +26,7 @@ use crate::error::ApiError;
 use crate::route::skills::Skill;
 use crate::server::{AppState, CallId, RawBody};
 use crate::telemetry::meters::{self, ChannelOutcome};
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 /// The channel's routes, with their descriptions.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
@@ -69,7 +70,13 @@ async fn skill_request(
         {
             Ok(verified) => verified.envelope,
             Err(e) => {
-                warn!(channel = "alexa", skill = %skill.name, call_id = %call_id.0, reason = e.reason(), error = %e, "request refused: verification failed");
+                static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
+                let kind = format!(
+                    "alexa request refused skill={} reason={} error={e}",
+                    skill.name,
+                    e.reason()
+                );
+                crate::warn_repeated!(REFUSED, &kind, channel = "alexa", skill = %skill.name, call_id = %call_id.0, reason = e.reason(), error = %e, "request refused: verification failed");
                 refused(e.reason());
                 return Err(ApiError::bad_request(format!(
                     "request verification failed: {}",

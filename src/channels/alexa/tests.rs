@@ -23,7 +23,7 @@ use crate::dispatch::Dispatcher;
 use crate::function::FunctionDeployment;
 use crate::provider::process::ProcessProvider;
 use crate::provider::{LogHub, Provider};
-use crate::registry::{DeployMode, Registry};
+use crate::registry::{DeployMode, Deployer, Registry};
 use crate::route::skills::Skill;
 use crate::server::{app, AppState};
 use crate::store::Store;
@@ -84,7 +84,10 @@ async fn harness_with_api(
             env_process: Some(format!("sh -c '{}'", script.replace('\'', "'\\''"))),
             ..FunctionDeployment::default()
         };
-        registry.deploy(spec, DeployMode::Upsert).await.unwrap();
+        registry
+            .deploy(spec, DeployMode::Upsert, Deployer::Operator)
+            .await
+            .unwrap();
     }
     let skills = skills
         .iter()

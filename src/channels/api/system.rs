@@ -17,7 +17,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::auth::scope;
 use crate::error::ApiError;
 use crate::function::{FunctionDeployment, FunctionName, FunctionStatus};
-use crate::registry::DeployMode;
+use crate::registry::{DeployMode, Deployer};
 use crate::server::{AppState, RawBody};
 
 use super::openapi::ErrorBody;
@@ -72,7 +72,7 @@ pub async fn get_function(
     Ok(Json(state.registry.status(&name).await?))
 }
 
-#[utoipa::path(post, path = "/system/functions", tag = "functions", description = "Deploys a new function (OpenFaaS `FunctionDeployment`).", security(("bearer" = [])), request_body = FunctionDeployment, responses((status = 202, description = "Deployment accepted"), (status = 400, description = "Invalid deployment", body = ErrorBody), (status = 409, description = "A function of that name exists", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/functions", tag = "functions", description = "Deploys a new function (OpenFaaS `FunctionDeployment`). Each secret it names needs the `secrets:use` scope, or a `secrets:use:NAME` / `secrets:use:PREFIX*` scope matching it.", security(("bearer" = [])), request_body = FunctionDeployment, responses((status = 202, description = "Deployment accepted"), (status = 400, description = "Invalid deployment", body = ErrorBody), (status = 409, description = "A function of that name exists", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope, or may not use a secret the deployment names", body = ErrorBody)))]
 pub async fn create_function(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -81,7 +81,7 @@ pub async fn create_function(
     deploy(state, headers, body, DeployMode::Create).await
 }
 
-#[utoipa::path(put, path = "/system/functions", tag = "functions", description = "Replaces a function's deployment, or creates it.", security(("bearer" = [])), request_body = FunctionDeployment, responses((status = 202, description = "Update accepted"), (status = 400, description = "Invalid deployment", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(put, path = "/system/functions", tag = "functions", description = "Replaces a function's deployment. Each secret it names needs the `secrets:use` scope, or a `secrets:use:NAME` / `secrets:use:PREFIX*` scope matching it, even when the function named it before.", security(("bearer" = [])), request_body = FunctionDeployment, responses((status = 202, description = "Update accepted"), (status = 400, description = "Invalid deployment", body = ErrorBody), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope, or may not use a secret the deployment names", body = ErrorBody)))]
 pub async fn update_function(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -96,9 +96,12 @@ async fn deploy(
     body: RawBody,
     mode: DeployMode,
 ) -> Result<StatusCode, ApiError> {
-    state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
+    let claims = state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
     let spec: FunctionDeployment = body.json()?;
-    state.registry.deploy(spec, mode).await?;
+    state
+        .registry
+        .deploy(spec, mode, Deployer::Token(&claims))
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -50,7 +50,10 @@ pub async fn create_token(
     if request.scopes.is_empty() {
         return Err(ApiError::bad_request("give at least one scope"));
     }
-    if let Some(beyond) = request.scopes.iter().find(|s| !caller.allows(s)) {
+    if let Some(unknown) = request.scopes.iter().find(|s| !scope::is_known(s)) {
+        return Err(crate::auth::AuthError::UnknownScope(unknown.clone()).into());
+    }
+    if let Some(beyond) = request.scopes.iter().find(|s| !caller.covers(s)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("cannot grant {beyond:?}: the calling token does not hold it"),
@@ -105,7 +108,7 @@ pub async fn revoke_token(
     let caller = state.auth.check(&headers, scope::TOKENS_WRITE).await?;
     let not_found = || ApiError::not_found(format!("no token with id {id:?}"));
     let target = state.auth.token(&id).await?.ok_or_else(not_found)?;
-    if let Some(beyond) = target.scopes.iter().find(|s| !caller.allows(s)) {
+    if let Some(beyond) = target.scopes.iter().find(|s| !caller.covers(s)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("cannot revoke a token with {beyond:?}: the calling token does not hold it"),

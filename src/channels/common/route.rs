@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::telemetry::meters::{self, ChannelOutcome};
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 use crate::verify::{ErrorClass, VerifyError};
 
 /// Why a channel request was refused, or failed before its function could answer.
@@ -261,7 +262,14 @@ impl RouteCore {
                 if status >= 500 {
                     tracing::error!(channel = self.channel, route = %self.name, call_id, delivery, reason, status, error = %e, "delivery failed");
                 } else {
-                    tracing::warn!(channel = self.channel, route = %self.name, call_id, delivery, reason, status, error = %e, "delivery refused");
+                    // Forged or malformed deliveries can come by the thousand: one line
+                    // per route, reason and error text per interval, with a count.
+                    static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
+                    let kind = format!(
+                        "delivery refused route={}/{} reason={reason} status={status} error={e}",
+                        self.channel, self.name
+                    );
+                    crate::warn_repeated!(REFUSED, &kind, channel = self.channel, route = %self.name, call_id, delivery, reason, status, error = %e, "delivery refused");
                 }
                 e.into_response()
             }
