@@ -9,6 +9,7 @@ mod channels;
 mod cli;
 mod contract;
 mod docker;
+mod fences;
 mod hardening;
 mod holiday;
 mod limits;
