@@ -18,8 +18,9 @@ use serde_json::{json, Value};
 use crate::contract::{docker, Harness, Kind};
 
 /// The fork-mode function that tries each `IP PORT` line of its input and says whether
-/// an HTTP answer came back (`reached`) or not (`blocked`).
-const PROBE: &str = r#"while read ip port; do if printf "GET /_/health HTTP/1.0\r\n\r\n" | nc -w 2 $ip $port 2>/dev/null | grep -q HTTP; then echo "$ip $port reached"; else echo "$ip $port blocked"; fi; done"#;
+/// an HTTP answer came back (`reached`) or not (`blocked`). (Busybox's `nc` closes the
+/// connection when its input ends: the `sleep` leaves time for the answer.)
+const PROBE: &str = r#"command -v nc >/dev/null || { echo "no nc on $PATH" >&2; exit 1; }; while read ip port; do if { printf "GET /_/health HTTP/1.0\r\n\r\n"; sleep 1; } | nc -w 2 $ip $port 2>/dev/null | grep -q HTTP; then echo "$ip $port reached"; else echo "$ip $port blocked"; fi; done"#;
 
 /// A listener of the host on all addresses that answers every connection and counts them.
 struct HostService {
@@ -95,7 +96,8 @@ async fn deploy_hello(h: &Harness, name: &str, annotations: Value) {
 }
 
 /// Deploys a prober on `network` (an annotation value), lets it try `targets`, and
-/// returns its answer.
+/// returns its answer. It first tries its own watchdog, which it must reach (else the
+/// probe itself is broken); that line is checked and left out of the answer.
 async fn probe(h: &Harness, name: &str, network: &str, targets: &[(String, u16)]) -> String {
     h.deploy_sh(
         name,
@@ -103,13 +105,18 @@ async fn probe(h: &Harness, name: &str, network: &str, targets: &[(String, u16)]
         json!({ "hark.network": network, "hark.timeout": "60s" }),
     )
     .await;
-    let input: String = targets
-        .iter()
+    h.gw.wait_status(name, "became available", |s| s["availableReplicas"] == 1)
+        .await;
+    let (own, _) = container_address(h, name);
+    let input: String = std::iter::once(&(own.clone(), 8080))
+        .chain(targets)
         .map(|(ip, port)| format!("{ip} {port}\n"))
         .collect();
     let (status, body) = h.gw.invoke(name, &input).await;
     assert_eq!(status, 200, "{body}");
-    body
+    let control = format!("{own} 8080 reached\n");
+    assert!(body.starts_with(&control), "the prober cannot reach even itself: {body}");
+    body[control.len()..].to_owned()
 }
 
 #[tokio::test]
