@@ -117,7 +117,15 @@ extern "C" fn cleanup_at_exit() {
             docker(&["rm", "-f", id]);
         }
     }
-    for line in docker(&["network", "ls", "--no-trunc", "--format", "{{.ID}} {{.Name}}"]).lines() {
+    for line in docker(&[
+        "network",
+        "ls",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Name}}",
+    ])
+    .lines()
+    {
         if let Some((id, name)) = line.split_once(' ') {
             if networks.iter().any(|n| n == name) {
                 remove_fence_rules(&format!("br-{}", &id[..12.min(id.len())]));

@@ -60,7 +60,9 @@ async fn containers_run_locked_down_with_a_writable_tmp() {
     assert_eq!(host["Privileged"], false);
     // No port on the host: the gateway calls the container at its network address.
     assert!(
-        host["PortBindings"].as_object().is_none_or(|p| p.is_empty()),
+        host["PortBindings"]
+            .as_object()
+            .is_none_or(|p| p.is_empty()),
         "{host}"
     );
     let labels = docker(&["inspect", "--format", "{{json .Config.Labels}}", id]);

@@ -78,8 +78,14 @@ fn host_address(network: &str) -> String {
 }
 
 fn network_settings(network: &str) -> Value {
-    serde_json::from_str(&docker(&["network", "inspect", "--format", "{{json .}}", network]))
-        .unwrap()
+    serde_json::from_str(&docker(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{json .}}",
+        network,
+    ]))
+    .unwrap()
 }
 
 async fn deploy_hello(h: &Harness, name: &str, annotations: Value) {
@@ -115,7 +121,10 @@ async fn probe(h: &Harness, name: &str, network: &str, targets: &[(String, u16)]
     let (status, body) = h.gw.invoke(name, &input).await;
     assert_eq!(status, 200, "{body}");
     let control = format!("{own} 8080 reached\n");
-    assert!(body.starts_with(&control), "the prober cannot reach even itself: {body}");
+    assert!(
+        body.starts_with(&control),
+        "the prober cannot reach even itself: {body}"
+    );
     body[control.len()..].to_owned()
 }
 
@@ -187,7 +196,10 @@ async fn an_internet_function_gets_a_route_out_but_still_no_neighbours() {
     .await;
     assert_eq!(
         answer,
-        format!("{target} 8080 blocked\n{gateway_ip} {} blocked\n", host.port)
+        format!(
+            "{target} 8080 blocked\n{gateway_ip} {} blocked\n",
+            host.port
+        )
     );
     assert_eq!(host.accepted.load(Ordering::SeqCst), 0);
     assert_eq!(
@@ -234,8 +246,12 @@ async fn a_process_limit_and_a_read_only_root_hold_with_a_writable_tmp() {
     assert_eq!(host["PidsLimit"], 256, "{host}");
 
     // The opt-out: the root is writable (by root; the function runs as nobody).
-    h.deploy_sh("scribbler", writes, json!({ "hark.readonly_root": "false" }))
-        .await;
+    h.deploy_sh(
+        "scribbler",
+        writes,
+        json!({ "hark.readonly_root": "false" }),
+    )
+    .await;
     let (status, body) = h.gw.invoke("scribbler", "").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, "touch: /x: Permission denied\nt\n");
@@ -284,13 +300,14 @@ async fn a_container_called_without_its_own_credential_answers_401() {
     // The refusal is logged, without the credential.
     let id = &h.running("guarded")[0];
     let logs = docker(&["logs", id]);
-    let logs = logs + &String::from_utf8_lossy(
-        &std::process::Command::new("docker")
-            .args(["logs", id])
-            .output()
-            .unwrap()
-            .stderr,
-    );
+    let logs = logs
+        + &String::from_utf8_lossy(
+            &std::process::Command::new("docker")
+                .args(["logs", id])
+                .output()
+                .unwrap()
+                .stderr,
+        );
     assert!(logs.contains("refused GET / with 401"), "{logs}");
     assert!(!logs.contains(other.trim()) && !logs.contains(own.trim()));
     // Removing the function removes its credential.
@@ -318,7 +335,10 @@ async fn a_swarm_task_called_without_its_own_credential_answers_401() {
         id,
     ]))
     .unwrap();
-    let port = ports["8080/tcp"][0]["HostPort"].as_str().unwrap().to_owned();
+    let port = ports["8080/tcp"][0]["HostPort"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let url = format!("http://127.0.0.1:{port}/?name=direct");
     let credential = |name: &str| {
         std::fs::read_to_string(h.gw.data.join("swarm-credentials").join(name)).unwrap()
@@ -352,4 +372,90 @@ async fn a_swarm_task_called_without_its_own_credential_answers_401() {
         .unwrap();
     assert_eq!(secrets("other"), "");
     assert!(!h.gw.data.join("swarm-credentials/other").exists());
+}
+
+/// Removes the networks `names` (and their containers and fence rules) when dropped.
+struct NetworkGuard(Vec<String>);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            for id in docker(&["ps", "-aq", "--filter", &format!("network={name}")]).lines() {
+                docker(&["rm", "-f", id]);
+            }
+            let id = docker(&["network", "inspect", "--format", "{{.Id}}", name]);
+            if id.len() >= 12 {
+                crate::contract::remove_fence_rules(&format!("br-{}", &id[..12]));
+                docker(&["network", "rm", name]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_network_of_an_earlier_version_is_replaced_at_start() {
+    let Some(fixture) = crate::contract::docker_fixture() else {
+        return;
+    };
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let old = format!("hark-test-old-{run}");
+    let fenced = format!("{old}-fenced");
+    let _networks = NetworkGuard(vec![old.clone(), fenced.clone()]);
+    // What an earlier Hark made: a plain bridge, its containers reaching each other.
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "com.hark.network=true",
+        &old,
+    ]);
+    let hello = json!({
+        "service": "hello",
+        "image": fixture.image,
+        "envProcess": crate::util::hello_bin().display().to_string(),
+        "annotations": { "hark.mode": "http" },
+    });
+    let start = |data: &std::path::Path| {
+        crate::util::Gateway::start_in(data, &["--provider", "docker", "--docker-network", &old])
+    };
+
+    // Another program's container still uses it: Hark leaves it and uses another.
+    let stray = docker(&[
+        "run",
+        "-d",
+        "--network",
+        &old,
+        "--entrypoint",
+        "/bin/sh",
+        &fixture.image,
+        "-c",
+        "sleep 120",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = start(dir.path());
+    let _containers = crate::contract::ContainerGuard::for_data(dir.path());
+    gw.deploy(hello).await;
+    assert_eq!(
+        gw.invoke("hello", "a").await,
+        (200, "Hello, a!\n".to_owned())
+    );
+    let settings = network_settings(&fenced);
+    assert_eq!(settings["Internal"], true, "{settings}");
+    assert_eq!(network_settings(&old)["Internal"], false);
+    assert!(gw.stop());
+
+    // Once it is free, the next start replaces it (and deploys the stored function).
+    docker(&["rm", "-f", &stray]);
+    let mut gw = start(dir.path());
+    assert_eq!(
+        gw.invoke("hello", "b").await,
+        (200, "Hello, b!\n".to_owned())
+    );
+    let settings = network_settings(&old);
+    assert_eq!(settings["Internal"], true, "{settings}");
+    assert_eq!(
+        settings["Options"]["com.docker.network.bridge.enable_icc"], "false",
+        "{settings}"
+    );
+    assert!(gw.stop());
 }

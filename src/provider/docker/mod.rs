@@ -544,17 +544,28 @@ pub async fn ensure_network(
         .as_ref()
         .is_some_and(|l| l.contains_key(LABEL_NETWORK));
     if !ours {
-        tracing::warn!(network = name, lacks = lacks.trim(), "the functions' network was made outside Hark without its fences; using it as it is");
+        tracing::warn!(
+            network = name,
+            lacks = lacks.trim(),
+            "the functions' network was made outside Hark without its fences; using it as it is"
+        );
         return Ok(id.clone());
     }
-    tracing::info!(network = name, lacks = lacks.trim(), "replacing a functions' network of an earlier version");
+    tracing::info!(
+        network = name,
+        lacks = lacks.trim(),
+        "replacing a functions' network of an earlier version"
+    );
     for (container, endpoint) in inspected.containers.unwrap_or_default() {
         let Ok(c) = docker.inspect_container(&container, None).await else {
             continue;
         };
         let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
         if labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance) {
-            tracing::info!(container = endpoint.name.as_deref().unwrap_or(&container), "removing a container of an earlier version");
+            tracing::info!(
+                container = endpoint.name.as_deref().unwrap_or(&container),
+                "removing a container of an earlier version"
+            );
             remove_container(docker, &container).await;
         }
     }
@@ -658,14 +669,20 @@ async fn networks_named(
 /// this network namespace.
 async fn bridge_of(docker: &Docker, network: &str) -> Option<String> {
     let inspected = docker
-        .inspect_network(network, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .inspect_network(
+            network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
         .await
         .ok()?;
     let name = inspected
         .options
         .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
         .or_else(|| Some(format!("br-{}", inspected.id?.get(..12)?)))?;
-    Path::new("/sys/class/net").join(&name).exists().then_some(name)
+    Path::new("/sys/class/net")
+        .join(&name)
+        .exists()
+        .then_some(name)
 }
 
 /// Runs `iptables -w ARGS`; whether it succeeded, and its error output.
@@ -711,13 +728,22 @@ pub async fn fence_host(docker: &Docker, network: &str) {
         ensure_rule(
             "INPUT",
             &[
-                "-i", br, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT",
+                "-i",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
             ],
         )
     });
     match fenced {
         Ok(()) => tracing::info!(bridge = br, "containers are fenced off the host"),
-        Err(reason) => tracing::warn!(bridge = br, %reason, "cannot fence containers off the host: they reach every service of the host that listens on all addresses (run the gateway as root with iptables, or add: iptables -I INPUT -i BRIDGE -j DROP)"),
+        Err(reason) => {
+            tracing::warn!(bridge = br, %reason, "cannot fence containers off the host: they reach every service of the host that listens on all addresses (run the gateway as root with iptables, or add: iptables -I INPUT -i BRIDGE -j DROP)")
+        }
     }
     // On a network with a route out, forwarded packets pass DOCKER-USER first.
     if ensure_rule(
@@ -726,7 +752,10 @@ pub async fn fence_host(docker: &Docker, network: &str) {
     )
     .is_err()
     {
-        tracing::debug!(bridge = br, "no DOCKER-USER chain to fence off the metadata address");
+        tracing::debug!(
+            bridge = br,
+            "no DOCKER-USER chain to fence off the metadata address"
+        );
     }
 }
 
@@ -734,7 +763,16 @@ pub async fn fence_host(docker: &Docker, network: &str) {
 /// listener).
 fn allow_host_port(bridge: &str, port: u16) {
     let port = port.to_string();
-    let rule = ["-i", bridge, "-p", "tcp", "--dport", port.as_str(), "-j", "ACCEPT"];
+    let rule = [
+        "-i",
+        bridge,
+        "-p",
+        "tcp",
+        "--dport",
+        port.as_str(),
+        "-j",
+        "ACCEPT",
+    ];
     if let Err(reason) = ensure_rule("INPUT", &rule) {
         tracing::warn!(bridge, port, %reason, "cannot open the /webdriver port to the containers");
     }

@@ -18,9 +18,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::spec::Template;
-use crate::watchdog::{DEFAULT_PORT, HEADER_CREDENTIAL};
 use crate::function::FunctionName;
 use crate::provider::{LogHub, Replicas};
+use crate::watchdog::{DEFAULT_PORT, HEADER_CREDENTIAL};
 
 /// First wait before replacing a crashed container; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -385,9 +385,7 @@ async fn container_ip(docker: &Docker, id: &str, network: &str) -> Result<String
         .unwrap_or_default();
     networks
         .into_iter()
-        .find(|(name, endpoint)| {
-            name == network || endpoint.network_id.as_deref() == Some(network)
-        })
+        .find(|(name, endpoint)| name == network || endpoint.network_id.as_deref() == Some(network))
         .and_then(|(_, endpoint)| endpoint.ip_address)
         .filter(|ip| !ip.is_empty())
         .ok_or_else(|| "the engine gave it none".to_owned())

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use crate::function::{FunctionDeployment, Mode};
 use crate::provider::process::ENV_SECRETS_DIR;
 use crate::watchdog::{
-    DEFAULT_PORT, ENV_CREDENTIAL_FILE, ENV_EXEC_TIMEOUT, ENV_FPROCESS, ENV_MAX_INFLIGHT,
-    ENV_MODE, SECRETS_DIR,
+    DEFAULT_PORT, ENV_CREDENTIAL_FILE, ENV_EXEC_TIMEOUT, ENV_FPROCESS, ENV_MAX_INFLIGHT, ENV_MODE,
+    SECRETS_DIR,
 };
 
 /// Label naming the function a container runs.
@@ -79,7 +79,11 @@ pub fn process_limit(spec: &FunctionDeployment) -> Result<i64, String> {
 /// Whether the root file system is read-only: yes unless [`ANNOTATION_READONLY_ROOT`]
 /// is `"false"` (OpenFaaS's `readOnlyRootFilesystem: true` asks for what is the default).
 pub fn read_only_root(spec: &FunctionDeployment) -> Result<bool, String> {
-    match spec.annotations.get(ANNOTATION_READONLY_ROOT).map(|v| v.trim()) {
+    match spec
+        .annotations
+        .get(ANNOTATION_READONLY_ROOT)
+        .map(|v| v.trim())
+    {
         None | Some("true") => Ok(true),
         Some("false") if spec.read_only_root_filesystem => Err(format!(
             "readOnlyRootFilesystem is true but annotation {ANNOTATION_READONLY_ROOT} is \"false\""
@@ -349,8 +353,16 @@ mod tests {
         }))
         .unwrap();
         let cred = Path::new("/c");
-        let t = template(&spec, "hark/echo:latest", "", "inst", "net", Path::new("/s"), cred)
-            .unwrap();
+        let t = template(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            Path::new("/s"),
+            cred,
+        )
+        .unwrap();
         let env = t.body.env.as_ref().unwrap();
         for want in ["A=1", "fprocess=cat", "mode=fork", "exec_timeout=5000ms"] {
             assert!(env.contains(&want.to_owned()), "{want} in {env:?}");
@@ -373,11 +385,27 @@ mod tests {
         assert_eq!(mounts[1].target.as_deref(), Some(SECRETS_DIR));
         assert!(mounts.iter().all(|m| m.read_only == Some(true)));
         // The same deployment hashes the same; a changed one differently.
-        let again = template(&spec, "hark/echo:latest", "", "inst", "net", Path::new("/s"), cred)
-            .unwrap();
+        let again = template(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            Path::new("/s"),
+            cred,
+        )
+        .unwrap();
         assert_eq!(again.hash, t.hash);
-        let other =
-            template(&spec, "hark/echo:v2", "", "inst", "net", Path::new("/s"), cred).unwrap();
+        let other = template(
+            &spec,
+            "hark/echo:v2",
+            "",
+            "inst",
+            "net",
+            Path::new("/s"),
+            cred,
+        )
+        .unwrap();
         assert_ne!(other.hash, t.hash);
     }
 
@@ -403,7 +431,11 @@ mod tests {
             "hark.network": "host", "hark.limits.processes": "0", "hark.readonly_root": "no",
         }));
         assert!(function_network(&bad).unwrap_err().contains("hark.network"));
-        assert!(process_limit(&bad).unwrap_err().contains("hark.limits.processes"));
-        assert!(read_only_root(&bad).unwrap_err().contains("hark.readonly_root"));
+        assert!(process_limit(&bad)
+            .unwrap_err()
+            .contains("hark.limits.processes"));
+        assert!(read_only_root(&bad)
+            .unwrap_err()
+            .contains("hark.readonly_root"));
     }
 }

@@ -500,7 +500,10 @@ impl Provider for SwarmProvider {
         let credential_ref = self
             .ensure_secrets(
                 &name,
-                &[(CREDENTIAL_SECRET.to_owned(), credential.clone().into_bytes())],
+                &[(
+                    CREDENTIAL_SECRET.to_owned(),
+                    credential.clone().into_bytes(),
+                )],
             )
             .await?
             .remove(0);

@@ -22,8 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::function::FunctionDeployment;
 use crate::provider::docker::spec::{
-    environment, labels, limits, process_limit, read_only_root, user, CREDENTIAL_PATH,
-    LABEL_SPEC,
+    environment, labels, limits, process_limit, read_only_root, user, CREDENTIAL_PATH, LABEL_SPEC,
 };
 use crate::watchdog::{DEFAULT_PORT, ENV_CREDENTIAL_FILE, SECRETS_DIR};
 
@@ -250,7 +249,17 @@ mod tests {
             swarm_name: "hark-cred".into(),
             file: String::new(),
         };
-        let t = service(&spec, "hark/echo:latest", "", "inst", "net", &secrets, &cred, 2).unwrap();
+        let t = service(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            &secrets,
+            &cred,
+            2,
+        )
+        .unwrap();
         let task = t.spec.task_template.as_ref().unwrap();
         let c = task.container_spec.as_ref().unwrap();
         assert_eq!(t.spec.name.as_deref(), Some("hark-inst-echo"));
@@ -288,15 +297,33 @@ mod tests {
             Some(crate::provider::docker::spec::DEFAULT_PROCESSES)
         );
         // Scaling is not a change of deployment; a new secret value is.
-        let scaled =
-            service(&spec, "hark/echo:latest", "", "inst", "net", &secrets, &cred, 5).unwrap();
+        let scaled = service(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            &secrets,
+            &cred,
+            5,
+        )
+        .unwrap();
         assert_eq!(scaled.hash, t.hash);
         let rotated = [SecretRef {
             swarm_name: "hark-def".into(),
             ..secrets[0].clone()
         }];
-        let other =
-            service(&spec, "hark/echo:latest", "", "inst", "net", &rotated, &cred, 2).unwrap();
+        let other = service(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            &rotated,
+            &cred,
+            2,
+        )
+        .unwrap();
         assert_ne!(other.hash, t.hash);
     }
 
