@@ -459,3 +459,60 @@ async fn a_network_of_an_earlier_version_is_replaced_at_start() {
     );
     assert!(gw.stop());
 }
+
+#[tokio::test]
+async fn the_watchdog_answers_only_its_credential_and_hides_it_from_the_function() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credential");
+    std::fs::write(&file, "s3cr3t-credential\n").unwrap();
+    let mut child = std::process::Command::new(crate::util::hark_bin())
+        .args(["watchdog", "--port", "0", "--bind", "127.0.0.1"])
+        .args(["--fprocess", "sh -c 'env | grep -ci credential; true'"])
+        .env("HARK_CREDENTIAL_FILE", &file)
+        .env("HARK_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+        if let Some(addr) = line.split(" mode) on ").nth(1) {
+            break addr.trim().to_owned();
+        }
+    };
+    let url = format!("http://{addr}/");
+    assert_eq!(call_directly(&url, None).await.0, 401);
+    assert_eq!(
+        call_directly(&format!("http://{addr}/_/ready"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(call_directly(&url, Some("s3cr3t-credentia")).await.0, 401);
+    // With it: the function runs, and only the file's path variable names a credential
+    // (no `Http_X_Hark_Credential`).
+    assert_eq!(
+        call_directly(&url, Some("s3cr3t-credential")).await,
+        (200, "1\n".to_owned())
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let logged: Vec<String> = rx.try_iter().collect();
+    assert!(
+        logged.iter().any(|l| l.contains("refused GET / with 401")),
+        "{logged:?}"
+    );
+    assert!(!logged.iter().any(|l| l.contains("s3cr3t")), "{logged:?}");
+}
