@@ -795,13 +795,12 @@ pub(crate) enum Forwarded {
     Failed { reason: String, connect: bool },
 }
 
-/// Sends one call to the watchdog at `host:port`, with the function's `credential`, and
-/// returns the function's answer,
-/// mapping the watchdog's timeout and overload answers to provider errors.
+/// Sends one call to the watchdog at `authority` (`host:port`) with the function's
+/// `credential`, and returns the function's answer, mapping the watchdog's timeout and
+/// overload answers to provider errors.
 pub(crate) async fn forward(
     client: &Upstream,
-    host: &str,
-    port: u16,
+    authority: &str,
     name: &FunctionName,
     call: &Invocation,
     limit: Duration,
@@ -820,7 +819,7 @@ pub(crate) async fn forward(
     ];
     let answer = client
         .send(
-            &format!("{host}:{port}"),
+            authority,
             call.clone(),
             &extra,
             limit + CALL_MARGIN,
@@ -1092,8 +1091,7 @@ impl Provider for DockerProvider {
         };
         forward(
             &self.client,
-            &ip,
-            DEFAULT_PORT,
+            &format!("{ip}:{DEFAULT_PORT}"),
             name,
             &call,
             function.timeout,

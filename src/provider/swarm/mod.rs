@@ -671,8 +671,7 @@ impl Provider for SwarmProvider {
             })?;
             match forward(
                 &self.client,
-                &task.host,
-                task.port,
+                &format!("{}:{}", task.host, task.port),
                 name,
                 &call,
                 function.timeout,
