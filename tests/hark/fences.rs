@@ -516,3 +516,20 @@ async fn the_watchdog_answers_only_its_credential_and_hides_it_from_the_function
     );
     assert!(!logged.iter().any(|l| l.contains("s3cr3t")), "{logged:?}");
 }
+
+#[tokio::test]
+async fn a_docker_function_still_reaches_the_gateways_webdriver_listener() {
+    let Some(h) = Harness::start(Kind::Docker) else {
+        return;
+    };
+    // The one port of the host the fence leaves open to containers.
+    let script = r#"u=${HARK_WEBDRIVER_URL#http://}; hp=${u%%/*}; [ -n "$hp" ] || { echo none; exit 0; }; if { printf "GET /status HTTP/1.0\r\n\r\n"; sleep 1; } | nc -w 2 ${hp%:*} ${hp#*:} 2>/dev/null | grep -q HTTP; then echo reached; else echo blocked; fi"#;
+    h.deploy_sh("browsing", script, json!({})).await;
+    let (status, body) = h.gw.invoke("browsing", "").await;
+    assert_eq!(status, 200, "{body}");
+    if body == "none\n" && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: browser automation is off here (no Chromium?), so functions get no HARK_WEBDRIVER_URL");
+        return;
+    }
+    assert_eq!(body, "reached\n");
+}

@@ -295,19 +295,10 @@ impl DockerProvider {
         base: &str,
         capabilities: crate::browser::capability::Capabilities,
     ) {
-        // The host fence lets containers reach this one port of the host.
-        if let Some(port) = base
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim_end_matches('/').parse::<u16>().ok())
-        {
+        if let Some(port) = port_of(base) {
             let docker = self.docker.clone();
             let network = self.network.clone();
-            tokio::spawn(async move {
-                if let Some(bridge) = bridge_of(&docker, &network).await {
-                    allow_host_port(&bridge, port);
-                }
-            });
+            tokio::spawn(async move { allow_webdriver(&docker, &network, port).await });
         }
         if let Ok(mut webdriver) = self.webdriver.write() {
             *webdriver = Some((base.to_owned(), capabilities));
@@ -335,6 +326,10 @@ impl DockerProvider {
                     .get_or_try_init(|| async {
                         let id = ensure_network(&self.docker, &name, true, &self.instance).await?;
                         fence_host(&self.docker, &id).await;
+                        let base = self.webdriver.read().ok().and_then(|w| w.clone());
+                        if let Some(port) = base.and_then(|(base, _)| port_of(&base)) {
+                            allow_webdriver(&self.docker, &id, port).await;
+                        }
                         Ok::<_, DockerError>(id)
                     })
                     .await
@@ -759,8 +754,19 @@ pub async fn fence_host(docker: &Docker, network: &str) {
     }
 }
 
-/// Lets the containers of `bridge` reach the host's TCP `port` (the `/webdriver`
-/// listener).
+/// The port of a URL such as `http://172.18.0.1:8081`.
+fn port_of(base: &str) -> Option<u16> {
+    base.trim_end_matches('/').rsplit(':').next()?.parse().ok()
+}
+
+/// Lets the containers of `network` reach the host's TCP `port` (the `/webdriver`
+/// listener) through the host fence.
+async fn allow_webdriver(docker: &Docker, network: &str, port: u16) {
+    if let Some(bridge) = bridge_of(docker, network).await {
+        allow_host_port(&bridge, port);
+    }
+}
+
 fn allow_host_port(bridge: &str, port: u16) {
     let port = port.to_string();
     let rule = [
