@@ -574,12 +574,9 @@ pub async fn ensure_network(
     }
 }
 
-/// Creates a network with `driver` (`bridge`, or `overlay`, then attachable) unless one
-/// of the name exists; returns its id.
-///
-/// The engine allows two networks of one name, so two Harks starting at once could
-/// each create one: after creating, the oldest network of the name wins and a younger
-/// one this call created is removed again.
+/// Creates a network with `driver` unless one of the name exists, whatever its
+/// options; returns its id. The swarm provider's overlay network (attachable); the
+/// functions' bridge networks go through [`ensure_network`], which checks the fences.
 pub(crate) async fn ensure_network_of(
     docker: &Docker,
     name: &str,
@@ -598,8 +595,12 @@ pub(crate) async fn ensure_network_of(
     create_network(docker, name, driver, true).await
 }
 
-/// Creates a network (a bridge with inter-container traffic off, `internal` unless
-/// `internet`; an overlay attachable); when two Harks raced, the oldest of the name wins.
+/// Creates a network: a bridge with inter-container traffic off, `internal` unless
+/// `internet`; an overlay attachable.
+///
+/// The engine allows two networks of one name, so two Harks starting at once could
+/// each create one: after creating, the oldest network of the name wins and a younger
+/// one this call created is removed again.
 async fn create_network(
     docker: &Docker,
     name: &str,
