@@ -7,6 +7,12 @@
 //! cold starts. `/_/health` answers while the watchdog runs; `/_/ready` answers 200 only
 //! when a call can be served (in http mode: once the function's port accepts
 //! connections), and 503 from the moment SIGTERM arrives, while calls in flight finish.
+//!
+//! When [`ENV_CREDENTIAL_FILE`] names a file (the docker and swarm providers mount the
+//! function's own credential there), every request, `/_/health` and `/_/ready`
+//! included, must carry that credential in [`HEADER_CREDENTIAL`]; others get 401 and a
+//! log line (without the credential). The header is removed before the function sees
+//! the request.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -39,6 +45,10 @@ pub const ENV_FPROCESS: &str = "fprocess";
 pub const ENV_MODE: &str = "mode";
 pub const ENV_EXEC_TIMEOUT: &str = "exec_timeout";
 pub const ENV_MAX_INFLIGHT: &str = "max_inflight";
+/// Variable naming the file that holds the credential every request must carry.
+pub const ENV_CREDENTIAL_FILE: &str = "HARK_CREDENTIAL_FILE";
+/// Header carrying a function's credential from the gateway to its watchdog.
+pub const HEADER_CREDENTIAL: &str = "x-hark-credential";
 /// Largest request body the watchdog accepts.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -88,6 +98,8 @@ pub enum WatchdogError {
         fprocess: String,
         source: ProviderError,
     },
+    #[error("credential file {path}: {reason}")]
+    Credential { path: PathBuf, reason: String },
     #[error("serving: {0}")]
     Serve(std::io::Error),
 }
@@ -104,6 +116,7 @@ pub async fn run(
     config: WatchdogConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WatchdogError> {
+    let credential = credential_from_env()?;
     let logs = Arc::new(LogHub::default());
     // The function's output lines go to the watchdog's stderr, where the container
     // engine collects them.
@@ -148,7 +161,11 @@ pub async fn run(
         .route("/_/health", get(health))
         .route("/_/ready", get(ready))
         .fallback(call)
-        .with_state(watchdog.clone());
+        .with_state(watchdog.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(credential),
+            check_credential,
+        ));
     let drain = {
         let watchdog = watchdog.clone();
         async move {
@@ -199,6 +216,61 @@ fn deployment(config: &WatchdogConfig) -> FunctionDeployment {
             .insert(ANNOTATION_WORKDIR.into(), dir.display().to_string());
     }
     spec
+}
+
+/// The credential in the file [`ENV_CREDENTIAL_FILE`] names; `None` when it is unset.
+fn credential_from_env() -> Result<Option<String>, WatchdogError> {
+    let Some(path) = std::env::var_os(ENV_CREDENTIAL_FILE).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| WatchdogError::Credential {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let credential = text.trim().to_owned();
+    if credential.is_empty() {
+        return Err(WatchdogError::Credential {
+            path,
+            reason: "it is empty".into(),
+        });
+    }
+    Ok(Some(credential))
+}
+
+/// Lets a request through only with the expected credential (compared in constant
+/// time), and takes the credential out of it; 401 otherwise.
+async fn check_credential(
+    State(expected): State<Arc<Option<String>>>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use subtle::ConstantTimeEq;
+    let Some(expected) = expected.as_ref() else {
+        return next.run(request).await;
+    };
+    let given = request.headers_mut().remove(HEADER_CREDENTIAL);
+    let matches = given
+        .as_ref()
+        .is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes())));
+    if !matches {
+        let why = if given.is_some() {
+            "a wrong credential"
+        } else {
+            "no credential"
+        };
+        eprintln!(
+            "hark watchdog: refused {} {} with 401: {why} in {HEADER_CREDENTIAL}",
+            request.method(),
+            request.uri().path()
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            format!("this function's watchdog answers only its gateway ({HEADER_CREDENTIAL} missing or wrong)\n"),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn health(State(watchdog): State<Arc<Watchdog>>) -> StatusCode {

@@ -109,13 +109,26 @@ extern "C" fn cleanup_at_exit() {
     let Some((network, image, bases)) = CLEANUP.get() else {
         return;
     };
-    let containers = docker(&["ps", "-aq", "--filter", &format!("network={network}")]);
-    for id in containers.lines().filter(|l| !l.is_empty()) {
-        docker(&["rm", "-f", id]);
+    // The gateways make `NETWORK-internet` for functions asking for the Internet.
+    let networks = [network.clone(), format!("{network}-internet")];
+    for network in &networks {
+        let containers = docker(&["ps", "-aq", "--filter", &format!("network={network}")]);
+        for id in containers.lines().filter(|l| !l.is_empty()) {
+            docker(&["rm", "-f", id]);
+        }
     }
-    for line in docker(&["network", "ls", "--format", "{{.ID}} {{.Name}}"]).lines() {
+    for line in docker(&[
+        "network",
+        "ls",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Name}}",
+    ])
+    .lines()
+    {
         if let Some((id, name)) = line.split_once(' ') {
-            if name == network {
+            if networks.iter().any(|n| n == name) {
+                remove_fence_rules(&format!("br-{}", &id[..12.min(id.len())]));
                 docker(&["network", "rm", id]);
             }
         }
@@ -123,6 +136,28 @@ extern "C" fn cleanup_at_exit() {
     docker(&["rmi", "-f", image]);
     for base in bases {
         docker(&["rmi", "-f", base]);
+    }
+}
+
+/// Deletes the `iptables` rules the gateways added for the bridge `bridge` (the docker
+/// provider fences containers off the host), so test runs leave none behind.
+pub fn remove_fence_rules(bridge: &str) {
+    for chain in ["INPUT", "DOCKER-USER"] {
+        let Ok(listed) = Command::new("iptables").args(["-w", "-S", chain]).output() else {
+            return;
+        };
+        let needle = format!(" -i {bridge} ");
+        for rule in String::from_utf8_lossy(&listed.stdout).lines() {
+            let Some(rule) = rule.strip_prefix("-A ") else {
+                continue;
+            };
+            if format!("{rule} ").contains(&needle) {
+                let _ = Command::new("iptables")
+                    .args(["-w", "-D"])
+                    .args(rule.split_whitespace())
+                    .output();
+            }
+        }
     }
 }
 
@@ -158,7 +193,17 @@ pub fn docker_fixture() -> Option<&'static DockerFixture> {
             )
             .unwrap();
             // Made once here, so the gateways of parallel tests find it.
-            docker(&["network", "create", "--label", "com.hark.network=true", &network]);
+            // With the fences the gateway asks for (else it would replace it).
+            docker(&[
+                "network",
+                "create",
+                "--internal",
+                "--opt",
+                "com.docker.network.bridge.enable_icc=false",
+                "--label",
+                "com.hark.network=true",
+                &network,
+            ]);
             let built = Command::new(hark_bin())
                 .args(["build", "contract", "--tag", &run, "-f"])
                 .arg(dir.path().join("hark.yml"))

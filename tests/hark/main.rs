@@ -10,6 +10,7 @@ mod cli;
 mod contract;
 mod docker;
 mod doctor;
+mod fences;
 mod hardening;
 mod holiday;
 mod install;

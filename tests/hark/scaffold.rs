@@ -218,6 +218,11 @@ impl Drop for DockerRun {
                 docker(&["rm", "-f", id]);
             }
         }
+        // The gateway fenced its containers off the host with iptables rules for the bridge.
+        let id = docker(&["network", "inspect", "--format", "{{.Id}}", &self.network]);
+        if let Some(short) = id.get(..12) {
+            crate::contract::remove_fence_rules(&format!("br-{short}"));
+        }
         docker(&["network", "rm", &self.network]);
         for image in &self.images {
             docker(&["rmi", "-f", image]);

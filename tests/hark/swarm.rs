@@ -55,6 +55,7 @@ async fn services_run_locked_down_and_calls_spread_over_every_replica() {
         spec["TaskTemplate"]["Resources"]["Limits"]["MemoryBytes"],
         64 * 1024 * 1024
     );
+    assert_eq!(spec["TaskTemplate"]["Resources"]["Limits"]["Pids"], 256);
     assert_eq!(spec["UpdateConfig"]["Order"], "start-first", "{spec}");
     assert_eq!(spec["TaskTemplate"]["RestartPolicy"]["Condition"], "any");
 
@@ -79,13 +80,13 @@ async fn services_run_locked_down_and_calls_spread_over_every_replica() {
         "calls did not reach both replicas: {hosts:?}"
     );
 
-    // The Swarm secret goes with the function.
+    // The Swarm secrets (the function's and its credential) go with the function.
     let owner = format!("label=com.hark.instance={}", h_instance(&h));
     assert_eq!(
         docker(&["secret", "ls", "-q", "--filter", &owner])
             .lines()
             .count(),
-        1
+        2
     );
     let response =
         h.gw.request(Method::DELETE, "/system/functions")

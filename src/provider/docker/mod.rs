@@ -2,13 +2,25 @@
 //! through bollard over its Unix socket (`DOCKER_HOST` respected). A deployment comes in;
 //! containers running the function's image behind the [watchdog](crate::watchdog) go out.
 //!
-//! - Containers join a private bridge network Hark creates (`hark-functions`) and carry
-//!   the labels [`spec::LABEL_FUNCTION`] and [`spec::LABEL_INSTANCE`] (an id kept in the
-//!   data directory), so Hark finds its own containers after a restart and never touches
-//!   any other.
-//! - The gateway reaches a container through its port 8080, published on 127.0.0.1 at a
-//!   port the engine picks: that works wherever the gateway runs on the engine's host,
-//!   and no traffic leaves the loopback interface.
+//! - Containers carry the labels [`spec::LABEL_FUNCTION`] and [`spec::LABEL_INSTANCE`]
+//!   (an id kept in the data directory), so Hark finds its own containers after a
+//!   restart and never touches any other.
+//! - **Fences.** Containers join a bridge network Hark creates (`hark-functions`) that is
+//!   `internal` (no route out: no Internet, no cloud metadata address) and has
+//!   inter-container traffic off (`enable_icc=false`: a function cannot reach another's
+//!   container). A function annotated `hark.network: internet` joins a second network,
+//!   `NAME-internet`, with a route out but still no neighbours. On both, the host's
+//!   address on the bridge answers only the gateway's own connections and the
+//!   `/webdriver` listener: Hark adds `INPUT` rules for the bridge with `iptables` (see
+//!   [`fence_host`]); without them a container reaches every service of the host that
+//!   listens on all addresses. A network of an earlier version with other options is
+//!   replaced (see [`ensure_network`]).
+//! - The gateway reaches a container at its address on that network, port 8080 (an
+//!   internal network publishes no ports), and sends the function's credential, which
+//!   the watchdog checks: a local process that reaches the address cannot call the
+//!   function (see [`crate::watchdog`]). The credential is made at the first deployment,
+//!   kept in the data directory (`docker-credentials/NAME`), mounted read-only into the
+//!   containers, and removed with the function.
 //! - A container gets calls once its watchdog answers `/_/ready`; one that exits is
 //!   replaced; an update starts the new containers and stops the old ones only when the
 //!   new ones are ready.
@@ -39,12 +51,20 @@ use self::spec::{LABEL_FUNCTION, LABEL_INSTANCE, LABEL_SPEC};
 use super::upstream::{Upstream, UpstreamError};
 use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
 use crate::function::{FunctionName, Usage};
-use crate::watchdog::HEADER_ERROR;
+use crate::watchdog::{DEFAULT_PORT, HEADER_CREDENTIAL, HEADER_ERROR};
 
 /// The network function containers join unless told otherwise.
 pub const DEFAULT_NETWORK: &str = "hark-functions";
 /// Variable naming another network (tests use one of their own).
 pub const ENV_NETWORK: &str = "HARK_DOCKER_NETWORK";
+/// The suffix of the network of the functions that ask for the Internet.
+pub const INTERNET_SUFFIX: &str = "-internet";
+/// Label on the networks Hark creates.
+pub const LABEL_NETWORK: &str = "com.hark.network";
+/// Bridge option: traffic between containers of the network (Hark sets `false`).
+pub const OPTION_ICC: &str = "com.docker.network.bridge.enable_icc";
+/// The cloud metadata address, which no function reaches.
+pub const METADATA_ADDRESS: &str = "169.254.169.254";
 /// File in the data directory holding this Hark's instance id.
 pub const INSTANCE_FILE: &str = "docker-instance";
 /// The engine's default address when `DOCKER_HOST` is not set.
@@ -153,7 +173,12 @@ pub struct DockerProvider {
     instance: String,
     /// Id of the functions' network.
     network: String,
+    /// Its name, which the Internet network's name extends.
+    network_name: String,
+    /// Id of the network of functions asking for the Internet, made at first use.
+    internet: tokio::sync::OnceCell<String>,
     secrets_root: PathBuf,
+    credentials_root: PathBuf,
     logs: Arc<LogHub>,
     client: Upstream,
     functions: RwLock<HashMap<FunctionName, Arc<DockerFunction>>>,
@@ -184,7 +209,9 @@ impl DockerProvider {
     ) -> Result<Self, DockerError> {
         let docker = connect().await?;
         let instance = instance_id(data_dir, INSTANCE_FILE)?;
-        let network = ensure_network(&docker, network).await?;
+        let network_name = network.to_owned();
+        let network = ensure_network(&docker, network, false, &instance).await?;
+        fence_host(&docker, &network).await;
         let filters = HashMap::from([(
             "label".to_owned(),
             vec![format!("{LABEL_INSTANCE}={instance}")],
@@ -229,7 +256,10 @@ impl DockerProvider {
             docker,
             instance,
             network,
+            network_name,
+            internet: tokio::sync::OnceCell::new(),
             secrets_root: data_dir.join("docker-secrets"),
+            credentials_root: data_dir.join("docker-credentials"),
             logs,
             client,
             functions: RwLock::new(HashMap::new()),
@@ -265,6 +295,11 @@ impl DockerProvider {
         base: &str,
         capabilities: crate::browser::capability::Capabilities,
     ) {
+        if let Some(port) = port_of(base) {
+            let docker = self.docker.clone();
+            let network = self.network.clone();
+            tokio::spawn(async move { allow_webdriver(&docker, &network, port).await });
+        }
         if let Ok(mut webdriver) = self.webdriver.write() {
             *webdriver = Some((base.to_owned(), capabilities));
         }
@@ -278,6 +313,61 @@ impl DockerProvider {
     /// This Hark's instance id, as in the containers' [`LABEL_INSTANCE`].
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The id of the network a function asking for `network` joins (the Internet one is
+    /// made at first use).
+    async fn network_for(&self, network: spec::FunctionNetwork) -> Result<String, ProviderError> {
+        match network {
+            spec::FunctionNetwork::Internal => Ok(self.network.clone()),
+            spec::FunctionNetwork::Internet => {
+                let name = format!("{}{INTERNET_SUFFIX}", self.network_name);
+                self.internet
+                    .get_or_try_init(|| async {
+                        let id = ensure_network(&self.docker, &name, true, &self.instance).await?;
+                        fence_host(&self.docker, &id).await;
+                        let base = self.webdriver.read().ok().and_then(|w| w.clone());
+                        if let Some(port) = base.and_then(|(base, _)| port_of(&base)) {
+                            allow_webdriver(&self.docker, &id, port).await;
+                        }
+                        Ok::<_, DockerError>(id)
+                    })
+                    .await
+                    .cloned()
+                    .map_err(|e| ProviderError::Internal(e.to_string()))
+            }
+        }
+    }
+
+    /// The function's credential, made at its first deployment and kept (in a file the
+    /// containers mount) until it is removed; returns it and the file.
+    fn credential(&self, name: &FunctionName) -> Result<(String, PathBuf), ProviderError> {
+        let dir = self.credentials_root.join(name.as_str());
+        let file = dir.join("credential");
+        let failed = |e: std::io::Error| {
+            ProviderError::Internal(format!("credential of {name} in {}: {e}", dir.display()))
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_owned(), file)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+        let credential = new_credential();
+        // Only root (the gateway) opens the outer directory; the file is readable by
+        // whatever user the container runs as.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.credentials_root)
+            .map_err(failed)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(failed)?;
+        write_mode(&file, credential.as_bytes(), 0o444).map_err(failed)?;
+        Ok((credential, file))
     }
 
     async fn get(&self, name: &FunctionName) -> Result<Arc<DockerFunction>, ProviderError> {
@@ -312,7 +402,7 @@ impl DockerProvider {
         &self,
         name: &FunctionName,
         pool: &Pool,
-    ) -> Result<u16, ProviderError> {
+    ) -> Result<String, ProviderError> {
         let deadline = Instant::now() + READY_LIMIT;
         loop {
             let ping = tokio::time::timeout(ENGINE_CHECK_EVERY, self.docker.ping()).await;
@@ -331,8 +421,8 @@ impl DockerProvider {
                 });
             }
             let next = (Instant::now() + ENGINE_CHECK_EVERY).min(deadline);
-            if let Some(port) = pool.ready_port(next).await {
-                return Ok(port);
+            if let Some(ip) = pool.ready_ip(next).await {
+                return Ok(ip);
             }
             if Instant::now() >= deadline {
                 return Err(self.unavailable(
@@ -374,17 +464,119 @@ pub(crate) fn instance_id(data_dir: &Path, file: &str) -> Result<String, DockerE
     Ok(id)
 }
 
-/// Creates the bridge network unless it exists; returns its id.
-pub async fn ensure_network(docker: &Docker, name: &str) -> Result<String, DockerError> {
-    ensure_network_of(docker, name, "bridge").await
+/// A new random credential (256 bits, hex).
+pub(crate) fn new_credential() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
 }
 
-/// Creates a network with `driver` (`bridge`, or `overlay`, then attachable) unless one
-/// of the name exists; returns its id.
+/// Writes `data` to `path` (replacing it) with `mode`.
+pub(crate) fn write_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Creates the functions' bridge network unless one with the fences exists: `internal`
+/// unless `internet`, inter-container traffic off either way. Returns its id.
 ///
-/// The engine allows two networks of one name, so two Harks starting at once could
-/// each create one: after creating, the oldest network of the name wins and a younger
-/// one this call created is removed again.
+/// A network of the name that Hark made (label [`LABEL_NETWORK`]) without those
+/// options — made by an earlier version — is replaced: this instance's containers on it
+/// are removed (the deployments start new ones) and so is the network. When other
+/// containers still use it, Hark logs why and uses `NAME-fenced` instead. A network the
+/// operator made is used as it is, with a warning naming what it lacks.
+pub async fn ensure_network(
+    docker: &Docker,
+    name: &str,
+    internet: bool,
+    instance: &str,
+) -> Result<String, DockerError> {
+    let engine = |what: &str, e: bollard::errors::Error| DockerError::Engine {
+        what: format!("{what} {name}"),
+        reason: describe_engine_error(&e),
+    };
+    let existing = networks_named(docker, name)
+        .await
+        .map_err(|e| engine("listing network", e))?;
+    let Some((id, _)) = existing.first() else {
+        return create_network(docker, name, "bridge", internet).await;
+    };
+    let inspected = docker
+        .inspect_network(id, None::<bollard::query_parameters::InspectNetworkOptions>)
+        .await
+        .map_err(|e| engine("inspecting network", e))?;
+    let options = inspected.options.clone().unwrap_or_default();
+    let icc_off = options.get(OPTION_ICC).map(String::as_str) == Some("false");
+    let internal_ok = inspected.internal.unwrap_or(false) != internet;
+    if icc_off && internal_ok {
+        return Ok(id.clone());
+    }
+    let lacks = format!(
+        "{}{}",
+        if internal_ok {
+            ""
+        } else if internet {
+            "it is internal (no route out) "
+        } else {
+            "it is not internal (it routes out) "
+        },
+        if icc_off {
+            ""
+        } else {
+            "its containers reach each other"
+        }
+    );
+    let ours = inspected
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(LABEL_NETWORK));
+    if !ours {
+        tracing::warn!(
+            network = name,
+            lacks = lacks.trim(),
+            "the functions' network was made outside Hark without its fences; using it as it is"
+        );
+        return Ok(id.clone());
+    }
+    tracing::info!(
+        network = name,
+        lacks = lacks.trim(),
+        "replacing a functions' network of an earlier version"
+    );
+    for (container, endpoint) in inspected.containers.unwrap_or_default() {
+        let Ok(c) = docker.inspect_container(&container, None).await else {
+            continue;
+        };
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        if labels.get(LABEL_INSTANCE).map(String::as_str) == Some(instance) {
+            tracing::info!(
+                container = endpoint.name.as_deref().unwrap_or(&container),
+                "removing a container of an earlier version"
+            );
+            remove_container(docker, &container).await;
+        }
+    }
+    match docker.remove_network(id).await {
+        Ok(()) => create_network(docker, name, "bridge", internet).await,
+        Err(e) => {
+            let fenced = format!("{name}-fenced");
+            tracing::warn!(network = name, instead = %fenced, reason = %describe_engine_error(&e), "cannot remove the functions' network of an earlier version (other containers use it); using another");
+            Box::pin(ensure_network(docker, &fenced, internet, instance)).await
+        }
+    }
+}
+
+/// Creates a network with `driver` unless one of the name exists, whatever its
+/// options; returns its id. The swarm provider's overlay network (attachable); the
+/// functions' bridge networks go through [`ensure_network`], which checks the fences.
 pub(crate) async fn ensure_network_of(
     docker: &Docker,
     name: &str,
@@ -400,11 +592,33 @@ pub(crate) async fn ensure_network_of(
     if let Some((id, _)) = existing.first() {
         return Ok(id.clone());
     }
+    create_network(docker, name, driver, true).await
+}
+
+/// Creates a network: a bridge with inter-container traffic off, `internal` unless
+/// `internet`; an overlay attachable.
+///
+/// The engine allows two networks of one name, so two Harks starting at once could
+/// each create one: after creating, the oldest network of the name wins and a younger
+/// one this call created is removed again.
+async fn create_network(
+    docker: &Docker,
+    name: &str,
+    driver: &str,
+    internet: bool,
+) -> Result<String, DockerError> {
+    let engine = |what: &str, e: bollard::errors::Error| DockerError::Engine {
+        what: format!("{what} {name}"),
+        reason: describe_engine_error(&e),
+    };
+    let bridge = driver == "bridge";
     let request = NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some(driver.into()),
         attachable: (driver == "overlay").then_some(true),
-        labels: Some(HashMap::from([("com.hark.network".into(), "true".into())])),
+        internal: (bridge && !internet).then_some(true),
+        options: bridge.then(|| HashMap::from([(OPTION_ICC.to_owned(), "false".to_owned())])),
+        labels: Some(HashMap::from([(LABEL_NETWORK.into(), "true".into())])),
         ..Default::default()
     };
     let created = docker
@@ -447,6 +661,130 @@ async fn networks_named(
     Ok(found)
 }
 
+/// The name of the host's interface of the bridge network `network`, when it is in
+/// this network namespace.
+async fn bridge_of(docker: &Docker, network: &str) -> Option<String> {
+    let inspected = docker
+        .inspect_network(
+            network,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()?;
+    let name = inspected
+        .options
+        .and_then(|o| o.get("com.docker.network.bridge.name").cloned())
+        .or_else(|| Some(format!("br-{}", inspected.id?.get(..12)?)))?;
+    Path::new("/sys/class/net")
+        .join(&name)
+        .exists()
+        .then_some(name)
+}
+
+/// Runs `iptables -w ARGS`; whether it succeeded, and its error output.
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let output = std::process::Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("iptables: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
+}
+
+/// Inserts `rule` in `chain` (at the top) unless it is there.
+fn ensure_rule(chain: &str, rule: &[&str]) -> Result<(), String> {
+    let check: Vec<&str> = ["-C", chain].iter().chain(rule).copied().collect();
+    if iptables(&check).is_ok() {
+        return Ok(());
+    }
+    let insert: Vec<&str> = ["-I", chain, "1"].iter().chain(rule).copied().collect();
+    iptables(&insert)
+}
+
+/// Keeps the containers of `network` off the host: packets from its bridge to the host
+/// are dropped unless they answer a connection the host opened (the gateway's calls);
+/// on a network with a route out, the metadata address is dropped too. Best effort: it
+/// needs `iptables` and the right to use it (root); without them a warning says what
+/// containers can reach.
+pub async fn fence_host(docker: &Docker, network: &str) {
+    let Some(bridge) = bridge_of(docker, network).await else {
+        tracing::warn!(
+            network,
+            "the functions' bridge is not in this network namespace; the host is not fenced off"
+        );
+        return;
+    };
+    let br = bridge.as_str();
+    let fenced = ensure_rule("INPUT", &["-i", br, "-j", "DROP"]).and_then(|()| {
+        ensure_rule(
+            "INPUT",
+            &[
+                "-i",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        )
+    });
+    match fenced {
+        Ok(()) => tracing::info!(bridge = br, "containers are fenced off the host"),
+        Err(reason) => {
+            tracing::warn!(bridge = br, %reason, "cannot fence containers off the host: they reach every service of the host that listens on all addresses (run the gateway as root with iptables, or add: iptables -I INPUT -i BRIDGE -j DROP)")
+        }
+    }
+    // On a network with a route out, forwarded packets pass DOCKER-USER first.
+    if ensure_rule(
+        "DOCKER-USER",
+        &["-i", br, "-d", METADATA_ADDRESS, "-j", "DROP"],
+    )
+    .is_err()
+    {
+        tracing::debug!(
+            bridge = br,
+            "no DOCKER-USER chain to fence off the metadata address"
+        );
+    }
+}
+
+/// The port of a URL such as `http://172.18.0.1:8081`.
+fn port_of(base: &str) -> Option<u16> {
+    base.trim_end_matches('/').rsplit(':').next()?.parse().ok()
+}
+
+/// Lets the containers of `network` reach the host's TCP `port` (the `/webdriver`
+/// listener) through the host fence.
+async fn allow_webdriver(docker: &Docker, network: &str, port: u16) {
+    if let Some(bridge) = bridge_of(docker, network).await {
+        allow_host_port(&bridge, port);
+    }
+}
+
+fn allow_host_port(bridge: &str, port: u16) {
+    let port = port.to_string();
+    let rule = [
+        "-i",
+        bridge,
+        "-p",
+        "tcp",
+        "--dport",
+        port.as_str(),
+        "-j",
+        "ACCEPT",
+    ];
+    if let Err(reason) = ensure_rule("INPUT", &rule) {
+        tracing::warn!(bridge, port, %reason, "cannot open the /webdriver port to the containers");
+    }
+}
+
 async fn remove_container(docker: &Docker, id: &str) {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
@@ -464,24 +802,31 @@ pub(crate) enum Forwarded {
     Failed { reason: String, connect: bool },
 }
 
-/// Sends one call to the watchdog at `host:port` and returns the function's answer,
-/// mapping the watchdog's timeout and overload answers to provider errors.
+/// Sends one call to the watchdog at `authority` (`host:port`) with the function's
+/// `credential`, and returns the function's answer, mapping the watchdog's timeout and
+/// overload answers to provider errors.
 pub(crate) async fn forward(
     client: &Upstream,
-    host: &str,
-    port: u16,
+    authority: &str,
     name: &FunctionName,
     call: &Invocation,
     limit: Duration,
     max_response: u64,
+    credential: &str,
 ) -> Result<Output, Forwarded> {
-    let extra = [(
-        header::HeaderName::from_static("x-call-id"),
-        call.call_id.as_str(),
-    )];
+    let extra = [
+        (
+            header::HeaderName::from_static("x-call-id"),
+            call.call_id.as_str(),
+        ),
+        (
+            header::HeaderName::from_static(HEADER_CREDENTIAL),
+            credential,
+        ),
+    ];
     let answer = client
         .send(
-            &format!("{host}:{port}"),
+            authority,
             call.clone(),
             &extra,
             limit + CALL_MARGIN,
@@ -626,13 +971,18 @@ impl Provider for DockerProvider {
             0o444,
         )
         .map_err(|e| ProviderError::Internal(format!("secret files of {name}: {e}")))?;
+        let network = spec::function_network(spec)
+            .map_err(|e| ProviderError::BadSpec(format!("function {name}: {e}")))?;
+        let network = self.network_for(network).await?;
+        let (credential, credential_file) = self.credential(&name)?;
         let template = spec::template(
             spec,
             &image,
             &image_user,
             &self.instance,
-            &self.network,
+            &network,
             &secrets_dir,
+            &credential_file,
         )
         .map_err(|e| ProviderError::BadSpec(format!("function {name}: {e}")))?;
         let timeout = spec
@@ -681,6 +1031,7 @@ impl Provider for DockerProvider {
             self.docker.clone(),
             name.clone(),
             template,
+            credential,
             self.logs.clone(),
             adoptable,
         );
@@ -719,6 +1070,7 @@ impl Provider for DockerProvider {
         };
         function.pool.stop().await;
         let _ = std::fs::remove_dir_all(self.secrets_root.join(name.as_str()));
+        let _ = std::fs::remove_dir_all(self.credentials_root.join(name.as_str()));
         self.logs.forget(name);
         Ok(())
     }
@@ -740,18 +1092,18 @@ impl Provider for DockerProvider {
             // Hold on cold start: start a container and wait for it.
             pool.scale(1).await;
         }
-        let port = match pool.ready_port(Instant::now()).await {
-            Some(port) => port,
+        let ip = match pool.ready_ip(Instant::now()).await {
+            Some(ip) => ip,
             None => self.wait_for_container(name, pool).await?,
         };
         forward(
             &self.client,
-            "127.0.0.1",
-            port,
+            &format!("{ip}:{DEFAULT_PORT}"),
             name,
             &call,
             function.timeout,
             function.max_response,
+            pool.credential(),
         )
         .await
         .map_err(|e| match e {

@@ -1,7 +1,8 @@
 //! The containers of one function: a desired count comes in; supervised containers, each
 //! marked ready once its watchdog answers `/_/ready`, go out. A container that exits is
 //! reported (exit code, out-of-memory kill), removed and replaced after a growing pause.
-//! Calls are proxied to the ready containers' published ports on 127.0.0.1, round robin.
+//! Calls are proxied to the ready containers' addresses on the functions' network, round
+//! robin, with the function's credential (the readiness checks carry it too).
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +17,10 @@ use futures::StreamExt;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::spec::{Template, WATCHDOG_PORT};
+use super::spec::Template;
 use crate::function::FunctionName;
 use crate::provider::{LogHub, Replicas};
+use crate::watchdog::{DEFAULT_PORT, HEADER_CREDENTIAL};
 
 /// First wait before replacing a crashed container; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -38,10 +40,12 @@ pub(super) struct PoolInner {
     pub docker: Docker,
     pub name: FunctionName,
     pub template: Template,
+    /// The credential the function's watchdog asks for.
+    credential: String,
     logs: Arc<LogHub>,
     replicas: tokio::sync::Mutex<Vec<Replica>>,
     desired: AtomicU32,
-    /// Host ports of the ready containers, by slot, with the container id.
+    /// Addresses of the ready containers, by slot, with the container id.
     ready: watch::Sender<Vec<Ready>>,
     next: AtomicUsize,
     slots: AtomicUsize,
@@ -57,7 +61,8 @@ pub(super) struct PoolInner {
 #[derive(Debug, Clone)]
 pub(super) struct Ready {
     pub slot: usize,
-    pub port: u16,
+    /// The container's address on the functions' network.
+    pub ip: String,
     pub container: String,
 }
 
@@ -71,6 +76,7 @@ impl Pool {
         docker: Docker,
         name: FunctionName,
         template: Template,
+        credential: String,
         logs: Arc<LogHub>,
         adoptable: Vec<String>,
     ) -> Self {
@@ -79,6 +85,7 @@ impl Pool {
                 docker,
                 name,
                 template,
+                credential,
                 logs,
                 replicas: tokio::sync::Mutex::new(Vec::new()),
                 desired: AtomicU32::new(0),
@@ -150,8 +157,8 @@ impl Pool {
             .unwrap_or(false)
     }
 
-    /// The next ready container's host port, round robin, waiting until `deadline`.
-    pub(super) async fn ready_port(&self, deadline: Instant) -> Option<u16> {
+    /// The next ready container's address, round robin, waiting until `deadline`.
+    pub(super) async fn ready_ip(&self, deadline: Instant) -> Option<String> {
         let mut ready = self.inner.ready.subscribe();
         let wait = ready.wait_for(|r| !r.is_empty());
         let ready = match tokio::time::timeout_at(deadline.into(), wait).await {
@@ -159,7 +166,12 @@ impl Pool {
             _ => return None,
         };
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % ready.len();
-        Some(ready[i].port)
+        Some(ready[i].ip.clone())
+    }
+
+    /// The credential the function's watchdog asks for.
+    pub(super) fn credential(&self) -> &str {
+        &self.inner.credential
     }
 
     /// How the last container ended, if that was within `within`.
@@ -307,27 +319,37 @@ async fn remove_container(docker: &Docker, id: &str) -> bool {
     }
 }
 
-/// Finds the container's published port, waits for its watchdog to be ready, marks it
-/// ready, and returns how the container ended.
+/// Finds the container's address, waits for its watchdog to be ready, marks it ready,
+/// and returns how the container ended.
 async fn run_until_exit(pool: &PoolInner, slot: usize, id: &str) -> String {
     let options = WaitContainerOptionsBuilder::default()
         .condition("not-running")
         .build();
     let mut wait = pool.docker.wait_container(id, Some(options));
-    let port = match host_port(&pool.docker, id).await {
-        Ok(port) => port,
-        Err(e) => return format!("has no published port: {e}"),
+    let network = pool
+        .template
+        .body
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.clone())
+        .unwrap_or_default();
+    let ip = match container_ip(&pool.docker, id, &network).await {
+        Ok(ip) => ip,
+        Err(e) => return format!("has no address on network {network}: {e}"),
     };
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap_or_default();
-    let url = format!("http://127.0.0.1:{port}/_/ready");
+    let url = format!("http://{ip}:{DEFAULT_PORT}/_/ready");
     let mut delay = Duration::from_millis(5);
     let ready = async {
         loop {
-            if let Ok(response) = client.get(&url).send().await {
+            let probe = client
+                .get(&url)
+                .header(HEADER_CREDENTIAL, pool.credential.as_str());
+            if let Ok(response) = probe.send().await {
                 if response.status().is_success() {
                     return;
                 }
@@ -343,7 +365,7 @@ async fn run_until_exit(pool: &PoolInner, slot: usize, id: &str) -> String {
     pool.ready.send_modify(|r| {
         r.push(Ready {
             slot,
-            port,
+            ip: ip.clone(),
             container: id.to_owned(),
         })
     });
@@ -351,23 +373,22 @@ async fn run_until_exit(pool: &PoolInner, slot: usize, id: &str) -> String {
     exit_reason(&pool.docker, id).await
 }
 
-/// The host port the engine published the watchdog's port on.
-async fn host_port(docker: &Docker, id: &str) -> Result<u16, String> {
+/// The container's IPv4 address on `network` (a name or id).
+async fn container_ip(docker: &Docker, id: &str, network: &str) -> Result<String, String> {
     let inspect = docker
         .inspect_container(id, None)
         .await
         .map_err(|e| super::describe_engine_error(&e))?;
-    inspect
+    let networks = inspect
         .network_settings
-        .and_then(|n| n.ports)
-        .and_then(|mut ports| ports.remove(WATCHDOG_PORT))
-        .flatten()
-        .and_then(|bindings| {
-            bindings
-                .into_iter()
-                .find_map(|b| b.host_port.and_then(|p| p.parse().ok()))
-        })
-        .ok_or_else(|| format!("port {WATCHDOG_PORT} is not published"))
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    networks
+        .into_iter()
+        .find(|(name, endpoint)| name == network || endpoint.network_id.as_deref() == Some(network))
+        .and_then(|(_, endpoint)| endpoint.ip_address)
+        .filter(|ip| !ip.is_empty())
+        .ok_or_else(|| "the engine gave it none".to_owned())
 }
 
 /// "exited with code 137 (killed: out of memory)", from the engine's record.

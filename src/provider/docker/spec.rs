@@ -1,21 +1,23 @@
 //! Mapping a deployment onto a container: a [`FunctionDeployment`] comes in, the
 //! engine's container-create body goes out (image, environment for the watchdog, labels,
-//! limits, secrets mount, read-only root, dropped privileges, tmpfs `/tmp`, and port 8080
-//! published on 127.0.0.1 at a port the engine picks).
+//! limits (memory, CPU, processes), secrets and credential mounts, a read-only root
+//! unless the function opts out, dropped privileges, tmpfs `/tmp`, and the functions'
+//! network; no port is published: the gateway reaches the watchdog at the container's
+//! address on that network, with the function's credential).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
-    PortBinding,
 };
 use sha2::{Digest, Sha256};
 
 use crate::function::{FunctionDeployment, Mode};
 use crate::provider::process::ENV_SECRETS_DIR;
 use crate::watchdog::{
-    DEFAULT_PORT, ENV_EXEC_TIMEOUT, ENV_FPROCESS, ENV_MAX_INFLIGHT, ENV_MODE, SECRETS_DIR,
+    DEFAULT_PORT, ENV_CREDENTIAL_FILE, ENV_EXEC_TIMEOUT, ENV_FPROCESS, ENV_MAX_INFLIGHT, ENV_MODE,
+    SECRETS_DIR,
 };
 
 /// Label naming the function a container runs.
@@ -27,8 +29,71 @@ pub const LABEL_INSTANCE: &str = "com.hark.instance";
 pub const LABEL_SPEC: &str = "com.hark.spec";
 /// The user functions run as when the image names none: `nobody`.
 pub const DEFAULT_USER: &str = "65534:65534";
-/// The watchdog's port inside the container, as the engine names it.
-pub const WATCHDOG_PORT: &str = "8080/tcp";
+/// Annotation choosing the function's network: `internal` (the default: no route out,
+/// no other function, no host port) or `internet` (egress to the Internet).
+pub const ANNOTATION_NETWORK: &str = "hark.network";
+/// Annotation setting the most processes (and threads) a function's container may run.
+pub const ANNOTATION_PROCESSES: &str = "hark.limits.processes";
+/// Annotation that, set to `"false"`, gives the container a writable root file system.
+pub const ANNOTATION_READONLY_ROOT: &str = "hark.readonly_root";
+/// The process limit when the function sets none.
+pub const DEFAULT_PROCESSES: i64 = 256;
+/// Where a container finds its function's credential (see [`crate::watchdog`]).
+pub const CREDENTIAL_PATH: &str = "/var/run/hark/credential";
+
+/// Which network a function's containers join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionNetwork {
+    /// No route out of the network and no neighbours (the default).
+    Internal,
+    /// A route to the Internet (`hark.network: internet`), still no neighbours.
+    Internet,
+}
+
+/// The network `spec` asks for with [`ANNOTATION_NETWORK`].
+pub fn function_network(spec: &FunctionDeployment) -> Result<FunctionNetwork, String> {
+    match spec.annotations.get(ANNOTATION_NETWORK).map(|v| v.trim()) {
+        None | Some("") | Some("internal") => Ok(FunctionNetwork::Internal),
+        Some("internet") => Ok(FunctionNetwork::Internet),
+        Some(other) => Err(format!(
+            "annotation {ANNOTATION_NETWORK} {other:?} is neither internal nor internet"
+        )),
+    }
+}
+
+/// The process limit ([`ANNOTATION_PROCESSES`], else [`DEFAULT_PROCESSES`]).
+pub fn process_limit(spec: &FunctionDeployment) -> Result<i64, String> {
+    match spec.annotations.get(ANNOTATION_PROCESSES) {
+        None => Ok(DEFAULT_PROCESSES),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                format!("annotation {ANNOTATION_PROCESSES} {v:?} is not a number from 1 to 1000000")
+            }),
+    }
+}
+
+/// Whether the root file system is read-only: yes unless [`ANNOTATION_READONLY_ROOT`]
+/// is `"false"` (OpenFaaS's `readOnlyRootFilesystem: true` asks for what is the default).
+pub fn read_only_root(spec: &FunctionDeployment) -> Result<bool, String> {
+    match spec
+        .annotations
+        .get(ANNOTATION_READONLY_ROOT)
+        .map(|v| v.trim())
+    {
+        None | Some("true") => Ok(true),
+        Some("false") if spec.read_only_root_filesystem => Err(format!(
+            "readOnlyRootFilesystem is true but annotation {ANNOTATION_READONLY_ROOT} is \"false\""
+        )),
+        Some("false") => Ok(false),
+        Some(other) => Err(format!(
+            "annotation {ANNOTATION_READONLY_ROOT} {other:?} is neither \"true\" nor \"false\""
+        )),
+    }
+}
 
 /// The image a function runs when its deployment names none: what `hark build` tags.
 pub fn default_image(spec: &FunctionDeployment) -> String {
@@ -51,7 +116,8 @@ pub struct Template {
 ///
 /// `image_user` is the `USER` the image declares (empty when none): a function runs as
 /// that user, else as [`DEFAULT_USER`]. Secrets are bind-mounted read-only from
-/// `secrets_dir` when the function names any.
+/// `secrets_dir` when the function names any; the function's credential file
+/// `credential_file` is bind-mounted read-only at [`CREDENTIAL_PATH`].
 pub fn template(
     spec: &FunctionDeployment,
     image: &str,
@@ -59,33 +125,39 @@ pub fn template(
     instance: &str,
     network: &str,
     secrets_dir: &Path,
+    credential_file: &Path,
 ) -> Result<Template, String> {
-    let env = environment(spec)?;
+    let mut env = environment(spec)?;
+    env.push(format!("{ENV_CREDENTIAL_FILE}={CREDENTIAL_PATH}"));
+    env.sort();
     let labels = labels(spec, instance);
     let (memory, nano_cpus) = limits(spec)?;
+    let pids_limit = process_limit(spec)?;
+    let read_only = read_only_root(spec)?;
 
-    let mounts = (!spec.secrets.is_empty()).then(|| {
-        vec![Mount {
+    let mut mounts = vec![Mount {
+        target: Some(CREDENTIAL_PATH.into()),
+        source: Some(credential_file.display().to_string()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if !spec.secrets.is_empty() {
+        mounts.push(Mount {
             target: Some(SECRETS_DIR.into()),
             source: Some(secrets_dir.display().to_string()),
             typ: Some(MountType::BIND),
             read_only: Some(true),
             ..Default::default()
-        }]
-    });
+        });
+    }
     let host_config = HostConfig {
-        port_bindings: Some(HashMap::from([(
-            WATCHDOG_PORT.to_owned(),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(String::new()),
-            }]),
-        )])),
         memory,
         // No swap beyond the memory limit, so the limit is what the function gets.
         memory_swap: memory,
         nano_cpus,
-        readonly_rootfs: Some(spec.read_only_root_filesystem),
+        pids_limit: Some(pids_limit),
+        readonly_rootfs: Some(read_only),
         tmpfs: Some(HashMap::from([(
             "/tmp".to_owned(),
             "rw,nosuid,nodev,size=64m,mode=1777".to_owned(),
@@ -96,7 +168,7 @@ pub fn template(
         // A small init reaps the processes fork mode leaves behind and forwards SIGTERM.
         init: Some(true),
         network_mode: Some(network.into()),
-        mounts,
+        mounts: Some(mounts),
         ..Default::default()
     };
     let user = user(image_user);
@@ -280,6 +352,7 @@ mod tests {
             "readOnlyRootFilesystem": true,
         }))
         .unwrap();
+        let cred = Path::new("/c");
         let t = template(
             &spec,
             "hark/echo:latest",
@@ -287,6 +360,7 @@ mod tests {
             "inst",
             "net",
             Path::new("/s"),
+            cred,
         )
         .unwrap();
         let env = t.body.env.as_ref().unwrap();
@@ -303,10 +377,13 @@ mod tests {
         assert_eq!(host.memory, Some(64 * 1024 * 1024));
         assert_eq!(host.nano_cpus, Some(500_000_000));
         assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.pids_limit, Some(DEFAULT_PROCESSES));
+        assert_eq!(host.port_bindings, None);
         assert_eq!(host.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
-        let mount = &host.mounts.as_ref().unwrap()[0];
-        assert_eq!(mount.target.as_deref(), Some(SECRETS_DIR));
-        assert_eq!(mount.read_only, Some(true));
+        let mounts = host.mounts.as_ref().unwrap();
+        assert_eq!(mounts[0].target.as_deref(), Some(CREDENTIAL_PATH));
+        assert_eq!(mounts[1].target.as_deref(), Some(SECRETS_DIR));
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)));
         // The same deployment hashes the same; a changed one differently.
         let again = template(
             &spec,
@@ -315,10 +392,50 @@ mod tests {
             "inst",
             "net",
             Path::new("/s"),
+            cred,
         )
         .unwrap();
         assert_eq!(again.hash, t.hash);
-        let other = template(&spec, "hark/echo:v2", "", "inst", "net", Path::new("/s")).unwrap();
+        let other = template(
+            &spec,
+            "hark/echo:v2",
+            "",
+            "inst",
+            "net",
+            Path::new("/s"),
+            cred,
+        )
+        .unwrap();
         assert_ne!(other.hash, t.hash);
+    }
+
+    #[test]
+    fn fences_follow_the_annotations_with_safe_defaults() {
+        let spec = |annotations: serde_json::Value| -> FunctionDeployment {
+            serde_json::from_value(serde_json::json!({
+                "service": "f", "envProcess": "cat", "annotations": annotations,
+            }))
+            .unwrap()
+        };
+        let plain = spec(serde_json::json!({}));
+        assert_eq!(function_network(&plain), Ok(FunctionNetwork::Internal));
+        assert_eq!(process_limit(&plain), Ok(DEFAULT_PROCESSES));
+        assert_eq!(read_only_root(&plain), Ok(true));
+        let open = spec(serde_json::json!({
+            "hark.network": "internet", "hark.limits.processes": "32", "hark.readonly_root": "false",
+        }));
+        assert_eq!(function_network(&open), Ok(FunctionNetwork::Internet));
+        assert_eq!(process_limit(&open), Ok(32));
+        assert_eq!(read_only_root(&open), Ok(false));
+        let bad = spec(serde_json::json!({
+            "hark.network": "host", "hark.limits.processes": "0", "hark.readonly_root": "no",
+        }));
+        assert!(function_network(&bad).unwrap_err().contains("hark.network"));
+        assert!(process_limit(&bad)
+            .unwrap_err()
+            .contains("hark.limits.processes"));
+        assert!(read_only_root(&bad)
+            .unwrap_err()
+            .contains("hark.readonly_root"));
     }
 }

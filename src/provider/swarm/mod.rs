@@ -24,8 +24,16 @@
 //!   a port the engine picks, and the gateway spreads calls round robin over the tasks
 //!   that are running, wanted, and whose watchdog answered `/_/ready` — on 127.0.0.1 for
 //!   this node's tasks and at the node's address for others'. Host-mode ports are bound
-//!   on all of a node's addresses (Swarm has no host IP setting): keep a firewall in
-//!   front of the function ports, as for any swarm.
+//!   on all of a node's addresses (Swarm has no host IP setting), so the ports are
+//!   guarded by a credential: each function has its own, made at its first deployment,
+//!   delivered to its tasks as a Swarm secret at
+//!   [`CREDENTIAL_PATH`](crate::provider::docker::spec::CREDENTIAL_PATH) and kept for
+//!   the gateway in the data directory (`swarm-credentials/NAME`, mode 0600); the
+//!   watchdog answers 401 to any request without it, so neither a host on the network
+//!   nor another function's task can call a task directly. It is removed with the
+//!   function. Reaching tasks over the overlay only was not chosen: the gateway runs
+//!   outside the overlay, and the routes into it (ingress mesh, virtual IPs) need IPVS,
+//!   which this kind of kernel lacks.
 //! - The task list is polled every 250 ms per function (readiness, crash reports, log
 //!   streams), see [`tasks`].
 
@@ -55,7 +63,7 @@ use self::tasks::{Nodes, ReadyTask, Watched};
 use super::docker::spec::{default_image, LABEL_FUNCTION, LABEL_INSTANCE, LABEL_SPEC};
 use super::docker::{
     container_usage, describe_engine_error, ensure_network_of, forward, instance_id, is_not_found,
-    local_image, DockerError, Forwarded,
+    local_image, new_credential, write_mode, DockerError, Forwarded,
 };
 use super::upstream::Upstream;
 use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
@@ -69,6 +77,8 @@ pub const ENV_NETWORK: &str = "HARK_SWARM_NETWORK";
 pub const INSTANCE_FILE: &str = "swarm-instance";
 /// Label naming the function secret a Swarm secret holds a value of.
 pub const LABEL_SECRET: &str = "com.hark.secret";
+/// The [`LABEL_SECRET`] of a function's credential (no function secret has this name).
+const CREDENTIAL_SECRET: &str = "hark credential";
 /// Longest wait for a ready task: on a call at zero (hold-on-cold-start), and for the
 /// new tasks of an update.
 const READY_LIMIT: Duration = Duration::from_secs(60);
@@ -92,6 +102,8 @@ pub struct SwarmProvider {
     instance: String,
     /// The overlay network's name.
     network: String,
+    /// Where the functions' credentials are kept for the gateway.
+    credentials_root: std::path::PathBuf,
     nodes: Arc<Nodes>,
     logs: Arc<LogHub>,
     client: Upstream,
@@ -104,6 +116,8 @@ pub struct SwarmProvider {
 struct SwarmFunction {
     service: String,
     hash: String,
+    /// The credential the function's watchdogs ask for.
+    credential: Arc<str>,
     timeout: Duration,
     /// `hark.max_response`, in bytes.
     max_response: u64,
@@ -231,6 +245,7 @@ impl SwarmProvider {
             docker,
             instance,
             network: network.to_owned(),
+            credentials_root: data_dir.join("swarm-credentials"),
             nodes: Arc::new(Nodes {
                 local: swarm.node_id.unwrap_or_default(),
                 addrs: std::sync::Mutex::new(HashMap::new()),
@@ -269,6 +284,30 @@ impl SwarmProvider {
             tracing::info!(function = %name, service = %id, "removing a service no deployment claims");
             self.remove_service(&name, &id).await;
         }
+    }
+
+    /// The function's credential, made at its first deployment and kept until it is
+    /// removed.
+    fn credential(&self, name: &FunctionName) -> Result<String, ProviderError> {
+        let file = self.credentials_root.join(name.as_str());
+        let failed = |e: std::io::Error| {
+            ProviderError::Internal(format!("credential of {name} in {}: {e}", file.display()))
+        };
+        match std::fs::read_to_string(&file) {
+            Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.credentials_root)
+            .map_err(failed)?;
+        let credential = new_credential();
+        write_mode(&file, credential.as_bytes(), 0o600).map_err(failed)?;
+        Ok(credential)
     }
 
     /// Creates the Swarm secrets of a deployment that do not exist yet.
@@ -457,6 +496,17 @@ impl Provider for SwarmProvider {
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?
             .map(|n| Arc::new(Semaphore::new(n)));
         let secrets = self.ensure_secrets(&name, &deployment.secrets).await?;
+        let credential = self.credential(&name)?;
+        let credential_ref = self
+            .ensure_secrets(
+                &name,
+                &[(
+                    CREDENTIAL_SECRET.to_owned(),
+                    credential.clone().into_bytes(),
+                )],
+            )
+            .await?
+            .remove(0);
         let template = spec::service(
             spec,
             &image,
@@ -464,6 +514,7 @@ impl Provider for SwarmProvider {
             &self.instance,
             &self.network,
             &secrets,
+            &credential_ref,
             deployment.replicas,
         )
         .map_err(|e| ProviderError::BadSpec(format!("function {name}: {e}")))?;
@@ -533,9 +584,11 @@ impl Provider for SwarmProvider {
                 self.logs.clone(),
                 self.nodes.clone(),
                 watched.clone(),
+                credential.clone().into(),
             ),
             service,
             hash: template.hash.clone(),
+            credential: credential.into(),
             timeout,
             max_response,
             inflight,
@@ -556,7 +609,9 @@ impl Provider for SwarmProvider {
             ));
         }
         self.functions.write().await.insert(name.clone(), function);
-        self.remove_secrets(&name, &secrets).await;
+        let mut keep = secrets;
+        keep.push(credential_ref);
+        self.remove_secrets(&name, &keep).await;
         Ok(())
     }
 
@@ -567,6 +622,7 @@ impl Provider for SwarmProvider {
         };
         function.watcher.abort();
         self.remove_service(name, &function.service).await;
+        let _ = std::fs::remove_file(self.credentials_root.join(name.as_str()));
         self.logs.forget(name);
         Ok(())
     }
@@ -615,12 +671,12 @@ impl Provider for SwarmProvider {
             })?;
             match forward(
                 &self.client,
-                &task.host,
-                task.port,
+                &format!("{}:{}", task.host, task.port),
                 name,
                 &call,
                 function.timeout,
                 function.max_response,
+                &function.credential,
             )
             .await
             {

@@ -2,7 +2,9 @@
 //! engine's service spec goes out (the same environment, labels, limits, read-only root,
 //! dropped capabilities, non-root user and tmpfs `/tmp` as the docker provider's
 //! containers; secrets as Swarm secrets at `/var/openfaas/secrets/NAME`; replicas, a
-//! restart policy that replaces crashed tasks, a start-first rolling update; port 8080 of
+//! restart policy that replaces crashed tasks, a start-first rolling update; the same
+//! process limit and read-only root by default; the function's credential as a Swarm
+//! secret at [`CREDENTIAL_PATH`], which the watchdog asks every request for; port 8080 of
 //! every task published on its node in host mode at a port the engine picks).
 
 use std::collections::HashMap;
@@ -19,8 +21,10 @@ use bollard::models::{
 use sha2::{Digest, Sha256};
 
 use crate::function::FunctionDeployment;
-use crate::provider::docker::spec::{environment, labels, limits, user, LABEL_SPEC};
-use crate::watchdog::{DEFAULT_PORT, SECRETS_DIR};
+use crate::provider::docker::spec::{
+    environment, labels, limits, process_limit, read_only_root, user, CREDENTIAL_PATH, LABEL_SPEC,
+};
+use crate::watchdog::{DEFAULT_PORT, ENV_CREDENTIAL_FILE, SECRETS_DIR};
 
 /// Pause before Swarm replaces a task that ended (nanoseconds).
 const RESTART_DELAY_NS: i64 = 200_000_000;
@@ -68,7 +72,9 @@ pub struct ServiceTemplate {
 }
 
 /// Builds the service spec for `spec`. `image_user` is the image's `USER` (empty when
-/// none); `network` the overlay network's name.
+/// none); `network` the overlay network's name; `credential` the Swarm secret holding
+/// the function's credential.
+#[allow(clippy::too_many_arguments)]
 pub fn service(
     spec: &FunctionDeployment,
     image: &str,
@@ -76,24 +82,31 @@ pub fn service(
     instance: &str,
     network: &str,
     secrets: &[SecretRef],
+    credential: &SecretRef,
     replicas: u32,
 ) -> Result<ServiceTemplate, String> {
-    let env = environment(spec)?;
+    let mut env = environment(spec)?;
+    env.push(format!("{ENV_CREDENTIAL_FILE}={CREDENTIAL_PATH}"));
+    env.sort();
     let mut labels = labels(spec, instance);
     let (memory, nano_cpus) = limits(spec)?;
+    let pids = process_limit(spec)?;
+    let read_only = read_only_root(spec)?;
+    let mount = |s: &SecretRef, path: String| TaskSpecContainerSpecSecrets {
+        file: Some(TaskSpecContainerSpecFile {
+            name: Some(path),
+            uid: Some("0".into()),
+            gid: Some("0".into()),
+            // Readable whatever user the function runs as.
+            mode: Some(0o444),
+        }),
+        secret_id: Some(s.id.clone()),
+        secret_name: Some(s.swarm_name.clone()),
+    };
     let secrets = secrets
         .iter()
-        .map(|s| TaskSpecContainerSpecSecrets {
-            file: Some(TaskSpecContainerSpecFile {
-                name: Some(format!("{SECRETS_DIR}/{}", s.file)),
-                uid: Some("0".into()),
-                gid: Some("0".into()),
-                // Readable whatever user the function runs as.
-                mode: Some(0o444),
-            }),
-            secret_id: Some(s.id.clone()),
-            secret_name: Some(s.swarm_name.clone()),
-        })
+        .map(|s| mount(s, format!("{SECRETS_DIR}/{}", s.file)))
+        .chain([mount(credential, CREDENTIAL_PATH.to_owned())])
         .collect();
     let tmp = Mount {
         target: Some("/tmp".into()),
@@ -110,7 +123,7 @@ pub fn service(
         labels: Some(labels.clone()),
         env: Some(env),
         user: Some(user(image_user)),
-        read_only: Some(spec.read_only_root_filesystem),
+        read_only: Some(read_only),
         mounts: Some(vec![tmp]),
         secrets: Some(secrets),
         capability_drop: Some(vec!["ALL".into()]),
@@ -125,7 +138,7 @@ pub fn service(
             limits: Some(Limit {
                 nano_cpus,
                 memory_bytes: memory,
-                ..Default::default()
+                pids: Some(pids),
             }),
             ..Default::default()
         }),
@@ -231,7 +244,22 @@ mod tests {
             swarm_name: "hark-abc".into(),
             file: "key".into(),
         }];
-        let t = service(&spec, "hark/echo:latest", "", "inst", "net", &secrets, 2).unwrap();
+        let cred = SecretRef {
+            id: "cid".into(),
+            swarm_name: "hark-cred".into(),
+            file: String::new(),
+        };
+        let t = service(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            &secrets,
+            &cred,
+            2,
+        )
+        .unwrap();
         let task = t.spec.task_template.as_ref().unwrap();
         let c = task.container_spec.as_ref().unwrap();
         assert_eq!(t.spec.name.as_deref(), Some("hark-inst-echo"));
@@ -257,17 +285,45 @@ mod tests {
         assert_eq!(c.capability_drop.as_deref(), Some(&["ALL".to_owned()][..]));
         let file = c.secrets.as_ref().unwrap()[0].file.as_ref().unwrap();
         assert_eq!(file.name.as_deref(), Some("/var/openfaas/secrets/key"));
+        let file = c.secrets.as_ref().unwrap()[1].file.as_ref().unwrap();
+        assert_eq!(file.name.as_deref(), Some(CREDENTIAL_PATH));
+        let env = c.env.as_ref().unwrap();
+        assert!(env.contains(&format!("{ENV_CREDENTIAL_FILE}={CREDENTIAL_PATH}")));
         let limits = task.resources.as_ref().unwrap().limits.as_ref().unwrap();
         assert_eq!(limits.memory_bytes, Some(64 * 1024 * 1024));
         assert_eq!(limits.nano_cpus, Some(500_000_000));
+        assert_eq!(
+            limits.pids,
+            Some(crate::provider::docker::spec::DEFAULT_PROCESSES)
+        );
         // Scaling is not a change of deployment; a new secret value is.
-        let scaled = service(&spec, "hark/echo:latest", "", "inst", "net", &secrets, 5).unwrap();
+        let scaled = service(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            &secrets,
+            &cred,
+            5,
+        )
+        .unwrap();
         assert_eq!(scaled.hash, t.hash);
         let rotated = [SecretRef {
             swarm_name: "hark-def".into(),
             ..secrets[0].clone()
         }];
-        let other = service(&spec, "hark/echo:latest", "", "inst", "net", &rotated, 2).unwrap();
+        let other = service(
+            &spec,
+            "hark/echo:latest",
+            "",
+            "inst",
+            "net",
+            &rotated,
+            &cred,
+            2,
+        )
+        .unwrap();
         assert_ne!(other.hash, t.hash);
     }
 

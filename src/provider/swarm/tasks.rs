@@ -78,6 +78,7 @@ pub(super) fn watch(
     logs: Arc<LogHub>,
     nodes: Arc<Nodes>,
     watched: Arc<Watched>,
+    credential: Arc<str>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut state = State {
@@ -87,6 +88,7 @@ pub(super) fn watch(
             logs,
             nodes,
             watched,
+            credential,
             ready: HashMap::new(),
             running: HashSet::new(),
             reported: HashSet::new(),
@@ -111,6 +113,8 @@ struct State {
     logs: Arc<LogHub>,
     nodes: Arc<Nodes>,
     watched: Arc<Watched>,
+    /// The function's credential, which the watchdog asks `/_/ready` for too.
+    credential: Arc<str>,
     /// Tasks that answered `/_/ready`, by id.
     ready: HashMap<String, ReadyTask>,
     /// Tasks seen running, to report their end once.
@@ -202,7 +206,13 @@ impl State {
         let port = published_port(task)?;
         let host = self.host_of(task).await?;
         let url = format!("http://{host}:{port}/_/ready");
-        let response = self.client.get(&url).send().await.ok()?;
+        let response = self
+            .client
+            .get(&url)
+            .header(crate::watchdog::HEADER_CREDENTIAL, &*self.credential)
+            .send()
+            .await
+            .ok()?;
         if !response.status().is_success() {
             return None;
         }
