@@ -15,6 +15,7 @@ mod limits;
 mod metrics;
 mod process;
 mod queue;
+mod sandbox;
 mod scaffold;
 mod schedule;
 mod sessions;
