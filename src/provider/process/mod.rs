@@ -164,7 +164,8 @@ impl ProcessProvider {
             ProviderError::BadSpec(format!("function {}: envProcess is empty", spec.service))
         })?;
         let workdir = spec.annotations.get(ANNOTATION_WORKDIR).map(PathBuf::from);
-        let program = resolve_program(program, workdir.as_deref()).ok_or_else(|| {
+        let sandboxed = self.sandboxing.as_ref().is_some_and(|s| s.is_on());
+        let program = resolve_program(program, workdir.as_deref(), sandboxed).ok_or_else(|| {
             ProviderError::BadSpec(format!(
                 "function {}: command not found: {program:?} (looked in {}and $PATH)",
                 spec.service,
@@ -283,8 +284,9 @@ pub(crate) fn write_secret_files(
 }
 
 /// Finds the program: a path with a `/` is taken relative to the working directory,
-/// a bare name is looked up in `$PATH`.
-fn resolve_program(program: &str, workdir: Option<&Path>) -> Option<PathBuf> {
+/// a bare name is looked up in `$PATH` (for a sandboxed function, in the directories of
+/// `$PATH` its own user can reach).
+fn resolve_program(program: &str, workdir: Option<&Path>, sandboxed: bool) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         let path = match workdir {
@@ -293,6 +295,8 @@ fn resolve_program(program: &str, workdir: Option<&Path>) -> Option<PathBuf> {
         };
         let meta = std::fs::metadata(&path).ok()?;
         (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+    } else if sandboxed {
+        sandbox::which(program)
     } else {
         which::which(program).ok()
     }

@@ -323,11 +323,16 @@ impl Sandboxing {
             ruleset.is_some(),
             state.display()
         );
-        let env = vec![
+        let mut env = vec![
             (ENV_STATE_DIR.to_owned(), state.display().to_string()),
             ("TMPDIR".to_owned(), tmp.display().to_string()),
             ("HOME".to_owned(), state.display().to_string()),
         ];
+        if self.root {
+            // The gateway's PATH without the directories a function's user cannot reach
+            // (root's own tools, say), so that lookups inside the function find what works.
+            env.push(("PATH".to_owned(), reachable_path()));
+        }
         Ok(Prepared {
             sandbox: Arc::new(Sandbox {
                 ids,
@@ -339,6 +344,11 @@ impl Sandboxing {
             }),
             env,
         })
+    }
+
+    /// Whether functions run sandboxed.
+    pub fn is_on(&self) -> bool {
+        self.mode == SandboxMode::On
     }
 
     /// Hands the function's secret files (and their directory) to its user, so that it
@@ -485,6 +495,32 @@ impl Users {
         std::fs::rename(&tmp, &self.file)?;
         Ok(uid)
     }
+}
+
+/// The directories of the gateway's `$PATH` that other users can pass through.
+fn reachable_path() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute() && unreachable(dir, u32::MAX, u32::MAX).is_none())
+        .collect();
+    std::env::join_paths(dirs)
+        .ok()
+        .and_then(|p| p.into_string().ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned())
+}
+
+/// `program` looked up in the directories of `$PATH` that other users can reach: the
+/// first executable file there that they can read or run.
+pub(super) fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                && unreachable(candidate, u32::MAX, u32::MAX).is_none()
+        })
 }
 
 /// The kernel's Landlock ABI version, or `None` without Landlock.
