@@ -285,3 +285,33 @@ async fn a_program_its_user_cannot_reach_is_refused_at_deploy() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+/// A sandboxed replica still dies with its gateway: the uid change (which clears the
+/// parent-death signal) comes before `die_with_gateway` sets it.
+#[tokio::test]
+async fn a_sandboxed_replica_dies_with_a_killed_gateway() {
+    if !runs_here("a_sandboxed_replica_dies_with_a_killed_gateway") {
+        return;
+    }
+    let mut gw = Gateway::start();
+    gw.deploy(json!({
+        "service": "hello",
+        "envProcess": crate::util::hello_bin().display().to_string(),
+        "annotations": { "hark.mode": "http" },
+    }))
+    .await;
+    assert_eq!(gw.invoke("hello", "x").await.0, 200);
+    let replicas = crate::util::children_named(gw.pid(), "hello");
+    assert_eq!(replicas.len(), 1, "{replicas:?}");
+    gw.kill_hard();
+    let proc = format!("/proc/{}", replicas[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&proc).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica {} outlived its gateway",
+            replicas[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
