@@ -410,6 +410,7 @@ impl Sandbox {
         // holds, so the child's copy of it is valid.
         unsafe {
             command.pre_exec(move || {
+                // Holds the Arc (and so the ruleset fd) for as long as the command lives.
                 let _keep = &sandbox;
                 for (resource, value) in limits {
                     if let Some(value) = value {
