@@ -823,7 +823,7 @@ async fn measure_process(
     })
     .await?;
     cold.push((
-        "process provider (sandboxed): deploy → first response".to_owned(),
+        "process provider: deploy → first response (sandboxed)".to_owned(),
         deployed,
     ));
     // A fork-mode function: its user, state directory and Landlock rules are prepared at
@@ -836,7 +836,7 @@ async fn measure_process(
     })
     .await?;
     cold.push((
-        "process provider (sandboxed), fork mode: deploy → first response".to_owned(),
+        "process provider: fork mode, deploy → first response (sandboxed)".to_owned(),
         deployed,
     ));
     Ok((table, checks, cold))
