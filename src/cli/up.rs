@@ -20,7 +20,7 @@ use crate::dispatch::admission::{self, Admission};
 use crate::dispatch::queue::{AsyncQueue, QueueConfig};
 use crate::dispatch::Dispatcher;
 use crate::provider::docker::{self, DockerProvider};
-use crate::provider::process::ProcessProvider;
+use crate::provider::process::{ProcessProvider, SandboxMode, Sandboxing};
 use crate::provider::swarm::{self, SwarmProvider};
 use crate::provider::{LogHub, Provider};
 use crate::registry::{DeployMode, Deployer, Registry};
@@ -143,6 +143,11 @@ pub struct UpArgs {
     /// the last commits on a power cut or OS crash.
     #[arg(long, env = "HARK_DURABILITY", value_enum, default_value_t = Durability::default())]
     pub durability: Durability,
+    /// Process functions run in a sandbox: a user of their own (when the gateway is
+    /// root), a Landlock file-system fence and resource limits. `off` is for development
+    /// only: functions can then read the data directory (keys, tokens, every secret).
+    #[arg(long, env = "HARK_SANDBOX", value_enum, default_value_t = SandboxMode::default())]
+    pub sandbox: SandboxMode,
 }
 
 /// Makes the gateway non-dumpable (`PR_SET_DUMPABLE` 0): a process of the same user can
@@ -283,9 +288,13 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
                 .context("cannot listen on loopback for the functions' /webdriver")?;
             let base = format!("http://{}", listener.local_addr()?);
             webdriver_listener = Some(listener);
+            let secrets = data.join("secrets");
+            let sandboxing = Sandboxing::start(&data, &secrets, args.sandbox)
+                .context("preparing the process sandbox")?;
             Arc::new(
-                ProcessProvider::new(data.join("secrets"), logs)
-                    .with_webdriver(&base, browser.capabilities().clone()),
+                ProcessProvider::new(secrets, logs)
+                    .with_webdriver(&base, browser.capabilities().clone())
+                    .with_sandbox(sandboxing),
             )
         }
         ProviderKind::Docker => {

@@ -35,6 +35,7 @@ const CHECKS: &[&str] = &[
     "echo started by hand → first response (own start-up)",
     "process provider: scale-from-zero → first response",
     "process provider: deploy → first response",
+    "process provider: fork mode, deploy → first response",
 ];
 
 /// Processes whose working directory or command line is under `dir`.

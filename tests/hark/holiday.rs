@@ -93,12 +93,14 @@ impl Demo {
         std::fs::write(data.join("certs/hark-holiday-test.pem"), &pki.good_chain).unwrap();
         std::fs::write(data.join("root.pem"), &pki.root_pem).unwrap();
         let port = free_port();
-        let bookings = data.join("bookings.json");
+        // The portal keeps its bookings in its own state directory (the sandbox lets it
+        // write nowhere else).
+        let bookings = data.join("state/hr-portal/hr-portal-bookings.json");
         let config = format!(
             r#"functions:
   hr-portal:
     fprocess: {portal}
-    environment: {{ HR_PORTAL_STORE: {bookings}, HR_PORTAL_USER: ada }}
+    environment: {{ HR_PORTAL_USER: ada }}
     secrets: [hr-portal-password]
     annotations: {{ hark.mode: http }}
     labels: {{ com.openfaas.scale.min: "1" }}
@@ -119,7 +121,6 @@ alexa:
 "#,
             portal = function_bin("hr-portal").display(),
             book = function_bin("book-holiday").display(),
-            bookings = bookings.display(),
             skills = repo().join("skills").display(),
         );
         std::fs::write(data.join("hark.yml"), config).unwrap();

@@ -19,6 +19,7 @@ mod metrics;
 mod process;
 mod queue;
 mod repeated_warnings;
+mod sandbox;
 mod scaffold;
 mod schedule;
 mod secret_scope;

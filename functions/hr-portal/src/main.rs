@@ -4,7 +4,8 @@
 //!
 //! - `HR_PORTAL_USER` (default `ada`) and the password: the secret file `hr-portal-password`
 //!   in `$HARK_SECRETS_DIR` (or `/var/openfaas/secrets`), else `HR_PORTAL_PASSWORD`.
-//! - `HR_PORTAL_STORE`: the bookings file (default `hr-portal-bookings.json`).
+//! - `HR_PORTAL_STORE`: the bookings file (default `hr-portal-bookings.json` in the
+//!   function's own state directory `$HARK_STATE_DIR`, else in the working directory).
 //! - `HR_PORTAL_ALLOWANCE`: days of annual leave (default 25).
 
 use std::path::PathBuf;
@@ -65,7 +66,12 @@ async fn main() {
     let config = Config {
         store: std::env::var_os("HR_PORTAL_STORE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("hr-portal-bookings.json")),
+            .unwrap_or_else(|| {
+                std::env::var_os("HARK_STATE_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_default()
+                    .join("hr-portal-bookings.json")
+            }),
         user: std::env::var("HR_PORTAL_USER").unwrap_or_else(|_| "ada".to_owned()),
         password,
         allowance,

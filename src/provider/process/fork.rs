@@ -36,8 +36,9 @@ pub(super) async fn invoke(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // No `die_with_gateway` here: a pre-exec hook makes std fork instead of posix_spawn,
-    // which halves fork-mode throughput; a fork-mode process is bounded by its time limit.
+    // No `die_with_gateway` here: a fork-mode process is bounded by its time limit, and
+    // without a sandbox (`--sandbox off`) no pre-exec hook lets std use posix_spawn.
+    launch.sandbox.apply(&mut command);
     if let Some(dir) = &launch.workdir {
         command.current_dir(dir);
     }

@@ -233,6 +233,8 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        // First: a change of uid clears the parent-death signal set after it.
+        launch.sandbox.apply(&mut command);
         super::die_with_gateway(&mut command);
         if let Some(dir) = &launch.workdir {
             command.current_dir(dir);

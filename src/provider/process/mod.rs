@@ -4,6 +4,9 @@
 
 mod fork;
 mod http;
+mod sandbox;
+
+pub use sandbox::{SandboxMode, Sandboxing, ENV_STATE_DIR};
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -34,6 +37,8 @@ pub struct ProcessProvider {
     secrets: SecretFiles,
     /// The functions' WebDriver listener and capabilities, for `HARK_WEBDRIVER_URL`.
     webdriver: Option<Webdriver>,
+    /// The functions' sandbox (none for the watchdog, whose container is the sandbox).
+    sandboxing: Option<Arc<Sandboxing>>,
 }
 
 /// Where process functions reach the browser pool: the base URL of the gateway's
@@ -64,6 +69,8 @@ struct Launch {
     timeout: Duration,
     /// `hark.max_response`: the largest answer read from a call, in bytes.
     max_response: u64,
+    /// Entered by every process of the function ([`sandbox::Sandbox::apply`]).
+    sandbox: Arc<sandbox::Sandbox>,
 }
 
 struct ProcFunction {
@@ -89,7 +96,14 @@ impl ProcessProvider {
             logs,
             secrets: SecretFiles::Managed(secrets_root),
             webdriver: None,
+            sandboxing: None,
         }
+    }
+
+    /// Runs every function in the sandbox `sandboxing` describes.
+    pub fn with_sandbox(mut self, sandboxing: Sandboxing) -> Self {
+        self.sandboxing = Some(Arc::new(sandboxing));
+        self
     }
 
     /// Gives each function `HARK_WEBDRIVER_URL` under the gateway's functions' listener
@@ -115,6 +129,7 @@ impl ProcessProvider {
             logs,
             secrets: SecretFiles::Fixed(dir),
             webdriver: None,
+            sandboxing: None,
         }
     }
 
@@ -149,7 +164,8 @@ impl ProcessProvider {
             ProviderError::BadSpec(format!("function {}: envProcess is empty", spec.service))
         })?;
         let workdir = spec.annotations.get(ANNOTATION_WORKDIR).map(PathBuf::from);
-        let program = resolve_program(program, workdir.as_deref()).ok_or_else(|| {
+        let sandboxed = self.sandboxing.as_ref().is_some_and(|s| s.is_on());
+        let program = resolve_program(program, workdir.as_deref(), sandboxed).ok_or_else(|| {
             ProviderError::BadSpec(format!(
                 "function {}: command not found: {program:?} (looked in {}and $PATH)",
                 spec.service,
@@ -172,6 +188,25 @@ impl ProcessProvider {
                     .function_url(&webdriver.base, spec.service.as_str()),
             ));
         }
+        let sandbox = match &self.sandboxing {
+            Some(sandboxing) => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&secrets_dir)
+                    .map_err(|e| {
+                        ProviderError::Internal(format!(
+                            "secrets directory of {}: {e}",
+                            spec.service
+                        ))
+                    })?;
+                let prepared =
+                    sandboxing.prepare(spec, &program, workdir.as_deref(), &secrets_dir)?;
+                env.extend(prepared.env);
+                prepared.sandbox
+            }
+            None => Arc::new(sandbox::Sandbox::off()),
+        };
         env.extend(spec.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.push((ENV_SECRETS_DIR.into(), secrets_dir.display().to_string()));
         Ok(Launch {
@@ -186,6 +221,7 @@ impl ProcessProvider {
             max_response: spec
                 .max_response()
                 .map_err(|e| ProviderError::BadSpec(e.to_string()))?,
+            sandbox,
         })
     }
 
@@ -193,13 +229,19 @@ impl ProcessProvider {
     /// removing files of secrets the function no longer names.
     fn write_secrets(
         &self,
-        name: &FunctionName,
+        launch: &Launch,
         secrets: &[(String, Vec<u8>)],
     ) -> Result<(), ProviderError> {
+        let name = &launch.name;
         let SecretFiles::Managed(root) = &self.secrets else {
             return Ok(());
         };
-        write_secret_files(&root.join(name.as_str()), secrets, 0o700, 0o600)
+        let dir = root.join(name.as_str());
+        write_secret_files(&dir, secrets, 0o700, 0o600)
+            .and_then(|()| match &self.sandboxing {
+                Some(sandboxing) => sandboxing.own_secrets(&launch.sandbox, &dir),
+                None => Ok(()),
+            })
             .map_err(|e| ProviderError::Internal(format!("secret files of {name}: {e}")))
     }
 }
@@ -242,8 +284,9 @@ pub(crate) fn write_secret_files(
 }
 
 /// Finds the program: a path with a `/` is taken relative to the working directory,
-/// a bare name is looked up in `$PATH`.
-fn resolve_program(program: &str, workdir: Option<&Path>) -> Option<PathBuf> {
+/// a bare name is looked up in `$PATH` (for a sandboxed function, in the directories of
+/// `$PATH` its own user can reach).
+fn resolve_program(program: &str, workdir: Option<&Path>, sandboxed: bool) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         let path = match workdir {
@@ -252,6 +295,8 @@ fn resolve_program(program: &str, workdir: Option<&Path>) -> Option<PathBuf> {
         };
         let meta = std::fs::metadata(&path).ok()?;
         (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(path)
+    } else if sandboxed {
+        sandbox::which(program)
     } else {
         which::which(program).ok()
     }
@@ -275,7 +320,7 @@ impl Provider for ProcessProvider {
             .max_inflight()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?
             .map(|n| Arc::new(Semaphore::new(n)));
-        self.write_secrets(&spec.service, &deployment.secrets)?;
+        self.write_secrets(&launch, &deployment.secrets)?;
 
         let mut functions = self.functions.write().await;
         let previous = functions.get(&spec.service).cloned();
@@ -339,6 +384,9 @@ impl Provider for ProcessProvider {
         }
         if let SecretFiles::Managed(root) = &self.secrets {
             let _ = std::fs::remove_dir_all(root.join(name.as_str()));
+        }
+        if let Some(sandboxing) = &self.sandboxing {
+            sandboxing.remove(name.as_str());
         }
         self.logs.forget(name);
         Ok(())

@@ -1,0 +1,690 @@
+//! The sandbox of process functions. A deployment and the gateway's data directory come
+//! in; a [`Sandbox`] goes out, prepared once per deployment and applied by
+//! [`Sandbox::apply`] to every command the provider spawns (fork-mode calls and
+//! HTTP-mode replicas). In the child, before `exec`, it:
+//!
+//! 1. sets the resource limits (`hark.limits.processes`, `.files`, `.memory`);
+//! 2. when the gateway runs as root, switches to the function's own unprivileged
+//!    uid/gid (allocated from [`UID_BASE`] and recorded in `DATA/function-users`, or
+//!    named by `hark.user`);
+//! 3. enters a Landlock domain built at deploy time: the system directories, the
+//!    function's program, working directory and secrets read-only, its state directory
+//!    read-write, nothing else of the file system (the data directory included); signals
+//!    to processes outside the domain (the gateway) are refused.
+//!
+//! Everything the child does is a plain system call on prepared integers: no allocation
+//! between `fork` and `exec`.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use landlock::{
+    Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+};
+
+use crate::function::{parse_bytes, FunctionDeployment};
+use crate::provider::ProviderError;
+
+/// `hark.user`: run the function as this user (a name or a uid, `uid:gid` too) instead of
+/// a uid of its own. Only users from uid 1000 up: system users own system files.
+pub const ANNOTATION_USER: &str = "hark.user";
+/// `hark.limits.processes`: the most processes (and threads) the function's user may have.
+pub const ANNOTATION_LIMIT_PROCESSES: &str = "hark.limits.processes";
+/// `hark.limits.files`: the most open files per process.
+pub const ANNOTATION_LIMIT_FILES: &str = "hark.limits.files";
+/// `hark.limits.memory`: the most writable private memory per process (`RLIMIT_DATA`).
+pub const ANNOTATION_LIMIT_MEMORY: &str = "hark.limits.memory";
+/// `hark.sandbox.read`: more paths the function may read (comma-separated), e.g. an
+/// interpreter installed outside the system directories.
+pub const ANNOTATION_READ: &str = "hark.sandbox.read";
+/// Environment variable naming the function's private writable directory.
+pub const ENV_STATE_DIR: &str = "HARK_STATE_DIR";
+
+/// The first uid (and gid) Hark gives a function; [`UID_COUNT`] follow. Far above the
+/// ranges of login users (1000–59999), systemd's dynamic users (61184–65519) and the usual
+/// subordinate ranges of user namespaces (100000 + 65536·n for the first users).
+pub const UID_BASE: u32 = 1_900_000_000;
+const UID_COUNT: u32 = 65_536;
+/// Default limits: enough for a function and its helpers, not for a fork bomb or a leak
+/// that takes the machine down.
+const DEFAULT_PROCESSES: u64 = 512;
+const DEFAULT_FILES: u64 = 1024;
+const DEFAULT_MEMORY: u64 = 1 << 30;
+
+/// File in the data directory recording which uid each function was given.
+const USERS_FILE: &str = "function-users";
+
+/// Read-only (and executable) system paths every function sees, when they exist.
+const SYSTEM_READ: &[&str] = &[
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/proc",
+    "/sys",
+    "/dev/urandom",
+    "/dev/random",
+];
+/// Devices every function may also write.
+const SYSTEM_WRITE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
+
+/// `hark up --sandbox`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxMode {
+    /// Own users, Landlock and limits (the default).
+    #[default]
+    On,
+    /// Functions run as the gateway's user and see everything it sees (development only).
+    Off,
+}
+
+/// The sandbox settings of one gateway, shared by all its process functions.
+pub struct Sandboxing {
+    mode: SandboxMode,
+    /// The gateway runs as root: functions get users of their own.
+    root: bool,
+    /// The Landlock ABI of the kernel, if it has Landlock.
+    abi: Option<i32>,
+    state_root: PathBuf,
+    users: Mutex<Users>,
+}
+
+/// The uids given to functions, by name, as recorded in the data directory.
+struct Users {
+    file: PathBuf,
+    by_name: BTreeMap<String, u32>,
+}
+
+/// The sandbox of one function: what the child does before `exec`.
+pub(super) struct Sandbox {
+    /// uid and gid to switch to (only when the gateway is root).
+    ids: Option<(u32, u32)>,
+    processes: Option<u64>,
+    files: Option<u64>,
+    memory: Option<u64>,
+    /// The prepared Landlock ruleset (close-on-exec), entered by the child.
+    ruleset: Option<OwnedFd>,
+    /// What the sandbox is, in words: compared on redeploy, shown in `Debug`.
+    policy: String,
+}
+
+/// What a function gets from its sandbox at deploy time.
+pub(super) struct Prepared {
+    pub sandbox: Arc<Sandbox>,
+    /// `HARK_STATE_DIR`, `TMPDIR` and `HOME` pointing into its state directory.
+    pub env: Vec<(String, String)>,
+}
+
+impl Sandboxing {
+    /// Prepares the sandbox of a gateway whose data directory is `data` and whose
+    /// functions' secrets live under `secrets_root`, and logs what isolation it gives.
+    /// As root, the data directory and the secrets root become traversable (0711) so
+    /// that each function reaches its own directories, and the files directly in the
+    /// data directory lose every permission of group and others.
+    pub fn start(data: &Path, secrets_root: &Path, mode: SandboxMode) -> std::io::Result<Self> {
+        // SAFETY: geteuid(2) has no arguments and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let abi = landlock_abi();
+        let state_root = data.join("state");
+        let users = Users::load(data.join(USERS_FILE))?;
+        let sandboxing = Sandboxing {
+            mode,
+            root,
+            abi,
+            state_root,
+            users: Mutex::new(users),
+        };
+        if mode == SandboxMode::Off {
+            tracing::warn!(
+                "process sandbox OFF (--sandbox off): functions run as the gateway's user and can read its data directory (keys, tokens, store, every function's secrets); use only for development"
+            );
+            return Ok(sandboxing);
+        }
+        for dir in [secrets_root, &sandboxing.state_root] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        if root {
+            for dir in [data, secrets_root, &sandboxing.state_root] {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+            }
+            for entry in std::fs::read_dir(data)? {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_file() && meta.mode() & 0o077 != 0 {
+                    let mode = meta.mode() & 0o700;
+                    std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+                }
+            }
+        }
+        match abi {
+            Some(abi) => {
+                tracing::info!(
+                    landlock_abi = abi,
+                    own_users = root,
+                    "process sandbox on: own users, Landlock file-system fence, limits"
+                )
+            }
+            None => {
+                tracing::warn!(own_users = root, "process sandbox: this kernel has no Landlock, the file-system fence is off; users of their own and limits still apply")
+            }
+        }
+        if !root {
+            tracing::warn!(
+                "the gateway does not run as root: functions run as its user. What remains: the Landlock fence (files and signals), the gateway not being dumpable (its memory and environment), and the open-files and memory limits; hark.limits.processes counts every process of the gateway's user and applies only when set"
+            );
+        }
+        Ok(sandboxing)
+    }
+
+    /// Prepares the sandbox of one function: its user, state directory, limits and
+    /// Landlock ruleset. `secrets_dir` is where its secret files are written.
+    pub(super) fn prepare(
+        &self,
+        spec: &FunctionDeployment,
+        program: &Path,
+        workdir: Option<&Path>,
+        secrets_dir: &Path,
+    ) -> Result<Prepared, ProviderError> {
+        let name = spec.service.as_str();
+        let bad = |message: String| ProviderError::BadSpec(format!("function {name}: {message}"));
+        if self.mode == SandboxMode::Off {
+            return Ok(Prepared {
+                sandbox: Arc::new(Sandbox::off()),
+                env: Vec::new(),
+            });
+        }
+        let limit = |key: &'static str| -> Result<Option<u64>, ProviderError> {
+            match spec.annotations.get(key) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(bad(format!("{key}: {v:?} is not a whole number above 0"))),
+                },
+            }
+        };
+        let mut processes = limit(ANNOTATION_LIMIT_PROCESSES)?;
+        if processes.is_none() && self.root {
+            processes = Some(DEFAULT_PROCESSES);
+        }
+        let mut files = Some(limit(ANNOTATION_LIMIT_FILES)?.unwrap_or(DEFAULT_FILES));
+        if !self.root {
+            // Without privileges a limit cannot rise above the gateway's own hard one.
+            let hard = hard_limit(libc::RLIMIT_NOFILE);
+            files = files.map(|n| n.min(hard));
+            let hard = hard_limit(libc::RLIMIT_NPROC);
+            processes = processes.map(|n| n.min(hard));
+        }
+        let memory = match (
+            spec.annotations.get(ANNOTATION_LIMIT_MEMORY),
+            spec.limits.as_ref().and_then(|l| l.memory.as_ref()),
+        ) {
+            (Some(v), _) => Some(
+                parse_quantity(v).map_err(|e| bad(format!("{ANNOTATION_LIMIT_MEMORY}: {e}")))?,
+            ),
+            (None, Some(v)) => {
+                Some(parse_quantity(v).map_err(|e| bad(format!("limits.memory: {e}")))?)
+            }
+            (None, None) => Some(DEFAULT_MEMORY),
+        };
+
+        let ids = if self.root {
+            Some(match spec.annotations.get(ANNOTATION_USER) {
+                Some(user) => {
+                    named_user(user).map_err(|e| bad(format!("{ANNOTATION_USER}: {e}")))?
+                }
+                None => {
+                    let uid = self
+                        .users
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .uid_of(name)
+                        .map_err(|e| {
+                            ProviderError::Internal(format!("recording the user of {name}: {e}"))
+                        })?;
+                    (uid, uid)
+                }
+            })
+        } else {
+            None
+        };
+
+        let state = self.state_root.join(name);
+        let tmp = state.join("tmp");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(|e| ProviderError::Internal(format!("state directory of {name}: {e}")))?;
+        if let Some((uid, gid)) = ids {
+            for dir in [&state, &tmp] {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+                    ProviderError::Internal(format!("state directory of {name}: {e}"))
+                })?;
+            }
+            for path in std::iter::once(program).chain(workdir) {
+                if let Some(blocked) = unreachable(path, uid, gid) {
+                    return Err(bad(format!(
+                        "its sandbox user {uid} cannot reach {} ({} is not open to it); make it readable by others, name a user with {ANNOTATION_USER}, or start the gateway with --sandbox off",
+                        path.display(),
+                        blocked.display()
+                    )));
+                }
+            }
+        }
+
+        let extra: Vec<PathBuf> = spec
+            .annotations
+            .get(ANNOTATION_READ)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(relative) = extra.iter().find(|p| !p.is_absolute()) {
+            return Err(bad(format!(
+                "{ANNOTATION_READ}: {} is not an absolute path",
+                relative.display()
+            )));
+        }
+        let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
+        // /etc/resolv.conf often links to /run/…: the resolver needs its target.
+        if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf") {
+            read.push(resolv);
+        }
+        read.push(program.to_owned());
+        read.extend(workdir.map(Path::to_owned));
+        read.push(secrets_dir.to_owned());
+        read.extend(extra);
+        let ruleset =
+            match self.abi {
+                Some(_) => Some(ruleset(&read, &state).map_err(|e| {
+                    ProviderError::Internal(format!("Landlock rules of {name}: {e}"))
+                })?),
+                None => None,
+            }
+            .flatten();
+
+        let policy = format!(
+            "ids={ids:?} processes={processes:?} files={files:?} memory={memory:?} landlock={} read={read:?} write={}",
+            ruleset.is_some(),
+            state.display()
+        );
+        let mut env = vec![
+            (ENV_STATE_DIR.to_owned(), state.display().to_string()),
+            ("TMPDIR".to_owned(), tmp.display().to_string()),
+            ("HOME".to_owned(), state.display().to_string()),
+        ];
+        if self.root {
+            // The gateway's PATH without the directories a function's user cannot reach
+            // (root's own tools, say), so that lookups inside the function find what works.
+            env.push(("PATH".to_owned(), reachable_path()));
+        }
+        Ok(Prepared {
+            sandbox: Arc::new(Sandbox {
+                ids,
+                processes,
+                files,
+                memory,
+                ruleset,
+                policy,
+            }),
+            env,
+        })
+    }
+
+    /// Whether functions run sandboxed.
+    pub fn is_on(&self) -> bool {
+        self.mode == SandboxMode::On
+    }
+
+    /// Hands the function's secret files (and their directory) to its user, so that it
+    /// alone (with the gateway) may read them.
+    pub(super) fn own_secrets(&self, sandbox: &Sandbox, dir: &Path) -> std::io::Result<()> {
+        let Some((uid, gid)) = sandbox.ids else {
+            return Ok(());
+        };
+        if !dir.exists() {
+            return Ok(());
+        }
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        for entry in std::fs::read_dir(dir)? {
+            std::os::unix::fs::chown(entry?.path(), Some(uid), Some(gid))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the state directory of a removed function (its uid stays recorded, so a
+    /// function deployed again under the same name gets the same one).
+    pub(super) fn remove(&self, name: &str) {
+        if self.mode == SandboxMode::On {
+            let _ = std::fs::remove_dir_all(self.state_root.join(name));
+        }
+    }
+}
+
+impl Sandbox {
+    /// No sandbox: the command runs as the gateway's user (and keeps `posix_spawn`).
+    pub(super) fn off() -> Self {
+        Sandbox {
+            ids: None,
+            processes: None,
+            files: None,
+            memory: None,
+            ruleset: None,
+            policy: "off".to_owned(),
+        }
+    }
+
+    /// Makes `command` enter this sandbox between `fork` and `exec`. Call it before
+    /// `die_with_gateway`: a change of uid clears the parent-death signal.
+    pub(super) fn apply(self: &Arc<Self>, command: &mut tokio::process::Command) {
+        if self.policy == "off" {
+            return;
+        }
+        let sandbox = self.clone();
+        let limits = [
+            (libc::RLIMIT_NPROC, sandbox.processes),
+            (libc::RLIMIT_NOFILE, sandbox.files),
+            (libc::RLIMIT_DATA, sandbox.memory),
+        ];
+        let ruleset = sandbox.ruleset.as_ref().map(|fd| fd.as_raw_fd());
+        // SAFETY: the closure runs in the forked child before exec. It reads integers
+        // prepared above and makes raw system calls (setrlimit, setgroups, setresgid,
+        // setresuid, prctl, landlock_restrict_self), all async-signal-safe; it allocates
+        // nothing (`last_os_error` builds an error from errno without allocating). The
+        // ruleset fd stays open in the parent while `sandbox` lives, which the closure
+        // holds, so the child's copy of it is valid.
+        unsafe {
+            command.pre_exec(move || {
+                // Holds the Arc (and so the ruleset fd) for as long as the command lives.
+                let _keep = &sandbox;
+                for (resource, value) in limits {
+                    if let Some(value) = value {
+                        let limit = libc::rlimit {
+                            rlim_cur: value,
+                            rlim_max: value,
+                        };
+                        if libc::setrlimit(resource, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+                if let Some((uid, gid)) = sandbox.ids {
+                    if libc::setgroups(1, &gid) != 0
+                        || libc::setresgid(gid, gid, gid) != 0
+                        || libc::setresuid(uid, uid, uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(fd) = ruleset {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                        || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl PartialEq for Sandbox {
+    fn eq(&self, other: &Self) -> bool {
+        self.policy == other.policy
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.policy)
+    }
+}
+
+impl Users {
+    fn load(file: PathBuf) -> std::io::Result<Self> {
+        let mut by_name = BTreeMap::new();
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                for line in text.lines() {
+                    if let Some((name, uid)) = line.split_once('\t') {
+                        if let Ok(uid) = uid.trim().parse() {
+                            by_name.insert(name.to_owned(), uid);
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Users { file, by_name })
+    }
+
+    /// The uid recorded for `name`, or the lowest free one, recorded now.
+    fn uid_of(&mut self, name: &str) -> std::io::Result<u32> {
+        if let Some(uid) = self.by_name.get(name) {
+            return Ok(*uid);
+        }
+        let taken: std::collections::BTreeSet<u32> = self.by_name.values().copied().collect();
+        let uid = (UID_BASE..UID_BASE + UID_COUNT)
+            .find(|uid| !taken.contains(uid))
+            .ok_or_else(|| std::io::Error::other("every uid of Hark's range is taken"))?;
+        self.by_name.insert(name.to_owned(), uid);
+        let text: String = self
+            .by_name
+            .iter()
+            .map(|(name, uid)| format!("{name}\t{uid}\n"))
+            .collect();
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, &self.file)?;
+        Ok(uid)
+    }
+}
+
+/// The directories of the gateway's `$PATH` that other users can pass through.
+fn reachable_path() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute() && unreachable(dir, u32::MAX, u32::MAX).is_none())
+        .collect();
+    std::env::join_paths(dirs)
+        .ok()
+        .and_then(|p| p.into_string().ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned())
+}
+
+/// `program` looked up in the directories of `$PATH` that other users can reach: the
+/// first executable file there that they can read or run.
+pub(super) fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+                && unreachable(candidate, u32::MAX, u32::MAX).is_none()
+        })
+}
+
+/// The kernel's Landlock ABI version, or `None` without Landlock.
+fn landlock_abi() -> Option<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag, the system
+    // call only returns the ABI version (or an error); it reads no memory of ours.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    (abi > 0).then_some(abi as i32)
+}
+
+/// A Landlock ruleset: `read` readable (and executable), `state` fully writable, the
+/// rest of the file system out of reach, signals to processes outside refused. `None`
+/// when the kernel enforces nothing.
+fn ruleset(read: &[PathBuf], state: &Path) -> Result<Option<OwnedFd>, landlock::RulesetError> {
+    let abi = ABI::V6;
+    let created = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))?
+        .scope(Scope::Signal)?
+        .create()?
+        .add_rules(landlock::path_beneath_rules(read, AccessFs::from_read(abi)))?
+        .add_rules(landlock::path_beneath_rules(
+            SYSTEM_WRITE,
+            AccessFs::from_file(abi),
+        ))?
+        .add_rules(landlock::path_beneath_rules(
+            [state],
+            AccessFs::from_all(abi),
+        ))?;
+    Ok(created.into())
+}
+
+/// The gateway's own hard limit of `resource`.
+fn hard_limit(resource: libc::__rlimit_resource_t) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(resource, &mut limit) } != 0 {
+        return u64::MAX;
+    }
+    limit.rlim_max
+}
+
+/// A memory size as annotations (`512MiB`, `1G`) or OpenFaaS limits (`128Mi`, `1Gi`)
+/// write it.
+fn parse_quantity(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let binary = trimmed
+        .strip_suffix('i')
+        .filter(|t| t.ends_with(|c: char| "KMGTkmgt".contains(c)));
+    match parse_bytes(binary.unwrap_or(trimmed)) {
+        Ok(0) => Err(format!("{text:?} is not a size above 0")),
+        other => other,
+    }
+}
+
+/// The uid and gid `hark.user` names: `NAME`, `UID` or `UID:GID`. Users below 1000
+/// (root, system users) are refused.
+fn named_user(user: &str) -> Result<(u32, u32), String> {
+    let user = user.trim();
+    let (uid, gid) = if let Some((uid, gid)) = user.split_once(':') {
+        let uid = uid
+            .parse()
+            .map_err(|_| format!("{user:?} is not UID:GID"))?;
+        let gid = gid
+            .parse()
+            .map_err(|_| format!("{user:?} is not UID:GID"))?;
+        (uid, gid)
+    } else if let Ok(uid) = user.parse::<u32>() {
+        (uid, uid)
+    } else {
+        let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+        passwd
+            .lines()
+            .map(|line| line.split(':').collect::<Vec<_>>())
+            .find(|fields| fields.len() > 3 && fields[0] == user)
+            .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .ok_or_else(|| format!("no user {user:?} in /etc/passwd"))?
+    };
+    if uid < 1000 || gid < 1000 {
+        return Err(format!(
+            "{user:?} is a system user (uid {uid}, gid {gid}); functions run as users from 1000 up"
+        ));
+    }
+    Ok((uid, gid))
+}
+
+/// The first directory on the way to `path` (or `path` itself) that `uid`/`gid` may not
+/// pass through or read, judged by the permission bits; `None` when it is reachable.
+fn unreachable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    let allowed = |meta: &std::fs::Metadata, bits: u32| {
+        let mode = meta.mode();
+        let granted = if meta.uid() == uid {
+            mode >> 6
+        } else if meta.gid() == gid {
+            mode >> 3
+        } else {
+            mode
+        };
+        granted & bits == bits
+    };
+    let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
+    ancestors.reverse();
+    for dir in ancestors {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        match std::fs::metadata(dir) {
+            Ok(meta) if allowed(&meta, 0o1) => {}
+            _ => return Some(dir.to_owned()),
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() && allowed(&meta, 0o5) => None,
+        Ok(meta) if !meta.is_dir() && (allowed(&meta, 0o4) || allowed(&meta, 0o1)) => None,
+        _ => Some(path.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_in_both_spellings() {
+        assert_eq!(parse_quantity("128Mi"), Ok(128 << 20));
+        assert_eq!(parse_quantity("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_quantity("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_quantity("1048576"), Ok(1 << 20));
+        assert!(parse_quantity("0").is_err());
+        assert!(parse_quantity("lots").is_err());
+    }
+
+    #[test]
+    fn system_users_are_refused() {
+        assert!(named_user("root").is_err());
+        assert!(named_user("0").is_err());
+        assert!(named_user("33:33").is_err());
+        assert_eq!(named_user("2000:2001"), Ok((2000, 2001)));
+        assert_eq!(named_user("2000"), Ok((2000, 2000)));
+    }
+
+    #[test]
+    fn uids_are_recorded_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(USERS_FILE);
+        let mut users = Users::load(file.clone()).unwrap();
+        let a = users.uid_of("a").unwrap();
+        let b = users.uid_of("b").unwrap();
+        assert_ne!(a, b);
+        assert!(a >= UID_BASE && b >= UID_BASE);
+        let mut again = Users::load(file).unwrap();
+        assert_eq!(again.uid_of("b").unwrap(), b);
+        assert_eq!(again.uid_of("a").unwrap(), a);
+    }
+}

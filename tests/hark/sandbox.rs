@@ -1,0 +1,317 @@
+//! The process sandbox (issue 16, item 1): a fork-mode and an HTTP-mode function try to
+//! read the gateway's files, another function's secret and the gateway's environment, and
+//! to signal the gateway. Every attempt is refused; their own secret and state directory
+//! work. Some assertions catch one defence each: the own uid (a root-only file inside the
+//! fence, `/etc/shadow`), Landlock (a world-readable file in the data directory) and the
+//! limits (`/proc/self/limits`).
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::util::{register_secret, Gateway};
+
+/// What the probe tries, one line each: `WHAT read|refused`, then its uid and limits.
+fn probe_script(data: &Path, gateway: u32) -> String {
+    let data = data.display();
+    format!(
+        r#"try() {{ if cat "$2" >/dev/null 2>&1; then echo "$1 read"; else echo "$1 refused"; fi; }}
+try jwt.key "{data}/jwt.key"
+try secret.key "{data}/secret.key"
+try hark.db "{data}/hark.db"
+try admin-token "{data}/admin-token"
+try other-secret "{data}/secrets/victim/theirs"
+try environ /proc/{gateway}/environ
+try shadow /etc/shadow
+try bait "{data}/bait"
+try own-secret "$HARK_SECRETS_DIR/mine"
+if kill -0 {gateway} 2>/dev/null; then echo "signal-0 sent"; else echo "signal-0 refused"; fi
+if kill -WINCH {gateway} 2>/dev/null; then echo "signal sent"; else echo "signal refused"; fi
+if echo x > "$HARK_STATE_DIR/f" && echo y > "$TMPDIR/t"; then echo "state written"; else echo "state refused"; fi
+echo "uid $(id -u)"
+grep -E "^Max (processes|open files|data size)" /proc/self/limits
+"#
+    )
+}
+
+/// The lines a probe must print, whatever its mode.
+const EXPECTED: &[&str] = &[
+    "jwt.key refused",
+    "secret.key refused",
+    "hark.db refused",
+    "admin-token refused",
+    "other-secret refused",
+    "environ refused",
+    "shadow refused",
+    "bait refused",
+    "own-secret read",
+    "signal-0 refused",
+    "signal refused",
+    "state written",
+];
+
+/// An HTTP server on `$PORT` answering every POST with the probe's output.
+const HTTP_PROBE: &str = r#"
+import http.server, os, subprocess
+class Probe(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        out = subprocess.run(["sh", "-c", os.environ["PROBE"]], capture_output=True).stdout
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(out)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Probe).serve_forever()
+"#;
+
+/// Whether to run: as root (the uid separation needs it), or anywhere when `CI` is set.
+fn runs_here(test: &str) -> bool {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: CI is set but the tests do not run as root; the sandbox's own users need root"
+    );
+    eprintln!("skipping {test}: the sandbox's own users need a gateway running as root");
+    false
+}
+
+async fn create_secret(gw: &Gateway, name: &str, value: &str) {
+    register_secret(value);
+    let response = gw
+        .request(Method::POST, "/system/secrets")
+        .json(&json!({ "name": name, "value": value }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+/// Deploys the victim (owning the secret `theirs`) and the two probes (owning `mine`),
+/// with `annotations` on the probes.
+async fn deploy_probes(gw: &Gateway, annotations: Value) {
+    let probe = probe_script(&gw.data, gw.pid());
+    gw.deploy(json!({
+        "service": "victim",
+        "envProcess": "cat",
+        "secrets": ["theirs"],
+    }))
+    .await;
+    let mut fork_annotations = annotations.clone();
+    fork_annotations["hark.mode"] = json!("fork");
+    gw.deploy(json!({
+        "service": "probe-fork",
+        "envProcess": "sh -c 'eval \"$PROBE\"'",
+        "envVars": { "PROBE": probe },
+        "secrets": ["mine"],
+        "annotations": fork_annotations,
+    }))
+    .await;
+    let mut http_annotations = annotations;
+    http_annotations["hark.mode"] = json!("http");
+    gw.deploy(json!({
+        "service": "probe-http",
+        "envProcess": shell_words_join(&["/usr/bin/python3", "-c", HTTP_PROBE]),
+        "envVars": { "PROBE": probe },
+        "secrets": ["mine"],
+        "annotations": http_annotations,
+    }))
+    .await;
+}
+
+fn shell_words_join(words: &[&str]) -> String {
+    words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Calls the probe `name` and returns its lines.
+async fn run_probe(gw: &Gateway, name: &str) -> Vec<String> {
+    let (status, out) = gw.invoke(name, "go").await;
+    assert_eq!(status, 200, "{name}: {out}");
+    out.lines().map(str::to_owned).collect()
+}
+
+fn line<'a>(lines: &'a [String], prefix: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:?}"))
+}
+
+/// The soft limit on the `/proc/self/limits` line starting with `prefix`.
+fn limit(lines: &[String], prefix: &str) -> String {
+    line(lines, prefix)[prefix.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+fn uid(lines: &[String]) -> u32 {
+    line(lines, "uid ")[4..].trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn functions_cannot_reach_the_gateway_or_each_other() {
+    if !runs_here("functions_cannot_reach_the_gateway_or_each_other") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start_in(dir.path(), &[]);
+    assert!(
+        crate::util::strip_ansi(&gw.output_containing("landlock_abi"))
+            .contains("process sandbox on"),
+        "the start-up log names the Landlock ABI"
+    );
+    create_secret(&gw, "mine", "own-secret-5521").await;
+    create_secret(&gw, "theirs", "their-secret-8830").await;
+    // A file the gateway leaves readable by everyone: only the Landlock fence keeps it
+    // from the functions.
+    std::fs::write(gw.data.join("bait"), "bait").unwrap();
+    std::fs::set_permissions(
+        gw.data.join("bait"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    deploy_probes(
+        &gw,
+        json!({ "hark.limits.files": "200", "hark.limits.memory": "256Mi" }),
+    )
+    .await;
+
+    let mut uids = Vec::new();
+    for probe in ["probe-fork", "probe-http"] {
+        let lines = run_probe(&gw, probe).await;
+        for expected in EXPECTED {
+            assert!(
+                lines.iter().any(|l| l == expected),
+                "{probe}: expected {expected:?}, got {lines:#?}"
+            );
+        }
+        let uid = uid(&lines);
+        assert!(
+            uid >= 1_900_000_000,
+            "{probe} runs as uid {uid}, not a user of its own"
+        );
+        uids.push(uid);
+        assert_eq!(limit(&lines, "Max open files"), "200", "{probe}");
+        assert_eq!(
+            limit(&lines, "Max data size"),
+            (256u64 << 20).to_string(),
+            "{probe}"
+        );
+        assert_eq!(
+            limit(&lines, "Max processes"),
+            "512",
+            "{probe}: the default"
+        );
+    }
+    assert_ne!(uids[0], uids[1], "each function has a user of its own");
+
+    // The uids are recorded: after a restart on the same data directory (which deploys
+    // the functions again), the same ones.
+    gw.stop();
+    let gw = Gateway::start_in(dir.path(), &[]);
+    for (probe, before) in ["probe-fork", "probe-http"].into_iter().zip(uids) {
+        let lines = run_probe(&gw, probe).await;
+        assert_eq!(uid(&lines), before, "{probe} keeps its uid across restarts");
+        assert!(lines.iter().any(|l| l == "jwt.key refused"), "{lines:?}");
+    }
+    // The default limits.
+    gw.deploy_sh(
+        "defaults",
+        "grep -E \"^Max (processes|open files|data size)\" /proc/self/limits",
+        json!({}),
+    )
+    .await;
+    let (status, out) = gw.invoke("defaults", "").await;
+    assert_eq!(status, 200, "{out}");
+    let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(limit(&lines, "Max open files"), "1024");
+    assert_eq!(limit(&lines, "Max data size"), (1u64 << 30).to_string());
+    assert_eq!(limit(&lines, "Max processes"), "512");
+}
+
+#[tokio::test]
+async fn sandbox_off_is_a_logged_choice() {
+    if !runs_here("sandbox_off_is_a_logged_choice") {
+        return;
+    }
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
+    assert!(crate::util::strip_ansi(&gw.output_containing("sandbox OFF")).contains("development"));
+    gw.deploy_sh("whoami", "id -u", json!({})).await;
+    assert_eq!(gw.invoke("whoami", "").await, (200, "0\n".to_owned()));
+}
+
+#[tokio::test]
+async fn a_program_its_user_cannot_reach_is_refused_at_deploy() {
+    if !runs_here("a_program_its_user_cannot_reach_is_refused_at_deploy") {
+        return;
+    }
+    let gw = Gateway::start();
+    // A private directory of the gateway's user (tempdir is 0700).
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let program = private.path().join("f.sh");
+    std::fs::write(&program, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let response = gw
+        .request(Method::POST, "/system/functions")
+        .json(&json!({ "service": "hidden", "envProcess": program.display().to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("cannot reach"), "{body}");
+    // Root as hark.user would undo the sandbox.
+    let response = gw
+        .request(Method::POST, "/system/functions")
+        .json(&json!({ "service": "as-root", "envProcess": "cat", "annotations": { "hark.user": "root" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+/// A sandboxed replica still dies with its gateway: the uid change (which clears the
+/// parent-death signal) comes before `die_with_gateway` sets it.
+#[tokio::test]
+async fn a_sandboxed_replica_dies_with_a_killed_gateway() {
+    if !runs_here("a_sandboxed_replica_dies_with_a_killed_gateway") {
+        return;
+    }
+    let mut gw = Gateway::start();
+    gw.deploy(json!({
+        "service": "hello",
+        "envProcess": crate::util::hello_bin().display().to_string(),
+        "annotations": { "hark.mode": "http" },
+    }))
+    .await;
+    assert_eq!(gw.invoke("hello", "x").await.0, 200);
+    let replicas = crate::util::children_named(gw.pid(), "hello");
+    assert_eq!(replicas.len(), 1, "{replicas:?}");
+    gw.kill_hard();
+    let proc = format!("/proc/{}", replicas[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&proc).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica {} outlived its gateway",
+            replicas[0]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
