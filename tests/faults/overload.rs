@@ -42,7 +42,8 @@ async fn serial_gateway(python: &str, args: &[&str]) -> Gateway {
     gw.deploy(json!({
         "service": "serial",
         "envProcess": format!("{python} {}", script.display()),
-        "annotations": { "hark.mode": "http" },
+        "annotations": { "hark.mode": "http",
+                         "hark.sandbox.read": script.display().to_string() },
     }))
     .await;
     gw.scale("serial", 2).await;

@@ -100,6 +100,7 @@ async fn a_replica_killed_under_load_is_replaced_and_only_its_inflight_calls_fai
         "service": "slow",
         "envProcess": format!("{python} {}", script.display()),
         "annotations": { "hark.mode": "http", "hark.async.concurrency": "8",
+                         "hark.sandbox.read": script.display().to_string(),
                          "hark.retry.backoff": "200ms", "hark.timeout": "10s" },
     }))
     .await;

@@ -358,14 +358,14 @@ async fn a_late_alexa_answer_survives_a_gateway_killed_while_its_function_runs()
     let data = dir.path();
     std::fs::create_dir_all(data.join("skills/slow")).unwrap();
     std::fs::write(data.join("skills/slow/skill.yaml"), SLOW_SKILL).unwrap();
-    let script = data.join("slow.sh");
-    std::fs::write(&script, "sleep 3\necho '{\"days\": 3}'\n").unwrap();
     std::fs::write(
         data.join("hark.yml"),
-        format!(
-            "functions:\n  slow:\n    fprocess: sh {}\nalexa:\n  skills: ./skills\n",
-            script.display()
-        ),
+        r#"functions:
+  slow:
+    fprocess: sh -c 'sleep 3; echo "{\"days\":3}"'
+alexa:
+  skills: ./skills
+"#,
     )
     .unwrap();
     let mut gw = Gateway::start_in(data, &[]);

@@ -72,8 +72,11 @@ intents:
         )
         .unwrap();
         // Prints the slot's text as the function's answer, markup and all.
+        // In a folder of its own: the sandbox makes files directly in the data directory
+        // private to the gateway at start.
+        std::fs::create_dir_all(data.join("code")).unwrap();
         std::fs::write(
-            data.join("relay.sh"),
+            data.join("code/relay.sh"),
             "sed -n 's/.*\"text\":\"\\([^\"]*\\)\".*/\\1/p'\n",
         )
         .unwrap();
@@ -85,6 +88,8 @@ intents:
     fprocess: cat
   relay:
     fprocess: sh {relay}
+    annotations:
+      hark.sandbox.read: {relay}
 channels:
   slack:
     acme:
@@ -109,7 +114,7 @@ alexa:
   cert_dir: ./certs
   download_missing: false
 "#,
-                relay = data.join("relay.sh").display()
+                relay = data.join("code/relay.sh").display()
             ),
         )
         .unwrap();
