@@ -106,6 +106,7 @@ pub fn provider_status(e: &ProviderError) -> StatusCode {
         ProviderError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         ProviderError::Unavailable { .. } => StatusCode::BAD_GATEWAY,
         ProviderError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ProviderError::Unwritable(_) => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 

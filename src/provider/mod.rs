@@ -85,6 +85,22 @@ pub enum ProviderError {
     /// The backend itself failed (500).
     #[error("provider failure: {0}")]
     Internal(String),
+    /// The data directory's disk is full or read-only (503).
+    #[error("cannot write to the data directory (disk full or read-only?): {0}")]
+    Unwritable(String),
+}
+
+impl ProviderError {
+    /// A failed file operation of the backend on `what`: [`ProviderError::Unwritable`]
+    /// when the disk is full or read-only, else [`ProviderError::Internal`].
+    pub fn io(what: impl std::fmt::Display, e: &std::io::Error) -> ProviderError {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EROFS | libc::EDQUOT) => {
+                ProviderError::Unwritable(format!("{what}: {e}"))
+            }
+            _ => ProviderError::Internal(format!("{what}: {e}")),
+        }
+    }
 }
 
 /// A slot under a function's `hark.max_inflight` limit (none when it has no limit), or

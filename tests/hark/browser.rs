@@ -40,9 +40,12 @@ fn which(program: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A gateway with the pool on (browsers warmed at once) and `args`.
+/// A gateway with the pool on (browsers warmed at once) and `args`. Its functions run
+/// outside the process sandbox: the [`HOLD`] function talks to the test through FIFOs in
+/// a folder of the test's, which a sandboxed function may not write (`sandbox.rs` tests
+/// the sandbox; these, the pool).
 fn gateway(args: &[&str]) -> Gateway {
-    let mut all = vec!["--browser", "on"];
+    let mut all = vec!["--browser", "on", "--sandbox", "off"];
     all.extend_from_slice(args);
     Gateway::start_with(&all)
 }
@@ -427,7 +430,12 @@ async fn a_fork_function_browses_through_the_gateway_and_a_failed_call_keeps_a_s
 
 #[tokio::test]
 async fn without_chromium_the_gateway_starts_and_webdriver_answers_503() {
-    let gw = Gateway::start_with(&["--chromedriver", "/nonexistent/chromedriver"]);
+    let gw = Gateway::start_with(&[
+        "--chromedriver",
+        "/nonexistent/chromedriver",
+        "--sandbox",
+        "off",
+    ]);
     assert!(
         gw.output_containing("browser automation is off")
             .contains("browser automation is off"),

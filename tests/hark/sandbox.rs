@@ -206,7 +206,7 @@ async fn functions_cannot_reach_the_gateway_or_each_other() {
         );
         assert_eq!(
             limit(&lines, "Max processes"),
-            "512",
+            "4096",
             "{probe}: the default"
         );
     }
@@ -231,9 +231,20 @@ async fn functions_cannot_reach_the_gateway_or_each_other() {
     let (status, out) = gw.invoke("defaults", "").await;
     assert_eq!(status, 200, "{out}");
     let lines: Vec<String> = out.lines().map(str::to_owned).collect();
-    assert_eq!(limit(&lines, "Max open files"), "1024");
+    // 65536, or the gateway's own hard limit when lower.
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    let files = 65536.min(hard.rlim_max);
+    assert_eq!(limit(&lines, "Max open files"), files.to_string());
     assert_eq!(limit(&lines, "Max data size"), (1u64 << 30).to_string());
-    assert_eq!(limit(&lines, "Max processes"), "512");
+    assert_eq!(limit(&lines, "Max processes"), "4096");
 }
 
 #[tokio::test]

@@ -195,10 +195,7 @@ impl ProcessProvider {
                     .mode(0o700)
                     .create(&secrets_dir)
                     .map_err(|e| {
-                        ProviderError::Internal(format!(
-                            "secrets directory of {}: {e}",
-                            spec.service
-                        ))
+                        ProviderError::io(format_args!("secrets directory of {}", spec.service), &e)
                     })?;
                 let prepared =
                     sandboxing.prepare(spec, &program, workdir.as_deref(), &secrets_dir)?;
@@ -242,7 +239,7 @@ impl ProcessProvider {
                 Some(sandboxing) => sandboxing.own_secrets(&launch.sandbox, &dir),
                 None => Ok(()),
             })
-            .map_err(|e| ProviderError::Internal(format!("secret files of {name}: {e}")))
+            .map_err(|e| ProviderError::io(format_args!("secret files of {name}"), &e))
     }
 }
 

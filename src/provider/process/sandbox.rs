@@ -50,8 +50,11 @@ pub const UID_BASE: u32 = 1_900_000_000;
 const UID_COUNT: u32 = 65_536;
 /// Default limits: enough for a function and its helpers, not for a fork bomb or a leak
 /// that takes the machine down.
-const DEFAULT_PROCESSES: u64 = 512;
-const DEFAULT_FILES: u64 = 1024;
+// Enough for a thread-per-connection HTTP server under load (its replicas share the user:
+// the sustained-load fault test failed with 512 threads and 1024 files); still a bound on
+// a fork bomb, as systemd's TasksMax is.
+const DEFAULT_PROCESSES: u64 = 4096;
+const DEFAULT_FILES: u64 = 65536;
 const DEFAULT_MEMORY: u64 = 1 << 30;
 
 /// File in the data directory recording which uid each function was given.
@@ -217,7 +220,12 @@ impl Sandboxing {
         if processes.is_none() && self.root {
             processes = Some(DEFAULT_PROCESSES);
         }
-        let mut files = Some(limit(ANNOTATION_LIMIT_FILES)?.unwrap_or(DEFAULT_FILES));
+        // The default stays within the gateway's own hard limit, which even root may not be
+        // allowed to raise (no CAP_SYS_RESOURCE in a container).
+        let mut files = Some(
+            limit(ANNOTATION_LIMIT_FILES)?
+                .unwrap_or_else(|| DEFAULT_FILES.min(hard_limit(libc::RLIMIT_NOFILE))),
+        );
         if !self.root {
             // Without privileges a limit cannot rise above the gateway's own hard one.
             let hard = hard_limit(libc::RLIMIT_NOFILE);
@@ -250,7 +258,7 @@ impl Sandboxing {
                         .unwrap_or_else(|e| e.into_inner())
                         .uid_of(name)
                         .map_err(|e| {
-                            ProviderError::Internal(format!("recording the user of {name}: {e}"))
+                            ProviderError::io(format_args!("recording the user of {name}"), &e)
                         })?;
                     (uid, uid)
                 }
@@ -265,11 +273,11 @@ impl Sandboxing {
             .recursive(true)
             .mode(0o700)
             .create(&tmp)
-            .map_err(|e| ProviderError::Internal(format!("state directory of {name}: {e}")))?;
+            .map_err(|e| ProviderError::io(format_args!("state directory of {name}"), &e))?;
         if let Some((uid, gid)) = ids {
             for dir in [&state, &tmp] {
                 std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
-                    ProviderError::Internal(format!("state directory of {name}: {e}"))
+                    ProviderError::io(format_args!("state directory of {name}"), &e)
                 })?;
             }
             for path in std::iter::once(program).chain(workdir) {
