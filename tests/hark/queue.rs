@@ -1,5 +1,7 @@
 //! Async calls through the durable queue: callbacks, retries, dead letters, cancelling,
-//! overload, and no lost call when the gateway is killed.
+//! overload, and no lost call when the gateway is killed. The functions leave traces in
+//! folders of the test's, which a sandboxed function may not write: the gateways run with
+//! `--sandbox off` (`sandbox.rs` tests the sandbox; these, the queue).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -98,7 +100,7 @@ async fn wait_state(gw: &Gateway, call_id: &str, state: &str) -> Value {
 #[tokio::test]
 async fn an_async_call_runs_and_its_result_is_posted_to_the_callback() {
     // The test's receiver is on loopback, which callbacks may reach only when allowed.
-    let gw = Gateway::start_with(&["--egress-allow", "127.0.0.1"]);
+    let gw = Gateway::start_with(&["--egress-allow", "127.0.0.1", "--sandbox", "off"]);
     let callbacks = CallbackServer::start().await;
     gw.deploy_sh("shout", "tr a-z A-Z", json!({})).await;
     let id = enqueue(&gw, "shout", "queued words", Some(&callbacks.url)).await;
@@ -131,7 +133,7 @@ async fn an_async_call_runs_and_its_result_is_posted_to_the_callback() {
 
 #[tokio::test]
 async fn failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     let dir = tempfile::tempdir().unwrap();
     let counter = dir.path().join("attempts");
     // Fails twice, then succeeds.
@@ -187,7 +189,7 @@ async fn failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried
 
 #[tokio::test]
 async fn a_pending_call_can_be_cancelled_and_never_runs() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("ran");
     gw.deploy_sh(
@@ -226,7 +228,14 @@ async fn a_pending_call_can_be_cancelled_and_never_runs() {
 
 #[tokio::test]
 async fn overload_answers_429_or_503_with_retry_after() {
-    let gw = Gateway::start_with(&["--max-inflight", "1", "--queue-max", "2"]);
+    let gw = Gateway::start_with(&[
+        "--max-inflight",
+        "1",
+        "--queue-max",
+        "2",
+        "--sandbox",
+        "off",
+    ]);
     gw.deploy_sh(
         "slow",
         "sleep 1; echo done",
@@ -264,7 +273,7 @@ async fn overload_answers_429_or_503_with_retry_after() {
 
 #[tokio::test]
 async fn functions_that_are_not_public_refuse_anonymous_callers() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     gw.deploy_sh("internal", "echo inside", json!({ "hark.public": "false" }))
         .await;
     assert_eq!(gw.invoke("internal", "").await.0, 401);
@@ -288,7 +297,7 @@ async fn functions_that_are_not_public_refuse_anonymous_callers() {
 async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("completed");
-    let mut gw = Gateway::start_in(dir.path(), &[]);
+    let mut gw = Gateway::start_in(dir.path(), &["--sandbox", "off"]);
     gw.deploy_sh(
         "work",
         &format!("sleep 0.1; echo \"$HARK_CALL_ID\" >> {}", log.display()),
@@ -310,7 +319,7 @@ async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
         "the queue was already empty; kill earlier"
     );
 
-    let gw = Gateway::start_in(dir.path(), &[]);
+    let gw = Gateway::start_in(dir.path(), &["--sandbox", "off"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let open = queue(&gw, "state=pending&limit=1000").await.len()
@@ -347,7 +356,7 @@ async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
 /// in any spelling or behind a name, are refused at enqueue with 400 unless allowed.
 #[tokio::test]
 async fn callbacks_to_special_addresses_are_refused_unless_allowed() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     let callbacks = CallbackServer::start().await;
     gw.deploy_sh("shout", "tr a-z A-Z", json!({})).await;
     let port = reqwest::Url::parse(&callbacks.url).unwrap().port().unwrap();
@@ -401,7 +410,10 @@ async fn callbacks_are_checked_again_when_the_result_is_posted() {
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
     let callbacks = CallbackServer::start().await;
-    let mut gw = Gateway::start_in(dir.path(), &["--egress-allow", "127.0.0.0/8"]);
+    let mut gw = Gateway::start_in(
+        dir.path(),
+        &["--egress-allow", "127.0.0.0/8", "--sandbox", "off"],
+    );
     gw.deploy_sh(
         "slow",
         &format!("echo run >> {}; sleep 2; echo late", started.display()),
@@ -416,7 +428,7 @@ async fn callbacks_are_checked_again_when_the_result_is_posted() {
     }
     gw.kill_hard();
 
-    let gw = Gateway::start_in(dir.path(), &[]);
+    let gw = Gateway::start_in(dir.path(), &["--sandbox", "off"]);
     wait_state(&gw, &id, "done").await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let entry = loop {
