@@ -2,6 +2,8 @@
 //! tick time, concurrency policies hold, and two gateways sharing a data directory fire
 //! each tick once. The planning across DST changes and missed runs is tested with a fixed
 //! clock beside the code (src/dispatch/schedule.rs).
+//! The functions write their ticks into the test's folders, which a sandboxed function may
+//! not write: the gateways run with `--sandbox off` (`sandbox.rs` tests the sandbox).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -44,7 +46,7 @@ async fn wait_outcome(gw: &Gateway, function: &str, outcome: &str) -> Vec<Value>
 
 #[tokio::test]
 async fn a_schedule_fires_each_tick_with_its_time() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("ticks");
     gw.deploy_sh(
@@ -87,7 +89,7 @@ async fn a_schedule_fires_each_tick_with_its_time() {
 
 #[tokio::test]
 async fn forbid_skips_ticks_while_a_run_goes_and_replace_cancels_it() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     gw.deploy_sh(
         "careful",
         "sleep 2.5",
@@ -114,7 +116,7 @@ async fn forbid_skips_ticks_while_a_run_goes_and_replace_cancels_it() {
 
 #[tokio::test]
 async fn a_suspended_schedule_does_not_fire() {
-    let gw = Gateway::start();
+    let gw = Gateway::start_with(&["--sandbox", "off"]);
     gw.deploy_sh(
         "paused",
         "echo ran",
@@ -139,7 +141,7 @@ async fn a_suspended_schedule_does_not_fire() {
 async fn two_gateways_on_one_data_directory_fire_each_tick_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("ticks");
-    let first = Gateway::start_in(dir.path(), &[]);
+    let first = Gateway::start_in(dir.path(), &["--sandbox", "off"]);
     first
         .deploy_sh(
             "once",
@@ -147,7 +149,7 @@ async fn two_gateways_on_one_data_directory_fire_each_tick_once() {
             json!({ "schedule": "* * * * * *" }),
         )
         .await;
-    let second = Gateway::start_in(dir.path(), &[]);
+    let second = Gateway::start_in(dir.path(), &["--sandbox", "off"]);
     assert_eq!(second.status("once").await["name"], "once");
     tokio::time::sleep(Duration::from_millis(4500)).await;
     let ticks: Vec<String> = std::fs::read_to_string(&log)
