@@ -1022,7 +1022,14 @@ async fn a_pool_browser_downloads_nothing() {
     let home = tempfile::tempdir().unwrap();
     let gw = Gateway::start_in_with_env(
         dir.path(),
-        &["--browser", "on", "--browser-allow", &site],
+        &[
+            "--browser",
+            "on",
+            "--browser-allow",
+            &site,
+            "--sandbox",
+            "off",
+        ],
         &[("HOME", home.path().to_str().unwrap())],
     );
     let wd = lease(&gw).await;
