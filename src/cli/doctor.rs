@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::browser::{BrowserArgs, BrowserConfig, BrowserMode};
+// reqwest's own message names only the URL: the causes say what went wrong.
+use crate::provider::upstream::describe;
 use crate::stack::Stack;
 
 use super::up::ProviderKind;
@@ -509,7 +511,7 @@ async fn server_date(url: &str) -> Result<DateTime<Utc>, String> {
         .timeout(PROBE_TIMEOUT)
         .build()
         .map_err(|e| e.to_string())?;
-    let response = client.head(url).send().await.map_err(|e| chain(&e))?;
+    let response = client.head(url).send().await.map_err(|e| describe(&e))?;
     let date = response
         .headers()
         .get(http::header::DATE)
@@ -530,7 +532,7 @@ async fn gateway_answers(gateway: &str) -> Check {
             .timeout(PROBE_TIMEOUT)
             .build()
             .map_err(|e| e.to_string())?;
-        let response = client.get(&url).send().await.map_err(|e| chain(&e))?;
+        let response = client.get(&url).send().await.map_err(|e| describe(&e))?;
         match response.status().as_u16() {
             200 => Ok(()),
             status => Err(format!("answered {status}")),
@@ -584,18 +586,6 @@ fn channels(stack: &Stack, public_url: Option<&str>) -> Vec<Check> {
         "channels",
         format!("platforms call {}", urls.join(", ")),
     )]
-}
-
-/// An error and its causes on one line (reqwest's own message names only the URL).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -155,7 +155,7 @@ impl Upstream {
 
 /// The error and its causes on one line ("client error (Connect): tcp connect error:
 /// Connection refused (os error 111)").
-fn describe(e: &dyn std::error::Error) -> String {
+pub(crate) fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

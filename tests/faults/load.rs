@@ -218,17 +218,7 @@ async fn sustained_load_at_capacity_for_60s_has_no_errors_and_loses_no_call() {
         "FIGURES sustained: capacity {capacity:.0}/s; held {rate:.0}/s x {}s = {} calls: {} ok, {} refused, {} errors; p50 {:?}, p99 {:?}; achieved {:.0}/s",
         hold.as_secs(), s.calls, s.ok, s.refused, s.errors, s.p50, s.p99, s.achieved
     );
-    let failed: Vec<_> = samples
-        .iter()
-        .filter(|s| !(200..300).contains(&s.status))
-        .take(10)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} calls failed, e.g. {failed:?}",
-        s.calls - s.ok,
-        s.calls
-    );
+    assert_every_call_ok(&samples, &s);
 
     // Nothing lost: every call has its activation record.
     crate::flush_activations(&gw).await;
@@ -246,6 +236,21 @@ async fn sustained_load_at_capacity_for_60s_has_no_errors_and_loses_no_call() {
     );
     assert_eq!(recorded.len(), samples.len(), "one record per call");
     assert!(!gw.output().contains("panicked"), "{}", gw.output());
+}
+
+/// Fails, with up to ten examples, unless every call answered 2xx.
+fn assert_every_call_ok(samples: &[Sample], s: &Summary) {
+    let failed: Vec<_> = samples
+        .iter()
+        .filter(|s| !(200..300).contains(&s.status))
+        .take(10)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed, e.g. {failed:?}",
+        s.calls - s.ok,
+        s.calls
+    );
 }
 
 /// The call ids of the activation records whose id is `LIKE pattern`, read from the
@@ -295,15 +300,5 @@ async fn a_stall_that_overflows_the_connection_cap_loses_no_call() {
         "FIGURES stall: {} calls: {} ok, {} refused, {} errors; p50 {:?}, p99 {:?}",
         s.calls, s.ok, s.refused, s.errors, s.p50, s.p99
     );
-    let failed: Vec<_> = samples
-        .iter()
-        .filter(|s| !(200..300).contains(&s.status))
-        .take(5)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} calls failed, e.g. {failed:?}",
-        s.calls - s.ok,
-        s.calls
-    );
+    assert_every_call_ok(&samples, &s);
 }
