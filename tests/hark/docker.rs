@@ -101,7 +101,8 @@ async fn an_out_of_memory_kill_is_reported_in_the_activation() {
     // Only the function's process was killed; the container and its watchdog live on.
     let running = h.running("hog");
     assert_eq!(running.len(), 1);
-    assert_eq!(h.gw.invoke("hog", "").await.0, 500);
+    let (status, body) = h.gw.invoke("hog", "").await;
+    assert_eq!(status, 500, "{body}");
     assert_eq!(h.running("hog"), running);
 }
 

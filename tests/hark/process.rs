@@ -75,6 +75,18 @@ async fn a_function_flooding_stderr_does_not_exhaust_memory() {
     );
 }
 
+/// Out of memory, the kernel kills the function, never the gateway (or, in a container,
+/// the watchdog serving it): CI once lost a container's watchdog to its function's OOM.
+#[tokio::test]
+async fn a_function_is_the_oom_killers_first_choice_and_the_gateway_is_not() {
+    let gw = Gateway::start();
+    gw.deploy_sh("score", "cat /proc/self/oom_score_adj", json!({}))
+        .await;
+    assert_eq!(gw.invoke("score", "").await, (200, "1000\n".to_owned()));
+    let gateway = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", gw.pid())).unwrap();
+    assert_eq!(gateway.trim(), "0");
+}
+
 #[tokio::test]
 async fn secrets_are_files_the_function_reads_and_never_logged() {
     let gw = Gateway::start();

@@ -47,6 +47,7 @@ pub(super) async fn invoke(
         reason: format!("cannot start {}: {e}", launch.program.display()),
     })?;
     let pid = child.id().unwrap_or(0);
+    super::oom_first(pid);
     let instance = format!("{}-{pid}", launch.name);
 
     let (Some(mut stdin), Some(stdout), Some(stderr)) =

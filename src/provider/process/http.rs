@@ -242,6 +242,7 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
         match command.spawn() {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
+                super::oom_first(pid);
                 for stream in [
                     child
                         .stdout
