@@ -80,8 +80,14 @@ async fn a_function_flooding_stderr_does_not_exhaust_memory() {
 #[tokio::test]
 async fn a_function_is_the_oom_killers_first_choice_and_the_gateway_is_not() {
     let gw = Gateway::start();
-    gw.deploy_sh("score", "cat /proc/self/oom_score_adj", json!({}))
-        .await;
+    // The score is set right after the start, before the body is written: read once the
+    // body has been read.
+    gw.deploy_sh(
+        "score",
+        "cat > /dev/null; cat /proc/self/oom_score_adj",
+        json!({}),
+    )
+    .await;
     assert_eq!(gw.invoke("score", "").await, (200, "1000\n".to_owned()));
     let gateway = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", gw.pid())).unwrap();
     assert_eq!(gateway.trim(), "0");
