@@ -24,6 +24,9 @@ use crate::function::{FunctionDeployment, FunctionName, Mode, ANNOTATION_WORKDIR
 
 /// Environment variable telling a function where its secret files are.
 pub const ENV_SECRETS_DIR: &str = "HARK_SECRETS_DIR";
+/// Environment variable giving every function the gateway's own URL (`http://ADDR:PORT`
+/// as `hark up` listens, loopback for a wildcard `--bind`), to call other functions.
+pub const ENV_GATEWAY_URL: &str = "HARK_GATEWAY_URL";
 /// Environment variable telling an HTTP-mode function which port to listen on.
 pub const ENV_PORT: &str = "PORT";
 /// Variables of the gateway's own environment that functions inherit; nothing else
@@ -39,6 +42,8 @@ pub struct ProcessProvider {
     webdriver: Option<Webdriver>,
     /// The functions' sandbox (none for the watchdog, whose container is the sandbox).
     sandboxing: Option<Arc<Sandboxing>>,
+    /// `HARK_GATEWAY_URL` of every function.
+    gateway_url: Option<String>,
 }
 
 /// Where process functions reach the browser pool: the base URL of the gateway's
@@ -97,7 +102,14 @@ impl ProcessProvider {
             secrets: SecretFiles::Managed(secrets_root),
             webdriver: None,
             sandboxing: None,
+            gateway_url: None,
         }
+    }
+
+    /// Gives every function `HARK_GATEWAY_URL`: `url`, where the gateway listens.
+    pub fn with_gateway_url(mut self, url: &str) -> Self {
+        self.gateway_url = Some(url.to_owned());
+        self
     }
 
     /// Runs every function in the sandbox `sandboxing` describes.
@@ -130,6 +142,7 @@ impl ProcessProvider {
             secrets: SecretFiles::Fixed(dir),
             webdriver: None,
             sandboxing: None,
+            gateway_url: None,
         }
     }
 
@@ -180,6 +193,11 @@ impl ProcessProvider {
             .iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
+        env.extend(
+            self.gateway_url
+                .iter()
+                .map(|url| (ENV_GATEWAY_URL.to_owned(), url.clone())),
+        );
         if let Some(webdriver) = &self.webdriver {
             env.push((
                 crate::browser::ENV_WEBDRIVER_URL.into(),
@@ -461,8 +479,9 @@ fn die_with_gateway(command: &mut tokio::process::Command) {
 /// Makes a started function the OOM killer's first choice (score adjustment 1000): when a
 /// function runs out of memory, alone in a container's limit with its watchdog or beside
 /// the gateway, it is the function that is killed, never the process serving it. Written by
-/// the parent after the start, so fork mode keeps its pre-exec-free (posix_spawn) start;
-/// the window before the write is far shorter than any growth to a memory limit.
+/// the parent after the start, before the call's body is written, so fork mode keeps its
+/// pre-exec-free (posix_spawn) start; the window before the write is far shorter than any
+/// growth to a memory limit.
 fn oom_first(pid: u32) {
     if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000") {
         tracing::debug!(pid, error = %e, "cannot raise the OOM score of a function process");

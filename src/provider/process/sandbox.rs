@@ -145,6 +145,10 @@ impl Sandboxing {
             state_root,
             users: Mutex::new(users),
         };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&sandboxing.state_root)?;
         if mode == SandboxMode::Off {
             tracing::warn!(
                 "process sandbox OFF (--sandbox off): functions run as the gateway's user and can read its data directory (keys, tokens, store, every function's secrets); use only for development"
@@ -183,7 +187,8 @@ impl Sandboxing {
             }
         }
         if !root {
-            tracing::warn!(
+            // The normal case on a workstation, not a fault: said once, at info.
+            tracing::info!(
                 "the gateway does not run as root: functions run as its user. What remains: the Landlock fence (files and signals), the gateway not being dumpable (its memory and environment), and the open-files and memory limits; hark.limits.processes counts every process of the gateway's user and applies only when set"
             );
         }
@@ -201,10 +206,19 @@ impl Sandboxing {
     ) -> Result<Prepared, ProviderError> {
         let name = spec.service.as_str();
         let bad = |message: String| ProviderError::BadSpec(format!("function {name}: {message}"));
+        let state = self.state_root.join(name);
+        let tmp = state.join("tmp");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(|e| ProviderError::io(format_args!("state directory of {name}"), &e))?;
         if self.mode == SandboxMode::Off {
+            // Unfenced, but its state still lives under the data directory, not in the
+            // working directory (a clone of the repository stays clean).
             return Ok(Prepared {
                 sandbox: Arc::new(Sandbox::off()),
-                env: Vec::new(),
+                env: vec![(ENV_STATE_DIR.to_owned(), state.display().to_string())],
             });
         }
         let limit = |key: &'static str| -> Result<Option<u64>, ProviderError> {
@@ -267,13 +281,6 @@ impl Sandboxing {
             None
         };
 
-        let state = self.state_root.join(name);
-        let tmp = state.join("tmp");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&tmp)
-            .map_err(|e| ProviderError::io(format_args!("state directory of {name}"), &e))?;
         if let Some((uid, gid)) = ids {
             for dir in [&state, &tmp] {
                 std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
@@ -378,9 +385,7 @@ impl Sandboxing {
     /// Forgets the state directory of a removed function (its uid stays recorded, so a
     /// function deployed again under the same name gets the same one).
     pub(super) fn remove(&self, name: &str) {
-        if self.mode == SandboxMode::On {
-            let _ = std::fs::remove_dir_all(self.state_root.join(name));
-        }
+        let _ = std::fs::remove_dir_all(self.state_root.join(name));
     }
 }
 
