@@ -17,6 +17,11 @@ use crate::function::{FunctionDeployment, FunctionName, Resources, ANNOTATION_WO
 /// the running `hark` binary, where `cargo build --workspace` also puts the Rust functions.
 pub const VAR_BIN_DIR: &str = "HARK_BIN_DIR";
 
+/// Variable naming the gateway the stack is deployed to: `hark up` sets it to where it
+/// listens, `hark deploy` to the gateway it deploys to; functions get the same value in
+/// their environment (`HARK_GATEWAY_URL`) from the process provider.
+pub const VAR_GATEWAY_URL: &str = "HARK_GATEWAY_URL";
+
 /// Why a stack file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -54,6 +59,8 @@ pub struct Stack {
     pub alexa: Option<AlexaSettings>,
     /// The `browser:` section: the browser pool behind `/webdriver`.
     pub browser: Option<crate::browser::BrowserConfig>,
+    /// Secrets of the `secrets:` section marked `generate: true`.
+    pub generated_secrets: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -75,6 +82,19 @@ struct RawStack {
     channels: ChannelsConfig,
     alexa: Option<AlexaSettings>,
     browser: Option<crate::browser::BrowserConfig>,
+    /// Secrets the stack provides for itself.
+    #[serde(default)]
+    secrets: BTreeMap<String, RawSecret>,
+}
+
+/// A secret of the `secrets:` section.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct RawSecret {
+    /// `hark up` stores a random value (32 letters and digits) when the secret store has
+    /// none and `HARK_SECRET_<NAME>` does not give one; `hark secret update` replaces it.
+    #[serde(default)]
+    generate: bool,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -148,6 +168,12 @@ impl Stack {
 
     /// Reads and checks the stack file at `path`.
     pub fn load(path: &Path) -> Result<Stack, StackError> {
+        Stack::load_for(path, None)
+    }
+
+    /// Reads and checks the stack file at `path` for the gateway at `gateway_url`, which
+    /// `${HARK_GATEWAY_URL}` then names (else the environment's, else the default port's).
+    pub fn load_for(path: &Path, gateway_url: Option<&str>) -> Result<Stack, StackError> {
         let text = std::fs::read_to_string(path).map_err(|source| StackError::Read {
             path: path.to_owned(),
             source,
@@ -159,7 +185,10 @@ impl Stack {
             base
         })
         .unwrap_or_else(|_| base.to_owned());
-        Stack::parse(&text, path, &base, &|name| lookup_var(name))
+        Stack::parse(&text, path, &base, &|name| match gateway_url {
+            Some(url) if name == VAR_GATEWAY_URL => Some(url.to_owned()),
+            _ => lookup_var(name),
+        })
     }
 
     /// Parses stack-file text; relative paths resolve against `base`, variables through `env`.
@@ -247,6 +276,12 @@ impl Stack {
             warnings,
             alexa,
             browser: raw.browser,
+            generated_secrets: raw
+                .secrets
+                .into_iter()
+                .filter(|(_, secret)| secret.generate)
+                .map(|(name, _)| name)
+                .collect(),
         })
     }
 }
@@ -265,11 +300,15 @@ fn join_clean(base: &Path, path: &str) -> PathBuf {
 
 /// A variable from the environment, with Hark's own defaults.
 fn lookup_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().or_else(|| {
-        (name == VAR_BIN_DIR)
-            .then(|| std::env::current_exe().ok())
-            .flatten()
-            .and_then(|exe| exe.parent().map(|d| d.display().to_string()))
+    std::env::var(name).ok().or_else(|| match name {
+        VAR_BIN_DIR => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.display().to_string())),
+        VAR_GATEWAY_URL => Some(format!(
+            "http://127.0.0.1:{}",
+            std::env::var("HARK_PORT").unwrap_or_else(|_| "8080".to_owned())
+        )),
+        _ => None,
     })
 }
 

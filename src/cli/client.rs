@@ -37,6 +37,11 @@ impl Gateway {
         })
     }
 
+    /// The gateway's base URL (`http://127.0.0.1:8080`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A request to `path` with the token attached.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let request = self.client.request(method, format!("{}{path}", self.base));

@@ -122,7 +122,7 @@ pub(super) fn table(header: &[&str]) -> Table {
 }
 
 async fn deploy(gw: &Gateway, file: &Path, only: Option<&str>) -> anyhow::Result<ExitCode> {
-    let stack = Stack::load(file)?;
+    let stack = Stack::load_for(file, Some(gw.base()))?;
     for warning in &stack.warnings {
         eprintln!("warning: {}: {warning}", file.display());
     }

@@ -390,7 +390,8 @@ async fn docker(provider: ProviderKind) -> Vec<Check> {
     checks
 }
 
-/// Every secret the stack file names, in the store or in `HARK_SECRET_<NAME>`.
+/// Every secret the stack file names, in the store or in `HARK_SECRET_<NAME>`, or one
+/// that `hark up` generates (`secrets: NAME: {generate: true}`).
 fn secrets(stack: &Stack, data: &Path) -> Check {
     const NAME: &str = "secrets";
     let mut named: Vec<String> = stack
@@ -427,6 +428,7 @@ fn secrets(stack: &Stack, data: &Path) -> Check {
         .iter()
         .filter(|name| {
             !stored.contains(name)
+                && !stack.generated_secrets.contains(name)
                 && std::env::var_os(crate::channels::common::secrets::env_name(name)).is_none()
         })
         .collect();

@@ -234,13 +234,21 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         None => false,
     };
     let (auth, new_token) = Auth::load_or_create(&data, store.clone(), secure_cookies).await?;
+    // Bound before the stack file is read and the functions start, so that both can be
+    // given the gateway's own URL.
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another gateway running? try --port)")
+    })?;
+    let addr = listener.local_addr()?;
+    let gateway_url = own_url(addr);
     let stack_file = match &args.config {
         Some(path) => Some(path.clone()),
         None => Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists()),
     };
     let stack = match &stack_file {
         Some(path) => {
-            let stack = Stack::load(path)?;
+            let stack = Stack::load_for(path, Some(&gateway_url))?;
             for warning in &stack.warnings {
                 tracing::warn!(file = %path.display(), "{warning}");
             }
@@ -260,12 +268,6 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         .and_then(|(_, s)| s.provider.as_deref())
         .and_then(ProviderKind::from_stack);
     let kind = args.provider.or(from_file).unwrap_or(ProviderKind::Process);
-    // Bound before the functions start, so they can be given the gateway's address.
-    let addr = SocketAddr::new(args.bind, args.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} (is another gateway running? try --port)")
-    })?;
-    let addr = listener.local_addr()?;
     let browser = browser_pool(
         &args,
         stack.as_ref().and_then(|(_, s)| s.browser.clone()),
@@ -293,6 +295,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
                 .context("preparing the process sandbox")?;
             Arc::new(
                 ProcessProvider::new(secrets, logs)
+                    .with_gateway_url(&gateway_url)
                     .with_webdriver(&base, browser.capabilities().clone())
                     .with_sandbox(sandboxing),
             )
@@ -335,7 +338,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     let mut alexa_settings = None;
     if let Some((path, stack)) = stack {
         alexa_settings = stack.alexa.clone();
-        seed_function_secrets(&registry.store, &stack.functions).await;
+        seed_function_secrets(&registry.store, &stack.functions, &stack.generated_secrets).await;
         for spec in stack.functions {
             let name = spec.service.clone();
             if let Err(e) = registry
@@ -454,6 +457,17 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("hark: gateway listening on http://{addr}");
     crate::server::run(listener, state, limits, stopping, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The URL the gateway's own functions reach it at: its listening address, with loopback
+/// in place of a wildcard (`0.0.0.0`, `::`).
+fn own_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// The connection limits of the flags, checked.
@@ -610,12 +624,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// Stores each secret a stack function names that the secret store lacks but the
-/// environment variable `HARK_SECRET_<NAME>` holds, so `HARK_SECRET_X=... hark up` deploys
-/// functions that need secret `x` (the same variables channel routes read). A secret already
+/// Stores each secret a stack function names that the secret store lacks: from the
+/// environment variable `HARK_SECRET_<NAME>` when it is set (the variables channel routes
+/// read), else a random value when the stack file's `secrets:` section says `generate`
+/// (the demo portal's password), so a first `hark up` needs no setting. A secret already
 /// in the store is left as it is.
-async fn seed_function_secrets(store: &Store, functions: &[crate::function::FunctionDeployment]) {
+async fn seed_function_secrets(
+    store: &Store,
+    functions: &[crate::function::FunctionDeployment],
+    generated: &[String],
+) {
     let mut names: Vec<&String> = functions.iter().flat_map(|f| &f.secrets).collect();
+    names.extend(generated);
     names.sort();
     names.dedup();
     for name in names {
@@ -628,21 +648,43 @@ async fn seed_function_secrets(store: &Store, functions: &[crate::function::Func
             }
         }
         let var = crate::channels::common::secrets::env_name(name);
-        let Some(value) = std::env::var(&var).ok().filter(|v| !v.is_empty()) else {
-            continue;
+        let (value, from) = match std::env::var(&var).ok().filter(|v| !v.is_empty()) {
+            Some(value) => (value, var.as_str()),
+            None if generated.contains(name) => (random_secret(), "generated"),
+            None => continue,
         };
         match store.put_secret(name, value.into_bytes()).await {
-            Ok(_) => {
-                tracing::info!(secret = %name, from = %var, "secret stored from the environment")
-            }
+            Ok(_) if from == "generated" => tracing::info!(
+                secret = %name,
+                "secret generated with a random value: the functions naming it read it from their secrets directory (HARK_SECRETS_DIR); set your own with `hark secret update {name} --from-file FILE`"
+            ),
+            Ok(_) => tracing::info!(secret = %name, from, "secret stored from the environment"),
             Err(e) => tracing::error!(secret = %name, error = %e, "secret not stored"),
         }
     }
 }
 
+/// 32 letters and digits from the system's random source (about 190 bits).
+fn random_secret() -> String {
+    use rand::RngExt;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn functions_reach_a_wildcard_gateway_on_loopback() {
+        let url = |a: &str| own_url(a.parse().unwrap());
+        assert_eq!(url("0.0.0.0:9000"), "http://127.0.0.1:9000");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080");
+        assert_eq!(url("10.1.2.3:8080"), "http://10.1.2.3:8080");
+    }
 
     #[test]
     fn browser_seconds_past_a_day_or_not_a_number_are_refused() {
