@@ -292,8 +292,14 @@ fn full(text: impl Into<Bytes>) -> Body {
 /// The 403 page of a refused request.
 fn refused(host: &str, why: &Refusal) -> Response<Body> {
     static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
-    let kind = format!("browser request refused host={host} reason={}", why.0);
-    crate::warn_repeated!(REFUSED, &kind, host = %host, reason = %why.0, "browser request refused");
+    if why.0.starts_with("/favicon.ico ") {
+        // Chromium asks every page's origin for its icon on its own: not the function's
+        // doing, and refused without a warning (the demo would print one per booking).
+        tracing::debug!(host = %host, reason = %why.0, "browser request refused");
+    } else {
+        let kind = format!("browser request refused host={host} reason={}", why.0);
+        crate::warn_repeated!(REFUSED, &kind, host = %host, reason = %why.0, "browser request refused");
+    }
     let page = format!(
         "<!doctype html><html><head><title>Refused by Hark</title></head><body><h1>Refused by Hark</h1><p>This browser may not reach this address: {}</p></body></html>",
         html_escape(&why.0)

@@ -147,9 +147,17 @@ pub async fn say(
     }
     let gw = Gateway::new(gateway, token, data)?;
     let path = format!("/system/skills/{}/say", args.skill);
-    let answer: Value = gw
+    let answer = gw
         .expect_ok(gw.request(Method::POST, &path).json(&envelope))
-        .await?
+        .await?;
+    if let Some(why) = answer
+        .headers()
+        .get(crate::channels::alexa::HEADER_CALL_ERROR)
+        .and_then(|v| v.to_str().ok())
+    {
+        eprintln!("hark say: the call failed: {why}");
+    }
+    let answer: Value = answer
         .json()
         .await
         .context("reading the gateway's answer")?;

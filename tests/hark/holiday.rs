@@ -38,7 +38,7 @@ fn function_bin(name: &str) -> PathBuf {
 
 /// Whether Chromium and ChromeDriver are installed: a missing browser fails the test under
 /// CI and skips it (with a message) elsewhere.
-fn chromium_present(test: &str) -> bool {
+pub(crate) fn chromium_present(test: &str) -> bool {
     let present = which::which("chromedriver").is_ok()
         && (Path::new("/usr/lib/chromium/chromium").exists() || which::which("chromium").is_ok());
     if !present {

@@ -11,6 +11,7 @@ mod contract;
 mod docker;
 mod doctor;
 mod fences;
+mod first_run;
 mod hardening;
 mod holiday;
 mod install;

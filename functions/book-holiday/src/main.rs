@@ -305,6 +305,23 @@ impl Portal<'_> {
             .goto(&format!("{}login", self.settings.portal))
             .await
             .map_err(|e| BookError::Unavailable(format!("opening the portal: {e}")))?;
+        if let Err(BookError::SiteChanged(missing)) =
+            self.find("#username", "the user name field").await
+        {
+            // Not the portal at all: the gateway's JSON error ("function hr-portal not
+            // found" when it is not deployed) says more than "the site changed".
+            let body = match self.client.find(Locator::Css("body")).await {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            return Err(match serde_json::from_str::<Value>(body.trim()) {
+                Ok(json) if json["error"].is_string() => BookError::Unavailable(format!(
+                    "the portal at {} is not there: {}",
+                    self.settings.portal, json["error"]
+                )),
+                _ => BookError::SiteChanged(missing),
+            });
+        }
         self.fill("#username", "the user name field", &self.settings.user)
             .await?;
         self.fill("#password", "the password field", &self.settings.password)

@@ -52,6 +52,8 @@ struct Turn<'a> {
     call_id: &'a str,
     user_id: String,
     session: Map<String, Value>,
+    /// Why the intent's function call failed, when it did (for `hark say`).
+    failure: Option<String>,
 }
 
 /// The reply to one request.
@@ -91,6 +93,18 @@ pub async fn respond(
     envelope: &RequestEnvelope,
     call_id: &str,
 ) -> Response {
+    respond_explained(state, skill, envelope, call_id).await.0
+}
+
+/// [`respond`], with why the intent's function call failed when it did ("function
+/// book-holiday is not deployed"): Alexa hears the skill's error reply, `hark say` also
+/// prints the cause.
+pub async fn respond_explained(
+    state: &Arc<AppState>,
+    skill: &Arc<Skill>,
+    envelope: &RequestEnvelope,
+    call_id: &str,
+) -> (Response, Option<String>) {
     let user_id = user_id(envelope);
     let session = envelope
         .session
@@ -104,15 +118,17 @@ pub async fn respond(
         call_id,
         user_id,
         session,
+        failure: None,
     };
     let reply = match &envelope.request.kind {
-        RequestKind::SessionEnded(_) => return Response::empty(),
+        RequestKind::SessionEnded(_) => return (Response::empty(), None),
         RequestKind::Launch(_) => turn.reply_ask("launch", "launch_reprompt"),
         RequestKind::Intent(request) => turn.intent(&request.intent, request.dialog_state).await,
         // CanFulfillIntent, exceptions and events: acknowledged quietly.
-        _ => return Response::empty(),
+        _ => return (Response::empty(), None),
     };
-    turn.finish(reply).await
+    let response = turn.finish(reply).await;
+    (response, turn.failure)
 }
 
 fn user_id(envelope: &RequestEnvelope) -> String {
@@ -309,6 +325,7 @@ impl Turn<'_> {
         };
         match self.dispatch(&function, body, late).await {
             Ok(Submitted::Finished(result)) => {
+                self.failure = failure(&result);
                 let (reply, session_set, user_set) = answer(self.skill, name, &def, ctx, &result);
                 merge(&mut self.session, session_set);
                 merge(&mut user, user_set);
@@ -330,6 +347,7 @@ impl Turn<'_> {
             )),
             Err(e) => {
                 error!(channel = "alexa", skill = %self.skill.name, intent = name, function = %function, error = %e, "call could not be queued; saying the error reply");
+                self.failure = Some(format!("function {function}: {e}"));
                 Reply::say(self.error_speech(Some(name), &ctx))
             }
         }
@@ -530,6 +548,23 @@ pub async fn deliver(
     Ok(())
 }
 
+/// Why a finished call failed ("status 404: function x is not deployed"); `None` for a
+/// 2xx answer.
+fn failure(result: &CallResult) -> Option<String> {
+    (!result.is_success()).then(|| {
+        format!(
+            "status {}: {}",
+            result.status,
+            result.error.clone().unwrap_or_else(|| {
+                String::from_utf8_lossy(&result.body)
+                    .chars()
+                    .take(200)
+                    .collect()
+            })
+        )
+    })
+}
+
 /// The reply to a finished call, with the attribute updates the function asked for.
 fn answer(
     skill: &Skill,
@@ -556,17 +591,7 @@ fn answer(
                 user_set,
             );
         }
-        result => format!(
-            "status {}: {}",
-            result.status,
-            result
-                .error
-                .clone()
-                .unwrap_or_else(|| String::from_utf8_lossy(&result.body)
-                    .chars()
-                    .take(200)
-                    .collect())
-        ),
+        result => failure(result).unwrap_or_default(),
     };
     error!(channel = "alexa", skill = %skill.name, intent, function = %result.function, error = %failure, "function failed; saying the error reply");
     (

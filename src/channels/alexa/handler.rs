@@ -18,7 +18,7 @@ use tracing::warn;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::conversation::respond;
+use super::conversation::{respond, respond_explained};
 use super::types::{RequestEnvelope, Response};
 use super::verify::SignatureHeaders;
 use crate::auth::scope;
@@ -109,19 +109,39 @@ fn refused(reason: &'static str) {
 }
 
 #[utoipa::path(post, path = "/system/skills/{skill}/say", tag = "alexa", description = "Runs one turn of a skill for a request envelope built by `hark say` (no Amazon signature; a token with `functions:invoke`).", security(("bearer" = [])), params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope", body = Object), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody)))]
-/// `POST /system/skills/{skill}/say`: a request envelope from `hark say`.
+/// `POST /system/skills/{skill}/say`: a request envelope from `hark say`. When the
+/// intent's function call failed, [`HEADER_CALL_ERROR`] says why (the caller may invoke
+/// functions, so it may read their errors).
 async fn say(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Extension(call_id): Extension<CallId>,
     headers: HeaderMap,
     body: RawBody,
-) -> Result<Json<Response>, ApiError> {
+) -> Result<(HeaderMap, Json<Response>), ApiError> {
     state.auth.check(&headers, scope::FUNCTIONS_INVOKE).await?;
     let skill = find_skill(&state, &name)?;
     let envelope = RequestEnvelope::from_slice(&body.0)
         .map_err(|e| ApiError::bad_request(format!("not an Alexa request: {e}")))?;
-    Ok(Json(respond(&state, &skill, &envelope, &call_id.0).await))
+    let (response, failure) = respond_explained(&state, &skill, &envelope, &call_id.0).await;
+    let mut headers = HeaderMap::new();
+    if let Some(value) = failure.and_then(|f| header_text(&f)) {
+        headers.insert(HEADER_CALL_ERROR, value);
+    }
+    Ok((headers, Json(response)))
+}
+
+/// Header of `hark say`'s answers naming why the intent's function call failed.
+pub const HEADER_CALL_ERROR: &str = "x-hark-call-error";
+
+/// `text` as a header value: one line of printable ASCII, at most 500 characters.
+fn header_text(text: &str) -> Option<http::HeaderValue> {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { ' ' })
+        .take(500)
+        .collect();
+    http::HeaderValue::from_str(line.trim()).ok()
 }
 
 #[utoipa::path(get, path = "/system/skills", tag = "alexa", description = "The loaded skills with their intents.", security(("bearer" = [])), responses((status = 200, description = "Skills", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]

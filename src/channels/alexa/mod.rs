@@ -20,7 +20,7 @@ pub mod types;
 pub mod verify;
 
 pub use channel::{AlexaChannel, AlexaSettings};
-pub use handler::routes;
+pub use handler::{routes, HEADER_CALL_ERROR};
 
 #[cfg(test)]
 mod tests;
