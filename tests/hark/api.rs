@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::util::Gateway;
+use crate::util::{children_named, eventually, Gateway};
 
 async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
@@ -101,15 +101,34 @@ async fn system_routes_need_a_valid_token_with_the_right_scope() {
         .json()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let response = gw
-        .client
-        .get(&url)
-        .bearer_auth(minted["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    let token = minted["token"].as_str().unwrap();
+    let status = || async {
+        gw.client
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let minted_at = std::time::Instant::now();
+    assert_eq!(status().await, 200, "a fresh token is refused");
+    // Refused once its second is over (whole seconds: within about two).
+    loop {
+        match status().await {
+            StatusCode::OK => {
+                assert!(
+                    minted_at.elapsed() < Duration::from_secs(5),
+                    "the token outlived its ttl"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            refused => {
+                assert_eq!(refused, 401);
+                break;
+            }
+        }
+    }
 
     // /healthz is open.
     assert_eq!(
@@ -401,7 +420,14 @@ async fn sigterm_lets_in_flight_calls_finish() {
         .await;
     let call = gw.client.post(format!("{}/function/slow", gw.url)).send();
     let pending = tokio::spawn(call);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: its process runs.
+    let pid = gw.pid();
+    eventually(
+        "the call's process to start",
+        Duration::from_secs(10),
+        || !children_named(pid, "sh").is_empty(),
+    )
+    .await;
     let stopper = tokio::task::spawn_blocking(move || gw.stop());
     let response = pending
         .await

@@ -307,8 +307,19 @@ async fn no_accepted_call_is_lost_when_the_gateway_is_killed() {
     let calls =
         (0..300).map(|i| enqueue(&gw, "work", Box::leak(i.to_string().into_boxed_str()), None));
     let accepted: Vec<String> = futures::future::join_all(calls).await;
-    // Kill it while the queue is being worked through.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill it while the queue is being worked through: some calls done, most not.
+    let done = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    crate::util::eventually(
+        "the first calls to complete",
+        Duration::from_secs(30),
+        || done() >= 8,
+    )
+    .await;
     gw.kill_hard();
     let done_before = std::fs::read_to_string(&log)
         .unwrap_or_default()

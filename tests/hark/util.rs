@@ -418,6 +418,16 @@ impl Drop for Gateway {
     }
 }
 
+/// Waits until `holds()` is true, looking every 20 ms; after `within` the test fails,
+/// naming `what` it waited for. For tests that would otherwise sleep and hope.
+pub async fn eventually(what: &str, within: Duration, mut holds: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !holds() {
+        assert!(Instant::now() < deadline, "waited {within:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Process ids of the live children of `parent` whose command name is `comm`.
 pub fn children_named(parent: u32, comm: &str) -> Vec<u32> {
     let mut found = Vec::new();

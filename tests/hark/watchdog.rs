@@ -111,7 +111,14 @@ async fn sigterm_lets_the_call_in_flight_finish_then_exits() {
     let c = client();
     let url = wd.url.clone();
     let call = tokio::spawn(async move { c.post(&url).send().await.unwrap().text().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // In flight: its sh runs.
+    let pid = wd.child.id();
+    crate::util::eventually(
+        "the call's process to start",
+        Duration::from_secs(10),
+        || !crate::util::children_named(pid, "sh").is_empty(),
+    )
+    .await;
     unsafe {
         libc::kill(wd.child.id() as i32, libc::SIGTERM);
     }
