@@ -90,7 +90,7 @@ async fn skill_request(
             refused("malformed");
             ApiError::bad_request(format!("not an Alexa request: {e}"))
         })?;
-        if envelope.context_application_id() != Some(skill.def.id.as_str()) {
+        if envelope.application_id() != Some(skill.def.id.as_str()) {
             warn!(channel = "alexa", skill = %skill.name, reason = "app_id_mismatch", "request refused");
             refused("app_id_mismatch");
             return Err(ApiError::bad_request(

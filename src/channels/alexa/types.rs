@@ -134,6 +134,14 @@ impl RequestEnvelope {
             .map(|a| a.application_id.as_str())
     }
 
+    /// The skill the request is for: `context.System.application.applicationId`, else
+    /// (requests without `context`, as Amazon sent them until 2018)
+    /// `session.application.applicationId`, the order the ASK SDKs read them in.
+    pub fn application_id(&self) -> Option<&str> {
+        self.context_application_id()
+            .or_else(|| self.session_application_id())
+    }
+
     /// `session.application.applicationId`, when the request has a session.
     pub fn session_application_id(&self) -> Option<&str> {
         self.session

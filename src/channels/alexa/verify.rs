@@ -915,7 +915,7 @@ impl Verifier {
                         CHECK_APP_ID,
                         &format!(
                             "no skill id given; request is for {}",
-                            envelope.context_application_id().unwrap_or("(none)")
+                            envelope.application_id().unwrap_or("(none)")
                         ),
                     ),
                     Some(expected) => report.push_check(
@@ -1020,12 +1020,25 @@ fn check_timestamp(envelope: &RequestEnvelope, now: DateTime<Utc>) -> Result<(),
 fn check_app_id(envelope: &RequestEnvelope, expected: &str) -> Result<(), VerifyError> {
     const CONTEXT_FIELD: &str = "context.System.application.applicationId";
     const SESSION_FIELD: &str = "session.application.applicationId";
-    let context_id = envelope.context_application_id();
-    if context_id != Some(expected) {
-        return Err(VerifyError::AppIdMismatch {
-            field: CONTEXT_FIELD,
-            got: context_id.map(str::to_owned),
-        });
+    // `context` names the skill in every request since 2018; older ones (and some event
+    // requests) carry only the session's id, which must then be there and match.
+    match (
+        envelope.context_application_id(),
+        envelope.session_application_id(),
+    ) {
+        (Some(context_id), _) if context_id != expected => {
+            return Err(VerifyError::AppIdMismatch {
+                field: CONTEXT_FIELD,
+                got: Some(context_id.to_owned()),
+            })
+        }
+        (None, None) => {
+            return Err(VerifyError::AppIdMismatch {
+                field: CONTEXT_FIELD,
+                got: None,
+            })
+        }
+        _ => {}
     }
     // Written without a let-chain so the module also builds on edition 2021.
     match envelope.session_application_id() {
@@ -1215,6 +1228,32 @@ mod tests {
     use chrono::TimeZone as _;
     use serde_json::json;
     use std::sync::OnceLock;
+
+    /// Requests without `context` (Amazon's until 2018) name their skill in the session,
+    /// as the ASK SDKs read it; a request naming no skill at all is refused.
+    #[test]
+    fn a_request_without_context_is_for_the_skill_its_session_names() {
+        let request = json!({"type": "LaunchRequest", "requestId": "r1",
+            "timestamp": "2017-11-20T10:00:00Z", "locale": "en-GB"});
+        let envelope = |value: serde_json::Value| {
+            RequestEnvelope::from_slice(value.to_string().as_bytes()).unwrap()
+        };
+        let with_session = |app: &str| {
+            envelope(json!({"version": "1.0", "request": request,
+                "session": {"new": true, "sessionId": "s1",
+                    "application": {"applicationId": app}}}))
+        };
+        let mine = "amzn1.ask.skill.mine";
+        assert!(check_app_id(&with_session(mine), mine).is_ok());
+        assert_eq!(with_session(mine).application_id(), Some(mine));
+        let other = check_app_id(&with_session("amzn1.ask.skill.other"), mine).unwrap_err();
+        assert!(
+            other.to_string().contains("amzn1.ask.skill.other"),
+            "{other}"
+        );
+        let nameless = envelope(json!({"version": "1.0", "request": request}));
+        assert!(check_app_id(&nameless, mine).is_err());
+    }
 
     const REAL_APP_ID: &str = "amzn1.ask.skill.f5e6173c-8f7a-4c51-85e8-275e52d9443b";
     const APP_ID: &str = "amzn1.ask.skill.00000000-1111-2222-3333-444444444444";
@@ -2049,9 +2088,17 @@ mod tests {
             ),
             "{err}"
         );
-        // No context at all.
+        // No context at all (Amazon's requests until 2018): the session's id counts.
         value.as_object_mut().unwrap().remove("context");
         value["session"]["application"]["applicationId"] = json!(APP_ID);
+        let body = value.to_string().into_bytes();
+        verify_good(&signed(&body), &body).await.unwrap();
+        value["session"]["application"]["applicationId"] = json!("amzn1.ask.skill.other");
+        let body = value.to_string().into_bytes();
+        let err = verify_good(&signed(&body), &body).await.unwrap_err();
+        assert_eq!(err.reason(), "app_id_mismatch");
+        // Neither context nor session: no skill named.
+        value.as_object_mut().unwrap().remove("session");
         let body = value.to_string().into_bytes();
         let err = verify_good(&signed(&body), &body).await.unwrap_err();
         assert!(
