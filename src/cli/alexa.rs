@@ -10,7 +10,7 @@ use chrono::Utc;
 use reqwest::Method;
 use serde_json::Value;
 
-use super::Gateway;
+use super::{Gateway, Output};
 use crate::channels::alexa::ssml;
 use crate::channels::alexa::types::{Card, OutputSpeech, Response};
 use crate::channels::alexa::verify::{CertSource, SignatureHeaders, VerifierConfig};
@@ -62,21 +62,22 @@ pub enum AlexaCommand {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("sig").required(true).args(["signature_256", "signature"])))]
+#[command(group(clap::ArgGroup::new("sig").required(true).multiple(true).args(["signature_256", "signature"])))]
 pub struct VerifyArgs {
-    /// The raw request body, exactly as received.
+    /// A file holding the raw request body, exactly as received (`-`: standard input).
     #[arg(long)]
     pub body: PathBuf,
     /// The SignatureCertChainUrl header.
     #[arg(long)]
     pub cert_url: String,
-    /// The Signature-256 header (base64).
+    /// The Signature-256 header (base64); checked when given, as the gateway does.
     #[arg(long)]
     pub signature_256: Option<String>,
-    /// The legacy SHA-1 Signature header (base64); checking it turns SHA-1 on for this run.
+    /// The legacy SHA-1 Signature header (base64). Amazon sends both headers: give both,
+    /// or this one alone to check it (SHA-1 is then turned on for this run).
     #[arg(long)]
     pub signature: Option<String>,
-    /// The time to check at (RFC 3339); default now.
+    /// The time to check at (RFC 3339, or unix seconds); default now.
     #[arg(long)]
     pub at: Option<String>,
     /// An extra trusted root (PEM file; repeatable).
@@ -197,14 +198,12 @@ pub async fn say(
 }
 
 /// `hark alexa ...`.
-pub async fn alexa(command: AlexaCommand) -> anyhow::Result<ExitCode> {
+pub async fn alexa(command: AlexaCommand, output: Output) -> anyhow::Result<ExitCode> {
     let AlexaCommand::Verify(args) = command;
-    let body = std::fs::read(&args.body)
-        .with_context(|| format!("reading --body {}", args.body.display()))?;
+    let body = crate::cli::webhook::read_body(&args.body)?;
     let now = match &args.at {
-        Some(at) => chrono::DateTime::parse_from_rfc3339(at)
-            .with_context(|| format!("--at {at:?} is not an RFC 3339 time"))?
-            .with_timezone(&Utc),
+        Some(at) => crate::clock::parse_start(at)
+            .with_context(|| format!("--at {at:?} is neither an RFC 3339 time nor unix seconds"))?,
         None => Utc::now(),
     };
     let mut config = VerifierConfig {
@@ -233,12 +232,34 @@ pub async fn alexa(command: AlexaCommand) -> anyhow::Result<ExitCode> {
     let report = verifier
         .diagnose(&headers, &body, now, args.app_id.as_deref())
         .await;
-    print!("{report}");
-    if report.passed() {
-        println!("all checks passed");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!("verification FAILED");
-        Ok(ExitCode::FAILURE)
+    let passed = report.passed();
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "at": now.to_rfc3339(),
+                "passed": passed,
+                "checks": report.checks,
+            }))?
+        ),
+        Output::Table => {
+            if args.at.is_some() {
+                println!("checking at {now}");
+            }
+            print!("{report}");
+            println!(
+                "{}",
+                if passed {
+                    "all checks passed"
+                } else {
+                    "verification FAILED"
+                }
+            );
+        }
     }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

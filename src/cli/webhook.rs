@@ -2,12 +2,13 @@
 //! in; the same check the gateway runs, explained step by step, goes out. Offline: no
 //! gateway is needed. Exit status 0 only when the delivery verifies.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::Output;
 use crate::verify::{explain, Kind};
 
 #[derive(Debug, clap::Args)]
@@ -32,26 +33,31 @@ pub struct VerifyArgs {
     /// A request header, `Name: value` (repeatable).
     #[arg(short = 'H', long = "header")]
     pub headers: Vec<String>,
-    /// Check as if the time were this (unix seconds); default now.
+    /// Check as if the time were this (RFC 3339, or unix seconds); default now.
     #[arg(long)]
-    pub at: Option<i64>,
+    pub at: Option<String>,
 }
 
-pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+/// The body of `--body PATH`, or of standard input for `-`.
+pub(crate) fn read_body(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("reading the body from standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(path).with_context(|| format!("reading --body {}", path.display()))
+    }
+}
+
+pub fn verify(args: VerifyArgs, output: Output) -> anyhow::Result<ExitCode> {
     let secret = match (&args.secret, &args.secret_file) {
         (Some(s), _) => s.clone().into_bytes(),
         (None, Some(path)) => std::fs::read(path)
             .with_context(|| format!("reading secret file {}", path.display()))?,
         (None, None) => bail!("give --secret or --secret-file"),
     };
-    let body = if args.body.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
-        buf
-    } else {
-        std::fs::read(&args.body)
-            .with_context(|| format!("reading body file {}", args.body.display()))?
-    };
+    let body = read_body(&args.body)?;
     let mut headers = HeaderMap::new();
     for header in &args.headers {
         let (name, value) = header
@@ -63,9 +69,45 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("header value of {name}"))?;
         headers.append(name, value);
     }
-    let now = args.at.unwrap_or_else(|| chrono::Utc::now().timestamp());
+    let now = match &args.at {
+        Some(at) => crate::clock::parse_start(at)
+            .with_context(|| format!("--at {at:?} is neither an RFC 3339 time nor unix seconds"))?
+            .timestamp(),
+        None => chrono::Utc::now().timestamp(),
+    };
     let report = explain(args.kind, &secret, &headers, &body, now);
-    println!("{report}");
+    match output {
+        Output::Json => {
+            let steps: Vec<serde_json::Value> = report
+                .steps
+                .iter()
+                .map(|s| serde_json::json!({"status": s.status.as_str(), "text": s.text}))
+                .collect();
+            let (result, reason) = match &report.outcome {
+                Ok(_) => ("pass".to_owned(), None),
+                Err(e) => (e.to_string(), Some(e.reason())),
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "kind": report.kind.to_string(),
+                    "at": now,
+                    "passed": report.passed(),
+                    "steps": steps,
+                    "result": result,
+                    "reason": reason,
+                }))?
+            );
+        }
+        Output::Table => {
+            if args.at.is_some() {
+                if let Some(at) = chrono::DateTime::from_timestamp(now, 0) {
+                    println!("checking at {at}");
+                }
+            }
+            println!("{report}");
+        }
+    }
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {

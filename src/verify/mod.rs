@@ -378,6 +378,18 @@ impl Report {
     }
 }
 
+impl Status {
+    /// `pass`, `fail`, `info` or `hint`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Info => "info",
+            Status::Hint => "hint",
+        }
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "kind: {}", self.kind)?;

@@ -302,6 +302,119 @@ fn hark_alexa_verify_reports_each_check_of_the_real_request() {
     );
 }
 
+/// The mistakes a user makes with `hark alexa verify`, each answered in words: the body on
+/// stdin, both signature headers at once (as Amazon sends them), the SHA-1 header given as
+/// Signature-256, no root for a 2017 chain, a request from the future, `-o json`.
+#[test]
+fn hark_alexa_verify_explains_the_usual_mistakes_in_words() {
+    let Some(real) = real() else { return };
+    let chain = real.dir.join("real-2017-11-20/echo-api-cert-5.pem");
+    let root = real.dir.join("chains/verisign-class3-g5-root.pem");
+    // `hark [global] alexa verify --body - ... [flags]`, the real body on stdin.
+    let run = |global: &[&str], flags: &[&str]| {
+        use std::io::Write;
+        let mut child = Command::new(hark_bin())
+            .args(global)
+            .args(["alexa", "verify", "--body", "-", "--cert-url", &real.url])
+            .arg("--cert-file")
+            .arg(&chain)
+            .args(flags)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&real.body).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), text)
+    };
+    let root = root.to_str().unwrap();
+    let sig = real.signature.as_str();
+    let line = |out: &str, check: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(check))
+            .unwrap_or_else(|| panic!("no {check} line: {out}"))
+            .to_owned()
+    };
+
+    // Both headers, as Amazon sends them, the time as unix seconds: all checks pass (the
+    // SHA-256 header is the SHA-1 value here, so only Signature is given as that).
+    let (code, out) = run(
+        &[],
+        &["--signature", sig, "--root", root, "--at", "1511167505"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("checking at 2017-11-20 08:45:05 UTC"), "{out}");
+    let (code, out) = run(
+        &[],
+        &[
+            "--signature",
+            sig,
+            "--signature-256",
+            sig,
+            "--root",
+            root,
+            "--at",
+            "1511167505",
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    // The SHA-1 value as Signature-256: a hint, not just "does not match".
+    assert!(
+        line(&out, "signature").contains("it is a SHA-1 signature"),
+        "{out}"
+    );
+    // No root for the 2017 chain: the missing issuer is named, with the way to trust it.
+    let (_, out) = run(&[], &["--signature", sig, "--at", "2017-11-20T08:45:05Z"]);
+    let trust = line(&out, "cert_chain_trust");
+    assert!(
+        trust.contains("VeriSign Class 3 Public Primary Certification Authority - G5")
+            && trust.contains("--root"),
+        "{trust}"
+    );
+    // A request from the future says so; no debug forms anywhere.
+    let (_, out) = run(
+        &[],
+        &[
+            "--signature",
+            sig,
+            "--root",
+            root,
+            "--at",
+            "2017-11-20T08:00:00Z",
+        ],
+    );
+    assert!(
+        line(&out, "timestamp").contains("45 min in the future"),
+        "{out}"
+    );
+    let (_, out) = run(&[], &["--signature", sig, "--at", "2026-01-01T00:00:00Z"]);
+    for debug in ["UnixTime", "CertExpired {", "UnknownIssuer", "is None"] {
+        assert!(!out.contains(debug), "{debug}: {out}");
+    }
+    // -o json: the same checks, machine-readable.
+    let (code, out) = run(
+        &["-o", "json"],
+        &[
+            "--signature",
+            sig,
+            "--root",
+            root,
+            "--at",
+            "2017-11-20T08:45:05Z",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["passed"], true);
+    assert!(json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "signature" && c["status"] == "pass"));
+}
+
 /// A `Slow` intent whose function outlasts the skill's budget.
 const SLOW_SKILL: &str = r#"
 id: amzn1.ask.skill.slow

@@ -204,6 +204,33 @@ fn webhook_verify_explains_a_captured_delivery() {
     let text = String::from_utf8_lossy(&passed.stdout);
     assert!(passed.status.success(), "{text}");
     assert!(text.contains("result: PASS"), "{text}");
+    // The same time as RFC 3339, and the report as JSON with -o json.
+    let at = chrono::DateTime::from_timestamp(case["timestamp"].as_i64().unwrap(), 0)
+        .unwrap()
+        .to_rfc3339();
+    let json = Command::new(hark_bin())
+        .args([
+            "-o", "json", "webhook", "verify", "--kind", "slack", "--secret",
+        ])
+        .arg(case["signing_secret"].as_str().unwrap())
+        .arg("--body")
+        .arg(&body)
+        .args(["-H", &format!("X-Slack-Request-Timestamp: {ts}")])
+        .args([
+            "-H",
+            &format!(
+                "X-Slack-Signature: {}",
+                case["header_x_slack_signature"].as_str().unwrap()
+            ),
+        ])
+        .args(["--at", &at])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&json.stdout)));
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["kind"], "slack");
+    assert!(report["steps"].as_array().is_some_and(|s| !s.is_empty()));
 
     let later = (case["timestamp"].as_i64().unwrap() + 3600).to_string();
     let stale = run(&body, &later);

@@ -88,7 +88,7 @@ pub enum VerifyError {
     SanMissing,
     /// The chain does not lead to a trusted root (or is otherwise invalid for server auth).
     #[error("certificate chain is not trusted: {0}")]
-    UntrustedChain(webpki::Error),
+    UntrustedChain(String),
     /// The signing certificate's key is not RSA.
     #[error("signing certificate does not hold an RSA key")]
     UnsupportedKey,
@@ -104,7 +104,7 @@ pub enum VerifyError {
     )]
     Sha1Disabled,
     /// `request.timestamp` is too far from now.
-    #[error("request timestamp {timestamp} is {skew_secs}s from now (limit {limit_secs}s)")]
+    #[error("request timestamp {timestamp} is {} (limit {limit_secs} s)", skew_words(*skew_secs))]
     TimestampOutOfRange {
         timestamp: DateTime<Utc>,
         skew_secs: i64,
@@ -122,6 +122,23 @@ pub enum VerifyError {
     /// The verifier configuration is unusable (bad root PEM, HTTP client).
     #[error("verifier configuration: {0}")]
     Config(String),
+}
+
+/// A request's distance from the checking time in words: "42 s before", "3 h 5 min in
+/// the future", "3302 days before".
+fn skew_words(skew_secs: i64) -> String {
+    let n = skew_secs.unsigned_abs();
+    let amount = match n {
+        0..=119 => format!("{n} s"),
+        120..=7199 => format!("{} min", n / 60),
+        7200..=172_799 => format!("{} h {} min", n / 3600, n % 3600 / 60),
+        _ => format!("{} days", n / 86_400),
+    };
+    if skew_secs < 0 {
+        format!("{amount} in the future")
+    } else {
+        format!("{amount} before the check time")
+    }
 }
 
 impl VerifyError {
@@ -535,6 +552,8 @@ struct Chain {
     /// `notBefore`, the earliest `notAfter`); empty when they do not overlap.
     all_valid: (i64, i64),
     subject: String,
+    /// The issuer of the last certificate served: the root the chain needs.
+    top_issuer: String,
     dns_names: Vec<String>,
     /// PKCS#1 `RSAPublicKey` of the leaf, when its key is RSA.
     rsa_public_key: Option<Vec<u8>>,
@@ -589,9 +608,11 @@ impl Chain {
             == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION)
             .then(|| spki.subject_public_key.data.to_vec());
         let mut all_valid = (i64::MIN, i64::MAX);
+        let mut top_issuer = String::new();
         for (i, der) in certs.iter().enumerate() {
             let (_, cert) = x509_parser::parse_x509_certificate(der)
                 .map_err(|e| VerifyError::CertParse(format!("certificate {i}: {e}")))?;
+            top_issuer = cert.issuer().to_string();
             let validity = cert.validity();
             all_valid.0 = all_valid.0.max(validity.not_before.timestamp());
             all_valid.1 = all_valid.1.min(validity.not_after.timestamp());
@@ -601,12 +622,54 @@ impl Chain {
             not_after: time(&validity.not_after)?,
             all_valid,
             subject: leaf.subject().to_string(),
+            top_issuer,
             dns_names,
             rsa_public_key,
             certs,
             checked: ChainChecks::default(),
         })
     }
+}
+
+/// Why webpki refused `chain`, in words: the missing root named (and how to trust it), the
+/// dates of an expired certificate, else the error's name as a phrase ("unknown issuer")
+/// rather than its debug form.
+fn untrusted(error: &webpki::Error, chain: &Chain) -> String {
+    let date = |t: &UnixTime| {
+        DateTime::<Utc>::from_timestamp(t.as_secs() as i64, 0)
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "an unreadable date".to_owned())
+    };
+    match error {
+        webpki::Error::UnknownIssuer => format!(
+            "no trusted root issued its top certificate; the chain needs {} (add that root: alexa.trust_roots, or --root for `hark alexa verify`)",
+            chain.top_issuer
+        ),
+        webpki::Error::CertExpired { time, not_after } => format!(
+            "a certificate of the chain expired at {} (checked at {})",
+            date(not_after),
+            date(time)
+        ),
+        webpki::Error::CertNotValidYet { time, not_before } => format!(
+            "a certificate of the chain is not valid before {} (checked at {})",
+            date(not_before),
+            date(time)
+        ),
+        other => phrase(&format!("{other:?}")),
+    }
+}
+
+/// `InvalidSignatureForPublicKey { .. }` → "invalid signature for public key".
+fn phrase(debug: &str) -> String {
+    let name = debug.split([' ', '(', '{']).next().unwrap_or(debug);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
 }
 
 /// Verifies Alexa requests. Cheap to share (`Arc<Verifier>`); caches certificate chains.
@@ -768,7 +831,7 @@ impl Verifier {
             None,
         )
         .map(|_| ())
-        .map_err(VerifyError::UntrustedChain)
+        .map_err(|e| VerifyError::UntrustedChain(untrusted(&e, chain)))
     }
 
     /// [`Verifier::check_trust`] once per chain of this verifier's cache, then only the
@@ -876,11 +939,24 @@ impl Verifier {
                     format!("leads to a trusted root at {now}"),
                 );
                 match &signature {
-                    Ok((alg, sig)) => report.push_check(
-                        CHECK_SIGNATURE,
-                        check_signature(chain, *alg, sig, body),
-                        format!("{} matches the body", alg.header()),
-                    ),
+                    Ok((alg, sig)) => {
+                        let checked = check_signature(chain, *alg, sig, body);
+                        // A common mix-up: Amazon's legacy SHA-1 header given as Signature-256.
+                        let sha1_instead = *alg == SignatureAlgorithm::Sha256
+                            && checked.is_err()
+                            && check_signature(chain, SignatureAlgorithm::Sha1, sig, body).is_ok();
+                        match checked {
+                            Err(e) if sha1_instead => report.push(
+                                CHECK_SIGNATURE,
+                                Err(format!("{e}: it is a SHA-1 signature, Amazon's legacy {HEADER_SIGNATURE_SHA1} header (give it with --signature)")),
+                            ),
+                            checked => report.push_check(
+                                CHECK_SIGNATURE,
+                                checked,
+                                format!("{} matches the body", alg.header()),
+                            ),
+                        }
+                    }
                     Err(e) => report.push(CHECK_SIGNATURE, Err(e.to_string())),
                 }
             }
@@ -908,7 +984,7 @@ impl Verifier {
                 report.push_check(
                     CHECK_TIMESTAMP,
                     check_timestamp(&envelope, now),
-                    format!("{} is {skew}s before now", r.timestamp),
+                    format!("{} is {}", r.timestamp, skew_words(skew)),
                 );
                 match expected_app_id {
                     None => report.skip(
@@ -1104,7 +1180,8 @@ pub const CHECK_TIMESTAMP: &str = "timestamp";
 pub const CHECK_APP_ID: &str = "application_id";
 
 /// Outcome of one diagnostic check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     Pass,
     Fail,
@@ -1123,7 +1200,7 @@ impl fmt::Display for CheckStatus {
 }
 
 /// One line of a [`DiagnosticReport`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CheckResult {
     pub name: &'static str,
     pub status: CheckStatus,
@@ -1131,7 +1208,7 @@ pub struct CheckResult {
 }
 
 /// Every check of one request, from [`Verifier::diagnose`]. `Display` prints one line each.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiagnosticReport {
     pub checks: Vec<CheckResult>,
 }
