@@ -1,13 +1,11 @@
 //! Fork mode, as the OpenFaaS classic watchdog: one process per call, the request body
 //! on stdin and the request's metadata in `Http_*` variables; stdout is the response.
 
-use std::process::Stdio;
-
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
+use super::spawn::Spawn;
 use super::{signal_group, Launch, Webdriver};
 use crate::provider::{Invocation, LogHub, Output, ProviderError};
 
@@ -20,33 +18,31 @@ pub(super) async fn invoke(
 ) -> Result<Output, ProviderError> {
     // Valid until this call returns: its browser leases end with it.
     let call_capability = webdriver.and_then(|w| call_webdriver(w, launch, &call.call_id));
-    let mut command = Command::new(&launch.program);
-    command
-        .args(&launch.args)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .envs(http_env(&call))
-        .envs(
-            call_capability
-                .as_ref()
-                .map(|c| (crate::browser::ENV_WEBDRIVER_URL, c.url())),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    // No `die_with_gateway` here: a fork-mode process is bounded by its time limit, and
-    // without a sandbox (`--sandbox off`) no pre-exec hook lets std use posix_spawn.
-    launch.sandbox.apply(&mut command);
-    if let Some(dir) = &launch.workdir {
-        command.current_dir(dir);
+    let http = http_env(&call);
+    let mut env: Vec<(&str, &str)> = launch
+        .env
+        .iter()
+        .chain(&http)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(capability) = &call_capability {
+        env.push((crate::browser::ENV_WEBDRIVER_URL, capability.url()));
     }
-    let mut child = command.spawn().map_err(|e| ProviderError::Unavailable {
+    // Not tokio's Command: with the sandbox's pre-exec hook, std forks the whole gateway
+    // for every call (see `spawn`).
+    let spawn = Spawn {
+        program: &launch.program,
+        args: &launch.args,
+        env,
+        workdir: launch.workdir.as_deref(),
+        sandbox: &launch.sandbox,
+    };
+    // No `die_with_gateway` here: a fork-mode process is bounded by its time limit.
+    let mut child = spawn.start().map_err(|e| ProviderError::Unavailable {
         name: launch.name.clone(),
         reason: format!("cannot start {}: {e}", launch.program.display()),
     })?;
-    let pid = child.id().unwrap_or(0);
+    let pid = child.id();
     super::oom_first(pid);
     let instance = format!("{}-{pid}", launch.name);
 

@@ -1,7 +1,8 @@
 //! The sandbox of process functions. A deployment and the gateway's data directory come
 //! in; a [`Sandbox`] goes out, prepared once per deployment and applied by
-//! [`Sandbox::apply`] to every command the provider spawns (fork-mode calls and
-//! HTTP-mode replicas). In the child, before `exec`, it:
+//! [`Sandbox::enter`] in every process the provider starts, before `exec`: fork-mode
+//! calls (started by `spawn`) and HTTP-mode replicas (a pre-exec hook,
+//! [`Sandbox::apply`]). It:
 //!
 //! 1. sets the resource limits (`hark.limits.processes`, `.files`, `.memory`);
 //! 2. when the gateway runs as root, switches to the function's own unprivileged
@@ -13,7 +14,7 @@
 //!    to processes outside the domain (the gateway) are refused.
 //!
 //! Everything the child does is a plain system call on prepared integers: no allocation
-//! between `fork` and `exec`.
+//! between its start and `exec` (a fork-mode child runs on the gateway's own memory).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -390,7 +391,8 @@ impl Sandboxing {
 }
 
 impl Sandbox {
-    /// No sandbox: the command runs as the gateway's user (and keeps `posix_spawn`).
+    /// No sandbox: the command runs as the gateway's user (and an HTTP-mode replica keeps
+    /// std's `posix_spawn`).
     pub(super) fn off() -> Self {
         Sandbox {
             ids: None,
@@ -402,58 +404,72 @@ impl Sandbox {
         }
     }
 
-    /// Makes `command` enter this sandbox between `fork` and `exec`. Call it before
-    /// `die_with_gateway`: a change of uid clears the parent-death signal.
+    /// Makes `command` enter this sandbox between `fork` and `exec` (HTTP-mode replicas;
+    /// fork-mode calls start through [`super::spawn`], which calls [`Sandbox::enter`]
+    /// itself). Call it before `die_with_gateway`: a change of uid clears the parent-death
+    /// signal.
     pub(super) fn apply(self: &Arc<Self>, command: &mut tokio::process::Command) {
         if self.policy == "off" {
             return;
         }
         let sandbox = self.clone();
-        let limits = [
-            (libc::RLIMIT_NPROC, sandbox.processes),
-            (libc::RLIMIT_NOFILE, sandbox.files),
-            (libc::RLIMIT_DATA, sandbox.memory),
-        ];
-        let ruleset = sandbox.ruleset.as_ref().map(|fd| fd.as_raw_fd());
-        // SAFETY: the closure runs in the forked child before exec. It reads integers
-        // prepared above and makes raw system calls (setrlimit, setgroups, setresgid,
-        // setresuid, prctl, landlock_restrict_self), all async-signal-safe; it allocates
-        // nothing (`last_os_error` builds an error from errno without allocating). The
-        // ruleset fd stays open in the parent while `sandbox` lives, which the closure
-        // holds, so the child's copy of it is valid.
+        // SAFETY: the closure runs in the forked child before exec and only calls
+        // `enter`, whose contract that is; the Arc it holds keeps the ruleset fd open in
+        // the parent for as long as the command lives, so the child's copy is valid.
         unsafe {
-            command.pre_exec(move || {
-                // Holds the Arc (and so the ruleset fd) for as long as the command lives.
-                let _keep = &sandbox;
-                for (resource, value) in limits {
-                    if let Some(value) = value {
-                        let limit = libc::rlimit {
-                            rlim_cur: value,
-                            rlim_max: value,
-                        };
-                        if libc::setrlimit(resource, &limit) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                }
-                if let Some((uid, gid)) = sandbox.ids {
-                    if libc::setgroups(1, &gid) != 0
-                        || libc::setresgid(gid, gid, gid) != 0
-                        || libc::setresuid(uid, uid, uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if let Some(fd) = ruleset {
-                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                        || libc::syscall(libc::SYS_landlock_restrict_self, fd, 0) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+            command.pre_exec(move || sandbox.enter().map_err(std::io::Error::from_raw_os_error));
         }
+    }
+
+    /// Enters this sandbox: sets the limits, switches to the function's user, enters the
+    /// Landlock domain. On failure, the `errno` of the call that failed.
+    ///
+    /// # Safety
+    ///
+    /// Only in a child between its start and `exec`: the calling process changes its
+    /// credentials for good. Made for children that share the gateway's memory
+    /// (`CLONE_VM`, [`super::spawn`]) as well as forked ones: it reads prepared integers,
+    /// allocates nothing and makes raw system calls only. The ids change through
+    /// `syscall(2)`, never through libc's `setresuid` & co., which in a process libc
+    /// believes multithreaded signal every thread of it to change its ids too: in a
+    /// `CLONE_VM` child, the gateway's threads.
+    pub(super) unsafe fn enter(&self) -> Result<(), libc::c_int> {
+        let errno = || {
+            std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EPERM)
+        };
+        for (resource, value) in [
+            (libc::RLIMIT_NPROC, self.processes),
+            (libc::RLIMIT_NOFILE, self.files),
+            (libc::RLIMIT_DATA, self.memory),
+        ] {
+            if let Some(value) = value {
+                let limit = libc::rlimit {
+                    rlim_cur: value,
+                    rlim_max: value,
+                };
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(errno());
+                }
+            }
+        }
+        if let Some((uid, gid)) = self.ids {
+            if libc::syscall(libc::SYS_setgroups, 1usize, &gid as *const libc::gid_t) != 0
+                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+            {
+                return Err(errno());
+            }
+        }
+        if let Some(fd) = &self.ruleset {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::syscall(libc::SYS_landlock_restrict_self, fd.as_raw_fd(), 0) != 0
+            {
+                return Err(errno());
+            }
+        }
+        Ok(())
     }
 }
 
