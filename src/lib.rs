@@ -25,7 +25,8 @@
 //! - [`server`]: the axum router and the serve/drain loop; [`error`]: the HTTP error type.
 //! - [`stack`]: `hark.yml` (OpenFaaS stack files); [`function`]: names and deployment records.
 //! - [`clock`]: the wall clock as an injectable value.
-//! - [`fuzzing`]: one entry point per fuzz target (`fuzz/`), replayed over the corpus by `cargo test`.
+//! - [`fuzzing`]: one entry point per fuzz target (`fuzz/`), replayed over the corpus by
+//!   `cargo test` (feature `fuzzing`: not in the product binary).
 //! - [`telemetry`]: Prometheus metrics at `/metrics` (OpenFaaS names) and the log format.
 //! - [`cli`]: the `hark` command line; [`watchdog`]: the entrypoint inside function images.
 //! - [`scaffold`]: function templates (`hark new`), embedded from `functions/templates/`.
@@ -39,6 +40,7 @@ pub mod dispatch;
 pub mod egress;
 pub mod error;
 pub mod function;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod provider;
 pub mod registry;

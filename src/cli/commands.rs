@@ -33,7 +33,6 @@ pub async fn run(
         | Command::Man
         | Command::Schema
         | Command::Bench(_)
-        | Command::BenchBaseline(_)
         | Command::Build(_)
         | Command::Watchdog(_)
         | Command::BrowserGuard(_)
@@ -42,6 +41,8 @@ pub async fn run(
         | Command::Skill(_)
         | Command::Say(_)
         | Command::Alexa(_) => unreachable!("handled before client commands"),
+        #[cfg(feature = "bench")]
+        Command::BenchBaseline(_) => unreachable!("handled before client commands"),
         Command::Deploy { file, name } => deploy(&gw, &file, name.as_deref()).await,
         Command::List => list(&gw, output).await,
         Command::Describe { name } => describe(&gw, &name, output).await,

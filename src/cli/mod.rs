@@ -2,6 +2,7 @@
 //! `up` runs the gateway; the others talk to a running gateway over HTTP.
 
 mod alexa;
+#[cfg(feature = "bench")]
 mod bench;
 mod build;
 mod client;
@@ -49,6 +50,15 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `hark bench` in a binary built without the harness: whatever it is given, it says how
+/// to build one with it.
+#[cfg(not(feature = "bench"))]
+#[derive(Debug, clap::Args)]
+pub struct NoBench {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
 }
 
 /// How client commands print what they get.
@@ -144,8 +154,13 @@ pub enum Command {
     /// Scheduled functions: next tick and recent runs.
     Schedules,
     /// Measure the gateway's paths next to their baselines, in one run.
+    #[cfg(feature = "bench")]
     Bench(bench::BenchArgs),
+    /// Measure the gateway's paths (needs a hark built with `--features bench`).
+    #[cfg(not(feature = "bench"))]
+    Bench(NoBench),
     /// The bare servers `hark bench` measures against (its own processes).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchBaseline(bench::baseline::BaselineArgs),
     /// Diagnose webhook deliveries (offline).
@@ -286,8 +301,15 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(*args, &cli.data).await,
         Command::Doctor(args) => doctor::run(*args, &cli.gateway, &cli.data, cli.output).await,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => bench::run(args).await,
+        #[cfg(feature = "bench")]
         Command::BenchBaseline(args) => bench::baseline::run(args).await,
+        #[cfg(not(feature = "bench"))]
+        Command::Bench(_) => Err(anyhow::anyhow!(
+            "this hark was built without its benchmark harness (it keeps the gateway small); \
+             build one with it: cargo build --release --workspace --features hark/bench"
+        )),
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args, cli.output),
         Command::Skill(command) => alexa::skill(command).await,
         Command::Say(args) => alexa::say(args, &cli.gateway, cli.token, &cli.data).await,

@@ -8,13 +8,14 @@
 //! - [`handler`]: the HTTP routes (`POST /alexa/{skill}`, `hark say`'s path).
 //! - [`conversation`]: one turn: the skill's reply, the function call within the deadline.
 //! - [`local`]: the request envelope of a typed utterance (`hark say`, the web UI).
-//! - [`testpki`]: a test certificate authority (tests and `hark bench`).
+//! - `testpki`: a test certificate authority (tests and `hark bench`; feature `test-util`).
 
 pub mod channel;
 pub mod conversation;
 pub mod handler;
 pub mod local;
 pub mod ssml;
+#[cfg(feature = "test-util")]
 pub mod testpki;
 pub mod types;
 pub mod verify;

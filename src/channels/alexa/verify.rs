@@ -1263,6 +1263,7 @@ impl fmt::Display for DiagnosticReport {
 // ---------------------------------------------------------------------------------------------
 
 /// Test helpers shared with the sibling modules' tests and the integration tests.
+#[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod test_support {
     use std::path::PathBuf;
