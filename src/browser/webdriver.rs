@@ -26,6 +26,11 @@ use utoipa_axum::routes;
 use super::{BrowserError, Owner};
 use crate::channels::api::openapi::ErrorBody;
 use crate::server::AppState;
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
+
+/// The refusals below are logged once per kind per interval (a function retrying in a
+/// loop, or a flood, costs one line and a count).
+static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
 
 /// Largest WebDriver request body (file uploads are base64 in JSON).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -234,7 +239,11 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         rest,
     }) = prefix_of(path)
     else {
-        tracing::warn!("webdriver request without a capability; refused");
+        crate::warn_repeated!(
+            REFUSED,
+            "no capability",
+            "webdriver request without a capability; refused"
+        );
         return not_found();
     };
     let function = owner.function.as_deref().unwrap_or_default();
@@ -243,7 +252,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         .check(function, owner.call.as_deref(), secret)
     {
         // The secret is never logged; the names are escaped (they come from the path).
-        tracing::warn!(function = ?function, call_id = ?owner.call, "webdriver request with a wrong capability; refused");
+        crate::warn_repeated!(REFUSED, &format!("wrong capability function={function}"), function = ?function, call_id = ?owner.call, "webdriver request with a wrong capability; refused");
         return not_found();
     }
     let method = request.method().clone();
@@ -259,14 +268,14 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
             };
             Json(json!({"value": {"ready": status.enabled, "message": message}})).into_response()
         }
-        (&Method::POST, ["session"]) => match pool.lease(owner).await {
+        (&Method::POST, ["session"]) => match pool.lease(owner.clone()).await {
             Ok(lease) => Json(json!({"value": {
                 "sessionId": lease.session_id,
                 "capabilities": lease.capabilities,
             }}))
             .into_response(),
             Err(e) => {
-                tracing::warn!(error = %e, "browser lease refused");
+                crate::warn_repeated!(REFUSED, &format!("lease refused function={function} {e}"), function = ?function, error = %e, "browser lease refused");
                 e.into_response()
             }
         },
@@ -276,7 +285,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         },
         (_, ["session", id, command @ ..]) if !command.is_empty() => {
             if !allowed_command(&method, command) {
-                tracing::warn!(function = ?function, %method, command = ?command.join("/"), "webdriver command not forwarded; refused");
+                crate::warn_repeated!(REFUSED, &format!("not forwarded function={function}"), function = ?function, %method, command = ?command.join("/"), "webdriver command not forwarded; refused");
                 return not_found();
             }
             let target = match pool.session_url(&owner, id).await {
@@ -357,7 +366,8 @@ fn refuse_navigation(body: &[u8]) -> Option<Response> {
         return None;
     }
     let scheme = url.split(':').next().unwrap_or_default();
-    tracing::warn!(scheme = %scheme.chars().take(32).collect::<String>(), "browser navigation refused");
+    let scheme: String = scheme.chars().take(32).collect();
+    crate::warn_repeated!(REFUSED, &format!("navigation refused scheme={scheme}"), scheme = %scheme, "browser navigation refused");
     Some(w3c_error(
         StatusCode::BAD_REQUEST,
         "invalid argument",

@@ -39,6 +39,11 @@ use subtle::ConstantTimeEq;
 use crate::auth::{scope, AuthError, Claims};
 use crate::error::ApiError;
 use crate::server::AppState;
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
+
+/// Refused UI requests are logged once per kind per interval: a hostile page can send
+/// them in a loop.
+pub(crate) static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
 
 /// Cookie holding the signed-in session's id (over plain http).
 pub const SESSION_COOKIE: &str = "hark_session";
@@ -156,7 +161,7 @@ impl Session {
         match provided {
             Some(p) if bool::from(p.as_bytes().ct_eq(self.csrf.as_bytes())) => Ok(()),
             _ => {
-                tracing::warn!(subject = ?self.claims.sub, "web UI request refused: bad CSRF token");
+                crate::warn_repeated!(REFUSED, "bad CSRF token", subject = ?self.claims.sub, "web UI request refused: bad CSRF token");
                 Err(UiError::Csrf)
             }
         }
@@ -321,7 +326,7 @@ async fn fetch_metadata(mut request: Request, next: Next) -> Response {
     }
     if request.method() == http::Method::POST && site.as_deref().is_some_and(|s| s != "same-origin")
     {
-        tracing::warn!(path, site = ?site, "web UI refused a cross-site POST (Fetch Metadata)");
+        crate::warn_repeated!(REFUSED, "cross-site POST", path, site = ?site, "web UI refused a cross-site POST (Fetch Metadata)");
         return refuse_script();
     }
     if let Some(mode) = mode.filter(|m| m != "navigate") {
@@ -330,7 +335,9 @@ async fn fetch_metadata(mut request: Request, next: Next) -> Response {
         if path == "/ui/login" && parts.method != http::Method::POST
             || script_csrf(&parts).is_none()
         {
-            tracing::warn!(
+            crate::warn_repeated!(
+                REFUSED,
+                "script without CSRF token",
                 path,
                 mode,
                 "web UI refused a script's request without its CSRF token (Fetch Metadata)"

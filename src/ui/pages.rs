@@ -129,7 +129,11 @@ pub async fn login(
         ))
     });
     if !fresh {
-        tracing::warn!("web UI sign-in refused: bad CSRF token");
+        crate::warn_repeated!(
+            super::REFUSED,
+            "sign-in bad CSRF token",
+            "web UI sign-in refused: bad CSRF token"
+        );
         return Err(UiError::Csrf);
     }
     let token = form.token.trim();

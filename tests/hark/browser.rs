@@ -768,6 +768,20 @@ async fn a_pool_browser_cannot_read_the_admin_token_or_open_browser_pages() {
         );
         assert!(!source.contains("root:x:0:0"), "/etc/passwd is on the page");
     }
+    // A script retrying a refused URL in a loop costs a line per kind and interval, not
+    // one per try (the first is in full; the repeats are counted).
+    for _ in 0..10 {
+        assert_eq!(wd.goto("file:///etc/hostname").await.0, 400);
+    }
+    let out = crate::util::strip_ansi(&gw.output());
+    let logged = out
+        .lines()
+        .filter(|l| l.contains("browser navigation refused") && l.contains("scheme=file"))
+        .count();
+    assert!(
+        (1..=2).contains(&logged),
+        "12 refused file: URLs logged {logged} lines:\n{out}"
+    );
     // A command that carries the URL where the endpoint does not look (a DevTools
     // command, for as long as the endpoint forwards those) meets the browser's own
     // URL blocklist: the navigation ends on an error page.

@@ -19,6 +19,7 @@ use crate::function::FunctionName;
 use crate::provider::Invocation;
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
 use crate::store::{CallState, QueuedCall};
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 use super::openapi::ErrorBody;
 
@@ -133,7 +134,8 @@ pub async fn enqueue(
             // Refused now when it points at a private, loopback, link-local... address
             // (or a name resolving to one); checked again when the result is posted.
             let url = state.queue.egress().check_url(&raw).await.map_err(|e| {
-                tracing::warn!(call_id = call_id.0, error = %e, "async call refused: X-Callback-Url not allowed");
+                static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
+                crate::warn_repeated!(REFUSED, &format!("callback refused {e}"), call_id = call_id.0, error = %e, "async call refused: X-Callback-Url not allowed");
                 ApiError::bad_request(format!("X-Callback-Url refused: {e}"))
             })?;
             Some(url.to_string())
