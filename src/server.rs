@@ -488,39 +488,73 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then drains in-flight requests (for at most
-/// [`DRAIN_TIMEOUT`]) and stops the functions.
+/// Serves until `shutdown` completes, then drains: the queue stops taking calls, the
+/// calls still running finish (for at most [`DRAIN_TIMEOUT`]) while the listeners stay
+/// open, then the listeners close, open requests finish, and the functions stop.
+///
+/// The listeners stay open while calls run because a running call may need them: a
+/// function calling another through `HARK_GATEWAY_URL`, a pool browser loading a
+/// function's page, a function driving its browser through `/webdriver` (`side`, the
+/// functions' own listener). Closed at the signal, they failed such calls half-way.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
     limits: ConnLimits,
     stopping: watch::Sender<bool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    side: Option<(TcpListener, Router)>,
 ) -> std::io::Result<()> {
     let registry = state.registry.clone();
     let browser = state.browser.clone();
+    let admission = state.admission.clone();
     let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
     let scheduler = tokio::spawn(state.scheduler.clone().run(stopping.subscribe()));
-    let mut drained = stopping.subscribe();
-    let graceful = async move {
-        shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
-        let _ = stopping.send(true);
+    let (closing, _) = watch::channel(false);
+    let closed = |closing: &watch::Sender<bool>| {
+        let mut closed = closing.subscribe();
+        async move {
+            let _ = closed.wait_for(|closed| *closed).await;
+        }
     };
+    let side = side.map(|(listener, router)| {
+        let serving = serve(listener, router, limits, closed(&closing));
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "the functions' /webdriver listener failed");
+            }
+        })
+    });
     let router = app(state);
     release_start_up_memory();
-    let server = serve(listener, router, limits, graceful);
-    let deadline = async move {
-        let _ = drained.wait_for(|stopping| *stopping).await;
+    let main = serve(listener, router, limits, closed(&closing));
+    let drain = async {
+        shutdown.await;
+        tracing::info!("shutting down: finishing running calls");
+        let _ = stopping.send(true);
+        let calls = async {
+            let _ = scheduler.await;
+            if let Err(e) = queue.await {
+                tracing::error!(error = %e, "async queue runner failed");
+            }
+            while admission.inflight() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, calls).await.is_err() {
+            tracing::warn!(
+                "calls still running after {DRAIN_TIMEOUT:?}; closing the listeners anyway"
+            );
+        }
+        tracing::info!("closing the listeners: draining in-flight requests");
+        let _ = closing.send(true);
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!("drain took longer than {DRAIN_TIMEOUT:?}; stopping anyway"),
+        result = main => result?,
+        () = drain => tracing::warn!("drain took longer than {DRAIN_TIMEOUT:?}; stopping anyway"),
     }
-    let _ = scheduler.await;
-    if let Err(e) = queue.await {
-        tracing::error!(error = %e, "async queue runner failed");
+    if let Some(side) = side {
+        side.abort();
     }
     registry.provider.shutdown().await;
     browser.shutdown().await;

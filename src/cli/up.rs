@@ -441,21 +441,13 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         Some(path) => eprintln!("hark: wrote an admin token to {}", path.display()),
         None => eprintln!("hark: admin token in {}", token_path.display()),
     }
-    if let Some(listener) = webdriver_listener {
-        // Only `/webdriver` is served to the functions, and only with a capability.
+    // Only `/webdriver` is served to the functions, and only with a capability.
+    let side = webdriver_listener.map(|listener| {
         let router = crate::browser::webdriver::function_routes().with_state(state.clone());
-        let mut stop = state.shutdown.clone();
-        tokio::spawn(async move {
-            let serve = crate::server::serve(listener, router, limits, async move {
-                let _ = stop.wait_for(|stopping| *stopping).await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "the functions' /webdriver listener failed");
-            }
-        });
-    }
+        (listener, router)
+    });
     eprintln!("hark: gateway listening on http://{addr}");
-    crate::server::run(listener, state, limits, stopping, shutdown_signal()).await?;
+    crate::server::run(listener, state, limits, stopping, shutdown_signal(), side).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -438,6 +438,63 @@ async fn sigterm_lets_in_flight_calls_finish() {
     assert!(stopper.await.unwrap(), "gateway did not exit cleanly");
 }
 
+/// A running call that calls back into its gateway (a function calling another, a
+/// browser loading a function's page) still reaches it after SIGTERM: the listener stays
+/// open until the running calls end.
+#[tokio::test]
+async fn sigterm_lets_a_call_that_calls_back_into_the_gateway_finish() {
+    let mut gw = Gateway::start();
+    gw.deploy_sh("callee", "echo called", json!({})).await;
+    gw.deploy_sh(
+        "caller",
+        "read line; sleep 1; curl -sS --max-time 20 \"$HARK_GATEWAY_URL/function/callee\"",
+        json!({}),
+    )
+    .await;
+    let call = gw
+        .client
+        .post(format!("{}/function/caller", gw.url))
+        .body("go\n")
+        .send();
+    let pending = tokio::spawn(call);
+    let pid = gw.pid();
+    eventually(
+        "the call's process to start",
+        Duration::from_secs(10),
+        || !children_named(pid, "sh").is_empty(),
+    )
+    .await;
+    let (url, client) = (gw.url.clone(), gw.client.clone());
+    let stopper = tokio::task::spawn_blocking(move || gw.stop());
+    // Stopping, it tells health checks so, while it still serves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+        if health.status() == 503 {
+            assert_eq!(health.text().await.unwrap(), "draining");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz still answers {} after SIGTERM",
+            health.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = pending
+        .await
+        .unwrap()
+        .expect("the in-flight call was answered");
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "called\n"),
+        "the call could not reach its gateway after SIGTERM"
+    );
+    assert!(stopper.await.unwrap(), "gateway did not exit cleanly");
+}
+
 #[tokio::test]
 async fn hark_yml_in_the_working_directory_is_deployed_at_start() {
     let dir = tempfile::tempdir().unwrap();

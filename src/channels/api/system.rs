@@ -22,9 +22,13 @@ use crate::server::{AppState, RawBody};
 
 use super::openapi::ErrorBody;
 
-#[utoipa::path(get, path = "/healthz", tag = "system", description = "Liveness: 200 with `OK` while the gateway serves.",  responses((status = 200, description = "The gateway is up", body = String, content_type = "text/plain")))]
-pub async fn healthz() -> &'static str {
-    "OK"
+#[utoipa::path(get, path = "/healthz", tag = "system", description = "Health: 200 with `OK` while the gateway serves; 503 with `draining` once it is stopping (running calls finish, new work should go elsewhere).",  responses((status = 200, description = "The gateway is up", body = String, content_type = "text/plain"), (status = 503, description = "The gateway is stopping", body = String, content_type = "text/plain")))]
+pub async fn healthz(State(state): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+    if *state.shutdown.borrow() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "OK")
+    }
 }
 
 #[utoipa::path(get, path = "/system/info", tag = "system", description = "Provider name and gateway version (OpenFaaS `SystemInfo`), and the store's `durability` (`full` or `normal`).", security(("bearer" = [])), responses((status = 200, description = "Gateway and provider information", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
