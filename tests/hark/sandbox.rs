@@ -326,3 +326,91 @@ async fn a_sandboxed_replica_dies_with_a_killed_gateway() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Where every root gateway records the uids it gives (`src/provider/process/uids.rs`).
+const MACHINE_REGISTRY: &str = "/var/lib/hark-uids/function-users";
+
+/// Deploys a fork-mode function `name` printing its uid, and returns that uid.
+async fn uid_of_function(gw: &Gateway, name: &str) -> u32 {
+    gw.deploy_sh(name, "id -u", json!({ "hark.mode": "fork" }))
+        .await;
+    let (status, out) = gw.invoke(name, "").await;
+    assert_eq!(status, 200, "{out}");
+    out.trim().parse().unwrap()
+}
+
+/// Two gateways of one machine (different data directories, the machine's registry)
+/// never give their functions the same uid, even for the same name; a restart keeps it.
+#[tokio::test]
+async fn gateways_of_one_machine_give_different_uids() {
+    if !runs_here("gateways_of_one_machine_give_different_uids") {
+        return;
+    }
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Gateway::start_in(dir_a.path(), &[]);
+    let b = Gateway::start_in(dir_b.path(), &[]);
+    let uid_a = uid_of_function(&a, "same-name").await;
+    let uid_b = uid_of_function(&b, "same-name").await;
+    assert!(uid_a >= 1_900_000_000 && uid_b >= 1_900_000_000);
+    assert_ne!(uid_a, uid_b, "two gateways gave the same uid");
+    assert!(
+        crate::util::strip_ansi(&a.output_containing(MACHINE_REGISTRY))
+            .contains(&format!("registry={MACHINE_REGISTRY}")),
+        "the start-up log names the machine's registry"
+    );
+
+    a.stop();
+    let a = Gateway::start_in(dir_a.path(), &[]);
+    let (status, out) = a.invoke("same-name", "").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out.trim(), uid_a.to_string(), "the uid survives a restart");
+}
+
+/// A data directory that recorded a uid another gateway's function now holds (written by
+/// a Hark that gave uids per data directory): its function gets a new one, keeps the
+/// files of its state directory, and the log says why.
+#[tokio::test]
+async fn a_recorded_uid_held_by_another_gateway_is_replaced() {
+    if !runs_here("a_recorded_uid_held_by_another_gateway_is_replaced") {
+        return;
+    }
+    let other = Gateway::start();
+    let held = uid_of_function(&other, "holder").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("function-users"),
+        format!("keeper\t{held}\n"),
+    )
+    .unwrap();
+    let state = dir.path().join("state/keeper");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("notes"), "kept").unwrap();
+    for path in [&state, &state.join("notes")] {
+        std::os::unix::fs::chown(path, Some(held), Some(held)).unwrap();
+    }
+    std::fs::set_permissions(
+        state.join("notes"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let gw = Gateway::start_in(dir.path(), &[]);
+    assert!(
+        crate::util::strip_ansi(&gw.output_containing("state directory re-owned"))
+            .contains(&format!("uid {held} is held by the function holder")),
+        "the log says why"
+    );
+    gw.deploy_sh(
+        "keeper",
+        "id -u; cat \"$HARK_STATE_DIR/notes\"",
+        json!({ "hark.mode": "fork" }),
+    )
+    .await;
+    let (status, out) = gw.invoke("keeper", "").await;
+    assert_eq!(status, 200, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], held.to_string(), "{out}");
+    assert_eq!(lines.get(1), Some(&"kept"), "its state came along: {out}");
+    let recorded = std::fs::read_to_string(dir.path().join("function-users")).unwrap();
+    assert_eq!(recorded, format!("keeper\t{}\n", lines[0]));
+}

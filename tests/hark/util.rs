@@ -138,7 +138,9 @@ impl Gateway {
             .env("HARK_LOG", "info")
             .env_remove("HARK_CONFIG")
             .env_remove("HARK_TEST_CLOCK")
-            .env_remove("HARK_PROVIDER");
+            .env_remove("HARK_PROVIDER")
+            // Gateways of the tests record their uids where every root gateway does.
+            .env_remove("HARK_UID_REGISTRY");
         // Outbound requests of the gateway go to servers of the test on 127.0.0.1.
         for var in [
             "HTTP_PROXY",

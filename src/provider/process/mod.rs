@@ -6,6 +6,7 @@ mod fork;
 mod http;
 mod sandbox;
 mod spawn;
+mod uids;
 
 pub use sandbox::{SandboxMode, Sandboxing, ENV_STATE_DIR};
 

@@ -6,8 +6,14 @@
 //!
 //! 1. sets the resource limits (`hark.limits.processes`, `.files`, `.memory`);
 //! 2. when the gateway runs as root, switches to the function's own unprivileged
-//!    uid/gid (allocated from [`UID_BASE`] and recorded in `DATA/function-users`, or
-//!    named by `hark.user`);
+//!    uid/gid (or the one `hark.user` names). The uids come from
+//!    [`UID_BASE`](super::uids::UID_BASE) up and are given machine-wide
+//!    ([`super::uids`]): two gateways on one machine with different data directories
+//!    never give their functions the same uid, so a function of one cannot read, signal
+//!    or trace a function of the other, nor use up its process limit. Each data
+//!    directory keeps a copy of its own uids in `DATA/function-users`; at start the
+//!    gateway claims them in the machine's registry, and a function whose uid another
+//!    now holds gets a new one, its state directory re-owned;
 //! 3. enters a Landlock domain built at deploy time: the system directories, the
 //!    function's program, working directory and secrets read-only, its state directory
 //!    read-write, nothing else of the file system (the data directory included); signals
@@ -26,6 +32,7 @@ use landlock::{
     Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
+use super::uids::UidRegistry;
 use crate::function::{parse_bytes, FunctionDeployment};
 use crate::provider::ProviderError;
 
@@ -44,11 +51,6 @@ pub const ANNOTATION_READ: &str = "hark.sandbox.read";
 /// Environment variable naming the function's private writable directory.
 pub const ENV_STATE_DIR: &str = "HARK_STATE_DIR";
 
-/// The first uid (and gid) Hark gives a function; [`UID_COUNT`] follow. Far above the
-/// ranges of login users (1000–59999), systemd's dynamic users (61184–65519) and the usual
-/// subordinate ranges of user namespaces (100000 + 65536·n for the first users).
-pub const UID_BASE: u32 = 1_900_000_000;
-const UID_COUNT: u32 = 65_536;
 /// Default limits: enough for a function and its helpers, not for a fork bomb or a leak
 /// that takes the machine down.
 // Enough for a thread-per-connection HTTP server under load (its replicas share the user:
@@ -58,7 +60,8 @@ const DEFAULT_PROCESSES: u64 = 4096;
 const DEFAULT_FILES: u64 = 65536;
 const DEFAULT_MEMORY: u64 = 1 << 30;
 
-/// File in the data directory recording which uid each function was given.
+/// File in the data directory recording which uid each of its functions was given: a
+/// copy of its lines of the machine's registry, claimed there at start.
 const USERS_FILE: &str = "function-users";
 
 /// Read-only (and executable) system paths every function sees, when they exist.
@@ -98,11 +101,14 @@ pub struct Sandboxing {
     /// The Landlock ABI of the kernel, if it has Landlock.
     abi: Option<i32>,
     state_root: PathBuf,
-    users: Mutex<Users>,
+    /// The uids of its functions: only for a root gateway with the sandbox on.
+    users: Option<Mutex<Users>>,
 }
 
-/// The uids given to functions, by name, as recorded in the data directory.
+/// The uids given to this gateway's functions, by name: the machine's registry, and its
+/// copy in the data directory.
 struct Users {
+    registry: UidRegistry,
     file: PathBuf,
     by_name: BTreeMap<String, u32>,
 }
@@ -138,13 +144,12 @@ impl Sandboxing {
         let root = unsafe { libc::geteuid() } == 0;
         let abi = landlock_abi();
         let state_root = data.join("state");
-        let users = Users::load(data.join(USERS_FILE))?;
-        let sandboxing = Sandboxing {
+        let mut sandboxing = Sandboxing {
             mode,
             root,
             abi,
             state_root,
-            users: Mutex::new(users),
+            users: None,
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -174,6 +179,12 @@ impl Sandboxing {
                     std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
                 }
             }
+            let users = Users::start(data, &sandboxing.state_root)?;
+            tracing::info!(
+                registry = %users.registry.path().display(),
+                "function uids are given machine-wide: no two gateways of this machine share one"
+            );
+            sandboxing.users = Some(Mutex::new(users));
         }
         match abi {
             Some(abi) => {
@@ -267,8 +278,10 @@ impl Sandboxing {
                     named_user(user).map_err(|e| bad(format!("{ANNOTATION_USER}: {e}")))?
                 }
                 None => {
-                    let uid = self
-                        .users
+                    let users = self.users.as_ref().ok_or_else(|| {
+                        ProviderError::Internal("a root gateway without its uids".to_owned())
+                    })?;
+                    let uid = users
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .uid_of(name)
@@ -486,34 +499,61 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Users {
-    fn load(file: PathBuf) -> std::io::Result<Self> {
-        let mut by_name = BTreeMap::new();
-        match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                for line in text.lines() {
-                    if let Some((name, uid)) = line.split_once('\t') {
-                        if let Ok(uid) = uid.trim().parse() {
-                            by_name.insert(name.to_owned(), uid);
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+    /// The uids of the functions of data directory `data` (whose state directories are
+    /// under `state_root`): those it recorded, claimed in the machine's registry.
+    fn start(data: &Path, state_root: &Path) -> std::io::Result<Self> {
+        let registry = UidRegistry::from_env(data).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("the machine's uid registry: {e}"))
+        })?;
+        let file = data.join(USERS_FILE);
+        let recorded = read_users(&file)?;
+        let (by_name, moved) = registry.claim(&recorded).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("the uid registry {}: {e}", registry.path().display()),
+            )
+        })?;
+        for moved in &moved {
+            let state = state_root.join(&moved.name);
+            reown(&state, moved.from, moved.to)?;
+            tracing::info!(
+                function = %moved.name,
+                from = moved.from,
+                to = moved.to,
+                reason = %moved.reason,
+                "function given a new uid, its state directory re-owned"
+            );
         }
-        Ok(Users { file, by_name })
+        let users = Users {
+            registry,
+            file,
+            by_name,
+        };
+        if users.by_name != recorded {
+            users.save()?;
+        }
+        Ok(users)
     }
 
-    /// The uid recorded for `name`, or the lowest free one, recorded now.
+    /// The uid of `name`: the one it was given, or the lowest free one of the machine,
+    /// recorded now.
     fn uid_of(&mut self, name: &str) -> std::io::Result<u32> {
         if let Some(uid) = self.by_name.get(name) {
             return Ok(*uid);
         }
-        let taken: std::collections::BTreeSet<u32> = self.by_name.values().copied().collect();
-        let uid = (UID_BASE..UID_BASE + UID_COUNT)
-            .find(|uid| !taken.contains(uid))
-            .ok_or_else(|| std::io::Error::other("every uid of Hark's range is taken"))?;
+        let uid = self.registry.uid_of(name).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("the uid registry {}: {e}", self.registry.path().display()),
+            )
+        })?;
         self.by_name.insert(name.to_owned(), uid);
+        self.save()?;
+        Ok(uid)
+    }
+
+    /// Writes the data directory's copy.
+    fn save(&self) -> std::io::Result<()> {
         let text: String = self
             .by_name
             .iter()
@@ -522,9 +562,48 @@ impl Users {
         let tmp = self.file.with_extension("tmp");
         std::fs::write(&tmp, text)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        std::fs::rename(&tmp, &self.file)?;
-        Ok(uid)
+        std::fs::rename(&tmp, &self.file)
     }
+}
+
+/// The uids a data directory recorded (`DATA/function-users`: `NAME<TAB>UID` lines).
+fn read_users(file: &Path) -> std::io::Result<BTreeMap<String, u32>> {
+    let mut by_name = BTreeMap::new();
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            for line in text.lines() {
+                if let Some((name, uid)) = line.split_once('\t') {
+                    if let Ok(uid) = uid.trim().parse() {
+                        by_name.insert(name.to_owned(), uid);
+                    }
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(by_name)
+}
+
+/// Hands what `from` owns under `dir` (`dir` included, symbolic links not followed) to
+/// `to`, group too when its group is `from`.
+fn reown(dir: &Path, from: u32, to: u32) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let uid = (meta.uid() == from).then_some(to);
+    let gid = (meta.gid() == from).then_some(to);
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(dir, uid, gid)?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(dir)? {
+            reown(&entry?.path(), from, to)?;
+        }
+    }
+    Ok(())
 }
 
 /// The directories of the gateway's `$PATH` that other users can pass through.
@@ -682,6 +761,7 @@ fn unreachable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::uids::UID_BASE;
     use super::*;
 
     #[test]
@@ -704,16 +784,42 @@ mod tests {
     }
 
     #[test]
-    fn uids_are_recorded_and_stable() {
+    fn a_moved_function_keeps_its_files() {
+        // SAFETY: geteuid(2) has no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping a_moved_function_keeps_its_files: chown needs root");
+            return;
+        }
+        let (from, to) = (UID_BASE + 60_000, UID_BASE + 60_001);
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join(USERS_FILE);
-        let mut users = Users::load(file.clone()).unwrap();
-        let a = users.uid_of("a").unwrap();
-        let b = users.uid_of("b").unwrap();
-        assert_ne!(a, b);
-        assert!(a >= UID_BASE && b >= UID_BASE);
-        let mut again = Users::load(file).unwrap();
-        assert_eq!(again.uid_of("b").unwrap(), b);
-        assert_eq!(again.uid_of("a").unwrap(), a);
+        let state = dir.path().join("f");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(state.join("tmp")).unwrap();
+        std::fs::write(state.join("tmp/kept"), "x").unwrap();
+        std::fs::write(&outside, "x").unwrap();
+        std::os::unix::fs::symlink(&outside, state.join("link")).unwrap();
+        for path in [
+            &state,
+            &state.join("tmp"),
+            &state.join("tmp/kept"),
+            &outside,
+        ] {
+            std::os::unix::fs::chown(path, Some(from), Some(from)).unwrap();
+        }
+        std::os::unix::fs::lchown(state.join("link"), Some(from), Some(from)).unwrap();
+
+        reown(&state, from, to).unwrap();
+        for path in [
+            &state,
+            &state.join("tmp"),
+            &state.join("tmp/kept"),
+            &state.join("link"),
+        ] {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (to, to), "{}", path.display());
+        }
+        let meta = std::fs::metadata(&outside).unwrap();
+        assert_eq!(meta.uid(), from, "a link is not followed");
+        reown(&dir.path().join("missing"), from, to).unwrap();
     }
 }
