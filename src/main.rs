@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     limit_malloc_arenas();
     run()
@@ -11,7 +9,7 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run() -> ExitCode {
-    let cli = hark::cli::Cli::parse();
+    let cli = hark::cli::Cli::parse_args();
     let _log_lines = hark::telemetry::logs::init(cli.log_format);
     hark::cli::run(cli).await
 }

@@ -232,31 +232,10 @@ pub async fn alexa(command: AlexaCommand, output: Output) -> anyhow::Result<Exit
     let report = verifier
         .diagnose(&headers, &body, now, args.app_id.as_deref())
         .await;
+    let mut report = report;
+    report.at = args.at.is_some().then_some(now);
+    crate::cli::webhook::print_report(&report, output)?;
     let passed = report.passed();
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "at": now.to_rfc3339(),
-                "passed": passed,
-                "checks": report.checks,
-            }))?
-        ),
-        Output::Table => {
-            if args.at.is_some() {
-                println!("checking at {now}");
-            }
-            print!("{report}");
-            println!(
-                "{}",
-                if passed {
-                    "all checks passed"
-                } else {
-                    "verification FAILED"
-                }
-            );
-        }
-    }
     Ok(if passed {
         ExitCode::SUCCESS
     } else {

@@ -61,6 +61,48 @@ pub struct NoBench {
     args: Vec<String>,
 }
 
+/// The global flags only the commands that talk to a gateway (or own a data directory) use.
+const GATEWAY_FLAGS: &[&str] = &["gateway", "token", "data"];
+/// Commands that work offline, by their path: their help does not offer [`GATEWAY_FLAGS`].
+const OFFLINE_COMMANDS: &[&[&str]] = &[
+    &["webhook", "verify"],
+    &["alexa", "verify"],
+    &["skill", "export"],
+    &["new"],
+    &["completions"],
+    &["man"],
+    &["schema"],
+];
+
+impl Cli {
+    /// The command line as users see it: [`Cli`]'s, with the gateway flags hidden from
+    /// the offline commands (clap makes global flags every subcommand's).
+    pub fn command_line() -> clap::Command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        for path in OFFLINE_COMMANDS {
+            command = hide_gateway_flags(command, path);
+        }
+        command
+    }
+
+    /// Parses the process's arguments (exits with clap's message on an error).
+    pub fn parse_args() -> Self {
+        let matches = Self::command_line().get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
+/// `command` with [`GATEWAY_FLAGS`] hidden on the subcommand at `path`: a hidden flag of
+/// its own of each name, which keeps clap from giving it the global one.
+fn hide_gateway_flags(command: clap::Command, path: &[&str]) -> clap::Command {
+    match path {
+        [] => GATEWAY_FLAGS.iter().fold(command, |c, flag| {
+            c.arg(clap::Arg::new(*flag).long(*flag).num_args(1).hide(true))
+        }),
+        [first, rest @ ..] => command.mut_subcommand(*first, |c| hide_gateway_flags(c, rest)),
+    }
+}
+
 /// How client commands print what they get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -321,7 +363,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Completions { shell } => {
             // Written out here: clap_complete panics when stdout is closed early.
             let mut script = Vec::new();
-            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut command = Cli::command_line();
             clap_complete::generate(shell, &mut command, "hark", &mut script);
             std::io::Write::write_all(&mut std::io::stdout(), &script)
                 .map(|()| ExitCode::SUCCESS)
@@ -336,7 +378,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Man => {
-            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            let page = clap_mangen::Man::new(Cli::command_line());
             page.render(&mut std::io::stdout())
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(Into::into)

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Output;
-use crate::verify::{explain, Kind};
+use crate::verify::{explain, Kind, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -50,6 +50,15 @@ pub(crate) fn read_body(path: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Prints a verifier's report as text or (`-o json`) JSON: one layout for both verifiers.
+pub(crate) fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report.to_json())?),
+        Output::Table => println!("{report}"),
+    }
+    Ok(())
+}
+
 pub fn verify(args: VerifyArgs, output: Output) -> anyhow::Result<ExitCode> {
     let secret = match (&args.secret, &args.secret_file) {
         (Some(s), _) => s.clone().into_bytes(),
@@ -71,43 +80,12 @@ pub fn verify(args: VerifyArgs, output: Output) -> anyhow::Result<ExitCode> {
     }
     let now = match &args.at {
         Some(at) => crate::clock::parse_start(at)
-            .with_context(|| format!("--at {at:?} is neither an RFC 3339 time nor unix seconds"))?
-            .timestamp(),
-        None => chrono::Utc::now().timestamp(),
+            .with_context(|| format!("--at {at:?} is neither an RFC 3339 time nor unix seconds"))?,
+        None => chrono::Utc::now(),
     };
-    let report = explain(args.kind, &secret, &headers, &body, now);
-    match output {
-        Output::Json => {
-            let steps: Vec<serde_json::Value> = report
-                .steps
-                .iter()
-                .map(|s| serde_json::json!({"status": s.status.as_str(), "text": s.text}))
-                .collect();
-            let (result, reason) = match &report.outcome {
-                Ok(_) => ("pass".to_owned(), None),
-                Err(e) => (e.to_string(), Some(e.reason())),
-            };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "kind": report.kind.to_string(),
-                    "at": now,
-                    "passed": report.passed(),
-                    "steps": steps,
-                    "result": result,
-                    "reason": reason,
-                }))?
-            );
-        }
-        Output::Table => {
-            if args.at.is_some() {
-                if let Some(at) = chrono::DateTime::from_timestamp(now, 0) {
-                    println!("checking at {at}");
-                }
-            }
-            println!("{report}");
-        }
-    }
+    let mut report = explain(args.kind, &secret, &headers, &body, now.timestamp());
+    report.at = args.at.is_some().then_some(now);
+    print_report(&report, output)?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {

@@ -65,7 +65,7 @@ pub fn verify<S: AsRef<[u8]>>(
 }
 
 pub(crate) fn explain_into(report: &mut Report, secret: &[u8], headers: &HeaderMap, body: &[u8]) {
-    report.outcome = verify(&[secret], headers, body, 0);
+    super::conclude(report, verify(&[secret], headers, body, 0));
     let signature = match parse(headers) {
         Ok(sig) => {
             report.pass(format!("header {SIGNATURE_256}: sha256= and 64 hex digits"));

@@ -204,12 +204,15 @@ pub(crate) fn explain_into(
         }
     };
     let Some(name) = chosen else {
-        report.outcome = Err(VerifyError::MissingHeader {
-            header: "signature".into(),
-        });
+        super::conclude(
+            report,
+            Err(VerifyError::MissingHeader {
+                header: "signature".into(),
+            }),
+        );
         return;
     };
-    report.outcome = verify(algorithm, &[secret], headers, &name, body);
+    super::conclude(report, verify(algorithm, &[secret], headers, &name, body));
     let value = headers.get(&name).map(|v| v.to_str());
     let Some(Ok(value)) = value else {
         report.fail(match value {

@@ -9,6 +9,7 @@
 //! - [`hmac`]: a plain payload HMAC (sha1/sha256/sha512), adnanh/webhook `payload-hmac-*`
 //!   semantics; also the one place that computes MACs for the other schemes.
 //! - [`rules`]: adnanh/webhook-style trigger rules (`and`/`or`/`not`/`match`).
+//! - [`report`]: the diagnostic report `hark webhook verify` and `hark alexa verify` print.
 //! - here: the shared error type, constant-time compare, timestamp window, header access, and
 //!   [`explain`], which backs `hark webhook verify`.
 //!
@@ -17,6 +18,7 @@
 
 pub mod github;
 pub mod hmac;
+pub mod report;
 pub mod rules;
 pub mod slack;
 pub mod standard;
@@ -27,6 +29,8 @@ use std::str::FromStr;
 
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
+
+pub use report::{Report, Status, Step, Verdict};
 
 /// How far a signed timestamp may be from `now`, in either direction: 5 minutes, as Slack and
 /// Standard Webhooks prescribe.
@@ -310,109 +314,33 @@ impl fmt::Display for Kind {
     }
 }
 
-/// How one step of a [`Report`] went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pass,
-    Fail,
-    /// A fact worth seeing (what was signed, which secret form was used).
-    Info,
-    /// A likely cause of a failure, found by trying the usual mistakes.
-    Hint,
-}
-
-/// One line of a [`Report`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub status: Status,
-    pub text: String,
-}
-
-/// Why a delivery passes or fails, step by step; printed by `hark webhook verify`.
-///
-/// `outcome` is what the real verifier returned for the same input, so the report can never
-/// disagree with the gateway. Signatures appear only as their first 8 characters after the
-/// version prefix, enough to tell two apart and not enough to reuse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
-    pub kind: Kind,
-    pub steps: Vec<Step>,
-    pub outcome: Result<Verified, VerifyError>,
-}
-
-impl Report {
-    pub(crate) fn new(kind: Kind) -> Self {
-        Report {
-            kind,
-            steps: Vec::new(),
-            outcome: Err(VerifyError::NoSecrets),
-        }
-    }
-
-    pub(crate) fn step(&mut self, status: Status, text: impl Into<String>) {
-        self.steps.push(Step {
-            status,
-            text: text.into(),
-        });
-    }
-
-    pub(crate) fn pass(&mut self, text: impl Into<String>) {
-        self.step(Status::Pass, text);
-    }
-
-    pub(crate) fn fail(&mut self, text: impl Into<String>) {
-        self.step(Status::Fail, text);
-    }
-
-    pub(crate) fn info(&mut self, text: impl Into<String>) {
-        self.step(Status::Info, text);
-    }
-
-    pub(crate) fn hint(&mut self, text: impl Into<String>) {
-        self.step(Status::Hint, text);
-    }
-
-    /// Whether the delivery verified.
-    pub fn passed(&self) -> bool {
-        self.outcome.is_ok()
+/// The verdict of a [`Report`] from what the real verifier returned.
+pub(crate) fn verdict_of(outcome: &Result<Verified, VerifyError>) -> Verdict {
+    match outcome {
+        Ok(v) => Verdict {
+            passed: true,
+            text: format!("secret #{}", v.secret_index),
+            reason: None,
+        },
+        Err(e) => Verdict {
+            passed: false,
+            text: e.to_string(),
+            reason: Some(e.reason()),
+        },
     }
 }
 
-impl Status {
-    /// `pass`, `fail`, `info` or `hint`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pass => "pass",
-            Status::Fail => "fail",
-            Status::Info => "info",
-            Status::Hint => "hint",
-        }
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "kind: {}", self.kind)?;
-        for step in &self.steps {
-            let tag = match step.status {
-                Status::Pass => "ok  ",
-                Status::Fail => "FAIL",
-                Status::Info => "info",
-                Status::Hint => "hint",
-            };
-            writeln!(f, "  {tag}  {}", step.text)?;
-        }
-        match &self.outcome {
-            Ok(v) => write!(f, "result: PASS (secret #{})", v.secret_index),
-            Err(e) => write!(f, "result: FAIL ({}): {e}", e.reason()),
-        }
-    }
+/// Records what the real verifier returned as the report's verdict, so the report can
+/// never disagree with the gateway.
+pub(crate) fn conclude(report: &mut Report, outcome: Result<Verified, VerifyError>) {
+    report.verdict = Some(verdict_of(&outcome));
 }
 
 /// Explains whether a delivery signed with `secret` passes the `kind` check at time `now`.
 /// Backs `hark webhook verify --kind K --secret S --body FILE -H 'Name: value'... [--at T]`.
 pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Report {
-    let mut report = Report::new(kind.clone());
+    let mut report = Report::new(kind.to_string());
+    conclude(&mut report, Err(VerifyError::NoSecrets));
     if secret.is_empty() {
         report.fail("the secret is empty");
     } else if secret.trim_ascii() != secret {
@@ -609,7 +537,12 @@ mod tests {
             let got = slack::verify(&[secret], &h, body, now);
             assert_eq!(got.is_ok(), valid, "{}: {got:?}", case["name"]);
             let report = explain(Kind::Slack, secret.as_bytes(), &h, body, now);
-            assert_eq!(report.outcome, got, "{}: explain agrees", case["name"]);
+            assert_eq!(
+                report.verdict,
+                Some(verdict_of(&got)),
+                "{}: explain agrees",
+                case["name"]
+            );
             *counts.entry("slack").or_insert(0) += 1;
         }
 
@@ -628,7 +561,7 @@ mod tests {
             let plain = hmac::verify_signature(hmac::Algorithm::Sha256, &[secret], sig, body);
             assert_eq!(plain.is_ok(), valid, "{} as hmac-sha256", case["name"]);
             let report = explain(Kind::GitHub, secret.as_bytes(), &h, body, 0);
-            assert_eq!(report.outcome.is_ok(), valid, "{}: explain", case["name"]);
+            assert_eq!(report.passed(), valid, "{}: explain", case["name"]);
             *counts.entry("github").or_insert(0) += 1;
         }
 
@@ -655,7 +588,12 @@ mod tests {
                 assert_eq!(v.timestamp, Some(ts));
             }
             let report = explain(Kind::Standard, secret.as_bytes(), &h, body, now);
-            assert_eq!(report.outcome, got, "{}: explain agrees", case["name"]);
+            assert_eq!(
+                report.verdict,
+                Some(verdict_of(&got)),
+                "{}: explain agrees",
+                case["name"]
+            );
             *counts.entry("standard_webhooks").or_insert(0) += 1;
         }
 

@@ -100,7 +100,7 @@ pub(crate) fn explain_into(
     body: &[u8],
     now: i64,
 ) {
-    report.outcome = verify(&[secret], headers, body, now);
+    super::conclude(report, verify(&[secret], headers, body, now));
     let timestamp = match parse_timestamp_header(headers) {
         Ok(t) => {
             report.pass(format!("header {TIMESTAMP}: {t}"));

@@ -184,7 +184,7 @@ pub(crate) fn explain_into(
     body: &[u8],
     now: i64,
 ) {
-    report.outcome = verify(&[secret], headers, body, now);
+    super::conclude(report, verify(&[secret], headers, body, now));
     let key = match decode_secret(secret) {
         Ok(key) if secret.starts_with(SECRET_PREFIX.as_bytes()) => {
             report.pass(format!(

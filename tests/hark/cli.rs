@@ -215,6 +215,8 @@ fn webhook_verify_explains_a_captured_delivery() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&json.stdout)));
     assert_eq!(report["passed"], true, "{report}");
     assert_eq!(report["kind"], "slack");
+    assert_eq!(report["at"], at.as_str());
+    assert_eq!(report["result"], "secret #0");
     assert!(report["steps"].as_array().is_some_and(|s| !s.is_empty()));
 
     let later = (case["timestamp"].as_i64().unwrap() + 3600).to_string();
@@ -232,4 +234,34 @@ fn webhook_verify_explains_a_captured_delivery() {
     let text = String::from_utf8_lossy(&tampered.stdout);
     assert_eq!(tampered.status.code(), Some(1), "{text}");
     assert!(text.contains("trailing newline"), "{text}");
+}
+
+/// The offline commands do not offer the flags that only matter to a gateway; the client
+/// commands still do, and the flags still work before the subcommand.
+#[test]
+fn offline_commands_do_not_offer_the_gateway_flags() {
+    let help = |args: &[&str]| {
+        let out = Command::new(hark_bin())
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?} --help failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for offline in [
+        &["webhook", "verify"][..],
+        &["alexa", "verify"],
+        &["schema"],
+    ] {
+        let text = help(offline);
+        for flag in ["--gateway", "--token", "--data"] {
+            assert!(!text.contains(flag), "{offline:?} offers {flag}:\n{text}");
+        }
+        assert!(text.contains("--output"), "{offline:?}:\n{text}");
+    }
+    let text = help(&["deploy"]);
+    for flag in ["--gateway", "--token", "--data"] {
+        assert!(text.contains(flag), "deploy does not offer {flag}:\n{text}");
+    }
 }

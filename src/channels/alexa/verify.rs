@@ -30,6 +30,7 @@ use tokio::sync::RwLock;
 use tracing::debug;
 
 use super::types::RequestEnvelope;
+use crate::verify::report::Report;
 
 /// Header with the URL of the PEM certificate chain that signed the request.
 pub const HEADER_CERT_CHAIN_URL: &str = "SignatureCertChainUrl";
@@ -860,8 +861,8 @@ impl Verifier {
         body: &[u8],
         now: DateTime<Utc>,
         expected_app_id: Option<&str>,
-    ) -> DiagnosticReport {
-        let mut report = DiagnosticReport::default();
+    ) -> Report {
+        let mut report = Report::new("alexa");
 
         // Headers.
         let raw_url = non_empty(&headers.cert_chain_url);
@@ -874,7 +875,7 @@ impl Verifier {
                 alg.header()
             )),
         };
-        report.push(CHECK_HEADERS, header_result);
+        report.check(CHECK_HEADERS, header_result);
 
         // URL.
         let url = match raw_url {
@@ -884,7 +885,7 @@ impl Verifier {
             }
             Some(raw) => {
                 let checked = check_cert_url(raw);
-                report.push(
+                report.check(
                     CHECK_CERT_URL,
                     checked
                         .as_ref()
@@ -902,7 +903,7 @@ impl Verifier {
             None
         } else {
             let loaded = self.chain(url.as_ref()).await;
-            report.push(
+            report.check(
                 CHECK_CERT_FETCH,
                 loaded
                     .as_ref()
@@ -923,17 +924,17 @@ impl Verifier {
                 }
             }
             Some(chain) => {
-                report.push_check(
+                report.check_result(
                     CHECK_CERT_DATES,
                     self.check_dates(chain, now),
                     format!("valid {} to {}", chain.not_before, chain.not_after),
                 );
-                report.push_check(
+                report.check_result(
                     CHECK_CERT_SAN,
                     self.check_san(chain),
                     format!("DNS names {:?}", chain.dns_names),
                 );
-                report.push_check(
+                report.check_result(
                     CHECK_CERT_TRUST,
                     self.check_trust(chain, now),
                     format!("leads to a trusted root at {now}"),
@@ -946,18 +947,18 @@ impl Verifier {
                             && checked.is_err()
                             && check_signature(chain, SignatureAlgorithm::Sha1, sig, body).is_ok();
                         match checked {
-                            Err(e) if sha1_instead => report.push(
+                            Err(e) if sha1_instead => report.check(
                                 CHECK_SIGNATURE,
                                 Err(format!("{e}: it is a SHA-1 signature, Amazon's legacy {HEADER_SIGNATURE_SHA1} header (give it with --signature)")),
                             ),
-                            checked => report.push_check(
+                            checked => report.check_result(
                                 CHECK_SIGNATURE,
                                 checked,
                                 format!("{} matches the body", alg.header()),
                             ),
                         }
                     }
-                    Err(e) => report.push(CHECK_SIGNATURE, Err(e.to_string())),
+                    Err(e) => report.check(CHECK_SIGNATURE, Err(e.to_string())),
                 }
             }
         }
@@ -965,13 +966,13 @@ impl Verifier {
         // Body.
         match RequestEnvelope::from_slice(body) {
             Err(e) => {
-                report.push(CHECK_BODY, Err(VerifyError::MalformedBody(e).to_string()));
+                report.check(CHECK_BODY, Err(VerifyError::MalformedBody(e).to_string()));
                 report.skip(CHECK_TIMESTAMP, "body did not parse");
                 report.skip(CHECK_APP_ID, "body did not parse");
             }
             Ok(envelope) => {
                 let r = &envelope.request;
-                report.push(
+                report.check(
                     CHECK_BODY,
                     Ok(format!(
                         "{} {} {}",
@@ -981,7 +982,7 @@ impl Verifier {
                     )),
                 );
                 let skew = (now - r.timestamp).num_seconds();
-                report.push_check(
+                report.check_result(
                     CHECK_TIMESTAMP,
                     check_timestamp(&envelope, now),
                     format!("{} is {}", r.timestamp, skew_words(skew)),
@@ -994,7 +995,7 @@ impl Verifier {
                             envelope.application_id().unwrap_or("(none)")
                         ),
                     ),
-                    Some(expected) => report.push_check(
+                    Some(expected) => report.check_result(
                         CHECK_APP_ID,
                         check_app_id(&envelope, expected),
                         expected.to_owned(),
@@ -1167,7 +1168,7 @@ async fn download_capped(
 // Diagnostic report
 // ---------------------------------------------------------------------------------------------
 
-/// Check names used in a [`DiagnosticReport`], in the order they appear.
+/// Check names of the report of [`Verifier::diagnose`], in the order they appear.
 pub const CHECK_HEADERS: &str = "headers";
 pub const CHECK_CERT_URL: &str = "cert_url";
 pub const CHECK_CERT_FETCH: &str = "cert_fetch";
@@ -1178,85 +1179,6 @@ pub const CHECK_SIGNATURE: &str = "signature";
 pub const CHECK_BODY: &str = "body";
 pub const CHECK_TIMESTAMP: &str = "timestamp";
 pub const CHECK_APP_ID: &str = "application_id";
-
-/// Outcome of one diagnostic check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckStatus {
-    Pass,
-    Fail,
-    /// Could not run (an earlier step failed, or an input was not given).
-    Skip,
-}
-
-impl fmt::Display for CheckStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            CheckStatus::Pass => "PASS",
-            CheckStatus::Fail => "FAIL",
-            CheckStatus::Skip => "SKIP",
-        })
-    }
-}
-
-/// One line of a [`DiagnosticReport`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CheckResult {
-    pub name: &'static str,
-    pub status: CheckStatus,
-    pub detail: String,
-}
-
-/// Every check of one request, from [`Verifier::diagnose`]. `Display` prints one line each.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DiagnosticReport {
-    pub checks: Vec<CheckResult>,
-}
-
-impl DiagnosticReport {
-    /// True when no check failed (skipped checks do not count as failures).
-    pub fn passed(&self) -> bool {
-        self.checks.iter().all(|c| c.status != CheckStatus::Fail)
-    }
-
-    /// The result of the check called `name`.
-    pub fn get(&self, name: &str) -> Option<&CheckResult> {
-        self.checks.iter().find(|c| c.name == name)
-    }
-
-    fn push(&mut self, name: &'static str, result: Result<String, String>) {
-        let (status, detail) = match result {
-            Ok(detail) => (CheckStatus::Pass, detail),
-            Err(detail) => (CheckStatus::Fail, detail),
-        };
-        self.checks.push(CheckResult {
-            name,
-            status,
-            detail,
-        });
-    }
-
-    fn push_check(&mut self, name: &'static str, result: Result<(), VerifyError>, ok: String) {
-        self.push(name, result.map(|()| ok).map_err(|e| e.to_string()));
-    }
-
-    fn skip(&mut self, name: &'static str, why: &str) {
-        self.checks.push(CheckResult {
-            name,
-            status: CheckStatus::Skip,
-            detail: why.to_owned(),
-        });
-    }
-}
-
-impl fmt::Display for DiagnosticReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in &self.checks {
-            writeln!(f, "{:<4}  {:<16}  {}", c.status, c.name, c.detail)?;
-        }
-        Ok(())
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -1303,6 +1225,7 @@ pub mod test_support {
 mod tests {
     use super::test_support::conformance_dir;
     use super::*;
+    use crate::verify::report::Status;
     use chrono::TimeZone as _;
     use serde_json::json;
     use std::sync::OnceLock;
@@ -1667,7 +1590,11 @@ mod tests {
         let report = v
             .diagnose(&real.headers, &real.body, at(REAL_NOW), Some(REAL_APP_ID))
             .await;
-        let names: Vec<_> = report.checks.iter().map(|c| c.name).collect();
+        let names: Vec<_> = report
+            .steps
+            .iter()
+            .map(|c| c.check.unwrap_or_default())
+            .collect();
         assert_eq!(
             names,
             [
@@ -1685,7 +1612,7 @@ mod tests {
         );
         assert!(report.passed(), "{report}");
         assert!(
-            report.checks.iter().all(|c| c.status == CheckStatus::Pass),
+            report.steps.iter().all(|c| c.status == Status::Pass),
             "{report}"
         );
         assert!(
@@ -1709,12 +1636,12 @@ mod tests {
             .await;
         assert!(!report.passed());
         let status = |name| report.get(name).unwrap().status;
-        assert_eq!(status(CHECK_CERT_DATES), CheckStatus::Pass);
-        assert_eq!(status(CHECK_CERT_TRUST), CheckStatus::Pass);
-        assert_eq!(status(CHECK_SIGNATURE), CheckStatus::Fail);
-        assert_eq!(status(CHECK_BODY), CheckStatus::Pass);
-        assert_eq!(status(CHECK_TIMESTAMP), CheckStatus::Fail);
-        assert_eq!(status(CHECK_APP_ID), CheckStatus::Fail);
+        assert_eq!(status(CHECK_CERT_DATES), Status::Pass);
+        assert_eq!(status(CHECK_CERT_TRUST), Status::Pass);
+        assert_eq!(status(CHECK_SIGNATURE), Status::Fail);
+        assert_eq!(status(CHECK_BODY), Status::Pass);
+        assert_eq!(status(CHECK_TIMESTAMP), Status::Fail);
+        assert_eq!(status(CHECK_APP_ID), Status::Fail);
 
         // A bad URL with a cert file still checks the chain; no app id is a skip.
         let config = VerifierConfig {
@@ -1726,20 +1653,16 @@ mod tests {
         headers.cert_chain_url = Some("http://example.com/x.pem".into());
         let report = v.diagnose(&headers, &real.body, at(REAL_NOW), None).await;
         let status = |name| report.get(name).unwrap().status;
-        assert_eq!(
-            status(CHECK_HEADERS),
-            CheckStatus::Fail,
-            "sha1 is off: {report}"
-        );
-        assert_eq!(status(CHECK_CERT_URL), CheckStatus::Fail);
-        assert_eq!(status(CHECK_CERT_FETCH), CheckStatus::Pass);
+        assert_eq!(status(CHECK_HEADERS), Status::Fail, "sha1 is off: {report}");
+        assert_eq!(status(CHECK_CERT_URL), Status::Fail);
+        assert_eq!(status(CHECK_CERT_FETCH), Status::Pass);
         assert_eq!(
             status(CHECK_CERT_TRUST),
-            CheckStatus::Fail,
+            Status::Fail,
             "no VeriSign root: {report}"
         );
-        assert_eq!(status(CHECK_APP_ID), CheckStatus::Skip);
-        let app_id_detail = &report.get(CHECK_APP_ID).unwrap().detail;
+        assert_eq!(status(CHECK_APP_ID), Status::Skip);
+        let app_id_detail = &report.get(CHECK_APP_ID).unwrap().text;
         assert!(app_id_detail.contains(REAL_APP_ID), "{app_id_detail}");
     }
 
@@ -2248,27 +2171,21 @@ mod tests {
             .diagnose(&SignatureHeaders::default(), &body, now(), Some(APP_ID))
             .await;
         let status = |name| report.get(name).unwrap().status;
-        assert_eq!(status(CHECK_HEADERS), CheckStatus::Fail);
-        assert_eq!(status(CHECK_CERT_URL), CheckStatus::Skip);
+        assert_eq!(status(CHECK_HEADERS), Status::Fail);
+        assert_eq!(status(CHECK_CERT_URL), Status::Skip);
         // An in-memory chain needs no URL.
-        assert_eq!(status(CHECK_CERT_FETCH), CheckStatus::Pass);
-        assert_eq!(status(CHECK_CERT_TRUST), CheckStatus::Fail);
-        assert_eq!(status(CHECK_SIGNATURE), CheckStatus::Fail);
-        assert_eq!(status(CHECK_TIMESTAMP), CheckStatus::Pass);
+        assert_eq!(status(CHECK_CERT_FETCH), Status::Pass);
+        assert_eq!(status(CHECK_CERT_TRUST), Status::Fail);
+        assert_eq!(status(CHECK_SIGNATURE), Status::Fail);
+        assert_eq!(status(CHECK_TIMESTAMP), Status::Pass);
         // Download source without a URL cannot fetch anything.
         let v = VerifierConfig::default().build().unwrap();
         let report = v
             .diagnose(&SignatureHeaders::default(), b"nope", now(), None)
             .await;
-        assert_eq!(
-            report.get(CHECK_CERT_FETCH).unwrap().status,
-            CheckStatus::Skip
-        );
-        assert_eq!(
-            report.get(CHECK_SIGNATURE).unwrap().status,
-            CheckStatus::Skip
-        );
-        assert_eq!(report.get(CHECK_BODY).unwrap().status, CheckStatus::Fail);
+        assert_eq!(report.get(CHECK_CERT_FETCH).unwrap().status, Status::Skip);
+        assert_eq!(report.get(CHECK_SIGNATURE).unwrap().status, Status::Skip);
+        assert_eq!(report.get(CHECK_BODY).unwrap().status, Status::Fail);
         assert!(!report.passed());
     }
 
