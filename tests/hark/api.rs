@@ -413,13 +413,22 @@ async fn functions_scale_and_counts_survive_a_restart() {
     assert_eq!(activations.len(), 4);
 }
 
-#[tokio::test]
-async fn sigterm_lets_in_flight_calls_finish() {
-    let mut gw = Gateway::start();
-    gw.deploy_sh("slow", "sleep 1; echo finished", json!({}))
-        .await;
-    let call = gw.client.post(format!("{}/function/slow", gw.url)).send();
-    let pending = tokio::spawn(call);
+/// Calls `function` and sends the gateway SIGTERM once the call's process runs: the
+/// call's answer and whether the gateway exited cleanly, both to come.
+async fn stop_during_call(
+    mut gw: Gateway,
+    function: &str,
+    body: &str,
+) -> (
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    tokio::task::JoinHandle<bool>,
+) {
+    let call = gw
+        .client
+        .post(format!("{}/function/{function}", gw.url))
+        .body(body.to_owned())
+        .send();
+    let answer = tokio::spawn(call);
     // In flight: its process runs.
     let pid = gw.pid();
     eventually(
@@ -428,14 +437,23 @@ async fn sigterm_lets_in_flight_calls_finish() {
         || !children_named(pid, "sh").is_empty(),
     )
     .await;
-    let stopper = tokio::task::spawn_blocking(move || gw.stop());
-    let response = pending
+    let stopped = tokio::task::spawn_blocking(move || gw.stop());
+    (answer, stopped)
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_calls_finish() {
+    let gw = Gateway::start();
+    gw.deploy_sh("slow", "sleep 1; echo finished", json!({}))
+        .await;
+    let (answer, stopped) = stop_during_call(gw, "slow", "").await;
+    let response = answer
         .await
         .unwrap()
         .expect("the in-flight call was answered");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "finished\n");
-    assert!(stopper.await.unwrap(), "gateway did not exit cleanly");
+    assert!(stopped.await.unwrap(), "gateway did not exit cleanly");
 }
 
 /// A running call that calls back into its gateway (a function calling another, a
@@ -443,7 +461,7 @@ async fn sigterm_lets_in_flight_calls_finish() {
 /// open until the running calls end.
 #[tokio::test]
 async fn sigterm_lets_a_call_that_calls_back_into_the_gateway_finish() {
-    let mut gw = Gateway::start();
+    let gw = Gateway::start();
     gw.deploy_sh("callee", "echo called", json!({})).await;
     gw.deploy_sh(
         "caller",
@@ -451,21 +469,8 @@ async fn sigterm_lets_a_call_that_calls_back_into_the_gateway_finish() {
         json!({}),
     )
     .await;
-    let call = gw
-        .client
-        .post(format!("{}/function/caller", gw.url))
-        .body("go\n")
-        .send();
-    let pending = tokio::spawn(call);
-    let pid = gw.pid();
-    eventually(
-        "the call's process to start",
-        Duration::from_secs(10),
-        || !children_named(pid, "sh").is_empty(),
-    )
-    .await;
     let (url, client) = (gw.url.clone(), gw.client.clone());
-    let stopper = tokio::task::spawn_blocking(move || gw.stop());
+    let (answer, stopped) = stop_during_call(gw, "caller", "go\n").await;
     // Stopping, it tells health checks so, while it still serves.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -481,7 +486,7 @@ async fn sigterm_lets_a_call_that_calls_back_into_the_gateway_finish() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let response = pending
+    let response = answer
         .await
         .unwrap()
         .expect("the in-flight call was answered");
@@ -492,7 +497,7 @@ async fn sigterm_lets_a_call_that_calls_back_into_the_gateway_finish() {
         (200, "called\n"),
         "the call could not reach its gateway after SIGTERM"
     );
-    assert!(stopper.await.unwrap(), "gateway did not exit cleanly");
+    assert!(stopped.await.unwrap(), "gateway did not exit cleanly");
 }
 
 #[tokio::test]
