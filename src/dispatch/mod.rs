@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod queue;
 pub mod schedule;
+pub mod trigger;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ use crate::function::FunctionName;
 use crate::provider::{Invocation, Output, Provider, ProviderError};
 use crate::store::{Activation, Store};
 use crate::telemetry::meters::FunctionMeters;
+
+pub use trigger::Trigger;
 
 /// Runs calls and keeps their records.
 pub struct Dispatcher {
@@ -55,11 +58,11 @@ impl Dispatcher {
         let _ = self.browser.set(pool);
     }
 
-    /// Runs one call synchronously. `trigger` names what started it (`http`, `alexa`, ...).
+    /// Runs one call synchronously, started by `trigger`.
     pub async fn invoke(
         &self,
         name: &FunctionName,
-        trigger: &str,
+        trigger: Trigger,
         call: Invocation,
     ) -> Result<Output, ProviderError> {
         let started_at = Utc::now();
@@ -94,7 +97,7 @@ impl Dispatcher {
         tracing::info!(
             call_id,
             function = %name,
-            trigger,
+            trigger = trigger.as_str(),
             status,
             duration_ms = duration.as_secs_f64() * 1000.0,
             "invoked"
@@ -102,7 +105,7 @@ impl Dispatcher {
         self.store.record(Activation {
             call_id,
             function: name.to_string(),
-            trigger: trigger.to_owned(),
+            trigger: trigger.as_str().to_owned(),
             status,
             duration_ms: duration.as_secs_f64() * 1000.0,
             started_at,

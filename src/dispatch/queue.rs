@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
+use super::Trigger;
 use crate::egress::{EgressError, EgressPolicy};
 use crate::error::provider_status;
 use crate::function::FunctionName;
@@ -815,7 +816,12 @@ impl AsyncQueue {
         let backoff = spec.retry_backoff().unwrap_or(Duration::from_secs(1));
 
         let started = Instant::now();
-        let trigger = call.trigger.as_deref().unwrap_or("async");
+        // Calls queued before triggers were recorded, or by a newer gateway, count as async.
+        let trigger = call
+            .trigger
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(Trigger::Async);
         let result = self
             .registry
             .dispatcher

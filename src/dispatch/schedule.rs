@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
+use super::Trigger;
 use crate::error::provider_status;
 use crate::function::{
     parse_duration_within, AnnotationError, FunctionDeployment, FunctionName, MAX_TIMEOUT,
@@ -429,7 +430,7 @@ impl Scheduler {
             let result = scheduler
                 .registry
                 .dispatcher
-                .invoke(&name, "schedule", call)
+                .invoke(&name, Trigger::Schedule, call)
                 .await;
             let status = match &result {
                 Ok(output) => output.status.as_u16(),

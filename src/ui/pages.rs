@@ -23,6 +23,7 @@ use super::{
 use crate::auth::scope;
 use crate::channels::alexa::types::{Card, OutputSpeech, RequestEnvelope};
 use crate::channels::alexa::{conversation, local, ssml};
+use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::{
     FunctionDeployment, FunctionName, FunctionStatus, ANNOTATION_AUTH, ANNOTATION_MODE,
@@ -602,7 +603,7 @@ pub async fn invoke(
     let output = state
         .registry
         .dispatcher
-        .invoke(&name, "ui", call)
+        .invoke(&name, Trigger::Ui, call)
         .await
         .map_err(ApiError::from)?;
     let mut response = Response::new(Body::from(output.body));
@@ -687,9 +688,7 @@ pub async fn activations(
         .activations(function.as_ref(), ACTIVATIONS_SCANNED)
         .await?;
     let mut triggers: Vec<&str> = all.iter().map(|a| a.trigger.as_str()).collect();
-    triggers.extend([
-        "http", "ui", "alexa", "slack", "github", "hook", "async", "cron",
-    ]);
+    triggers.extend(Trigger::ALL.map(Trigger::as_str));
     triggers.sort_unstable();
     triggers.dedup();
     let rows: Vec<Value> = all

@@ -529,6 +529,21 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         !rows.contains("parrot"),
         "the skill's call has trigger alexa: {rows}"
     );
+    // The channel filter offers the names activations are recorded with (scheduled runs
+    // are `schedule`, never `cron`, which matched nothing).
+    let options = browser
+        .find(Locator::Css("#f-trigger"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for trigger in [
+        "http", "ui", "async", "schedule", "alexa", "slack", "github", "hook",
+    ] {
+        assert!(options.contains(trigger), "no {trigger} in {options}");
+    }
+    assert!(!options.contains("cron"), "{options}");
     shoot(&browser, "activations").await;
     browser
         .goto(&format!("{url}/ui/activations?function=parrot"))

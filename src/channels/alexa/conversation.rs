@@ -26,6 +26,7 @@ use super::{ssml, types::DialogState, AlexaChannel};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::{queued_call, ReplyTo};
 use crate::dispatch::queue::{CallResult, EnqueueError, Submit, Submitted};
+use crate::dispatch::Trigger;
 use crate::function::FunctionName;
 use crate::route::skills::template::{inner, intent_template, prompt_template, speak, RenderError};
 use crate::route::skills::{
@@ -35,7 +36,7 @@ use crate::server::AppState;
 use crate::store::{PendingReply, Store};
 
 /// The trigger activation records of Alexa calls carry.
-pub const TRIGGER: &str = "alexa";
+pub const TRIGGER: Trigger = Trigger::Alexa;
 /// Said when even the error reply cannot be rendered.
 const LAST_RESORT: &str = "<speak>Sorry, something went wrong.</speak>";
 /// Keys of a function's JSON answer that update attributes instead of being spoken.
@@ -369,7 +370,7 @@ impl Turn<'_> {
         let started = Instant::now();
         let call = invocation(
             self.call_id,
-            TRIGGER,
+            TRIGGER.as_str(),
             &self.skill.name,
             None,
             "application/json",
@@ -380,7 +381,7 @@ impl Turn<'_> {
         let reply = serde_json::to_string(&ReplyTo::Alexa(late)).ok();
         let queued = crate::store::QueuedCall {
             function: function.to_string(),
-            trigger: Some(TRIGGER.to_owned()),
+            trigger: Some(TRIGGER.as_str().to_owned()),
             reply,
             ..queued_call(call)
         };

@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use crate::auth::scope;
 use crate::dispatch::queue::{EnqueueError, HEADER_CALLBACK_URL};
+use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::FunctionName;
 use crate::provider::Invocation;
@@ -94,7 +95,7 @@ pub async fn invoke(
     let output = state
         .registry
         .dispatcher
-        .invoke(&name, "http", call)
+        .invoke(&name, Trigger::Http, call)
         .await?;
     let mut response = (output.status, output.headers, output.body).into_response();
     let seconds = format!("{:.6}", started.elapsed().as_secs_f64());

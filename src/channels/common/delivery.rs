@@ -209,10 +209,6 @@ impl ChannelCall<'_> {
     /// Commits the call to the queue; the route's limit applies until it ends.
     pub async fn submit(self, queue: &Arc<AsyncQueue>) -> Result<Submitted, ChannelError> {
         let permit = self.route.permit()?;
-        let trigger = match self.route.channel {
-            "hooks" => "hook",
-            channel => channel,
-        };
         let reply = match &self.reply {
             Some(reply) => Some(
                 serde_json::to_string(reply)
@@ -222,7 +218,7 @@ impl ChannelCall<'_> {
         };
         let queued = QueuedCall {
             function: self.function.to_string(),
-            trigger: Some(trigger.to_owned()),
+            trigger: Some(self.route.trigger().as_str().to_owned()),
             reply,
             delivery: self.dedupe.map(|id| (self.route.key(), id.to_owned())),
             ..queued_call(self.call)

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::dispatch::Trigger;
 use crate::telemetry::meters::{self, ChannelOutcome};
 use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 use crate::verify::{ErrorClass, VerifyError};
@@ -190,6 +191,15 @@ impl RouteCore {
             max_inflight,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             stats: RouteStats::default(),
+        }
+    }
+
+    /// What this route's calls are recorded as.
+    pub fn trigger(&self) -> Trigger {
+        match self.channel {
+            "slack" => Trigger::Slack,
+            "github" => Trigger::Github,
+            _ => Trigger::Hook,
         }
     }
 

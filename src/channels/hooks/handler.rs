@@ -17,6 +17,7 @@ use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
 use crate::channels::common::{unknown_route, ChannelCall, ChannelError};
 use crate::dispatch::queue::Submitted;
+use crate::dispatch::Trigger;
 use crate::error::provider_status;
 use crate::server::{AppState, CallId};
 use crate::verify::rules::{parse_payload, RuleError, RuleRequest};
@@ -156,7 +157,7 @@ async fn serve(
     let result = state
         .registry
         .dispatcher
-        .invoke(&route.function, "hook", call)
+        .invoke(&route.function, Trigger::Hook, call)
         .await;
     drop(permit);
     let answer = match result {
