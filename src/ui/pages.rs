@@ -23,6 +23,7 @@ use super::{
 use crate::auth::scope;
 use crate::channels::alexa::types::{Card, OutputSpeech, RequestEnvelope};
 use crate::channels::alexa::{conversation, local, ssml};
+use crate::channels::api::invoke;
 use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::{
@@ -598,23 +599,20 @@ pub async fn invoke(
         headers: call_headers,
         body,
     };
-    let _slot = state.admission.try_admit().map_err(ApiError::from)?;
     let started = Instant::now();
-    let output = state
-        .registry
-        .dispatcher
-        .invoke(&name, Trigger::Ui, call)
+    let output = invoke::call_sync(&state, &name, Trigger::Ui, call)
         .await
+        .map_err(ApiError::from)?
         .map_err(ApiError::from)?;
+    // Only the content type of the function's headers: the panel shows the answer on the
+    // UI's own origin, where a function's cookies or security headers have no business.
     let mut response = Response::new(Body::from(output.body));
     *response.status_mut() = output.status;
     let h = response.headers_mut();
     if let Some(ct) = output.headers.get(header::CONTENT_TYPE) {
         h.insert(header::CONTENT_TYPE, ct.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", started.elapsed().as_secs_f64())) {
-        h.insert(crate::channels::api::HEADER_DURATION, v);
-    }
+    invoke::set_duration(h, started);
     Ok(response)
 }
 

@@ -13,11 +13,12 @@ use axum::Extension;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
 use crate::auth::scope;
+use crate::dispatch::admission::Refused;
 use crate::dispatch::queue::{EnqueueError, HEADER_CALLBACK_URL};
 use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::FunctionName;
-use crate::provider::Invocation;
+use crate::provider::{Invocation, Output, ProviderError};
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
 use crate::store::{CallState, QueuedCall};
 use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
@@ -88,21 +89,35 @@ pub async fn invoke(
     let started = Instant::now();
     let (name, path) = split(target);
     let (name, call) = prepare(&state, name, path, &call_id, method, &uri, headers, body).await?;
-    let _slot = match state.admission.admit().await {
-        Ok(slot) => slot,
+    let output = match call_sync(&state, &name, Trigger::Http, call).await {
+        Ok(result) => result?,
         Err(refused) => return Ok(refused.into_response()),
     };
-    let output = state
-        .registry
-        .dispatcher
-        .invoke(&name, Trigger::Http, call)
-        .await?;
     let mut response = (output.status, output.headers, output.body).into_response();
+    set_duration(response.headers_mut(), started);
+    Ok(response)
+}
+
+/// A synchronous call on the gateway's one path, for the REST API and the web UI's invoke
+/// panel alike: a slot of the in-flight limit (waiting for one as configured), then the
+/// dispatcher (time limit, sandbox, browser leases, activation record). Refused when no
+/// slot frees up; the call's own outcome otherwise.
+pub async fn call_sync(
+    state: &AppState,
+    name: &FunctionName,
+    trigger: Trigger,
+    call: Invocation,
+) -> Result<Result<Output, ProviderError>, Refused> {
+    let _slot = state.admission.admit().await?;
+    Ok(state.registry.dispatcher.invoke(name, trigger, call).await)
+}
+
+/// `X-Duration-Seconds`: the time since `started`, as OpenFaaS reports it.
+pub fn set_duration(headers: &mut HeaderMap, started: Instant) {
     let seconds = format!("{:.6}", started.elapsed().as_secs_f64());
     if let Ok(value) = HeaderValue::from_str(&seconds) {
-        response.headers_mut().insert(HEADER_DURATION, value);
+        headers.insert(HEADER_DURATION, value);
     }
-    Ok(response)
 }
 
 #[utoipa::path(method(post, put), path = "/async-function/{name}", tag = "async", description = "Queues a call durably and answers 202 at once; `X-Callback-Url` receives the result (a URL whose host is or resolves to a private, loopback, link-local or other special address is refused with 400 unless `hark up --egress-allow` allows it). Also served, for any method, at `/async-function/{name}/` and `/async-function/{name}/{path}`.", params(("name" = String, Path, description = "Function name")), request_body(content = Vec<u8>, description = "Passed to the function as is", content_type = "*/*"), responses((status = 202, description = "Queued; `X-Call-Id` names the call"), (status = 400, description = "`X-Callback-Url` is not an http(s) URL or is not allowed", body = ErrorBody), (status = 404, description = "No such function", body = ErrorBody), (status = 503, description = "The queue is full", body = ErrorBody)))]

@@ -4,7 +4,7 @@
 //! description (`routes!` reads the handler's `#[utoipa::path]`), served at
 //! `/openapi.json` by [`openapi`].
 
-mod invoke;
+pub mod invoke;
 pub mod openapi;
 mod system;
 mod tokens;
