@@ -973,6 +973,11 @@ impl Inner {
                     self.gauges();
                 }
                 Ok(Some(session)) => self.destroy(session).await,
+                // Stopping, the driver goes away under a browser being started: not a fault.
+                Err(e) if self.stopping.load(Ordering::SeqCst) => {
+                    tracing::debug!(error = %e, "warm browser not started: the pool is stopping");
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
                     tracing::error!(error = %e, "cannot start a warm browser");
