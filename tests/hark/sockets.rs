@@ -30,8 +30,10 @@ class Where(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
 path = os.environ["HARK_SOCKET"]
-server = socketserver.UnixStreamServer(path, Where)
+server = Server(path, Where)
 os.chmod(path, 0o777)
 server.serve_forever()
 "#;
