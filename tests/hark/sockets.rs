@@ -66,6 +66,20 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The sockets in `dir`.
+fn sockets_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .unwrap()
+                .file_type()
+                .is_socket()
+        })
+        .collect()
+}
+
 /// The value of `key=` in the server's answer.
 fn field<'a>(answer: &'a str, key: &str) -> &'a str {
     answer
@@ -98,16 +112,17 @@ async fn a_replica_on_its_socket_answers_through_the_gateway_and_no_other_functi
         .unwrap();
     assert_eq!(response.status(), 200);
     let answer = response.text().await.unwrap();
-    let socket = gw.data.join("sockets/guarded/0.sock");
     assert_eq!(
         field(&answer, "port"),
         "none",
         "no TCP port given: {answer}"
     );
-    assert_eq!(field(&answer, "socket"), socket.display().to_string());
     assert_eq!(field(&answer, "host"), "localhost");
-    let meta = std::fs::symlink_metadata(&socket).unwrap();
-    assert!(meta.file_type().is_socket());
+    let socket = std::path::PathBuf::from(field(&answer, "socket"));
+    assert_eq!(
+        sockets_in(&gw.data.join("sockets/guarded")),
+        std::slice::from_ref(&socket)
+    );
 
     // The directory is the function's own, 0700.
     let dir = std::fs::metadata(gw.data.join("sockets/guarded")).unwrap();
@@ -152,11 +167,7 @@ async fn hello_serves_on_its_socket_and_a_tcp_only_program_still_works() {
     .await;
     let (status, answer) = gw.invoke("hello", "Ada").await;
     assert_eq!((status, answer.as_str()), (200, "Hello, Ada!\n"));
-    let socket = gw.data.join("sockets/hello/0.sock");
-    assert!(std::fs::symlink_metadata(&socket)
-        .unwrap()
-        .file_type()
-        .is_socket());
+    assert_eq!(sockets_in(&gw.data.join("sockets/hello")).len(), 1);
 
     // A server that knows only PORT: reached over TCP, and the log says what that means.
     let tcp_only = r#"
@@ -204,7 +215,7 @@ async fn the_watchdog_as_an_http_mode_function_serves_on_its_socket() {
     .await;
     let (status, answer) = gw.invoke("wd", "through the watchdog").await;
     assert_eq!((status, answer.as_str()), (200, "through the watchdog"));
-    let expected = format!("on unix:{}", gw.data.join("sockets/wd/0.sock").display());
+    let expected = format!("on unix:{}/", gw.data.join("sockets/wd").display());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let log = gw.log_texts("wd").await.join("\n");
@@ -244,4 +255,37 @@ async fn a_removed_function_leaves_no_socket_directory() {
         || !dir.exists(),
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_redeployed_function_keeps_answering_on_its_new_socket() {
+    let gw = Gateway::start();
+    // Replicas that stop only when killed, after the 2 s grace: the old one goes well
+    // after the new one listens.
+    let stubborn =
+        format!("import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n{SOCKET_SERVER}");
+    let spec = |generation: &str| {
+        json!({
+            "service": "again",
+            "envProcess": quoted(&["/usr/bin/python3", "-c", &stubborn]),
+            "envVars": { "GENERATION": generation },
+            "annotations": { "hark.mode": "http", "hark.listen": "socket" },
+        })
+    };
+    gw.deploy(spec("one")).await;
+    assert_eq!(gw.invoke("again", "x").await.0, 200);
+    // The changed environment starts a new replica; the answer comes once the old one
+    // is gone, and its going must not take the new one's socket with it.
+    let response = gw
+        .request(Method::PUT, "/system/functions")
+        .json(&spec("two"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    for _ in 0..5 {
+        let (status, answer) = gw.invoke("again", "x").await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    assert_eq!(sockets_in(&gw.data.join("sockets/again")).len(), 1);
 }

@@ -29,6 +29,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a stopping replica gets after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// Numbers the pools of this gateway: a pool replacing another of the same function
+/// (a redeploy) names its sockets apart from those of the one still stopping.
+static POOLS: AtomicUsize = AtomicUsize::new(0);
+
 /// The replicas of one HTTP-mode function. Cloning shares the same replicas.
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -36,6 +40,8 @@ pub(super) struct Pool {
 }
 
 struct PoolInner {
+    /// From [`POOLS`]: its replicas' sockets are `POOL-SLOT.sock`.
+    generation: usize,
     launch: Arc<Launch>,
     logs: Arc<LogHub>,
     client: Upstream,
@@ -58,6 +64,7 @@ impl Pool {
         let client = Upstream::new(Duration::from_secs(90), 64);
         Pool {
             inner: Arc::new(PoolInner {
+                generation: POOLS.fetch_add(1, Ordering::Relaxed),
                 launch,
                 logs,
                 client,
@@ -222,7 +229,9 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
     let instance = format!("{}-{slot}", launch.name);
     let mut backoff = FIRST_BACKOFF;
     let socket = match (&launch.sockets, launch.listen) {
-        (Some(dir), Listen::Socket | Listen::Auto) => Some(dir.join(format!("{slot}.sock"))),
+        (Some(dir), Listen::Socket | Listen::Auto) => {
+            Some(dir.join(format!("{}-{slot}.sock", pool.generation)))
+        }
         _ => None,
     };
     loop {

@@ -242,8 +242,8 @@ impl ProcessProvider {
             (_, Mode::Fork, _) | (_, Mode::Http, Listen::Tcp) => None,
             (Some(root), Mode::Http, _) => {
                 let dir = root.join(spec.service.as_str());
-                // The longest socket name a replica gets (`slot.sock`) must fit.
-                if dir.as_os_str().len() + "/4294967295.sock".len() > MAX_SOCKET_PATH {
+                // A replica's socket name (`POOL-SLOT.sock`, `http.rs`) must fit.
+                if dir.as_os_str().len() + "/999999-999.sock".len() > MAX_SOCKET_PATH {
                     if listen == Listen::Socket {
                         return Err(ProviderError::Internal(format!(
                             "function {}: its socket directory {} is too long for a Unix socket path ({MAX_SOCKET_PATH} bytes); use a shorter --data directory or hark.listen: tcp",
