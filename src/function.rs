@@ -465,6 +465,26 @@ mod tests {
     }
 
     #[test]
+    fn hark_listen_takes_socket_tcp_or_auto_and_refuses_the_rest() {
+        let mut spec = FunctionDeployment::default();
+        assert_eq!(spec.listen().unwrap(), Listen::Auto);
+        for (value, listen) in [
+            ("socket", Listen::Socket),
+            ("tcp", Listen::Tcp),
+            ("auto", Listen::Auto),
+        ] {
+            spec.annotations
+                .insert(ANNOTATION_LISTEN.into(), value.into());
+            assert_eq!(spec.listen().unwrap(), listen, "{value}");
+        }
+        spec.annotations
+            .insert(ANNOTATION_LISTEN.into(), "unix".into());
+        let refused = spec.validate().unwrap_err();
+        assert_eq!(refused.key, ANNOTATION_LISTEN);
+        assert!(refused.message.contains("\"unix\""), "{}", refused.message);
+    }
+
+    #[test]
     fn durations_parse_in_the_usual_units() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
