@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 /// Annotation choosing how the process provider runs a function: `fork` or `http`.
 pub const ANNOTATION_MODE: &str = "hark.mode";
+/// Annotation choosing where an HTTP-mode replica of the process provider listens:
+/// `socket` (`$HARK_SOCKET` only), `tcp` (`$PORT` only) or `auto` (both given; the
+/// first to accept is used, the socket checked first).
+pub const ANNOTATION_LISTEN: &str = "hark.listen";
 /// Annotation giving the per-call time limit, e.g. `30s`, `500ms`, `2m`.
 pub const ANNOTATION_TIMEOUT: &str = "hark.timeout";
 /// Annotation giving the most calls a function runs at once (429 beyond it).
@@ -142,8 +146,21 @@ impl Default for FunctionName {
 pub enum Mode {
     /// One process per call: body on stdin, response on stdout.
     Fork,
-    /// Long-running processes serving HTTP on `$PORT`.
+    /// Long-running processes serving HTTP on `$HARK_SOCKET` or `$PORT`.
     Http,
+}
+
+/// Where an HTTP-mode replica listens (`hark.listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Listen {
+    /// Given both `HARK_SOCKET` and `PORT`; whichever accepts first (the socket checked
+    /// first) carries its calls.
+    #[default]
+    Auto,
+    /// Only a Unix socket in a directory no other function can open.
+    Socket,
+    /// Only a loopback TCP port, which every local user can reach.
+    Tcp,
 }
 
 /// A deployment whose annotations did not parse.
@@ -163,6 +180,19 @@ impl FunctionDeployment {
             Some(other) => Err(AnnotationError {
                 key: ANNOTATION_MODE,
                 message: format!("{other:?} is neither \"fork\" nor \"http\""),
+            }),
+        }
+    }
+
+    /// `hark.listen`, defaulting to [`Listen::Auto`].
+    pub fn listen(&self) -> Result<Listen, AnnotationError> {
+        match self.annotations.get(ANNOTATION_LISTEN).map(|v| v.trim()) {
+            None | Some("auto") => Ok(Listen::Auto),
+            Some("socket") => Ok(Listen::Socket),
+            Some("tcp") => Ok(Listen::Tcp),
+            Some(other) => Err(AnnotationError {
+                key: ANNOTATION_LISTEN,
+                message: format!("{other:?} is none of \"socket\", \"tcp\" or \"auto\""),
             }),
         }
     }
@@ -248,6 +278,7 @@ impl FunctionDeployment {
     /// Checks every annotation Hark reads, so that a bad one fails the deploy.
     pub fn validate(&self) -> Result<(), AnnotationError> {
         self.mode()?;
+        self.listen()?;
         self.timeout()?;
         self.max_inflight()?;
         self.retries()?;
@@ -431,6 +462,26 @@ mod tests {
         ] {
             assert!(bad.parse::<FunctionName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hark_listen_takes_socket_tcp_or_auto_and_refuses_the_rest() {
+        let mut spec = FunctionDeployment::default();
+        assert_eq!(spec.listen().unwrap(), Listen::Auto);
+        for (value, listen) in [
+            ("socket", Listen::Socket),
+            ("tcp", Listen::Tcp),
+            ("auto", Listen::Auto),
+        ] {
+            spec.annotations
+                .insert(ANNOTATION_LISTEN.into(), value.into());
+            assert_eq!(spec.listen().unwrap(), listen, "{value}");
+        }
+        spec.annotations
+            .insert(ANNOTATION_LISTEN.into(), "unix".into());
+        let refused = spec.validate().unwrap_err();
+        assert_eq!(refused.key, ANNOTATION_LISTEN);
+        assert!(refused.message.contains("\"unix\""), "{}", refused.message);
     }
 
     #[test]

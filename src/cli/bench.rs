@@ -5,7 +5,9 @@
 //! generator for every row; see [`load`]), else from a built-in generator.
 //!
 //! - http mode: the bare axum echo server (`hark bench-baseline echo`, the ceiling) vs.
-//!   the same server deployed as an HTTP-mode function and called through the gateway.
+//!   the same server deployed as an HTTP-mode function and called through the gateway,
+//!   which reaches it over its Unix socket (`hark.listen: socket`); then the same
+//!   function on a loopback TCP port (`hark.listen: tcp`), the path before sockets.
 //! - fork mode: a bare server spawning `cat` per request (`hark bench-baseline spawn`) vs.
 //!   `cat` in fork mode through the gateway.
 //! - channels: a Slack-signed slash command, a GitHub-signed `issues.opened` delivery (a
@@ -58,8 +60,11 @@ const BODY: &str = r#"{"type":"IntentRequest","requestId":"amzn1.echo-api.reques
 /// window (Slack's is 5 minutes) until its end.
 const MAX_PHASE: Duration = Duration::from_secs(120);
 
-/// The function every channel row calls: the echo server, deployed in HTTP mode.
+/// The function every channel row calls: the echo server, deployed in HTTP mode and
+/// reached over its Unix socket.
 const ECHO: &str = "echo";
+/// The same echo server reached over a loopback TCP port.
+const ECHO_TCP: &str = "echo-tcp";
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -597,6 +602,7 @@ async fn measure_process(
 ) -> anyhow::Result<(Table, Vec<Check>, Vec<Cold>)> {
     let client = &bench.client;
     gateway.wait_ready(client, ECHO).await?;
+    gateway.wait_ready(client, ECHO_TCP).await?;
     full.wait_ready(client, ECHO).await?;
     gateway
         .deploy(
@@ -628,10 +634,18 @@ async fn measure_process(
     let target = json(format!("{}/function/{ECHO}", gateway.url));
     bench.probe(&target, BODY).await;
     let http_row = table.push(
-        "http mode: echo function through the gateway",
+        "http mode: echo function through the gateway (unix socket)",
         bench.row(&target, gw, None).await?,
         Some(ceiling_row),
         Some(0.45),
+    );
+    let target = json(format!("{}/function/{ECHO_TCP}", gateway.url));
+    bench.probe(&target, BODY).await;
+    table.push(
+        "http mode: echo function through the gateway (tcp, hark.listen: tcp)",
+        bench.row(&target, gw, None).await?,
+        Some(ceiling_row),
+        None,
     );
     let added = table.rows[http_row]
         .figures
@@ -815,7 +829,7 @@ async fn measure_process(
         serde_json::json!({
             "service": name,
             "envProcess": format!("{} bench-baseline echo", shell_words::quote(&exe.display().to_string())),
-            "annotations": { "hark.mode": "http" },
+            "annotations": { "hark.mode": "http", "hark.listen": "socket" },
         })
     };
     let deployed = cold_starts(args.cold_starts, |i| {
@@ -843,7 +857,7 @@ async fn measure_process(
 }
 
 /// The stack file of the process-provider gateway: the echo server as an HTTP-mode
-/// function, Slack and GitHub routes to it, and the Alexa settings (JSON, which is YAML).
+/// function (on its Unix socket, and again on TCP), Slack and GitHub routes to it, and the Alexa settings (JSON, which is YAML).
 fn stack_file(exe: &Path, connections: usize) -> anyhow::Result<String> {
     let exe = exe
         .to_str()
@@ -857,10 +871,15 @@ fn stack_file(exe: &Path, connections: usize) -> anyhow::Result<String> {
                 "fprocess": format!("{} bench-baseline echo", shell_words::quote(exe)),
                 "annotations": {
                     "hark.mode": "http",
+                    "hark.listen": "socket",
                     // Channel calls run from the queue: let the gateway's 16 queue workers,
                     // not the per-function default of 4, bound them.
                     "hark.async.concurrency": "16",
                 },
+            },
+            ECHO_TCP: {
+                "fprocess": format!("{} bench-baseline echo", shell_words::quote(exe)),
+                "annotations": { "hark.mode": "http", "hark.listen": "tcp" },
             },
         },
         "channels": {

@@ -295,6 +295,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
                 .context("preparing the process sandbox")?;
             Arc::new(
                 ProcessProvider::new(secrets, logs)
+                    .with_sockets(data.join("sockets"))
                     .with_gateway_url(&gateway_url)
                     .with_webdriver(&base, browser.capabilities().clone())
                     .with_sandbox(sandboxing),

@@ -30,6 +30,10 @@ pub struct WatchdogArgs {
     /// Address to listen on.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
     pub bind: IpAddr,
+    /// Unix socket to listen on instead of --bind and --port (set by the process
+    /// provider for an HTTP-mode function).
+    #[arg(long, env = crate::provider::process::ENV_SOCKET)]
+    pub socket: Option<PathBuf>,
     /// Directory of the secret files (`HARK_SECRETS_DIR` for the function).
     #[arg(long, default_value = watchdog::SECRETS_DIR)]
     pub secrets_dir: PathBuf,
@@ -49,6 +53,7 @@ pub async fn run(args: WatchdogArgs) -> anyhow::Result<ExitCode> {
     let name: FunctionName = args.name.parse()?;
     let config = WatchdogConfig {
         listen: SocketAddr::new(args.bind, args.port),
+        socket: args.socket,
         fprocess: args.fprocess,
         mode,
         timeout,

@@ -1,12 +1,18 @@
 //! The HTTP client the providers call replicas with: a call ([`Invocation`]) and a
-//! replica's address come in; the replica's answer goes out, with hop-by-hop headers
-//! dropped both ways. Keep-alive connections are pooled per replica.
+//! replica's address (a TCP `host:port` or a Unix socket, [`Endpoint`]) come in; the
+//! replica's answer goes out, with hop-by-hop headers dropped both ways. Keep-alive
+//! connections are pooled per replica, over either transport.
 //!
 //! hyper's pooled client rather than reqwest: a call to a replica needs no URL parsing,
 //! proxy matching, redirects or TLS, and its headers and body move into the request
 //! instead of being copied header by header. On the gateway's hot path that was
 //! measurable (`BENCHMARKS.md`).
 
+use std::future::Future;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +20,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::Invocation;
 
@@ -54,10 +60,97 @@ pub enum UpstreamError {
     TooLarge(u64),
 }
 
+/// Where a replica listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `host:port` over TCP.
+    Tcp(String),
+    /// A Unix socket. `authority` is the path hex-encoded: the key of its connection
+    /// pool, from which [`UnixConnector`] reads the path back.
+    Unix { path: PathBuf, authority: String },
+}
+
+impl Endpoint {
+    /// The loopback TCP port `port`.
+    pub fn loopback(port: u16) -> Endpoint {
+        Endpoint::Tcp(format!("127.0.0.1:{port}"))
+    }
+
+    /// The Unix socket at `path`.
+    pub fn unix(path: &Path) -> Endpoint {
+        use std::fmt::Write;
+        let mut authority = String::with_capacity(path.as_os_str().len() * 2);
+        for byte in path.as_os_str().as_bytes() {
+            let _ = write!(authority, "{byte:02x}");
+        }
+        Endpoint::Unix {
+            path: path.to_owned(),
+            authority,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(authority) => write!(f, "tcp {authority}"),
+            Endpoint::Unix { path, .. } => write!(f, "unix {}", path.display()),
+        }
+    }
+}
+
+/// Connects to the Unix socket whose path is hex-encoded in a URI's host
+/// ([`Endpoint::unix`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct UnixConnector;
+
+impl tower::Service<Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let path = uri.host().and_then(unhex).map(PathBuf::from);
+        Box::pin(async move {
+            let path = path.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the replica's address is not a hex-encoded socket path",
+                )
+            })?;
+            let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("unix socket {}: {e}", path.display()))
+            })?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// The bytes of lowercase hex `text`, as a path.
+fn unhex(text: &str) -> Option<std::ffi::OsString> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let value = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
+    digits
+        .chunks(2)
+        .map(|pair| Some(value(pair[0])? << 4 | value(pair[1])?))
+        .collect::<Option<Vec<u8>>>()
+        .map(std::ffi::OsString::from_vec)
+}
+
 /// Pooled keep-alive connections to replicas.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// For replicas on Unix sockets; it sets `Host: localhost` itself.
+    unix: Client<UnixConnector, Full<Bytes>>,
 }
 
 impl Upstream {
@@ -66,12 +159,14 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_idle_timeout(idle)
             .pool_max_idle_per_host(idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-        Upstream { client }
+            .pool_timer(TokioTimer::new());
+        let client = builder.build(connector);
+        let unix = builder.set_host(false).build(UnixConnector);
+        Upstream { client, unix }
     }
 
     /// Sends `call` to the replica at `authority` (`host:port`) and reads its answer,
@@ -86,13 +181,36 @@ impl Upstream {
         limit: Duration,
         max_body: u64,
     ) -> Result<Answer, UpstreamError> {
+        self.send_to(
+            &Endpoint::Tcp(authority.to_owned()),
+            call,
+            extra,
+            limit,
+            max_body,
+        )
+        .await
+    }
+
+    /// [`Upstream::send`] to a replica at `endpoint`, over TCP or a Unix socket.
+    pub async fn send_to(
+        &self,
+        endpoint: &Endpoint,
+        call: Invocation,
+        extra: &[(header::HeaderName, &str)],
+        limit: Duration,
+        max_body: u64,
+    ) -> Result<Answer, UpstreamError> {
+        let authority = match endpoint {
+            Endpoint::Tcp(authority) => authority,
+            Endpoint::Unix { authority, .. } => authority,
+        };
         let path_and_query = match &call.query {
             Some(q) => format!("{}?{q}", call.path),
             None => call.path,
         };
         let uri = Uri::builder()
             .scheme("http")
-            .authority(authority)
+            .authority(authority.as_str())
             .path_and_query(path_and_query)
             .build()
             .map_err(|e| UpstreamError::Failed(format!("cannot address the replica: {e}")))?;
@@ -112,7 +230,16 @@ impl Upstream {
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
+            let sent = match endpoint {
+                Endpoint::Tcp(_) => self.client.request(request).await,
+                Endpoint::Unix { .. } => {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, HeaderValue::from_static("localhost"));
+                    self.unix.request(request).await
+                }
+            };
+            let response = sent.map_err(|e| {
                 if e.is_connect() {
                     UpstreamError::Connect(describe(&e))
                 } else {
@@ -249,6 +376,64 @@ mod tests {
         // The length is the body's, not the stale header's; the connection stays open.
         assert!(headers.contains(&"content-length=5"), "{headers:?}");
         assert!(!headers.contains(&"connection=close"), "{headers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_call_reaches_a_replica_on_a_unix_socket_over_one_kept_connection() {
+        use axum::routing::any;
+        use axum::serve::ListenerExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.sock");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = connections.clone();
+        let listener = tokio::net::UnixListener::bind(&path)
+            .unwrap()
+            .tap_io(move |_| {
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        let app = axum::Router::new().fallback(any(|headers: HeaderMap, body: Bytes| async move {
+            let host = headers[header::HOST].to_str().unwrap_or("?").to_owned();
+            format!("{host}:{}", String::from_utf8_lossy(&body))
+        }));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let upstream = Upstream::new(Duration::from_secs(5), 4);
+        let endpoint = Endpoint::unix(&path);
+        for _ in 0..3 {
+            let answer = upstream
+                .send_to(&endpoint, call(None), &[], Duration::from_secs(5), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(answer.body, "localhost:hello");
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "the connection is reused"
+        );
+
+        let gone = Endpoint::unix(&dir.path().join("gone.sock"));
+        let refused = upstream
+            .send_to(&gone, call(None), &[], Duration::from_secs(5), 1 << 20)
+            .await;
+        assert!(
+            matches!(&refused, Err(UpstreamError::Connect(reason)) if reason.contains("gone.sock")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_socket_path_survives_its_hex_authority() {
+        let path = Path::new("/tmp/d\u{e9}j\u{e0}/0.sock");
+        let Endpoint::Unix { authority, .. } = Endpoint::unix(path) else {
+            unreachable!()
+        };
+        assert!(authority.parse::<http::uri::Authority>().is_ok());
+        assert_eq!(unhex(&authority).unwrap(), path.as_os_str());
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The watchdog: the entrypoint inside a function's container image, like OpenFaaS's
-//! watchdogs. HTTP requests on port 8080 come in; `fprocess` runs once per request
+//! watchdogs. HTTP requests on port 8080 (or on the Unix socket `HARK_SOCKET` names,
+//! when it runs as an HTTP-mode function of the process provider) come in; `fprocess` runs once per request
 //! (fork mode) or is kept running and proxied to (http mode), and its answer goes out.
 //!
 //! It runs the function through the process provider, so a function behaves the same in
@@ -55,8 +56,10 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 /// What the watchdog runs and how.
 #[derive(Debug, Clone)]
 pub struct WatchdogConfig {
-    /// Address to listen on.
+    /// Address to listen on, unless `socket` is set.
     pub listen: SocketAddr,
+    /// Unix socket to listen on instead of `listen` (`HARK_SOCKET`).
+    pub socket: Option<PathBuf>,
     /// The function's command line, split like a shell would (no shell runs it).
     pub fprocess: String,
     pub mode: Mode,
@@ -75,6 +78,7 @@ impl WatchdogConfig {
     pub fn new(fprocess: impl Into<String>) -> Self {
         WatchdogConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT)),
+            socket: None,
             fprocess: fprocess.into(),
             mode: Mode::Fork,
             timeout: crate::function::DEFAULT_TIMEOUT,
@@ -90,7 +94,7 @@ impl WatchdogConfig {
 pub enum WatchdogError {
     #[error("cannot listen on {addr}: {source}")]
     Listen {
-        addr: SocketAddr,
+        addr: String,
         source: std::io::Error,
     },
     #[error("fprocess {fprocess:?} cannot run: {source}")]
@@ -146,12 +150,7 @@ pub async fn run(
             fprocess: config.fprocess.clone(),
             source,
         })?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| WatchdogError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = Listening::bind(&config).await?;
     let watchdog = Arc::new(Watchdog {
         provider,
         name: config.name.clone(),
@@ -180,13 +179,68 @@ pub async fn run(
             Mode::Fork => "fork",
             Mode::Http => "http",
         },
-        listener.local_addr().map_err(WatchdogError::Serve)?
+        listener.describe().map_err(WatchdogError::Serve)?
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(drain)
-        .await;
+    let served = match listener {
+        Listening::Tcp(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drain)
+                .await
+        }
+        Listening::Unix(listener) => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drain)
+                .await
+        }
+    };
     watchdog.provider.shutdown().await;
     served.map_err(WatchdogError::Serve)
+}
+
+/// The watchdog's listener: TCP, or the Unix socket of `HARK_SOCKET`.
+enum Listening {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listening {
+    async fn bind(config: &WatchdogConfig) -> Result<Listening, WatchdogError> {
+        match config.socket.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+            Some(path) => {
+                let listen = |source| WatchdogError::Listen {
+                    addr: path.display().to_string(),
+                    source,
+                };
+                // A socket left by an earlier run of this replica; anything else stays.
+                if std::fs::symlink_metadata(path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    std::fs::remove_file(path).map_err(listen)?;
+                }
+                tokio::net::UnixListener::bind(path)
+                    .map(Listening::Unix)
+                    .map_err(listen)
+            }
+            None => tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map(Listening::Tcp)
+                .map_err(|source| WatchdogError::Listen {
+                    addr: config.listen.to_string(),
+                    source,
+                }),
+        }
+    }
+
+    /// Where it listens, for the start-up line.
+    fn describe(&self) -> std::io::Result<String> {
+        Ok(match self {
+            Listening::Tcp(listener) => listener.local_addr()?.to_string(),
+            Listening::Unix(listener) => match listener.local_addr()?.as_pathname() {
+                Some(path) => format!("unix:{}", path.display()),
+                None => "an unnamed unix socket".to_owned(),
+            },
+        })
+    }
 }
 
 /// The deployment the embedded process provider runs: the watchdog's whole environment
@@ -195,7 +249,10 @@ fn deployment(config: &WatchdogConfig) -> FunctionDeployment {
     let mut spec = FunctionDeployment {
         service: config.name.clone(),
         env_process: Some(config.fprocess.clone()),
-        env_vars: std::env::vars().collect(),
+        // Less the watchdog's own socket: the function gets one of its own, or a port.
+        env_vars: std::env::vars()
+            .filter(|(k, _)| k != crate::provider::process::ENV_SOCKET)
+            .collect(),
         ..FunctionDeployment::default()
     };
     let mode = match config.mode {

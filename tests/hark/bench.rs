@@ -9,7 +9,8 @@ use crate::util::hark_bin;
 /// The rows every `hark bench` prints (the process provider; no flags).
 const ROWS: &[&str] = &[
     "bare axum echo server (ceiling)",
-    "http mode: echo function through the gateway",
+    "http mode: echo function through the gateway (unix socket)",
+    "http mode: echo function through the gateway (tcp, hark.listen: tcp)",
     "bare server spawning cat per request (baseline)",
     "fork mode: cat through the gateway",
     "echo at /function/echo, unsigned (channel base)",

@@ -25,6 +25,7 @@ mod scaffold;
 mod schedule;
 mod secret_scope;
 mod sessions;
+mod sockets;
 mod swarm;
 mod tokens;
 mod ui;

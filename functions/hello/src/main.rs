@@ -1,15 +1,38 @@
-//! `hello`: an HTTP-mode example function. It listens on `$PORT` (127.0.0.1), and
-//! answers every request with a greeting for the name in the body, e.g. `Hello, Ada!`.
-//! It uses only the standard library and keeps connections alive, so the gateway can
-//! reuse them.
+//! `hello`: an HTTP-mode example function. It listens on the Unix socket `$HARK_SOCKET`
+//! when the gateway gives one (only the gateway and the function's own user can open
+//! it), else on `$PORT` (127.0.0.1, which every local user can reach), and answers every
+//! request with a greeting for the name in the body, e.g. `Hello, Ada!`. It uses only the
+//! standard library and keeps connections alive, so the gateway can reuse them.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
 
 /// The largest request body this function reads.
 const MAX_BODY: usize = 1024 * 1024;
 
 fn main() {
+    if let Some(path) = std::env::var_os("HARK_SOCKET").filter(|p| !p.is_empty()) {
+        let listener = match UnixListener::bind(&path) {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("hello: cannot listen on {}: {e}", path.to_string_lossy());
+                std::process::exit(1);
+            }
+        };
+        eprintln!("hello: listening on {}", path.to_string_lossy());
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let served = stream
+                    .try_clone()
+                    .and_then(|reader| serve(BufReader::new(reader), stream));
+                if let Err(e) = served {
+                    eprintln!("hello: connection error: {e}");
+                }
+            });
+        }
+        return;
+    }
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_owned());
     let listener = match TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or(8080))) {
         Ok(listener) => listener,
@@ -21,7 +44,11 @@ fn main() {
     eprintln!("hello: listening on 127.0.0.1:{port}");
     for stream in listener.incoming().flatten() {
         std::thread::spawn(move || {
-            if let Err(e) = serve(stream) {
+            let served = stream
+                .set_nodelay(true)
+                .and_then(|()| stream.try_clone())
+                .and_then(|reader| serve(BufReader::new(reader), stream));
+            if let Err(e) = served {
                 eprintln!("hello: connection error: {e}");
             }
         });
@@ -29,10 +56,7 @@ fn main() {
 }
 
 /// Serves requests on one connection until the peer closes it.
-fn serve(stream: TcpStream) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
+fn serve(mut reader: impl BufRead, mut writer: impl Write) -> std::io::Result<()> {
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line)? == 0 {
@@ -78,7 +102,7 @@ fn serve(stream: TcpStream) -> std::io::Result<()> {
     }
 }
 
-fn respond(writer: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+fn respond(writer: &mut impl Write, status: &str, body: &str) -> std::io::Result<()> {
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()

@@ -1,6 +1,7 @@
 //! `hark bench-baseline echo|spawn` (hidden): the bare servers `hark bench` measures the
 //! gateway against, each run as its own process. A request comes in on `--port`
-//! (default `$PORT`, so the echo server also serves as an HTTP-mode function) and:
+//! (default `$PORT`), or on the Unix socket `--socket` (default `$HARK_SOCKET`) when one
+//! is named — so the echo server also serves as an HTTP-mode function on either — and:
 //!
 //! - `echo`: its body goes back with its content type — a bare axum server, the ceiling
 //!   any gateway in front of it is measured against;
@@ -28,6 +29,9 @@ pub struct BaselineArgs {
     /// Port to listen on (127.0.0.1).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
+    /// Unix socket to listen on instead of the port.
+    #[arg(long, env = crate::provider::process::ENV_SOCKET)]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,10 +52,19 @@ pub async fn run(args: BaselineArgs) -> anyhow::Result<ExitCode> {
                 .with_state(Arc::new(cat))
         }
     };
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
-    axum::serve(listener, app).await?;
+    match args.socket.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => {
+            let listener = tokio::net::UnixListener::bind(&path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?;
+            axum::serve(listener, app).await?;
+        }
+        None => {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+                .await
+                .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+            axum::serve(listener, app).await?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,9 +1,12 @@
-//! HTTP mode: `replicas` long-running processes, each told its port in `PORT`. A call
-//! comes in; it is proxied over keep-alive connections to a ready replica, round robin,
-//! and the replica's response goes out. Crashed replicas are restarted with backoff;
-//! a call to a function at zero replicas starts one and waits for it.
+//! HTTP mode: `replicas` long-running processes, each told where to listen: a Unix
+//! socket in `HARK_SOCKET` (in a directory only the gateway and the function's user can
+//! open) and/or a loopback port in `PORT`, as `hark.listen` says. A call comes in; it is
+//! proxied over keep-alive connections to a ready replica, round robin, and the
+//! replica's response goes out. Crashed replicas are restarted with backoff; a call to a
+//! function at zero replicas starts one and waits for it.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,8 +16,9 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{signal_group, Launch, ENV_PORT};
-use crate::provider::upstream::{Upstream, UpstreamError};
+use super::{signal_group, Launch, ENV_PORT, ENV_SOCKET};
+use crate::function::Listen;
+use crate::provider::upstream::{Endpoint, Upstream, UpstreamError};
 use crate::provider::{Invocation, LogHub, Output, ProviderError, Replicas};
 
 /// First wait before restarting a crashed replica; doubles up to [`MAX_BACKOFF`].
@@ -25,6 +29,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// How long a stopping replica gets after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// Numbers the pools of this gateway: a pool replacing another of the same function
+/// (a redeploy) names its sockets apart from those of the one still stopping.
+static POOLS: AtomicUsize = AtomicUsize::new(0);
+
 /// The replicas of one HTTP-mode function. Cloning shares the same replicas.
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -32,14 +40,16 @@ pub(super) struct Pool {
 }
 
 struct PoolInner {
+    /// From [`POOLS`]: its replicas' sockets are `POOL-SLOT.sock`.
+    generation: usize,
     launch: Arc<Launch>,
     logs: Arc<LogHub>,
     client: Upstream,
     /// Supervisors of the replicas, one per desired replica.
     replicas: tokio::sync::Mutex<Vec<Replica>>,
     desired: AtomicU32,
-    /// Ports of the replicas that answer, by replica slot; watched by waiting calls.
-    ready: watch::Sender<Vec<(usize, u16)>>,
+    /// Where the replicas that answer listen, by replica slot; watched by waiting calls.
+    ready: watch::Sender<Vec<(usize, Arc<Endpoint>)>>,
     next: AtomicUsize,
     slots: AtomicUsize,
 }
@@ -54,6 +64,7 @@ impl Pool {
         let client = Upstream::new(Duration::from_secs(90), 64);
         Pool {
             inner: Arc::new(PoolInner {
+                generation: POOLS.fetch_add(1, Ordering::Relaxed),
                 launch,
                 logs,
                 client,
@@ -112,7 +123,7 @@ impl Pool {
                 self.scale(1).await;
             }
         }
-        let (mut port, mut others) = self.ready_port(deadline).await?;
+        let (mut endpoint, mut others) = self.ready_endpoint(deadline).await?;
         let answer = loop {
             let limit = deadline.saturating_duration_since(Instant::now());
             // A call that never reached its replica (it died a moment ago and the
@@ -122,19 +133,13 @@ impl Pool {
             let sent = self
                 .inner
                 .client
-                .send(
-                    &format!("127.0.0.1:{port}"),
-                    call,
-                    &[],
-                    limit,
-                    launch.max_response,
-                )
+                .send_to(&endpoint, call, &[], limit, launch.max_response)
                 .await;
             match (sent, spare) {
                 (Ok(answer), _) => break answer,
                 (Err(UpstreamError::Connect(reason)), Some(copy)) => {
-                    tracing::debug!(function = %launch.name, port, reason, "replica refused the call; trying another");
-                    port = others.remove(0);
+                    tracing::debug!(function = %launch.name, %endpoint, reason, "replica refused the call; trying another");
+                    endpoint = others.remove(0);
                     call = copy;
                 }
                 (Err(e), _) => return Err(self.request_error(e)),
@@ -175,9 +180,12 @@ impl Pool {
         }
     }
 
-    /// The port of the next ready replica (round robin), and those of the other ready
-    /// replicas after it.
-    async fn ready_port(&self, deadline: Instant) -> Result<(u16, Vec<u16>), ProviderError> {
+    /// Where the next ready replica (round robin) listens, and where the other ready
+    /// replicas after it do.
+    async fn ready_endpoint(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Arc<Endpoint>, Vec<Arc<Endpoint>>), ProviderError> {
         let mut ready = self.inner.ready.subscribe();
         let wait = ready.wait_for(|ports| !ports.is_empty());
         let ports = match tokio::time::timeout_at(deadline.into(), wait).await {
@@ -191,9 +199,9 @@ impl Pool {
         };
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % ports.len();
         let others = (1..ports.len())
-            .map(|k| ports[(i + k) % ports.len()].1)
+            .map(|k| ports[(i + k) % ports.len()].1.clone())
             .collect();
-        Ok((ports[i].1, others))
+        Ok((ports[i].1.clone(), others))
     }
 }
 
@@ -206,28 +214,59 @@ async fn stop_all(replicas: Vec<Replica>) {
     }
 }
 
-/// Keeps one replica running until told to stop: start, wait for its port, serve,
-/// and on a crash start again after a growing pause.
+/// Where one replica is told to listen.
+struct Listeners {
+    /// `HARK_SOCKET`: in the function's own socket directory, one name per slot.
+    socket: Option<PathBuf>,
+    /// `PORT`.
+    port: Option<u16>,
+}
+
+/// Keeps one replica running until told to stop: start, wait for its socket or port,
+/// serve, and on a crash start again after a growing pause.
 async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receiver<()>) {
     let launch = &pool.launch;
     let instance = format!("{}-{slot}", launch.name);
     let mut backoff = FIRST_BACKOFF;
+    let socket = match (&launch.sockets, launch.listen) {
+        (Some(dir), Listen::Socket | Listen::Auto) => {
+            Some(dir.join(format!("{}-{slot}.sock", pool.generation)))
+        }
+        _ => None,
+    };
     loop {
-        let port = match free_port() {
-            Ok(port) => port,
-            Err(e) => {
-                pool.logs
-                    .push(&launch.name, &instance, format!("no free port: {e}"));
-                return;
-            }
+        let port = match launch.listen {
+            Listen::Socket => None,
+            Listen::Tcp | Listen::Auto => match free_port() {
+                Ok(port) => Some(port),
+                Err(e) => {
+                    pool.logs
+                        .push(&launch.name, &instance, format!("no free port: {e}"));
+                    return;
+                }
+            },
         };
+        let listeners = Listeners {
+            socket: socket.clone(),
+            port,
+        };
+        // A socket left by the replica's last run would look ready before it is.
+        if let Some(path) = &listeners.socket {
+            remove_socket(path);
+        }
         let started = Instant::now();
         let mut command = Command::new(&launch.program);
         command
             .args(&launch.args)
             .env_clear()
-            .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .env(ENV_PORT, port.to_string())
+            .envs(launch.env.iter().map(|(k, v)| (k, v)));
+        if let Some(port) = listeners.port {
+            command.env(ENV_PORT, port.to_string());
+        }
+        if let Some(path) = &listeners.socket {
+            command.env(ENV_SOCKET, path);
+        }
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -262,10 +301,10 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
                         logs.pump(&name, &instance, stream).await;
                     });
                 }
-                tracing::info!(function = %launch.name, instance, pid, port, "replica started");
+                tracing::info!(function = %launch.name, instance, pid, port, socket = ?listeners.socket, "replica started");
                 let exit = tokio::select! {
                     _ = &mut stop => None,
-                    status = run_until_exit(&pool, slot, port, &mut child) => Some(status),
+                    status = run_until_exit(&pool, slot, &listeners, &mut child) => Some(status),
                 };
                 pool.ready
                     .send_modify(|ports| ports.retain(|(s, _)| *s != slot));
@@ -278,6 +317,9 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
                         {
                             signal_group(pid, libc::SIGKILL);
                             let _ = child.wait().await;
+                        }
+                        if let Some(path) = &listeners.socket {
+                            remove_socket(path);
                         }
                         tracing::info!(function = %launch.name, instance, "replica stopped");
                         return;
@@ -311,22 +353,21 @@ async fn supervise(pool: Arc<PoolInner>, slot: usize, mut stop: oneshot::Receive
     }
 }
 
-/// Waits for the replica's port to accept connections, marks it ready, and returns
-/// the process's exit status when it ends.
+/// Waits for the replica's socket or port to accept connections (the socket is tried
+/// first), marks it ready there, and returns the process's exit status when it ends.
 async fn run_until_exit(
     pool: &PoolInner,
     slot: usize,
-    port: u16,
+    listeners: &Listeners,
     child: &mut tokio::process::Child,
 ) -> String {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut delay = Duration::from_millis(2);
-    loop {
+    let endpoint = loop {
         tokio::select! {
             status = child.wait() => return describe(status),
-            connected = tokio::net::TcpStream::connect(addr) => {
-                if connected.is_ok() {
-                    break;
+            accepted = accepting(listeners) => {
+                if let Some(endpoint) = accepted {
+                    break endpoint;
                 }
             }
         }
@@ -335,9 +376,38 @@ async fn run_until_exit(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_millis(100));
+    };
+    if let Endpoint::Tcp(_) = endpoint {
+        tracing::info!(function = %pool.launch.name, slot, %endpoint, "replica serves on TCP: every local user can call it directly, past the gateway's checks; listen on $HARK_SOCKET to prevent that");
     }
-    pool.ready.send_modify(|ports| ports.push((slot, port)));
+    pool.ready
+        .send_modify(|ports| ports.push((slot, Arc::new(endpoint))));
     describe(child.wait().await)
+}
+
+/// Where the replica accepts connections now: its socket, else its port.
+async fn accepting(listeners: &Listeners) -> Option<Endpoint> {
+    if let Some(path) = &listeners.socket {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Some(Endpoint::unix(path));
+        }
+    }
+    if let Some(port) = listeners.port {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Some(Endpoint::loopback(port));
+        }
+    }
+    None
+}
+
+/// Removes a replica's socket file, if there is one.
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::debug!(socket = %path.display(), error = %e, "cannot remove a replica's socket");
+        }
+    }
 }
 
 fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {

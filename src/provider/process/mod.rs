@@ -22,15 +22,22 @@ use async_trait::async_trait;
 use tokio::sync::{RwLock, Semaphore};
 
 use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
-use crate::function::{FunctionDeployment, FunctionName, Mode, ANNOTATION_WORKDIR};
+use crate::function::{FunctionDeployment, FunctionName, Listen, Mode, ANNOTATION_WORKDIR};
 
 /// Environment variable telling a function where its secret files are.
 pub const ENV_SECRETS_DIR: &str = "HARK_SECRETS_DIR";
 /// Environment variable giving every function the gateway's own URL (`http://ADDR:PORT`
 /// as `hark up` listens, loopback for a wildcard `--bind`), to call other functions.
 pub const ENV_GATEWAY_URL: &str = "HARK_GATEWAY_URL";
-/// Environment variable telling an HTTP-mode function which port to listen on.
+/// Environment variable telling an HTTP-mode function which port to listen on: a
+/// loopback port every local user can connect to (`hark.listen: tcp` or `auto`).
 pub const ENV_PORT: &str = "PORT";
+/// Environment variable telling an HTTP-mode function the Unix socket to listen on, in
+/// a directory only the gateway and the function's own user can open
+/// (`hark.listen: socket` or `auto`).
+pub const ENV_SOCKET: &str = "HARK_SOCKET";
+/// The longest socket path the kernel takes (`sun_path` holds 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
 /// Variables of the gateway's own environment that functions inherit; nothing else
 /// leaks from the gateway (its tokens, for instance).
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"];
@@ -46,6 +53,9 @@ pub struct ProcessProvider {
     sandboxing: Option<Arc<Sandboxing>>,
     /// `HARK_GATEWAY_URL` of every function.
     gateway_url: Option<String>,
+    /// Where HTTP-mode replicas get their Unix sockets, a directory per function; without
+    /// it they listen on TCP only.
+    sockets_root: Option<PathBuf>,
 }
 
 /// Where process functions reach the browser pool: the base URL of the gateway's
@@ -78,6 +88,11 @@ struct Launch {
     max_response: u64,
     /// Entered by every process of the function ([`sandbox::Sandbox::apply`]).
     sandbox: Arc<sandbox::Sandbox>,
+    /// Where its HTTP-mode replicas listen; `Auto` or `Tcp` when it has no socket
+    /// directory.
+    listen: Listen,
+    /// The directory of its replicas' sockets (0700, its user's), when it has one.
+    sockets: Option<PathBuf>,
 }
 
 struct ProcFunction {
@@ -105,12 +120,20 @@ impl ProcessProvider {
             webdriver: None,
             sandboxing: None,
             gateway_url: None,
+            sockets_root: None,
         }
     }
 
     /// Gives every function `HARK_GATEWAY_URL`: `url`, where the gateway listens.
     pub fn with_gateway_url(mut self, url: &str) -> Self {
         self.gateway_url = Some(url.to_owned());
+        self
+    }
+
+    /// Gives HTTP-mode replicas Unix sockets in a directory per function under `root`
+    /// (`DATA/sockets`).
+    pub fn with_sockets(mut self, root: PathBuf) -> Self {
+        self.sockets_root = Some(root);
         self
     }
 
@@ -145,6 +168,7 @@ impl ProcessProvider {
             webdriver: None,
             sandboxing: None,
             gateway_url: None,
+            sockets_root: None,
         }
     }
 
@@ -208,6 +232,46 @@ impl ProcessProvider {
                     .function_url(&webdriver.base, spec.service.as_str()),
             ));
         }
+        let mode = spec
+            .mode()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let mut listen = spec
+            .listen()
+            .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
+        let sockets = match (&self.sockets_root, mode, listen) {
+            (_, Mode::Fork, _) | (_, Mode::Http, Listen::Tcp) => None,
+            (Some(root), Mode::Http, _) => {
+                let dir = root.join(spec.service.as_str());
+                // A replica's socket name (`POOL-SLOT.sock`, `http.rs`) must fit.
+                if dir.as_os_str().len() + "/999999-999.sock".len() > MAX_SOCKET_PATH {
+                    if listen == Listen::Socket {
+                        return Err(ProviderError::Internal(format!(
+                            "function {}: its socket directory {} is too long for a Unix socket path ({MAX_SOCKET_PATH} bytes); use a shorter --data directory or hark.listen: tcp",
+                            spec.service,
+                            dir.display()
+                        )));
+                    }
+                    tracing::warn!(function = %spec.service, dir = %dir.display(), "socket directory too long for a Unix socket path; the function's replicas listen on TCP only");
+                    listen = Listen::Tcp;
+                    None
+                } else {
+                    make_socket_dir(root, &dir).map_err(|e| {
+                        ProviderError::io(format_args!("socket directory of {}", spec.service), &e)
+                    })?;
+                    Some(dir)
+                }
+            }
+            (None, Mode::Http, Listen::Socket) => {
+                return Err(ProviderError::BadSpec(format!(
+                "function {}: hark.listen: socket, but this provider gives no sockets (only TCP)",
+                spec.service
+            )))
+            }
+            (None, Mode::Http, Listen::Auto) => {
+                listen = Listen::Tcp;
+                None
+            }
+        };
         let sandbox = match &self.sandboxing {
             Some(sandboxing) => {
                 std::fs::DirBuilder::new()
@@ -217,8 +281,13 @@ impl ProcessProvider {
                     .map_err(|e| {
                         ProviderError::io(format_args!("secrets directory of {}", spec.service), &e)
                     })?;
-                let prepared =
-                    sandboxing.prepare(spec, &program, workdir.as_deref(), &secrets_dir)?;
+                let prepared = sandboxing.prepare(
+                    spec,
+                    &program,
+                    workdir.as_deref(),
+                    &secrets_dir,
+                    sockets.as_deref(),
+                )?;
                 env.extend(prepared.env);
                 prepared.sandbox
             }
@@ -239,6 +308,8 @@ impl ProcessProvider {
                 .max_response()
                 .map_err(|e| ProviderError::BadSpec(e.to_string()))?,
             sandbox,
+            listen,
+            sockets,
         })
     }
 
@@ -261,6 +332,23 @@ impl ProcessProvider {
             })
             .map_err(|e| ProviderError::io(format_args!("secret files of {name}"), &e))
     }
+}
+
+/// Creates `dir`, the socket directory of one function, 0700 (its user's, once the
+/// sandbox hands it over), under `root` (0711: passable, not listable). A directory left
+/// by an earlier run loses any wider permission.
+fn make_socket_dir(root: &Path, dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(root)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Writes each secret as a file named after it in `dir` (created with `dir_mode`),
@@ -400,6 +488,9 @@ impl Provider for ProcessProvider {
             pool.stop().await;
         }
         if let SecretFiles::Managed(root) = &self.secrets {
+            let _ = std::fs::remove_dir_all(root.join(name.as_str()));
+        }
+        if let Some(root) = &self.sockets_root {
             let _ = std::fs::remove_dir_all(root.join(name.as_str()));
         }
         if let Some(sandboxing) = &self.sandboxing {

@@ -16,6 +16,7 @@
 //!    now holds gets a new one, its state directory re-owned;
 //! 3. enters a Landlock domain built at deploy time: the system directories, the
 //!    function's program, working directory and secrets read-only, its state directory
+//!    and its socket directory (HTTP mode, `DATA/sockets/NAME`, 0700 and its user's)
 //!    read-write, nothing else of the file system (the data directory included); signals
 //!    to processes outside the domain (the gateway) are refused.
 //!
@@ -208,13 +209,15 @@ impl Sandboxing {
     }
 
     /// Prepares the sandbox of one function: its user, state directory, limits and
-    /// Landlock ruleset. `secrets_dir` is where its secret files are written.
+    /// Landlock ruleset. `secrets_dir` is where its secret files are written; `sockets`
+    /// the directory its HTTP-mode replicas make their sockets in, handed to its user.
     pub(super) fn prepare(
         &self,
         spec: &FunctionDeployment,
         program: &Path,
         workdir: Option<&Path>,
         secrets_dir: &Path,
+        sockets: Option<&Path>,
     ) -> Result<Prepared, ProviderError> {
         let name = spec.service.as_str();
         let bad = |message: String| ProviderError::BadSpec(format!("function {name}: {message}"));
@@ -301,6 +304,11 @@ impl Sandboxing {
                     ProviderError::io(format_args!("state directory of {name}"), &e)
                 })?;
             }
+            if let Some(dir) = sockets {
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
+                    ProviderError::io(format_args!("socket directory of {name}"), &e)
+                })?;
+            }
             for path in std::iter::once(program).chain(workdir) {
                 if let Some(blocked) = unreachable(path, uid, gid) {
                     return Err(bad(format!(
@@ -340,7 +348,7 @@ impl Sandboxing {
         read.extend(extra);
         let ruleset =
             match self.abi {
-                Some(_) => Some(ruleset(&read, &state).map_err(|e| {
+                Some(_) => Some(ruleset(&read, &state, sockets).map_err(|e| {
                     ProviderError::Internal(format!("Landlock rules of {name}: {e}"))
                 })?),
                 None => None,
@@ -348,7 +356,7 @@ impl Sandboxing {
             .flatten();
 
         let policy = format!(
-            "ids={ids:?} processes={processes:?} files={files:?} memory={memory:?} landlock={} read={read:?} write={}",
+            "ids={ids:?} processes={processes:?} files={files:?} memory={memory:?} landlock={} read={read:?} write={} sockets={sockets:?}",
             ruleset.is_some(),
             state.display()
         );
@@ -648,10 +656,14 @@ fn landlock_abi() -> Option<i32> {
     (abi > 0).then_some(abi as i32)
 }
 
-/// A Landlock ruleset: `read` readable (and executable), `state` fully writable, the
-/// rest of the file system out of reach, signals to processes outside refused. `None`
-/// when the kernel enforces nothing.
-fn ruleset(read: &[PathBuf], state: &Path) -> Result<Option<OwnedFd>, landlock::RulesetError> {
+/// A Landlock ruleset: `read` readable (and executable), `state` and `sockets` fully
+/// writable (making a socket there is `MakeSock`), the rest of the file system out of
+/// reach, signals to processes outside refused. `None` when the kernel enforces nothing.
+fn ruleset(
+    read: &[PathBuf],
+    state: &Path,
+    sockets: Option<&Path>,
+) -> Result<Option<OwnedFd>, landlock::RulesetError> {
     let abi = ABI::V6;
     let created = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -664,7 +676,7 @@ fn ruleset(read: &[PathBuf], state: &Path) -> Result<Option<OwnedFd>, landlock::
             AccessFs::from_file(abi),
         ))?
         .add_rules(landlock::path_beneath_rules(
-            [state],
+            std::iter::once(state).chain(sockets),
             AccessFs::from_all(abi),
         ))?;
     Ok(created.into())
