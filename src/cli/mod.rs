@@ -72,6 +72,7 @@ const OFFLINE_COMMANDS: &[&[&str]] = &[
     &["completions"],
     &["man"],
     &["schema"],
+    &["bench"],
 ];
 
 impl Cli {
@@ -350,7 +351,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         #[cfg(not(feature = "bench"))]
         Command::Bench(_) => Err(anyhow::anyhow!(
             "this hark was built without its benchmark harness (it keeps the gateway small); \
-             build one with it: cargo build --release --workspace --features hark/bench"
+             build one with it: cargo build --release --workspace --features bench"
         )),
         Command::Webhook(WebhookCommand::Verify(args)) => webhook::verify(args, cli.output),
         Command::Skill(command) => alexa::skill(command).await,
