@@ -289,3 +289,50 @@ async fn a_redeployed_function_keeps_answering_on_its_new_socket() {
     }
     assert_eq!(sockets_in(&gw.data.join("sockets/again")).len(), 1);
 }
+
+/// A data directory inside a directory function users cannot pass (a 0700 home or
+/// mount): replicas cannot make their sockets there, so under `auto` they listen on TCP
+/// (and the log says why), and `hark.listen: socket` is refused with the fix.
+#[tokio::test]
+async fn a_socket_directory_the_function_cannot_reach_falls_back_to_tcp_or_is_refused() {
+    if !is_root() {
+        eprintln!("skipping: only a root gateway gives functions users of their own");
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = outer.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let gw = Gateway::start_in(&data, &[]);
+    gw.deploy(json!({
+        "service": "hello",
+        "envProcess": hello_bin().display().to_string(),
+        "annotations": { "hark.mode": "http" },
+    }))
+    .await;
+    let (status, answer) = gw.invoke("hello", "Ada").await;
+    assert_eq!((status, answer.as_str()), (200, "Hello, Ada!\n"));
+    let log = strip_ansi(&gw.output_containing("its replicas listen on TCP only"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("its replicas listen on TCP only")
+                && l.contains(&outer.path().display().to_string())),
+        "{log}"
+    );
+    let refused = gw
+        .request(Method::POST, "/system/functions")
+        .json(&json!({
+            "service": "strict",
+            "envProcess": hello_bin().display().to_string(),
+            "annotations": { "hark.mode": "http", "hark.listen": "socket" },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = refused.status().as_u16();
+    let body = refused.text().await.unwrap();
+    assert!(
+        status >= 400 && body.contains("chmod o+x"),
+        "{status} {body}"
+    );
+}

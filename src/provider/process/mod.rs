@@ -238,7 +238,7 @@ impl ProcessProvider {
         let mut listen = spec
             .listen()
             .map_err(|e| ProviderError::BadSpec(e.to_string()))?;
-        let sockets = match (&self.sockets_root, mode, listen) {
+        let mut sockets = match (&self.sockets_root, mode, listen) {
             (_, Mode::Fork, _) | (_, Mode::Http, Listen::Tcp) => None,
             (Some(root), Mode::Http, _) => {
                 let dir = root.join(spec.service.as_str());
@@ -289,6 +289,21 @@ impl ProcessProvider {
                     sockets.as_deref(),
                 )?;
                 env.extend(prepared.env);
+                if let Some(blocked) = prepared.sockets_blocked {
+                    let why = format!(
+                        "its user cannot pass {} on the way to its socket directory",
+                        blocked.display()
+                    );
+                    if listen == Listen::Socket {
+                        return Err(ProviderError::BadSpec(format!(
+                            "function {}: hark.listen: socket, but {why}; let others pass it (chmod o+x), or use a --data directory they can",
+                            spec.service
+                        )));
+                    }
+                    tracing::warn!(function = %spec.service, blocked = %blocked.display(), "{why}: its replicas listen on TCP only (chmod o+x that directory to give them sockets)");
+                    listen = Listen::Tcp;
+                    sockets = None;
+                }
                 prepared.sandbox
             }
             None => Arc::new(sandbox::Sandbox::off()),

@@ -132,6 +132,9 @@ pub(super) struct Prepared {
     pub sandbox: Arc<Sandbox>,
     /// `HARK_STATE_DIR`, `TMPDIR` and `HOME` pointing into its state directory.
     pub env: Vec<(String, String)>,
+    /// The directory above the socket directory that the function's user cannot pass
+    /// (a data directory inside a 0700 home or mount): its replicas cannot make sockets.
+    pub sockets_blocked: Option<PathBuf>,
 }
 
 impl Sandboxing {
@@ -234,6 +237,7 @@ impl Sandboxing {
             return Ok(Prepared {
                 sandbox: Arc::new(Sandbox::off()),
                 env: vec![(ENV_STATE_DIR.to_owned(), state.display().to_string())],
+                sockets_blocked: None,
             });
         }
         let limit = |key: &'static str| -> Result<Option<u64>, ProviderError> {
@@ -298,6 +302,7 @@ impl Sandboxing {
             None
         };
 
+        let mut sockets_blocked = None;
         if let Some((uid, gid)) = ids {
             for dir in [&state, &tmp] {
                 std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
@@ -308,6 +313,7 @@ impl Sandboxing {
                 std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| {
                     ProviderError::io(format_args!("socket directory of {name}"), &e)
                 })?;
+                sockets_blocked = unreachable(dir, uid, gid);
             }
             for path in std::iter::once(program).chain(workdir) {
                 if let Some(blocked) = unreachable(path, uid, gid) {
@@ -380,6 +386,7 @@ impl Sandboxing {
                 policy,
             }),
             env,
+            sockets_blocked,
         })
     }
 
