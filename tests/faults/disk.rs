@@ -117,6 +117,33 @@ async fn call(gw: &Gateway, call_id: &str) -> u16 {
 }
 
 /// Waits until every queued call is done; panics on a dead or stuck one after 30 s.
+/// Waits until `function` has at least `count` activation records in the store.
+async fn wait_activations(gw: &Gateway, function: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let records: serde_json::Value = gw
+            .request(
+                reqwest::Method::GET,
+                &format!("/system/activations?function={function}&limit=1000"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let written = records.as_array().map_or(0, Vec::len);
+        if written >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{written} of {count} activation records of {function} written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn wait_all_done(gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -190,6 +217,9 @@ async fn a_full_or_read_only_disk_gives_clear_503s_and_no_corruption() {
         assert_eq!(status, 202, "{body}");
     }
     wait_all_done(&gw).await;
+    // Activation records are written in batches a moment after each call (20 ms here):
+    // the fault comes once those of the calls before it are committed.
+    wait_activations(&gw, "hello", 100).await;
 
     // Async calls that run while the disk fills up: their outcomes cannot be written.
     gw.deploy_sh(
