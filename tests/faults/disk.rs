@@ -117,57 +117,54 @@ async fn call(gw: &Gateway, call_id: &str) -> u16 {
 }
 
 /// Waits until every queued call is done; panics on a dead or stuck one after 30 s.
-/// Waits until `function` has at least `count` activation records in the store.
-async fn wait_activations(gw: &Gateway, function: &str, count: usize) {
+/// Reads the JSON list at `path` every `every` until `unfinished` finds nothing left to
+/// wait for in it; after 30 s the test fails with what `unfinished` last said.
+async fn wait_list(
+    gw: &Gateway,
+    path: &str,
+    every: Duration,
+    unfinished: impl Fn(&[serde_json::Value]) -> Option<String>,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let records: serde_json::Value = gw
-            .request(
-                reqwest::Method::GET,
-                &format!("/system/activations?function={function}&limit=1000"),
-            )
+        let list: serde_json::Value = gw
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        let written = records.as_array().map_or(0, Vec::len);
-        if written >= count {
+        let Some(left) = unfinished(list.as_array().map_or(&[][..], Vec::as_slice)) else {
             return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{written} of {count} activation records of {function} written"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(Instant::now() < deadline, "{left}");
+        tokio::time::sleep(every).await;
     }
 }
 
+/// Waits until `function` has at least `count` activation records in the store.
+async fn wait_activations(gw: &Gateway, function: &str, count: usize) {
+    let path = format!("/system/activations?function={function}&limit=1000");
+    wait_list(gw, &path, Duration::from_millis(20), |records| {
+        let written = records.len();
+        (written < count)
+            .then(|| format!("{written} of {count} activation records of {function} written"))
+    })
+    .await;
+}
+
 async fn wait_all_done(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let queue: serde_json::Value = gw
-            .request(reqwest::Method::GET, "/system/queue?limit=1000")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let pending: Vec<_> = queue
-            .as_array()
-            .map(|a| a.iter().filter(|c| c["state"] != "done").cloned().collect())
-            .unwrap_or_default();
-        if pending.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "async calls not done: {pending:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_list(
+        gw,
+        "/system/queue?limit=1000",
+        Duration::from_millis(100),
+        |calls| {
+            let pending: Vec<_> = calls.iter().filter(|c| c["state"] != "done").collect();
+            (!pending.is_empty()).then(|| format!("async calls not done: {pending:?}"))
+        },
+    )
+    .await;
 }
 
 /// Tries async calls of 16 KiB until the store refuses one (at most `tries`); the ids
