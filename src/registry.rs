@@ -162,6 +162,8 @@ impl Registry {
                 }
             }
         }
+        self.dispatcher
+            .set_secrets(&spec.service, secrets.iter().map(|(_, v)| v.clone()));
         self.provider
             .deploy(Deployment {
                 spec: spec.clone(),

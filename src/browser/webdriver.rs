@@ -136,7 +136,6 @@ pub fn public_routes() -> Router<Arc<AppState>> {
 pub fn documented_routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(system_status))
-        .routes(routes!(activation))
         .routes(routes!(screenshot))
 }
 
@@ -390,37 +389,6 @@ async fn system_status(
 
 /// Header of `GET /system/activations/ID/screenshot` naming the page's URL.
 pub const HEADER_PAGE_URL: &str = "x-hark-page-url";
-
-/// `GET /system/activations/ID`: one activation, with its screenshot's URL when a failed
-/// browser call left one.
-#[utoipa::path(get, path = "/system/activations/{call_id}", tag = "activations", description = "One activation record; `screenshot` names the failure screenshot when a browser call left one.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), responses((status = 200, description = "The activation", body = Object), (status = 404, description = "No such activation", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
-async fn activation(
-    State(state): State<Arc<AppState>>,
-    headers: http::HeaderMap,
-    Path(call_id): Path<String>,
-) -> Result<Response, crate::error::ApiError> {
-    state
-        .auth
-        .check(&headers, crate::auth::scope::FUNCTIONS_READ)
-        .await?;
-    let store = &state.registry.store;
-    let Some(activation) = store.activation(&call_id).await? else {
-        return Err(crate::error::ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no activation with call id {call_id}"),
-        ));
-    };
-    let mut body = serde_json::to_value(&activation).unwrap_or_default();
-    if let Some(shot) = store.screenshot(&call_id).await? {
-        body["screenshot"] = json!({
-            "url": shot.url,
-            "bytes": shot.png.len(),
-            "takenAt": shot.taken_at,
-            "path": format!("/system/activations/{call_id}/screenshot"),
-        });
-    }
-    Ok(Json(body).into_response())
-}
 
 /// `GET /system/activations/ID/screenshot`: the PNG of the last page a failed browser
 /// call showed; its URL in [`HEADER_PAGE_URL`].

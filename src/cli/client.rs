@@ -64,7 +64,11 @@ impl Gateway {
 
     /// Sends `request` and fails on a non-2xx answer with the gateway's message.
     pub async fn expect_ok(&self, request: RequestBuilder) -> anyhow::Result<Response> {
-        let response = self.send(request).await?;
+        Self::success(self.send(request).await?).await
+    }
+
+    /// `response` when it is a 2xx answer; otherwise an error with the gateway's message.
+    pub async fn success(response: Response) -> anyhow::Result<Response> {
         if response.status().is_success() {
             return Ok(response);
         }

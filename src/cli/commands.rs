@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use comfy_table::{presets::NOTHING, Table};
+use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use reqwest::Method;
 use serde::Serialize;
@@ -102,6 +103,10 @@ pub async fn run(
             show: Some(super::ActivationsCommand::Show { id, screenshot }),
             ..
         } => activation_show(&gw, &id, screenshot, output).await,
+        Command::Activations {
+            show: Some(super::ActivationsCommand::Replay { id, function }),
+            ..
+        } => activation_replay(&gw, &id, function, output).await,
         Command::Activations {
             function,
             limit,
@@ -356,6 +361,9 @@ async fn invoke(gw: &Gateway, call: Call<'_>) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Prints a function's log lines. They come as server-sent events; with `follow`, a
+/// stream that ends (the gateway stopped or restarted) is opened again, resuming after
+/// the last line printed, until the user stops the command.
 async fn logs(
     gw: &Gateway,
     name: &str,
@@ -372,19 +380,32 @@ async fn logs(
     if let Some(s) = since {
         query.push(("since", s));
     }
-    let response = gw
-        .expect_ok(gw.request(Method::GET, "/system/logs").query(&query))
-        .await?;
-    let mut stream = response.bytes_stream();
-    let mut pending = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        pending.extend_from_slice(&chunk.context("reading logs")?);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
+    let mut last_id: Option<String> = None;
+    let mut reconnecting = false;
+    loop {
+        let mut request = gw
+            .request(Method::GET, "/system/logs")
+            .query(&query)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = if reconnecting {
+            reconnect(request).await?
+        } else {
+            gw.expect_ok(request).await?
+        };
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { break };
+            if event.event != "message" {
+                continue;
+            }
             match output {
-                Output::Json => std::io::stdout().write_all(&line)?,
+                Output::Json => println!("{}", event.data),
                 Output::Table => {
-                    let l: LogLine = serde_json::from_slice(&line).context("reading a log line")?;
+                    let l: LogLine =
+                        serde_json::from_str(&event.data).context("reading a log line")?;
                     println!(
                         "{} {} {}",
                         l.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
@@ -393,9 +414,32 @@ async fn logs(
                     );
                 }
             }
+            last_id = Some(event.id);
         }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("hark: the log stream ended (the gateway stopped or restarted); reconnecting");
+        reconnecting = true;
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends `request` until the gateway answers it: while the request fails (refused, reset
+/// or cut off) or is answered 502/503 (stopping, starting, or behind a proxy that has no
+/// gateway yet), it waits a little longer each time, up to 5 s. Any other answer that is
+/// not a success is an error.
+async fn reconnect(request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let attempt = request.try_clone().context("repeating the request")?;
+        match attempt.send().await {
+            Ok(r) if !matches!(r.status().as_u16(), 502 | 503) => return Gateway::success(r).await,
+            // Refused, reset or cut off: a gateway going down or coming up.
+            Ok(_) | Err(_) => {}
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 fn secret_value(value: &SecretValue) -> anyhow::Result<Vec<u8>> {
@@ -556,12 +600,108 @@ async fn activation_show(
     if record.get("error").is_some() {
         println!("error:     {}", text("error"));
     }
+    if let Some(story) = record.get("story") {
+        print_story(story);
+    }
     if let Some(path) = saved {
         let url = record["screenshot"]["url"].as_str().unwrap_or("-");
         println!("page:      {url}");
         println!("screenshot saved to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `hark activations replay ID [--function OTHER]`: runs the kept request again and
+/// prints the new call's id and how its answer differs from the first.
+async fn activation_replay(
+    gw: &Gateway,
+    id: &str,
+    function: Option<String>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let response = gw
+        .expect_ok(
+            gw.request(
+                Method::POST,
+                &format!("/system/activations/{encoded}/replay"),
+            )
+            .json(&serde_json::json!({ "function": function })),
+        )
+        .await?;
+    let replayed: serde_json::Value = response.json().await.context("reading the replay")?;
+    if output == Output::Json {
+        print_json(&replayed)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "replayed {id} as {} ({} answered {})",
+        replayed["callId"].as_str().unwrap_or("-"),
+        replayed["function"].as_str().unwrap_or("-"),
+        replayed["status"]
+    );
+    if replayed["same"] == true {
+        println!("the same answer as the first call");
+    } else if let Some(diff) = replayed["diff"].as_str().filter(|d| !d.is_empty()) {
+        print!("{diff}");
+    }
+    for note in replayed["notes"].as_array().map_or(&[][..], Vec::as_slice) {
+        println!("note: {}", note.as_str().unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The story of an activation, for a terminal: its request, answer and log lines, each
+/// body's first lines (`-o json` has all that is kept).
+fn print_story(story: &serde_json::Value) {
+    let body = |b: &serde_json::Value| {
+        let size = b["size"].as_u64().unwrap_or(0);
+        let cut = if b["truncated"] == true { ", cut" } else { "" };
+        let shown = match b["text"].as_str() {
+            Some(text) => text
+                .lines()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n           "),
+            None => format!(
+                "(binary, {})",
+                b["contentType"].as_str().unwrap_or("no content type")
+            ),
+        };
+        format!("({size} bytes{cut}) {shown}")
+    };
+    let request = &story["request"];
+    let query = request["query"]
+        .as_str()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    println!(
+        "request:   {} {}{query} {}",
+        request["method"].as_str().unwrap_or("-"),
+        request["path"].as_str().unwrap_or("-"),
+        body(&request["body"])
+    );
+    match story.get("response") {
+        Some(response) => println!(
+            "answer:    {} {}",
+            response["status"],
+            body(&response["body"])
+        ),
+        None => println!("answer:    none"),
+    }
+    let lines = story["logs"].as_array().map_or(&[][..], Vec::as_slice);
+    println!(
+        "log lines: {} (told by {})",
+        lines.len(),
+        story["logsBy"].as_str().unwrap_or("-")
+    );
+    for line in lines {
+        println!(
+            "  {} {}",
+            line["instance"].as_str().unwrap_or("-"),
+            line["text"].as_str().unwrap_or("")
+        );
+    }
 }
 
 async fn schedules(gw: &Gateway, output: Output) -> anyhow::Result<ExitCode> {

@@ -176,7 +176,8 @@ pub enum Command {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
-    /// List recent invocations (`activations show CALL_ID` for one).
+    /// List recent invocations (`activations show CALL_ID` for one, `activations replay
+    /// CALL_ID` to run one again).
     Activations {
         /// Only this function's.
         #[arg(long)]
@@ -300,6 +301,15 @@ pub enum ActivationsCommand {
         /// Where to save the screenshot [default: ./CALL_ID.png].
         #[arg(long)]
         screenshot: Option<PathBuf>,
+    },
+    /// Run an activation's kept request again as a new call, and show how the answer
+    /// differs (channel replies are not sent again).
+    Replay {
+        /// The call id.
+        id: String,
+        /// Run it against this function instead.
+        #[arg(long)]
+        function: Option<String>,
     },
 }
 

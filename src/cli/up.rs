@@ -71,6 +71,14 @@ pub struct UpArgs {
     /// less free space than this (0: never).
     #[arg(long, env = "HARK_MIN_FREE_DISK", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
     pub min_free_disk: u64,
+    /// Each activation keeps what its function was given and answered, each body cut at
+    /// this many bytes (0: keep no request, answer or log lines with activations).
+    #[arg(long, env = "HARK_HISTORY_MAX_BODY", default_value = "64KiB", value_parser = crate::function::parse_bytes)]
+    pub history_max_body: u64,
+    /// Most bytes of those kept activation stories in all; the oldest go first, their
+    /// activation records stay.
+    #[arg(long, env = "HARK_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
+    pub history_max_bytes: u64,
     /// Most bytes of request bodies held at once over all requests (503 above it).
     #[arg(long, env = "HARK_MAX_BODY_TOTAL", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
     pub max_body_total: u64,
@@ -325,6 +333,8 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     };
     tracing::info!(provider = provider.name(), "provider ready");
     let dispatcher = Arc::new(Dispatcher::new(provider.clone(), store.clone()).await?);
+    dispatcher.set_max_body(usize::try_from(args.history_max_body).unwrap_or(usize::MAX));
+    store.set_stories_max_bytes(args.history_max_bytes);
     dispatcher.set_browser(browser.clone());
     let registry = Registry::new(store, provider, dispatcher);
 

@@ -5,9 +5,11 @@
 pub mod admission;
 pub mod queue;
 pub mod schedule;
+pub mod story;
 pub mod trigger;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,9 +18,11 @@ use chrono::Utc;
 use crate::error::provider_status;
 use crate::function::FunctionName;
 use crate::provider::{Invocation, Output, Provider, ProviderError};
+use crate::store::story::Later;
 use crate::store::{Activation, Store};
 use crate::telemetry::meters::FunctionMeters;
 
+pub use story::Redactor;
 pub use trigger::Trigger;
 
 /// Runs calls and keeps their records.
@@ -30,6 +34,10 @@ pub struct Dispatcher {
     browser: std::sync::OnceLock<crate::browser::BrowserPool>,
     /// The OpenFaaS `gateway_*` metrics of each function.
     meters: FunctionMeters,
+    /// What each function's stories must not show: its secrets' values.
+    redactors: Mutex<HashMap<FunctionName, Arc<Redactor>>>,
+    /// The cap of each body kept in a story; 0 keeps no story.
+    max_body: AtomicUsize,
 }
 
 impl Dispatcher {
@@ -50,7 +58,27 @@ impl Dispatcher {
             counts: Mutex::new(counts),
             browser: std::sync::OnceLock::new(),
             meters: FunctionMeters::default(),
+            redactors: Mutex::new(HashMap::new()),
+            max_body: AtomicUsize::new(story::DEFAULT_MAX_BODY),
         })
+    }
+
+    /// Keeps at most `max` bytes of each request and answer body in an activation's
+    /// story; 0 keeps no story at all.
+    pub fn set_max_body(&self, max: usize) {
+        self.max_body.store(max, Ordering::Relaxed);
+    }
+
+    /// The secret values `name` was deployed with, hidden from its stories.
+    pub fn set_secrets(&self, name: &FunctionName, values: impl IntoIterator<Item = Vec<u8>>) {
+        let redactor = Arc::new(Redactor::new(values));
+        let mut redactors = self.redactors.lock().unwrap_or_else(|e| e.into_inner());
+        redactors.insert(name.clone(), redactor);
+    }
+
+    fn redactor(&self, name: &FunctionName) -> Arc<Redactor> {
+        let redactors = self.redactors.lock().unwrap_or_else(|e| e.into_inner());
+        redactors.get(name).cloned().unwrap_or_default()
     }
 
     /// Ends browser leases with their calls, and keeps the screenshot of a failed one.
@@ -68,6 +96,9 @@ impl Dispatcher {
         let started_at = Utc::now();
         let clock = Instant::now();
         let call_id = call.call_id.clone();
+        let max_body = self.max_body.load(Ordering::Relaxed);
+        // What the story needs of the call, kept only when stories are.
+        let told = (max_body > 0).then(|| (call.clone(), self.provider.logs().mark()));
         self.meters.started(name);
         let result = self.provider.invoke(name, call).await;
         let duration = clock.elapsed();
@@ -102,15 +133,43 @@ impl Dispatcher {
             duration_ms = duration.as_secs_f64() * 1000.0,
             "invoked"
         );
-        self.store.record(Activation {
-            call_id,
-            function: name.to_string(),
-            trigger: trigger.as_str().to_owned(),
-            status,
-            duration_ms: duration.as_secs_f64() * 1000.0,
-            started_at,
-            error,
+        let story = told.map(|(call, start)| {
+            let redactor = self.redactor(name);
+            let answer = result.as_ref().ok();
+            let mut story = redactor.story(&call, answer, max_body);
+            let hub = self.provider.logs().clone();
+            let lines = story::CallLines {
+                end: hub.mark(),
+                hub,
+                name: name.clone(),
+                call_id: call.call_id,
+                instance: answer.and_then(|a| a.instance.clone()),
+                start,
+            };
+            if lines.complete() {
+                lines.tell(&redactor, &mut story);
+                (story, None)
+            } else {
+                let later = Later {
+                    ready_at: Instant::now() + story::SETTLE,
+                    finish: Box::new(move |story| lines.tell(&redactor, story)),
+                };
+                (story, Some(later))
+            }
         });
+        self.store.record(
+            Activation {
+                call_id,
+                function: name.to_string(),
+                trigger: trigger.as_str().to_owned(),
+                status,
+                duration_ms: duration.as_secs_f64() * 1000.0,
+                started_at,
+                error,
+                replay_of: None,
+            },
+            story,
+        );
         result
     }
 

@@ -21,11 +21,13 @@ pub enum Trigger {
     Github,
     /// A `hooks:` route of `hark.yml`.
     Hook,
+    /// An activation run again (`POST /system/activations/ID/replay`).
+    Replay,
 }
 
 impl Trigger {
     /// Every trigger, in the order the UI lists them.
-    pub const ALL: [Trigger; 8] = [
+    pub const ALL: [Trigger; 9] = [
         Trigger::Http,
         Trigger::Ui,
         Trigger::Async,
@@ -34,6 +36,7 @@ impl Trigger {
         Trigger::Slack,
         Trigger::Github,
         Trigger::Hook,
+        Trigger::Replay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Trigger {
             Trigger::Slack => "slack",
             Trigger::Github => "github",
             Trigger::Hook => "hook",
+            Trigger::Replay => "replay",
         }
     }
 }

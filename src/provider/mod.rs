@@ -9,6 +9,7 @@ pub mod process;
 pub mod swarm;
 pub mod upstream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::function::{FunctionDeployment, FunctionName, Usage};
-pub use logs::{LogHub, LogLine};
+pub use logs::{Cursor, LogHub, LogLine, Logged, Start};
 
 /// What a provider needs to start a function.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct Output {
     pub body: Bytes,
     /// What went wrong, for the activation record, when the function failed.
     pub error: Option<String>,
+    /// The process that ran this call alone (fork mode), whose log lines are the call's.
+    pub instance: Option<String>,
 }
 
 /// Replica counts of one function.
@@ -142,7 +145,7 @@ pub trait Provider: Send + Sync {
     }
 
     /// Where the function's output lines are kept.
-    fn logs(&self) -> &LogHub;
+    fn logs(&self) -> &Arc<LogHub>;
 
     /// Stops every process, waiting a little for them to end.
     async fn shutdown(&self);

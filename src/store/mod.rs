@@ -6,6 +6,7 @@
 //! sealed (AES-256-GCM) with a key kept outside the database ([`sealed`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ mod tokens;
 pub use tokens::{TokenRecord, TokenStanding, UiSession};
 pub mod sealed;
 pub use sealed::{KeyError, KeySource, SecretKey};
+pub mod story;
+pub use story::Story;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,9 @@ pub struct Activation {
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The call this one replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 /// The SQLite store. Cloning shares the connection.
@@ -103,6 +109,8 @@ pub struct Activation {
 pub struct Store {
     conn: Db,
     activations: mpsc::UnboundedSender<Write>,
+    /// The most bytes of stories kept; older ones go first (their records stay).
+    stories_max: Arc<AtomicU64>,
     enqueues: GroupCommit<QueuedCall, bool>,
     finishes: GroupCommit<Finish, ()>,
     key: Arc<SecretKey>,
@@ -235,9 +243,11 @@ impl Store {
         conn.execute_batch(screenshot::SCHEMA)?;
         conn.execute_batch(tokens::SCHEMA)?;
         queue::migrate(&conn)?;
+        story::migrate(&conn)?;
         let conn = Db::start(conn)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_activations(conn.clone(), rx));
+        let stories_max = Arc::new(AtomicU64::new(story::DEFAULT_MAX_BYTES));
+        tokio::spawn(write_activations(conn.clone(), rx, stories_max.clone()));
         let enqueues = group_commit(
             conn.clone(),
             1024,
@@ -253,6 +263,7 @@ impl Store {
         Ok(Store {
             conn,
             activations: tx,
+            stories_max,
             enqueues,
             finishes,
             key,
@@ -462,11 +473,64 @@ impl Store {
         .await
     }
 
-    /// Queues an activation record for the background writer.
-    pub fn record(&self, activation: Activation) {
-        if self.activations.send(Write::Record(activation)).is_err() {
+    /// Queues an activation record, with its story when one was told (and the work left
+    /// on it, done just before it is written), for the background writer.
+    pub fn record(&self, activation: Activation, story: Option<(Story, Option<story::Later>)>) {
+        let (story, later) = story.map_or((None, None), |(s, l)| (Some(s), l));
+        let record = Box::new(Record {
+            activation,
+            story,
+            later,
+        });
+        if self.activations.send(Write::Record(record)).is_err() {
             tracing::error!("activation writer has stopped; record dropped");
         }
+    }
+
+    /// Marks the newest activation of `call_id` as a replay of `original` (once its
+    /// record is written).
+    pub async fn link_replay(&self, call_id: &str, original: &str) -> Result<(), StoreError> {
+        self.flush().await;
+        let (call_id, original) = (call_id.to_owned(), original.to_owned());
+        self.with_mut(move |c| {
+            c.execute(
+                "UPDATE activations SET replay_of = ?2 WHERE rowid =
+                 (SELECT MAX(rowid) FROM activations WHERE call_id = ?1)",
+                params![call_id, original],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Keeps at most `max` bytes of activation stories; older stories are dropped
+    /// first, their records kept.
+    pub fn set_stories_max_bytes(&self, max: u64) {
+        self.stories_max.store(max, Ordering::Relaxed);
+    }
+
+    /// The newest activation of call `call_id`, with its story when it is still kept.
+    pub async fn activation(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(Activation, Option<Story>)>, StoreError> {
+        self.flush().await;
+        let call_id = call_id.to_owned();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT call_id, function, trigger, status, duration_ms, started_at, error, replay_of, story
+                     FROM activations WHERE call_id = ?1 ORDER BY rowid DESC LIMIT 1",
+                    [call_id],
+                    |r| Ok((activation_row(r)?, r.get::<_, Option<String>>(8)?)),
+                )
+                .optional()?;
+            Ok(row.map(|(activation, story)| {
+                let story = story.and_then(|json| serde_json::from_str(&json).ok());
+                (activation, story)
+            }))
+        })
+        .await
     }
 
     /// Waits until every activation recorded so far is written.
@@ -488,21 +552,11 @@ impl Store {
         let function = function.map(|f| f.to_string());
         self.with(move |c| {
             let mut stmt = c.prepare(
-                "SELECT call_id, function, trigger, status, duration_ms, started_at, error
+                "SELECT call_id, function, trigger, status, duration_ms, started_at, error, replay_of
                  FROM activations WHERE (?1 IS NULL OR function = ?1)
                  ORDER BY started_at DESC, rowid DESC LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![function, limit], |r| {
-                Ok(Activation {
-                    call_id: r.get(0)?,
-                    function: r.get(1)?,
-                    trigger: r.get(2)?,
-                    status: r.get(3)?,
-                    duration_ms: r.get(4)?,
-                    started_at: r.get(5)?,
-                    error: r.get(6)?,
-                })
-            })?;
+            let rows = stmt.query_map(params![function, limit], activation_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -520,66 +574,178 @@ impl Store {
     }
 }
 
+/// An activation's record as it is read back: the columns of `activations` in order.
+fn activation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Activation> {
+    Ok(Activation {
+        call_id: r.get(0)?,
+        function: r.get(1)?,
+        trigger: r.get(2)?,
+        status: r.get(3)?,
+        duration_ms: r.get(4)?,
+        started_at: r.get(5)?,
+        error: r.get(6)?,
+        replay_of: r.get(7)?,
+    })
+}
+
+/// An activation on its way to the store.
+struct Record {
+    activation: Activation,
+    story: Option<Story>,
+    later: Option<story::Later>,
+}
+
 /// What the activation writer is asked to do.
 enum Write {
-    Record(Activation),
+    Record(Box<Record>),
     Flush(oneshot::Sender<()>),
+    /// Try the kept records again (the writer's own, after a pause).
+    Retry,
 }
 
 /// Writes queued activations in one transaction per batch, until the store is dropped.
 /// A batch gathers for at most `LINGER` after its first record (less when it fills or
 /// someone asks for a flush): under load, one commit carries hundreds of records instead
 /// of the few that arrived while the last commit ran.
-async fn write_activations(conn: Db, mut rx: mpsc::UnboundedReceiver<Write>) {
+///
+/// A batch that cannot be written (a full disk) is kept and written again with the next
+/// one, or after a pause that doubles up to `RETRY_MAX` when nothing new arrives; only
+/// past `KEPT_UNWRITTEN` records do the oldest go, counted in an error line. A flush
+/// answers once its batch was tried, so readers never wait on a full disk.
+async fn write_activations(
+    conn: Db,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    stories_max: Arc<AtomicU64>,
+) {
     const BATCH: usize = 512;
     const LINGER: Duration = Duration::from_millis(20);
+    const RETRY_FIRST: Duration = Duration::from_millis(250);
+    const RETRY_MAX: Duration = Duration::from_secs(10);
+    const KEPT_UNWRITTEN: usize = 64 * BATCH;
     let mut written: u64 = 0;
-    while let Some(first) = rx.recv().await {
-        let flushing = matches!(first, Write::Flush(_));
-        let mut batch = vec![first];
-        if !flushing {
-            let _ = tokio::time::timeout(LINGER, async {
-                while batch.len() < BATCH {
-                    match rx.recv().await {
-                        Some(write) => {
-                            let flush = matches!(write, Write::Flush(_));
-                            batch.push(write);
-                            if flush {
-                                break;
+    let mut unwritten: Vec<Box<Record>> = Vec::new();
+    // Story bytes written since stories were last pruned.
+    let mut told: u64 = 0;
+    let mut retry = RETRY_FIRST;
+    let mut open = true;
+    while open {
+        let first = if unwritten.is_empty() {
+            rx.recv().await
+        } else {
+            // Waiting with records kept: a new one, or the end of the pause, ends the wait.
+            match tokio::time::timeout(retry, rx.recv()).await {
+                Ok(first) => first,
+                Err(_paused) => Some(Write::Retry),
+            }
+        };
+        let mut batch: Vec<Write> = Vec::new();
+        match first {
+            None => open = false,
+            Some(Write::Retry) => {}
+            Some(first) => {
+                let flushing = matches!(first, Write::Flush(_));
+                batch.push(first);
+                if !flushing {
+                    let _ = tokio::time::timeout(LINGER, async {
+                        while batch.len() < BATCH {
+                            match rx.recv().await {
+                                Some(write) => {
+                                    let flush = matches!(write, Write::Flush(_));
+                                    batch.push(write);
+                                    if flush {
+                                        break;
+                                    }
+                                }
+                                None => break,
                             }
                         }
-                        None => break,
-                    }
+                    })
+                    .await;
                 }
-            })
-            .await;
-        }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        let prune = written / BATCH as u64 != (written + batch.len() as u64) / BATCH as u64;
-        written += batch.len() as u64;
-        let result = conn
-            .run(move |conn| {
-                let outcome = insert_batch(conn, &batch, prune);
-                (outcome, batch)
-            })
-            .await;
-        match result {
-            Ok((outcome, batch)) => {
-                if let Err(e) = outcome {
-                    tracing::error!(error = %e, "writing activation records failed");
-                }
-                for write in batch {
-                    if let Write::Flush(done) = write {
-                        let _ = done.send(());
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
                     }
                 }
             }
-            Err(e) => tracing::error!(error = %e, "activation writer task failed"),
+        }
+        let mut records = std::mem::take(&mut unwritten);
+        let mut flushes = Vec::new();
+        for write in batch {
+            match write {
+                Write::Record(record) => records.push(record),
+                Write::Flush(done) => flushes.push(done),
+                Write::Retry => {}
+            }
+        }
+        if !records.is_empty() {
+            finish_stories(&mut records).await;
+            let max = stories_max.load(Ordering::Relaxed);
+            let prune = written / BATCH as u64 != (written + records.len() as u64) / BATCH as u64
+                || told > max / 16;
+            let result = conn
+                .run(move |conn| {
+                    let outcome = insert_activations(conn, &records, prune.then_some(max));
+                    (outcome, records)
+                })
+                .await;
+            match result {
+                Ok((Ok(bytes), records)) => {
+                    if retry != RETRY_FIRST {
+                        tracing::info!(
+                            records = records.len(),
+                            "activation records written again after a failure"
+                        );
+                    }
+                    written += records.len() as u64;
+                    told = if prune { 0 } else { told + bytes };
+                    retry = RETRY_FIRST;
+                }
+                Ok((Err(e), mut records)) => {
+                    let dropped = records.len().saturating_sub(KEPT_UNWRITTEN);
+                    records.drain(..dropped);
+                    // Kept in memory until the disk has room: records, not their bodies.
+                    for record in &mut records {
+                        record.story = None;
+                    }
+                    tracing::error!(
+                        error = %e,
+                        kept = records.len(),
+                        dropped,
+                        retry_in_ms = retry.as_millis() as u64,
+                        "writing activation records failed; they are kept (without their stories) and written again"
+                    );
+                    unwritten = records;
+                    retry = (retry * 2).min(RETRY_MAX);
+                }
+                Err(e) => tracing::error!(error = %e, "activation writer task failed"),
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
+    if !unwritten.is_empty() {
+        tracing::error!(
+            lost = unwritten.len(),
+            "the store closed before these activation records could be written"
+        );
+    }
+}
+
+/// Does the work left on the stories of `records`, once the last of them can be done.
+async fn finish_stories(records: &mut [Box<Record>]) {
+    let ready = records
+        .iter()
+        .filter_map(|r| r.later.as_ref().map(|l| l.ready_at))
+        .max();
+    if let Some(ready) = ready {
+        tokio::time::sleep_until(ready.into()).await;
+    }
+    for record in records.iter_mut() {
+        if let (Some(later), Some(story)) = (record.later.take(), record.story.as_mut()) {
+            (later.finish)(story);
         }
     }
 }
@@ -638,35 +804,51 @@ async fn commit<T, R>(writer: &GroupCommit<T, R>, item: T) -> Result<R, StoreErr
     committed.await.map_err(|_| StoreError::Closed)?
 }
 
-fn insert_batch(conn: &mut Connection, batch: &[Write], prune: bool) -> Result<(), StoreError> {
+/// Inserts `records` in one transaction; with `prune`, also deletes the oldest records
+/// past [`ACTIVATIONS_KEPT`] and drops the oldest stories past `prune` bytes in all.
+/// Returns the bytes of the stories written.
+fn insert_activations(
+    conn: &mut Connection,
+    records: &[Box<Record>],
+    prune: Option<u64>,
+) -> Result<u64, StoreError> {
     let tx = conn.transaction()?;
+    let mut told = 0;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO activations (call_id, function, trigger, status, duration_ms, started_at, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO activations (call_id, function, trigger, status, duration_ms, started_at, error, story, story_bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        for write in batch {
-            if let Write::Record(a) = write {
-                insert.execute(params![
-                    a.call_id,
-                    a.function,
-                    a.trigger,
-                    a.status,
-                    a.duration_ms,
-                    a.started_at,
-                    a.error
-                ])?;
-            }
+        for record in records {
+            let a = &record.activation;
+            let story = record
+                .story
+                .as_ref()
+                .and_then(|story| serde_json::to_string(story).ok());
+            let bytes = story.as_ref().map_or(0, |s| s.len() as i64);
+            told += bytes as u64;
+            insert.execute(params![
+                a.call_id,
+                a.function,
+                a.trigger,
+                a.status,
+                a.duration_ms,
+                a.started_at,
+                a.error,
+                story,
+                bytes
+            ])?;
         }
     }
-    if prune {
+    if let Some(max_story_bytes) = prune {
         tx.execute(
             "DELETE FROM activations WHERE rowid <= (SELECT MAX(rowid) FROM activations) - ?1",
             [ACTIVATIONS_KEPT],
         )?;
+        story::prune(&tx, max_story_bytes)?;
     }
     tx.commit()?;
-    Ok(())
+    Ok(told)
 }
 
 /// Meta row holding the key check value.
@@ -781,6 +963,119 @@ mod tests {
         assert!(store.first_delivery("github/a", "d1", later).await.unwrap());
     }
 
+    fn activation(call_id: String, error: Option<String>) -> Activation {
+        Activation {
+            call_id,
+            function: "echo".into(),
+            trigger: "http".into(),
+            status: 200,
+            duration_ms: 1.5,
+            started_at: Utc::now(),
+            error,
+            replay_of: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn activation_records_a_full_disk_refuses_are_kept_and_written_when_it_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let written = || {
+            store.with(|c| {
+                Ok(c.query_row("SELECT COUNT(*) FROM activations", [], |r| {
+                    r.get::<_, i64>(0)
+                })?)
+            })
+        };
+        // SQLite answers SQLITE_FULL, as on a full disk, once the file may not grow.
+        store
+            .with(|c| {
+                let pages: i64 = c.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                c.pragma_update(None, "max_page_count", pages)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        for i in 0..100 {
+            store.record(activation(format!("c{i}"), Some("x".repeat(500))), None);
+        }
+        // A flush answers once its batch was tried, even though it failed.
+        store.flush().await;
+        assert_eq!(written().await.unwrap(), 0);
+
+        // Room again: the kept records are written on the writer's own retry, with no
+        // new record or flush to prompt it.
+        store
+            .with(|c| Ok(c.pragma_update(None, "max_page_count", 1_000_000)?))
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while written().await.unwrap() < 100 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "kept records were not written again"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.record(activation("after".into(), None), None);
+        let all = store.activations(None, 1000).await.unwrap();
+        assert_eq!(all.len(), 101);
+        let mut ids: Vec<_> = all.iter().map(|a| a.call_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 101, "each record written once");
+    }
+
+    fn told(text: &str) -> Story {
+        Story {
+            request: story::Request {
+                method: "POST".into(),
+                path: "/".into(),
+                query: None,
+                headers: vec![],
+                body: story::Body {
+                    size: text.len(),
+                    text: Some(text.into()),
+                    ..Default::default()
+                },
+            },
+            response: None,
+            logs: vec![],
+            logs_by: "process".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stories_are_read_back_and_the_oldest_go_first_past_their_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        store.set_stories_max_bytes(4000);
+        for i in 0..10 {
+            let text = format!("{i}{}", "x".repeat(999));
+            store.record(activation(format!("c{i}"), None), Some((told(&text), None)));
+            store.flush().await;
+        }
+        let (newest, story) = store.activation("c9").await.unwrap().unwrap();
+        assert_eq!(newest.call_id, "c9");
+        assert!(story.unwrap().request.body.text.unwrap().starts_with('9'));
+        // Past 4000 bytes of stories, the oldest lost theirs; every record stays.
+        let (oldest, story) = store.activation("c0").await.unwrap().unwrap();
+        assert_eq!(oldest.call_id, "c0");
+        assert_eq!(story, None);
+        let kept: i64 = store
+            .with(
+                |c| Ok(c.query_row("SELECT SUM(story_bytes) FROM activations", [], |r| r.get(0))?),
+            )
+            .await
+            .unwrap();
+        assert!(
+            (1000..=4000 + 1200).contains(&kept),
+            "{kept} bytes of stories kept"
+        );
+        assert_eq!(store.activations(None, 100).await.unwrap().len(), 10);
+        assert!(store.activation("never").await.unwrap().is_none());
+    }
+
     fn spec(name: &str) -> FunctionDeployment {
         FunctionDeployment {
             service: name.parse().unwrap(),
@@ -801,15 +1096,7 @@ mod tests {
             assert!(!store.put_secret("token", b"v1".to_vec()).await.unwrap());
             assert!(store.put_secret("token", b"v2".to_vec()).await.unwrap());
             for i in 0..3 {
-                store.record(Activation {
-                    call_id: format!("c{i}"),
-                    function: "echo".into(),
-                    trigger: "http".into(),
-                    status: 200,
-                    duration_ms: 1.5,
-                    started_at: Utc::now(),
-                    error: None,
-                });
+                store.record(activation(format!("c{i}"), None), None);
             }
             store.flush().await;
         }

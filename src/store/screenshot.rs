@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::{Activation, Store, StoreError};
+use super::{Store, StoreError};
 
 /// The table, created with the rest of the schema.
 pub(super) const SCHEMA: &str = "
@@ -65,32 +65,6 @@ impl Store {
                         url: r.get(0)?,
                         png: r.get(1)?,
                         taken_at: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    /// The activation of call `call_id` (the newest, if the id was used twice).
-    pub async fn activation(&self, call_id: &str) -> Result<Option<Activation>, StoreError> {
-        self.flush().await;
-        let call_id = call_id.to_owned();
-        self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT call_id, function, trigger, status, duration_ms, started_at, error
-                 FROM activations WHERE call_id = ?1 ORDER BY rowid DESC LIMIT 1",
-                [call_id],
-                |r| {
-                    Ok(Activation {
-                        call_id: r.get(0)?,
-                        function: r.get(1)?,
-                        trigger: r.get(2)?,
-                        status: r.get(3)?,
-                        duration_ms: r.get(4)?,
-                        started_at: r.get(5)?,
-                        error: r.get(6)?,
                     })
                 },
             )

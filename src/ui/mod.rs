@@ -469,6 +469,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/ui/activations", get(pages::activations))
         .route("/ui/activations/{id}", get(pages::activation))
+        .route("/ui/activations/{id}/replay", post(pages::replay))
         .route(
             "/ui/activations/{id}/screenshot",
             get(pages::activation_screenshot),

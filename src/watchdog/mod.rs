@@ -131,7 +131,7 @@ pub async fn run(
             match feed.recv().await {
                 Ok(line) => {
                     let mut err = std::io::stderr().lock();
-                    let _ = writeln!(err, "{}", line.text);
+                    let _ = writeln!(err, "{}", line.line.text);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(_) => break,

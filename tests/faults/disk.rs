@@ -257,6 +257,10 @@ async fn a_full_or_read_only_disk_gives_clear_503s_and_no_corruption() {
         deploy.text().await.unwrap()
     );
     let sync_while_full = call(&gw, "full-sync").await;
+    assert_eq!(
+        sync_while_full, 200,
+        "a sync call writes nothing before it answers"
+    );
     // The naps go on running, and failing to record, for a while.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let health = gw
@@ -273,6 +277,17 @@ async fn a_full_or_read_only_disk_gives_clear_503s_and_no_corruption() {
     let (status, body) = enqueue(&gw, "aafter-full", b"back".to_vec()).await;
     assert_eq!(status, 202, "after space returned: {body}");
     wait_all_done(&gw).await;
+    // The record of the call served on the full disk was kept, and is written now.
+    wait_list(
+        &gw,
+        "/system/activations?function=hello&limit=1000",
+        Duration::from_millis(100),
+        |records| {
+            (!records.iter().any(|r| r["callId"] == "full-sync"))
+                .then(|| "the record of the call served on the full disk is lost".to_owned())
+        },
+    )
+    .await;
 
     let output = gw.output_containing("cannot write to the data directory");
     assert!(

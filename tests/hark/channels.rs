@@ -653,6 +653,38 @@ async fn slack_slow_commands_get_the_working_message_and_the_result_at_response_
         2,
         "no post after the successful one"
     );
+
+    // Replaying the command runs the function again on what it was given, and posts
+    // nothing to response_url: the replay calls the function, not Slack.
+    let records: Vec<Value> = gw
+        .request(reqwest::Method::GET, "/system/activations?function=slow")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records[0]["trigger"], "slack");
+    let original = records[0]["callId"].as_str().unwrap();
+    let replayed: Value = gw
+        .request(
+            reqwest::Method::POST,
+            &format!("/system/activations/{original}/replay"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replayed["status"], 200, "{replayed}");
+    assert_eq!(replayed["same"], true, "{replayed}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        slack_api.seen().len(),
+        2,
+        "a replay does not post to response_url"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::util::{register_secret, Gateway};
 
-fn no_redirects() -> Client {
+pub fn no_redirects() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -16,7 +16,7 @@ fn no_redirects() -> Client {
 }
 
 /// The value of `name="csrf" value="…"` in a page.
-fn csrf_in(html: &str) -> String {
+pub fn csrf_in(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     html[at..].split('"').next().unwrap().to_owned()
 }

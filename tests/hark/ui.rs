@@ -357,7 +357,13 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
 
     // Deploy from the UI.
     fill(&browser, "#d-name", "shout").await;
-    fill(&browser, "#d-fprocess", "tr a-z A-Z").await;
+    // It answers in capitals and logs a line per call.
+    fill(
+        &browser,
+        "#d-fprocess",
+        "sh -c 'tr a-z A-Z; echo \"shouted at $(date +%s%N)\" >&2'",
+    )
+    .await;
     shoot(&browser, "functions").await;
     submit(&browser, "#deploy-form button[type=submit]").await;
     assert_eq!(
@@ -407,13 +413,21 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         "the activation in the function page",
     )
     .await;
-    // The live logs load through the UI's own script (which sends the CSRF token that
-    // Fetch Metadata asks of a script).
+    // The call's log line arrives in the open page, pushed by the gateway as a
+    // server-sent event through the UI's own script (which sends the CSRF token that
+    // Fetch Metadata asks of a script); so does the next call's, without a reload.
+    let shouted = "(document.querySelector('#logs').textContent.match(/shouted at/g) || []).length";
     until(
         &browser,
-        "const t = document.querySelector('#logs').textContent; \
-         return t !== 'loading…' && !t.includes('unavailable');",
-        "the live logs",
+        &format!("return {shouted} === 1;"),
+        "the call's log line in the live logs",
+    )
+    .await;
+    click(&browser, "#invoke-button").await;
+    until(
+        &browser,
+        &format!("return {shouted} === 2;"),
+        "the second call's log line, pushed to the open page",
     )
     .await;
     shoot(&browser, "function-text").await;

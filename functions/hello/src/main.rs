@@ -64,6 +64,7 @@ fn serve(mut reader: impl BufRead, mut writer: impl Write) -> std::io::Result<()
         }
         let mut content_length = 0usize;
         let mut close = false;
+        let mut call_id = String::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -79,6 +80,8 @@ fn serve(mut reader: impl BufRead, mut writer: impl Write) -> std::io::Result<()
                     content_length = value.parse().unwrap_or(0);
                 } else if name == "connection" && value.eq_ignore_ascii_case("close") {
                     close = true;
+                } else if name == "x-call-id" {
+                    call_id = value.to_owned();
                 }
             }
         }
@@ -95,6 +98,11 @@ fn serve(mut reader: impl BufRead, mut writer: impl Write) -> std::io::Result<()
         } else {
             format!("Hello, {name}!\n")
         };
+        // With HELLO_LOG set, a line per call naming its call id: the gateway files a
+        // replica's lines under the call whose id they name.
+        if std::env::var_os("HELLO_LOG").is_some() {
+            eprintln!("hello: call {call_id} greets {name:?}");
+        }
         respond(&mut writer, "200 OK", &greeting)?;
         if close {
             return Ok(());

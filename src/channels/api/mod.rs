@@ -6,7 +6,8 @@
 
 pub mod invoke;
 pub mod openapi;
-mod system;
+pub mod replay;
+pub mod system;
 mod tokens;
 
 pub use invoke::HEADER_DURATION;
@@ -42,6 +43,8 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         ))
         .routes(routes!(system::logs))
         .routes(routes!(system::activations))
+        .routes(routes!(system::activation))
+        .routes(routes!(replay::replay_activation))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::rotate_admin))

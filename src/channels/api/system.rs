@@ -5,18 +5,19 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use http::{header, HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use tokio_stream::wrappers::BroadcastStream;
 
 use crate::auth::scope;
 use crate::error::ApiError;
 use crate::function::{FunctionDeployment, FunctionName, FunctionStatus};
+use crate::provider::{Cursor, Logged, Start};
 use crate::registry::{DeployMode, Deployer};
 use crate::server::{AppState, RawBody};
 
@@ -323,7 +324,7 @@ pub struct LogsQuery {
     since: Option<String>,
 }
 
-#[utoipa::path(get, path = "/system/logs", tag = "functions", description = "A function's log lines as JSON lines (`follow=true` streams them).", security(("bearer" = [])), params(LogsQuery), responses((status = 200, description = "One JSON object per line", body = String, content_type = "application/x-ndjson"), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(get, path = "/system/logs", tag = "functions", description = "A function's log lines as JSON lines (`follow=true` streams them). With `Accept: text/event-stream` they come as server-sent events instead, each with an id; a client that reconnects with that id in `Last-Event-ID` gets every kept line after it, once.", security(("bearer" = [])), params(LogsQuery), responses((status = 200, description = "One JSON object per line, or one event per line", body = String, content_type = "application/x-ndjson"), (status = 400, description = "A malformed `since` or `Last-Event-ID`", body = ErrorBody), (status = 404, description = "No such function", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -350,32 +351,80 @@ pub async fn logs(
                 .with_timezone(&Utc),
         ),
     };
-    let hub = state.registry.provider.logs();
-    let live = query.follow.unwrap_or(false).then(|| hub.subscribe());
-    let history = hub.history(&name, query.tail, since);
-    let to_line = |line: &crate::provider::LogLine| {
-        let mut json = serde_json::to_vec(line).unwrap_or_default();
+    let start = match last_event_id(&headers)? {
+        Some(cursor) => Start::After(cursor),
+        None => Start::Tail {
+            tail: query.tail,
+            since,
+        },
+    };
+    let follow = query.follow.unwrap_or(false);
+    let hub = state.registry.provider.logs().clone();
+    let lines = hub.clone().read(name, start, follow);
+    let lines = until_stopping(&state, lines);
+    if wants_events(&headers) {
+        return Ok(events(lines, move |line| {
+            Event::default()
+                .id(hub.cursor(line).to_string())
+                .json_data(&line.line)
+        }));
+    }
+    let body = Body::from_stream(lines.map(|logged| {
+        let mut json = serde_json::to_vec(&logged.line).unwrap_or_default();
         json.push(b'\n');
         Ok::<_, std::io::Error>(bytes::Bytes::from(json))
-    };
-    let past = futures::stream::iter(history.iter().map(to_line).collect::<Vec<_>>());
-    let body = match live {
-        None => Body::from_stream(past),
-        Some(receiver) => {
-            let wanted = name.to_string();
-            let mut shutdown = state.shutdown.clone();
-            let future = BroadcastStream::new(receiver)
-                .filter_map(move |line| {
-                    let keep = line.ok().filter(|l| l.name == wanted);
-                    async move { keep.map(|l| to_line(&l)) }
-                })
-                .take_until(async move {
-                    let _ = shutdown.wait_for(|stopping| *stopping).await;
-                });
-            Body::from_stream(past.chain(future))
-        }
-    };
+    }));
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// The cursor a reconnecting event-stream client sends back, if any.
+pub fn last_event_id(headers: &HeaderMap) -> Result<Option<Cursor>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|id| {
+            id.to_str()
+                .ok()
+                .and_then(|id| id.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID is not an id this gateway sent")
+                })
+        })
+        .transpose()
+}
+
+/// Whether the client asked for server-sent events (`Accept: text/event-stream`).
+pub fn wants_events(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// `lines` until the gateway starts stopping, so that long streams let it drain.
+pub fn until_stopping<S: Stream + Send + 'static>(
+    state: &AppState,
+    lines: S,
+) -> impl Stream<Item = S::Item> + Send + 'static {
+    let mut shutdown = state.shutdown.clone();
+    lines.take_until(async move {
+        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    })
+}
+
+/// `lines` as server-sent events made by `event`, with a comment every 15 s so that
+/// proxies keep an idle stream open.
+pub fn events<S>(
+    lines: S,
+    event: impl Fn(&Logged) -> Result<Event, axum::Error> + Send + 'static,
+) -> Response
+where
+    S: Stream<Item = Logged> + Send + 'static,
+{
+    let events = lines.map(move |line| event(&line));
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -401,6 +450,37 @@ pub async fn activations(
             .activations(function.as_ref(), limit)
             .await?,
     ))
+}
+
+/// `GET /system/activations/ID`: one activation with its story (what the function was
+/// given, what it answered and the lines it logged), and its screenshot's URL when a
+/// failed browser call left one.
+#[utoipa::path(get, path = "/system/activations/{call_id}", tag = "activations", description = "One activation record. `story` holds what the function was given and answered (bodies capped by `--history-max-body`, credentials and the function's secret values redacted) and the log lines of that call, while it is kept (`--history-max-bytes`); `screenshot` names the failure screenshot when a browser call left one.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), responses((status = 200, description = "The activation", body = Object), (status = 404, description = "No such activation", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+pub async fn activation(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
+    let store = &state.registry.store;
+    let Some((activation, story)) = store.activation(&call_id).await? else {
+        return Err(ApiError::not_found(format!(
+            "no activation with call id {call_id}"
+        )));
+    };
+    let mut body = serde_json::to_value(&activation).unwrap_or_default();
+    if let Some(story) = story {
+        body["story"] = serde_json::to_value(story).unwrap_or_default();
+    }
+    if let Some(shot) = store.screenshot(&call_id).await? {
+        body["screenshot"] = serde_json::json!({
+            "url": shot.url,
+            "bytes": shot.png.len(),
+            "takenAt": shot.taken_at,
+            "path": format!("/system/activations/{call_id}/screenshot"),
+        });
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

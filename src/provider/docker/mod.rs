@@ -880,6 +880,7 @@ pub(crate) async fn forward(
         headers,
         body,
         error,
+        instance: None,
     })
 }
 
@@ -1122,7 +1123,7 @@ impl Provider for DockerProvider {
         .await
     }
 
-    fn logs(&self) -> &LogHub {
+    fn logs(&self) -> &Arc<LogHub> {
         &self.logs
     }
 

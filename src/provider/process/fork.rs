@@ -109,6 +109,7 @@ pub(super) async fn invoke(
             headers,
             body: Bytes::from(stdout),
             error: None,
+            instance: Some(instance),
         })
     } else {
         let how = match status.code() {
@@ -129,6 +130,7 @@ pub(super) async fn invoke(
             headers,
             body: Bytes::from(format!("{error}\n")),
             error: Some(error),
+            instance: Some(instance),
         })
     }
 }

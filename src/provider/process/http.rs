@@ -154,6 +154,7 @@ impl Pool {
             headers: answer.headers,
             body: answer.body,
             error,
+            instance: None,
         })
     }
 

@@ -471,7 +471,7 @@ impl Provider for ProcessProvider {
                 replicas: AtomicU32::new(deployment.replicas),
             },
             Mode::Http => {
-                let pool = http::Pool::new(launch.clone(), self.logs_arc());
+                let pool = http::Pool::new(launch.clone(), self.logs.clone());
                 pool.scale(deployment.replicas).await;
                 Runner::Http(pool)
             }
@@ -551,7 +551,7 @@ impl Provider for ProcessProvider {
         }
     }
 
-    fn logs(&self) -> &LogHub {
+    fn logs(&self) -> &Arc<LogHub> {
         &self.logs
     }
 
@@ -562,12 +562,6 @@ impl Provider for ProcessProvider {
                 pool.stop().await;
             }
         }
-    }
-}
-
-impl ProcessProvider {
-    fn logs_arc(&self) -> Arc<LogHub> {
-        self.logs.clone()
     }
 }
 

@@ -713,7 +713,7 @@ impl Provider for SwarmProvider {
         container_usage(&self.docker, containers, &self.cpu_readings).await
     }
 
-    fn logs(&self) -> &LogHub {
+    fn logs(&self) -> &Arc<LogHub> {
         &self.logs
     }
 

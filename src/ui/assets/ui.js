@@ -94,25 +94,39 @@ async function refreshRecent() {
   } catch (_) { /* the next invoke tries again */ }
 }
 
+// The function's log lines, then each new one as the gateway pushes it (server-sent
+// events). The browser reconnects on its own after a drop, resuming after the last line.
 function setupLogs() {
   const pre = $("#logs");
   if (!pre) return;
   const live = $("#logs-live");
-  const load = async () => {
-    if (document.hidden || (live && !live.checked)) return;
-    try {
-      const response = await fetch(pre.dataset.src, { credentials: "same-origin", headers: csrfHeaders() });
-      if (!response.ok) { pre.textContent = "logs unavailable (" + response.status + ")"; return; }
-      const lines = await response.json();
-      const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
-      pre.textContent = lines.length
-        ? lines.map((l) => l.time + "  " + l.instance + "  " + l.text).join("\n")
-        : "(no log lines yet)";
-      if (atBottom) pre.scrollTop = pre.scrollHeight;
-    } catch (_) { /* gateway restarting: try again on the next tick */ }
+  const csrf = $('input[name="csrf"]');
+  const kept = 1000;
+  let lines = [], source = null;
+  const show = () => {
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 8;
+    pre.textContent = lines.length ? lines.join("\n") : "(no log lines yet)";
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
   };
-  load();
-  setInterval(load, 2000);
+  const open = () => {
+    // An EventSource cannot send headers: the CSRF token goes in the query.
+    const url = pre.dataset.src + (csrf ? "?csrf=" + encodeURIComponent(csrf.value) : "");
+    lines = [];
+    source = new EventSource(url);
+    source.onopen = show;
+    source.onmessage = (event) => {
+      const l = JSON.parse(event.data);
+      lines.push(l.time + "  " + l.instance + "  " + l.text);
+      if (lines.length > kept) lines.splice(0, lines.length - kept);
+      show();
+    };
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) pre.textContent = "logs unavailable";
+    };
+  };
+  const close = () => { if (source) source.close(); source = null; };
+  if (live) live.addEventListener("change", () => (live.checked ? open() : close()));
+  open();
 }
 
 function setupConfirm() {

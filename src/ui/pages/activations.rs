@@ -4,18 +4,22 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
 use http::{header, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::scope;
+use crate::channels::api::replay::{self, ReplayRequest};
+use crate::dispatch::story::difference;
 use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::FunctionName;
-use crate::server::AppState;
+use crate::server::{AppState, CallId, RawBody};
+use crate::store::story::{Body, Story};
 use crate::ui::{render, Session};
 
-use super::{activation_row, Ui, ACTIVATIONS_SCANNED};
+use super::{activation_row, form, see_other, CsrfForm, Done, Ui, ACTIVATIONS_SCANNED};
 
 #[derive(Deserialize, Default)]
 pub struct ActivationFilter {
@@ -84,29 +88,108 @@ pub async fn activations(
     )
 }
 
-/// `GET /ui/activations/{id}`: one activation with its error text, and its browser
-/// screenshot when the gateway keeps one.
+/// `GET /ui/activations/{id}`: one activation with its error text, its story (request,
+/// answer, log lines) while it is kept, and its browser screenshot when the gateway keeps one.
 pub async fn activation(
     State(state): State<Arc<AppState>>,
     session: Session,
     Path(id): Path<String>,
+    Query(done): Query<Done>,
 ) -> Ui<Html<String>> {
-    let all = state
+    let (found, story) = state
         .registry
         .store
-        .activations(None, ACTIVATIONS_SCANNED)
-        .await?;
-    let found = all.iter().find(|a| a.call_id == id).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "no activation {id} among the newest {ACTIVATIONS_SCANNED}"
-        ))
-    })?;
-    let record = serde_json::to_string_pretty(found).unwrap_or_default();
+        .activation(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no activation with call id {id}")))?;
+    let record = serde_json::to_string_pretty(&found).unwrap_or_default();
+    // A replay shows how its answer differs from the first call's.
+    let compared = match (&found.replay_of, &story) {
+        (Some(of), Some(after)) => Some(match state.registry.store.activation(of).await? {
+            Some((_, Some(before))) => match difference(&before, after) {
+                Ok(d) if d.same => json!({ "same": true }),
+                Ok(d) => json!({ "same": false, "diff": d.diff }),
+                Err(why) => json!({ "note": why }),
+            },
+            _ => json!({ "note": "the first call's answer is no longer kept" }),
+        }),
+        _ => None,
+    };
     render(
         "activation.html",
         &session,
-        json!({ "nav": "activations", "a": activation_row(found), "record": record }),
+        json!({
+            "nav": "activations",
+            "a": activation_row(&found),
+            "replay_of": found.replay_of,
+            "compared": compared,
+            "record": record,
+            "story": story.as_ref().map(story_view),
+            "replayable": story.as_ref().is_some_and(|s| !s.request.body.truncated),
+            "notice": done.notice(),
+        }),
     )
+}
+
+/// `POST /ui/activations/{id}/replay`: runs the kept request again (as the API's replay)
+/// and shows the new activation, with the difference between the two answers.
+pub async fn replay(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(id): Path<String>,
+    Extension(call_id): Extension<CallId>,
+    body: RawBody,
+) -> Ui<Response> {
+    let form: CsrfForm = form(&body)?;
+    session.check_csrf(form.csrf.as_deref())?;
+    session.require(scope::FUNCTIONS_WRITE)?;
+    let replayed = replay::replay(&state, &id, &call_id, ReplayRequest::default()).await?;
+    tracing::info!(call_id = %replayed.call_id, replay_of = id, subject = ?session.claims.sub, "replayed from the web UI");
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(replayed.call_id.as_bytes()).collect();
+    Ok(see_other(&format!(
+        "/ui/activations/{encoded}?done=replayed"
+    )))
+}
+
+/// What the page shows of a story: headers as lines, bodies as text or a note saying
+/// what they are, with a mark where they were cut.
+fn story_view(story: &Story) -> Value {
+    let headers = |h: &[(String, String)]| {
+        h.iter()
+            .map(|(n, v)| format!("{n}: {v}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let body = |b: &Body| {
+        let kind = b.content_type.as_deref().unwrap_or("no content type");
+        let shown = match &b.text {
+            Some(text) if text.is_empty() => "(empty)".to_owned(),
+            Some(text) => text.clone(),
+            None => format!("(binary: {} bytes of {kind})", b.size),
+        };
+        let cut = b.truncated.then(|| {
+            format!(
+                "…cut: the first {} of {} bytes are kept",
+                b.bytes().len(),
+                b.size
+            )
+        });
+        json!({ "shown": shown, "cut": cut, "size": b.size, "kind": kind })
+    };
+    let request = &story.request;
+    let target = match &request.query {
+        Some(q) => format!("{} {}?{q}", request.method, request.path),
+        None => format!("{} {}", request.method, request.path),
+    };
+    json!({
+        "request": { "target": target, "headers": headers(&request.headers), "body": body(&request.body) },
+        "response": story.response.as_ref().map(|r| json!({
+            "status": r.status, "headers": headers(&r.headers), "body": body(&r.body),
+        })),
+        "logs": story.logs.iter().map(|l| format!("{}  {}  {}", l.timestamp.format("%H:%M:%S%.3f"), l.instance, l.text)).collect::<Vec<_>>().join("\n"),
+        "logs_by": story.logs_by,
+    })
 }
 
 /// `GET /ui/activations/{id}/screenshot`: the gateway's own

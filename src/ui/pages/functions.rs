@@ -6,22 +6,23 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
+use axum::response::sse::Event;
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Extension;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::scope;
-use crate::channels::api::invoke;
+use crate::channels::api::{invoke, system};
 use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::{
     FunctionDeployment, FunctionName, FunctionStatus, ANNOTATION_AUTH, ANNOTATION_MODE,
     ANNOTATION_TIMEOUT, ANNOTATION_WORKDIR,
 };
-use crate::provider::Invocation;
+use crate::provider::{Invocation, Start};
 use crate::registry::{DeployMode, Deployer};
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
 use crate::ui::{render, Session, UiError, CSRF_FIELD, CSRF_HEADER};
@@ -427,32 +428,38 @@ pub async fn invoke(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-pub struct LogsQuery {
-    tail: Option<usize>,
-}
+/// Lines the page shows when it opens; newer ones follow as they come.
+const LOG_LINES_SHOWN: usize = 200;
 
-/// `GET /ui/functions/{name}/logs`: the function's latest log lines as JSON (the page polls).
+/// `GET /ui/functions/{name}/logs`: the function's latest log lines, then each new one,
+/// as server-sent events (the page's `EventSource` resumes with `Last-Event-ID`).
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     _session: Session,
     Path(name): Path<String>,
-    Query(query): Query<LogsQuery>,
-) -> Ui<Json<Vec<Value>>> {
+    headers: HeaderMap,
+) -> Ui<Response> {
     let name: FunctionName = name.parse()?;
     if state.registry.deployed(&name).is_none() {
         return Err(ApiError::not_found(format!("function {name} not found")).into());
     }
-    let tail = query.tail.unwrap_or(200).clamp(1, 1000);
-    let lines = state
-        .registry
-        .provider
-        .logs()
-        .history(&name, Some(tail), None);
-    Ok(Json(
-        lines
-            .iter()
-            .map(|l| json!({ "time": l.timestamp.format("%H:%M:%S%.3f").to_string(), "instance": l.instance, "text": l.text }))
-            .collect(),
-    ))
+    let start = match system::last_event_id(&headers)? {
+        Some(cursor) => Start::After(cursor),
+        None => Start::Tail {
+            tail: Some(LOG_LINES_SHOWN),
+            since: None,
+        },
+    };
+    let hub = state.registry.provider.logs().clone();
+    let lines = system::until_stopping(&state, hub.clone().read(name, start, true));
+    Ok(system::events(lines, move |logged| {
+        let l = &logged.line;
+        Event::default()
+            .id(hub.cursor(logged).to_string())
+            .json_data(json!({
+                "time": l.timestamp.format("%H:%M:%S%.3f").to_string(),
+                "instance": l.instance,
+                "text": l.text,
+            }))
+    }))
 }

@@ -11,7 +11,7 @@ mod queue;
 mod signin;
 mod skills;
 
-pub use activations::{activation, activation_screenshot, activations};
+pub use activations::{activation, activation_screenshot, activations, replay};
 pub use functions::{deploy, function, functions, invoke, logs, remove, remove_form, scale};
 pub use queue::{queue, retry, schedules};
 pub use signin::{login, login_form, logout};
@@ -49,6 +49,7 @@ impl Done {
             "scaled" => "Replicas changed.",
             "removed" => "Function removed.",
             "retried" => "The call is queued again.",
+            "replayed" => "Replayed: this is the new call.",
             "signed-out" => "Signed out.",
             _ => return None,
         })

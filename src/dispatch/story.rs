@@ -1,0 +1,456 @@
+//! Telling an activation's story: a call's request, its answer and the log lines it
+//! wrote come in; a [`Story`] with bodies capped and credentials and the function's own
+//! secret values redacted goes out, before anything is kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http::HeaderMap;
+
+use crate::function::FunctionName;
+use crate::provider::{Invocation, LogHub, Logged, Output};
+use crate::store::story::{Body, Request, Response, Story};
+
+/// Default cap of each kept body (`hark up --history-max-body`).
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+
+/// What replaces a credential or a secret value.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secret values shorter than this are not searched for in bodies and log lines: a
+/// one-letter "secret" would blank out half a page and protect nothing.
+pub const MIN_REDACTED_LEN: usize = 4;
+
+/// Hides credentials and a function's secret values from what is kept of its calls.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<Vec<u8>>,
+}
+
+impl Redactor {
+    /// Redacts the values in `secrets` (those at least [`MIN_REDACTED_LEN`] long).
+    pub fn new(secrets: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        let mut secrets: Vec<Vec<u8>> = secrets
+            .into_iter()
+            .filter(|s| s.len() >= MIN_REDACTED_LEN)
+            .collect();
+        // Longest first, so a secret that holds another is hidden whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Redactor { secrets }
+    }
+
+    /// `data` with each secret value replaced by [`REDACTED`].
+    pub fn bytes(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        for secret in &self.secrets {
+            if out.len() < secret.len() {
+                continue;
+            }
+            let mut replaced = Vec::with_capacity(out.len());
+            let mut rest = &out[..];
+            while let Some(at) = find(rest, secret) {
+                replaced.extend_from_slice(&rest[..at]);
+                replaced.extend_from_slice(REDACTED.as_bytes());
+                rest = &rest[at + secret.len()..];
+            }
+            replaced.extend_from_slice(rest);
+            out = replaced;
+        }
+        out
+    }
+
+    pub fn text(&self, text: &str) -> String {
+        if self.secrets.is_empty() {
+            return text.to_owned();
+        }
+        String::from_utf8_lossy(&self.bytes(text.as_bytes())).into_owned()
+    }
+
+    /// Headers as name–value pairs; credentials (by name) and secret values redacted.
+    pub fn headers(&self, headers: &HeaderMap) -> Vec<(String, String)> {
+        headers
+            .iter()
+            .map(|(name, value)| {
+                let value = if is_credential(name.as_str()) {
+                    REDACTED.to_owned()
+                } else {
+                    self.text(&String::from_utf8_lossy(value.as_bytes()))
+                };
+                (name.as_str().to_owned(), value)
+            })
+            .collect()
+    }
+
+    /// A query string with credential parameters and secret values redacted.
+    pub fn query(&self, query: &str) -> String {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_credential(&name.to_ascii_lowercase()) => {
+                    format!("{name}={REDACTED}")
+                }
+                _ => self.text(pair),
+            })
+            .collect();
+        pairs.join("&")
+    }
+
+    /// The first `max` bytes of `body` (after redaction), as text when it is UTF-8.
+    pub fn body(&self, body: &[u8], headers: &HeaderMap, max: usize) -> Body {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let redacted = self.bytes(body);
+        let truncated = redacted.len() > max;
+        let mut kept = &redacted[..redacted.len().min(max)];
+        let text = match std::str::from_utf8(kept) {
+            Ok(text) => Some(text.to_owned()),
+            // Cut inside a character: the text up to it.
+            Err(e) if truncated && e.error_len().is_none() => {
+                kept = &kept[..e.valid_up_to()];
+                std::str::from_utf8(kept).ok().map(str::to_owned)
+            }
+            Err(_) => None,
+        };
+        Body {
+            size: body.len(),
+            content_type,
+            base64: text
+                .is_none()
+                .then(|| base64::engine::general_purpose::STANDARD.encode(kept)),
+            text,
+            truncated,
+        }
+    }
+
+    /// The story of `call`: its request and `answer`; its log lines come from
+    /// [`CallLines::tell`].
+    pub fn story(&self, call: &Invocation, answer: Option<&Output>, max_body: usize) -> Story {
+        Story {
+            request: Request {
+                method: call.method.to_string(),
+                path: call.path.clone(),
+                query: call.query.as_deref().map(|q| self.query(q)),
+                headers: self.headers(&call.headers),
+                body: self.body(&call.body, &call.headers, max_body),
+            },
+            response: answer.map(|out| Response {
+                status: out.status.as_u16(),
+                headers: self.headers(&out.headers),
+                body: self.body(&out.body, &out.headers, max_body),
+            }),
+            logs: Vec::new(),
+            logs_by: String::new(),
+        }
+    }
+}
+
+/// How long after a call's answer the lines of a process that serves many calls are
+/// gathered: the replica writes a line before it answers, but the line comes through a
+/// pipe the gateway reads on its own time.
+pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// Where a call's log lines are in its function's lines: those pushed after `start`;
+/// `end` was the last one pushed when it answered.
+pub struct CallLines {
+    pub hub: Arc<LogHub>,
+    pub name: FunctionName,
+    pub call_id: String,
+    /// The process that ran the call alone, when it had one.
+    pub instance: Option<String>,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl CallLines {
+    /// Whether the lines are all there at the answer (the call had its own process,
+    /// whose output was read to its end), or come a moment later ([`SETTLE`]).
+    pub fn complete(&self) -> bool {
+        self.instance.is_some()
+    }
+
+    /// Puts the call's own lines, redacted, into `story`: those of its own process when
+    /// it had one; else those naming its id, when some do; else every line of the
+    /// function while it ran (other calls' among them), as `logs_by` says.
+    pub fn tell(self, redactor: &Redactor, story: &mut Story) {
+        let lines = self.hub.since_mark(&self.name, self.start);
+        let (own, by): (Vec<Logged>, &str) = if let Some(instance) = &self.instance {
+            let own = lines.into_iter().filter(|l| &l.line.instance == instance);
+            (own.collect(), "process")
+        } else if lines.iter().any(|l| l.line.text.contains(&self.call_id)) {
+            let own = lines
+                .into_iter()
+                .filter(|l| l.line.text.contains(&self.call_id));
+            (own.collect(), "call id")
+        } else {
+            let own = lines.into_iter().filter(|l| l.seq <= self.end);
+            (own.collect(), "time window")
+        };
+        story.logs = own
+            .into_iter()
+            .map(|l| {
+                let mut line = l.line;
+                line.text = redactor.text(&line.text);
+                line
+            })
+            .collect();
+        story.logs_by = by.to_owned();
+    }
+}
+
+/// How a replay's answer compares with the first call's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    /// Same status, content type and kept body.
+    pub same: bool,
+    /// A unified diff of the two answers (status and content type first), empty when
+    /// they are the same.
+    pub diff: String,
+}
+
+/// Compares the answers of `before` and `after`; an error says why they cannot be
+/// compared (a call that gave no answer, a body kept only in part).
+pub fn difference(before: &Story, after: &Story) -> Result<Difference, String> {
+    let (Some(old), Some(new)) = (&before.response, &after.response) else {
+        return Err("one of the two calls gave no answer".to_owned());
+    };
+    if old.body.truncated || new.body.truncated {
+        return Err(
+            "an answer is kept only in part (--history-max-body), so they are not compared"
+                .to_owned(),
+        );
+    }
+    let shown = |r: &Response| {
+        let body = match &r.body.text {
+            Some(text) => text.clone(),
+            None => format!(
+                "(binary body, base64) {}",
+                r.body.base64.as_deref().unwrap_or("")
+            ),
+        };
+        format!(
+            "status {}\ncontent-type {}\n\n{body}",
+            r.status,
+            r.body.content_type.as_deref().unwrap_or("-")
+        )
+    };
+    let (old, new) = (shown(old), shown(new));
+    if old == new {
+        return Ok(Difference {
+            same: true,
+            diff: String::new(),
+        });
+    }
+    let diff = similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header("first answer", "replayed answer")
+        .to_string();
+    Ok(Difference { same: false, diff })
+}
+
+/// Whether a header or query parameter of this (lower-case) name carries a credential.
+pub fn is_credential(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-csrf-token"
+    ) || [
+        "signature",
+        "token",
+        "secret",
+        "password",
+        "api-key",
+        "apikey",
+        "auth",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderValue, Method, StatusCode};
+
+    fn call(body: &[u8]) -> Invocation {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        headers.insert("x-hub-signature-256", HeaderValue::from_static("sha256=00"));
+        headers.insert("content-type", HeaderValue::from_static("text/plain"));
+        headers.insert("x-note", HeaderValue::from_static("pass hunter22 on"));
+        Invocation {
+            call_id: "call-1".into(),
+            method: Method::POST,
+            path: "/".into(),
+            query: Some("token=t0k3n&q=hunter22&x=1".into()),
+            headers,
+            body: Bytes::copy_from_slice(body),
+        }
+    }
+
+    fn name() -> FunctionName {
+        "f".parse().unwrap()
+    }
+
+    /// A hub holding `lines` (instance, text) of function `f`, pushed after mark 0.
+    fn hub(lines: &[(&str, &str)]) -> Arc<LogHub> {
+        let hub = Arc::new(LogHub::default());
+        for (instance, text) in lines {
+            hub.push(&name(), instance, (*text).to_owned());
+        }
+        hub
+    }
+
+    fn lines_of(hub: &Arc<LogHub>, call_id: &str, instance: Option<&str>, end: u64) -> CallLines {
+        CallLines {
+            hub: hub.clone(),
+            name: name(),
+            call_id: call_id.into(),
+            instance: instance.map(str::to_owned),
+            start: 0,
+            end,
+        }
+    }
+
+    fn told(lines: CallLines) -> Story {
+        let mut story = Redactor::default().story(&call(b""), None, DEFAULT_MAX_BODY);
+        lines.tell(&Redactor::default(), &mut story);
+        story
+    }
+
+    fn texts(story: &Story) -> Vec<&str> {
+        story.logs.iter().map(|l| l.text.as_str()).collect()
+    }
+
+    #[test]
+    fn credentials_and_secret_values_are_redacted_everywhere() {
+        let redactor = Redactor::new([b"hunter22".to_vec(), b"ab".to_vec()]);
+        let answer = Output {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"your password is hunter22"),
+            error: None,
+            instance: None,
+        };
+        let mut story = redactor.story(
+            &call(b"login with hunter22, about ab"),
+            Some(&answer),
+            DEFAULT_MAX_BODY,
+        );
+        let hub = hub(&[("f-1", "checking hunter22")]);
+        lines_of(&hub, "call-1", None, hub.mark()).tell(&redactor, &mut story);
+        let json = serde_json::to_string(&story).unwrap();
+        assert!(
+            !json.contains("hunter22") && !json.contains("Bearer abc"),
+            "{json}"
+        );
+        assert!(
+            !json.contains("t0k3n") && !json.contains("sha256=00"),
+            "{json}"
+        );
+        assert_eq!(
+            story.request.body.text.as_deref(),
+            Some("login with [redacted], about ab"),
+            "a secret under four bytes is not searched for"
+        );
+        assert_eq!(
+            story.request.query.as_deref(),
+            Some("token=[redacted]&q=[redacted]&x=1")
+        );
+        assert_eq!(story.logs[0].text, "checking [redacted]");
+        assert_eq!(story.logs_by, "time window");
+        let note = story.request.headers.iter().find(|(n, _)| n == "x-note");
+        assert_eq!(note.unwrap().1, "pass [redacted] on");
+    }
+
+    #[test]
+    fn bodies_are_cut_at_the_cap_and_binary_ones_kept_as_bytes() {
+        let redactor = Redactor::default();
+        let big = "é".repeat(1000);
+        let body = redactor.body(big.as_bytes(), &HeaderMap::new(), 101);
+        assert!(body.truncated);
+        assert_eq!(body.size, 2000);
+        assert_eq!(
+            body.text.as_deref(),
+            Some("é".repeat(50).as_str()),
+            "cut between characters"
+        );
+        let png = [0x89, b'P', b'N', b'G', 0xff, 0x00];
+        let body = redactor.body(&png, &HeaderMap::new(), 100);
+        assert!(!body.truncated && body.text.is_none());
+        assert_eq!(body.bytes(), png);
+    }
+
+    #[test]
+    fn replayed_answers_are_compared_line_by_line() {
+        let redactor = Redactor::default();
+        let told = |body: &'static [u8], status: StatusCode| {
+            let answer = Output {
+                status,
+                headers: HeaderMap::new(),
+                body: Bytes::from_static(body),
+                error: None,
+                instance: None,
+            };
+            redactor.story(&call(b""), Some(&answer), DEFAULT_MAX_BODY)
+        };
+        let first = told(b"one\ntwo\n", StatusCode::OK);
+        assert_eq!(
+            difference(&first, &told(b"one\ntwo\n", StatusCode::OK)),
+            Ok(Difference {
+                same: true,
+                diff: String::new()
+            })
+        );
+        let changed = difference(&first, &told(b"one\nthree\n", StatusCode::BAD_GATEWAY)).unwrap();
+        assert!(!changed.same);
+        assert!(
+            changed.diff.contains("-status 200") && changed.diff.contains("+status 502"),
+            "{}",
+            changed.diff
+        );
+        assert!(
+            changed.diff.contains("-two") && changed.diff.contains("+three"),
+            "{}",
+            changed.diff
+        );
+        let unanswered = Story {
+            response: None,
+            ..first.clone()
+        };
+        assert!(difference(&first, &unanswered).is_err());
+    }
+
+    #[test]
+    fn a_call_keeps_its_own_lines() {
+        let lines = [("f-1", "mine"), ("f-2", "theirs"), ("f-1", "mine too")];
+        let forked = told(lines_of(&hub(&lines), "c1", Some("f-1"), 3));
+        assert_eq!(
+            (texts(&forked), forked.logs_by.as_str()),
+            (vec!["mine", "mine too"], "process")
+        );
+
+        // A replica serving many calls: the lines naming the call's id, even one that
+        // came after its answer.
+        let echoed = hub(&[("r", "start c1"), ("r", "start c2"), ("r", "c1 done")]);
+        let shared = told(lines_of(&echoed, "c1", None, 2));
+        assert_eq!(
+            (texts(&shared), shared.logs_by.as_str()),
+            (vec!["start c1", "c1 done"], "call id")
+        );
+
+        // Lines that name no call: those written while it ran, not after its answer.
+        let window = told(lines_of(&hub(&lines), "c9", None, 2));
+        assert_eq!(
+            (texts(&window), window.logs_by.as_str()),
+            (vec!["mine", "theirs"], "time window")
+        );
+    }
+}
