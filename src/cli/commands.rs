@@ -396,8 +396,15 @@ async fn logs(
             gw.expect_ok(request).await?
         };
         let mut events = response.bytes_stream().eventsource();
+        let mut cut = None;
         while let Some(event) = events.next().await {
-            let Ok(event) = event else { break };
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    cut = Some(e);
+                    break;
+                }
+            };
             if event.event != "message" {
                 continue;
             }
@@ -416,10 +423,15 @@ async fn logs(
             }
             last_id = Some(event.id);
         }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
+        match (follow, cut) {
+            (false, None) => return Ok(ExitCode::SUCCESS),
+            (false, Some(e)) => bail!("the log stream was cut off: {e}"),
+            (true, _) => {}
         }
         eprintln!("hark: the log stream ended (the gateway stopped or restarted); reconnecting");
+        // A gateway that ends each stream at once (it is stopping) is not asked again
+        // in a tight loop.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         reconnecting = true;
     }
 }

@@ -6,6 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -30,7 +31,7 @@ use crate::server::{
     DEFAULT_MAX_HEADERS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_STREAMS, MIN_MAX_HEADER_BYTES,
 };
 use crate::stack::Stack;
-use crate::store::{Durability, Store};
+use crate::store::{Durability, Retention, Store};
 
 /// Stack file loaded from the working directory when `--config` is not given.
 pub const DEFAULT_STACK_FILE: &str = "hark.yml";
@@ -79,6 +80,12 @@ pub struct UpArgs {
     /// activation records stay.
     #[arg(long, env = "HARK_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
     pub history_max_bytes: u64,
+    /// Most activation records kept; the oldest go first.
+    #[arg(long, env = "HARK_HISTORY_MAX_RECORDS", default_value_t = 100_000)]
+    pub history_max_records: u64,
+    /// Activation records older than this go, e.g. 30d, 12h (0: whatever their age).
+    #[arg(long, env = "HARK_HISTORY_MAX_AGE", default_value = "30d", value_parser = parse_age)]
+    pub history_max_age: Duration,
     /// Most bytes of request bodies held at once over all requests (503 above it).
     #[arg(long, env = "HARK_MAX_BODY_TOTAL", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
     pub max_body_total: u64,
@@ -334,7 +341,11 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(provider = provider.name(), "provider ready");
     let dispatcher = Arc::new(Dispatcher::new(provider.clone(), store.clone()).await?);
     dispatcher.set_max_body(usize::try_from(args.history_max_body).unwrap_or(usize::MAX));
-    store.set_stories_max_bytes(args.history_max_bytes);
+    store.set_retention(Retention {
+        max_records: args.history_max_records,
+        max_age: (!args.history_max_age.is_zero()).then_some(args.history_max_age),
+        max_story_bytes: args.history_max_bytes,
+    });
     dispatcher.set_browser(browser.clone());
     let registry = Registry::new(store, provider, dispatcher);
 
@@ -677,9 +688,33 @@ fn random_secret() -> String {
         .collect()
 }
 
+/// A history age: days (`30d`) or what function time limits take (`12h`, `90m`).
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let wrong = || format!("{text:?} is not an age, e.g. 30d, 12h or 0");
+    match text.trim().strip_suffix('d') {
+        Some(days) => days
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(24 * 3600))
+            .map(Duration::from_secs)
+            .ok_or_else(wrong),
+        None => crate::function::parse_duration(text).ok_or_else(wrong),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_ages_are_days_or_durations() {
+        assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        for wrong in ["xd", "99999999999999999999d", "3w"] {
+            assert!(parse_age(wrong).is_err(), "{wrong}");
+        }
+    }
 
     #[test]
     fn functions_reach_a_wildcard_gateway_on_loopback() {

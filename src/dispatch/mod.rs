@@ -71,9 +71,12 @@ impl Dispatcher {
 
     /// The secret values `name` was deployed with, hidden from its stories.
     pub fn set_secrets(&self, name: &FunctionName, values: impl IntoIterator<Item = Vec<u8>>) {
-        let redactor = Arc::new(Redactor::new(values));
         let mut redactors = self.redactors.lock().unwrap_or_else(|e| e.into_inner());
-        redactors.insert(name.clone(), redactor);
+        let redactor = match redactors.get(name) {
+            Some(before) => before.rotated(values),
+            None => Redactor::new(values),
+        };
+        redactors.insert(name.clone(), Arc::new(redactor));
     }
 
     fn redactor(&self, name: &FunctionName) -> Arc<Redactor> {
@@ -107,6 +110,8 @@ impl Dispatcher {
             Err(ProviderError::NotFound(_)) => return result,
             Err(e) => (provider_status(e).as_u16(), Some(e.to_string())),
         };
+        // The error holds the end of the function's stderr, which may hold its secrets.
+        let error = error.map(|e| self.redactor(name).text(&e));
         if let Some(pool) = self.browser.get() {
             let failed = !(200..300).contains(&status) || error.is_some();
             if let Some(shot) = pool.finish_call(&call_id, failed).await {
@@ -145,6 +150,7 @@ impl Dispatcher {
                 call_id: call.call_id,
                 instance: answer.and_then(|a| a.instance.clone()),
                 start,
+                max_bytes: max_body,
             };
             if lines.complete() {
                 lines.tell(&redactor, &mut story);

@@ -25,34 +25,79 @@ pub const MIN_REDACTED_LEN: usize = 4;
 /// Hides credentials and a function's secret values from what is kept of its calls.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
-    secrets: Vec<Vec<u8>>,
+    /// The values given, to carry over to the next set on a rotation.
+    values: Vec<Vec<u8>>,
+    /// Every form a value is searched for in, longest first.
+    forms: Vec<Vec<u8>>,
 }
 
 impl Redactor {
-    /// Redacts the values in `secrets` (those at least [`MIN_REDACTED_LEN`] long).
+    /// Redacts the values in `secrets` in the forms they reach bodies and log lines in:
+    /// as they are, without surrounding white space, each line of a multi-line value,
+    /// escaped in a JSON string, and form-encoded (forms shorter than
+    /// [`MIN_REDACTED_LEN`] are not searched for).
     pub fn new(secrets: impl IntoIterator<Item = Vec<u8>>) -> Self {
-        let mut secrets: Vec<Vec<u8>> = secrets
-            .into_iter()
-            .filter(|s| s.len() >= MIN_REDACTED_LEN)
-            .collect();
-        // Longest first, so a secret that holds another is hidden whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
+        let values: Vec<Vec<u8>> = secrets.into_iter().collect();
+        let mut forms: Vec<Vec<u8>> = Vec::new();
+        for value in &values {
+            let trimmed = value.trim_ascii();
+            forms.push(value.clone());
+            forms.push(trimmed.to_vec());
+            forms.extend(
+                trimmed
+                    .split(|b| *b == b'\n')
+                    .map(|l| l.trim_ascii().to_vec()),
+            );
+            if let Ok(text) = std::str::from_utf8(trimmed) {
+                let json = serde_json::to_string(text).unwrap_or_default();
+                if json.len() >= 2 {
+                    forms.push(json.as_bytes()[1..json.len() - 1].to_vec());
+                }
+            }
+            forms.push(
+                url::form_urlencoded::byte_serialize(trimmed)
+                    .collect::<String>()
+                    .into_bytes(),
+            );
+        }
+        forms.retain(|f| f.len() >= MIN_REDACTED_LEN);
+        // Longest first, so a form that holds another is hidden whole.
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        forms.dedup();
+        Redactor { values, forms }
+    }
+
+    /// This redactor for `secrets`, still hiding the values it hid before: calls that
+    /// started before a rotation, and their log lines, may still hold the old ones.
+    pub fn rotated(&self, secrets: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        let mut values: Vec<Vec<u8>> = secrets.into_iter().collect();
+        let current = values.len();
+        values.extend(self.values.iter().take(current.max(1) * 4).cloned());
+        Redactor::new(values)
+    }
+
+    /// The longest form searched for.
+    fn longest(&self) -> usize {
+        self.forms.first().map_or(0, Vec::len)
     }
 
     /// `data` with each secret value replaced by [`REDACTED`].
     pub fn bytes(&self, data: &[u8]) -> Vec<u8> {
         let mut out = data.to_vec();
-        for secret in &self.secrets {
-            if out.len() < secret.len() {
+        for form in &self.forms {
+            if out.len() < form.len() {
+                continue;
+            }
+            let finder = memchr::memmem::Finder::new(form);
+            if finder.find(&out).is_none() {
                 continue;
             }
             let mut replaced = Vec::with_capacity(out.len());
             let mut rest = &out[..];
-            while let Some(at) = find(rest, secret) {
+            while let Some(at) = finder.find(rest) {
                 replaced.extend_from_slice(&rest[..at]);
                 replaced.extend_from_slice(REDACTED.as_bytes());
-                rest = &rest[at + secret.len()..];
+                rest = &rest[at + form.len()..];
             }
             replaced.extend_from_slice(rest);
             out = replaced;
@@ -61,7 +106,7 @@ impl Redactor {
     }
 
     pub fn text(&self, text: &str) -> String {
-        if self.secrets.is_empty() {
+        if self.forms.is_empty() {
             return text.to_owned();
         }
         String::from_utf8_lossy(&self.bytes(text.as_bytes())).into_owned()
@@ -102,8 +147,14 @@ impl Redactor {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let redacted = self.bytes(body);
-        let truncated = redacted.len() > max;
+        // Only what can be kept is searched: the first `max` bytes and enough after
+        // them to find a value that starts inside them.
+        let window = &body[..body.len().min(max.saturating_add(self.longest()))];
+        let fields = (window.len() == body.len())
+            .then(|| credential_fields(body, content_type.as_deref()))
+            .flatten();
+        let redacted = self.bytes(fields.as_deref().unwrap_or(window));
+        let truncated = redacted.len() > max || window.len() < body.len();
         let mut kept = &redacted[..redacted.len().min(max)];
         let text = match std::str::from_utf8(kept) {
             Ok(text) => Some(text.to_owned()),
@@ -162,6 +213,8 @@ pub struct CallLines {
     pub instance: Option<String>,
     pub start: u64,
     pub end: u64,
+    /// Most bytes of line text kept; the lines after are cut, with a mark.
+    pub max_bytes: usize,
 }
 
 impl CallLines {
@@ -179,23 +232,31 @@ impl CallLines {
         let (own, by): (Vec<Logged>, &str) = if let Some(instance) = &self.instance {
             let own = lines.into_iter().filter(|l| &l.line.instance == instance);
             (own.collect(), "process")
-        } else if lines.iter().any(|l| l.line.text.contains(&self.call_id)) {
+        } else if lines
+            .iter()
+            .any(|l| names_call(&l.line.text, &self.call_id))
+        {
             let own = lines
                 .into_iter()
-                .filter(|l| l.line.text.contains(&self.call_id));
+                .filter(|l| names_call(&l.line.text, &self.call_id));
             (own.collect(), "call id")
         } else {
             let own = lines.into_iter().filter(|l| l.seq <= self.end);
             (own.collect(), "time window")
         };
-        story.logs = own
-            .into_iter()
-            .map(|l| {
-                let mut line = l.line;
-                line.text = redactor.text(&line.text);
-                line
-            })
-            .collect();
+        let mut kept = 0;
+        story.logs = Vec::new();
+        for logged in own {
+            let mut line = logged.line;
+            if kept + line.text.len() > self.max_bytes {
+                line.text = format!("…[lines cut: more than {} bytes]", self.max_bytes);
+                story.logs.push(line);
+                break;
+            }
+            kept += line.text.len();
+            line.text = redactor.text(&line.text);
+            story.logs.push(line);
+        }
         story.logs_by = by.to_owned();
     }
 }
@@ -243,7 +304,9 @@ pub fn difference(before: &Story, after: &Story) -> Result<Difference, String> {
             diff: String::new(),
         });
     }
-    let diff = similar::TextDiff::from_lines(&old, &new)
+    let diff = similar::TextDiff::configure()
+        .timeout(Duration::from_millis(100))
+        .diff_lines(&old, &new)
         .unified_diff()
         .context_radius(3)
         .header("first answer", "replayed answer")
@@ -261,16 +324,100 @@ pub fn is_credential(name: &str) -> bool {
         "token",
         "secret",
         "password",
-        "api-key",
-        "apikey",
+        "key",
         "auth",
+        "pass",
+        "pwd",
+        "session",
+        "jwt",
+        "credential",
     ]
     .iter()
     .any(|word| name.contains(word))
+        || name.split(['-', '_']).any(|part| part == "sig")
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Whether a field of a JSON or form body carries a credential, by its name: one that
+/// ends in `token`, `secret`, `password`, `passwd`, `apikey`, `privatekey`, `signature`,
+/// `authorization` or `credentials` once lower-cased without `-` and `_`.
+fn is_credential_field(name: &str) -> bool {
+    let name: String = name
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect();
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "apikey",
+        "privatekey",
+        "signature",
+        "authorization",
+        "credential",
+        "credentials",
+    ]
+    .iter()
+    .any(|end| name.ends_with(end))
+}
+
+/// A JSON or form-encoded `body` with the values of its credential fields redacted;
+/// `None` when it is neither, or holds none.
+fn credential_fields(body: &[u8], content_type: Option<&str>) -> Option<Vec<u8>> {
+    let kind = content_type.unwrap_or("").to_ascii_lowercase();
+    if kind.contains("json") {
+        fn walk(value: &mut serde_json::Value) -> bool {
+            match value {
+                serde_json::Value::Object(map) => {
+                    let mut changed = false;
+                    for (key, v) in map.iter_mut() {
+                        if is_credential_field(key) && (v.is_string() || v.is_number()) {
+                            *v = REDACTED.into();
+                            changed = true;
+                        } else {
+                            changed |= walk(v);
+                        }
+                    }
+                    changed
+                }
+                serde_json::Value::Array(items) => {
+                    // Every item is walked: no short cut once one has changed.
+                    let mut changed = false;
+                    for item in items {
+                        changed |= walk(item);
+                    }
+                    changed
+                }
+                _ => false,
+            }
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        return walk(&mut value).then(|| serde_json::to_vec(&value).unwrap_or_default());
+    }
+    if kind.starts_with("application/x-www-form-urlencoded") {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        if !pairs.iter().any(|(k, _)| is_credential_field(k)) {
+            return None;
+        }
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &pairs {
+            let v = if is_credential_field(k) { REDACTED } else { v };
+            out.append_pair(k, v);
+        }
+        return Some(out.finish().into_bytes());
+    }
+    None
+}
+
+/// Whether `text` names `call_id` as a whole word (not inside a longer id).
+fn names_call(text: &str, call_id: &str) -> bool {
+    let is_id = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices(call_id).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + call_id.len()..].chars().next();
+        !before.is_some_and(is_id) && !after.is_some_and(is_id)
+    })
 }
 
 #[cfg(test)]
@@ -316,6 +463,7 @@ mod tests {
             instance: instance.map(str::to_owned),
             start: 0,
             end,
+            max_bytes: DEFAULT_MAX_BODY,
         }
     }
 
@@ -368,6 +516,65 @@ mod tests {
         assert_eq!(story.logs_by, "time window");
         let note = story.request.headers.iter().find(|(n, _)| n == "x-note");
         assert_eq!(note.unwrap().1, "pass [redacted] on");
+    }
+
+    #[test]
+    fn secret_values_are_found_in_the_forms_they_travel_in() {
+        let pem = b"-----BEGIN KEY-----\nAAAAbbbbCCCC\n-----END KEY-----\n".to_vec();
+        let redactor = Redactor::new([b"pa ss\"word1\n".to_vec(), pem]);
+        // Without its newline, JSON-escaped, form-encoded, and one line of a PEM value.
+        for (text, hidden) in [
+            ("key=pa ss\"word1.", "pa ss"),
+            (r#"{"v":"pa ss\"word1"}"#, "word1"),
+            ("v=pa+ss%22word1&x=1", "word1"),
+            ("line: AAAAbbbbCCCC", "AAAAbbbbCCCC"),
+        ] {
+            let out = redactor.text(text);
+            assert!(
+                !out.contains(hidden) && out.contains(REDACTED),
+                "{text} -> {out}"
+            );
+        }
+        // A rotation keeps hiding the old value too.
+        let rotated = redactor.rotated([b"new-value".to_vec()]);
+        assert_eq!(
+            rotated.text("pa ss\"word1 new-value"),
+            "[redacted] [redacted]"
+        );
+    }
+
+    #[test]
+    fn credential_fields_of_json_and_form_bodies_are_redacted_by_name() {
+        let redactor = Redactor::default();
+        let mut json = HeaderMap::new();
+        json.insert("content-type", HeaderValue::from_static("application/json"));
+        let body = br#"{"token":"xoxb-1","event":{"apiAccessToken":"a-2","text":"hi","keys_url":"u"},"client_secret":7}"#;
+        let kept = redactor.body(body, &json, DEFAULT_MAX_BODY);
+        let text = kept.text.unwrap();
+        assert!(!text.contains("xoxb-1") && !text.contains("a-2"), "{text}");
+        assert!(
+            text.contains(r#""text":"hi""#) && text.contains(r#""keys_url":"u""#),
+            "{text}"
+        );
+        assert_eq!(kept.size, body.len());
+        let mut form = HeaderMap::new();
+        form.insert(
+            "content-type",
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let kept = redactor.body(b"user=ada&password=hunter2", &form, DEFAULT_MAX_BODY);
+        assert_eq!(
+            kept.text.as_deref(),
+            Some("user=ada&password=%5Bredacted%5D")
+        );
+        assert!(is_credential("x-sig") && is_credential("x-api-key") && !is_credential("x-design"));
+    }
+
+    #[test]
+    fn a_call_id_is_named_as_a_whole_word() {
+        assert!(names_call("start c1 now", "c1"));
+        assert!(names_call("(c1)", "c1"));
+        assert!(!names_call("start c12", "c1") && !names_call("abc1", "c1"));
     }
 
     #[test]

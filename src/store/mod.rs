@@ -6,7 +6,6 @@
 //! sealed (AES-256-GCM) with a key kept outside the database ([`sealed`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,8 +108,8 @@ pub struct Activation {
 pub struct Store {
     conn: Db,
     activations: mpsc::UnboundedSender<Write>,
-    /// The most bytes of stories kept; older ones go first (their records stay).
-    stories_max: Arc<AtomicU64>,
+    /// How much history the activation writer keeps.
+    retention: Arc<std::sync::Mutex<Retention>>,
     enqueues: GroupCommit<QueuedCall, bool>,
     finishes: GroupCommit<Finish, ()>,
     key: Arc<SecretKey>,
@@ -196,8 +195,28 @@ CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (received_at);
 /// window (Slack retries for about an hour, GitHub redelivers up to three days back).
 pub const DELIVERY_IDS_KEPT_SECS: i64 = 7 * 24 * 3600;
 
-/// Activations kept; older ones are deleted as new ones arrive.
-const ACTIVATIONS_KEPT: i64 = 100_000;
+/// How much activation history is kept (`hark up --history-*`): older records are
+/// deleted as new ones arrive, and stories (request, answer, log lines) go before their
+/// records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most activation records.
+    pub max_records: u64,
+    /// Records older than this go; `None` keeps them whatever their age.
+    pub max_age: Option<Duration>,
+    /// Most bytes of stories in all.
+    pub max_story_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_records: 100_000,
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_story_bytes: story::DEFAULT_MAX_BYTES,
+        }
+    }
+}
 
 impl Store {
     /// Opens (creating if needed) the store at `path`, with the secrets' key in the file
@@ -246,8 +265,8 @@ impl Store {
         story::migrate(&conn)?;
         let conn = Db::start(conn)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let stories_max = Arc::new(AtomicU64::new(story::DEFAULT_MAX_BYTES));
-        tokio::spawn(write_activations(conn.clone(), rx, stories_max.clone()));
+        let retention = Arc::new(std::sync::Mutex::new(Retention::default()));
+        tokio::spawn(write_activations(conn.clone(), rx, retention.clone()));
         let enqueues = group_commit(
             conn.clone(),
             1024,
@@ -263,7 +282,7 @@ impl Store {
         Ok(Store {
             conn,
             activations: tx,
-            stories_max,
+            retention,
             enqueues,
             finishes,
             key,
@@ -503,10 +522,9 @@ impl Store {
         .await
     }
 
-    /// Keeps at most `max` bytes of activation stories; older stories are dropped
-    /// first, their records kept.
-    pub fn set_stories_max_bytes(&self, max: u64) {
-        self.stories_max.store(max, Ordering::Relaxed);
+    /// Sets how much activation history is kept, from the next prune on.
+    pub fn set_retention(&self, retention: Retention) {
+        *self.retention.lock().unwrap_or_else(|e| e.into_inner()) = retention;
     }
 
     /// The newest activation of call `call_id`, with its story when it is still kept.
@@ -615,7 +633,7 @@ enum Write {
 async fn write_activations(
     conn: Db,
     mut rx: mpsc::UnboundedReceiver<Write>,
-    stories_max: Arc<AtomicU64>,
+    retention: Arc<std::sync::Mutex<Retention>>,
 ) {
     const BATCH: usize = 512;
     const LINGER: Duration = Duration::from_millis(20);
@@ -627,13 +645,15 @@ async fn write_activations(
     // Story bytes written since stories were last pruned.
     let mut told: u64 = 0;
     let mut retry = RETRY_FIRST;
+    let mut retry_at = tokio::time::Instant::now();
+    let mut dropped = 0usize;
     let mut open = true;
     while open {
         let first = if unwritten.is_empty() {
             rx.recv().await
         } else {
             // Waiting with records kept: a new one, or the end of the pause, ends the wait.
-            match tokio::time::timeout(retry, rx.recv()).await {
+            match tokio::time::timeout_at(retry_at, rx.recv()).await {
                 Ok(first) => first,
                 Err(_paused) => Some(Write::Retry),
             }
@@ -670,6 +690,7 @@ async fn write_activations(
                 }
             }
         }
+        let unwritten_was_empty = unwritten.is_empty();
         let mut records = std::mem::take(&mut unwritten);
         let mut flushes = Vec::new();
         for write in batch {
@@ -679,14 +700,30 @@ async fn write_activations(
                 Write::Retry => {}
             }
         }
+        if open && !unwritten_was_empty && tokio::time::Instant::now() < retry_at {
+            // The disk refused the last try: new records wait with the others for the
+            // next one, without their stories, and nothing is written before it.
+            for record in &mut records {
+                record.story = None;
+                record.later = None;
+            }
+            let over = records.len().saturating_sub(KEPT_UNWRITTEN);
+            records.drain(..over);
+            dropped += over;
+            unwritten = records;
+            for done in flushes {
+                let _ = done.send(());
+            }
+            continue;
+        }
         if !records.is_empty() {
             finish_stories(&mut records).await;
-            let max = stories_max.load(Ordering::Relaxed);
+            let keep = *retention.lock().unwrap_or_else(|e| e.into_inner());
             let prune = written / BATCH as u64 != (written + records.len() as u64) / BATCH as u64
-                || told > max / 16;
+                || told > keep.max_story_bytes / 16;
             let result = conn
                 .run(move |conn| {
-                    let outcome = insert_activations(conn, &records, prune.then_some(max));
+                    let outcome = insert_activations(conn, &records, prune.then_some(keep));
                     (outcome, records)
                 })
                 .await;
@@ -703,8 +740,9 @@ async fn write_activations(
                     retry = RETRY_FIRST;
                 }
                 Ok((Err(e), mut records)) => {
-                    let dropped = records.len().saturating_sub(KEPT_UNWRITTEN);
-                    records.drain(..dropped);
+                    let over = records.len().saturating_sub(KEPT_UNWRITTEN);
+                    records.drain(..over);
+                    dropped += over;
                     // Kept in memory until the disk has room: records, not their bodies.
                     for record in &mut records {
                         record.story = None;
@@ -717,6 +755,7 @@ async fn write_activations(
                         "writing activation records failed; they are kept (without their stories) and written again"
                     );
                     unwritten = records;
+                    retry_at = tokio::time::Instant::now() + retry;
                     retry = (retry * 2).min(RETRY_MAX);
                 }
                 Err(e) => tracing::error!(error = %e, "activation writer task failed"),
@@ -804,13 +843,13 @@ async fn commit<T, R>(writer: &GroupCommit<T, R>, item: T) -> Result<R, StoreErr
     committed.await.map_err(|_| StoreError::Closed)?
 }
 
-/// Inserts `records` in one transaction; with `prune`, also deletes the oldest records
-/// past [`ACTIVATIONS_KEPT`] and drops the oldest stories past `prune` bytes in all.
-/// Returns the bytes of the stories written.
+/// Inserts `records` in one transaction; with `prune`, also deletes the records past
+/// its count and age and drops the oldest stories past its bytes. Returns the bytes of
+/// the stories written.
 fn insert_activations(
     conn: &mut Connection,
     records: &[Box<Record>],
-    prune: Option<u64>,
+    prune: Option<Retention>,
 ) -> Result<u64, StoreError> {
     let tx = conn.transaction()?;
     let mut told = 0;
@@ -840,12 +879,19 @@ fn insert_activations(
             ])?;
         }
     }
-    if let Some(max_story_bytes) = prune {
+    if let Some(keep) = prune {
         tx.execute(
             "DELETE FROM activations WHERE rowid <= (SELECT MAX(rowid) FROM activations) - ?1",
-            [ACTIVATIONS_KEPT],
+            [i64::try_from(keep.max_records).unwrap_or(i64::MAX)],
         )?;
-        story::prune(&tx, max_story_bytes)?;
+        let oldest = keep
+            .max_age
+            .and_then(|a| chrono::Duration::from_std(a).ok())
+            .and_then(|age| Utc::now().checked_sub_signed(age));
+        if let Some(oldest) = oldest {
+            tx.execute("DELETE FROM activations WHERE started_at < ?1", [oldest])?;
+        }
+        story::prune(&tx, keep.max_story_bytes)?;
     }
     tx.commit()?;
     Ok(told)
@@ -1049,7 +1095,10 @@ mod tests {
     async fn stories_are_read_back_and_the_oldest_go_first_past_their_cap() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("hark.db")).unwrap();
-        store.set_stories_max_bytes(4000);
+        store.set_retention(Retention {
+            max_story_bytes: 4000,
+            ..Retention::default()
+        });
         for i in 0..10 {
             let text = format!("{i}{}", "x".repeat(999));
             store.record(activation(format!("c{i}"), None), Some((told(&text), None)));
@@ -1074,6 +1123,43 @@ mod tests {
         );
         assert_eq!(store.activations(None, 100).await.unwrap().len(), 10);
         assert!(store.activation("never").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn records_past_the_count_or_the_age_kept_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        store.set_retention(Retention {
+            max_records: 100_000,
+            max_age: Some(Duration::from_secs(3600)),
+            ..Retention::default()
+        });
+        for i in 0..5 {
+            let mut old = activation(format!("old-{i}"), None);
+            old.started_at = Utc::now() - chrono::Duration::hours(2);
+            store.record(old, None);
+        }
+        for i in 0..600 {
+            store.record(activation(format!("new-{i}"), None), None);
+        }
+        let kept = store.activations(None, 1000).await.unwrap();
+        assert_eq!(kept.len(), 600, "older than an hour: gone; the others stay");
+        assert!(kept.iter().all(|a| a.call_id.starts_with("new-")));
+
+        store.set_retention(Retention {
+            max_records: 50,
+            ..Retention::default()
+        });
+        for i in 0..600 {
+            store.record(activation(format!("more-{i}"), None), None);
+        }
+        let kept = store.activations(None, 2000).await.unwrap();
+        assert!(
+            kept.len() < 1200,
+            "past 50 records, pruned: {} kept",
+            kept.len()
+        );
+        assert_eq!(kept[0].call_id, "more-599", "the newest stay");
     }
 
     fn spec(name: &str) -> FunctionDeployment {

@@ -267,6 +267,35 @@ async fn a_replay_runs_the_kept_request_again_and_shows_what_changed() {
     let (status, _) = replay(&gw, "never-ran", "x", json!({})).await;
     assert_eq!(status, 404);
 
+    // A function that needs functions:invoke to be called needs it to be replayed too.
+    gw.deploy(json!({
+        "service": "guarded",
+        "envProcess": "cat",
+        "annotations": { "hark.auth": "required" },
+    }))
+    .await;
+    let writer: Value = gw
+        .request(Method::POST, "/system/tokens")
+        .json(&json!({ "scopes": ["functions:write", "functions:read"], "ttl": "10m" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let writer = writer["token"].as_str().unwrap().to_owned();
+    register_secret(&writer);
+    let refused = gw
+        .client
+        .post(format!("{}/system/activations/first/replay", gw.url))
+        .bearer_auth(&writer)
+        .json(&json!({ "function": "guarded" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("functions:invoke"));
+
     // The activation page's button does the same, and the new page shows the comparison.
     let cookie = crate::sessions::sign_in(&gw, &gw.token).await;
     let cookie = cookie.split(';').next().unwrap().to_owned();

@@ -56,6 +56,7 @@ pub async fn replay(
     id: &str,
     call_id: &CallId,
     ask: ReplayRequest,
+    may_invoke: bool,
 ) -> Result<Replayed, ApiError> {
     let store = &state.registry.store;
     let (original, story) = store
@@ -84,8 +85,20 @@ pub async fn replay(
         .as_deref()
         .unwrap_or(&original.function)
         .parse()?;
-    if state.registry.deployed(&name).is_none() {
-        return Err(ApiError::not_found(format!("function {name} not found")));
+    let spec = state
+        .registry
+        .deployed(&name)
+        .ok_or_else(|| ApiError::not_found(format!("function {name} not found")))?;
+    // A function deployed with `com.hark.auth: required` is called only with the right
+    // to call it, replayed or not.
+    if spec.auth_required() && !may_invoke {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "function {name} needs the {} scope to be called, replays too",
+                scope::FUNCTIONS_INVOKE
+            ),
+        ));
     }
     let mut notes = Vec::new();
     let mut headers = HeaderMap::new();
@@ -124,8 +137,12 @@ pub async fn replay(
     }
     let call = Invocation {
         call_id: call_id.0.clone(),
-        method: Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| ApiError::bad_request("the kept request has no valid method"))?,
+        method: Method::from_bytes(request.method.as_bytes()).map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the kept request has no valid method",
+            )
+        })?,
         path: request.path.clone(),
         query: request.query.clone(),
         headers,
@@ -161,7 +178,7 @@ pub async fn replay(
     })
 }
 
-#[utoipa::path(post, path = "/system/activations/{call_id}/replay", tag = "activations", description = "Runs an activation's kept request again as a new call (`X-Call-Id` of this request names it) linked to the first by `replayOf`, on the path of every sync call (limits, sandbox, browser pool), and answers with the difference between the two answers. `function` runs it against another function. Channel replies are not sent again. 409 when the request is not kept whole.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), request_body(content = Option<ReplayRequest>, description = "Optional", content_type = "application/json"), responses((status = 200, description = "The replay ran", body = Replayed), (status = 404, description = "No such activation or function", body = ErrorBody), (status = 409, description = "The request is not kept whole", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "The token lacks the scope", body = ErrorBody)))]
+#[utoipa::path(post, path = "/system/activations/{call_id}/replay", tag = "activations", description = "Runs an activation's kept request again as a new call (`X-Call-Id` of this request names it) linked to the first by `replayOf`, on the path of every sync call (limits, sandbox, browser pool), and answers with the difference between the two answers. `function` runs it against another function. Channel replies are not sent again. 409 when the request is not kept whole.", security(("bearer" = [])), params(("call_id" = String, Path, description = "The call id")), request_body(content = Option<ReplayRequest>, description = "Optional", content_type = "application/json"), responses((status = 200, description = "The replay ran", body = Replayed), (status = 404, description = "No such activation or function", body = ErrorBody), (status = 409, description = "The request is not kept whole", body = ErrorBody), (status = 403, description = "The token lacks functions:write, or functions:invoke for a function deployed with `com.hark.auth: required`", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody)))]
 pub async fn replay_activation(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -170,11 +187,16 @@ pub async fn replay_activation(
     body: RawBody,
 ) -> Result<Response, ApiError> {
     state.auth.check(&headers, scope::FUNCTIONS_WRITE).await?;
+    let may_invoke = state
+        .auth
+        .check(&headers, scope::FUNCTIONS_INVOKE)
+        .await
+        .is_ok();
     let ask: ReplayRequest = if body.0.is_empty() {
         ReplayRequest::default()
     } else {
         body.json()?
     };
-    let replayed = replay(&state, &id, &call_id, ask).await?;
+    let replayed = replay(&state, &id, &call_id, ask, may_invoke).await?;
     Ok(Json(replayed).into_response())
 }

@@ -143,7 +143,9 @@ pub async fn replay(
     let form: CsrfForm = form(&body)?;
     session.check_csrf(form.csrf.as_deref())?;
     session.require(scope::FUNCTIONS_WRITE)?;
-    let replayed = replay::replay(&state, &id, &call_id, ReplayRequest::default()).await?;
+    let may_invoke = session.require(scope::FUNCTIONS_INVOKE).is_ok();
+    let replayed =
+        replay::replay(&state, &id, &call_id, ReplayRequest::default(), may_invoke).await?;
     tracing::info!(call_id = %replayed.call_id, replay_of = id, subject = ?session.claims.sub, "replayed from the web UI");
     let encoded: String =
         url::form_urlencoded::byte_serialize(replayed.call_id.as_bytes()).collect();
