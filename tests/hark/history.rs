@@ -23,7 +23,8 @@ async fn call(gw: &Gateway, name: &str, call_id: &str, body: Vec<u8>) -> (u16, S
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-async fn story(gw: &Gateway, call_id: &str) -> Value {
+/// The record of activation `call_id`, story and all.
+async fn record(gw: &Gateway, call_id: &str) -> Value {
     let record: Value = gw
         .request(Method::GET, &format!("/system/activations/{call_id}"))
         .send()
@@ -33,7 +34,30 @@ async fn story(gw: &Gateway, call_id: &str) -> Value {
         .await
         .unwrap();
     assert_eq!(record["callId"], call_id, "{record}");
-    record["story"].clone()
+    record
+}
+
+async fn story(gw: &Gateway, call_id: &str) -> Value {
+    record(gw, call_id).await["story"].clone()
+}
+
+/// A web UI page at `path`, signed in with the session cookie `cookie` (`name=value`).
+async fn ui_page(gw: &Gateway, cookie: &str, path: &str) -> String {
+    gw.client
+        .get(format!("{}{path}", gw.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Signs in at the web UI; the session cookie as `name=value`.
+async fn signed_in(gw: &Gateway) -> String {
+    let set = crate::sessions::sign_in(gw, &gw.token).await;
+    set.split(';').next().unwrap().to_owned()
 }
 
 fn log_texts(story: &Value) -> Vec<String> {
@@ -142,31 +166,13 @@ async fn an_activation_keeps_its_request_its_answer_and_its_own_log_lines() {
         assert_eq!(body["truncated"], true, "{part}");
         assert_eq!(body["text"].as_str().unwrap().len(), 64 * 1024, "{part}");
     }
-    let cookie = crate::sessions::sign_in(&gw, &gw.token).await;
-    let page = gw
-        .client
-        .get(format!("{}/ui/activations/story-big", gw.url))
-        .header("cookie", cookie.split(';').next().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cookie = signed_in(&gw).await;
+    let page = ui_page(&gw, &cookie, "/ui/activations/story-big").await;
     assert!(
         page.contains("…cut: the first 65536 of 1048576 bytes are kept"),
         "the page marks the cut body"
     );
-    let page = gw
-        .client
-        .get(format!("{}/ui/activations/story-a", gw.url))
-        .header("cookie", cookie.split(';').next().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = ui_page(&gw, &cookie, "/ui/activations/story-a").await;
     assert!(
         page.contains("teller heard alpha with [redacted]"),
         "{page}"
@@ -229,14 +235,7 @@ async fn a_replay_runs_the_kept_request_again_and_shows_what_changed() {
             .contains("x-api-key was redacted"),
         "a redacted credential is not sent, and the replay says so: {replayed}"
     );
-    let record: Value = gw
-        .request(Method::GET, "/system/activations/again")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record = record(&gw, "again").await;
     assert_eq!(record["replayOf"], "first");
     assert_eq!(record["trigger"], "replay");
     assert_eq!(record["story"]["request"]["body"]["text"], "alpha");
@@ -297,25 +296,8 @@ async fn a_replay_runs_the_kept_request_again_and_shows_what_changed() {
     assert!(refused.text().await.unwrap().contains("functions:invoke"));
 
     // The activation page's button does the same, and the new page shows the comparison.
-    let cookie = crate::sessions::sign_in(&gw, &gw.token).await;
-    let cookie = cookie.split(';').next().unwrap().to_owned();
-    let page = |path: String| {
-        let cookie = cookie.clone();
-        let client = gw.client.clone();
-        let url = format!("{}{path}", gw.url);
-        async move {
-            client
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    let first_page = page("/ui/activations/first".into()).await;
+    let cookie = signed_in(&gw).await;
+    let first_page = ui_page(&gw, &cookie, "/ui/activations/first").await;
     assert!(first_page.contains("id=\"replay-form\""), "a replay button");
     let csrf = crate::sessions::csrf_in(&first_page);
     let answer = crate::sessions::no_redirects()
@@ -334,13 +316,13 @@ async fn a_replay_runs_the_kept_request_again_and_shows_what_changed() {
         to.starts_with("/ui/activations/") && to.ends_with("?done=replayed"),
         "{to}"
     );
-    let new_page = page(to).await;
+    let new_page = ui_page(&gw, &cookie, &to).await;
     assert!(new_page.contains("Replay of"), "{new_page}");
     assert!(
         new_page.contains("The same answer as the first call."),
         "{new_page}"
     );
-    let elsewhere = page("/ui/activations/elsewhere".into()).await;
+    let elsewhere = ui_page(&gw, &cookie, "/ui/activations/elsewhere").await;
     assert!(elsewhere.contains("id=\"replay-diff\""), "{elsewhere}");
 }
 
