@@ -432,6 +432,41 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     .await;
     shoot(&browser, "function-text").await;
 
+    // The call's activation page tells its story: what the function was given, what it
+    // answered, the line it logged; Replay runs it again and shows it gave the same.
+    let activation = until(
+        &browser,
+        "const a = document.querySelector('#recent .acts a'); return a && a.getAttribute('href');",
+        "a link to the call's activation",
+    )
+    .await;
+    browser
+        .goto(&format!("{url}{}", activation.as_str().unwrap()))
+        .await
+        .unwrap();
+    let text_of = |css: &'static str| {
+        let browser = browser.clone();
+        async move {
+            browser
+                .find(Locator::Css(css))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(text_of("#request-body").await, "hello from the browser");
+    assert_eq!(text_of("#response-body").await, "HELLO FROM THE BROWSER");
+    assert!(text_of("#call-logs").await.contains("shouted at"));
+    shoot(&browser, "activation-story").await;
+    submit(&browser, "#replay-form button[type=submit]").await;
+    assert!(body_text(&browser).await.contains("Replayed: this is the new call."));
+    assert_eq!(
+        text_of("#replay-same").await,
+        "The same answer as the first call."
+    );
+
     // Upload a grayscale picture to colorise; the colour PNG shows inline.
     browser
         .goto(&format!("{url}/ui/functions/colorise"))
