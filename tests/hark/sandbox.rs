@@ -414,3 +414,61 @@ async fn a_recorded_uid_held_by_another_gateway_is_replaced() {
     let recorded = std::fs::read_to_string(dir.path().join("function-users")).unwrap();
     assert_eq!(recorded, format!("keeper\t{}\n", lines[0]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_function_users_cannot_pass_is_named_at_deploy() {
+    if !runs_here("a_data_directory_function_users_cannot_pass_is_named_at_deploy") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    // A data directory inside a 0700 home, as `--data /root/.hark` would be.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let data = home.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let gw = Gateway::start_in(&data, &[]);
+    create_secret(&gw, "pass-key", "unreachable-value-3321").await;
+
+    // Naming a secret it could never read: refused, with the fix.
+    let refused = gw
+        .request(Method::POST, "/system/functions")
+        .json(&json!({
+            "service": "needs-key",
+            "envProcess": "sh -c 'cat \"$HARK_SECRETS_DIR/pass-key\"'",
+            "secrets": ["pass-key"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = refused.status().as_u16();
+    let body = refused.text().await.unwrap();
+    let home_path = home.path().display().to_string();
+    assert!(
+        status == 400 && body.contains(&format!("chmod o+x {home_path}")),
+        "{status} {body}"
+    );
+
+    // Without secrets it deploys and runs; the log says its state directory is out of
+    // its reach.
+    gw.deploy_sh("plain", "echo ran", json!({})).await;
+    assert_eq!(gw.invoke("plain", "").await, (200, "ran\n".to_owned()));
+    let log = gw.output_containing("to its state directory");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("to its state directory") && l.contains(&home_path)),
+        "{log}"
+    );
+
+    // Let others pass the home: the secret is read.
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    gw.deploy(json!({
+        "service": "needs-key",
+        "envProcess": "sh -c 'cat \"$HARK_SECRETS_DIR/pass-key\"'",
+        "secrets": ["pass-key"],
+    }))
+    .await;
+    assert_eq!(
+        gw.invoke("needs-key", "").await,
+        (200, "unreachable-value-3321".to_owned())
+    );
+}

@@ -461,7 +461,9 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     assert!(text_of("#call-logs").await.contains("shouted at"));
     shoot(&browser, "activation-story").await;
     submit(&browser, "#replay-form button[type=submit]").await;
-    assert!(body_text(&browser).await.contains("Replayed: this is the new call."));
+    assert!(body_text(&browser)
+        .await
+        .contains("Replayed: this is the new call."));
     assert_eq!(
         text_of("#replay-same").await,
         "The same answer as the first call."

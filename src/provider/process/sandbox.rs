@@ -315,6 +315,23 @@ impl Sandboxing {
                 })?;
                 sockets_blocked = unreachable(dir, uid, gid);
             }
+            // Its secrets and its state live under the data directory: a directory on
+            // the way that others may not pass (a data directory in a 0700 home) keeps
+            // them from it. Secrets it names are needed: refused. Its state may be
+            // unused: a warning.
+            if let Some(blocked) = impassable(secrets_dir, uid, gid) {
+                if !spec.secrets.is_empty() {
+                    return Err(bad(format!(
+                        "its sandbox user {uid} cannot pass {} on the way to its secret files in {}; let others pass it (chmod o+x {}), use a --data directory they can pass, or start the gateway with --sandbox off",
+                        blocked.display(),
+                        secrets_dir.display(),
+                        blocked.display()
+                    )));
+                }
+            }
+            if let Some(blocked) = impassable(&state, uid, gid) {
+                tracing::warn!(function = name, uid, blocked = %blocked.display(), "its user cannot pass {} to its state directory (HARK_STATE_DIR, TMPDIR, HOME): writing there fails; chmod o+x that directory, or use a --data directory others can pass", blocked.display());
+            }
             for path in std::iter::once(program).chain(workdir) {
                 if let Some(blocked) = unreachable(path, uid, gid) {
                     return Err(bad(format!(
@@ -746,20 +763,9 @@ fn named_user(user: &str) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// The first directory on the way to `path` (or `path` itself) that `uid`/`gid` may not
-/// pass through or read, judged by the permission bits; `None` when it is reachable.
-fn unreachable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
-    let allowed = |meta: &std::fs::Metadata, bits: u32| {
-        let mode = meta.mode();
-        let granted = if meta.uid() == uid {
-            mode >> 6
-        } else if meta.gid() == gid {
-            mode >> 3
-        } else {
-            mode
-        };
-        granted & bits == bits
-    };
+/// The first directory above `path` that `uid`/`gid` may not pass through, judged by
+/// the permission bits; `None` when every one lets it pass.
+fn impassable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
     let mut ancestors: Vec<&Path> = path.ancestors().skip(1).collect();
     ancestors.reverse();
     for dir in ancestors {
@@ -767,9 +773,32 @@ fn unreachable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
             continue;
         }
         match std::fs::metadata(dir) {
-            Ok(meta) if allowed(&meta, 0o1) => {}
+            Ok(meta) if grants(&meta, uid, gid, 0o1) => {}
             _ => return Some(dir.to_owned()),
         }
+    }
+    None
+}
+
+/// Whether the permission bits of `meta` grant `bits` to `uid`/`gid`.
+fn grants(meta: &std::fs::Metadata, uid: u32, gid: u32, bits: u32) -> bool {
+    let mode = meta.mode();
+    let granted = if meta.uid() == uid {
+        mode >> 6
+    } else if meta.gid() == gid {
+        mode >> 3
+    } else {
+        mode
+    };
+    granted & bits == bits
+}
+
+/// The first directory on the way to `path` (or `path` itself) that `uid`/`gid` may not
+/// pass through or read, judged by the permission bits; `None` when it is reachable.
+fn unreachable(path: &Path, uid: u32, gid: u32) -> Option<PathBuf> {
+    let allowed = |meta: &std::fs::Metadata, bits: u32| grants(meta, uid, gid, bits);
+    if let Some(blocked) = impassable(path, uid, gid) {
+        return Some(blocked);
     }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() && allowed(&meta, 0o5) => None,
