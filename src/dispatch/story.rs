@@ -339,7 +339,7 @@ pub fn is_credential(name: &str) -> bool {
 
 /// Whether a field of a JSON or form body carries a credential, by its name: one that
 /// ends in `token`, `secret`, `password`, `passwd`, `apikey`, `privatekey`, `signature`,
-/// `authorization` or `credentials` once lower-cased without `-` and `_`.
+/// `authorization`, `credentials` or `responseurl` once lower-cased without `-` and `_`.
 fn is_credential_field(name: &str) -> bool {
     let name: String = name
         .chars()
@@ -357,6 +357,8 @@ fn is_credential_field(name: &str) -> bool {
         "authorization",
         "credential",
         "credentials",
+        // Slack's response_url: whoever holds it may post to the channel for 30 minutes.
+        "responseurl",
     ]
     .iter()
     .any(|end| name.ends_with(end))

@@ -167,8 +167,8 @@ impl Session {
         }
     }
 
-    /// The session's id (what its cookie holds).
-    fn id(&self) -> &str {
+    /// The session's id (what its cookie holds): never to be logged.
+    pub fn id(&self) -> &str {
         &self.id
     }
 

@@ -476,7 +476,10 @@ fn slack_site() -> Site {
     let site = Site::new();
     let say = site.script("say", r#"sed -n 's/.*"text":"\([^"]*\)".*/You said: \1/p'"#);
     let whoami = site.script("whoami", "cat");
-    let slow = site.script("slow", "cat >/dev/null; sleep 2; echo done late");
+    let slow = site.script(
+        "slow",
+        "cat >/dev/null; echo slow command running >&2; sleep 2; echo done late",
+    );
     let events = site.file("events.log");
     let record = site.script("record", &format!("cat >> {events}; echo >> {events}"));
     let approve = site.script(
@@ -666,6 +669,31 @@ async fn slack_slow_commands_get_the_working_message_and_the_result_at_response_
         .unwrap();
     assert_eq!(records[0]["trigger"], "slack");
     let original = records[0]["callId"].as_str().unwrap();
+    // Its activation tells what the function was given (the command, its channel and
+    // route; the response_url, a capability, redacted), what it answered and its log.
+    let record: Value = gw
+        .request(
+            reqwest::Method::GET,
+            &format!("/system/activations/{original}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let story = &record["story"];
+    let given = story["request"]["body"]["text"].as_str().unwrap();
+    assert!(given.contains(r#""command":"/slow""#), "{given}");
+    assert!(!given.contains("/commands/T1/1/xyz"), "{given}");
+    let headers = story["request"]["headers"].to_string();
+    assert!(
+        headers.contains(r#"["x-hark-channel","slack"]"#),
+        "{headers}"
+    );
+    assert_eq!(story["response"]["body"]["text"], "done late\n");
+    assert_eq!(story["logs"][0]["text"], "slow command running");
+    assert_eq!(story["logs"].as_array().unwrap().len(), 1);
     let replayed: Value = gw
         .request(
             reqwest::Method::POST,

@@ -189,3 +189,46 @@ async fn hark_logs_follow_carries_on_across_a_gateway_restart() {
     );
     gw.stop();
 }
+
+#[tokio::test]
+async fn a_log_stream_ends_once_its_token_is_revoked() {
+    let gw = Gateway::start();
+    gw.deploy_sh("talker", "echo \"heard $(cat)\" >&2", json!({}))
+        .await;
+    let minted: Value = gw
+        .request(Method::POST, "/system/tokens")
+        .json(&json!({ "scopes": ["functions:read"], "ttl": "10m" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = minted["token"].as_str().unwrap().to_owned();
+    crate::util::register_secret(&token);
+    let follow = gw
+        .client
+        .get(format!("{}/system/logs?name=talker&follow=true", gw.url))
+        .bearer_auth(&token)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let revoked = gw
+        .request(
+            Method::DELETE,
+            &format!("/system/tokens/{}", minted["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    // The stream is asked again every 10 s whether its token still holds: it ends.
+    let mut events = follow.bytes_stream().eventsource();
+    let ended = tokio::time::timeout(Duration::from_secs(25), async {
+        while events.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its revoked token");
+}

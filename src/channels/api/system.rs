@@ -362,6 +362,11 @@ pub async fn logs(
     let hub = state.registry.provider.logs().clone();
     let lines = hub.clone().read(name, start, follow);
     let lines = until_stopping(&state, lines);
+    let (auth, asked) = (state.auth.clone(), headers.clone());
+    let lines = while_allowed(lines, move || {
+        let (auth, asked) = (auth.clone(), asked.clone());
+        async move { auth.check(&asked, scope::FUNCTIONS_READ).await.is_ok() }
+    });
     if wants_events(&headers) {
         return Ok(events(lines, move |line| {
             Event::default()
@@ -399,6 +404,31 @@ pub fn wants_events(headers: &HeaderMap) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"))
+}
+
+/// How often a long stream asks again whether its reader may still read it.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `lines` while `still_allowed` says yes, asked every [`RECHECK`]: a stream outlives
+/// a revoked or expired token, or an ended web UI session, by at most that long.
+pub fn while_allowed<S, F, Fut>(
+    lines: S,
+    still_allowed: F,
+) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    lines.take_until(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
+        loop {
+            tick.tick().await;
+            if !still_allowed().await {
+                break;
+            }
+        }
+    })
 }
 
 /// `lines` until the gateway starts stopping, so that long streams let it drain.

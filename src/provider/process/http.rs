@@ -395,11 +395,21 @@ async fn accepting(listeners: &Listeners) -> Option<Endpoint> {
     }
     if let Some(port) = listeners.port {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Some(Endpoint::loopback(port));
+        if let Ok(stream) = tokio::net::TcpStream::connect(addr).await {
+            if !connected_to_itself(&stream) {
+                return Some(Endpoint::loopback(port));
+            }
         }
     }
     None
+}
+
+/// Whether `stream` is connected to itself: a connect to a local port in the ephemeral
+/// range that nothing listens on succeeds now and then when the kernel picks that same
+/// port as its source (TCP simultaneous open). Taken for the replica's answer, it made
+/// a replica that had not started yet look ready (a CI run got 502 from its first call).
+fn connected_to_itself(stream: &tokio::net::TcpStream) -> bool {
+    matches!((stream.local_addr(), stream.peer_addr()), (Ok(local), Ok(peer)) if local == peer)
 }
 
 /// Removes a replica's socket file, if there is one.
@@ -422,4 +432,28 @@ fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_to_itself_is_not_a_replica_listening() {
+        // What the kernel does now and then by chance, done on purpose: a socket bound to
+        // a port connects to that same port, with nothing listening there.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let own = socket.local_addr().unwrap();
+        let stream = socket.connect(own).await.expect("a self-connection");
+        assert!(connected_to_itself(&stream));
+
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let real = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(!connected_to_itself(&real));
+    }
 }

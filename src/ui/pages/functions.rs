@@ -435,7 +435,7 @@ const LOG_LINES_SHOWN: usize = 200;
 /// as server-sent events (the page's `EventSource` resumes with `Last-Event-ID`).
 pub async fn logs(
     State(state): State<Arc<AppState>>,
-    _session: Session,
+    session: Session,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Ui<Response> {
@@ -452,6 +452,12 @@ pub async fn logs(
     };
     let hub = state.registry.provider.logs().clone();
     let lines = system::until_stopping(&state, hub.clone().read(name, start, true));
+    // The page's stream ends with its session (signed out, expired, token revoked).
+    let (auth, id) = (state.auth.clone(), session.id().to_owned());
+    let lines = system::while_allowed(lines, move || {
+        let (auth, id) = (auth.clone(), id.clone());
+        async move { auth.session(&id).await.is_ok() }
+    });
     Ok(system::events(lines, move |logged| {
         let l = &logged.line;
         Event::default()
