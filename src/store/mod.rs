@@ -264,8 +264,10 @@ impl Store {
         queue::migrate(&conn)?;
         story::migrate(&conn)?;
         let conn = Db::start(conn)?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, settling) = mpsc::unbounded_channel();
+        let (settled, rx) = mpsc::unbounded_channel();
         let retention = Arc::new(std::sync::Mutex::new(Retention::default()));
+        tokio::spawn(settle_stories(settling, settled));
         tokio::spawn(write_activations(conn.clone(), rx, retention.clone()));
         let enqueues = group_commit(
             conn.clone(),
@@ -621,6 +623,56 @@ enum Write {
     Retry,
 }
 
+/// Passes records on to the writer in the order they came, each once its story can be
+/// finished (its [`story::Later`] is ready), finishing it; a flush passes once the
+/// records before it have. The wait is a pipeline: records keep arriving and leaving
+/// while the oldest wait for their log lines, so it delays records without slowing the
+/// writer. When the store closes, the records still waiting are finished at once.
+async fn settle_stories(mut rx: mpsc::UnboundedReceiver<Write>, tx: mpsc::UnboundedSender<Write>) {
+    fn ready_at(write: &Write) -> Option<std::time::Instant> {
+        match write {
+            Write::Record(record) => record.later.as_ref().map(|l| l.ready_at),
+            _ => None,
+        }
+    }
+    fn pass(mut write: Write, tx: &mpsc::UnboundedSender<Write>) {
+        if let Write::Record(record) = &mut write {
+            if let (Some(later), Some(story)) = (record.later.take(), record.story.as_mut()) {
+                (later.finish)(story);
+            }
+        }
+        let _ = tx.send(write);
+    }
+    let mut waiting: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
+    loop {
+        let now = std::time::Instant::now();
+        while waiting
+            .front()
+            .is_some_and(|w| ready_at(w).is_none_or(|at| at <= now))
+        {
+            if let Some(write) = waiting.pop_front() {
+                pass(write, &tx);
+            }
+        }
+        let next = waiting.front().and_then(ready_at);
+        let received = match next {
+            None => rx.recv().await,
+            Some(at) => match tokio::time::timeout_at(at.into(), rx.recv()).await {
+                Ok(received) => received,
+                Err(_ready) => continue,
+            },
+        };
+        let Some(write) = received else { break };
+        waiting.push_back(write);
+        while let Ok(write) = rx.try_recv() {
+            waiting.push_back(write);
+        }
+    }
+    for write in waiting {
+        pass(write, &tx);
+    }
+}
+
 /// Writes queued activations in one transaction per batch, until the store is dropped.
 /// A batch gathers for at most `LINGER` after its first record (less when it fills or
 /// someone asks for a flush): under load, one commit carries hundreds of records instead
@@ -644,6 +696,8 @@ async fn write_activations(
     let mut unwritten: Vec<Box<Record>> = Vec::new();
     // Story bytes written since stories were last pruned.
     let mut told: u64 = 0;
+    // Story bytes in the table, once a prune has summed them.
+    let mut stored: Option<u64> = None;
     let mut retry = RETRY_FIRST;
     let mut retry_at = tokio::time::Instant::now();
     let mut dropped = 0usize;
@@ -717,18 +771,18 @@ async fn write_activations(
             continue;
         }
         if !records.is_empty() {
-            finish_stories(&mut records).await;
             let keep = *retention.lock().unwrap_or_else(|e| e.into_inner());
             let prune = written / BATCH as u64 != (written + records.len() as u64) / BATCH as u64
                 || told > keep.max_story_bytes / 16;
             let result = conn
                 .run(move |conn| {
-                    let outcome = insert_activations(conn, &records, prune.then_some(keep));
+                    let outcome = insert_activations(conn, &records, prune.then_some(keep), stored);
                     (outcome, records)
                 })
                 .await;
             match result {
-                Ok((Ok(bytes), records)) => {
+                Ok((Ok((bytes, kept)), records)) => {
+                    stored = kept;
                     if retry != RETRY_FIRST {
                         tracing::info!(
                             records = records.len(),
@@ -770,22 +824,6 @@ async fn write_activations(
             lost = unwritten.len(),
             "the store closed before these activation records could be written"
         );
-    }
-}
-
-/// Does the work left on the stories of `records`, once the last of them can be done.
-async fn finish_stories(records: &mut [Box<Record>]) {
-    let ready = records
-        .iter()
-        .filter_map(|r| r.later.as_ref().map(|l| l.ready_at))
-        .max();
-    if let Some(ready) = ready {
-        tokio::time::sleep_until(ready.into()).await;
-    }
-    for record in records.iter_mut() {
-        if let (Some(later), Some(story)) = (record.later.take(), record.story.as_mut()) {
-            (later.finish)(story);
-        }
     }
 }
 
@@ -844,13 +882,15 @@ async fn commit<T, R>(writer: &GroupCommit<T, R>, item: T) -> Result<R, StoreErr
 }
 
 /// Inserts `records` in one transaction; with `prune`, also deletes the records past
-/// its count and age and drops the oldest stories past its bytes. Returns the bytes of
-/// the stories written.
+/// its count and age and drops the oldest stories past its bytes. `stored` is the bytes
+/// of the stories in the table before, when known (the first prune sums them). Returns
+/// the bytes of the stories written, and of those kept after, when known.
 fn insert_activations(
     conn: &mut Connection,
     records: &[Box<Record>],
     prune: Option<Retention>,
-) -> Result<u64, StoreError> {
+    stored: Option<u64>,
+) -> Result<(u64, Option<u64>), StoreError> {
     let tx = conn.transaction()?;
     let mut told = 0;
     {
@@ -879,22 +919,48 @@ fn insert_activations(
             ])?;
         }
     }
+    let mut kept = stored.map(|bytes| bytes + told);
     if let Some(keep) = prune {
-        tx.execute(
-            "DELETE FROM activations WHERE rowid <= (SELECT MAX(rowid) FROM activations) - ?1",
-            [i64::try_from(keep.max_records).unwrap_or(i64::MAX)],
-        )?;
+        // The story bytes of the records deleted, summed over those rows alone.
+        let mut deleted = 0;
+        let mut delete = |filter: &str, param: &dyn rusqlite::ToSql| -> Result<(), StoreError> {
+            let bytes: i64 = tx.query_row(
+                &format!("SELECT COALESCE(SUM(story_bytes), 0) FROM activations WHERE {filter}"),
+                [param],
+                |r| r.get(0),
+            )?;
+            tx.execute(&format!("DELETE FROM activations WHERE {filter}"), [param])?;
+            deleted += bytes as u64;
+            Ok(())
+        };
+        let last: i64 =
+            tx.query_row("SELECT COALESCE(MAX(rowid), 0) FROM activations", [], |r| {
+                r.get(0)
+            })?;
+        let cut = last.saturating_sub(i64::try_from(keep.max_records).unwrap_or(i64::MAX));
+        if cut > 0 {
+            delete("rowid <= ?1", &cut)?;
+        }
         let oldest = keep
             .max_age
             .and_then(|a| chrono::Duration::from_std(a).ok())
             .and_then(|age| Utc::now().checked_sub_signed(age));
         if let Some(oldest) = oldest {
-            tx.execute("DELETE FROM activations WHERE started_at < ?1", [oldest])?;
+            delete("started_at < ?1", &oldest)?;
         }
-        story::prune(&tx, keep.max_story_bytes)?;
+        // Summed over the whole table once; kept up to date from then on.
+        let total = match kept {
+            Some(bytes) => bytes.saturating_sub(deleted),
+            None => tx.query_row(
+                "SELECT COALESCE(SUM(story_bytes), 0) FROM activations",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64,
+        };
+        kept = Some(total - story::prune(&tx, keep.max_story_bytes, total)?.min(total));
     }
     tx.commit()?;
-    Ok(told)
+    Ok((told, kept))
 }
 
 /// Meta row holding the key check value.
@@ -1123,6 +1189,30 @@ mod tests {
         );
         assert_eq!(store.activations(None, 100).await.unwrap().len(), 10);
         assert!(store.activation("never").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_bytes_of_deleted_records_stories_are_counted_as_freed() {
+        // Records go by count (5 kept) long before their stories reach the byte cap: the
+        // stories of the 5 kept stay, so the count of bytes kept follows the deletions.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        store.set_retention(Retention {
+            max_records: 5,
+            max_story_bytes: 6000,
+            ..Retention::default()
+        });
+        for i in 0..40 {
+            let text = format!("{i}{}", "x".repeat(999));
+            store.record(activation(format!("c{i}"), None), Some((told(&text), None)));
+            store.flush().await;
+        }
+        let kept: Vec<_> = store.activations(None, 100).await.unwrap();
+        assert!(kept.len() <= 6, "{} records", kept.len());
+        for a in &kept[..5.min(kept.len())] {
+            let (_, story) = store.activation(&a.call_id).await.unwrap().unwrap();
+            assert!(story.is_some(), "{} lost its story", a.call_id);
+        }
     }
 
     #[tokio::test]

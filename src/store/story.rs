@@ -104,18 +104,18 @@ pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), super::StoreErr
 }
 
 /// Drops the oldest stories until those kept hold at most `max` bytes (to 7/8 of it, so
-/// that pruning is not needed again at once); their activation records stay.
-pub(super) fn prune(conn: &rusqlite::Connection, max: u64) -> Result<(), super::StoreError> {
-    let total: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(story_bytes), 0) FROM activations",
-        [],
-        |r| r.get(0),
-    )?;
-    let total = total as u64;
+/// that pruning is not needed again at once); their activation records stay. `total` is
+/// the bytes of the stories kept now; returns the bytes dropped.
+pub(super) fn prune(
+    conn: &rusqlite::Connection,
+    max: u64,
+    total: u64,
+) -> Result<u64, super::StoreError> {
     if total <= max {
-        return Ok(());
+        return Ok(0);
     }
-    let mut to_free = total - max / 8 * 7;
+    let goal = total - max / 8 * 7;
+    let mut freed = 0;
     let mut last = None;
     {
         let mut oldest = conn.prepare(
@@ -125,8 +125,8 @@ pub(super) fn prune(conn: &rusqlite::Connection, max: u64) -> Result<(), super::
         while let Some(row) = rows.next()? {
             let (rowid, bytes): (i64, i64) = (row.get(0)?, row.get(1)?);
             last = Some(rowid);
-            to_free = to_free.saturating_sub(bytes as u64);
-            if to_free == 0 {
+            freed += bytes as u64;
+            if freed >= goal {
                 break;
             }
         }
@@ -137,5 +137,5 @@ pub(super) fn prune(conn: &rusqlite::Connection, max: u64) -> Result<(), super::
             [last],
         )?;
     }
-    Ok(())
+    Ok(freed)
 }
