@@ -367,6 +367,8 @@ pub struct AppState {
     pub browser: crate::browser::BrowserPool,
     /// The bytes of request bodies held at once over all requests.
     pub body_budget: Arc<BodyBudget>,
+    /// The queue's and browser pool's gauges over the last day (the UI's overview).
+    pub samples: Arc<crate::telemetry::samples::Samples>,
 }
 
 /// The id of the call being served.
@@ -509,6 +511,10 @@ pub async fn run(
     let admission = state.admission.clone();
     let queue = tokio::spawn(state.queue.clone().run(stopping.subscribe()));
     let scheduler = tokio::spawn(state.scheduler.clone().run(stopping.subscribe()));
+    tokio::spawn(crate::telemetry::samples::Samples::run(
+        state.clone(),
+        stopping.subscribe(),
+    ));
     let (closing, _) = watch::channel(false);
     let closed = |closing: &watch::Sender<bool>| {
         let mut closed = closing.subscribe();

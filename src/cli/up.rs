@@ -457,6 +457,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
         clock,
         browser,
         body_budget: Arc::new(BodyBudget::new(args.max_body_total)),
+        samples: Default::default(),
     });
     let token_path = data.join(crate::auth::ADMIN_TOKEN_FILE);
     match new_token {

@@ -103,6 +103,15 @@ pub struct Activation {
     pub replay_of: Option<String>,
 }
 
+/// One activation as the charts see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPoint {
+    pub function: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: f64,
+    pub status: u16,
+}
+
 /// The SQLite store. Cloning shares the connection.
 #[derive(Clone)]
 pub struct Store {
@@ -577,6 +586,36 @@ impl Store {
                  ORDER BY started_at DESC, rowid DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![function, limit], activation_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// When each activation since `since` started, how long it took and how it ended,
+    /// optionally of one function: what the UI's charts are drawn from. At most `limit`
+    /// rows, the newest.
+    pub async fn calls_since(
+        &self,
+        function: Option<&FunctionName>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CallPoint>, StoreError> {
+        self.flush().await;
+        let function = function.map(|f| f.to_string());
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT function, started_at, duration_ms, status FROM activations
+                 WHERE started_at >= ?1 AND (?2 IS NULL OR function = ?2)
+                 ORDER BY started_at DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![since, function, limit], |r| {
+                Ok(CallPoint {
+                    function: r.get(0)?,
+                    started_at: r.get(1)?,
+                    duration_ms: r.get(2)?,
+                    status: r.get(3)?,
+                })
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await

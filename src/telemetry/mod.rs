@@ -8,10 +8,12 @@
 //!   requests); metric names are the `const`s below.
 //! - [`logs`]: the log subscriber and its `--log-format`.
 //! - [`throttle`]: repeated warnings rate-limited, with a count of those held back.
+//! - [`samples`]: the queue's and the browser pool's gauges over the last day, for the UI.
 
 pub mod exporter;
 pub mod logs;
 pub mod meters;
+pub mod samples;
 pub mod throttle;
 
 /// OpenFaaS: calls of a function by its HTTP status (counter; `function_name`, `code`).

@@ -21,6 +21,7 @@
 //! [`pages`] holds the handlers; they call the same registry, store, queue and skills code
 //! as the REST API.
 
+mod charts;
 mod pages;
 
 use std::sync::{Arc, LazyLock};
@@ -377,6 +378,8 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("skills.html", include_str!("templates/skills.html")),
         ("schedules.html", include_str!("templates/schedules.html")),
         ("queue.html", include_str!("templates/queue.html")),
+        ("charts.html", include_str!("templates/charts.html")),
+        ("overview.html", include_str!("templates/overview.html")),
     ] {
         if let Err(e) = env.add_template(name, source) {
             tracing::error!(template = name, error = %e, "web UI template does not parse");
@@ -456,6 +459,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     let ui = Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(pages::functions))
+        .route("/ui/overview", get(pages::overview))
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout))
         .route("/ui/functions", post(pages::deploy))

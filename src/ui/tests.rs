@@ -117,8 +117,20 @@ fn scopes_are_required() {
 #[test]
 fn every_page_renders_and_escapes() {
     let s = session(&[scope::ADMIN]);
+    let now = chrono::Utc::now();
+    let window = charts::Window::new(charts::Range::Hour, now);
+    let mut series = charts::CallSeries::new(window);
+    series.add(&crate::store::CallPoint {
+        function: "echo".into(),
+        started_at: now,
+        duration_ms: 3.0,
+        status: 500,
+    });
+    let summary = json!({ "calls": 1, "errors": 1, "error_rate": "100%", "p50": "3.0 ms", "p95": "3.0 ms", "spark": series.spark() });
     let f = json!({ "name": "echo", "image": "", "process": "cat", "mode": "fork", "replicas": 1,
-        "available": 1, "invocations": 3, "status": "ready", "status_class": "ok", "auth": false });
+        "available": 1, "invocations": 3, "status": "ready", "status_class": "ok", "auth": false, "hour": summary });
+    let mut row = summary.clone();
+    row["name"] = "echo".into();
     let a = json!({ "call_id": "c1", "function": "echo", "trigger": "ui", "status": 500, "ok": false,
         "duration_ms": "1.0", "started_at": "2026-11-30 05:00:00", "error": "<script>alert(1)</script>" });
     let pages = [
@@ -128,7 +140,14 @@ fn every_page_renders_and_escapes() {
         ),
         (
             "function.html",
-            json!({ "nav": "functions", "f": f.clone(), "annotations": {"hark.mode": "fork"}, "labels": {}, "env": {}, "secrets": [], "activations": [a.clone()], "can_write": true, "max_replicas": 64 }),
+            json!({ "nav": "functions", "f": f.clone(), "annotations": {"hark.mode": "fork"}, "labels": {}, "env": {}, "secrets": [], "activations": [a.clone()], "can_write": true, "max_replicas": 64,
+                "range": "hour", "totals": summary, "graphs": [series.rate_chart("c1"), series.error_chart("c2"), series.latency_chart("c3")] }),
+        ),
+        (
+            "overview.html",
+            json!({ "nav": "overview", "range": "day", "totals": summary, "rate": series.rate_chart("r"), "latency": series.latency_chart("l"),
+                "busiest": [row.clone()], "failing": [row], "queue": series.rate_chart("q"), "depth": 0, "dead": 2, "browsers": series.rate_chart("b"),
+                "pool": { "enabled": false, "reason": "<script>alert(1)</script>", "in_use": 0, "warm": 0, "max": 2 } }),
         ),
         ("remove.html", json!({ "f": f.clone() })),
         (
@@ -156,6 +175,13 @@ fn every_page_renders_and_escapes() {
             .0;
         assert!(html.contains("<main id=\"main\">"), "{name}");
         assert!(!html.contains("<script>alert"), "{name} does not escape");
+        if matches!(name, "function.html" | "overview.html" | "functions.html") {
+            assert!(
+                html.contains("<polyline points=\""),
+                "{name} draws its charts"
+            );
+            assert!(name != "function.html" || html.contains("<figure class=\"chart\" id=\"c3\">"));
+        }
         let posts = html.matches("method=\"post\"").count();
         let tokens = html.matches("name=\"csrf\" value=\"abc123\"").count();
         assert_eq!(

@@ -42,7 +42,7 @@ async fn story(gw: &Gateway, call_id: &str) -> Value {
 }
 
 /// A web UI page at `path`, signed in with the session cookie `cookie` (`name=value`).
-async fn ui_page(gw: &Gateway, cookie: &str, path: &str) -> String {
+pub(crate) async fn ui_page(gw: &Gateway, cookie: &str, path: &str) -> String {
     gw.client
         .get(format!("{}{path}", gw.url))
         .header("cookie", cookie)
@@ -55,7 +55,7 @@ async fn ui_page(gw: &Gateway, cookie: &str, path: &str) -> String {
 }
 
 /// Signs in at the web UI; the session cookie as `name=value`.
-async fn signed_in(gw: &Gateway) -> String {
+pub(crate) async fn signed_in(gw: &Gateway) -> String {
     let set = crate::sessions::sign_in(gw, &gw.token).await;
     set.split(';').next().unwrap().to_owned()
 }

@@ -6,6 +6,7 @@ mod api;
 mod bench;
 mod browser;
 mod channels;
+mod charts;
 mod cli;
 mod contract;
 mod docker;

@@ -469,6 +469,46 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
         "The same answer as the first call."
     );
 
+    // The function's charts: calls per minute over the last hour as an SVG line of a
+    // point a minute, whose dots count every call listed under it (two from the panel,
+    // one replay).
+    browser
+        .goto(&format!("{url}/ui/functions/shout"))
+        .await
+        .unwrap();
+    let drawn = browser
+        .execute(
+            "const g = document.querySelector('#chart-calls g[data-label=calls]');
+             const points = [...g.querySelectorAll('polyline')].reduce((n, p) => n + p.points.numberOfItems, 0);
+             const calls = [...g.querySelectorAll('circle')].reduce((n, c) => n + Number(c.dataset.n), 0);
+             const listed = document.querySelectorAll('#recent .acts li a').length;
+             const width = document.querySelector('#chart-calls svg').getBoundingClientRect().width;
+             return [points, calls, listed, width > 200];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn, json!([60, 3, 3, true]));
+    shoot(&browser, "function-charts").await;
+    browser.goto(&format!("{url}/ui/overview")).await.unwrap();
+    let total = browser
+        .find(Locator::Css("#total-calls"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(total.parse::<u32>().unwrap() >= 3, "{total}");
+    shoot(&browser, "overview").await;
+    browser
+        .execute(
+            "document.getElementById('chart-queue').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    shoot(&browser, "overview-gauges").await;
+
     // Upload a grayscale picture to colorise; the colour PNG shows inline.
     browser
         .goto(&format!("{url}/ui/functions/colorise"))
@@ -632,6 +672,8 @@ async fn walk_through(browser: Client, url: String, token: String, picture: Path
     shoot(&browser, "function-phone").await;
     browser.goto(&format!("{url}/ui/")).await.unwrap();
     shoot(&browser, "functions-phone").await;
+    browser.goto(&format!("{url}/ui/overview")).await.unwrap();
+    shoot(&browser, "overview-phone").await;
 
     // Remove, with its confirmation page; then sign out.
     browser.set_window_size(1280, 900).await.unwrap();

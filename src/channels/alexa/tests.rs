@@ -136,6 +136,7 @@ async fn harness_with_api(
         body_budget: Arc::new(crate::server::BodyBudget::new(
             crate::server::DEFAULT_MAX_BODY_TOTAL,
         )),
+        samples: Default::default(),
     });
     Harness {
         state,

@@ -10,6 +10,7 @@ use axum::response::sse::Event;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
+use chrono::Utc;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,7 +28,9 @@ use crate::registry::{DeployMode, Deployer};
 use crate::server::{AppState, CallId, RawBody, HEADER_CALL_ID};
 use crate::ui::{render, Session, UiError, CSRF_FIELD, CSRF_HEADER};
 
+use super::overview::{by_function, call_series, call_summary, RangeQuery};
 use super::{activation_row, form, see_other, CsrfForm, Done, Ui, LABEL_SCALE_MIN, MAX_REPLICAS};
+use crate::ui::charts::{CallSeries, Range, Window};
 
 fn function_row(f: &FunctionStatus) -> Value {
     let status = if f.replicas == 0 {
@@ -77,7 +80,19 @@ async fn functions_page(
     form: &DeployForm,
 ) -> Ui<Html<String>> {
     let list = state.registry.list().await?;
-    let rows: Vec<Value> = list.iter().map(function_row).collect();
+    let window = Window::new(Range::Hour, Utc::now());
+    let (_, calls) = call_series(state, None, window).await?;
+    let hour = by_function(window, &calls);
+    let idle = CallSeries::new(window);
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|f| {
+            let mut row = function_row(f);
+            let series = hour.get(f.name.as_str()).unwrap_or(&idle);
+            row["hour"] = call_summary(series);
+            row
+        })
+        .collect();
     render(
         "functions.html",
         session,
@@ -278,10 +293,13 @@ pub async fn function(
     session: Session,
     Path(name): Path<String>,
     Query(done): Query<Done>,
+    Query(range): Query<RangeQuery>,
 ) -> Ui<Html<String>> {
     let name: FunctionName = name.parse()?;
     let status = state.registry.status(&name).await?;
     let activations = state.registry.store.activations(Some(&name), 15).await?;
+    let (series, _) =
+        call_series(&state, Some(&name), Window::new(range.range, Utc::now())).await?;
     let annotations: BTreeMap<&String, &String> = status.annotations.iter().collect();
     render(
         "function.html",
@@ -297,6 +315,13 @@ pub async fn function(
             "notice": done.notice(),
             "can_write": session.claims.allows(scope::FUNCTIONS_WRITE),
             "max_replicas": MAX_REPLICAS,
+            "range": range.range,
+            "totals": call_summary(&series),
+            "graphs": [
+                series.rate_chart("chart-calls"),
+                series.error_chart("chart-errors"),
+                series.latency_chart("chart-latency"),
+            ],
         }),
     )
 }

@@ -2,17 +2,19 @@
 //! a redirect after a form, or (for the invoke panel and the live logs) the raw answer goes
 //! out. They call the registry, store, queue, scheduler and skills as the REST API does.
 //!
-//! One file per page group: [`signin`], [`functions`], [`activations`], [`skills`] and
-//! [`queue`]; here, what they share.
+//! One file per page group: [`signin`], [`overview`], [`functions`], [`activations`],
+//! [`skills`] and [`queue`]; here, what they share.
 
 mod activations;
 mod functions;
+mod overview;
 mod queue;
 mod signin;
 mod skills;
 
 pub use activations::{activation, activation_screenshot, activations, replay};
 pub use functions::{deploy, function, functions, invoke, logs, remove, remove_form, scale};
+pub use overview::overview;
 pub use queue::{queue, retry, schedules};
 pub use signin::{login, login_form, logout};
 pub use skills::{skills, try_utterance};
