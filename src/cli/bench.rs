@@ -461,12 +461,37 @@ async fn run_in(
         &secrets.env(),
     )
     .await?;
+    // The same as the first, keeping no activation stories (what keeping them costs).
+    let untold_dir = dir.join("untold");
+    std::fs::create_dir_all(&untold_dir)?;
+    let mut untold = Gateway::start_with_env(
+        &exe,
+        &untold_dir,
+        &[
+            "--provider",
+            "process",
+            "--config",
+            config,
+            "--durability",
+            "normal",
+            "--history-max-body",
+            "0",
+        ],
+        &secrets.env(),
+    )
+    .await?;
+    let gateways = Gateways {
+        normal: &gateway,
+        full: &full,
+        untold: &untold,
+    };
     let measured = measure_process(
-        &bench, &exe, &gateway, &full, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
+        &bench, &exe, &gateways, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
     )
     .await;
     gateway.stop().await;
     full.stop().await;
+    untold.stop().await;
     ceiling.stop().await;
     spawner.stop().await;
     let (mut table, checks, mut cold) = measured?;
@@ -585,13 +610,43 @@ async fn run_in(
 
 type Cold = (String, Vec<Duration>);
 
+/// The gateways of the process-provider rows: all serve the same stack file.
+#[derive(Clone, Copy)]
+struct Gateways<'a> {
+    /// `--durability normal`, with activation stories (the defaults otherwise).
+    normal: &'a Gateway,
+    /// `--durability full`.
+    full: &'a Gateway,
+    /// `--durability normal` and `--history-max-body 0`: records without stories.
+    untold: &'a Gateway,
+}
+
+/// A check that keeping activation stories costs at most 10 % of a row's throughput:
+/// row `told` (stories kept) against row `untold` (none), measured in the same run.
+fn history_cost(table: &Table, what: &str, told: usize, untold: usize) -> Check {
+    let (on, off) = (
+        table.rows[told].figures.rate(),
+        table.rows[untold].figures.rate(),
+    );
+    let cost = if off > 0.0 { 1.0 - on / off } else { f64::NAN };
+    Check {
+        what: format!(
+            "{what}: what keeping stories costs (1 − row {} / row {})",
+            told + 1,
+            untold + 1
+        ),
+        value: format!("{:.1} %", cost * 100.0),
+        target: "≤ 10 %".into(),
+        met: cost <= 0.10,
+    }
+}
+
 /// The process-provider rows, the checks of the targets and the cold starts.
 #[allow(clippy::too_many_arguments)]
 async fn measure_process(
     bench: &Bench,
     exe: &Path,
-    gateway: &Gateway,
-    full: &Gateway,
+    gateways: &Gateways<'_>,
     ceiling: &Server,
     spawner: &Server,
     cat: &Path,
@@ -601,9 +656,15 @@ async fn measure_process(
     args: &BenchArgs,
 ) -> anyhow::Result<(Table, Vec<Check>, Vec<Cold>)> {
     let client = &bench.client;
+    let Gateways {
+        normal: gateway,
+        full,
+        untold,
+    } = *gateways;
     gateway.wait_ready(client, ECHO).await?;
     gateway.wait_ready(client, ECHO_TCP).await?;
     full.wait_ready(client, ECHO).await?;
+    untold.wait_ready(client, ECHO).await?;
     gateway
         .deploy(
             client,
@@ -639,6 +700,15 @@ async fn measure_process(
         Some(ceiling_row),
         Some(0.45),
     );
+    let target = json(format!("{}/function/{ECHO}", untold.url));
+    bench.probe(&target, BODY).await;
+    let http_untold_row = table.push(
+        "http mode (unix socket), --history-max-body 0 (no stories)",
+        bench.row(&target, untold.pid(), None).await?,
+        Some(ceiling_row),
+        None,
+    );
+    checks.push(history_cost(&table, "http mode", http_row, http_untold_row));
     let target = json(format!("{}/function/{ECHO_TCP}", gateway.url));
     bench.probe(&target, BODY).await;
     table.push(
@@ -706,6 +776,16 @@ async fn measure_process(
         Some(unsigned_row),
         Some(0.9),
     );
+    let slack = secrets.slack(&format!("{}/slack/bench", untold.url));
+    bench.probe(&slack, "slash_command").await;
+    let slack = secrets.slack(&format!("{}/slack/bench", untold.url));
+    let slack_untold_row = table.push(
+        "slack: signed slash command, --history-max-body 0",
+        bench.row(&slack, untold.pid(), None).await?,
+        Some(unsigned_row),
+        None,
+    );
+    checks.push(history_cost(&table, "slack", slack_row, slack_untold_row));
     // Acknowledged once its call is committed: with --durability full, synced to disk.
     let slack = secrets.slack(&format!("{}/slack/bench", full.url));
     bench.probe(&slack, "slash_command").await;

@@ -10,11 +10,13 @@ use crate::util::hark_bin;
 const ROWS: &[&str] = &[
     "bare axum echo server (ceiling)",
     "http mode: echo function through the gateway (unix socket)",
+    "http mode (unix socket), --history-max-body 0 (no stories)",
     "http mode: echo function through the gateway (tcp, hark.listen: tcp)",
     "bare server spawning cat per request (baseline)",
     "fork mode: cat through the gateway",
     "echo at /function/echo, unsigned (channel base)",
     "slack: signed slash command → echo",
+    "slack: signed slash command, --history-max-body 0",
     "slack: signed slash command, --durability full",
     "github: signed issues.opened → echo",
     "alexa: signed intent, chain cached → echo",
@@ -29,6 +31,8 @@ const ROWS: &[&str] = &[
 const CHECKS: &[&str] = &[
     "http mode: added p50 latency",
     "fork mode: p99 vs the spawn server's",
+    "http mode: what keeping stories costs",
+    "slack: what keeping stories costs",
     "durable async enqueue",
     "gateway RSS idle",
     "gateway peak RSS at -c8",
