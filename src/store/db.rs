@@ -83,6 +83,26 @@ impl Db {
     }
 }
 
+/// Adds to `table` each of `columns` (name, SQL type and default) it lacks: a table made
+/// by an older Hark brought up to the current schema.
+pub(super) fn add_missing_columns(
+    conn: &Connection,
+    table: &str,
+    columns: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    let existing: Vec<String> = {
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let rows = stmt.query_map([table], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (column, kind) in columns {
+        if !existing.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,17 +179,7 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[("trigger", "TEXT"), ("reply", "TEXT")]
 
 /// Brings a queue table made by an older Hark up to [`SCHEMA`].
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let existing: Vec<String> = {
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('queue')")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    for (column, kind) in ADDED_COLUMNS {
-        if !existing.iter().any(|c| c == column) {
-            conn.execute_batch(&format!("ALTER TABLE queue ADD COLUMN {column} {kind}"))?;
-        }
-    }
-    Ok(())
+    super::db::add_missing_columns(conn, "queue", ADDED_COLUMNS)
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {

@@ -84,23 +84,15 @@ pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Brings an activations table made by an older Hark up to the columns stories need.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), super::StoreError> {
-    let existing: Vec<String> = {
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('activations')")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    for (column, kind) in [
-        ("story", "TEXT"),
-        ("story_bytes", "INTEGER NOT NULL DEFAULT 0"),
-        ("replay_of", "TEXT"),
-    ] {
-        if !existing.iter().any(|c| c == column) {
-            conn.execute_batch(&format!(
-                "ALTER TABLE activations ADD COLUMN {column} {kind}"
-            ))?;
-        }
-    }
-    Ok(())
+    super::db::add_missing_columns(
+        conn,
+        "activations",
+        &[
+            ("story", "TEXT"),
+            ("story_bytes", "INTEGER NOT NULL DEFAULT 0"),
+            ("replay_of", "TEXT"),
+        ],
+    )
 }
 
 /// Drops the oldest stories until those kept hold at most `max` bytes (to 7/8 of it, so
