@@ -212,14 +212,7 @@ async fn function_records_follow_the_openfaas_shapes() {
     assert_eq!(status["invocationCount"], 2);
     assert!(chrono_like(&status["createdAt"]));
 
-    let list: Vec<Value> = gw
-        .request(Method::GET, "/system/functions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = gw.get_json("/system/functions").await;
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], "echo");
 
@@ -233,14 +226,7 @@ async fn function_records_follow_the_openfaas_shapes() {
     assert_eq!(response.status(), 202);
     assert_eq!(gw.invoke("echo", "").await, (200, "hello\n".to_owned()));
 
-    let info: Value = gw
-        .request(Method::GET, "/system/info")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: Value = gw.get_json("/system/info").await;
     assert_eq!(info["provider"]["provider"], "hark");
     assert_eq!(info["provider"]["orchestration"], "process");
     assert!(info["version"]["release"].is_string());
@@ -403,13 +389,8 @@ async fn functions_scale_and_counts_survive_a_restart() {
     assert_eq!(gw.status("off").await["replicas"], 0);
     assert_eq!(gw.invoke("echo", "back").await, (200, "back".to_owned()));
     let activations: Vec<Value> = gw
-        .request(Method::GET, "/system/activations?function=echo&limit=10")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/system/activations?function=echo&limit=10")
+        .await;
     assert_eq!(activations.len(), 4);
 }
 

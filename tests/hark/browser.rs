@@ -51,13 +51,7 @@ fn gateway(args: &[&str]) -> Gateway {
 }
 
 async fn pool(gw: &Gateway) -> Value {
-    gw.request(Method::GET, "/system/browser")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.get_json("/system/browser").await
 }
 
 /// Polls the pool's status until `done` holds (at most a minute).

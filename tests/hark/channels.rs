@@ -274,14 +274,7 @@ fn standard_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(&'stat
 }
 
 async fn channel_stats(gw: &Gateway, channel: &str, name: &str) -> Value {
-    let all: Value = gw
-        .request(reqwest::Method::GET, "/system/channels")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = gw.get_json("/system/channels").await;
     all.as_array()
         .unwrap()
         .iter()
@@ -659,29 +652,14 @@ async fn slack_slow_commands_get_the_working_message_and_the_result_at_response_
 
     // Replaying the command runs the function again on what it was given, and posts
     // nothing to response_url: the replay calls the function, not Slack.
-    let records: Vec<Value> = gw
-        .request(reqwest::Method::GET, "/system/activations?function=slow")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let records: Vec<Value> = gw.get_json("/system/activations?function=slow").await;
     assert_eq!(records[0]["trigger"], "slack");
     let original = records[0]["callId"].as_str().unwrap();
     // Its activation tells what the function was given (the command, its channel and
     // route; the response_url, a capability, redacted), what it answered and its log.
     let record: Value = gw
-        .request(
-            reqwest::Method::GET,
-            &format!("/system/activations/{original}"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/system/activations/{original}"))
+        .await;
     let story = &record["story"];
     let given = story["request"]["body"]["text"].as_str().unwrap();
     assert!(given.contains(r#""command":"/slow""#), "{given}");
@@ -761,14 +739,7 @@ async fn slack_events_are_acknowledged_and_run_once_despite_retries() {
     assert_eq!(stats["refused"]["signature_mismatch"], 1, "{stats}");
 
     // The activation record names the trigger.
-    let activations: Value = gw
-        .request(reqwest::Method::GET, "/system/activations?function=record")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activations: Value = gw.get_json("/system/activations?function=record").await;
     assert_eq!(activations.as_array().unwrap().len(), 1, "{activations}");
     assert_eq!(activations[0]["trigger"], "slack");
 }
@@ -848,17 +819,7 @@ async fn slack_view_submissions_answer_with_the_response_action() {
     )
     .await;
     assert_eq!((status, answer.as_str()), (200, ""));
-    let activations: Value = gw
-        .request(
-            reqwest::Method::GET,
-            "/system/activations?function=validate",
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activations: Value = gw.get_json("/system/activations?function=validate").await;
     assert_eq!(activations.as_array().unwrap().len(), 2, "{activations}");
     assert_eq!(activations[0]["trigger"], "slack");
 }
@@ -956,16 +917,8 @@ async fn wait_delivered(gw: &Gateway, function: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let entries: Value = gw
-            .request(
-                reqwest::Method::GET,
-                &format!("/system/queue?function={function}"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/system/queue?function={function}"))
+            .await;
         if let Some(entry) = entries
             .as_array()
             .unwrap()
@@ -1193,14 +1146,7 @@ async fn slack_refuses_forged_stale_future_and_malformed_requests() {
     assert_eq!(stats["refused"]["missing_header"], 1, "{stats}");
     assert_eq!(stats["refused"]["malformed_header"], 1, "{stats}");
     // Refused requests never reached a function.
-    let activations: Value = gw
-        .request(reqwest::Method::GET, "/system/activations?function=say")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activations: Value = gw.get_json("/system/activations?function=say").await;
     assert_eq!(activations.as_array().unwrap().len(), 3);
     // No secret or signature in the log.
     let log = gw.output_containing("delivery refused");

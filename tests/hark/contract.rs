@@ -723,14 +723,7 @@ async fn a_failing_function_answers_500_with_its_exit_status_and_stderr(kind: Ki
         "{body}"
     );
     h.wait_log("fails", "something broke").await;
-    let activations: Value =
-        h.gw.request(Method::GET, "/system/activations?function=fails")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let activations: Value = h.gw.get_json("/system/activations?function=fails").await;
     let record = &activations[0];
     assert_eq!(record["status"], 500);
     assert!(
@@ -858,14 +851,7 @@ async fn a_call_past_its_time_limit_answers_504(kind: Kind) {
     let (status, body) = h.gw.invoke("slow", "").await;
     assert_eq!(status, 504, "{body}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    let activations: Value =
-        h.gw.request(Method::GET, "/system/activations?function=slow")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let activations: Value = h.gw.get_json("/system/activations?function=slow").await;
     assert_eq!(activations[0]["status"], 504, "{activations}");
 }
 

@@ -88,14 +88,7 @@ async fn an_out_of_memory_kill_is_reported_in_the_activation() {
     .await;
     let (status, body) = h.gw.invoke("hog", "").await;
     assert_eq!(status, 500, "{body}");
-    let activations: Value =
-        h.gw.request(Method::GET, "/system/activations?function=hog")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let activations: Value = h.gw.get_json("/system/activations?function=hog").await;
     let error = activations[0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("out of memory"), "{activations}");
     // Only the function's process was killed; the container and its watchdog live on.

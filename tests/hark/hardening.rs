@@ -7,14 +7,7 @@ use std::process::{Command, Stdio};
 use crate::util::{strip_ansi, Gateway};
 
 async fn durability(gw: &Gateway) -> String {
-    let info: serde_json::Value = gw
-        .request(reqwest::Method::GET, "/system/info")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = gw.get_json("/system/info").await;
     info["durability"].as_str().unwrap_or_default().to_owned()
 }
 

@@ -153,15 +153,7 @@ alexa:
     async fn wait_warm(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let status: Value = self
-                .gw
-                .request(reqwest::Method::GET, "/system/browser")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let status: Value = self.gw.get_json("/system/browser").await;
             if status["warm"].as_u64() >= Some(1) {
                 return;
             }

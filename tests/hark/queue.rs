@@ -71,13 +71,7 @@ async fn enqueue(gw: &Gateway, name: &str, body: &str, callback: Option<&str>) -
 }
 
 async fn queue(gw: &Gateway, query: &str) -> Vec<Value> {
-    gw.request(Method::GET, &format!("/system/queue?{query}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.get_json(&format!("/system/queue?{query}")).await
 }
 
 async fn wait_state(gw: &Gateway, call_id: &str, state: &str) -> Value {
@@ -119,14 +113,7 @@ async fn an_async_call_runs_and_its_result_is_posted_to_the_callback() {
     assert_eq!(entry["status"], 200);
     assert_eq!(entry["callbackState"], "delivered");
     // The activation record names the trigger.
-    let activations: Vec<Value> = gw
-        .request(Method::GET, "/system/activations?function=shout")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activations: Vec<Value> = gw.get_json("/system/activations?function=shout").await;
     assert_eq!(activations[0]["trigger"], "async");
     assert_eq!(activations[0]["callId"], id.as_str());
 }
@@ -164,14 +151,7 @@ async fn failures_are_retried_with_backoff_then_dead_lettered_and_can_be_retried
     assert_eq!(entry["status"], 500);
     let dead = queue(&gw, "state=dead").await;
     assert_eq!(dead.len(), 1);
-    let activations: Vec<Value> = gw
-        .request(Method::GET, "/system/activations?function=broken")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activations: Vec<Value> = gw.get_json("/system/activations?function=broken").await;
     assert_eq!(activations.len(), 3, "one activation per attempt");
 
     // Fixed, and retried from the dead-letter list.

@@ -8,19 +8,12 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::util::Gateway;
 
 async fn schedules(gw: &Gateway) -> Vec<Value> {
-    gw.request(Method::GET, "/system/schedules")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    gw.get_json("/system/schedules").await
 }
 
 /// Waits until the schedule of `function` has a run whose outcome is `outcome`.
@@ -81,14 +74,7 @@ async fn a_schedule_fires_each_tick_with_its_time() {
             "ticks fall on whole seconds: {t}"
         );
     }
-    let activations: Vec<Value> = gw
-        .request(Method::GET, "/system/activations?function=tick")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let activations: Vec<Value> = gw.get_json("/system/activations?function=tick").await;
     assert_eq!(activations[0]["trigger"], "schedule");
 }
 

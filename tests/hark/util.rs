@@ -260,6 +260,17 @@ impl Gateway {
             .bearer_auth(&self.token)
     }
 
+    /// `GET path` with the admin token, its JSON answer.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Deploys a function by the API and asserts it was accepted.
     pub async fn deploy(&self, spec: Value) {
         let response = self
