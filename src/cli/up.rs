@@ -76,6 +76,11 @@ pub struct UpArgs {
     /// this many bytes (0: keep no request, answer or log lines with activations).
     #[arg(long, env = "HARK_HISTORY_MAX_BODY", default_value = "64KiB", value_parser = crate::function::parse_bytes)]
     pub history_max_body: u64,
+    /// How many successful calls of each function keep their story per second, or `all`;
+    /// failed calls, replays and the web UI's calls always keep theirs. Telling a story
+    /// costs more than the gateway's own work on a call, so under load only a sample is.
+    #[arg(long, env = "HARK_HISTORY_STORY_RATE", default_value = "20", value_parser = crate::dispatch::story::parse_story_rate)]
+    pub history_story_rate: crate::dispatch::story::PerSecond,
     /// Most bytes of those kept activation stories in all; the oldest go first, their
     /// activation records stay.
     #[arg(long, env = "HARK_HISTORY_MAX_BYTES", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
@@ -341,6 +346,7 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     tracing::info!(provider = provider.name(), "provider ready");
     let dispatcher = Arc::new(Dispatcher::new(provider.clone(), store.clone()).await?);
     dispatcher.set_max_body(usize::try_from(args.history_max_body).unwrap_or(usize::MAX));
+    dispatcher.set_story_rate(args.history_story_rate.0);
     store.set_retention(Retention {
         max_records: args.history_max_records,
         max_age: (!args.history_max_age.is_zero()).then_some(args.history_max_age),

@@ -38,6 +38,8 @@ pub struct Dispatcher {
     redactors: Mutex<HashMap<FunctionName, Arc<Redactor>>>,
     /// The cap of each body kept in a story; 0 keeps no story.
     max_body: AtomicUsize,
+    /// Which successful calls keep their story.
+    story_rate: story::StoryRate,
 }
 
 impl Dispatcher {
@@ -60,6 +62,7 @@ impl Dispatcher {
             meters: FunctionMeters::default(),
             redactors: Mutex::new(HashMap::new()),
             max_body: AtomicUsize::new(story::DEFAULT_MAX_BODY),
+            story_rate: story::StoryRate::default(),
         })
     }
 
@@ -67,6 +70,12 @@ impl Dispatcher {
     /// story; 0 keeps no story at all.
     pub fn set_max_body(&self, max: usize) {
         self.max_body.store(max, Ordering::Relaxed);
+    }
+
+    /// At most `per_second` successful calls of each function keep their story (`None`:
+    /// every call); failed calls, replays and the UI's calls always do.
+    pub fn set_story_rate(&self, per_second: Option<u32>) {
+        self.story_rate.set(per_second);
     }
 
     /// The secret values `name` was deployed with, hidden from its stories.
@@ -138,6 +147,13 @@ impl Dispatcher {
             duration_ms = duration.as_secs_f64() * 1000.0,
             "invoked"
         );
+        // Every failed call is told; of those that went well, a sample under load.
+        let failed = status >= 400 || error.is_some();
+        let told = told.filter(|_| {
+            failed
+                || matches!(trigger, Trigger::Replay | Trigger::Ui)
+                || self.story_rate.allow(name, Instant::now())
+        });
         let story = told.map(|(call, start)| {
             let redactor = self.redactor(name);
             let answer = result.as_ref().ok();

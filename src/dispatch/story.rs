@@ -2,8 +2,10 @@
 //! wrote come in; a [`Story`] with bodies capped and credentials and the function's own
 //! secret values redacted goes out, before anything is kept.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use http::HeaderMap;
@@ -195,6 +197,75 @@ impl Redactor {
             logs: Vec::new(),
             logs_by: String::new(),
         }
+    }
+}
+
+/// Default of how many successful calls of each function keep their story per second
+/// (`hark up --history-story-rate`); failed calls always keep theirs.
+pub const DEFAULT_STORY_RATE: u32 = 20;
+
+/// Which successful calls keep their story: at most a rate per function and second
+/// (a token bucket holding a second's worth), or every one. Telling a story costs a
+/// call more than running it through the gateway does (copying and redacting its
+/// request and answer, writing them with the record), so under load only a sample of
+/// the calls that went well are told; a failed call, a replay and a call from the UI's
+/// invoke panel are always told.
+#[derive(Debug)]
+pub struct StoryRate {
+    /// Stories per function and second; `u32::MAX`: every call's.
+    per_second: AtomicU32,
+    buckets: Mutex<HashMap<FunctionName, (Instant, f64)>>,
+}
+
+impl Default for StoryRate {
+    fn default() -> Self {
+        StoryRate {
+            per_second: AtomicU32::new(DEFAULT_STORY_RATE),
+            buckets: Default::default(),
+        }
+    }
+}
+
+impl StoryRate {
+    /// At most `per_second` successful calls of each function keep their story; `None`:
+    /// every call does.
+    pub fn set(&self, per_second: Option<u32>) {
+        let value = per_second.map_or(u32::MAX, |n| n.min(u32::MAX - 1));
+        self.per_second.store(value, Ordering::Relaxed);
+    }
+
+    /// Whether a successful call of `name` that ends now keeps its story.
+    pub fn allow(&self, name: &FunctionName, now: Instant) -> bool {
+        let rate = self.per_second.load(Ordering::Relaxed);
+        if rate == u32::MAX {
+            return true;
+        }
+        let rate = f64::from(rate);
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, tokens) = buckets.entry(name.clone()).or_insert((now, rate));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// `--history-story-rate`: stories per function and second, or `None` for `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerSecond(pub Option<u32>);
+
+/// Parses `--history-story-rate`: a number of stories per function and second, or `all`.
+pub fn parse_story_rate(text: &str) -> Result<PerSecond, String> {
+    match text.trim() {
+        "all" => Ok(PerSecond(None)),
+        n => n
+            .parse::<u32>()
+            .map(|n| PerSecond(Some(n)))
+            .map_err(|_| format!("{text:?} is not a number of stories per second or `all`")),
     }
 }
 
@@ -427,6 +498,32 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http::{HeaderValue, Method, StatusCode};
+
+    #[test]
+    fn a_second_of_stories_is_told_at_once_then_the_rate_refills_per_function() {
+        let rate = StoryRate::default();
+        rate.set(Some(3));
+        let (a, b): (FunctionName, FunctionName) = ("a".parse().unwrap(), "b".parse().unwrap());
+        let t = Instant::now();
+        let told = |f: &FunctionName, at| (0..10).filter(|_| rate.allow(f, at)).count();
+        assert_eq!(told(&a, t), 3, "a burst of a second's worth");
+        assert_eq!(told(&b, t), 3, "each function has its own");
+        assert_eq!(
+            told(&a, t + Duration::from_millis(500)),
+            1,
+            "1.5 earned, 1 told"
+        );
+        assert_eq!(
+            told(&a, t + Duration::from_secs(60)),
+            3,
+            "never more than a second's worth"
+        );
+        rate.set(None);
+        assert_eq!(told(&a, t + Duration::from_secs(60)), 10, "all: every call");
+        assert_eq!(parse_story_rate("all"), Ok(PerSecond(None)));
+        assert_eq!(parse_story_rate("20"), Ok(PerSecond(Some(20))));
+        assert!(parse_story_rate("lots").is_err());
+    }
 
     fn call(body: &[u8]) -> Invocation {
         let mut headers = HeaderMap::new();

@@ -25,14 +25,7 @@ async fn call(gw: &Gateway, name: &str, call_id: &str, body: Vec<u8>) -> (u16, S
 
 /// The record of activation `call_id`, story and all.
 async fn record(gw: &Gateway, call_id: &str) -> Value {
-    let record: Value = gw
-        .request(Method::GET, &format!("/system/activations/{call_id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: Value = gw.get_json(&format!("/system/activations/{call_id}")).await;
     assert_eq!(record["callId"], call_id, "{record}");
     record
 }
@@ -335,4 +328,36 @@ async fn no_story_is_kept_with_a_zero_body_cap() {
         200
     );
     assert_eq!(story(&gw, "untold").await, Value::Null);
+}
+
+#[tokio::test]
+async fn past_the_story_rate_successful_calls_keep_only_their_record_and_failed_ones_all() {
+    let gw = Gateway::start_with(&["--history-story-rate", "2"]);
+    gw.deploy_sh("fine", "cat", json!({})).await;
+    gw.deploy_sh("broken", "cat; exit 3", json!({})).await;
+    for i in 0..6 {
+        assert_eq!(
+            call(&gw, "fine", &format!("fine-{i}"), b"ok".to_vec())
+                .await
+                .0,
+            200
+        );
+        let (status, _) = call(&gw, "broken", &format!("broken-{i}"), b"no".to_vec()).await;
+        assert!(status >= 500, "{status}");
+    }
+    let mut told = 0;
+    for i in 0..6 {
+        let record = record(&gw, &format!("fine-{i}")).await;
+        assert_eq!(record["status"], 200, "every call keeps its record");
+        told += usize::from(!record["story"].is_null());
+    }
+    // Two told at once (a second's worth), and perhaps one more earned meanwhile.
+    assert!((2..=3).contains(&told), "{told} of 6 successful calls told");
+    for i in 0..6 {
+        let story = story(&gw, &format!("broken-{i}")).await;
+        assert_eq!(
+            story["request"]["body"]["text"], "no",
+            "a failed call is always told"
+        );
+    }
 }
