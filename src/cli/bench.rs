@@ -480,10 +480,30 @@ async fn run_in(
         &secrets.env(),
     )
     .await?;
+    // And one telling every call's story, not a sample of those that went well.
+    let told_dir = dir.join("told");
+    std::fs::create_dir_all(&told_dir)?;
+    let mut told = Gateway::start_with_env(
+        &exe,
+        &told_dir,
+        &[
+            "--provider",
+            "process",
+            "--config",
+            config,
+            "--durability",
+            "normal",
+            "--history-story-rate",
+            "all",
+        ],
+        &secrets.env(),
+    )
+    .await?;
     let gateways = Gateways {
         normal: &gateway,
         full: &full,
         untold: &untold,
+        told: &told,
     };
     let measured = measure_process(
         &bench, &exe, &gateways, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
@@ -492,6 +512,7 @@ async fn run_in(
     gateway.stop().await;
     full.stop().await;
     untold.stop().await;
+    told.stop().await;
     ceiling.stop().await;
     spawner.stop().await;
     let (mut table, checks, mut cold) = measured?;
@@ -619,10 +640,13 @@ struct Gateways<'a> {
     full: &'a Gateway,
     /// `--durability normal` and `--history-max-body 0`: records without stories.
     untold: &'a Gateway,
+    /// `--durability normal` and `--history-story-rate all`: every call's story.
+    told: &'a Gateway,
 }
 
-/// A check that keeping activation stories costs at most 10 % of a row's throughput:
-/// row `told` (stories kept) against row `untold` (none), measured in the same run.
+/// A check that keeping activation stories (by default: failed calls' and a sample of
+/// the others') costs at most 10 % of a row's throughput: row `told` against row
+/// `untold` (none kept), measured in the same run.
 fn history_cost(table: &Table, what: &str, told: usize, untold: usize) -> Check {
     let (on, off) = (
         table.rows[told].figures.rate(),
@@ -660,11 +684,13 @@ async fn measure_process(
         normal: gateway,
         full,
         untold,
+        told,
     } = *gateways;
     gateway.wait_ready(client, ECHO).await?;
     gateway.wait_ready(client, ECHO_TCP).await?;
     full.wait_ready(client, ECHO).await?;
     untold.wait_ready(client, ECHO).await?;
+    told.wait_ready(client, ECHO).await?;
     gateway
         .deploy(
             client,
@@ -709,6 +735,14 @@ async fn measure_process(
         None,
     );
     checks.push(history_cost(&table, "http mode", http_row, http_untold_row));
+    let target = json(format!("{}/function/{ECHO}", told.url));
+    bench.probe(&target, BODY).await;
+    table.push(
+        "http mode (unix socket), --history-story-rate all (every story)",
+        bench.row(&target, told.pid(), None).await?,
+        Some(ceiling_row),
+        None,
+    );
     let target = json(format!("{}/function/{ECHO_TCP}", gateway.url));
     bench.probe(&target, BODY).await;
     table.push(
@@ -786,6 +820,15 @@ async fn measure_process(
         None,
     );
     checks.push(history_cost(&table, "slack", slack_row, slack_untold_row));
+    let slack = secrets.slack(&format!("{}/slack/bench", told.url));
+    bench.probe(&slack, "slash_command").await;
+    let slack = secrets.slack(&format!("{}/slack/bench", told.url));
+    table.push(
+        "slack: signed slash command, --history-story-rate all",
+        bench.row(&slack, told.pid(), None).await?,
+        Some(unsigned_row),
+        None,
+    );
     // Acknowledged once its call is committed: with --durability full, synced to disk.
     let slack = secrets.slack(&format!("{}/slack/bench", full.url));
     bench.probe(&slack, "slash_command").await;
