@@ -14,8 +14,14 @@
 //! judged only by a gateway in the mount namespace that recorded the entry: a gateway with
 //! a private view of the file system (systemd's `PrivateTmp=`, `ProtectHome=`) sees other
 //! gateways' directories as missing and must not give their uids away.
+//!
+//! A freed uid is given again only when nothing of its last function is left where a new
+//! function could reach it: no process runs under it (a replica its gateway left behind
+//! when killed) and nothing directly in the shared writable directories (`/tmp`,
+//! `/var/tmp`, `/dev/shm`) belongs to it. Otherwise the next free uid is given, and that
+//! one stays unused until what holds it is gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
@@ -44,6 +50,8 @@ pub(super) struct UidRegistry {
     data: PathBuf,
     /// The gateway's mount namespace (`mnt:[N]`), recorded with its entries.
     namespace: String,
+    /// The uids something on the machine still uses ([`uids_in_use`]); a test's own.
+    in_use: fn() -> BTreeSet<u32>,
 }
 
 /// One line of the registry.
@@ -125,6 +133,7 @@ impl UidRegistry {
             file,
             data,
             namespace: mount_namespace(),
+            in_use: uids_in_use,
         })
     }
 
@@ -201,9 +210,10 @@ impl UidRegistry {
             .map(|e| e.uid)
     }
 
-    /// Gives `name` the lowest uid no entry holds.
+    /// Gives `name` the lowest uid no entry holds and nothing on the machine uses.
     fn give(&self, entries: &mut Vec<Entry>, name: &str) -> std::io::Result<u32> {
-        let taken: std::collections::BTreeSet<u32> = entries.iter().map(|e| e.uid).collect();
+        let mut taken = (self.in_use)();
+        taken.extend(entries.iter().map(|e| e.uid));
         let uid = (UID_BASE..UID_BASE + UID_COUNT)
             .find(|uid| !taken.contains(uid))
             .ok_or_else(|| {
@@ -343,6 +353,54 @@ fn in_range(uid: u32) -> bool {
     (UID_BASE..UID_BASE + UID_COUNT).contains(&uid)
 }
 
+/// Directories every function can write (a function's own tmp is private, these are
+/// not): what a function leaves there is reachable by the next holder of its uid.
+const SHARED_WRITABLE: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
+
+/// The uids of Hark's range that a process runs under (any of its real, effective, saved
+/// or file-system uids) or that own an entry directly in [`SHARED_WRITABLE`].
+fn uids_in_use() -> BTreeSet<u32> {
+    let mut used = process_uids();
+    used.extend(owners_in(SHARED_WRITABLE.iter().map(Path::new)));
+    used.retain(|uid| in_range(*uid));
+    used
+}
+
+/// Every uid a process of this machine (as far as this `/proc` shows) runs under.
+fn process_uids() -> BTreeSet<u32> {
+    let mut uids = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return uids;
+    };
+    for entry in dir.flatten() {
+        let is_pid = entry.file_name().as_bytes().iter().all(u8::is_ascii_digit);
+        if !is_pid {
+            continue;
+        }
+        // A process that ended meanwhile has no status: it holds nothing.
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
+        if let Some(line) = status.lines().find(|l| l.starts_with("Uid:")) {
+            uids.extend(
+                line[4..]
+                    .split_whitespace()
+                    .filter_map(|u| u.parse::<u32>().ok()),
+            );
+        }
+    }
+    uids
+}
+
+/// The owners of the entries directly in `dirs` (not below them).
+fn owners_in<'a>(dirs: impl Iterator<Item = &'a Path>) -> BTreeSet<u32> {
+    dirs.filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter_map(|entry| entry.path().symlink_metadata().ok())
+        .map(|meta| meta.uid())
+        .collect()
+}
+
 /// Takes an exclusive lock on `file`, waiting for it; released when the file is closed.
 fn flock(file: &File) -> std::io::Result<()> {
     loop {
@@ -368,8 +426,53 @@ fn mount_namespace() -> String {
 mod tests {
     use super::*;
 
+    /// A registry of its own, on a machine where nothing holds a uid of Hark's range.
     fn registry(dir: &Path, data: &Path) -> UidRegistry {
-        UidRegistry::open(dir.join("reg").join("function-users"), data).unwrap()
+        let mut registry = UidRegistry::open(dir.join("reg").join("function-users"), data).unwrap();
+        registry.in_use = BTreeSet::new;
+        registry
+    }
+
+    #[test]
+    fn a_freed_uid_is_not_given_while_a_process_or_a_shared_file_still_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let mut registry = registry(dir.path(), data.path());
+        registry.in_use = || BTreeSet::from([UID_BASE, UID_BASE + 1]);
+        assert_eq!(registry.uid_of("f").unwrap(), UID_BASE + 2);
+        registry.in_use = BTreeSet::new;
+        assert_eq!(
+            registry.uid_of("g").unwrap(),
+            UID_BASE,
+            "free once nothing has it"
+        );
+    }
+
+    #[test]
+    fn uids_in_use_are_found_in_processes_and_shared_directories() {
+        // This test's own process runs under its uid.
+        // SAFETY: getuid(2) has no arguments and cannot fail.
+        let me = unsafe { libc::getuid() };
+        assert!(process_uids().contains(&me));
+        // A file in a shared directory: its owner is found, what is below is not looked at.
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::create_dir(shared.path().join("deep")).unwrap();
+        std::fs::write(shared.path().join("left"), b"x").unwrap();
+        let owner = std::fs::metadata(shared.path().join("left")).unwrap().uid();
+        assert_eq!(
+            owners_in([shared.path()].into_iter()),
+            BTreeSet::from([owner])
+        );
+        if me == 0 {
+            let below = shared.path().join("deep/below");
+            std::fs::write(&below, b"x").unwrap();
+            std::os::unix::fs::chown(&below, Some(UID_BASE + 5), None).unwrap();
+            std::os::unix::fs::chown(shared.path().join("left"), Some(UID_BASE + 4), None).unwrap();
+            assert_eq!(
+                owners_in([shared.path()].into_iter()),
+                BTreeSet::from([UID_BASE + 4, me])
+            );
+        }
     }
 
     #[test]
