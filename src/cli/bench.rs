@@ -430,73 +430,28 @@ async fn run_in(
     let config = dir.join("bench.yml");
     std::fs::write(&config, stack_file(&exe, connections)?)?;
     let config = config.to_str().context("the bench's path is not UTF-8")?;
-    let mut gateway = Gateway::start_with_env(
-        &exe,
-        dir,
-        &[
-            "--provider",
-            "process",
-            "--config",
-            config,
-            "--durability",
-            "normal",
-        ],
-        &secrets.env(),
-    )
-    .await?;
+    let start = |data: PathBuf, extra: &'static [&'static str]| {
+        let (exe, env) = (&exe, secrets.env());
+        async move {
+            std::fs::create_dir_all(&data)?;
+            let mut args = vec!["--provider", "process", "--config", config];
+            args.extend_from_slice(extra);
+            Gateway::start_with_env(exe, &data, &args, &env).await
+        }
+    };
+    let mut gateway = start(dir.to_owned(), &["--durability", "normal"]).await?;
     // The same again committing with --durability full, in a data directory of its own.
-    let full_dir = dir.join("full");
-    std::fs::create_dir_all(&full_dir)?;
-    let mut full = Gateway::start_with_env(
-        &exe,
-        &full_dir,
-        &[
-            "--provider",
-            "process",
-            "--config",
-            config,
-            "--durability",
-            "full",
-        ],
-        &secrets.env(),
-    )
-    .await?;
+    let mut full = start(dir.join("full"), &["--durability", "full"]).await?;
     // The same as the first, keeping no activation stories (what keeping them costs).
-    let untold_dir = dir.join("untold");
-    std::fs::create_dir_all(&untold_dir)?;
-    let mut untold = Gateway::start_with_env(
-        &exe,
-        &untold_dir,
-        &[
-            "--provider",
-            "process",
-            "--config",
-            config,
-            "--durability",
-            "normal",
-            "--history-max-body",
-            "0",
-        ],
-        &secrets.env(),
+    let mut untold = start(
+        dir.join("untold"),
+        &["--durability", "normal", "--history-max-body", "0"],
     )
     .await?;
     // And one telling every call's story, not a sample of those that went well.
-    let told_dir = dir.join("told");
-    std::fs::create_dir_all(&told_dir)?;
-    let mut told = Gateway::start_with_env(
-        &exe,
-        &told_dir,
-        &[
-            "--provider",
-            "process",
-            "--config",
-            config,
-            "--durability",
-            "normal",
-            "--history-story-rate",
-            "all",
-        ],
-        &secrets.env(),
+    let mut told = start(
+        dir.join("told"),
+        &["--durability", "normal", "--history-story-rate", "all"],
     )
     .await?;
     let gateways = Gateways {
