@@ -32,6 +32,8 @@ pub const NOW: i64 = 1_740_830_400;
 /// The secret the Slack, GitHub and Standard Webhooks targets verify with. Seeds that should
 /// pass are signed with it.
 pub const SECRET: &[u8] = b"fuzz-signing-secret";
+/// The Teams security token, as Teams shows it (base64 of [`SECRET`]).
+pub const TEAMS_TOKEN: &str = "ZnV6ei1zaWduaW5nLXNlY3JldA==";
 /// The Standard Webhooks secret, in its `whsec_` form (base64 of [`SECRET`]).
 pub const STANDARD_SECRET: &str = "whsec_ZnV6ei1zaWduaW5nLXNlY3JldA==";
 
@@ -455,6 +457,44 @@ pub fn github_delivery(data: &[u8]) {
     let _ = crate::channels::github::api::parse_labels(body);
 }
 
+/// A Teams outgoing-webhook request: accepted only when `Authorization` is `HMAC` and the
+/// body's MAC under the security token [`TEAMS_TOKEN`]; the report agrees; an accepted
+/// activity is refused when its timestamp is outside the window, and its text comes out
+/// plain (no `<at>` mention, no surrounding or repeated spaces).
+pub fn teams_activity(data: &[u8]) {
+    use crate::channels::teams;
+    let (headers, body) = message(data);
+    let key = teams::verify::key(TEAMS_TOKEN.as_bytes()).expect("the fuzz token decodes");
+    let result = teams::verify::verify(&[key], &headers, body);
+    let report = verify::explain(
+        verify::Kind::Teams,
+        TEAMS_TOKEN.as_bytes(),
+        &headers,
+        body,
+        NOW,
+    );
+    assert_eq!(report.passed(), result.is_ok());
+    if result.is_ok() {
+        let sent = header_text(&headers, "authorization");
+        let expected = teams::verify::sign(TEAMS_TOKEN.as_bytes(), body).unwrap();
+        assert_eq!(
+            sent.trim().split_once(' ').map(|(_, mac)| mac.trim()),
+            expected.split_once(' ').map(|(_, mac)| mac),
+            "accepted a MAC that is not the body's"
+        );
+    }
+    if let Ok(activity) = teams::read_activity(body, NOW) {
+        let text = &activity.text;
+        assert_eq!(text.trim(), text);
+        assert!(!text.contains("  "), "{text:?}");
+        assert!(!text.contains("</at>"), "{text:?}");
+        if let Some(timestamp) = &activity.timestamp {
+            let at = chrono::DateTime::parse_from_rfc3339(timestamp).unwrap();
+            assert!((at.timestamp() - NOW).abs() <= verify::TOLERANCE_SECS);
+        }
+    }
+}
+
 /// A Standard Webhooks delivery: the `webhook-id`, `webhook-timestamp` and
 /// `webhook-signature` parsers never panic, and a delivery is accepted only when one of its
 /// signatures is the HMAC of `id.timestamp.body` under [`STANDARD_SECRET`], within the window.
@@ -580,6 +620,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("slack_request", slack_request),
     ("github_delivery", github_delivery),
     ("standard_webhook", standard_webhook),
+    ("teams_activity", teams_activity),
     ("trigger_rule", trigger_rule),
     ("stack_file", stack_file),
     ("skill_file", skill_file),
@@ -689,6 +730,11 @@ mod tests {
         let data = seed("standard_webhook", "signed");
         let (headers, body) = message(&data);
         verify::standard::verify(&[STANDARD_SECRET], &headers, body, NOW).unwrap();
+        let data = seed("teams_activity", "signed");
+        let (headers, body) = message(&data);
+        let key = crate::channels::teams::verify::key(TEAMS_TOKEN.as_bytes()).unwrap();
+        crate::channels::teams::verify::verify(&[key], &headers, body).unwrap();
+        crate::channels::teams::read_activity(body, NOW).unwrap();
 
         let data = seed("alexa_request", "signed-intent");
         let (headers, body) = message(&data);

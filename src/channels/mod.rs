@@ -5,7 +5,9 @@
 //! - [`slack`]: `POST /slack/{app}` — slash commands, events, interactivity.
 //! - [`github`]: `POST /github/{app}` — webhook deliveries; replies as comments or labels.
 //! - [`hooks`]: `POST /hooks/{name}` — Standard Webhooks, trigger rules, or public hooks.
-//! - [`common`]: what those three share — the routing table built from `hark.yml`,
+//! - [`teams`]: `POST /teams/{route}` — Microsoft Teams outgoing webhooks, answered inline.
+//! - [`common`]: what the webhook channels share: the contract each implements
+//!   ([`common::ChannelRoute`]) and its one request handler — the routing table built from `hark.yml`,
 //!   delivery-id dedupe, acknowledgement budgets, outbound HTTP with retries, counters.
 
 pub mod alexa;
@@ -14,27 +16,28 @@ pub mod common;
 pub mod github;
 pub mod hooks;
 pub mod slack;
+pub mod teams;
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::Json;
 use http::HeaderMap;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::auth::scope;
 use crate::error::ApiError;
 use crate::server::AppState;
-pub use common::{Channels, ChannelsConfig};
 
-/// The webhook channels' routes, and `GET /system/channels`, with their descriptions.
-pub fn routes() -> OpenApiRouter<Arc<AppState>> {
-    OpenApiRouter::new()
-        .routes(routes!(slack::handler::handle))
-        .routes(routes!(github::handler::handle))
-        .routes(routes!(hooks::handler::handle))
-        .routes(routes!(list))
+// The webhook channels: one line each.
+common::webhook_channels! {
+    /// `POST /slack/{app}`.
+    slack: slack::SlackRouteConfig => slack::SlackRoute, slack::handler::handle;
+    /// `POST /github/{app}`.
+    github: github::GitHubRouteConfig => github::GitHubRoute, github::handler::handle;
+    /// `POST /hooks/{name}`.
+    hooks: hooks::HookRouteConfig => hooks::HookRoute, hooks::handler::handle;
+    /// `POST /teams/{route}`: Microsoft Teams outgoing webhooks.
+    teams: teams::TeamsRouteConfig => teams::TeamsRoute, teams::handle;
 }
 
 #[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every Slack, GitHub and hooks route with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]

@@ -21,13 +21,17 @@ pub enum Trigger {
     Github,
     /// A `hooks:` route of `hark.yml`.
     Hook,
+    /// A Microsoft Teams outgoing webhook.
+    Teams,
+    /// A Telegram bot's webhook.
+    Telegram,
     /// An activation run again (`POST /system/activations/ID/replay`).
     Replay,
 }
 
 impl Trigger {
     /// Every trigger, in the order the UI lists them.
-    pub const ALL: [Trigger; 9] = [
+    pub const ALL: [Trigger; 11] = [
         Trigger::Http,
         Trigger::Ui,
         Trigger::Async,
@@ -36,6 +40,8 @@ impl Trigger {
         Trigger::Slack,
         Trigger::Github,
         Trigger::Hook,
+        Trigger::Teams,
+        Trigger::Telegram,
         Trigger::Replay,
     ];
 
@@ -49,6 +55,8 @@ impl Trigger {
             Trigger::Slack => "slack",
             Trigger::Github => "github",
             Trigger::Hook => "hook",
+            Trigger::Teams => "teams",
+            Trigger::Telegram => "telegram",
             Trigger::Replay => "replay",
         }
     }

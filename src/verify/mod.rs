@@ -242,6 +242,8 @@ pub enum Kind {
     Slack,
     GitHub,
     Standard,
+    /// Microsoft Teams outgoing webhooks; the secret is the security token, as shown.
+    Teams,
     /// Plain payload HMAC. `header` is the header carrying the signature; when `None`,
     /// [`hmac::DEFAULT_HEADERS`] are tried in order.
     Hmac {
@@ -253,7 +255,7 @@ pub enum Kind {
 /// The `--kind` value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown webhook kind {0:?}: expected slack, github, standard, or \
+    "unknown webhook kind {0:?}: expected slack, github, standard, teams, or \
      hmac-sha1|hmac-sha256|hmac-sha512 (optionally followed by :HEADER-NAME)"
 )]
 pub struct UnknownKind(pub String);
@@ -274,6 +276,7 @@ impl FromStr for Kind {
             "slack" => Some(Kind::Slack),
             "github" => Some(Kind::GitHub),
             "standard" | "standard-webhooks" | "standardwebhooks" => Some(Kind::Standard),
+            "teams" => Some(Kind::Teams),
             _ => None,
         };
         if let Some(kind) = simple {
@@ -302,6 +305,7 @@ impl fmt::Display for Kind {
             Kind::Slack => f.write_str("slack"),
             Kind::GitHub => f.write_str("github"),
             Kind::Standard => f.write_str("standard"),
+            Kind::Teams => f.write_str("teams"),
             Kind::Hmac {
                 algorithm,
                 header: None,
@@ -353,6 +357,9 @@ pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now:
         Kind::Slack => slack::explain_into(&mut report, secret, headers, body, now),
         Kind::GitHub => github::explain_into(&mut report, secret, headers, body),
         Kind::Standard => standard::explain_into(&mut report, secret, headers, body, now),
+        Kind::Teams => {
+            crate::channels::teams::verify::explain_into(&mut report, secret, headers, body)
+        }
         Kind::Hmac { algorithm, header } => hmac::explain_into(
             &mut report,
             algorithm,

@@ -18,35 +18,35 @@ use crate::util::Gateway;
 // Fixtures
 
 /// A data directory with a `hark.yml` and function scripts.
-struct Site {
+pub(crate) struct Site {
     dir: tempfile::TempDir,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub(crate) fn new() -> Site {
         Site {
             dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes a shell script and returns the `fprocess` that runs it.
-    fn script(&self, name: &str, body: &str) -> String {
+    pub(crate) fn script(&self, name: &str, body: &str) -> String {
         let path = self.path().join(format!("{name}.sh"));
         std::fs::write(&path, body).unwrap();
         format!("sh {}", path.display())
     }
 
     /// A file in the site (for functions to leave traces in).
-    fn file(&self, name: &str) -> String {
+    pub(crate) fn file(&self, name: &str) -> String {
         self.path().join(name).display().to_string()
     }
 
     /// Lines a function appended to `name` so far.
-    fn lines(&self, name: &str) -> Vec<String> {
+    pub(crate) fn lines(&self, name: &str) -> Vec<String> {
         std::fs::read_to_string(self.path().join(name))
             .unwrap_or_default()
             .lines()
@@ -55,7 +55,7 @@ impl Site {
     }
 
     /// Waits until `name` has at least `n` lines.
-    async fn wait_lines(&self, name: &str, n: usize) -> Vec<String> {
+    pub(crate) async fn wait_lines(&self, name: &str, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let lines = self.lines(name);
@@ -71,7 +71,7 @@ impl Site {
     }
 
     /// Writes `hark.yml`: `functions` (name → fprocess) and the `channels` YAML text.
-    fn config(&self, functions: &[(&str, &str)], channels: &str) {
+    pub(crate) fn config(&self, functions: &[(&str, &str)], channels: &str) {
         let mut yaml = String::from("functions:\n");
         for (name, fprocess) in functions {
             yaml.push_str(&format!("  {name}:\n    fprocess: {fprocess}\n"));
@@ -88,14 +88,14 @@ impl Site {
     /// Its functions run outside the process sandbox: their scripts and the traces they
     /// leave live in the site, the gateway's data directory, which a sandboxed function
     /// may not read (`sandbox.rs` tests the sandbox; these, the channels).
-    fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    pub(crate) fn start(&self, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut all = vec!["--sandbox", "off"];
         all.extend_from_slice(args);
         Gateway::start_in_with_env(self.path(), &all, env)
     }
 
     /// Runs `hark up` expecting it to fail; returns its stderr.
-    fn start_fails(&self, env: &[(&str, &str)]) -> String {
+    pub(crate) fn start_fails(&self, env: &[(&str, &str)]) -> String {
         let mut child = Gateway::up_command(self.path(), &[], env)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -125,7 +125,7 @@ impl Site {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
@@ -217,7 +217,7 @@ impl Recorder {
 }
 
 /// POSTs `body` with `headers` to `path` of the gateway.
-async fn post(
+pub(crate) async fn post(
     gw: &Gateway,
     path: &str,
     headers: &[(&str, String)],
@@ -273,7 +273,7 @@ fn standard_headers(secret: &str, id: &str, ts: i64, body: &[u8]) -> Vec<(&'stat
     ]
 }
 
-async fn channel_stats(gw: &Gateway, channel: &str, name: &str) -> Value {
+pub(crate) async fn channel_stats(gw: &Gateway, channel: &str, name: &str) -> Value {
     let all: Value = gw.get_json("/system/channels").await;
     all.as_array()
         .unwrap()

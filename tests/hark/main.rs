@@ -30,6 +30,7 @@ mod secret_scope;
 mod sessions;
 mod sockets;
 mod swarm;
+mod teams;
 mod tokens;
 mod ui;
 mod util;

@@ -203,6 +203,9 @@ pub struct ChannelCall<'a> {
     /// Whether the request answers with the result when it comes in time (then the
     /// reply is not delivered as well).
     pub answers: bool,
+    /// A failure is final rather than retried while this gateway runs the call: for a
+    /// platform that shows the answer now and takes no later one.
+    pub no_retries: bool,
 }
 
 impl ChannelCall<'_> {
@@ -218,7 +221,7 @@ impl ChannelCall<'_> {
         };
         let queued = QueuedCall {
             function: self.function.to_string(),
-            trigger: Some(self.route.trigger().as_str().to_owned()),
+            trigger: Some(self.route.trigger.as_str().to_owned()),
             reply,
             delivery: self.dedupe.map(|id| (self.route.key(), id.to_owned())),
             ..queued_call(self.call)
@@ -227,7 +230,7 @@ impl ChannelCall<'_> {
             hold: Some(Box::new(permit)),
             wait: self.wait,
             answers: self.answers,
-            no_retries: false,
+            no_retries: self.no_retries,
         };
         queue.submit(queued, submit).await.map_err(|e| match e {
             EnqueueError::Store(e) => ChannelError::Internal(e.to_string()),

@@ -5,13 +5,12 @@
 //! durably with delivery-id dedupe and an acknowledgement budget, and outbound HTTP with
 //! retries ([`delivery`]); where results go once their calls finish ([`reply`]).
 
+pub mod contract;
 pub mod delivery;
 pub mod reply;
 pub mod route;
 pub mod secrets;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -20,9 +19,8 @@ use crate::function::{parse_duration_within, FunctionName, MAX_TIMEOUT};
 use crate::registry::Registry;
 use crate::store::StoreError;
 
-use super::github::{GitHubRoute, GitHubRouteConfig};
-use super::hooks::{HookRoute, HookRouteConfig};
-use super::slack::{SlackRoute, SlackRouteConfig};
+pub use super::{Channels, ChannelsConfig};
+pub use contract::{ChannelRoute, Handled};
 pub use delivery::{queued_call, ChannelCall, Outbound};
 pub use reply::{ChannelReplies, ReplyTo};
 pub use route::{ChannelError, RouteCore};
@@ -32,27 +30,6 @@ pub use secrets::Secrets;
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default number of deliveries of one route whose functions run at once (429 above).
 pub const DEFAULT_MAX_INFLIGHT: usize = 16;
-
-/// The `channels:` section of `hark.yml`, as written.
-#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct ChannelsConfig {
-    /// `POST /slack/{app}`.
-    #[serde(default)]
-    pub slack: BTreeMap<String, SlackRouteConfig>,
-    /// `POST /github/{app}`.
-    #[serde(default)]
-    pub github: BTreeMap<String, GitHubRouteConfig>,
-    /// `POST /hooks/{name}`.
-    #[serde(default)]
-    pub hooks: BTreeMap<String, HookRouteConfig>,
-}
-
-impl ChannelsConfig {
-    pub fn is_empty(&self) -> bool {
-        self.slack.is_empty() && self.github.is_empty() && self.hooks.is_empty()
-    }
-}
 
 /// A byte count written as a number or with a `KiB`/`MiB` suffix.
 #[derive(Debug, Clone, Copy)]
@@ -175,29 +152,29 @@ impl BuildContext<'_> {
             })
     }
 
-    /// The checked common settings of route `route` of channel `kind`.
-    pub fn core(
+    /// The checked common settings of route `name` of channel `R`.
+    pub fn core<R: ChannelRoute>(
         &self,
-        kind: &'static str,
         name: &str,
         max_body: Option<ByteSize>,
         max_inflight: Option<usize>,
     ) -> Result<RouteCore, ConfigError> {
         if name.parse::<FunctionName>().is_err() {
             return Err(invalid(
-                &format!("channels.{kind}.{name}"),
+                &format!("channels.{}.{name}", R::NAME),
                 "route names use 1 to 63 characters of a-z, 0-9 and '-'",
             ));
         }
         let max_inflight = max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT);
         if max_inflight == 0 {
             return Err(invalid(
-                &format!("channels.{kind}.{name}"),
+                &format!("channels.{}.{name}", R::NAME),
                 "max_inflight must be at least 1",
             ));
         }
         Ok(RouteCore::new(
-            kind,
+            R::NAME,
+            R::TRIGGER,
             name,
             max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
             max_inflight,
@@ -227,56 +204,76 @@ pub fn duration_setting(
     }
 }
 
-/// The routing table: every configured route, checked and ready, and what the channels
-/// share at run time.
-pub struct Channels {
-    pub slack: BTreeMap<String, Arc<SlackRoute>>,
-    pub github: BTreeMap<String, Arc<GitHubRoute>>,
-    pub hooks: BTreeMap<String, Arc<HookRoute>>,
-    pub outbound: Outbound,
+/// Declares the webhook channels, one line each (`name: Config => Route, handler`), and
+/// from that list the `channels:` section of `hark.yml` ([`ChannelsConfig`]), the routing
+/// table ([`Channels`]) that checks and builds it, and the routes of the HTTP server.
+/// Each `Config` has `async fn build(self, name, &BuildContext) -> Result<Route, _>`; each
+/// `Route` implements [`ChannelRoute`]; each handler calls [`contract::handle`].
+macro_rules! webhook_channels {
+    ($( $(#[$doc:meta])* $field:ident: $config:ty => $route:ty, $($handler:ident)::+; )*) => {
+        /// The `channels:` section of `hark.yml`, as written.
+        #[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
+        #[schemars(deny_unknown_fields)]
+        pub struct ChannelsConfig {
+            $( $(#[$doc])* #[serde(default)] pub $field: std::collections::BTreeMap<String, $config>, )*
+        }
+
+        impl ChannelsConfig {
+            pub fn is_empty(&self) -> bool {
+                true $( && self.$field.is_empty() )*
+            }
+        }
+
+        /// The routing table: every configured route, checked and ready, and what the
+        /// channels share at run time.
+        pub struct Channels {
+            $( pub $field: std::collections::BTreeMap<String, std::sync::Arc<$route>>, )*
+            pub outbound: common::Outbound,
+        }
+
+        impl Channels {
+            /// No routes: every channel path answers 404.
+            pub fn empty() -> Channels {
+                Channels {
+                    $( $field: std::collections::BTreeMap::new(), )*
+                    outbound: common::Outbound::new(),
+                }
+            }
+
+            /// Checks every route of `config` and builds it: secrets resolved (see
+            /// [`common::Secrets`]), functions checked to be deployed. The first problem
+            /// is the error.
+            pub async fn build(
+                config: ChannelsConfig,
+                ctx: &common::BuildContext<'_>,
+            ) -> Result<Channels, common::ConfigError> {
+                let mut channels = Channels::empty();
+                $(
+                    for (name, route) in config.$field {
+                        let built = route.build(&name, ctx).await?;
+                        channels.$field.insert(name, std::sync::Arc::new(built));
+                    }
+                )*
+                Ok(channels)
+            }
+
+            /// Every route's common part, for `GET /system/channels`.
+            pub fn cores(&self) -> Vec<&common::RouteCore> {
+                let mut cores = Vec::new();
+                $( cores.extend(self.$field.values().map(|r| common::ChannelRoute::core(&**r))); )*
+                cores
+            }
+        }
+
+        /// The webhook channels' routes, and `GET /system/channels`, with their descriptions.
+        pub fn routes() -> utoipa_axum::router::OpenApiRouter<std::sync::Arc<crate::server::AppState>> {
+            utoipa_axum::router::OpenApiRouter::new()
+                $( .routes(utoipa_axum::routes!($($handler)::+)) )*
+                .routes(utoipa_axum::routes!(list))
+        }
+    };
 }
-
-impl Channels {
-    /// No routes: every channel path answers 404.
-    pub fn empty() -> Channels {
-        Channels {
-            slack: BTreeMap::new(),
-            github: BTreeMap::new(),
-            hooks: BTreeMap::new(),
-            outbound: Outbound::new(),
-        }
-    }
-
-    /// Checks every route of `config` and builds it: secrets resolved (see [`Secrets`]),
-    /// functions checked to be deployed, rules compiled. The first problem is the error.
-    pub async fn build(
-        config: ChannelsConfig,
-        ctx: &BuildContext<'_>,
-    ) -> Result<Channels, ConfigError> {
-        let mut channels = Channels::empty();
-        for (name, route) in config.slack {
-            let built = route.build(&name, ctx).await?;
-            channels.slack.insert(name, Arc::new(built));
-        }
-        for (name, route) in config.github {
-            let built = route.build(&name, ctx).await?;
-            channels.github.insert(name, Arc::new(built));
-        }
-        for (name, route) in config.hooks {
-            let built = route.build(&name, ctx).await?;
-            channels.hooks.insert(name, Arc::new(built));
-        }
-        Ok(channels)
-    }
-
-    /// Every route's common part, for `GET /system/channels`.
-    pub fn cores(&self) -> Vec<&RouteCore> {
-        let slack = self.slack.values().map(|r| &r.core);
-        let github = self.github.values().map(|r| &r.core);
-        let hooks = self.hooks.values().map(|r| &r.core);
-        slack.chain(github).chain(hooks).collect()
-    }
-}
+pub(crate) use webhook_channels;
 
 /// The answer for a route name that is not configured.
 pub fn unknown_route(channel: &'static str, name: &str) -> axum::response::Response {

@@ -27,6 +27,22 @@ pub enum ReplyTo {
     Alexa(AlexaReply),
 }
 
+/// What a chat channel says instead of a failed call's output, or `None` for a success.
+pub fn apology(result: &CallResult) -> Option<String> {
+    let function = &result.function;
+    match result.status {
+        200..=299 => None,
+        504 => Some(format!(
+            "Sorry, `{function}` took too long and was stopped."
+        )),
+        429 => Some(format!(
+            "Sorry, `{function}` is busy; try again in a moment."
+        )),
+        502 | 404 if result.error.is_some() => Some(format!("Sorry, `{function}` could not run.")),
+        status => Some(format!("Sorry, `{function}` failed (status {status}).")),
+    }
+}
+
 /// The channels a gateway delivers replies through: the Slack, GitHub and hook routes,
 /// and the Alexa skills (whose late answers wait in the store for the user's next turn).
 pub struct ChannelReplies {

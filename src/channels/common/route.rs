@@ -159,8 +159,10 @@ impl RouteStats {
 /// What every route has: its name, limits and counters.
 #[derive(Debug)]
 pub struct RouteCore {
-    /// `slack`, `github` or `hooks`.
+    /// The channel's name (`slack`, `teams`, ...): the first segment of its path.
     pub channel: &'static str,
+    /// What its calls are recorded as.
+    pub trigger: Trigger,
     pub name: String,
     pub max_body: usize,
     pub max_inflight: usize,
@@ -183,23 +185,21 @@ pub struct RouteSummary {
 }
 
 impl RouteCore {
-    pub fn new(channel: &'static str, name: &str, max_body: usize, max_inflight: usize) -> Self {
+    pub fn new(
+        channel: &'static str,
+        trigger: Trigger,
+        name: &str,
+        max_body: usize,
+        max_inflight: usize,
+    ) -> Self {
         RouteCore {
             channel,
+            trigger,
             name: name.to_owned(),
             max_body,
             max_inflight,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             stats: RouteStats::default(),
-        }
-    }
-
-    /// What this route's calls are recorded as.
-    pub fn trigger(&self) -> Trigger {
-        match self.channel {
-            "slack" => Trigger::Slack,
-            "github" => Trigger::Github,
-            _ => Trigger::Hook,
         }
     }
 
@@ -307,7 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_too_large() {
-        let core = RouteCore::new("hooks", "h", 4, 1);
+        let core = RouteCore::new("hooks", Trigger::Hook, "h", 4, 1);
         assert_eq!(
             &core.read_body(Body::from("1234")).await.unwrap()[..],
             b"1234"
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn permits_run_out_and_come_back() {
-        let core = RouteCore::new("hooks", "h", 4, 1);
+        let core = RouteCore::new("hooks", Trigger::Hook, "h", 4, 1);
         let permit = core.permit().unwrap();
         assert!(matches!(core.permit(), Err(ChannelError::Overloaded)));
         assert_eq!(core.summary().inflight, 1);

@@ -5,11 +5,15 @@
 //! within the budget, 202 when it carries on from the queue; the reply goes out either way
 //! once the function is done ([`deliver`]).
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -18,8 +22,11 @@ use super::api::{self, ReplyError, Target};
 use super::{GitHubRoute, ReplyKind};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
-use crate::channels::common::{unknown_route, ChannelCall, ChannelError, Channels, ReplyTo};
+use crate::channels::common::{
+    contract, ChannelCall, ChannelError, ChannelRoute, Channels, Handled, ReplyTo, RouteCore,
+};
 use crate::dispatch::queue::{CallResult, Submitted};
+use crate::dispatch::Trigger;
 use crate::server::{AppState, CallId};
 use crate::verify::{
     self,
@@ -39,21 +46,38 @@ pub struct GitHubReply {
     pub installation_id: Option<u64>,
 }
 
-type Handled = Result<(Outcome, Response), ChannelError>;
-
 #[utoipa::path(post, path = "/github/{app}", operation_id = "github_delivery", tag = "channels", description = "GitHub webhook deliveries for the `github` route named `app` in hark.yml, signed with `X-Hub-Signature-256`; the function's reply becomes a comment or labels.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The webhook payload", content_type = "application/json"), responses((status = 202, description = "Accepted (or 200 for `ping` and duplicates)", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 415, description = "A content type other than JSON (a webhook set to form encoding)", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    Extension(call_id): Extension<CallId>,
+    state: State<Arc<AppState>>,
+    app: Path<String>,
+    call_id: Extension<CallId>,
     request: Request,
 ) -> Response {
-    let Some(route) = state.channels.github.get(&app).cloned() else {
-        return unknown_route("github", &app);
-    };
-    let mut delivery = None;
-    let result = serve(&state, &route, &call_id.0, request, &mut delivery).await;
-    route.core.finish(&call_id.0, delivery.as_deref(), result)
+    contract::handle::<GitHubRoute>(state, app, call_id, request).await
+}
+
+impl ChannelRoute for GitHubRoute {
+    const NAME: &'static str = "github";
+    const TRIGGER: Trigger = Trigger::Github;
+
+    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
+        &channels.github
+    }
+
+    fn core(&self) -> &RouteCore {
+        &self.core
+    }
+
+    fn serve<'a>(
+        self: &'a Arc<Self>,
+        state: &'a Arc<AppState>,
+        call_id: &'a str,
+        parts: Parts,
+        body: Bytes,
+        delivery: &'a mut Option<String>,
+    ) -> impl Future<Output = Handled> + Send + 'a {
+        serve(state, self, call_id, parts, body, delivery)
+    }
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, ChannelError> {
@@ -69,11 +93,10 @@ async fn serve(
     state: &Arc<AppState>,
     route: &Arc<GitHubRoute>,
     call_id: &str,
-    request: Request,
+    parts: Parts,
+    body: Bytes,
     delivery: &mut Option<String>,
 ) -> Handled {
-    let (parts, body) = request.into_parts();
-    let body = route.core.read_body(body).await?;
     verify::github::verify(
         &route.webhook_secrets,
         &parts.headers,
@@ -149,6 +172,7 @@ async fn serve(
         dedupe: Some(id),
         wait: Some(route.ack_budget),
         answers: false,
+        no_retries: false,
     }
     .submit(&state.queue)
     .await?;

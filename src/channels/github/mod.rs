@@ -103,7 +103,7 @@ impl GitHubRouteConfig {
         ctx: &BuildContext<'_>,
     ) -> Result<GitHubRoute, ConfigError> {
         let route = format!("channels.github.{name}");
-        let core = ctx.core("github", name, self.max_body, self.max_inflight)?;
+        let core = ctx.core::<GitHubRoute>(name, self.max_body, self.max_inflight)?;
         if self.webhook_secrets.is_empty() {
             return Err(invalid(
                 &route,

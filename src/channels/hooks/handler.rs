@@ -3,27 +3,32 @@
 //! status, headers and body go out as the answer, or 202 when the hook is `async` (the call
 //! is then queued durably, deduplicated by `webhook-id` in the same commit).
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
+use http::request::Parts;
 use http::{header, HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::HookRoute;
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
-use crate::channels::common::{unknown_route, ChannelCall, ChannelError};
+use crate::channels::common::{
+    contract, ChannelCall, ChannelError, ChannelRoute, Handled, RouteCore,
+};
+use crate::channels::Channels;
 use crate::dispatch::queue::Submitted;
 use crate::dispatch::Trigger;
 use crate::error::provider_status;
 use crate::server::{AppState, CallId};
 use crate::verify::rules::{parse_payload, RuleError, RuleRequest};
 use crate::verify::standard;
-
-type Handled = Result<(Outcome, Response), ChannelError>;
 
 /// Request headers a function does not get.
 const DROPPED_HEADERS: &[header::HeaderName] = &[
@@ -37,28 +42,46 @@ const DROPPED_HEADERS: &[header::HeaderName] = &[
 
 #[utoipa::path(post, path = "/hooks/{name}", operation_id = "hook_delivery", tag = "channels", description = "A webhook for the `hooks` route named `name` in hark.yml: Standard Webhooks signatures, payload HMAC trigger rules, or a public hook.", params(("name" = String, Path, description = "Route name in hark.yml")), request_body(content = Vec<u8>, description = "Passed to the function", content_type = "*/*"), responses((status = 200, description = "The function's answer, or 202 when the route is async", body = Vec<u8>, content_type = "*/*"), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Extension(call_id): Extension<CallId>,
+    state: State<Arc<AppState>>,
+    name: Path<String>,
+    call_id: Extension<CallId>,
     request: Request,
 ) -> Response {
-    let Some(route) = state.channels.hooks.get(&name).cloned() else {
-        return unknown_route("hooks", &name);
-    };
-    let mut delivery = None;
-    let result = serve(&state, &route, &call_id.0, request, &mut delivery).await;
-    route.core.finish(&call_id.0, delivery.as_deref(), result)
+    contract::handle::<HookRoute>(state, name, call_id, request).await
+}
+
+impl ChannelRoute for HookRoute {
+    const NAME: &'static str = "hooks";
+    const TRIGGER: Trigger = Trigger::Hook;
+
+    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
+        &channels.hooks
+    }
+
+    fn core(&self) -> &RouteCore {
+        &self.core
+    }
+
+    fn serve<'a>(
+        self: &'a Arc<Self>,
+        state: &'a Arc<AppState>,
+        call_id: &'a str,
+        parts: Parts,
+        body: Bytes,
+        delivery: &'a mut Option<String>,
+    ) -> impl Future<Output = Handled> + Send + 'a {
+        serve(state, self, call_id, parts, body, delivery)
+    }
 }
 
 async fn serve(
     state: &Arc<AppState>,
     route: &Arc<HookRoute>,
     call_id: &str,
-    request: Request,
+    parts: Parts,
+    body: Bytes,
     delivery: &mut Option<String>,
 ) -> Handled {
-    let (parts, body) = request.into_parts();
-    let body = route.core.read_body(body).await?;
     if !route.standard_secrets.is_empty() {
         let verified = standard::verify(
             &route.standard_secrets,
@@ -122,6 +145,7 @@ async fn serve(
             dedupe: delivery.as_deref(),
             wait: None,
             answers: false,
+            no_retries: false,
         }
         .submit(&state.queue)
         .await?;

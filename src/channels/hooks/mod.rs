@@ -53,7 +53,7 @@ impl HookRouteConfig {
     /// Resolves secrets (also those a rule names), compiles the rule, checks the function.
     pub async fn build(self, name: &str, ctx: &BuildContext<'_>) -> Result<HookRoute, ConfigError> {
         let route = format!("channels.hooks.{name}");
-        let core = ctx.core("hooks", name, self.max_body, self.max_inflight)?;
+        let core = ctx.core::<HookRoute>(name, self.max_body, self.max_inflight)?;
         let checked = !self.standard_webhooks_secrets.is_empty() || self.trigger_rule.is_some();
         if checked && self.public {
             return Err(invalid(

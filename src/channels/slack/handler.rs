@@ -6,12 +6,14 @@
 //! follow from the queue ([`super::reply::deliver`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
@@ -19,8 +21,12 @@ use super::reply::{self, ResponseType, SlackReply};
 use super::{SlackRoute, RESPONSE_URL_HOST, RESPONSE_URL_VALIDITY};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
-use crate::channels::common::{unknown_route, ChannelCall, ChannelError, ReplyTo};
+use crate::channels::common::{
+    contract, ChannelCall, ChannelError, ChannelRoute, Handled, ReplyTo, RouteCore,
+};
+use crate::channels::Channels;
 use crate::dispatch::queue::Submitted;
+use crate::dispatch::Trigger;
 use crate::egress::EgressPolicy;
 use crate::server::{AppState, CallId};
 use crate::verify;
@@ -30,32 +36,48 @@ pub const HEADER_RETRY_NUM: &str = "x-slack-retry-num";
 /// `X-Slack-Retry-Reason`: why Slack retried (e.g. `http_timeout`).
 pub const HEADER_RETRY_REASON: &str = "x-slack-retry-reason";
 
-type Handled = Result<(Outcome, Response), ChannelError>;
-
 #[utoipa::path(post, path = "/slack/{app}", operation_id = "slack_delivery", tag = "channels", description = "Slack deliveries for the `slack` route named `app` in hark.yml: slash commands, Events API callbacks (with `url_verification`) and interactivity, signed with `X-Slack-Signature`/`X-Slack-Request-Timestamp`.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = String, description = "Form-encoded or JSON, as Slack sends it", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "Acknowledged; the reply is in the body or posted to `response_url` later", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
 pub async fn handle(
-    State(state): State<Arc<AppState>>,
-    Path(app): Path<String>,
-    Extension(call_id): Extension<CallId>,
+    state: State<Arc<AppState>>,
+    app: Path<String>,
+    call_id: Extension<CallId>,
     request: Request,
 ) -> Response {
-    let Some(route) = state.channels.slack.get(&app).cloned() else {
-        return unknown_route("slack", &app);
-    };
-    let mut delivery = None;
-    let result = serve(&state, &route, &call_id.0, request, &mut delivery).await;
-    route.core.finish(&call_id.0, delivery.as_deref(), result)
+    contract::handle::<SlackRoute>(state, app, call_id, request).await
+}
+
+impl ChannelRoute for SlackRoute {
+    const NAME: &'static str = "slack";
+    const TRIGGER: Trigger = Trigger::Slack;
+
+    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
+        &channels.slack
+    }
+
+    fn core(&self) -> &RouteCore {
+        &self.core
+    }
+
+    fn serve<'a>(
+        self: &'a Arc<Self>,
+        state: &'a Arc<AppState>,
+        call_id: &'a str,
+        parts: Parts,
+        body: Bytes,
+        delivery: &'a mut Option<String>,
+    ) -> impl Future<Output = Handled> + Send + 'a {
+        serve(state, self, call_id, parts, body, delivery)
+    }
 }
 
 async fn serve(
     state: &Arc<AppState>,
     route: &Arc<SlackRoute>,
     call_id: &str,
-    request: Request,
+    parts: Parts,
+    body: Bytes,
     delivery: &mut Option<String>,
 ) -> Handled {
-    let (parts, body) = request.into_parts();
-    let body = route.core.read_body(body).await?;
     verify::slack::verify(
         &route.signing_secrets,
         &parts.headers,
@@ -191,6 +213,7 @@ async fn command(
         dedupe: None,
         wait: Some(route.ack_budget),
         answers: true,
+        no_retries: false,
     }
     .submit(&state.queue)
     .await?;
@@ -281,6 +304,7 @@ async fn event(
                 dedupe: Some(event_id),
                 wait: None,
                 answers: false,
+                no_retries: false,
             }
             .submit(&state.queue)
             .await?;
@@ -345,6 +369,7 @@ async fn interaction(
             dedupe: None,
             wait: Some(route.ack_budget),
             answers: true,
+            no_retries: false,
         }
         .submit(&state.queue)
         .await?;
@@ -372,6 +397,7 @@ async fn interaction(
         dedupe: None,
         wait: None,
         answers: false,
+        no_retries: false,
     }
     .submit(&state.queue)
     .await?;

@@ -97,7 +97,7 @@ impl SlackRouteConfig {
         ctx: &BuildContext<'_>,
     ) -> Result<SlackRoute, ConfigError> {
         let route = format!("channels.slack.{name}");
-        let core = ctx.core("slack", name, self.max_body, self.max_inflight)?;
+        let core = ctx.core::<SlackRoute>(name, self.max_body, self.max_inflight)?;
         if self.signing_secrets.is_empty() {
             return Err(invalid(
                 &route,

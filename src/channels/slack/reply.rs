@@ -154,19 +154,7 @@ pub fn text(response_type: ResponseType, text: &str) -> Value {
 /// The message for a function's result, or `None` when it printed nothing (Slack then
 /// shows nothing either).
 pub fn message(result: &CallResult, response_type: ResponseType) -> Option<Value> {
-    let function = &result.function;
-    let apology = match result.status {
-        200..=299 => None,
-        504 => Some(format!(
-            "Sorry, `{function}` took too long and was stopped."
-        )),
-        429 => Some(format!(
-            "Sorry, `{function}` is busy; try again in a moment."
-        )),
-        502 | 404 if result.error.is_some() => Some(format!("Sorry, `{function}` could not run.")),
-        status => Some(format!("Sorry, `{function}` failed (status {status}).")),
-    };
-    if let Some(apology) = apology {
+    if let Some(apology) = crate::channels::common::reply::apology(result) {
         return Some(text(ResponseType::Ephemeral, &apology));
     }
     let body = String::from_utf8_lossy(&result.body);
