@@ -34,6 +34,8 @@ pub const NOW: i64 = 1_740_830_400;
 pub const SECRET: &[u8] = b"fuzz-signing-secret";
 /// The Teams security token, as Teams shows it (base64 of [`SECRET`]).
 pub const TEAMS_TOKEN: &str = "ZnV6ei1zaWduaW5nLXNlY3JldA==";
+/// The Telegram webhook's secret token.
+pub const TELEGRAM_TOKEN: &[u8] = b"fuzz-secret_token";
 /// The Standard Webhooks secret, in its `whsec_` form (base64 of [`SECRET`]).
 pub const STANDARD_SECRET: &str = "whsec_ZnV6ei1zaWduaW5nLXNlY3JldA==";
 
@@ -495,6 +497,32 @@ pub fn teams_activity(data: &[u8]) {
     }
 }
 
+/// A Telegram update: accepted only with the exact secret token [`TELEGRAM_TOKEN`] (the
+/// report agrees); an update parses or fails without a panic, and a command keeps no bot
+/// name and no upper case.
+pub fn telegram_update(data: &[u8]) {
+    use crate::channels::telegram;
+    let (headers, body) = message(data);
+    let result = telegram::verify::verify(&[TELEGRAM_TOKEN.to_vec()], &headers);
+    let report = verify::explain(verify::Kind::Telegram, TELEGRAM_TOKEN, &headers, body, NOW);
+    assert_eq!(report.passed(), result.is_ok());
+    if result.is_ok() {
+        assert_eq!(
+            header_text(&headers, telegram::verify::SECRET_TOKEN).as_bytes(),
+            TELEGRAM_TOKEN
+        );
+    }
+    if let Ok(update) = serde_json::from_slice::<telegram::Update>(body) {
+        if let Some(text) = update.message().and_then(|m| m.text.as_deref()) {
+            if let Some((command, _)) = telegram::command(text) {
+                assert!(command.starts_with('/'));
+                assert!(!command.contains('@'), "{command:?}");
+                assert_eq!(command.to_lowercase(), command);
+            }
+        }
+    }
+}
+
 /// A Standard Webhooks delivery: the `webhook-id`, `webhook-timestamp` and
 /// `webhook-signature` parsers never panic, and a delivery is accepted only when one of its
 /// signatures is the HMAC of `id.timestamp.body` under [`STANDARD_SECRET`], within the window.
@@ -621,6 +649,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("github_delivery", github_delivery),
     ("standard_webhook", standard_webhook),
     ("teams_activity", teams_activity),
+    ("telegram_update", telegram_update),
     ("trigger_rule", trigger_rule),
     ("stack_file", stack_file),
     ("skill_file", skill_file),
@@ -735,6 +764,9 @@ mod tests {
         let key = crate::channels::teams::verify::key(TEAMS_TOKEN.as_bytes()).unwrap();
         crate::channels::teams::verify::verify(&[key], &headers, body).unwrap();
         crate::channels::teams::read_activity(body, NOW).unwrap();
+        let data = seed("telegram_update", "command");
+        let (headers, _) = message(&data);
+        crate::channels::telegram::verify::verify(&[TELEGRAM_TOKEN.to_vec()], &headers).unwrap();
 
         let data = seed("alexa_request", "signed-intent");
         let (headers, body) = message(&data);

@@ -6,6 +6,7 @@
 //! - [`github`]: `POST /github/{app}` — webhook deliveries; replies as comments or labels.
 //! - [`hooks`]: `POST /hooks/{name}` — Standard Webhooks, trigger rules, or public hooks.
 //! - [`teams`]: `POST /teams/{route}` — Microsoft Teams outgoing webhooks, answered inline.
+//! - [`telegram`]: `POST /telegram/{bot}` — Telegram bots; replies inline or by `sendMessage`.
 //! - [`common`]: what the webhook channels share: the contract each implements
 //!   ([`common::ChannelRoute`]) and its one request handler — the routing table built from `hark.yml`,
 //!   delivery-id dedupe, acknowledgement budgets, outbound HTTP with retries, counters.
@@ -17,6 +18,7 @@ pub mod github;
 pub mod hooks;
 pub mod slack;
 pub mod teams;
+pub mod telegram;
 
 use std::sync::Arc;
 
@@ -38,6 +40,8 @@ common::webhook_channels! {
     hooks: hooks::HookRouteConfig => hooks::HookRoute, hooks::handler::handle;
     /// `POST /teams/{route}`: Microsoft Teams outgoing webhooks.
     teams: teams::TeamsRouteConfig => teams::TeamsRoute, teams::handle;
+    /// `POST /telegram/{bot}`: Telegram bots' webhooks.
+    telegram: telegram::TelegramRouteConfig => telegram::TelegramRoute, telegram::handle, telegram::set_webhook;
 }
 
 #[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every Slack, GitHub and hooks route with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]

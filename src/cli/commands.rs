@@ -99,6 +99,29 @@ pub async fn run(
             since,
         } => logs(&gw, &name, follow, tail, since, output).await,
         Command::Secret(command) => secret(&gw, command, output).await,
+        Command::Telegram(super::TelegramCommand::SetWebhook {
+            bot,
+            url,
+            drop_pending_updates,
+        }) => {
+            let answer: serde_json::Value = gw
+                .send_json(
+                    Method::POST,
+                    &format!("/system/channels/telegram/{bot}/webhook"),
+                    &serde_json::json!({ "url": url, "drop_pending_updates": drop_pending_updates }),
+                )
+                .await?
+                .json()
+                .await?;
+            match output {
+                Output::Json => print_json(&answer)?,
+                Output::Table => println!(
+                    "Telegram calls {url} for bot {bot} now; its new secret token is stored as secret {}",
+                    answer["secret"].as_str().unwrap_or("?")
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Activations {
             show: Some(super::ActivationsCommand::Show { id, screenshot }),
             ..

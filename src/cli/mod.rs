@@ -176,6 +176,9 @@ pub enum Command {
     /// Manage secrets.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Telegram bots: register a bot's webhook.
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
     /// List recent invocations (`activations show CALL_ID` for one, `activations replay
     /// CALL_ID` to run one again).
     Activations {
@@ -265,6 +268,22 @@ pub enum QueueCommand {
 pub enum WebhookCommand {
     /// Check a captured delivery's signature and explain why it passes or fails.
     Verify(webhook::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Register BOT's webhook with Telegram (`setWebhook`) under a fresh secret token, which
+    /// the gateway stores as the route's `secret_token` secret and checks from then on.
+    SetWebhook {
+        /// The bot: its route name under `channels.telegram` in hark.yml.
+        bot: String,
+        /// The public HTTPS URL Telegram is to call, e.g. https://hark.example.com/telegram/BOT.
+        #[arg(long)]
+        url: String,
+        /// Drop the updates Telegram holds for the bot.
+        #[arg(long)]
+        drop_pending_updates: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,7 @@ use crate::verify::{explain, Kind, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Signature scheme: slack, github, standard, teams, hmac-sha1|hmac-sha256|hmac-sha512
+    /// Signature scheme: slack, github, standard, teams, telegram, hmac-sha1|hmac-sha256|hmac-sha512
     /// (optionally `:HEADER-NAME`, e.g. hmac-sha256:X-Signature).
     #[arg(long)]
     pub kind: Kind,

@@ -244,6 +244,8 @@ pub enum Kind {
     Standard,
     /// Microsoft Teams outgoing webhooks; the secret is the security token, as shown.
     Teams,
+    /// Telegram bot webhooks; the secret is the webhook's secret token.
+    Telegram,
     /// Plain payload HMAC. `header` is the header carrying the signature; when `None`,
     /// [`hmac::DEFAULT_HEADERS`] are tried in order.
     Hmac {
@@ -255,7 +257,7 @@ pub enum Kind {
 /// The `--kind` value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown webhook kind {0:?}: expected slack, github, standard, teams, or \
+    "unknown webhook kind {0:?}: expected slack, github, standard, teams, telegram, or \
      hmac-sha1|hmac-sha256|hmac-sha512 (optionally followed by :HEADER-NAME)"
 )]
 pub struct UnknownKind(pub String);
@@ -277,6 +279,7 @@ impl FromStr for Kind {
             "github" => Some(Kind::GitHub),
             "standard" | "standard-webhooks" | "standardwebhooks" => Some(Kind::Standard),
             "teams" => Some(Kind::Teams),
+            "telegram" => Some(Kind::Telegram),
             _ => None,
         };
         if let Some(kind) = simple {
@@ -306,6 +309,7 @@ impl fmt::Display for Kind {
             Kind::GitHub => f.write_str("github"),
             Kind::Standard => f.write_str("standard"),
             Kind::Teams => f.write_str("teams"),
+            Kind::Telegram => f.write_str("telegram"),
             Kind::Hmac {
                 algorithm,
                 header: None,
@@ -359,6 +363,9 @@ pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now:
         Kind::Standard => standard::explain_into(&mut report, secret, headers, body, now),
         Kind::Teams => {
             crate::channels::teams::verify::explain_into(&mut report, secret, headers, body)
+        }
+        Kind::Telegram => {
+            crate::channels::telegram::verify::explain_into(&mut report, secret, headers)
         }
         Kind::Hmac { algorithm, header } => hmac::explain_into(
             &mut report,

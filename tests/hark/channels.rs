@@ -131,18 +131,18 @@ pub(crate) fn now() -> i64 {
 
 /// One request a test server received.
 #[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: http::HeaderMap,
-    body: String,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Seen {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .get(name)
             .map(|v| v.to_str().unwrap())
@@ -152,13 +152,13 @@ impl Seen {
 
 /// A server on 127.0.0.1 that records every request and answers with `answer(request,
 /// index)`.
-struct Recorder {
-    url: String,
+pub(crate) struct Recorder {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Recorder {
-    async fn start(
+    pub(crate) async fn start(
         answer: impl Fn(&Seen, usize) -> (u16, String) + Send + Sync + 'static,
     ) -> Recorder {
         let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
@@ -194,12 +194,12 @@ impl Recorder {
         Recorder { url, seen }
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` requests arrived.
-    async fn wait_for(&self, n: usize) -> Vec<Seen> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Seen> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let seen = self.seen();

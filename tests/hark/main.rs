@@ -31,6 +31,7 @@ mod sessions;
 mod sockets;
 mod swarm;
 mod teams;
+mod telegram;
 mod tokens;
 mod ui;
 mod util;

@@ -25,6 +25,8 @@ use util::{strip_ansi, Gateway};
 const SLACK_SECRET: &str = "hostile-slack-signing-secret-0001";
 const GH_SECRET: &str = "hostile-github-webhook-secret-0002";
 const WHSEC: &str = "whsec_aG9zdGlsZSBzdGFuZGFyZCB3ZWJob29rcyBzZWNyZXQ=";
+const TEAMS_TOKEN: &str = "aG9zdGlsZSB0ZWFtcyBzZWN1cml0eSB0b2tlbiAwMDAz";
+const TELEGRAM_SECRET: &str = "hostile-telegram-secret-0004";
 const APP_ID: &str = "amzn1.ask.skill.hostile";
 const CERT_URL: &str = "https://s3.amazonaws.com/echo.api/hostile.pem";
 /// The gateway's body limit in these tests (small, so the volleys stay cheap).
@@ -107,6 +109,16 @@ channels:
       public: true
       function: echo
       max_body: 1KiB
+  teams:
+    desk:
+      security_tokens: [teams-hostile]
+      function: echo
+  telegram:
+    bot:
+      bot_token: tg-hostile-bot
+      secret_token: tg-hostile-secret
+      function: echo
+      api: http://127.0.0.1:9
 alexa:
   skills: ./skills
   use_default_roots: false
@@ -138,6 +150,9 @@ alexa:
                 ("HARK_SECRET_SLACK_HOSTILE", SLACK_SECRET),
                 ("HARK_SECRET_GH_HOSTILE", GH_SECRET),
                 ("HARK_SECRET_HOOKS_HOSTILE", WHSEC),
+                ("HARK_SECRET_TEAMS_HOSTILE", TEAMS_TOKEN),
+                ("HARK_SECRET_TG_HOSTILE_BOT", "1:hostile-bot-token"),
+                ("HARK_SECRET_TG_HOSTILE_SECRET", TELEGRAM_SECRET),
             ],
         );
         let addr = gw.url.trim_start_matches("http://").to_owned();
@@ -294,6 +309,26 @@ fn standard_headers(id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String
         (
             standard::SIGNATURE,
             standard::sign(WHSEC.as_bytes(), id, ts, body).unwrap(),
+        ),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+fn teams_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "authorization",
+            hark::channels::teams::verify::sign(TEAMS_TOKEN.as_bytes(), body).unwrap(),
+        ),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+fn telegram_headers() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "x-telegram-bot-api-secret-token",
+            TELEGRAM_SECRET.to_owned(),
         ),
         ("content-type", "application/json".to_owned()),
     ]
@@ -713,6 +748,14 @@ async fn deeply_nested_json_is_refused_by_every_parser() {
     assert_eq!(status, 400, "{body}");
     site.log_line(&["skill=parrot", "reason=\"malformed_body\""])
         .await;
+    let (status, body) = site.post("/teams/desk", &teams_headers(&deep), &deep).await;
+    assert_eq!(status, 400, "{body}");
+    site.log_line(&["route=desk", "reason=\"malformed\"", "JSON body"])
+        .await;
+    let (status, body) = site.post("/telegram/bot", &telegram_headers(), &deep).await;
+    assert_eq!(status, 400, "{body}");
+    site.log_line(&["route=bot", "reason=\"malformed\"", "not a Telegram update"])
+        .await;
     // A signed hook passes its bytes through untouched: the function gets them.
     let small = nested(10_000);
     let (status, body) = site
@@ -816,6 +859,12 @@ async fn invalid_utf8_in_bodies_headers_paths_and_queries_is_refused_or_passed_a
     assert!(status == 400 || status == 200, "{status} {body}");
     let (status, body) = site.post("/alexa/parrot", &alexa_headers(junk), junk).await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = site.post("/teams/desk", &teams_headers(junk), junk).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = site.post("/telegram/bot", &telegram_headers(), junk).await;
+    assert_eq!(status, 400, "{body}");
+    site.log_line(&["route=bot", "reason=\"malformed\"", "not a Telegram update"])
+        .await;
 
     // Headers: a non-ASCII call id is replaced, a non-ASCII token or signature refused.
     let mut request = b"POST /function/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\nX-Call-Id: \xff\xfe\r\n\r\nok".to_vec();

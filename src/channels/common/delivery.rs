@@ -137,7 +137,8 @@ impl Outbound {
                     }
                     format!("answered {status}")
                 }
-                Err(e) => e.to_string(),
+                // Without the URL: some APIs (Telegram's) carry the token in it.
+                Err(e) => e.without_url().to_string(),
             };
             let next = Instant::now() + delay;
             if attempts >= self.retry.max_attempts || next > deadline {

@@ -204,13 +204,13 @@ pub fn duration_setting(
     }
 }
 
-/// Declares the webhook channels, one line each (`name: Config => Route, handler`), and
+/// Declares the webhook channels, one line each (`name: Config => Route, handlers`), and
 /// from that list the `channels:` section of `hark.yml` ([`ChannelsConfig`]), the routing
 /// table ([`Channels`]) that checks and builds it, and the routes of the HTTP server.
 /// Each `Config` has `async fn build(self, name, &BuildContext) -> Result<Route, _>`; each
 /// `Route` implements [`ChannelRoute`]; each handler calls [`contract::handle`].
 macro_rules! webhook_channels {
-    ($( $(#[$doc:meta])* $field:ident: $config:ty => $route:ty, $($handler:ident)::+; )*) => {
+    ($( $(#[$doc:meta])* $field:ident: $config:ty => $route:ty, $( $($handler:ident)::+ ),+; )*) => {
         /// The `channels:` section of `hark.yml`, as written.
         #[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
         #[schemars(deny_unknown_fields)]
@@ -268,7 +268,7 @@ macro_rules! webhook_channels {
         /// The webhook channels' routes, and `GET /system/channels`, with their descriptions.
         pub fn routes() -> utoipa_axum::router::OpenApiRouter<std::sync::Arc<crate::server::AppState>> {
             utoipa_axum::router::OpenApiRouter::new()
-                $( .routes(utoipa_axum::routes!($($handler)::+)) )*
+                $( $( .routes(utoipa_axum::routes!($($handler)::+)) )+ )*
                 .routes(utoipa_axum::routes!(list))
         }
     };

@@ -14,6 +14,7 @@ use crate::channels::alexa::conversation::AlexaReply;
 use crate::channels::alexa::AlexaChannel;
 use crate::channels::github::GitHubReply;
 use crate::channels::slack::SlackReply;
+use crate::channels::telegram::TelegramReply;
 use crate::dispatch::queue::{CallResult, Replies};
 use crate::store::Store;
 
@@ -25,6 +26,7 @@ pub enum ReplyTo {
     #[serde(rename = "github")]
     GitHub(GitHubReply),
     Alexa(AlexaReply),
+    Telegram(TelegramReply),
 }
 
 /// What a chat channel says instead of a failed call's output, or `None` for a success.
@@ -62,6 +64,9 @@ impl Replies for ChannelReplies {
             }
             ReplyTo::GitHub(reply) => {
                 crate::channels::github::deliver(&self.channels, &reply, result).await
+            }
+            ReplyTo::Telegram(reply) => {
+                crate::channels::telegram::deliver(&self.channels, &reply, result).await
             }
             ReplyTo::Alexa(reply) => {
                 crate::channels::alexa::conversation::deliver(
