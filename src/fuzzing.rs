@@ -34,6 +34,8 @@ pub const NOW: i64 = 1_740_830_400;
 pub const SECRET: &[u8] = b"fuzz-signing-secret";
 /// The Teams security token, as Teams shows it (base64 of [`SECRET`]).
 pub const TEAMS_TOKEN: &str = "ZnV6ei1zaWduaW5nLXNlY3JldA==";
+/// The seed of the Ed25519 key the Discord target verifies with.
+pub const DISCORD_SEED: [u8; 32] = *b"fuzz-discord-application-key-032";
 /// The Telegram webhook's secret token.
 pub const TELEGRAM_TOKEN: &[u8] = b"fuzz-secret_token";
 /// The Standard Webhooks secret, in its `whsec_` form (base64 of [`SECRET`]).
@@ -497,6 +499,36 @@ pub fn teams_activity(data: &[u8]) {
     }
 }
 
+/// A Discord interaction: accepted only when `X-Signature-Ed25519` is a valid signature of
+/// timestamp + body by [`DISCORD_SEED`]'s key within the window (the report agrees); an
+/// interaction parses or fails without a panic.
+pub fn discord_interaction(data: &[u8]) {
+    use crate::channels::discord;
+    use aws_lc_rs::signature::KeyPair;
+    let (headers, body) = message(data);
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&DISCORD_SEED)
+        .expect("a 32-byte seed");
+    let key: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+    let result = discord::verify::verify(&[key], &headers, body, NOW);
+    let report = verify::explain(
+        verify::Kind::Discord,
+        hex::encode(key).as_bytes(),
+        &headers,
+        body,
+        NOW,
+    );
+    assert_eq!(report.passed(), result.is_ok());
+    if let Ok(verified) = result {
+        let at = verified
+            .timestamp
+            .expect("a verified interaction has a timestamp");
+        assert!((at - NOW).abs() <= verify::TOLERANCE_SECS);
+    }
+    if let Ok(interaction) = serde_json::from_slice::<discord::Interaction>(body) {
+        let _ = interaction.route_key();
+    }
+}
+
 /// A Telegram update: accepted only with the exact secret token [`TELEGRAM_TOKEN`] (the
 /// report agrees); an update parses or fails without a panic, and a command keeps no bot
 /// name and no upper case.
@@ -650,6 +682,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("standard_webhook", standard_webhook),
     ("teams_activity", teams_activity),
     ("telegram_update", telegram_update),
+    ("discord_interaction", discord_interaction),
     ("trigger_rule", trigger_rule),
     ("stack_file", stack_file),
     ("skill_file", skill_file),
@@ -764,6 +797,15 @@ mod tests {
         let key = crate::channels::teams::verify::key(TEAMS_TOKEN.as_bytes()).unwrap();
         crate::channels::teams::verify::verify(&[key], &headers, body).unwrap();
         crate::channels::teams::read_activity(body, NOW).unwrap();
+        let data = seed("discord_interaction", "command");
+        let (headers, body) = message(&data);
+        let pair =
+            aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&DISCORD_SEED).unwrap();
+        let key: [u8; 32] = aws_lc_rs::signature::KeyPair::public_key(&pair)
+            .as_ref()
+            .try_into()
+            .unwrap();
+        crate::channels::discord::verify::verify(&[key], &headers, body, NOW).unwrap();
         let data = seed("telegram_update", "command");
         let (headers, _) = message(&data);
         crate::channels::telegram::verify::verify(&[TELEGRAM_TOKEN.to_vec()], &headers).unwrap();

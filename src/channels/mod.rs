@@ -4,6 +4,7 @@
 //! - [`api`]: the OpenFaaS-compatible REST API and the plain `/function/NAME` path.
 //! - [`slack`]: `POST /slack/{app}` — slash commands, events, interactivity.
 //! - [`github`]: `POST /github/{app}` — webhook deliveries; replies as comments or labels.
+//! - [`discord`]: `POST /discord/{app}` — Discord interactions; deferred results edit the reply.
 //! - [`hooks`]: `POST /hooks/{name}` — Standard Webhooks, trigger rules, or public hooks.
 //! - [`teams`]: `POST /teams/{route}` — Microsoft Teams outgoing webhooks, answered inline.
 //! - [`telegram`]: `POST /telegram/{bot}` — Telegram bots; replies inline or by `sendMessage`.
@@ -14,6 +15,7 @@
 pub mod alexa;
 pub mod api;
 pub mod common;
+pub mod discord;
 pub mod github;
 pub mod hooks;
 pub mod slack;
@@ -36,6 +38,8 @@ common::webhook_channels! {
     slack: slack::SlackRouteConfig => slack::SlackRoute, slack::handler::handle;
     /// `POST /github/{app}`.
     github: github::GitHubRouteConfig => github::GitHubRoute, github::handler::handle;
+    /// `POST /discord/{app}`: Discord interactions.
+    discord: discord::DiscordRouteConfig => discord::DiscordRoute, discord::handle;
     /// `POST /hooks/{name}`.
     hooks: hooks::HookRouteConfig => hooks::HookRoute, hooks::handler::handle;
     /// `POST /teams/{route}`: Microsoft Teams outgoing webhooks.
@@ -44,7 +48,7 @@ common::webhook_channels! {
     telegram: telegram::TelegramRouteConfig => telegram::TelegramRoute, telegram::handle, telegram::set_webhook;
 }
 
-#[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every Slack, GitHub and hooks route with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every webhook channel route (Slack, GitHub, Discord, Teams, Telegram, hooks) with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
 /// `GET /system/channels`: every route with its limits and counters.
 async fn list(
     State(state): State<Arc<AppState>>,

@@ -13,17 +13,20 @@ use crate::verify::{explain, Kind, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Signature scheme: slack, github, standard, teams, telegram, hmac-sha1|hmac-sha256|hmac-sha512
+    /// Signature scheme: slack, github, standard, discord, teams, telegram, hmac-sha1|hmac-sha256|hmac-sha512
     /// (optionally `:HEADER-NAME`, e.g. hmac-sha256:X-Signature).
     #[arg(long)]
     pub kind: Kind,
     /// The secret (a Standard Webhooks secret with its whsec_ prefix).
     #[arg(
         long,
-        conflicts_with = "secret_file",
-        required_unless_present = "secret_file"
+        conflicts_with_all = ["secret_file", "public_key"],
+        required_unless_present_any = ["secret_file", "public_key"]
     )]
     pub secret: Option<String>,
+    /// A Discord application's public key (hex), for `--kind discord`.
+    #[arg(long, conflicts_with = "secret_file")]
+    pub public_key: Option<String>,
     /// Read the secret from a file, used byte for byte.
     #[arg(long)]
     pub secret_file: Option<PathBuf>,
@@ -60,11 +63,11 @@ pub(crate) fn print_report(report: &Report, output: Output) -> anyhow::Result<()
 }
 
 pub fn verify(args: VerifyArgs, output: Output) -> anyhow::Result<ExitCode> {
-    let secret = match (&args.secret, &args.secret_file) {
-        (Some(s), _) => s.clone().into_bytes(),
-        (None, Some(path)) => std::fs::read(path)
+    let secret = match (&args.secret, &args.secret_file, &args.public_key) {
+        (Some(s), _, _) | (None, None, Some(s)) => s.clone().into_bytes(),
+        (None, Some(path), _) => std::fs::read(path)
             .with_context(|| format!("reading secret file {}", path.display()))?,
-        (None, None) => bail!("give --secret or --secret-file"),
+        (None, None, None) => bail!("give --secret, --secret-file or --public-key"),
     };
     let body = read_body(&args.body)?;
     let mut headers = HeaderMap::new();

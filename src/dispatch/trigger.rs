@@ -21,6 +21,8 @@ pub enum Trigger {
     Github,
     /// A `hooks:` route of `hark.yml`.
     Hook,
+    /// A Discord interaction.
+    Discord,
     /// A Microsoft Teams outgoing webhook.
     Teams,
     /// A Telegram bot's webhook.
@@ -31,7 +33,7 @@ pub enum Trigger {
 
 impl Trigger {
     /// Every trigger, in the order the UI lists them.
-    pub const ALL: [Trigger; 11] = [
+    pub const ALL: [Trigger; 12] = [
         Trigger::Http,
         Trigger::Ui,
         Trigger::Async,
@@ -40,6 +42,7 @@ impl Trigger {
         Trigger::Slack,
         Trigger::Github,
         Trigger::Hook,
+        Trigger::Discord,
         Trigger::Teams,
         Trigger::Telegram,
         Trigger::Replay,
@@ -55,6 +58,7 @@ impl Trigger {
             Trigger::Slack => "slack",
             Trigger::Github => "github",
             Trigger::Hook => "hook",
+            Trigger::Discord => "discord",
             Trigger::Teams => "teams",
             Trigger::Telegram => "telegram",
             Trigger::Replay => "replay",

@@ -242,6 +242,8 @@ pub enum Kind {
     Slack,
     GitHub,
     Standard,
+    /// Discord interactions; the "secret" is the application's public key (hex).
+    Discord,
     /// Microsoft Teams outgoing webhooks; the secret is the security token, as shown.
     Teams,
     /// Telegram bot webhooks; the secret is the webhook's secret token.
@@ -257,7 +259,7 @@ pub enum Kind {
 /// The `--kind` value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown webhook kind {0:?}: expected slack, github, standard, teams, telegram, or \
+    "unknown webhook kind {0:?}: expected slack, github, standard, discord, teams, telegram, or \
      hmac-sha1|hmac-sha256|hmac-sha512 (optionally followed by :HEADER-NAME)"
 )]
 pub struct UnknownKind(pub String);
@@ -279,6 +281,7 @@ impl FromStr for Kind {
             "github" => Some(Kind::GitHub),
             "standard" | "standard-webhooks" | "standardwebhooks" => Some(Kind::Standard),
             "teams" => Some(Kind::Teams),
+            "discord" => Some(Kind::Discord),
             "telegram" => Some(Kind::Telegram),
             _ => None,
         };
@@ -309,6 +312,7 @@ impl fmt::Display for Kind {
             Kind::GitHub => f.write_str("github"),
             Kind::Standard => f.write_str("standard"),
             Kind::Teams => f.write_str("teams"),
+            Kind::Discord => f.write_str("discord"),
             Kind::Telegram => f.write_str("telegram"),
             Kind::Hmac {
                 algorithm,
@@ -361,6 +365,9 @@ pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now:
         Kind::Slack => slack::explain_into(&mut report, secret, headers, body, now),
         Kind::GitHub => github::explain_into(&mut report, secret, headers, body),
         Kind::Standard => standard::explain_into(&mut report, secret, headers, body, now),
+        Kind::Discord => {
+            crate::channels::discord::verify::explain_into(&mut report, secret, headers, body, now)
+        }
         Kind::Teams => {
             crate::channels::teams::verify::explain_into(&mut report, secret, headers, body)
         }

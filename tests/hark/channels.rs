@@ -132,6 +132,7 @@ pub(crate) fn now() -> i64 {
 /// One request a test server received.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
+    pub(crate) method: String,
     pub(crate) path: String,
     pub(crate) headers: http::HeaderMap,
     pub(crate) body: String,
@@ -171,6 +172,7 @@ impl Recorder {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
                 let request = Seen {
+                    method: parts.method.to_string(),
                     path: parts.uri.path().to_owned(),
                     headers: parts.headers,
                     body: String::from_utf8_lossy(&body).into_owned(),

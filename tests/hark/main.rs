@@ -9,6 +9,7 @@ mod channels;
 mod charts;
 mod cli;
 mod contract;
+mod discord;
 mod docker;
 mod doctor;
 mod fences;

@@ -27,6 +27,8 @@ const GH_SECRET: &str = "hostile-github-webhook-secret-0002";
 const WHSEC: &str = "whsec_aG9zdGlsZSBzdGFuZGFyZCB3ZWJob29rcyBzZWNyZXQ=";
 const TEAMS_TOKEN: &str = "aG9zdGlsZSB0ZWFtcyBzZWN1cml0eSB0b2tlbiAwMDAz";
 const TELEGRAM_SECRET: &str = "hostile-telegram-secret-0004";
+/// The seed of the Discord application's key.
+const DISCORD_SEED: &[u8; 32] = b"hostile-discord-application-key!";
 const APP_ID: &str = "amzn1.ask.skill.hostile";
 const CERT_URL: &str = "https://s3.amazonaws.com/echo.api/hostile.pem";
 /// The gateway's body limit in these tests (small, so the volleys stay cheap).
@@ -109,6 +111,10 @@ channels:
       public: true
       function: echo
       max_body: 1KiB
+  discord:
+    app:
+      public_keys: [6c7a9bd63cacae7ae4bf8819314199feeb3b31e299b3faaf0c37a102b3144664]
+      commands: {{ say: echo }}
   teams:
     desk:
       security_tokens: [teams-hostile]
@@ -320,6 +326,21 @@ fn teams_headers(body: &[u8]) -> Vec<(&'static str, String)> {
             "authorization",
             hark::channels::teams::verify::sign(TEAMS_TOKEN.as_bytes(), body).unwrap(),
         ),
+        ("content-type", "application/json".to_owned()),
+    ]
+}
+
+fn discord_headers(body: &[u8]) -> Vec<(&'static str, String)> {
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(DISCORD_SEED).unwrap();
+    let ts = now().to_string();
+    let mut message = ts.clone().into_bytes();
+    message.extend_from_slice(body);
+    vec![
+        (
+            "x-signature-ed25519",
+            hex::encode(pair.sign(&message).as_ref()),
+        ),
+        ("x-signature-timestamp", ts),
         ("content-type", "application/json".to_owned()),
     ]
 }
@@ -752,6 +773,12 @@ async fn deeply_nested_json_is_refused_by_every_parser() {
     assert_eq!(status, 400, "{body}");
     site.log_line(&["route=desk", "reason=\"malformed\"", "JSON body"])
         .await;
+    let (status, body) = site
+        .post("/discord/app", &discord_headers(&deep), &deep)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    site.log_line(&["route=app", "reason=\"malformed\"", "not an interaction"])
+        .await;
     let (status, body) = site.post("/telegram/bot", &telegram_headers(), &deep).await;
     assert_eq!(status, 400, "{body}");
     site.log_line(&["route=bot", "reason=\"malformed\"", "not a Telegram update"])
@@ -860,6 +887,10 @@ async fn invalid_utf8_in_bodies_headers_paths_and_queries_is_refused_or_passed_a
     let (status, body) = site.post("/alexa/parrot", &alexa_headers(junk), junk).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = site.post("/teams/desk", &teams_headers(junk), junk).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = site
+        .post("/discord/app", &discord_headers(junk), junk)
+        .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = site.post("/telegram/bot", &telegram_headers(), junk).await;
     assert_eq!(status, 400, "{body}");

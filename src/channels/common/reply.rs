@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Channels;
 use crate::channels::alexa::conversation::AlexaReply;
 use crate::channels::alexa::AlexaChannel;
+use crate::channels::discord::DiscordReply;
 use crate::channels::github::GitHubReply;
 use crate::channels::slack::SlackReply;
 use crate::channels::telegram::TelegramReply;
@@ -27,6 +28,7 @@ pub enum ReplyTo {
     GitHub(GitHubReply),
     Alexa(AlexaReply),
     Telegram(TelegramReply),
+    Discord(DiscordReply),
 }
 
 /// What a chat channel says instead of a failed call's output, or `None` for a success.
@@ -64,6 +66,9 @@ impl Replies for ChannelReplies {
             }
             ReplyTo::GitHub(reply) => {
                 crate::channels::github::deliver(&self.channels, &reply, result).await
+            }
+            ReplyTo::Discord(reply) => {
+                crate::channels::discord::deliver(&self.channels, &reply, result).await
             }
             ReplyTo::Telegram(reply) => {
                 crate::channels::telegram::deliver(&self.channels, &reply, result).await
