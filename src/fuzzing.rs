@@ -36,6 +36,8 @@ pub const SECRET: &[u8] = b"fuzz-signing-secret";
 pub const TEAMS_TOKEN: &str = "ZnV6ei1zaWduaW5nLXNlY3JldA==";
 /// The seed of the Ed25519 key the Discord target verifies with.
 pub const DISCORD_SEED: [u8; 32] = *b"fuzz-discord-application-key-032";
+/// The URL the Twilio target's requests were sent to.
+pub const TWILIO_URL: &str = "https://hark.example.com/twilio/line?turn=1";
 /// The Telegram webhook's secret token.
 pub const TELEGRAM_TOKEN: &[u8] = b"fuzz-secret_token";
 /// The Standard Webhooks secret, in its `whsec_` form (base64 of [`SECRET`]).
@@ -529,6 +531,45 @@ pub fn discord_interaction(data: &[u8]) {
     }
 }
 
+/// A Twilio request to [`TWILIO_URL`]: accepted only when `X-Twilio-Signature` is the
+/// HMAC of the URL and sorted form parameters under [`SECRET`] (the report agrees); form
+/// bodies parse or fail without a panic.
+pub fn twilio_request(data: &[u8]) {
+    use crate::channels::twilio::verify;
+    let (headers, body) = message(data);
+    let Ok(params) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) else {
+        return;
+    };
+    let result = verify::verify(
+        &[SECRET.to_vec()],
+        &headers,
+        TWILIO_URL,
+        &params,
+        body,
+        false,
+    );
+    let report = crate::verify::explain(
+        crate::verify::Kind::Twilio {
+            url: Some(TWILIO_URL.to_owned()),
+        },
+        SECRET,
+        &headers,
+        body,
+        NOW,
+    );
+    assert_eq!(report.passed(), result.is_ok());
+    if result.is_ok() {
+        let sent = header_text(&headers, verify::SIGNATURE);
+        let plain = verify::sign_request(SECRET, TWILIO_URL, &params);
+        let with_port =
+            verify::sign_request(SECRET, &TWILIO_URL.replace(".com/", ".com:443/"), &params);
+        assert!(
+            sent.trim() == plain || sent.trim() == with_port,
+            "accepted {sent:?}"
+        );
+    }
+}
+
 /// A Telegram update: accepted only with the exact secret token [`TELEGRAM_TOKEN`] (the
 /// report agrees); an update parses or fails without a panic, and a command keeps no bot
 /// name and no upper case.
@@ -683,6 +724,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("teams_activity", teams_activity),
     ("telegram_update", telegram_update),
     ("discord_interaction", discord_interaction),
+    ("twilio_request", twilio_request),
     ("trigger_rule", trigger_rule),
     ("stack_file", stack_file),
     ("skill_file", skill_file),
@@ -806,6 +848,18 @@ mod tests {
             .try_into()
             .unwrap();
         crate::channels::discord::verify::verify(&[key], &headers, body, NOW).unwrap();
+        let data = seed("twilio_request", "signed");
+        let (headers, body) = message(&data);
+        let params: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap();
+        crate::channels::twilio::verify::verify(
+            &[SECRET.to_vec()],
+            &headers,
+            TWILIO_URL,
+            &params,
+            body,
+            false,
+        )
+        .unwrap();
         let data = seed("telegram_update", "command");
         let (headers, _) = message(&data);
         crate::channels::telegram::verify::verify(&[TELEGRAM_TOKEN.to_vec()], &headers).unwrap();

@@ -7,6 +7,7 @@
 //! - [`discord`]: `POST /discord/{app}` — Discord interactions; deferred results edit the reply.
 //! - [`hooks`]: `POST /hooks/{name}` — Standard Webhooks, trigger rules, or public hooks.
 //! - [`teams`]: `POST /teams/{route}` — Microsoft Teams outgoing webhooks, answered inline.
+//! - [`twilio`]: `POST /twilio/{route}` — phone calls answered by the Alexa skills, in TwiML.
 //! - [`telegram`]: `POST /telegram/{bot}` — Telegram bots; replies inline or by `sendMessage`.
 //! - [`common`]: what the webhook channels share: the contract each implements
 //!   ([`common::ChannelRoute`]) and its one request handler — the routing table built from `hark.yml`,
@@ -21,6 +22,7 @@ pub mod hooks;
 pub mod slack;
 pub mod teams;
 pub mod telegram;
+pub mod twilio;
 
 use std::sync::Arc;
 
@@ -44,6 +46,8 @@ common::webhook_channels! {
     hooks: hooks::HookRouteConfig => hooks::HookRoute, hooks::handler::handle;
     /// `POST /teams/{route}`: Microsoft Teams outgoing webhooks.
     teams: teams::TeamsRouteConfig => teams::TeamsRoute, teams::handle;
+    /// `POST /twilio/{route}`: phone calls (Twilio Voice) answered by a skill.
+    twilio: twilio::TwilioRouteConfig => twilio::TwilioRoute, twilio::handle;
     /// `POST /telegram/{bot}`: Telegram bots' webhooks.
     telegram: telegram::TelegramRouteConfig => telegram::TelegramRoute, telegram::handle, telegram::set_webhook;
 }

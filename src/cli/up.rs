@@ -380,9 +380,15 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     }
     // Routes are checked once every function is deployed: a route naming a missing
     // secret or function stops the start with a message naming both.
+    let alexa = Arc::new(alexa_channel(
+        &args,
+        alexa_settings.unwrap_or_default(),
+        &registry,
+    )?);
     let ctx = BuildContext {
         registry: &registry,
         secrets: Secrets::new(registry.store.clone()),
+        skills: alexa.skills().iter().map(|s| s.name.clone()).collect(),
     };
     let mut channels = match Channels::build(channels_config, &ctx).await {
         Ok(channels) => channels,
@@ -395,11 +401,6 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
     for core in channels.cores() {
         tracing::info!(channel = core.channel, route = %core.name, "route ready at /{}/{}", core.channel, core.name);
     }
-    let alexa = Arc::new(alexa_channel(
-        &args,
-        alexa_settings.unwrap_or_default(),
-        &registry,
-    )?);
     let clock: Arc<dyn Clock> = match &args.clock {
         None => Arc::new(SystemClock),
         Some(at) => {

@@ -13,7 +13,7 @@ use crate::verify::{explain, Kind, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// Signature scheme: slack, github, standard, discord, teams, telegram, hmac-sha1|hmac-sha256|hmac-sha512
+    /// Signature scheme: slack, github, standard, discord, teams, telegram, twilio, hmac-sha1|hmac-sha256|hmac-sha512
     /// (optionally `:HEADER-NAME`, e.g. hmac-sha256:X-Signature).
     #[arg(long)]
     pub kind: Kind,
@@ -24,6 +24,9 @@ pub struct VerifyArgs {
         required_unless_present_any = ["secret_file", "public_key"]
     )]
     pub secret: Option<String>,
+    /// The URL Twilio called, query included, for `--kind twilio`.
+    #[arg(long)]
+    pub url: Option<String>,
     /// A Discord application's public key (hex), for `--kind discord`.
     #[arg(long, conflicts_with = "secret_file")]
     pub public_key: Option<String>,
@@ -86,7 +89,11 @@ pub fn verify(args: VerifyArgs, output: Output) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--at {at:?} is neither an RFC 3339 time nor unix seconds"))?,
         None => chrono::Utc::now(),
     };
-    let mut report = explain(args.kind, &secret, &headers, &body, now.timestamp());
+    let kind = match args.kind {
+        Kind::Twilio { .. } => Kind::Twilio { url: args.url },
+        kind => kind,
+    };
+    let mut report = explain(kind, &secret, &headers, &body, now.timestamp());
     report.at = args.at.is_some().then_some(now);
     print_report(&report, output)?;
     Ok(if report.passed() {

@@ -27,13 +27,15 @@ pub enum Trigger {
     Teams,
     /// A Telegram bot's webhook.
     Telegram,
+    /// A phone call (Twilio Voice).
+    Twilio,
     /// An activation run again (`POST /system/activations/ID/replay`).
     Replay,
 }
 
 impl Trigger {
     /// Every trigger, in the order the UI lists them.
-    pub const ALL: [Trigger; 12] = [
+    pub const ALL: [Trigger; 13] = [
         Trigger::Http,
         Trigger::Ui,
         Trigger::Async,
@@ -45,6 +47,7 @@ impl Trigger {
         Trigger::Discord,
         Trigger::Teams,
         Trigger::Telegram,
+        Trigger::Twilio,
         Trigger::Replay,
     ];
 
@@ -61,6 +64,7 @@ impl Trigger {
             Trigger::Discord => "discord",
             Trigger::Teams => "teams",
             Trigger::Telegram => "telegram",
+            Trigger::Twilio => "twilio",
             Trigger::Replay => "replay",
         }
     }

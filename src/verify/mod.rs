@@ -248,6 +248,10 @@ pub enum Kind {
     Teams,
     /// Telegram bot webhooks; the secret is the webhook's secret token.
     Telegram,
+    /// Twilio; the secret is the auth token, `url` the URL Twilio called (`--url`).
+    Twilio {
+        url: Option<String>,
+    },
     /// Plain payload HMAC. `header` is the header carrying the signature; when `None`,
     /// [`hmac::DEFAULT_HEADERS`] are tried in order.
     Hmac {
@@ -259,7 +263,7 @@ pub enum Kind {
 /// The `--kind` value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown webhook kind {0:?}: expected slack, github, standard, discord, teams, telegram, or \
+    "unknown webhook kind {0:?}: expected slack, github, standard, discord, teams, telegram, twilio, or \
      hmac-sha1|hmac-sha256|hmac-sha512 (optionally followed by :HEADER-NAME)"
 )]
 pub struct UnknownKind(pub String);
@@ -283,6 +287,7 @@ impl FromStr for Kind {
             "teams" => Some(Kind::Teams),
             "discord" => Some(Kind::Discord),
             "telegram" => Some(Kind::Telegram),
+            "twilio" => Some(Kind::Twilio { url: None }),
             _ => None,
         };
         if let Some(kind) = simple {
@@ -314,6 +319,7 @@ impl fmt::Display for Kind {
             Kind::Teams => f.write_str("teams"),
             Kind::Discord => f.write_str("discord"),
             Kind::Telegram => f.write_str("telegram"),
+            Kind::Twilio { .. } => f.write_str("twilio"),
             Kind::Hmac {
                 algorithm,
                 header: None,
@@ -371,6 +377,13 @@ pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now:
         Kind::Teams => {
             crate::channels::teams::verify::explain_into(&mut report, secret, headers, body)
         }
+        Kind::Twilio { url } => crate::channels::twilio::verify::explain_into(
+            &mut report,
+            secret,
+            headers,
+            url.as_deref(),
+            body,
+        ),
         Kind::Telegram => {
             crate::channels::telegram::verify::explain_into(&mut report, secret, headers)
         }

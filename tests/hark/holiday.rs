@@ -3,7 +3,8 @@
 //! at `/function/hr-portal/`) in a browser leased from the gateway's pool (`/webdriver`)
 //! → the spoken answer names the booking, and the
 //! portal's bookings file holds exactly it. A retried request books nothing new; a weekend
-//! and a past day get their own answers. `hark say` runs the README's demo sentence.
+//! and a past day get their own answers. `hark say` runs the README's demo sentence, and a
+//! phone call (a signed Twilio request) books another day through the same skill.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ use crate::util::{hark_bin, Gateway};
 const APP_ID: &str = "amzn1.ask.skill.00000000-0000-0000-0000-000000000000";
 const CERT_URL: &str = "https://s3.amazonaws.com/echo.api/hark-holiday-test.pem";
 const PASSWORD: &str = "correct horse battery";
+/// The Twilio auth token of the phone line, and the URL the number calls.
+const TWILIO_TOKEN: &str = "holiday-test-twilio-token";
+const PHONE_URL: &str = "https://hark.example.com/twilio/holiday";
 /// The Alexa user of every request (late answers are kept per user).
 const USER: &str = "amzn1.ask.account.holiday-test";
 
@@ -112,6 +116,12 @@ impl Demo {
     secrets: [hr-portal-password]
     annotations: {{ hark.timeout: 30s }}
 browser: {{ mode: "on", warm: 1 }}
+channels:
+  twilio:
+    holiday:
+      auth_tokens: [twilio-holiday]
+      skill: holiday
+      public_url: {PHONE_URL}
 alexa:
   skills: {skills}
   use_default_roots: false
@@ -128,7 +138,10 @@ alexa:
             data,
             port,
             &[],
-            &[("HARK_SECRET_HR_PORTAL_PASSWORD", PASSWORD)],
+            &[
+                ("HARK_SECRET_HR_PORTAL_PASSWORD", PASSWORD),
+                ("HARK_SECRET_TWILIO_HOLIDAY", TWILIO_TOKEN),
+            ],
         );
         let gw = Gateway::spawn(command, data);
         Demo {
@@ -203,6 +216,53 @@ alexa:
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         }
         unreachable!()
+    }
+
+    /// What a caller hears after saying `words` on the phone line: the TwiML of the signed
+    /// request, following `<Redirect>`s while the function runs.
+    async fn phone(&self, words: &str) -> String {
+        let mut params = vec![
+            ("CallSid".to_owned(), "CA-holiday".to_owned()),
+            ("From".to_owned(), "+447700900123".to_owned()),
+            ("SpeechResult".to_owned(), words.to_owned()),
+        ];
+        let mut query = "turn=1".to_owned();
+        for _ in 0..10 {
+            let url = format!("{PHONE_URL}?{query}");
+            let signature = hark::channels::twilio::verify::sign_request(
+                TWILIO_TOKEN.as_bytes(),
+                &url,
+                &params,
+            );
+            let response = self
+                .gw
+                .client
+                .post(format!("{}/twilio/holiday?{query}", self.gw.url))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-twilio-signature", signature)
+                .body(serde_urlencoded::to_string(&params).unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{}", self.gw.output());
+            let twiml = response.text().await.unwrap();
+            let Some(start) = twiml.find("<Redirect method=\"POST\">") else {
+                return twiml;
+            };
+            // Twilio follows the redirect with the call's parameters, minus the words.
+            eprintln!("the call outlasted the skill's budget; following the redirect");
+            let target = &twiml[start..];
+            let target =
+                &target[target.find('>').unwrap() + 1..target.find("</Redirect>").unwrap()];
+            query = target
+                .replace("&amp;", "&")
+                .split_once('?')
+                .unwrap()
+                .1
+                .to_owned();
+            params.retain(|(k, _)| k != "SpeechResult");
+        }
+        panic!("the phone call kept waiting\n{}", self.gw.output());
     }
 
     /// Sends a signed request to `POST /alexa/holiday`; the answer's SSML.
@@ -391,6 +451,7 @@ async fn alexa_books_a_day_off_on_the_hr_portal_in_a_real_browser() {
     }
     let booked = demo.bookings();
     assert_eq!(booked.len(), 2, "{stdout}");
+    let phone_day = working_day(friday + Days::days(10));
     assert_eq!(booked[1]["date"], friday.to_string());
     // `hark alexa` prints the speech as plain text: the say-as date in words.
     let ordinal = match friday.day() {
@@ -408,5 +469,24 @@ async fn alexa_books_a_day_off_on_the_hr_portal_in_a_real_browser() {
             booked[1]["confirmation"].as_str().unwrap()
         )),
         "{stdout}"
+    );
+
+    // 7. By phone: the same skill books another day, spoken back in TwiML.
+    let words = format!(
+        "book {} {} {} off",
+        phone_day.format("%B").to_string().to_lowercase(),
+        phone_day.day(),
+        phone_day.year()
+    );
+    let twiml = demo.phone(&words).await;
+    let booked = demo.bookings();
+    assert_eq!(booked.len(), 3, "{twiml}\n{}", demo.gw.output());
+    assert_eq!(booked[2]["date"], phone_day.to_string());
+    let confirmation = booked[2]["confirmation"].as_str().unwrap();
+    assert!(
+        twiml.contains(&format!(
+            "is booked, confirmation {confirmation}. You have 22 days left."
+        )) && twiml.contains(&format!("<Say>Done. {}", phone_day.format("%A"))),
+        "{twiml}"
     );
 }

@@ -34,6 +34,7 @@ mod swarm;
 mod teams;
 mod telegram;
 mod tokens;
+mod twilio;
 mod ui;
 mod util;
 mod watchdog;

@@ -115,6 +115,11 @@ channels:
     app:
       public_keys: [6c7a9bd63cacae7ae4bf8819314199feeb3b31e299b3faaf0c37a102b3144664]
       commands: {{ say: echo }}
+  twilio:
+    phone:
+      auth_tokens: [twilio-hostile]
+      skill: parrot
+      public_url: https://hostile.example/twilio/phone
   teams:
     desk:
       security_tokens: [teams-hostile]
@@ -157,6 +162,7 @@ alexa:
                 ("HARK_SECRET_GH_HOSTILE", GH_SECRET),
                 ("HARK_SECRET_HOOKS_HOSTILE", WHSEC),
                 ("HARK_SECRET_TEAMS_HOSTILE", TEAMS_TOKEN),
+                ("HARK_SECRET_TWILIO_HOSTILE", "hostile-twilio-auth-token"),
                 ("HARK_SECRET_TG_HOSTILE_BOT", "1:hostile-bot-token"),
                 ("HARK_SECRET_TG_HOSTILE_SECRET", TELEGRAM_SECRET),
             ],
@@ -888,6 +894,27 @@ async fn invalid_utf8_in_bodies_headers_paths_and_queries_is_refused_or_passed_a
     assert_eq!(status, 400, "{body}");
     let (status, body) = site.post("/teams/desk", &teams_headers(junk), junk).await;
     assert_eq!(status, 400, "{body}");
+    // A phone call's form with invalid UTF-8, signed as Twilio would: the parser reads it
+    // (lossily), the skill answers with TwiML, nothing panics.
+    let url = "https://hostile.example/twilio/phone";
+    let params: Vec<(String, String)> = serde_urlencoded::from_bytes(junk).unwrap();
+    let signature =
+        hark::channels::twilio::verify::sign_request(b"hostile-twilio-auth-token", url, &params);
+    let form_type = (
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    );
+    let (status, body) = site
+        .post(
+            "/twilio/phone",
+            &[("x-twilio-signature", signature), form_type.clone()],
+            junk,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<Response>"), "{body}");
+    let (status, body) = site.post("/twilio/phone", &[form_type], junk).await;
+    assert_eq!(status, 401, "{body}");
     let (status, body) = site
         .post("/discord/app", &discord_headers(junk), junk)
         .await;

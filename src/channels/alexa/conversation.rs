@@ -55,6 +55,16 @@ struct Turn<'a> {
     session: Map<String, Value>,
     /// Why the intent's function call failed, when it did (for `hark say`).
     failure: Option<String>,
+    /// Whether the intent's call outlived the budget and goes on in the queue, which
+    /// keeps its answer for the user's next request.
+    deferred: bool,
+}
+
+/// One answered turn: the response, why its call failed, whether its call goes on.
+pub struct TurnOutcome {
+    pub response: Response,
+    pub failure: Option<String>,
+    pub deferred: bool,
 }
 
 /// The reply to one request.
@@ -94,18 +104,26 @@ pub async fn respond(
     envelope: &RequestEnvelope,
     call_id: &str,
 ) -> Response {
-    respond_explained(state, skill, envelope, call_id).await.0
+    respond_explained(state, skill, envelope, call_id)
+        .await
+        .response
 }
 
 /// [`respond`], with why the intent's function call failed when it did ("function
 /// book-holiday is not deployed"): Alexa hears the skill's error reply, `hark say` also
-/// prints the cause.
+/// prints the cause; and whether the call goes on past the budget (a phone line then waits
+/// for it).
 pub async fn respond_explained(
     state: &Arc<AppState>,
     skill: &Arc<Skill>,
     envelope: &RequestEnvelope,
     call_id: &str,
-) -> (Response, Option<String>) {
+) -> TurnOutcome {
+    let quiet = || TurnOutcome {
+        response: Response::empty(),
+        failure: None,
+        deferred: false,
+    };
     let user_id = user_id(envelope);
     let session = envelope
         .session
@@ -120,16 +138,21 @@ pub async fn respond_explained(
         user_id,
         session,
         failure: None,
+        deferred: false,
     };
     let reply = match &envelope.request.kind {
-        RequestKind::SessionEnded(_) => return (Response::empty(), None),
+        RequestKind::SessionEnded(_) => return quiet(),
         RequestKind::Launch(_) => turn.reply_ask("launch", "launch_reprompt"),
         RequestKind::Intent(request) => turn.intent(&request.intent, request.dialog_state).await,
         // CanFulfillIntent, exceptions and events: acknowledged quietly.
-        _ => return (Response::empty(), None),
+        _ => return quiet(),
     };
     let response = turn.finish(reply).await;
-    (response, turn.failure)
+    TurnOutcome {
+        response,
+        failure: turn.failure,
+        deferred: turn.deferred,
+    }
 }
 
 fn user_id(envelope: &RequestEnvelope) -> String {
@@ -342,10 +365,13 @@ impl Turn<'_> {
             }
             // Queued, or already queued by an earlier try of this request: the queue
             // delivers the answer.
-            Ok(Submitted::Queued | Submitted::Duplicate) => Reply::say(self.speech(
-                "reply/still_working",
-                &self.context(Some(name), &slots, &user_before),
-            )),
+            Ok(Submitted::Queued | Submitted::Duplicate) => {
+                self.deferred = true;
+                Reply::say(self.speech(
+                    "reply/still_working",
+                    &self.context(Some(name), &slots, &user_before),
+                ))
+            }
             Err(e) => {
                 error!(channel = "alexa", skill = %self.skill.name, intent = name, function = %function, error = %e, "call could not be queued; saying the error reply");
                 self.failure = Some(format!("function {function}: {e}"));

@@ -123,12 +123,12 @@ async fn say(
     let skill = find_skill(&state, &name)?;
     let envelope = RequestEnvelope::from_slice(&body.0)
         .map_err(|e| ApiError::bad_request(format!("not an Alexa request: {e}")))?;
-    let (response, failure) = respond_explained(&state, &skill, &envelope, &call_id.0).await;
+    let turn = respond_explained(&state, &skill, &envelope, &call_id.0).await;
     let mut headers = HeaderMap::new();
-    if let Some(value) = failure.and_then(|f| header_text(&f)) {
+    if let Some(value) = turn.failure.and_then(|f| header_text(&f)) {
         headers.insert(HEADER_CALL_ERROR, value);
     }
-    Ok((headers, Json(response)))
+    Ok((headers, Json(turn.response)))
 }
 
 /// Header of `hark say`'s answers naming why the intent's function call failed.

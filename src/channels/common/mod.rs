@@ -113,6 +113,8 @@ pub enum ConfigError {
 pub struct BuildContext<'a> {
     pub registry: &'a Registry,
     pub secrets: Secrets,
+    /// The names of the loaded skills, for the voice channels that speak them.
+    pub skills: Vec<String>,
 }
 
 impl BuildContext<'_> {
