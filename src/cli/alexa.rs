@@ -53,6 +53,17 @@ pub struct SayArgs {
     /// Print the whole response JSON instead.
     #[arg(long)]
     pub json: bool,
+    /// The channel to answer as: `alexa` (the speech), or `twilio` (the TwiML a phone line
+    /// of this skill would answer a caller who said the utterance with).
+    #[arg(long, value_enum, default_value_t = SayChannel::Alexa)]
+    pub channel: SayChannel,
+}
+
+/// What `hark say` answers as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SayChannel {
+    Alexa,
+    Twilio,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -158,6 +169,9 @@ pub async fn say(
     {
         eprintln!("hark say: the call failed: {why}");
     }
+    let deferred = answer
+        .headers()
+        .contains_key(crate::channels::alexa::HEADER_DEFERRED);
     let answer: Value = answer
         .json()
         .await
@@ -168,6 +182,15 @@ pub async fn say(
     }
     let response: Response =
         serde_json::from_value(answer).context("the gateway's answer is not an Alexa response")?;
+    if args.channel == SayChannel::Twilio {
+        let line = crate::channels::twilio::Line {
+            public_url: format!("{}/twilio/ROUTE", gateway.trim_end_matches('/')),
+            voice: None,
+        };
+        let verbs = line.turn(&response, deferred, args.utterance.trim().is_empty(), 0);
+        println!("{}", crate::channels::twilio::document(&verbs));
+        return Ok(ExitCode::SUCCESS);
+    }
     let body = &response.response;
     match &body.output_speech {
         Some(OutputSpeech::Ssml { ssml: doc, .. }) => {

@@ -297,3 +297,39 @@ fn hark_webhook_verify_checks_twilio_signatures() {
     let failed = run(&url.replace("https://", "http://"));
     assert!(!failed.status.success());
 }
+
+/// `hark say --channel twilio` prints the TwiML a phone line of the skill would answer.
+#[tokio::test]
+async fn hark_say_simulates_a_phone_call() {
+    let site = twilio_site("");
+    let gw = site.start(&["--browser", "off"], &env());
+    let say = |words: &str| {
+        let out = Command::new(hark_bin())
+            .args(["say", "clinic", words, "--channel", "twilio", "--skills"])
+            .arg(site.path().join("skills"))
+            .env("HARK_GATEWAY", &gw.url)
+            .env("HARK_DATA", &gw.data)
+            .env_remove("HARK_TOKEN")
+            .output()
+            .unwrap();
+        crate::util::record_log(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let opened = say("");
+    assert!(opened.starts_with("<?xml"), "{opened}");
+    assert!(
+        opened.contains("<Gather input=\"speech\"")
+            && opened.contains("<Say>Clinic line. Say hello, or ask me to find a slot.</Say>"),
+        "{opened}"
+    );
+    let hello = say("hello Ada");
+    assert!(
+        hello.contains("<Say>Hello ada &amp; welcome.</Say><Hangup/>"),
+        "{hello}"
+    );
+}

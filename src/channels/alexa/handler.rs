@@ -128,11 +128,16 @@ async fn say(
     if let Some(value) = turn.failure.and_then(|f| header_text(&f)) {
         headers.insert(HEADER_CALL_ERROR, value);
     }
+    if turn.deferred {
+        headers.insert(HEADER_DEFERRED, http::HeaderValue::from_static("true"));
+    }
     Ok((headers, Json(turn.response)))
 }
 
 /// Header of `hark say`'s answers naming why the intent's function call failed.
 pub const HEADER_CALL_ERROR: &str = "x-hark-call-error";
+/// Header of `hark say`'s answers when the intent's call goes on past the skill's budget.
+pub const HEADER_DEFERRED: &str = "x-hark-deferred";
 
 /// `text` as a header value: one line of printable ASCII, at most 500 characters.
 fn header_text(text: &str) -> Option<http::HeaderValue> {

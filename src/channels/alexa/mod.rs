@@ -21,7 +21,7 @@ pub mod types;
 pub mod verify;
 
 pub use channel::{AlexaChannel, AlexaSettings};
-pub use handler::{routes, HEADER_CALL_ERROR};
+pub use handler::{routes, HEADER_CALL_ERROR, HEADER_DEFERRED};
 
 #[cfg(test)]
 mod tests;

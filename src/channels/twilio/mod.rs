@@ -66,8 +66,14 @@ pub struct TwilioRoute {
     pub core: RouteCore,
     tokens: Vec<Vec<u8>>,
     skill: String,
-    public_url: String,
-    voice: Option<String>,
+    line: Line,
+}
+
+/// How a line speaks: where Twilio posts the caller's next words, and the voice.
+pub struct Line {
+    /// The URL Twilio calls (without a query).
+    pub public_url: String,
+    pub voice: Option<String>,
 }
 
 impl TwilioRouteConfig {
@@ -111,8 +117,10 @@ impl TwilioRouteConfig {
             core,
             tokens: ctx.secrets(&route, &self.auth_tokens).await?,
             skill: self.skill,
-            public_url,
-            voice: self.voice,
+            line: Line {
+                public_url,
+                voice: self.voice,
+            },
         })
     }
 }
@@ -159,7 +167,7 @@ async fn serve(
     body: Bytes,
     delivery: &mut Option<String>,
 ) -> Handled {
-    let url = verify::request_url(&route.public_url, parts.uri.query());
+    let url = verify::request_url(&route.line.public_url, parts.uri.query());
     let json = url.contains("bodySHA256=");
     let params: Vec<(String, String)> = if json {
         Vec::new()
@@ -229,21 +237,9 @@ async fn serve(
     let envelope = RequestEnvelope::from_slice(envelope.to_string().as_bytes())
         .map_err(|e| ChannelError::Internal(format!("request for the skill: {e}")))?;
     let outcome = respond_explained(state, &skill, &envelope, call_id).await;
-    let speech = outcome
-        .response
-        .response
-        .output_speech
-        .as_ref()
-        .map(spoken)
-        .unwrap_or_default();
-    let mut verbs = say(route, &speech);
-    if outcome.deferred {
-        verbs.push_str(&redirect(route, turn, 1));
-    } else if outcome.response.response.should_end_session == Some(false) || words.is_empty() {
-        verbs = gather(route, turn + 1, &verbs);
-    } else {
-        verbs.push_str("<Hangup/>");
-    }
+    let verbs = route
+        .line
+        .turn(&outcome.response, outcome.deferred, words.is_empty(), turn);
     Ok((Outcome::Accepted, twiml(verbs)))
 }
 
@@ -266,7 +262,8 @@ async fn wait(
                     .iter()
                     .map(|p| ssml::to_plain_text(&p.speech))
                     .collect();
-                return twiml(gather(route, turn + 1, &say(route, &words.join(" "))));
+                let line = &route.line;
+                return twiml(line.gather(turn + 1, &line.say(&words.join(" "))));
             }
             Ok(_) => {}
             Err(e) => {
@@ -281,13 +278,13 @@ async fn wait(
     }
     if waits >= MAX_WAITS {
         return twiml(
-            say(
-                route,
-                "This is taking too long. I will tell you the answer when you call again.",
-            ) + "<Hangup/>",
+            route
+                .line
+                .say("This is taking too long. I will tell you the answer when you call again.")
+                + "<Hangup/>",
         );
     }
-    twiml(say(route, "Still working on it.") + &redirect(route, turn, waits + 1))
+    twiml(route.line.say("Still working on it.") + &route.line.redirect(turn, waits + 1))
 }
 
 /// The words of an Alexa output speech, for `<Say>`.
@@ -306,41 +303,72 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn say(route: &TwilioRoute, text: &str) -> String {
-    if text.trim().is_empty() {
-        return String::new();
+impl Line {
+    /// The verbs answering one turn whose skill response is `response`: its words, then a
+    /// redirect to wait for a `deferred` call, the next `<Gather>` when the skill keeps the
+    /// conversation open (or the call has just `opened`), else `<Hangup/>`.
+    pub fn turn(
+        &self,
+        response: &super::alexa::types::Response,
+        deferred: bool,
+        opened: bool,
+        turn: u32,
+    ) -> String {
+        let body = &response.response;
+        let speech = body.output_speech.as_ref().map(spoken).unwrap_or_default();
+        let mut verbs = self.say(&speech);
+        if deferred {
+            verbs.push_str(&self.redirect(turn, 1));
+        } else if body.should_end_session == Some(false) || opened {
+            verbs = self.gather(turn + 1, &verbs);
+        } else {
+            verbs.push_str("<Hangup/>");
+        }
+        verbs
     }
-    match &route.voice {
-        Some(voice) => format!(
-            "<Say voice=\"{}\">{}</Say>",
-            escape(voice),
-            escape(text.trim())
-        ),
-        None => format!("<Say>{}</Say>", escape(text.trim())),
+
+    /// `<Say>` of `text`, escaped; nothing for no words.
+    fn say(&self, text: &str) -> String {
+        if text.trim().is_empty() {
+            return String::new();
+        }
+        match &self.voice {
+            Some(voice) => format!(
+                "<Say voice=\"{}\">{}</Say>",
+                escape(voice),
+                escape(text.trim())
+            ),
+            None => format!("<Say>{}</Say>", escape(text.trim())),
+        }
+    }
+
+    /// `<Gather>` of the caller's next words around `inner`, posted back as turn `turn`;
+    /// when the caller says nothing, the call ends.
+    fn gather(&self, turn: u32, inner: &str) -> String {
+        let action = format!("{}?turn={turn}", self.public_url);
+        format!(
+            "<Gather input=\"speech\" speechTimeout=\"auto\" method=\"POST\" action=\"{}\">{inner}</Gather><Hangup/>",
+            escape(&action)
+        )
+    }
+
+    /// Back here to wait for the answer (`wait` counts the redirects).
+    fn redirect(&self, turn: u32, wait: u32) -> String {
+        let url = format!("{}?turn={turn}&wait={wait}", self.public_url);
+        format!("<Redirect method=\"POST\">{}</Redirect>", escape(&url))
     }
 }
 
-/// `<Gather>` of the caller's next words around `inner`, posted back as turn `turn`; when
-/// the caller says nothing, the call ends.
-fn gather(route: &TwilioRoute, turn: u32, inner: &str) -> String {
-    let action = format!("{}?turn={turn}", route.public_url);
-    format!(
-        "<Gather input=\"speech\" speechTimeout=\"auto\" method=\"POST\" action=\"{}\">{inner}</Gather><Hangup/>",
-        escape(&action)
-    )
-}
-
-/// A pause, then back here to wait for the answer (`wait` counts the redirects).
-fn redirect(route: &TwilioRoute, turn: u32, wait: u32) -> String {
-    let url = format!("{}?turn={turn}&wait={wait}", route.public_url);
-    format!("<Redirect method=\"POST\">{}</Redirect>", escape(&url))
+/// The TwiML document of `verbs`.
+pub fn document(verbs: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{verbs}</Response>")
 }
 
 /// A TwiML document of `verbs`.
 fn twiml(verbs: String) -> Response {
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>{verbs}</Response>"),
+        document(&verbs),
     )
         .into_response()
 }
@@ -349,11 +377,8 @@ fn twiml(verbs: String) -> Response {
 mod tests {
     use super::*;
 
-    fn route() -> TwilioRoute {
-        TwilioRoute {
-            core: RouteCore::new("twilio", Trigger::Twilio, "line", 1024, 1),
-            tokens: vec![b"t".to_vec()],
-            skill: "holiday".into(),
+    fn route() -> Line {
+        Line {
             public_url: "https://h.example/twilio/line".into(),
             voice: None,
         }
@@ -363,16 +388,16 @@ mod tests {
     fn words_are_escaped_and_turns_numbered() {
         let r = route();
         assert_eq!(
-            say(&r, " a < b & \"c\" "),
+            r.say(" a < b & \"c\" "),
             "<Say>a &lt; b &amp; &quot;c&quot;</Say>"
         );
-        assert_eq!(say(&r, "  "), "");
+        assert_eq!(r.say("  "), "");
         assert_eq!(
-            gather(&r, 2, "<Say>x</Say>"),
+            r.gather(2, "<Say>x</Say>"),
             "<Gather input=\"speech\" speechTimeout=\"auto\" method=\"POST\" action=\"https://h.example/twilio/line?turn=2\"><Say>x</Say></Gather><Hangup/>"
         );
         assert_eq!(
-            redirect(&r, 1, 2),
+            r.redirect(1, 2),
             "<Redirect method=\"POST\">https://h.example/twilio/line?turn=1&amp;wait=2</Redirect>"
         );
     }
