@@ -401,7 +401,7 @@ fn collapse(text: &str) -> String {
 /// JSON bodies the handler reads never panic.
 pub fn slack_request(data: &[u8]) {
     let (headers, body) = message(data);
-    let result = verify::slack::verify(&[SECRET], &headers, body, NOW);
+    let result = crate::channels::slack::verify::verify(&[SECRET], &headers, body, NOW);
     let report = verify::explain(verify::Kind::Slack, SECRET, &headers, body, NOW);
     assert_eq!(report.passed(), result.is_ok());
     if result.is_ok() {
@@ -416,7 +416,7 @@ pub fn slack_request(data: &[u8]) {
         );
         let sig = header_text(&headers, "x-slack-signature");
         assert!(
-            sig.eq_ignore_ascii_case(&verify::slack::sign(SECRET, ts, body)),
+            sig.eq_ignore_ascii_case(&crate::channels::slack::verify::sign(SECRET, ts, body)),
             "accepted the signature {sig:?}, which is not the body's"
         );
     }
@@ -444,14 +444,14 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
 /// without a panic.
 pub fn github_delivery(data: &[u8]) {
     let (headers, body) = message(data);
-    let result = verify::github::verify(&[SECRET], &headers, body, NOW);
+    let result = crate::channels::github::verify::verify(&[SECRET], &headers, body, NOW);
     let report = verify::explain(verify::Kind::GitHub, SECRET, &headers, body, NOW);
     assert_eq!(report.passed(), result.is_ok());
     if result.is_ok() {
         let sig = header_text(&headers, "x-hub-signature-256");
         assert!(
             sig.trim()
-                .eq_ignore_ascii_case(&verify::github::sign(SECRET, body)),
+                .eq_ignore_ascii_case(&crate::channels::github::verify::sign(SECRET, body)),
             "accepted the signature {sig:?}, which is not the body's"
         );
     }
@@ -601,7 +601,7 @@ pub fn telegram_update(data: &[u8]) {
 /// signatures is the HMAC of `id.timestamp.body` under [`STANDARD_SECRET`], within the window.
 pub fn standard_webhook(data: &[u8]) {
     let (headers, body) = message(data);
-    let result = verify::standard::verify(&[STANDARD_SECRET], &headers, body, NOW);
+    let result = crate::channels::hooks::verify::verify(&[STANDARD_SECRET], &headers, body, NOW);
     let report = verify::explain(
         verify::Kind::Standard,
         STANDARD_SECRET.as_bytes(),
@@ -619,8 +619,9 @@ pub fn standard_webhook(data: &[u8]) {
             (NOW - ts).abs() <= 300,
             "accepted a timestamp {ts} outside the window"
         );
-        let expected = verify::standard::sign(STANDARD_SECRET.as_bytes(), &id, ts, body)
-            .expect("the secret is valid");
+        let expected =
+            crate::channels::hooks::verify::sign(STANDARD_SECRET.as_bytes(), &id, ts, body)
+                .expect("the secret is valid");
         let sigs = header_text(&headers, "webhook-signature");
         assert!(
             sigs.split_whitespace().any(|s| s == expected),
@@ -827,13 +828,13 @@ mod tests {
         };
         let data = seed("slack_request", "slash");
         let (headers, body) = message(&data);
-        verify::slack::verify(&[SECRET], &headers, body, NOW).unwrap();
+        crate::channels::slack::verify::verify(&[SECRET], &headers, body, NOW).unwrap();
         let data = seed("github_delivery", "issue");
         let (headers, body) = message(&data);
-        verify::github::verify(&[SECRET], &headers, body, NOW).unwrap();
+        crate::channels::github::verify::verify(&[SECRET], &headers, body, NOW).unwrap();
         let data = seed("standard_webhook", "signed");
         let (headers, body) = message(&data);
-        verify::standard::verify(&[STANDARD_SECRET], &headers, body, NOW).unwrap();
+        crate::channels::hooks::verify::verify(&[STANDARD_SECRET], &headers, body, NOW).unwrap();
         let data = seed("teams_activity", "signed");
         let (headers, body) = message(&data);
         let key = crate::channels::teams::verify::key(TEAMS_TOKEN.as_bytes()).unwrap();

@@ -1014,10 +1014,11 @@ impl ChannelSecrets {
     fn slack(&self, url: &str) -> Target {
         let body = "token=bench&team_id=T0BENCH&team_domain=bench&channel_id=C0BENCH&channel_name=bench&user_id=U0BENCH&user_name=ada&command=%2Fbench&text=how+many+days+are+left&api_app_id=A0BENCH&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT0BENCH%2F1%2Fbench&trigger_id=1.2.bench";
         let now = chrono::Utc::now().timestamp();
-        let signature = crate::verify::slack::sign(self.slack.as_bytes(), now, body.as_bytes());
+        let signature =
+            crate::channels::slack::verify::sign(self.slack.as_bytes(), now, body.as_bytes());
         Target::post(url, "application/x-www-form-urlencoded", body)
-            .header(crate::verify::slack::TIMESTAMP, now.to_string())
-            .header(crate::verify::slack::SIGNATURE, signature)
+            .header(crate::channels::slack::verify::TIMESTAMP, now.to_string())
+            .header(crate::channels::slack::verify::SIGNATURE, signature)
     }
 
     /// An `issues.opened` delivery as GitHub sends it, with a new delivery id per request
@@ -1030,11 +1031,12 @@ impl ChannelSecrets {
             "sender": { "login": "ada" },
         })
         .to_string();
-        let signature = crate::verify::github::sign(self.github.as_bytes(), body.as_bytes());
+        let signature =
+            crate::channels::github::verify::sign(self.github.as_bytes(), body.as_bytes());
         Target::post(url, "application/json", body)
-            .header(crate::verify::github::EVENT, "issues")
-            .header(crate::verify::github::SIGNATURE_256, signature)
-            .unique(crate::verify::github::DELIVERY)
+            .header(crate::channels::github::verify::EVENT, "issues")
+            .header(crate::channels::github::verify::SIGNATURE_256, signature)
+            .unique(crate::channels::github::verify::DELIVERY)
     }
 }
 

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use hark::verify::{github, slack, standard};
+use hark::channels::github::verify as github;
+use hark::channels::hooks::verify as standard;
+use hark::channels::slack::verify as slack;
 use serde_json::{json, Value};
 
 use crate::util::Gateway;

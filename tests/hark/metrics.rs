@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use hark::verify::{github, slack};
+use hark::channels::github::verify as github;
+use hark::channels::slack::verify as slack;
 use serde_json::{json, Value};
 
 use crate::util::Gateway;

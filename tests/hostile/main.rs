@@ -15,7 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hark::channels::alexa::{testpki, verify as alexa_verify};
-use hark::verify::{github, slack, standard};
+use hark::channels::github::verify as github;
+use hark::channels::hooks::verify as standard;
+use hark::channels::slack::verify as slack;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::{self, ReplyError, Target};
+use super::verify::{self, DELIVERY, EVENT};
 use super::{GitHubRoute, ReplyKind};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
@@ -28,10 +29,6 @@ use crate::channels::common::{
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::dispatch::Trigger;
 use crate::server::{AppState, CallId};
-use crate::verify::{
-    self,
-    github::{DELIVERY, EVENT},
-};
 
 /// Where a GitHub delivery's result goes: a comment or labels on an issue or pull request,
 /// made with the route's credentials.
@@ -97,7 +94,7 @@ async fn serve(
     body: Bytes,
     delivery: &mut Option<String>,
 ) -> Handled {
-    verify::github::verify(
+    verify::verify(
         &route.webhook_secrets,
         &parts.headers,
         &body,

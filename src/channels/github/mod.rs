@@ -6,11 +6,12 @@
 //! after a gateway restart.
 //!
 //! Verification: <https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries>
-//! (in [`crate::verify::github`]). GitHub waits 10 s for an answer:
+//! (in [`verify`]). GitHub waits 10 s for an answer:
 //! <https://docs.github.com/en/webhooks/using-webhooks/best-practices-for-using-webhooks#respond-within-10-seconds>.
 
 pub mod api;
 pub(crate) mod handler;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -16,6 +16,7 @@ use http::request::Parts;
 use http::{header, HeaderMap, StatusCode};
 use serde_json::json;
 
+use super::verify as standard;
 use super::HookRoute;
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
@@ -28,7 +29,6 @@ use crate::dispatch::Trigger;
 use crate::error::provider_status;
 use crate::server::{AppState, CallId};
 use crate::verify::rules::{parse_payload, RuleError, RuleRequest};
-use crate::verify::standard;
 
 /// Request headers a function does not get.
 const DROPPED_HEADERS: &[header::HeaderName] = &[

@@ -4,6 +4,7 @@
 //! function, and its answer goes out as the HTTP response (or 202 at once with `async: true`).
 
 pub(crate) mod handler;
+pub mod verify;
 
 use std::collections::HashMap;
 

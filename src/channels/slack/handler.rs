@@ -18,6 +18,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
 use super::reply::{self, ResponseType, SlackReply};
+use super::verify;
 use super::{SlackRoute, RESPONSE_URL_HOST, RESPONSE_URL_VALIDITY};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
@@ -29,7 +30,6 @@ use crate::dispatch::queue::Submitted;
 use crate::dispatch::Trigger;
 use crate::egress::EgressPolicy;
 use crate::server::{AppState, CallId};
-use crate::verify;
 
 /// `X-Slack-Retry-Num`: how many times Slack has retried this event.
 pub const HEADER_RETRY_NUM: &str = "x-slack-retry-num";
@@ -78,7 +78,7 @@ async fn serve(
     body: Bytes,
     delivery: &mut Option<String>,
 ) -> Handled {
-    verify::slack::verify(
+    verify::verify(
         &route.signing_secrets,
         &parts.headers,
         &body,

@@ -6,12 +6,13 @@
 //! function and posts its result after a restart.
 //!
 //! Verification: <https://api.slack.com/authentication/verifying-requests-from-slack>
-//! (in [`crate::verify::slack`]). Slack waits 3 s for an answer; see
+//! (in [`verify`]). Slack waits 3 s for an answer; see
 //! <https://api.slack.com/interactivity/handling#acknowledgment_response>.
 
 pub mod api;
 pub(crate) mod handler;
 pub mod reply;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

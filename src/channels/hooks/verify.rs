@@ -17,8 +17,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use http::HeaderMap;
 
-use super::hmac::{sign as mac, Algorithm};
-use super::{
+use crate::verify::hmac::{sign as mac, Algorithm};
+use crate::verify::{
     check_secrets, check_window, constant_time_eq, explain_window, parse_timestamp, single_header,
     Report, Verified, VerifyError, TOLERANCE_SECS,
 };
@@ -184,7 +184,7 @@ pub(crate) fn explain_into(
     body: &[u8],
     now: i64,
 ) {
-    super::conclude(report, verify(&[secret], headers, body, now));
+    crate::verify::conclude(report, verify(&[secret], headers, body, now));
     let key = match decode_secret(secret) {
         Ok(key) if secret.starts_with(SECRET_PREFIX.as_bytes()) => {
             report.pass(format!(
@@ -249,7 +249,7 @@ pub(crate) fn explain_into(
         body.len()
     ));
     let shown = |m: &[u8]| format!("v1,{}", B64.encode(m));
-    let matched = super::explain_mac(report, &key, body, &sigs.decoded, shown, |k, b| {
+    let matched = crate::verify::explain_mac(report, &key, body, &sigs.decoded, shown, |k, b| {
         signed_mac(k, id, timestamp, b)
     });
     if !matched && !secret.starts_with(SECRET_PREFIX.as_bytes()) {
@@ -433,8 +433,8 @@ mod tests {
     #[test]
     fn explain_hints_at_missing_prefix() {
         let h = signed(SECRET, BODY);
-        let r = super::super::explain(
-            super::super::Kind::Standard,
+        let r = crate::verify::explain(
+            crate::verify::Kind::Standard,
             SECRET.trim_start_matches("whsec_").as_bytes(),
             &h,
             BODY,

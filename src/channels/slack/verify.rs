@@ -7,8 +7,8 @@
 
 use http::HeaderMap;
 
-use super::hmac::{sign as mac, Algorithm};
-use super::{
+use crate::verify::hmac::{sign as mac, Algorithm};
+use crate::verify::{
     check_secrets, check_window, decode_prefixed_hex, explain_window, parse_timestamp,
     single_header, Report, Verified, VerifyError, TOLERANCE_SECS,
 };
@@ -82,7 +82,7 @@ pub fn verify<S: AsRef<[u8]>>(
     check_window(parts.timestamp, now, TOLERANCE_SECS)?;
     for (secret_index, secret) in secrets.iter().enumerate() {
         let expected = basestring_mac(secret.as_ref(), parts.timestamp, body);
-        if super::constant_time_eq(&expected, &parts.signature) {
+        if crate::verify::constant_time_eq(&expected, &parts.signature) {
             return Ok(Verified {
                 secret_index,
                 timestamp: Some(parts.timestamp),
@@ -100,7 +100,7 @@ pub(crate) fn explain_into(
     body: &[u8],
     now: i64,
 ) {
-    super::conclude(report, verify(&[secret], headers, body, now));
+    crate::verify::conclude(report, verify(&[secret], headers, body, now));
     let timestamp = match parse_timestamp_header(headers) {
         Ok(t) => {
             report.pass(format!("header {TIMESTAMP}: {t}"));
@@ -129,7 +129,7 @@ pub(crate) fn explain_into(
     ));
     if let Some(sig) = signature {
         let shown = |m: &[u8]| format!("v0={}", hex::encode(m));
-        super::explain_mac(report, secret, body, &[sig], shown, |k, b| {
+        crate::verify::explain_mac(report, secret, body, &[sig], shown, |k, b| {
             basestring_mac(k, timestamp, b)
         });
     } else {

@@ -8,8 +8,10 @@
 
 use http::HeaderMap;
 
-use super::hmac::{sign as mac, Algorithm};
-use super::{check_secrets, decode_prefixed_hex, single_header, Report, Verified, VerifyError};
+use crate::verify::hmac::{sign as mac, Algorithm};
+use crate::verify::{
+    check_secrets, decode_prefixed_hex, single_header, Report, Verified, VerifyError,
+};
 
 /// `X-Hub-Signature-256`: `sha256=` and 64 hex digits.
 pub const SIGNATURE_256: &str = "x-hub-signature-256";
@@ -53,7 +55,7 @@ pub fn verify<S: AsRef<[u8]>>(
     // ("use a constant time comparison").
     for (secret_index, secret) in secrets.iter().enumerate() {
         let expected = mac(Algorithm::Sha256, secret.as_ref(), &[body]);
-        if super::constant_time_eq(&expected, &signature) {
+        if crate::verify::constant_time_eq(&expected, &signature) {
             return Ok(Verified {
                 secret_index,
                 timestamp: None,
@@ -65,7 +67,7 @@ pub fn verify<S: AsRef<[u8]>>(
 }
 
 pub(crate) fn explain_into(report: &mut Report, secret: &[u8], headers: &HeaderMap, body: &[u8]) {
-    super::conclude(report, verify(&[secret], headers, body, 0));
+    crate::verify::conclude(report, verify(&[secret], headers, body, 0));
     let signature = match parse(headers) {
         Ok(sig) => {
             report.pass(format!("header {SIGNATURE_256}: sha256= and 64 hex digits"));
@@ -87,7 +89,7 @@ pub(crate) fn explain_into(report: &mut Report, secret: &[u8], headers: &HeaderM
         body.len()
     ));
     let shown = |m: &[u8]| format!("sha256={}", hex::encode(m));
-    super::explain_mac(report, secret, body, &[signature], shown, |k, b| {
+    crate::verify::explain_mac(report, secret, body, &[signature], shown, |k, b| {
         mac(Algorithm::Sha256, k, &[b])
     });
 }
@@ -179,7 +181,7 @@ mod tests {
             verify(&["s"], &h, body, 0),
             Err(VerifyError::MissingHeader { .. })
         ));
-        let r = super::super::explain(super::super::Kind::GitHub, b"s", &h, body, 0);
+        let r = crate::verify::explain(crate::verify::Kind::GitHub, b"s", &h, body, 0);
         assert!(r.to_string().contains("legacy SHA-1"), "{r}");
     }
 }
