@@ -210,6 +210,52 @@ async fn set_webhook_takes_a_fresh_secret_and_late_replies_survive_a_kill() {
     assert_eq!(api.seen().len(), 2, "sent once");
 }
 
+/// A bot configured before its first `set-webhook` starts, refuses every update, and takes
+/// the token `set-webhook` makes.
+#[tokio::test]
+async fn a_bot_without_a_secret_token_yet_refuses_updates_until_set_webhook() {
+    let api = Recorder::start(|_, _| (200, r#"{"ok":true,"result":true}"#.into())).await;
+    let site = telegram_site(&api.url);
+    let gw = site.start(&[], &[("HARK_SECRET_TG_BOT", BOT_TOKEN)]);
+    assert!(
+        gw.output().contains("no secret token yet"),
+        "{}",
+        gw.output()
+    );
+    assert_eq!(
+        send(&gw, Some("anything"), update(1, "/echo a")).await.0,
+        401
+    );
+    assert_eq!(send(&gw, Some(""), update(1, "/echo a")).await.0, 401);
+    // Setting the webhook takes a token with secrets:write.
+    let anonymous = gw
+        .client
+        .post(format!("{}/system/channels/telegram/hark/webhook", gw.url))
+        .json(&json!({ "url": "https://evil.example/telegram/hark" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(api.seen().is_empty());
+    let answer = gw
+        .request(
+            reqwest::Method::POST,
+            "/system/channels/telegram/hark/webhook",
+        )
+        .json(&json!({ "url": "https://hark.example.com/telegram/hark" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let fresh = api.wait_for(1).await[0].json()["secret_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    crate::util::register_secret(&fresh);
+    let (status, answer) = send(&gw, Some(&fresh), update(1, "/echo a")).await;
+    assert_eq!((status, &answer["text"]), (200, &json!("echo: a")));
+}
+
 #[test]
 fn hark_webhook_verify_checks_telegram_secret_tokens() {
     let dir = tempfile::tempdir().unwrap();

@@ -52,8 +52,8 @@ pub const ALLOWED_UPDATES: [&str; 3] = ["message", "edited_message", "channel_po
 pub struct TelegramRouteConfig {
     /// Name of the secret holding the bot token from @BotFather.
     pub bot_token: String,
-    /// Name of the secret holding the webhook's secret token (`hark telegram set-webhook`
-    /// makes and stores a fresh one).
+    /// Name of the secret holding the webhook's secret token: `hark telegram set-webhook`
+    /// makes a fresh one and stores it under this name (until then, updates are refused).
     pub secret_token: String,
     /// Command (`/book`) → function.
     #[serde(default)]
@@ -122,13 +122,24 @@ impl TelegramRouteConfig {
             .map_err(|_| invalid(&route, format!("secret {:?} is not text", self.bot_token)))?
             .trim()
             .to_owned();
-        let secret_token = ctx.secret(&route, &self.secret_token).await?;
-        if let Err(problem) = verify::check_token(secret_token.trim_ascii()) {
-            return Err(invalid(
-                &route,
-                format!("secret {:?} {problem}", self.secret_token),
-            ));
-        }
+        // Before the first `hark telegram set-webhook` there is no secret token yet: the
+        // route starts, refuses every update, and says what to run.
+        let secret_tokens = match ctx.secrets.resolve(&self.secret_token).await? {
+            Some(token) => {
+                let token = token.trim_ascii().to_vec();
+                if let Err(problem) = verify::check_token(&token) {
+                    return Err(invalid(
+                        &route,
+                        format!("secret {:?} {problem}", self.secret_token),
+                    ));
+                }
+                vec![token]
+            }
+            None => {
+                tracing::warn!(channel = "telegram", route = name, secret = self.secret_token, "no secret token yet: every update is refused until `hark telegram set-webhook {name} --url https://HOST/telegram/{name}` sets one");
+                Vec::new()
+            }
+        };
         let api = self
             .api
             .as_deref()
@@ -145,7 +156,7 @@ impl TelegramRouteConfig {
             core,
             bot_token,
             secret_name: self.secret_token,
-            secret_tokens: RwLock::new(vec![secret_token.trim_ascii().to_vec()]),
+            secret_tokens: RwLock::new(secret_tokens),
             commands,
             function,
             ack_budget: duration_setting(

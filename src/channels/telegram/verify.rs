@@ -26,8 +26,9 @@ pub fn check_token(token: &[u8]) -> Result<(), &'static str> {
 /// Checks the update's secret token against the route's (more than one while a new one
 /// is being set).
 pub fn verify(tokens: &[Vec<u8>], headers: &HeaderMap) -> Result<Verified, VerifyError> {
+    // No token yet (before `set-webhook`): nothing can match.
     if tokens.is_empty() {
-        return Err(VerifyError::NoSecrets);
+        return Err(VerifyError::Mismatch);
     }
     let mut values = headers.get_all(SECRET_TOKEN).iter();
     let sent = values.next().ok_or(VerifyError::MissingHeader {
@@ -109,7 +110,7 @@ mod tests {
             verify(&tokens, &HeaderMap::new()).unwrap_err().reason(),
             "missing_header"
         );
-        assert_eq!(verify(&[], &headers("x")), Err(VerifyError::NoSecrets));
+        assert_eq!(verify(&[], &headers("x")), Err(VerifyError::Mismatch));
     }
 
     #[test]
