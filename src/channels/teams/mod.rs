@@ -317,7 +317,8 @@ pub(crate) fn plain_text(html: &str) -> String {
     while let Some(start) = rest.find('<') {
         text.push_str(&rest[..start]);
         let tag = &rest[start..];
-        let skip = if tag.len() > 3 && tag[..3].eq_ignore_ascii_case("<at") {
+        // Bytes, not a `str` slice: the third byte may be inside a character.
+        let skip = if tag.len() > 3 && tag.as_bytes()[..3].eq_ignore_ascii_case(b"<at") {
             tag.find("</at>").map(|end| end + "</at>".len())
         } else {
             None
@@ -358,6 +359,8 @@ mod tests {
         );
         assert_eq!(plain_text("a &lt;b&gt; &amp; c"), "a <b> & c");
         assert_eq!(plain_text("unclosed <at"), "unclosed <at");
+        assert_eq!(plain_text("<€ x"), "<€ x");
+        assert_eq!(plain_text("a <€> b"), "a b");
     }
 
     fn result(status: u16, body: &str) -> CallResult {
