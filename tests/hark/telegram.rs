@@ -58,7 +58,7 @@ fn telegram_site(api: &str) -> Site {
         &format!(
             "telegram:\n  hark:\n    bot_token: tg-bot\n    secret_token: tg-secret\n    \
              commands: {{ /echo: echo, /slow: slow }}\n    function: echo\n    \
-             ack_budget: 500ms\n    api: {api}\n"
+             ack_budget: 500ms\n    api: {api}\n    username: HarkBot\n"
         ),
     );
     site
@@ -87,6 +87,13 @@ async fn telegram_updates_are_checked_routed_and_answered() {
     let input: Value = serde_json::from_str(site.lines("runs.log").last().unwrap()).unwrap();
     assert_eq!(input["command"], "/echo");
     assert_eq!(input["user"]["first_name"], "Ada");
+
+    // A command for another bot in the group runs nothing.
+    let runs_before = site.lines("runs.log").len();
+    let (status, answer) = send(&gw, Some(FIRST_SECRET), update(9, "/echo@OtherBot hi")).await;
+    assert_eq!(status, 200);
+    assert!(answer["ignored"].is_string(), "{answer}");
+    assert_eq!(site.lines("runs.log").len(), runs_before);
 
     // A plain message goes to `function`.
     let (_, answer) = send(&gw, Some(FIRST_SECRET), update(2, "good morning")).await;
@@ -254,6 +261,20 @@ async fn a_bot_without_a_secret_token_yet_refuses_updates_until_set_webhook() {
     crate::util::register_secret(&fresh);
     let (status, answer) = send(&gw, Some(&fresh), update(1, "/echo a")).await;
     assert_eq!((status, &answer["text"]), (200, &json!("echo: a")));
+}
+
+/// A Bot API that cannot be reached: the failed `sendMessage` is logged and retried, and
+/// the log never shows the bot token that its URL carries (the log check of `Gateway`
+/// fails the test if it does).
+#[tokio::test]
+async fn failed_sends_are_logged_without_the_bot_token() {
+    let site = telegram_site("http://127.0.0.1:9");
+    let gw = site.start(&[], &env());
+    let (status, _) = send(&gw, Some(FIRST_SECRET), update(1, "/slow")).await;
+    assert_eq!(status, 200);
+    let output = gw.output_containing("outbound request failed; retrying");
+    assert!(output.contains("telegram sendMessage"), "{output}");
+    assert!(!output.contains(BOT_TOKEN), "{output}");
 }
 
 #[test]

@@ -224,7 +224,11 @@ async fn serve(
 ) -> Handled {
     verify::verify(&route.keys, &headers, &body)?;
     let activity = read_activity(&body, state.clock.now().timestamp())?;
-    *delivery = activity.id.clone();
+    // Ids are unique within a conversation.
+    *delivery = activity.id.as_ref().map(|id| {
+        let conversation = activity.conversation["id"].as_str().unwrap_or_default();
+        format!("{conversation}/{id}")
+    });
     let text = activity.text;
     let (command, rest) = match text.split_once(char::is_whitespace) {
         Some((first, rest)) => (first.to_lowercase(), rest.trim()),
@@ -318,10 +322,19 @@ pub(crate) fn plain_text(html: &str) -> String {
         text.push_str(&rest[..start]);
         let tag = &rest[start..];
         // Bytes, not a `str` slice: the third byte may be inside a character.
-        let skip = if tag.len() > 3 && tag.as_bytes()[..3].eq_ignore_ascii_case(b"<at") {
-            tag.find("</at>").map(|end| end + "</at>".len())
-        } else {
-            None
+        let mention = tag.len() > 3 && tag.as_bytes()[..3].eq_ignore_ascii_case(b"<at");
+        let skip = match (mention, tag.find('>'), tag.find("</at>")) {
+            (true, Some(open), Some(close)) if open < close => {
+                // The mention of the webhook that starts the message goes; a mention of
+                // someone later on is kept as their name.
+                let leading = text.replace("&nbsp;", " ").trim().is_empty();
+                if !leading {
+                    text.push(' ');
+                    text.push_str(&tag[open + 1..close]);
+                }
+                Some(close + "</at>".len())
+            }
+            _ => None,
         };
         let skip = skip.or_else(|| tag.find('>').map(|end| end + 1));
         match skip {
@@ -360,6 +373,10 @@ mod tests {
         assert_eq!(plain_text("a &lt;b&gt; &amp; c"), "a <b> & c");
         assert_eq!(plain_text("unclosed <at"), "unclosed <at");
         assert_eq!(plain_text("<€ x"), "<€ x");
+        assert_eq!(
+            plain_text("<at>Hark</at> assign <at>Ada Lovelace</at> the bug"),
+            "assign Ada Lovelace the bug"
+        );
         assert_eq!(plain_text("a <€> b"), "a b");
     }
 

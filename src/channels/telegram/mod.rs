@@ -44,7 +44,10 @@ pub const DEFAULT_ACK_BUDGET: Duration = Duration::from_secs(2);
 /// How long a late result is retried with `sendMessage`.
 pub const SEND_DEADLINE: Duration = Duration::from_secs(15 * 60);
 /// The updates a webhook set by `hark telegram set-webhook` receives.
-pub const ALLOWED_UPDATES: [&str; 3] = ["message", "edited_message", "channel_post"];
+/// (Not `edited_message`: editing a typo in `/deploy` must not run it again.)
+pub const ALLOWED_UPDATES: [&str; 2] = ["message", "channel_post"];
+/// The longest text `sendMessage` takes.
+pub const MAX_TEXT: usize = 4096;
 
 /// One bot, as written under `channels.telegram.NAME` in `hark.yml`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -68,6 +71,10 @@ pub struct TelegramRouteConfig {
     /// Bot API base URL (default <https://api.telegram.org>).
     #[serde(default)]
     pub api: Option<String>,
+    /// The bot's username: in a group, a command addressed to another bot
+    /// (`/book@OtherBot`) is then ignored.
+    #[serde(default)]
+    pub username: Option<String>,
     #[serde(default)]
     pub max_body: Option<ByteSize>,
     #[serde(default)]
@@ -82,10 +89,13 @@ pub struct TelegramRoute {
     secret_name: String,
     /// The secret tokens accepted: one, or the old and the new while `set-webhook` runs.
     secret_tokens: RwLock<Vec<Vec<u8>>>,
+    /// Held through a `set-webhook`, so two cannot interleave.
+    setting: tokio::sync::Mutex<()>,
     commands: BTreeMap<String, FunctionName>,
     function: Option<FunctionName>,
     ack_budget: Duration,
     api: String,
+    username: Option<String>,
 }
 
 impl TelegramRouteConfig {
@@ -157,6 +167,8 @@ impl TelegramRouteConfig {
             bot_token,
             secret_name: self.secret_token,
             secret_tokens: RwLock::new(secret_tokens),
+            setting: tokio::sync::Mutex::new(()),
+            username: self.username,
             commands,
             function,
             ack_budget: duration_setting(
@@ -232,8 +244,6 @@ pub struct Update {
     #[serde(default)]
     message: Option<Message>,
     #[serde(default)]
-    edited_message: Option<Message>,
-    #[serde(default)]
     channel_post: Option<Message>,
 }
 
@@ -255,22 +265,27 @@ pub struct Chat {
 impl Update {
     /// The message of the update, for the kinds Hark routes.
     pub fn message(&self) -> Option<&Message> {
-        self.message
-            .as_ref()
-            .or(self.edited_message.as_ref())
-            .or(self.channel_post.as_ref())
+        self.message.as_ref().or(self.channel_post.as_ref())
     }
 }
 
 /// `/book@HarkBot next friday` → (`/book`, `next friday`); plain text → `None`.
 pub fn command(text: &str) -> Option<(String, &str)> {
+    command_to(text).map(|(name, _, rest)| (name, rest))
+}
+
+/// [`command`], with the bot it is addressed to (`HarkBot`), if named.
+fn command_to(text: &str) -> Option<(String, Option<&str>, &str)> {
     let text = text.trim_start();
     if !text.starts_with('/') {
         return None;
     }
     let (word, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
-    let name = word.split('@').next().unwrap_or(word);
-    Some((name.to_lowercase(), rest.trim()))
+    let (name, to) = match word.split_once('@') {
+        Some((name, to)) => (name, Some(to)),
+        None => (word, None),
+    };
+    Some((name.to_lowercase(), to, rest.trim()))
 }
 
 async fn serve(
@@ -291,7 +306,13 @@ async fn serve(
     let Some(text) = message.text.as_deref() else {
         return Ok((Outcome::Accepted, ignored("a message without text")));
     };
-    let (function, command, args) = match command(text) {
+    let addressed = command_to(text);
+    if let (Some((_, Some(to), _)), Some(me)) = (&addressed, &route.username) {
+        if !to.eq_ignore_ascii_case(me.trim_start_matches('@')) {
+            return Ok((Outcome::Accepted, ignored("a command for another bot")));
+        }
+    }
+    let (function, command, args) = match addressed.map(|(name, _, args)| (name, args)) {
         Some((name, args)) => match route.commands.get(&name) {
             Some(function) => (function, Some(name), args),
             None => match &route.function {
@@ -369,12 +390,18 @@ fn ignored(why: &str) -> Response {
 }
 
 /// A `sendMessage` call: `text` is the message text, or an object of `sendMessage`
-/// parameters the function chose (`text`, `parse_mode`, `reply_markup`...).
+/// parameters the function chose (`text`, `parse_mode`, `reply_markup`...). Text longer
+/// than Telegram takes is cut.
 fn send_message(chat_id: i64, reply_to: i64, text: Value) -> Value {
     let mut message = match text {
         Value::Object(object) => object,
         text => [("text".to_owned(), text)].into_iter().collect(),
     };
+    if let Some(Value::String(text)) = message.get_mut("text") {
+        if text.chars().count() > MAX_TEXT {
+            *text = text.chars().take(MAX_TEXT - 1).chain(['…']).collect();
+        }
+    }
     message.insert("method".into(), json!("sendMessage"));
     message.entry("chat_id").or_insert(json!(chat_id));
     message
@@ -452,16 +479,19 @@ pub struct SetWebhook {
     pub drop_pending_updates: bool,
 }
 
-#[utoipa::path(post, path = "/system/channels/telegram/{bot}/webhook", tag = "channels", description = "Registers the bot's webhook with Telegram (`setWebhook`) under a fresh secret token, which is stored as the route's `secret_token` secret and checked from then on.", security(("bearer" = [])), params(("bot" = String, Path, description = "Route name in hark.yml")), request_body(content = SetWebhook, content_type = "application/json"), responses((status = 200, description = "Registered", body = Object), (status = 404, description = "No such bot", body = crate::channels::api::openapi::ErrorBody), (status = 502, description = "Telegram refused or could not be reached", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody), (status = 403, description = "The token lacks secrets:write", body = crate::channels::api::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/system/channels/telegram/{bot}/webhook", tag = "channels", description = "Registers the bot's webhook with Telegram (`setWebhook`) under a fresh secret token, which is stored as the route's `secret_token` secret and checked from then on.", security(("bearer" = [])), params(("bot" = String, Path, description = "Route name in hark.yml")), request_body(content = SetWebhook, content_type = "application/json"), responses((status = 200, description = "Registered", body = Object), (status = 404, description = "No such bot", body = crate::channels::api::openapi::ErrorBody), (status = 502, description = "Telegram refused or could not be reached", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody), (status = 403, description = "The token is not an admin token", body = crate::channels::api::openapi::ErrorBody)))]
 /// `POST /system/channels/telegram/{bot}/webhook`: `setWebhook` with a fresh secret token,
 /// which is then stored and checked. While Telegram takes it, old and new are accepted.
 pub async fn set_webhook(
     State(state): State<Arc<AppState>>,
     Path(bot): Path<String>,
     headers: HeaderMap,
-    Json(request): Json<SetWebhook>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.auth.check(&headers, scope::SECRETS_WRITE).await?;
+    // Admin only: pointing the bot elsewhere hands over its users' messages.
+    state.auth.check(&headers, scope::ADMIN).await?;
+    let request: SetWebhook = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     let route = state
         .channels
         .telegram
@@ -474,6 +504,7 @@ pub async fn set_webhook(
             request.url
         )));
     }
+    let _setting = route.setting.lock().await;
     let old = route.secret_tokens();
     let fresh = hex::encode(rand::random::<[u8; 32]>());
     let mut both = old.clone();
@@ -495,7 +526,11 @@ pub async fn set_webhook(
         )
         .await;
     if let Err(e) = answer {
-        route.set_secret_tokens(old);
+        // Refused: Telegram keeps the old token. Otherwise it may have taken the new one
+        // before the answer was lost, so both stay accepted until the next set-webhook.
+        if matches!(e, super::common::delivery::SendError::Refused { .. }) {
+            route.set_secret_tokens(old);
+        }
         tracing::warn!(channel = "telegram", route = %bot, error = %e, "setWebhook failed");
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
