@@ -132,7 +132,10 @@ async fn teams_messages_are_verified_routed_and_answered_inline() {
     let runs_before = site.lines("runs.log").len();
     let (status, answer) = reply(&gw, &body).await;
     assert_eq!(status, 200);
-    assert_eq!(answer["duplicate"], "19:general@thread.skype/a-1", "{answer}");
+    assert_eq!(
+        answer["duplicate"], "19:general@thread.skype/a-1",
+        "{answer}"
+    );
     assert_eq!(site.lines("runs.log").len(), runs_before);
 
     // Stale or future activities, a wrong or unknown key, no or a malformed header.
