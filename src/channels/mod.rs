@@ -52,18 +52,17 @@ common::webhook_channels! {
     telegram: telegram::TelegramRouteConfig => telegram::TelegramRoute, telegram::handle, telegram::set_webhook;
 }
 
-#[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every webhook channel route (Slack, GitHub, Discord, Teams, Telegram, hooks) with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every channel route (each Alexa skill, and the Slack, GitHub, Discord, Teams, Telegram, Twilio and hooks routes of hark.yml) with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
 /// `GET /system/channels`: every route with its limits and counters.
 async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<common::route::RouteSummary>>, ApiError> {
     state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
+    let skills = state.alexa.routes.values().map(|r| &r.core);
     Ok(Json(
-        state
-            .channels
-            .cores()
-            .into_iter()
+        skills
+            .chain(state.channels.cores())
             .map(|c| c.summary())
             .collect(),
     ))

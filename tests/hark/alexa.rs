@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use hark::channels::alexa::verify::test_support::conformance_dir;
 use serde_json::Value;
 
+use crate::channels::channel_stats;
 use crate::util::{hark_bin, strip_ansi, Gateway};
 
 fn repo() -> PathBuf {
@@ -161,6 +162,49 @@ async fn the_say_path_needs_a_token_and_the_alexa_path_a_signature() {
         log.contains("reason=\"missing_header\"") && log.contains("verification failed"),
         "{log}"
     );
+}
+
+/// Each skill is a route of the one channel contract: `alexa.max_body` refuses a larger
+/// request with 413 before anything is verified, and `/system/channels` lists the skill
+/// with its limits and what it refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_skill_is_a_channel_route_with_limits_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hark.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "alexa:\n  skills: {}\n  max_body: 1KiB\n  max_inflight: 3\n",
+            repo().join("skills").display()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start_with(&["--config", config.to_str().unwrap()]);
+    let post = |body: String| {
+        gw.client
+            .post(format!("{}/alexa/holiday", gw.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let big = format!("{{\"padding\":\"{}\"}}", "x".repeat(2048));
+    assert_eq!(post(big).await.unwrap().status(), 413);
+    assert_eq!(post("{}".to_owned()).await.unwrap().status(), 400);
+    let response = gw
+        .client
+        .post(format!("{}/alexa/no-such-skill", gw.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    let holiday = channel_stats(&gw, "alexa", "holiday").await;
+    assert_eq!(holiday["path"], "/alexa/holiday");
+    assert_eq!(holiday["max_body"], 1024);
+    assert_eq!(holiday["max_inflight"], 3);
+    assert_eq!(holiday["refused"]["too_large"], 1, "{holiday}");
+    assert_eq!(holiday["refused"]["missing_header"], 1, "{holiday}");
 }
 
 /// The real request, its headers, and a gateway configured to trust its 2017 chain.

@@ -775,7 +775,7 @@ async fn deeply_nested_json_is_refused_by_every_parser() {
         .post("/alexa/parrot", &alexa_headers(&deep), &deep)
         .await;
     assert_eq!(status, 400, "{body}");
-    site.log_line(&["skill=parrot", "reason=\"malformed_body\""])
+    site.log_line(&["route=parrot", "reason=\"malformed_body\""])
         .await;
     let (status, body) = site.post("/teams/desk", &teams_headers(&deep), &deep).await;
     assert_eq!(status, 400, "{body}");
@@ -1027,7 +1027,7 @@ async fn wrong_content_types_are_refused_on_every_channel() {
         .post("/alexa/parrot", &alexa_headers(&form), &form)
         .await;
     assert_eq!(status, 400, "{body}");
-    site.log_line(&["skill=parrot", "reason=\"malformed_body\""])
+    site.log_line(&["route=parrot", "reason=\"malformed_body\""])
         .await;
     // Hooks pass any content type to the function, which decides.
     let xml = b"<a>1</a>";
@@ -1207,7 +1207,7 @@ async fn replayed_deliveries_are_refused_or_not_run_twice() {
         .post("/alexa/parrot", &alexa_headers(&body), &body)
         .await;
     assert_eq!(status, 400, "{answer}");
-    site.log_line(&["skill=parrot", "verification failed", "timestamp"])
+    site.log_line(&["route=parrot", "verification failed", "timestamp"])
         .await;
 
     // Only the first GitHub delivery and the first hook message reached the function.

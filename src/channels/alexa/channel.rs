@@ -2,7 +2,7 @@
 //! loaded skills come in; one [`AlexaChannel`] (the shared [`Verifier`], the skills by name,
 //! the client for progressive responses) goes out, built once at start-up.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::verify::{CertSource, Verifier, VerifierConfig, VerifyError};
+use crate::channels::common::{
+    ByteSize, ChannelRoute, Registered, RouteCore, DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT,
+};
 use crate::egress::EgressPolicy;
 use crate::route::skills::Skill;
 
@@ -37,6 +40,8 @@ pub const ALEXA_API_ORIGINS: [&str; 3] = [
 ///   download_missing: true        # download chains not found in cert_dir
 ///   allow_sha1_signature: false   # accept the legacy SHA-1 Signature header
 ///   allow_unverified_skills: false # allow `verify: false` skills on a non-loopback address
+///   max_body: 1MiB                # largest request body a skill accepts (413 above)
+///   max_inflight: 16              # turns of one skill running at once (429 above)
 /// ```
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +60,13 @@ pub struct AlexaSettings {
     pub allow_sha1_signature: bool,
     #[serde(default)]
     pub allow_unverified_skills: bool,
+    /// Largest request body a skill's route accepts (413 above); Amazon's requests are a
+    /// few KiB.
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
+    /// How many turns of one skill run at once (429 above).
+    #[serde(default)]
+    pub max_inflight: Option<usize>,
 }
 
 fn yes() -> bool {
@@ -71,6 +83,8 @@ impl Default for AlexaSettings {
             download_missing: true,
             allow_sha1_signature: false,
             allow_unverified_skills: false,
+            max_body: None,
+            max_inflight: None,
         }
     }
 }
@@ -89,6 +103,8 @@ pub enum ChannelError {
     Unverified { skill: String, bind: IpAddr },
     #[error("two skills are named {0}")]
     Duplicate(String),
+    #[error("alexa: {0}")]
+    Limits(String),
     /// A request's `apiEndpoint` is not one of [`ALEXA_API_ORIGINS`] (the text says why,
     /// without the endpoint's user part).
     #[error("apiEndpoint {0}; only {origins} are called", origins = ALEXA_API_ORIGINS.join(", "))]
@@ -142,11 +158,19 @@ impl AlexaSettings {
     }
 }
 
+/// One skill as the route `POST /alexa/{skill}`: the skill, with its limits and counters.
+#[derive(Debug)]
+pub struct AlexaRoute {
+    pub core: RouteCore,
+    pub skill: Arc<Skill>,
+}
+
 /// The Alexa channel's shared state.
 #[derive(Debug)]
 pub struct AlexaChannel {
     pub verifier: Verifier,
-    skills: HashMap<String, Arc<Skill>>,
+    /// The skills, each a route of the channel.
+    pub routes: BTreeMap<String, Arc<AlexaRoute>>,
     /// Client for progressive responses (`POST {apiEndpoint}/v1/directives`): connects
     /// only to addresses the egress guard allows.
     pub progressive: reqwest::Client,
@@ -155,12 +179,34 @@ pub struct AlexaChannel {
 }
 
 impl AlexaChannel {
-    /// A channel serving `skills` with `verifier`.
-    pub fn new(verifier: Verifier, skills: Vec<Skill>) -> Result<AlexaChannel, ChannelError> {
-        let mut by_name = HashMap::new();
+    /// A channel serving `skills` with `verifier`, each skill's route taking bodies up to
+    /// `max_body` bytes and running `max_inflight` turns at once.
+    pub fn new(
+        verifier: Verifier,
+        skills: Vec<Skill>,
+        max_body: usize,
+        max_inflight: usize,
+    ) -> Result<AlexaChannel, ChannelError> {
+        if max_inflight == 0 {
+            return Err(ChannelError::Limits(
+                "max_inflight must be at least 1".to_owned(),
+            ));
+        }
+        let mut routes = BTreeMap::new();
         for skill in skills {
             let name = skill.name.clone();
-            if by_name.insert(name.clone(), Arc::new(skill)).is_some() {
+            let core = RouteCore::new(
+                AlexaRoute::NAME,
+                AlexaRoute::TRIGGER,
+                &name,
+                max_body,
+                max_inflight,
+            );
+            let route = AlexaRoute {
+                core,
+                skill: Arc::new(skill),
+            };
+            if routes.insert(name.clone(), Arc::new(route)).is_some() {
                 return Err(ChannelError::Duplicate(name));
             }
         }
@@ -170,7 +216,7 @@ impl AlexaChannel {
             .collect();
         Ok(AlexaChannel {
             verifier,
-            skills: by_name,
+            routes,
             progressive: Arc::new(EgressPolicy::strict()).client(PROGRESSIVE_TIMEOUT),
             api_origins,
         })
@@ -227,7 +273,12 @@ impl AlexaChannel {
             }
         }
         let verifier = settings.verifier_config()?.build()?;
-        AlexaChannel::new(verifier, skills)
+        AlexaChannel::new(
+            verifier,
+            skills,
+            settings.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
+            settings.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
+        )
     }
 
     /// A channel with no skills (the gateway without a skills directory, and tests).
@@ -235,20 +286,18 @@ impl AlexaChannel {
         let verifier = VerifierConfig::default()
             .build()
             .unwrap_or_else(|e| panic!("the default verifier always builds: {e}"));
-        AlexaChannel::new(verifier, Vec::new())
+        AlexaChannel::new(verifier, Vec::new(), DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT)
             .unwrap_or_else(|e| panic!("an empty channel always builds: {e}"))
     }
 
     /// The skill served at `/alexa/NAME`.
     pub fn skill(&self, name: &str) -> Option<Arc<Skill>> {
-        self.skills.get(name).cloned()
+        self.routes.get(name).map(|r| r.skill.clone())
     }
 
     /// Every skill, by name.
     pub fn skills(&self) -> Vec<Arc<Skill>> {
-        let mut all: Vec<_> = self.skills.values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
+        self.routes.values().map(|r| r.skill.clone()).collect()
     }
 }
 

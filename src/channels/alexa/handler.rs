@@ -2,36 +2,43 @@
 //!
 //! - `POST /alexa/{skill}`: Amazon's requests. The raw body and signature headers are verified
 //!   (see [`super::verify`]) with the gateway's clock; any failure is a 400 and a log line
-//!   naming the reason. Verified requests get the skill's spoken answer.
+//!   naming the reason. Verified requests get the skill's spoken answer. Each skill is a
+//!   route of the one channel contract ([`ChannelRoute`]), with the limits and counters
+//!   of the other channels (`alexa.max_body`, `alexa.max_inflight`, `/system/channels`).
 //! - `POST /system/skills/{skill}/say`: the same turn for a request envelope built by
 //!   `hark say`, authorised by a bearer token with `functions:invoke` instead of Amazon's
 //!   signature.
 //! - `GET /system/skills`: the loaded skills.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use http::HeaderMap;
 use serde_json::{json, Value};
-use tracing::warn;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::channel::AlexaRoute;
 use super::conversation::{respond, respond_explained};
 use super::types::{RequestEnvelope, Response};
 use super::verify::SignatureHeaders;
 use crate::auth::scope;
+use crate::channels::common::route::Outcome;
+use crate::channels::common::{
+    contract, ChannelError, ChannelRoute, Delivery, Handled, Registered, RouteCore,
+};
+use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::route::skills::Skill;
 use crate::server::{AppState, CallId, RawBody};
-use crate::telemetry::meters::{self, ChannelOutcome};
-use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 /// The channel's routes, with their descriptions.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
-        .routes(routes!(skill_request))
+        .routes(routes!(handle))
         .routes(routes!(list_skills))
         .routes(routes!(say))
 }
@@ -43,69 +50,60 @@ fn find_skill(state: &AppState, name: &str) -> Result<Arc<Skill>, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no skill named {name:?} is loaded")))
 }
 
-#[utoipa::path(post, path = "/alexa/{skill}", tag = "alexa", description = "Alexa Skills Kit requests for the skill named `skill` (skills/NAME/skill.yaml), verified by Amazon's certificate chain and `Signature-256`.", params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope (speech, card)", body = Object), (status = 400, description = "Verification failed or not an Alexa request", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody)))]
-/// `POST /alexa/{skill}`.
-async fn skill_request(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    Extension(call_id): Extension<CallId>,
-    headers: HeaderMap,
-    body: RawBody,
-) -> Result<Json<Response>, ApiError> {
-    let skill = match find_skill(&state, &name) {
-        Ok(skill) => skill,
-        Err(e) => {
-            refused("unknown_route");
-            return Err(e);
-        }
-    };
-    let envelope = if skill.def.verify {
-        let signature = SignatureHeaders::from_header_map(&headers);
-        let now = state.clock.now();
-        match state
-            .alexa
-            .verifier
-            .verify(&signature, &body.0, now, &skill.def.id)
-            .await
-        {
-            Ok(verified) => verified.envelope,
-            Err(e) => {
-                static REFUSED: Throttle = Throttle::new(REPEAT_INTERVAL);
-                let kind = format!(
-                    "alexa request refused skill={} reason={} error={e}",
-                    skill.name,
-                    e.reason()
-                );
-                crate::warn_repeated!(REFUSED, &kind, channel = "alexa", skill = %skill.name, call_id = %call_id.0, reason = e.reason(), error = %e, "request refused: verification failed");
-                refused(e.reason());
-                return Err(ApiError::bad_request(format!(
-                    "request verification failed: {}",
-                    e.reason()
-                )));
-            }
-        }
-    } else {
-        // Development skill (`verify: false`): only the body and the skill id are checked.
-        let envelope = RequestEnvelope::from_slice(&body.0).map_err(|e| {
-            refused("malformed");
-            ApiError::bad_request(format!("not an Alexa request: {e}"))
-        })?;
-        if envelope.application_id() != Some(skill.def.id.as_str()) {
-            warn!(channel = "alexa", skill = %skill.name, reason = "app_id_mismatch", "request refused");
-            refused("app_id_mismatch");
-            return Err(ApiError::bad_request(
-                "request verification failed: app_id_mismatch",
-            ));
-        }
-        envelope
-    };
-    meters::channel_request("alexa", ChannelOutcome::Accepted, "ok");
-    Ok(Json(respond(&state, &skill, &envelope, &call_id.0).await))
+contract::endpoint! {
+    #[utoipa::path(post, path = "/alexa/{skill}", tag = "alexa", description = "Alexa Skills Kit requests for the skill named `skill` (skills/NAME/skill.yaml), verified by Amazon's certificate chain and `Signature-256`.", params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope (speech, card)", body = Object), (status = 400, description = "Verification failed or not an Alexa request", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over `alexa.max_body`", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The skill is at `alexa.max_inflight`", body = crate::channels::api::openapi::ErrorBody)))]
+    AlexaRoute
 }
 
-/// Counts a refused `POST /alexa/{skill}` for `/metrics`.
-fn refused(reason: &'static str) {
-    meters::channel_request("alexa", ChannelOutcome::Refused, reason);
+impl Registered for AlexaRoute {
+    const NAME: &'static str = "alexa";
+
+    fn routes(state: &AppState) -> &BTreeMap<String, Arc<Self>> {
+        &state.alexa.routes
+    }
+
+    fn core(&self) -> &RouteCore {
+        &self.core
+    }
+}
+
+impl ChannelRoute for AlexaRoute {
+    const TRIGGER: Trigger = Trigger::Alexa;
+
+    /// Verifies the request (Amazon's chain and signature, or only the skill id for a
+    /// `verify: false` skill) and speaks the skill's answer. Amazon wants every refusal
+    /// answered 400.
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let skill = &route.skill;
+        let envelope = if skill.def.verify {
+            let signature = SignatureHeaders::from_header_map(&d.parts.headers);
+            d.state
+                .alexa
+                .verifier
+                .verify(&signature, &d.body, d.state.clock.now(), &skill.def.id)
+                .await
+                .map_err(|e| ChannelError::Rejected {
+                    reason: e.reason(),
+                    detail: e.to_string(),
+                })?
+                .envelope
+        } else {
+            // Development skill (`verify: false`): only the body and the skill id are checked.
+            let envelope = RequestEnvelope::from_slice(&d.body)
+                .map_err(|e| ChannelError::Malformed(format!("not an Alexa request: {e}")))?;
+            if envelope.application_id() != Some(skill.def.id.as_str()) {
+                return Err(ChannelError::Rejected {
+                    reason: "app_id_mismatch",
+                    detail: "the request is for another skill id".to_owned(),
+                });
+            }
+            envelope
+        };
+        *d.id = Some(envelope.request.request_id.clone());
+        let _permit = route.core.permit()?;
+        let response = respond(d.state, skill, &envelope, d.call_id).await;
+        Ok((Outcome::Accepted, Json(response).into_response()))
+    }
 }
 
 #[utoipa::path(post, path = "/system/skills/{skill}/say", tag = "alexa", description = "Runs one turn of a skill for a request envelope built by `hark say` (no Amazon signature; a token with `functions:invoke`).", security(("bearer" = [])), params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope", body = Object), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody)))]

@@ -16,37 +16,60 @@ use bytes::Bytes;
 use http::request::Parts;
 
 use super::route::{ChannelError, Outcome, RouteCore};
-use super::{unknown_route, Channels};
+use super::unknown_route;
 use crate::dispatch::Trigger;
 use crate::server::{AppState, CallId};
 
 /// How a delivery ended: counted as accepted or duplicate, with the answer; or refused.
 pub type Handled = Result<(Outcome, Response), ChannelError>;
 
-/// A checked route of one webhook channel.
-pub trait ChannelRoute: Send + Sync + Sized + 'static {
+/// What a channel's registration line (`webhook_channels!` in `channels/mod.rs`) gives
+/// its route type: the channel's name and where its routes and their limits are found.
+/// Written by hand only for a channel whose routes come from elsewhere (Alexa's skills).
+pub trait Registered: Send + Sync + Sized + 'static {
     /// The channel's name: its path segment, counters' and logs' `channel` field.
     const NAME: &'static str;
-    /// What its calls are recorded as.
-    const TRIGGER: Trigger;
 
     /// This channel's routes, by name.
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>>;
+    fn routes(state: &AppState) -> &BTreeMap<String, Arc<Self>>;
 
     /// The route's name, limits and counters.
     fn core(&self) -> &RouteCore;
+}
 
-    /// Verifies `body` (read within the route's limit) with `parts`, routes it and
-    /// answers. Sets `delivery` to the platform's delivery id as soon as it is known, for
-    /// the log line.
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a;
+/// One delivery, as [`ChannelRoute::serve`] gets it.
+pub struct Delivery<'a> {
+    pub state: &'a Arc<AppState>,
+    pub call_id: &'a str,
+    pub parts: Parts,
+    /// The body, read within the route's limit.
+    pub body: Bytes,
+    /// The platform's delivery id, to be set as soon as it is known, for the log line.
+    pub id: &'a mut Option<String>,
+}
+
+impl<'a> Delivery<'a> {
+    /// The state, call id, request head, body and delivery id, in that order.
+    pub fn into_parts(
+        self,
+    ) -> (
+        &'a Arc<AppState>,
+        &'a str,
+        Parts,
+        Bytes,
+        &'a mut Option<String>,
+    ) {
+        (self.state, self.call_id, self.parts, self.body, self.id)
+    }
+}
+
+/// A checked route of one channel: what it does with a delivery.
+pub trait ChannelRoute: Registered {
+    /// What its calls are recorded as.
+    const TRIGGER: Trigger;
+
+    /// Verifies the delivery for `route`, routes it and answers.
+    fn serve(route: &Arc<Self>, delivery: Delivery<'_>) -> impl Future<Output = Handled> + Send;
 }
 
 /// `POST /{R::NAME}/{name}`: every channel's request skeleton.
@@ -56,18 +79,41 @@ pub async fn handle<R: ChannelRoute>(
     Extension(call_id): Extension<CallId>,
     request: Request,
 ) -> Response {
-    let Some(route) = R::routes(&state.channels).get(&name).cloned() else {
+    let Some(route) = R::routes(&state).get(&name).cloned() else {
         return unknown_route(R::NAME, &name);
     };
     let (parts, body) = request.into_parts();
-    let mut delivery = None;
+    let mut id = None;
     let result = match route.core().read_body(body).await {
         Ok(body) => {
-            route
-                .serve(&state, &call_id.0, parts, body, &mut delivery)
-                .await
+            let delivery = Delivery {
+                state: &state,
+                call_id: &call_id.0,
+                parts,
+                body,
+                id: &mut id,
+            };
+            R::serve(&route, delivery).await
         }
         Err(e) => Err(e),
     };
-    route.core().finish(&call_id.0, delivery.as_deref(), result)
+    route.core().finish(&call_id.0, id.as_deref(), result)
 }
+
+/// Declares a channel's `handle`, the axum handler of `POST /{channel}/{route}` that
+/// [`handle`] serves for route type `$route`, under the OpenAPI description given as its
+/// `#[utoipa::path]` attribute.
+macro_rules! endpoint {
+    ($(#[$attr:meta])* $route:ty) => {
+        $(#[$attr])*
+        pub async fn handle(
+            state: axum::extract::State<std::sync::Arc<crate::server::AppState>>,
+            name: axum::extract::Path<String>,
+            call_id: axum::Extension<crate::server::CallId>,
+            request: axum::extract::Request,
+        ) -> axum::response::Response {
+            crate::channels::common::contract::handle::<$route>(state, name, call_id, request).await
+        }
+    };
+}
+pub(crate) use endpoint;

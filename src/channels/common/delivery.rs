@@ -155,6 +155,24 @@ impl Outbound {
     }
 }
 
+/// [`invocation`] of a JSON `event` that came to `route`.
+pub fn json_invocation(
+    call_id: &str,
+    route: &RouteCore,
+    delivery: Option<&str>,
+    event: &serde_json::Value,
+) -> Invocation {
+    invocation(
+        call_id,
+        route.channel,
+        &route.name,
+        delivery,
+        "application/json",
+        Bytes::from(event.to_string()),
+        HeaderMap::new(),
+    )
+}
+
 /// A function call carrying a channel's event: `POST /` with `body` of `content_type`,
 /// the call id, and the channel, route and delivery id as `X-Hark-*` headers, plus `extra`.
 pub fn invocation(

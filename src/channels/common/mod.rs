@@ -20,7 +20,7 @@ use crate::registry::Registry;
 use crate::store::StoreError;
 
 pub use super::{Channels, ChannelsConfig};
-pub use contract::{ChannelRoute, Handled};
+pub use contract::{ChannelRoute, Delivery, Handled, Registered};
 pub use delivery::{queued_call, ChannelCall, Outbound};
 pub use reply::{ChannelReplies, ReplyTo};
 pub use route::{ChannelError, RouteCore};
@@ -206,11 +206,41 @@ pub fn duration_setting(
     }
 }
 
+/// Reads a route's `ack_budget`: `default` when unset, and at most `max`; `why` says how
+/// long the platform waits.
+pub fn ack_budget(
+    route: &str,
+    value: Option<&str>,
+    default: Duration,
+    max: Duration,
+    why: &str,
+) -> Result<Duration, ConfigError> {
+    let budget = duration_setting(route, "ack_budget", value, default)?;
+    if budget > max {
+        return Err(invalid(
+            route,
+            format!("ack_budget is at most {}s: {why}", max.as_secs_f64()),
+        ));
+    }
+    Ok(budget)
+}
+
+/// Reads a route's `api` base URL: `default` when unset, without a trailing `/`, and
+/// http(s) only.
+pub fn api_url(route: &str, value: Option<&str>, default: &str) -> Result<String, ConfigError> {
+    let api = value.unwrap_or(default).trim_end_matches('/').to_owned();
+    if !(api.starts_with("https://") || api.starts_with("http://")) {
+        return Err(invalid(route, format!("api {api:?} is not an http(s) URL")));
+    }
+    Ok(api)
+}
+
 /// Declares the webhook channels, one line each (`name: Config => Route, handlers`), and
 /// from that list the `channels:` section of `hark.yml` ([`ChannelsConfig`]), the routing
 /// table ([`Channels`]) that checks and builds it, and the routes of the HTTP server.
 /// Each `Config` has `async fn build(self, name, &BuildContext) -> Result<Route, _>`; each
-/// `Route` implements [`ChannelRoute`]; each handler calls [`contract::handle`].
+/// `Route` has a `core: RouteCore` field and implements [`ChannelRoute`]; the line
+/// implements [`contract::Registered`] for it. Each handler is a [`contract::endpoint`].
 macro_rules! webhook_channels {
     ($( $(#[$doc:meta])* $field:ident: $config:ty => $route:ty, $( $($handler:ident)::+ ),+; )*) => {
         /// The `channels:` section of `hark.yml`, as written.
@@ -262,10 +292,24 @@ macro_rules! webhook_channels {
             /// Every route's common part, for `GET /system/channels`.
             pub fn cores(&self) -> Vec<&common::RouteCore> {
                 let mut cores = Vec::new();
-                $( cores.extend(self.$field.values().map(|r| common::ChannelRoute::core(&**r))); )*
+                $( cores.extend(self.$field.values().map(|r| &r.core)); )*
                 cores
             }
         }
+
+        $(
+            impl common::contract::Registered for $route {
+                const NAME: &'static str = stringify!($field);
+
+                fn routes(state: &crate::server::AppState) -> &std::collections::BTreeMap<String, std::sync::Arc<Self>> {
+                    &state.channels.$field
+                }
+
+                fn core(&self) -> &common::RouteCore {
+                    &self.core
+                }
+            }
+        )*
 
         /// The webhook channels' routes, and `GET /system/channels`, with their descriptions.
         pub fn routes() -> utoipa_axum::router::OpenApiRouter<std::sync::Arc<crate::server::AppState>> {

@@ -36,6 +36,13 @@ pub enum ChannelError {
     /// misconfiguration.
     #[error("{0}")]
     Verify(#[from] VerifyError),
+    /// A platform that wants every refusal answered 400 (Alexa) sent a request that fails
+    /// its check `reason` (400).
+    #[error("request verification failed: {reason}: {detail}")]
+    Rejected {
+        reason: &'static str,
+        detail: String,
+    },
     /// A hook's trigger rule did not match (401).
     #[error("the hook's trigger rule is not satisfied")]
     RuleNotSatisfied,
@@ -61,6 +68,7 @@ impl ChannelError {
             ChannelError::TooLarge { .. } => "too_large",
             ChannelError::BodyTimeout => "body_timeout",
             ChannelError::Verify(e) => e.reason(),
+            ChannelError::Rejected { reason, .. } => reason,
             ChannelError::RuleNotSatisfied => "rule_not_satisfied",
             ChannelError::UnsupportedMediaType(_) => "unsupported_media_type",
             ChannelError::Malformed(_) => "malformed",
@@ -79,6 +87,7 @@ impl ChannelError {
                 ErrorClass::Malformed => StatusCode::BAD_REQUEST,
                 ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
             },
+            ChannelError::Rejected { .. } => StatusCode::BAD_REQUEST,
             ChannelError::RuleNotSatisfied => StatusCode::UNAUTHORIZED,
             ChannelError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ChannelError::Malformed(_) => StatusCode::BAD_REQUEST,

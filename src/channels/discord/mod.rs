@@ -10,30 +10,24 @@
 pub mod verify;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use bytes::Bytes;
-use http::request::Parts;
-use http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::common::route::Outcome;
 use super::common::{
-    contract, delivery::invocation, duration_setting, invalid, BuildContext, ByteSize, ChannelCall,
-    ChannelError, ChannelRoute, ConfigError, Handled, ReplyTo, RouteCore,
+    ack_budget, api_url, contract, delivery::json_invocation, invalid, BuildContext, ByteSize,
+    ChannelCall, ChannelError, ChannelRoute, ConfigError, Delivery, Handled, ReplyTo, RouteCore,
 };
 use super::Channels;
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::dispatch::Trigger;
 use crate::function::FunctionName;
-use crate::server::{AppState, CallId};
 
 /// Discord's API base.
 pub const DEFAULT_API: &str = "https://discord.com/api/v10";
@@ -124,30 +118,14 @@ impl DiscordRouteConfig {
                 .map(|(key, f)| Ok((key, ctx.function(&format!("{route}.{section}"), &f)?)))
                 .collect::<Result<BTreeMap<_, _>, ConfigError>>()
         };
-        let ack_budget = duration_setting(
+        let ack_budget = ack_budget(
             &route,
-            "ack_budget",
             self.ack_budget.as_deref(),
             DEFAULT_ACK_BUDGET,
+            MAX_ACK_BUDGET,
+            "Discord stops waiting after 3 s",
         )?;
-        if ack_budget > MAX_ACK_BUDGET {
-            return Err(invalid(
-                &route,
-                "ack_budget is at most 2.5s: Discord stops waiting after 3 s",
-            ));
-        }
-        let api = self
-            .api
-            .as_deref()
-            .unwrap_or(DEFAULT_API)
-            .trim_end_matches('/')
-            .to_owned();
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return Err(invalid(
-                &route,
-                format!("api {api:?} is not an http(s) URL"),
-            ));
-        }
+        let api = api_url(&route, self.api.as_deref(), DEFAULT_API)?;
         Ok(DiscordRoute {
             core,
             keys,
@@ -159,38 +137,9 @@ impl DiscordRouteConfig {
     }
 }
 
-#[utoipa::path(post, path = "/discord/{app}", operation_id = "discord_interaction", tag = "channels", description = "Discord interactions for the `discord` route named `app` in hark.yml, signed with Ed25519 (`X-Signature-Ed25519`, `X-Signature-Timestamp`): PING, slash commands, components and modals.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "An interaction", content_type = "application/json"), responses((status = 200, description = "An interaction response", body = Object), (status = 400, description = "Malformed body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, wrong or stale", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
-pub async fn handle(
-    state: State<Arc<AppState>>,
-    app: Path<String>,
-    call_id: Extension<CallId>,
-    request: Request,
-) -> Response {
-    contract::handle::<DiscordRoute>(state, app, call_id, request).await
-}
-
-impl ChannelRoute for DiscordRoute {
-    const NAME: &'static str = "discord";
-    const TRIGGER: Trigger = Trigger::Discord;
-
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
-        &channels.discord
-    }
-
-    fn core(&self) -> &RouteCore {
-        &self.core
-    }
-
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a {
-        serve(state, self, call_id, parts.headers, body, delivery)
-    }
+contract::endpoint! {
+    #[utoipa::path(post, path = "/discord/{app}", operation_id = "discord_interaction", tag = "channels", description = "Discord interactions for the `discord` route named `app` in hark.yml, signed with Ed25519 (`X-Signature-Ed25519`, `X-Signature-Timestamp`): PING, slash commands, components and modals.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "An interaction", content_type = "application/json"), responses((status = 200, description = "An interaction response", body = Object), (status = 400, description = "Malformed body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, wrong or stale", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+    DiscordRoute
 }
 
 /// The parts of an interaction Hark reads.
@@ -238,110 +187,102 @@ fn path_safe(text: &str) -> bool {
         && text != ".."
 }
 
-async fn serve(
-    state: &Arc<AppState>,
-    route: &Arc<DiscordRoute>,
-    call_id: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    delivery: &mut Option<String>,
-) -> Handled {
-    verify::verify(&route.keys, &headers, &body, state.clock.now().timestamp())?;
-    let interaction: Interaction = serde_json::from_slice(&body)
-        .map_err(|e| ChannelError::Malformed(format!("not an interaction: {e}")))?;
-    if interaction.kind == kind::PING {
-        return Ok((
-            Outcome::Accepted,
-            Json(json!({ "type": kind::PONG })).into_response(),
-        ));
-    }
-    *delivery = Some(interaction.id.clone());
-    let Some((what, key)) = interaction.route_key() else {
-        return Err(ChannelError::Malformed(format!(
-            "interaction type {} is not handled",
-            interaction.kind
-        )));
-    };
-    let table = if what == "command" {
-        &route.commands
-    } else {
-        &route.components
-    };
-    let Some(function) = table.get(key) else {
-        let text = format!("No function is set up for {key} on this Hark gateway.");
-        let answer =
-            json!({ "type": kind::CHANNEL_MESSAGE, "data": { "content": text, "flags": 64 } });
-        return Ok((Outcome::Accepted, Json(answer).into_response()));
-    };
-    if !path_safe(&interaction.application_id) || !path_safe(&interaction.token) {
-        return Err(ChannelError::Malformed(
-            "the interaction's application_id or token has characters Discord never sends".into(),
-        ));
-    }
-    let input = json!({
-        "type": what,
-        "name": key,
-        "options": interaction.data.get("options").cloned().unwrap_or(json!([])),
-        "values": interaction.data.get("values").cloned().unwrap_or(Value::Null),
-        "user": if interaction.member["user"].is_object() { &interaction.member["user"] } else { &interaction.user },
-        "channel_id": interaction.channel_id,
-        "guild_id": interaction.guild_id,
-        "interaction": serde_json::from_slice::<Value>(&body).unwrap_or_default(),
-    });
-    let call = invocation(
-        call_id,
-        DiscordRoute::NAME,
-        &route.core.name,
-        delivery.as_deref(),
-        "application/json",
-        Bytes::from(input.to_string()),
-        HeaderMap::new(),
-    );
-    let reply = DiscordReply {
-        app: route.core.name.clone(),
-        application_id: interaction.application_id.clone(),
-        token: interaction.token.clone(),
-        expires_at: chrono::Utc::now().timestamp() + TOKEN_VALIDITY.as_secs() as i64,
-    };
-    let component = interaction.kind == kind::MESSAGE_COMPONENT;
-    let submitted = ChannelCall {
-        route: &route.core,
-        function,
-        call,
-        reply: Some(ReplyTo::Discord(reply)),
-        dedupe: delivery.as_deref(),
-        wait: Some(route.ack_budget),
-        answers: true,
-        no_retries: false,
-    }
-    .submit(&state.queue)
-    .await?;
-    let answer = match submitted {
-        Submitted::Finished(result) => {
-            let kind = if component {
-                kind::UPDATE_MESSAGE
-            } else {
-                kind::CHANNEL_MESSAGE
-            };
-            json!({ "type": kind, "data": message(&result) })
-        }
-        Submitted::Queued => {
-            let kind = if component {
-                kind::DEFERRED_UPDATE_MESSAGE
-            } else {
-                kind::DEFERRED_CHANNEL_MESSAGE
-            };
-            json!({ "type": kind })
-        }
-        Submitted::Duplicate => {
-            let id = delivery.as_deref().unwrap_or_default();
+impl ChannelRoute for DiscordRoute {
+    const TRIGGER: Trigger = Trigger::Discord;
+
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let (state, call_id, parts, body, delivery) = d.into_parts();
+        let headers = parts.headers;
+        verify::verify(&route.keys, &headers, &body, state.clock.now().timestamp())?;
+        let interaction: Interaction = serde_json::from_slice(&body)
+            .map_err(|e| ChannelError::Malformed(format!("not an interaction: {e}")))?;
+        if interaction.kind == kind::PING {
             return Ok((
-                Outcome::Duplicate,
-                Json(json!({ "duplicate": id })).into_response(),
+                Outcome::Accepted,
+                Json(json!({ "type": kind::PONG })).into_response(),
             ));
         }
-    };
-    Ok((Outcome::Accepted, Json(answer).into_response()))
+        *delivery = Some(interaction.id.clone());
+        let Some((what, key)) = interaction.route_key() else {
+            return Err(ChannelError::Malformed(format!(
+                "interaction type {} is not handled",
+                interaction.kind
+            )));
+        };
+        let table = if what == "command" {
+            &route.commands
+        } else {
+            &route.components
+        };
+        let Some(function) = table.get(key) else {
+            let text = format!("No function is set up for {key} on this Hark gateway.");
+            let answer =
+                json!({ "type": kind::CHANNEL_MESSAGE, "data": { "content": text, "flags": 64 } });
+            return Ok((Outcome::Accepted, Json(answer).into_response()));
+        };
+        if !path_safe(&interaction.application_id) || !path_safe(&interaction.token) {
+            return Err(ChannelError::Malformed(
+                "the interaction's application_id or token has characters Discord never sends"
+                    .into(),
+            ));
+        }
+        let input = json!({
+            "type": what,
+            "name": key,
+            "options": interaction.data.get("options").cloned().unwrap_or(json!([])),
+            "values": interaction.data.get("values").cloned().unwrap_or(Value::Null),
+            "user": if interaction.member["user"].is_object() { &interaction.member["user"] } else { &interaction.user },
+            "channel_id": interaction.channel_id,
+            "guild_id": interaction.guild_id,
+            "interaction": serde_json::from_slice::<Value>(&body).unwrap_or_default(),
+        });
+        let call = json_invocation(call_id, &route.core, delivery.as_deref(), &input);
+        let reply = DiscordReply {
+            app: route.core.name.clone(),
+            application_id: interaction.application_id.clone(),
+            token: interaction.token.clone(),
+            expires_at: chrono::Utc::now().timestamp() + TOKEN_VALIDITY.as_secs() as i64,
+        };
+        let component = interaction.kind == kind::MESSAGE_COMPONENT;
+        let submitted = ChannelCall {
+            route: &route.core,
+            function,
+            call,
+            reply: Some(ReplyTo::Discord(reply)),
+            dedupe: delivery.as_deref(),
+            wait: Some(route.ack_budget),
+            answers: true,
+            no_retries: false,
+        }
+        .submit(&state.queue)
+        .await?;
+        let answer = match submitted {
+            Submitted::Finished(result) => {
+                let kind = if component {
+                    kind::UPDATE_MESSAGE
+                } else {
+                    kind::CHANNEL_MESSAGE
+                };
+                json!({ "type": kind, "data": message(&result) })
+            }
+            Submitted::Queued => {
+                let kind = if component {
+                    kind::DEFERRED_UPDATE_MESSAGE
+                } else {
+                    kind::DEFERRED_CHANNEL_MESSAGE
+                };
+                json!({ "type": kind })
+            }
+            Submitted::Duplicate => {
+                let id = delivery.as_deref().unwrap_or_default();
+                return Ok((
+                    Outcome::Duplicate,
+                    Json(json!({ "duplicate": id })).into_response(),
+                ));
+            }
+        };
+        Ok((Outcome::Accepted, Json(answer).into_response()))
+    }
 }
 
 /// The message data for a result: an apology for a failure (seen only by the user), the
@@ -420,6 +361,7 @@ pub async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn only_plain_ids_go_into_paths() {

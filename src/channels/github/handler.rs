@@ -5,15 +5,10 @@
 //! within the budget, 202 when it carries on from the queue; the reply goes out either way
 //! once the function is done ([`deliver`]).
 
-use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use bytes::Bytes;
-use http::request::Parts;
+use axum::response::IntoResponse;
+use axum::Json;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -24,11 +19,10 @@ use super::{GitHubRoute, ReplyKind};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
 use crate::channels::common::{
-    contract, ChannelCall, ChannelError, ChannelRoute, Channels, Handled, ReplyTo, RouteCore,
+    contract, ChannelCall, ChannelError, ChannelRoute, Channels, Delivery, Handled, ReplyTo,
 };
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::dispatch::Trigger;
-use crate::server::{AppState, CallId};
 
 /// Where a GitHub delivery's result goes: a comment or labels on an issue or pull request,
 /// made with the route's credentials.
@@ -43,38 +37,9 @@ pub struct GitHubReply {
     pub installation_id: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/github/{app}", operation_id = "github_delivery", tag = "channels", description = "GitHub webhook deliveries for the `github` route named `app` in hark.yml, signed with `X-Hub-Signature-256`; the function's reply becomes a comment or labels.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The webhook payload", content_type = "application/json"), responses((status = 202, description = "Accepted (or 200 for `ping` and duplicates)", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 415, description = "A content type other than JSON (a webhook set to form encoding)", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
-pub async fn handle(
-    state: State<Arc<AppState>>,
-    app: Path<String>,
-    call_id: Extension<CallId>,
-    request: Request,
-) -> Response {
-    contract::handle::<GitHubRoute>(state, app, call_id, request).await
-}
-
-impl ChannelRoute for GitHubRoute {
-    const NAME: &'static str = "github";
-    const TRIGGER: Trigger = Trigger::Github;
-
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
-        &channels.github
-    }
-
-    fn core(&self) -> &RouteCore {
-        &self.core
-    }
-
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a {
-        serve(state, self, call_id, parts, body, delivery)
-    }
+contract::endpoint! {
+    #[utoipa::path(post, path = "/github/{app}", operation_id = "github_delivery", tag = "channels", description = "GitHub webhook deliveries for the `github` route named `app` in hark.yml, signed with `X-Hub-Signature-256`; the function's reply becomes a comment or labels.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The webhook payload", content_type = "application/json"), responses((status = 202, description = "Accepted (or 200 for `ping` and duplicates)", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 415, description = "A content type other than JSON (a webhook set to form encoding)", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+    GitHubRoute
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, ChannelError> {
@@ -86,112 +51,111 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Cha
         .ok_or_else(|| ChannelError::Malformed(format!("header {name} is missing or unreadable")))
 }
 
-async fn serve(
-    state: &Arc<AppState>,
-    route: &Arc<GitHubRoute>,
-    call_id: &str,
-    parts: Parts,
-    body: Bytes,
-    delivery: &mut Option<String>,
-) -> Handled {
-    verify::verify(
-        &route.webhook_secrets,
-        &parts.headers,
-        &body,
-        state.clock.now().timestamp(),
-    )?;
-    let event = header(&parts.headers, EVENT)?;
-    if event == "ping" {
-        return Ok((
-            Outcome::Accepted,
-            Json(json!({ "ok": true })).into_response(),
-        ));
-    }
-    let id = header(&parts.headers, DELIVERY)?;
-    *delivery = Some(id.to_owned());
-    // GitHub sends JSON, or `payload=...` forms when the webhook is set to form encoding.
-    if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
-        let content_type = content_type.to_str().unwrap_or("?");
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        if !(essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")) {
-            return Err(ChannelError::UnsupportedMediaType(format!(
+impl ChannelRoute for GitHubRoute {
+    const TRIGGER: Trigger = Trigger::Github;
+
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let (state, call_id, parts, body, delivery) = d.into_parts();
+        verify::verify(
+            &route.webhook_secrets,
+            &parts.headers,
+            &body,
+            state.clock.now().timestamp(),
+        )?;
+        let event = header(&parts.headers, EVENT)?;
+        if event == "ping" {
+            return Ok((
+                Outcome::Accepted,
+                Json(json!({ "ok": true })).into_response(),
+            ));
+        }
+        let id = header(&parts.headers, DELIVERY)?;
+        *delivery = Some(id.to_owned());
+        // GitHub sends JSON, or `payload=...` forms when the webhook is set to form encoding.
+        if let Some(content_type) = parts.headers.get(http::header::CONTENT_TYPE) {
+            let content_type = content_type.to_str().unwrap_or("?");
+            let essence = content_type.split(';').next().unwrap_or("").trim();
+            if !(essence.eq_ignore_ascii_case("application/json") || essence.ends_with("+json")) {
+                return Err(ChannelError::UnsupportedMediaType(format!(
                 "content type {essence:?} is not read: set the webhook's content type to application/json"
             )));
+            }
         }
-    }
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ChannelError::Malformed(format!("JSON body: {e}")))?;
-    let action = payload["action"].as_str();
-    let Some(function) = route.function_for(event, action) else {
-        let name = match action {
-            Some(action) => format!("{event}.{action}"),
-            None => event.to_owned(),
+        let payload: Value = serde_json::from_slice(&body)
+            .map_err(|e| ChannelError::Malformed(format!("JSON body: {e}")))?;
+        let action = payload["action"].as_str();
+        let Some(function) = route.function_for(event, action) else {
+            let name = match action {
+                Some(action) => format!("{event}.{action}"),
+                None => event.to_owned(),
+            };
+            let answer = Json(json!({ "ignored": format!("no function for {name}") }));
+            return Ok((Outcome::Accepted, answer.into_response()));
         };
-        let answer = Json(json!({ "ignored": format!("no function for {name}") }));
-        return Ok((Outcome::Accepted, answer.into_response()));
-    };
-    let reply = match route.reply {
-        ReplyKind::None => None,
-        kind => match Target::of(&payload) {
-            Ok(target) => Some(ReplyTo::GitHub(GitHubReply {
-                app: route.core.name.clone(),
-                kind,
-                repo: target.repo,
-                number: target.number,
-                installation_id: target.installation,
-            })),
-            Err(e) => {
-                tracing::warn!(channel = "github", route = %route.core.name, delivery = id, error = %e, "this delivery cannot be replied to; running the function without a reply");
-                None
+        let reply = match route.reply {
+            ReplyKind::None => None,
+            kind => match Target::of(&payload) {
+                Ok(target) => Some(ReplyTo::GitHub(GitHubReply {
+                    app: route.core.name.clone(),
+                    kind,
+                    repo: target.repo,
+                    number: target.number,
+                    installation_id: target.installation,
+                })),
+                Err(e) => {
+                    tracing::warn!(channel = "github", route = %route.core.name, delivery = id, error = %e, "this delivery cannot be replied to; running the function without a reply");
+                    None
+                }
+            },
+        };
+        let mut extra = HeaderMap::new();
+        for name in [EVENT, DELIVERY] {
+            if let Some(value) = parts.headers.get(name) {
+                extra.insert(name, value.clone());
             }
-        },
-    };
-    let mut extra = HeaderMap::new();
-    for name in [EVENT, DELIVERY] {
-        if let Some(value) = parts.headers.get(name) {
-            extra.insert(name, value.clone());
         }
-    }
-    let call = invocation(
-        call_id,
-        "github",
-        &route.core.name,
-        Some(id),
-        "application/json",
-        body,
-        extra,
-    );
-    let submitted = ChannelCall {
-        route: &route.core,
-        function,
-        call,
-        reply,
-        dedupe: Some(id),
-        wait: Some(route.ack_budget),
-        answers: false,
-        no_retries: false,
-    }
-    .submit(&state.queue)
-    .await?;
-    match submitted {
-        Submitted::Duplicate => {
-            let answer = Json(json!({ "duplicate": id }));
-            Ok((Outcome::Duplicate, answer.into_response()))
+        let call = invocation(
+            call_id,
+            "github",
+            &route.core.name,
+            Some(id),
+            "application/json",
+            body,
+            extra,
+        );
+        let submitted = ChannelCall {
+            route: &route.core,
+            function,
+            call,
+            reply,
+            dedupe: Some(id),
+            wait: Some(route.ack_budget),
+            answers: false,
+            no_retries: false,
         }
-        Submitted::Finished(result) => Ok((
-            Outcome::Accepted,
-            Json(json!({ "function": function.as_str(), "status": result.status })).into_response(),
-        )),
-        Submitted::Queued => {
-            let mut answer = (
-                StatusCode::ACCEPTED,
-                Json(json!({ "function": function.as_str(), "running": true })),
-            )
-                .into_response();
-            if let Ok(value) = HeaderValue::from_str(call_id) {
-                answer.headers_mut().insert("x-call-id", value);
+        .submit(&state.queue)
+        .await?;
+        match submitted {
+            Submitted::Duplicate => {
+                let answer = Json(json!({ "duplicate": id }));
+                Ok((Outcome::Duplicate, answer.into_response()))
             }
-            Ok((Outcome::Accepted, answer))
+            Submitted::Finished(result) => Ok((
+                Outcome::Accepted,
+                Json(json!({ "function": function.as_str(), "status": result.status }))
+                    .into_response(),
+            )),
+            Submitted::Queued => {
+                let mut answer = (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "function": function.as_str(), "running": true })),
+                )
+                    .into_response();
+                if let Ok(value) = HeaderValue::from_str(call_id) {
+                    answer.headers_mut().insert("x-call-id", value);
+                }
+                Ok((Outcome::Accepted, answer))
+            }
         }
     }
 }

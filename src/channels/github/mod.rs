@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{duration_setting, invalid, BuildContext, ByteSize, ConfigError, RouteCore};
+use super::common::{
+    api_url, duration_setting, invalid, BuildContext, ByteSize, ConfigError, RouteCore,
+};
 use crate::function::FunctionName;
 pub use api::{ApiAuth, AppCredentials};
 pub use handler::{deliver, handle, GitHubReply};
@@ -135,16 +137,10 @@ impl GitHubRouteConfig {
                     "give api either at the route or in app, not both",
                 ))
             }
-            (Some(AppConfig { api: Some(api), .. }), None) | (_, Some(api)) => api.clone(),
-            _ => DEFAULT_API.to_owned(),
+            (Some(AppConfig { api: Some(api), .. }), None) | (_, Some(api)) => Some(api.as_str()),
+            _ => None,
         };
-        let api = api_setting.trim_end_matches('/').to_owned();
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return Err(invalid(
-                &route,
-                format!("api {api:?} is not an http(s) URL"),
-            ));
-        }
+        let api = api_url(&route, api_setting, DEFAULT_API)?;
         let auth = match (self.app, self.token) {
             (Some(_), Some(_)) => {
                 return Err(invalid(&route, "give either app or token, not both"));

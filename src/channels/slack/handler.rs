@@ -6,14 +6,11 @@
 //! follow from the queue ([`super::reply::deliver`]).
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use bytes::Bytes;
-use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
@@ -23,87 +20,55 @@ use super::{SlackRoute, RESPONSE_URL_HOST, RESPONSE_URL_VALIDITY};
 use crate::channels::common::delivery::invocation;
 use crate::channels::common::route::Outcome;
 use crate::channels::common::{
-    contract, ChannelCall, ChannelError, ChannelRoute, Handled, ReplyTo, RouteCore,
+    contract, ChannelCall, ChannelError, ChannelRoute, Delivery, Handled, ReplyTo,
 };
-use crate::channels::Channels;
 use crate::dispatch::queue::Submitted;
 use crate::dispatch::Trigger;
 use crate::egress::EgressPolicy;
-use crate::server::{AppState, CallId};
+use crate::server::AppState;
 
 /// `X-Slack-Retry-Num`: how many times Slack has retried this event.
 pub const HEADER_RETRY_NUM: &str = "x-slack-retry-num";
 /// `X-Slack-Retry-Reason`: why Slack retried (e.g. `http_timeout`).
 pub const HEADER_RETRY_REASON: &str = "x-slack-retry-reason";
 
-#[utoipa::path(post, path = "/slack/{app}", operation_id = "slack_delivery", tag = "channels", description = "Slack deliveries for the `slack` route named `app` in hark.yml: slash commands, Events API callbacks (with `url_verification`) and interactivity, signed with `X-Slack-Signature`/`X-Slack-Request-Timestamp`.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = String, description = "Form-encoded or JSON, as Slack sends it", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "Acknowledged; the reply is in the body or posted to `response_url` later", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
-pub async fn handle(
-    state: State<Arc<AppState>>,
-    app: Path<String>,
-    call_id: Extension<CallId>,
-    request: Request,
-) -> Response {
-    contract::handle::<SlackRoute>(state, app, call_id, request).await
+contract::endpoint! {
+    #[utoipa::path(post, path = "/slack/{app}", operation_id = "slack_delivery", tag = "channels", description = "Slack deliveries for the `slack` route named `app` in hark.yml: slash commands, Events API callbacks (with `url_verification`) and interactivity, signed with `X-Slack-Signature`/`X-Slack-Request-Timestamp`.", params(("app" = String, Path, description = "Route name in hark.yml")), request_body(content = String, description = "Form-encoded or JSON, as Slack sends it", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "Acknowledged; the reply is in the body or posted to `response_url` later", body = Object), (status = 400, description = "Malformed headers or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing, stale or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+    SlackRoute
 }
 
 impl ChannelRoute for SlackRoute {
-    const NAME: &'static str = "slack";
     const TRIGGER: Trigger = Trigger::Slack;
 
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
-        &channels.slack
-    }
-
-    fn core(&self) -> &RouteCore {
-        &self.core
-    }
-
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a {
-        serve(state, self, call_id, parts, body, delivery)
-    }
-}
-
-async fn serve(
-    state: &Arc<AppState>,
-    route: &Arc<SlackRoute>,
-    call_id: &str,
-    parts: Parts,
-    body: Bytes,
-    delivery: &mut Option<String>,
-) -> Handled {
-    verify::verify(
-        &route.signing_secrets,
-        &parts.headers,
-        &body,
-        state.clock.now().timestamp(),
-    )?;
-    let is_json = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        return event(state, route, call_id, &parts.headers, body, delivery).await;
-    }
-    let form: BTreeMap<String, String> = serde_urlencoded::from_bytes(&body)
-        .map_err(|e| ChannelError::Malformed(format!("form body: {e}")))?;
-    if let Some(payload) = form.get("payload") {
-        interaction(state, route, call_id, payload, delivery).await
-    } else if form.contains_key("command") {
-        command(state, route, call_id, form, delivery).await
-    } else if form.contains_key("ssl_check") {
-        Ok((Outcome::Accepted, StatusCode::OK.into_response()))
-    } else {
-        Err(ChannelError::Malformed(
-            "neither a slash command, an interaction nor an event".into(),
-        ))
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let (state, call_id, parts, body, delivery) = d.into_parts();
+        verify::verify(
+            &route.signing_secrets,
+            &parts.headers,
+            &body,
+            state.clock.now().timestamp(),
+        )?;
+        let is_json = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            return event(state, route, call_id, &parts.headers, body, delivery).await;
+        }
+        let form: BTreeMap<String, String> = serde_urlencoded::from_bytes(&body)
+            .map_err(|e| ChannelError::Malformed(format!("form body: {e}")))?;
+        if let Some(payload) = form.get("payload") {
+            interaction(state, route, call_id, payload, delivery).await
+        } else if form.contains_key("command") {
+            command(state, route, call_id, form, delivery).await
+        } else if form.contains_key("ssl_check") {
+            Ok((Outcome::Accepted, StatusCode::OK.into_response()))
+        } else {
+            Err(ChannelError::Malformed(
+                "neither a slash command, an interaction nor an event".into(),
+            ))
+        }
     }
 }
 

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::common::{duration_setting, invalid, BuildContext, ByteSize, ConfigError, RouteCore};
+use super::common::{
+    api_url, duration_setting, invalid, BuildContext, ByteSize, ConfigError, RouteCore,
+};
 use crate::function::FunctionName;
 pub use handler::handle;
 pub use reply::{deliver, ResponseType, SlackReply};
@@ -120,18 +122,7 @@ impl SlackRouteConfig {
                 format!("command {bad:?} must start with /"),
             ));
         }
-        let api = self
-            .api
-            .as_deref()
-            .unwrap_or(api::DEFAULT_API)
-            .trim_end_matches('/')
-            .to_owned();
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return Err(invalid(
-                &route,
-                format!("api {api:?} is not an http(s) URL"),
-            ));
-        }
+        let api = api_url(&route, self.api.as_deref(), api::DEFAULT_API)?;
         let bot_token = match &self.bot_token {
             None => None,
             Some(name) => {

@@ -8,29 +8,22 @@
 pub mod verify;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
-use bytes::Bytes;
-use http::request::Parts;
-use http::HeaderMap;
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::common::route::Outcome;
 use super::common::{
-    contract, delivery::invocation, duration_setting, invalid, BuildContext, ByteSize, ChannelCall,
-    ChannelError, ChannelRoute, ConfigError, Handled, RouteCore,
+    ack_budget, contract, delivery::json_invocation, invalid, BuildContext, ByteSize, ChannelCall,
+    ChannelError, ChannelRoute, ConfigError, Delivery, Handled, RouteCore,
 };
-use super::Channels;
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::dispatch::Trigger;
 use crate::function::FunctionName;
-use crate::server::{AppState, CallId};
 use crate::verify::{check_window, TOLERANCE_SECS};
 
 /// How long a function may take before the working message answers (Teams waits 5 s).
@@ -119,18 +112,13 @@ impl TeamsRouteConfig {
             Some(f) => Some(ctx.function(&route, f)?),
             None => None,
         };
-        let ack_budget = duration_setting(
+        let ack_budget = ack_budget(
             &route,
-            "ack_budget",
             self.ack_budget.as_deref(),
             DEFAULT_ACK_BUDGET,
+            MAX_ACK_BUDGET,
+            "Teams stops waiting after 5 s",
         )?;
-        if ack_budget > MAX_ACK_BUDGET {
-            return Err(invalid(
-                &route,
-                "ack_budget is at most 4.5s: Teams stops waiting after 5 s",
-            ));
-        }
         Ok(TeamsRoute {
             core,
             keys,
@@ -144,38 +132,9 @@ impl TeamsRouteConfig {
     }
 }
 
-#[utoipa::path(post, path = "/teams/{route}", operation_id = "teams_delivery", tag = "channels", description = "Microsoft Teams outgoing webhook for the `teams` route named `route` in hark.yml, signed with `Authorization: HMAC`; the answer is the message Teams shows.", params(("route" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The Bot Framework activity Teams sends", content_type = "application/json"), responses((status = 200, description = "The reply message", body = Object), (status = 400, description = "Malformed header or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing or wrong, or a stale activity", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
-pub async fn handle(
-    state: State<Arc<AppState>>,
-    route: Path<String>,
-    call_id: Extension<CallId>,
-    request: Request,
-) -> Response {
-    contract::handle::<TeamsRoute>(state, route, call_id, request).await
-}
-
-impl ChannelRoute for TeamsRoute {
-    const NAME: &'static str = "teams";
-    const TRIGGER: Trigger = Trigger::Teams;
-
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
-        &channels.teams
-    }
-
-    fn core(&self) -> &RouteCore {
-        &self.core
-    }
-
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a {
-        serve(state, self, call_id, parts.headers, body, delivery)
-    }
+contract::endpoint! {
+    #[utoipa::path(post, path = "/teams/{route}", operation_id = "teams_delivery", tag = "channels", description = "Microsoft Teams outgoing webhook for the `teams` route named `route` in hark.yml, signed with `Authorization: HMAC`; the answer is the message Teams shows.", params(("route" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "The Bot Framework activity Teams sends", content_type = "application/json"), responses((status = 200, description = "The reply message", body = Object), (status = 400, description = "Malformed header or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing or wrong, or a stale activity", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+    TeamsRoute
 }
 
 /// The fields of a Teams activity Hark reads.
@@ -214,77 +173,68 @@ pub(crate) fn read_activity(body: &[u8], now: i64) -> Result<Activity, ChannelEr
     Ok(activity)
 }
 
-async fn serve(
-    state: &Arc<AppState>,
-    route: &Arc<TeamsRoute>,
-    call_id: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    delivery: &mut Option<String>,
-) -> Handled {
-    verify::verify(&route.keys, &headers, &body)?;
-    let activity = read_activity(&body, state.clock.now().timestamp())?;
-    // Ids are unique within a conversation.
-    *delivery = activity.id.as_ref().map(|id| {
-        let conversation = activity.conversation["id"].as_str().unwrap_or_default();
-        format!("{conversation}/{id}")
-    });
-    let text = activity.text;
-    let (command, rest) = match text.split_once(char::is_whitespace) {
-        Some((first, rest)) => (first.to_lowercase(), rest.trim()),
-        None => (text.to_lowercase(), ""),
-    };
-    let (function, command, args) = match route.commands.get(&command) {
-        Some(function) => (function, Some(command), rest),
-        None => match &route.function {
-            Some(function) => (function, None, text.as_str()),
-            None => {
-                let known: Vec<&str> = route.commands.keys().map(String::as_str).collect();
-                let message = format!("I know: {}.", known.join(", "));
-                return Ok((Outcome::Accepted, answer(&message)));
-            }
-        },
-    };
-    let input = json!({
-        "type": "message",
-        "command": command,
-        "text": args,
-        "user": activity.from,
-        "conversation": activity.conversation,
-        "activity": serde_json::from_slice::<Value>(&body).unwrap_or_default(),
-    });
-    let call = invocation(
-        call_id,
-        TeamsRoute::NAME,
-        &route.core.name,
-        delivery.as_deref(),
-        "application/json",
-        Bytes::from(input.to_string()),
-        HeaderMap::new(),
-    );
-    let submitted = ChannelCall {
-        route: &route.core,
-        function,
-        call,
-        reply: None,
-        dedupe: delivery.as_deref(),
-        wait: Some(route.ack_budget),
-        answers: true,
-        no_retries: true,
-    }
-    .submit(&state.queue)
-    .await?;
-    match submitted {
-        Submitted::Finished(result) => {
-            Ok((Outcome::Accepted, Json(message(&result)).into_response()))
+impl ChannelRoute for TeamsRoute {
+    const TRIGGER: Trigger = Trigger::Teams;
+
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let (state, call_id, parts, body, delivery) = d.into_parts();
+        let headers = parts.headers;
+        verify::verify(&route.keys, &headers, &body)?;
+        let activity = read_activity(&body, state.clock.now().timestamp())?;
+        // Ids are unique within a conversation.
+        *delivery = activity.id.as_ref().map(|id| {
+            let conversation = activity.conversation["id"].as_str().unwrap_or_default();
+            format!("{conversation}/{id}")
+        });
+        let text = activity.text;
+        let (command, rest) = match text.split_once(char::is_whitespace) {
+            Some((first, rest)) => (first.to_lowercase(), rest.trim()),
+            None => (text.to_lowercase(), ""),
+        };
+        let (function, command, args) = match route.commands.get(&command) {
+            Some(function) => (function, Some(command), rest),
+            None => match &route.function {
+                Some(function) => (function, None, text.as_str()),
+                None => {
+                    let known: Vec<&str> = route.commands.keys().map(String::as_str).collect();
+                    let message = format!("I know: {}.", known.join(", "));
+                    return Ok((Outcome::Accepted, answer(&message)));
+                }
+            },
+        };
+        let input = json!({
+            "type": "message",
+            "command": command,
+            "text": args,
+            "user": activity.from,
+            "conversation": activity.conversation,
+            "activity": serde_json::from_slice::<Value>(&body).unwrap_or_default(),
+        });
+        let call = json_invocation(call_id, &route.core, delivery.as_deref(), &input);
+        let submitted = ChannelCall {
+            route: &route.core,
+            function,
+            call,
+            reply: None,
+            dedupe: delivery.as_deref(),
+            wait: Some(route.ack_budget),
+            answers: true,
+            no_retries: true,
         }
-        Submitted::Queued => Ok((Outcome::Accepted, answer(&route.working_message))),
-        Submitted::Duplicate => {
-            let id = delivery.as_deref().unwrap_or_default();
-            Ok((
-                Outcome::Duplicate,
-                Json(json!({ "duplicate": id })).into_response(),
-            ))
+        .submit(&state.queue)
+        .await?;
+        match submitted {
+            Submitted::Finished(result) => {
+                Ok((Outcome::Accepted, Json(message(&result)).into_response()))
+            }
+            Submitted::Queued => Ok((Outcome::Accepted, answer(&route.working_message))),
+            Submitted::Duplicate => {
+                let id = delivery.as_deref().unwrap_or_default();
+                Ok((
+                    Outcome::Duplicate,
+                    Json(json!({ "duplicate": id })).into_response(),
+                ))
+            }
         }
     }
 }
@@ -362,6 +312,7 @@ pub(crate) fn plain_text(html: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn mentions_and_markup_are_taken_out_of_the_text() {

@@ -10,15 +10,13 @@
 pub mod verify;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use bytes::Bytes;
-use http::request::Parts;
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -26,8 +24,9 @@ use tokio::time::Instant;
 
 use super::common::route::Outcome;
 use super::common::{
-    contract, delivery::invocation, duration_setting, invalid, BuildContext, ByteSize, ChannelCall,
-    ChannelError, ChannelRoute, ConfigError, Handled, ReplyTo, RouteCore,
+    api_url, contract, delivery::json_invocation, duration_setting, invalid, BuildContext,
+    ByteSize, ChannelCall, ChannelError, ChannelRoute, ConfigError, Delivery, Handled, ReplyTo,
+    RouteCore,
 };
 use super::Channels;
 use crate::auth::scope;
@@ -35,7 +34,7 @@ use crate::dispatch::queue::{CallResult, Submitted};
 use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::FunctionName;
-use crate::server::{AppState, CallId};
+use crate::server::AppState;
 
 /// The Bot API's base URL.
 pub const DEFAULT_API: &str = "https://api.telegram.org";
@@ -150,18 +149,7 @@ impl TelegramRouteConfig {
                 Vec::new()
             }
         };
-        let api = self
-            .api
-            .as_deref()
-            .unwrap_or(DEFAULT_API)
-            .trim_end_matches('/')
-            .to_owned();
-        if !(api.starts_with("https://") || api.starts_with("http://")) {
-            return Err(invalid(
-                &route,
-                format!("api {api:?} is not an http(s) URL"),
-            ));
-        }
+        let api = api_url(&route, self.api.as_deref(), DEFAULT_API)?;
         Ok(TelegramRoute {
             core,
             bot_token,
@@ -203,38 +191,9 @@ impl TelegramRoute {
     }
 }
 
-#[utoipa::path(post, path = "/telegram/{bot}", operation_id = "telegram_update", tag = "channels", description = "Telegram updates for the `telegram` route named `bot` in hark.yml, checked by `X-Telegram-Bot-Api-Secret-Token`; the reply is in the answer (`sendMessage`) or sent later.", params(("bot" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "A Telegram Update", content_type = "application/json"), responses((status = 200, description = "Accepted; the reply, if ready, as a `sendMessage` method", body = Object), (status = 400, description = "Malformed body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Secret token missing or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
-pub async fn handle(
-    state: State<Arc<AppState>>,
-    bot: Path<String>,
-    call_id: Extension<CallId>,
-    request: Request,
-) -> Response {
-    contract::handle::<TelegramRoute>(state, bot, call_id, request).await
-}
-
-impl ChannelRoute for TelegramRoute {
-    const NAME: &'static str = "telegram";
-    const TRIGGER: Trigger = Trigger::Telegram;
-
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
-        &channels.telegram
-    }
-
-    fn core(&self) -> &RouteCore {
-        &self.core
-    }
-
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a {
-        serve(state, self, call_id, parts.headers, body, delivery)
-    }
+contract::endpoint! {
+    #[utoipa::path(post, path = "/telegram/{bot}", operation_id = "telegram_update", tag = "channels", description = "Telegram updates for the `telegram` route named `bot` in hark.yml, checked by `X-Telegram-Bot-Api-Secret-Token`; the reply is in the answer (`sendMessage`) or sent later.", params(("bot" = String, Path, description = "Route name in hark.yml")), request_body(content = Object, description = "A Telegram Update", content_type = "application/json"), responses((status = 200, description = "Accepted; the reply, if ready, as a `sendMessage` method", body = Object), (status = 400, description = "Malformed body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Secret token missing or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+    TelegramRoute
 }
 
 /// The parts of a Telegram `Update` Hark reads.
@@ -288,98 +247,89 @@ fn command_to(text: &str) -> Option<(String, Option<&str>, &str)> {
     Some((name.to_lowercase(), to, rest.trim()))
 }
 
-async fn serve(
-    state: &Arc<AppState>,
-    route: &Arc<TelegramRoute>,
-    call_id: &str,
-    headers: HeaderMap,
-    body: Bytes,
-    delivery: &mut Option<String>,
-) -> Handled {
-    verify::verify(&route.secret_tokens(), &headers)?;
-    let update: Update = serde_json::from_slice(&body)
-        .map_err(|e| ChannelError::Malformed(format!("not a Telegram update: {e}")))?;
-    *delivery = Some(update.update_id.to_string());
-    let Some(message) = update.message() else {
-        return Ok((Outcome::Accepted, ignored("not a message")));
-    };
-    let Some(text) = message.text.as_deref() else {
-        return Ok((Outcome::Accepted, ignored("a message without text")));
-    };
-    let addressed = command_to(text);
-    if let (Some((_, Some(to), _)), Some(me)) = (&addressed, &route.username) {
-        if !to.eq_ignore_ascii_case(me.trim_start_matches('@')) {
-            return Ok((Outcome::Accepted, ignored("a command for another bot")));
+impl ChannelRoute for TelegramRoute {
+    const TRIGGER: Trigger = Trigger::Telegram;
+
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let (state, call_id, parts, body, delivery) = d.into_parts();
+        let headers = parts.headers;
+        verify::verify(&route.secret_tokens(), &headers)?;
+        let update: Update = serde_json::from_slice(&body)
+            .map_err(|e| ChannelError::Malformed(format!("not a Telegram update: {e}")))?;
+        *delivery = Some(update.update_id.to_string());
+        let Some(message) = update.message() else {
+            return Ok((Outcome::Accepted, ignored("not a message")));
+        };
+        let Some(text) = message.text.as_deref() else {
+            return Ok((Outcome::Accepted, ignored("a message without text")));
+        };
+        let addressed = command_to(text);
+        if let (Some((_, Some(to), _)), Some(me)) = (&addressed, &route.username) {
+            if !to.eq_ignore_ascii_case(me.trim_start_matches('@')) {
+                return Ok((Outcome::Accepted, ignored("a command for another bot")));
+            }
         }
-    }
-    let (function, command, args) = match addressed.map(|(name, _, args)| (name, args)) {
-        Some((name, args)) => match route.commands.get(&name) {
-            Some(function) => (function, Some(name), args),
-            None => match &route.function {
+        let (function, command, args) = match addressed.map(|(name, _, args)| (name, args)) {
+            Some((name, args)) => match route.commands.get(&name) {
                 Some(function) => (function, Some(name), args),
-                None => {
-                    let known: Vec<&str> = route.commands.keys().map(String::as_str).collect();
-                    let text = format!("I know {}.", known.join(", "));
-                    let answer = send_message(message.chat.id, message.message_id, json!(text));
-                    return Ok((Outcome::Accepted, Json(answer).into_response()));
-                }
+                None => match &route.function {
+                    Some(function) => (function, Some(name), args),
+                    None => {
+                        let known: Vec<&str> = route.commands.keys().map(String::as_str).collect();
+                        let text = format!("I know {}.", known.join(", "));
+                        let answer = send_message(message.chat.id, message.message_id, json!(text));
+                        return Ok((Outcome::Accepted, Json(answer).into_response()));
+                    }
+                },
             },
-        },
-        None => match &route.function {
-            Some(function) => (function, None, text.trim()),
-            None => return Ok((Outcome::Accepted, ignored("no function for plain messages"))),
-        },
-    };
-    let input = json!({
-        "type": "message",
-        "command": command,
-        "text": args,
-        "chat": { "id": message.chat.id },
-        "user": message.from,
-        "update": serde_json::from_slice::<Value>(&body).unwrap_or_default(),
-    });
-    let call = invocation(
-        call_id,
-        TelegramRoute::NAME,
-        &route.core.name,
-        delivery.as_deref(),
-        "application/json",
-        Bytes::from(input.to_string()),
-        HeaderMap::new(),
-    );
-    let reply = TelegramReply {
-        bot: route.core.name.clone(),
-        chat_id: message.chat.id,
-        reply_to: message.message_id,
-    };
-    let (chat_id, message_id) = (message.chat.id, message.message_id);
-    let submitted = ChannelCall {
-        route: &route.core,
-        function,
-        call,
-        reply: Some(ReplyTo::Telegram(reply)),
-        dedupe: delivery.as_deref(),
-        wait: Some(route.ack_budget),
-        answers: true,
-        no_retries: false,
-    }
-    .submit(&state.queue)
-    .await?;
-    match submitted {
-        Submitted::Finished(result) => {
-            let answer = match reply_text(&result) {
-                Some(text) => Json(send_message(chat_id, message_id, text)).into_response(),
-                None => StatusCode::OK.into_response(),
-            };
-            Ok((Outcome::Accepted, answer))
+            None => match &route.function {
+                Some(function) => (function, None, text.trim()),
+                None => return Ok((Outcome::Accepted, ignored("no function for plain messages"))),
+            },
+        };
+        let input = json!({
+            "type": "message",
+            "command": command,
+            "text": args,
+            "chat": { "id": message.chat.id },
+            "user": message.from,
+            "update": serde_json::from_slice::<Value>(&body).unwrap_or_default(),
+        });
+        let call = json_invocation(call_id, &route.core, delivery.as_deref(), &input);
+        let reply = TelegramReply {
+            bot: route.core.name.clone(),
+            chat_id: message.chat.id,
+            reply_to: message.message_id,
+        };
+        let (chat_id, message_id) = (message.chat.id, message.message_id);
+        let submitted = ChannelCall {
+            route: &route.core,
+            function,
+            call,
+            reply: Some(ReplyTo::Telegram(reply)),
+            dedupe: delivery.as_deref(),
+            wait: Some(route.ack_budget),
+            answers: true,
+            no_retries: false,
         }
-        Submitted::Queued => Ok((Outcome::Accepted, StatusCode::OK.into_response())),
-        Submitted::Duplicate => {
-            let id = delivery.as_deref().unwrap_or_default();
-            Ok((
-                Outcome::Duplicate,
-                Json(json!({ "duplicate": id })).into_response(),
-            ))
+        .submit(&state.queue)
+        .await?;
+        match submitted {
+            Submitted::Finished(result) => {
+                let answer = match reply_text(&result) {
+                    Some(text) => Json(send_message(chat_id, message_id, text)).into_response(),
+                    None => StatusCode::OK.into_response(),
+                };
+                Ok((Outcome::Accepted, answer))
+            }
+            Submitted::Queued => Ok((Outcome::Accepted, StatusCode::OK.into_response())),
+            Submitted::Duplicate => {
+                let id = delivery.as_deref().unwrap_or_default();
+                Ok((
+                    Outcome::Duplicate,
+                    Json(json!({ "duplicate": id })).into_response(),
+                ))
+            }
         }
     }
 }

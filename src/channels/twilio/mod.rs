@@ -10,16 +10,11 @@
 pub mod verify;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
-use bytes::Bytes;
 use http::header;
-use http::request::Parts;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -28,12 +23,11 @@ use super::alexa::ssml;
 use super::alexa::types::{OutputSpeech, RequestEnvelope};
 use super::common::route::Outcome;
 use super::common::{
-    contract, invalid, BuildContext, ByteSize, ChannelError, ChannelRoute, ConfigError, Handled,
-    RouteCore,
+    contract, invalid, BuildContext, ByteSize, ChannelError, ChannelRoute, ConfigError, Delivery,
+    Handled, RouteCore,
 };
-use super::Channels;
 use crate::dispatch::Trigger;
-use crate::server::{AppState, CallId};
+use crate::server::AppState;
 
 /// How long one request waits for a slow function's answer before redirecting again
 /// (Twilio waits 15 s for TwiML).
@@ -125,122 +119,91 @@ impl TwilioRouteConfig {
     }
 }
 
-#[utoipa::path(post, path = "/twilio/{route}", operation_id = "twilio_voice", tag = "channels", description = "Twilio Voice webhooks for the `twilio` route named `route` in hark.yml, signed with `X-Twilio-Signature` over the route's `public_url`; a skill answers in TwiML.", params(("route" = String, Path, description = "Route name in hark.yml")), request_body(content = String, description = "Twilio's form parameters (CallSid, From, SpeechResult...)", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "TwiML", body = String, content_type = "text/xml"), (status = 400, description = "Malformed header or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
-pub async fn handle(
-    state: State<Arc<AppState>>,
-    route: Path<String>,
-    call_id: Extension<CallId>,
-    request: Request,
-) -> Response {
-    contract::handle::<TwilioRoute>(state, route, call_id, request).await
+contract::endpoint! {
+    #[utoipa::path(post, path = "/twilio/{route}", operation_id = "twilio_voice", tag = "channels", description = "Twilio Voice webhooks for the `twilio` route named `route` in hark.yml, signed with `X-Twilio-Signature` over the route's `public_url`; a skill answers in TwiML.", params(("route" = String, Path, description = "Route name in hark.yml")), request_body(content = String, description = "Twilio's form parameters (CallSid, From, SpeechResult...)", content_type = "application/x-www-form-urlencoded"), responses((status = 200, description = "TwiML", body = String, content_type = "text/xml"), (status = 400, description = "Malformed header or body", body = crate::channels::api::openapi::ErrorBody), (status = 401, description = "Signature missing or wrong", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No route of that name in hark.yml", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over the route's limit", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The route is at its max_inflight", body = crate::channels::api::openapi::ErrorBody)))]
+    TwilioRoute
 }
 
 impl ChannelRoute for TwilioRoute {
-    const NAME: &'static str = "twilio";
     const TRIGGER: Trigger = Trigger::Twilio;
 
-    fn routes(channels: &Channels) -> &BTreeMap<String, Arc<Self>> {
-        &channels.twilio
-    }
+    async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
+        let (state, call_id, parts, body, delivery) = d.into_parts();
+        let url = verify::request_url(&route.line.public_url, parts.uri.query());
+        let json = url.contains("bodySHA256=");
+        let params: Vec<(String, String)> = if json {
+            Vec::new()
+        } else {
+            serde_urlencoded::from_bytes(&body)
+                .map_err(|e| ChannelError::Malformed(format!("form body: {e}")))?
+        };
+        verify::verify(&route.tokens, &parts.headers, &url, &params, &body, json)?;
+        if json {
+            return Err(ChannelError::UnsupportedMediaType(
+                "a voice webhook sends form parameters, not JSON".into(),
+            ));
+        }
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let call_sid = param("CallSid").unwrap_or_default();
+        // Twilio signs no time. A request is known by what was signed (the URL, which carries
+        // Hark's turn number, and every parameter): a replay of it runs nothing.
+        let mut signed = Sha256::new();
+        signed.update(url.as_bytes());
+        for (k, v) in &params {
+            signed.update(k.as_bytes());
+            signed.update([0]);
+            signed.update(v.as_bytes());
+            signed.update([0]);
+        }
+        let id = format!("{call_sid}/{}", &hex::encode(signed.finalize())[..32]);
+        *delivery = Some(id.clone());
+        let first = state
+            .registry
+            .store
+            .first_delivery(&route.core.key(), &id, chrono::Utc::now().timestamp())
+            .await
+            .map_err(|e| ChannelError::Internal(e.to_string()))?;
+        if !first {
+            return Ok((Outcome::Duplicate, twiml(String::new())));
+        }
+        let Some(skill) = state.alexa.skill(&route.skill) else {
+            return Err(ChannelError::Internal(format!(
+                "skill {:?} is not loaded",
+                route.skill
+            )));
+        };
+        let caller = param("From").or(param("Caller")).unwrap_or("anonymous");
+        let user = format!("twilio:{caller}");
+        let query: BTreeMap<String, String> = parts
+            .uri
+            .query()
+            .and_then(|q| serde_urlencoded::from_str(q).ok())
+            .unwrap_or_default();
+        let turn: u32 = query.get("turn").and_then(|t| t.parse().ok()).unwrap_or(0);
+        let _permit = route.core.permit()?;
 
-    fn core(&self) -> &RouteCore {
-        &self.core
+        if let Some(waits) = query.get("wait").and_then(|w| w.parse::<u32>().ok()) {
+            return Ok((
+                Outcome::Accepted,
+                wait(state, route, &skill.name, &user, turn, waits).await,
+            ));
+        }
+        let words = param("SpeechResult").unwrap_or_default();
+        let today = state.clock.now().date_naive();
+        let (envelope, _) = super::alexa::local::envelope(&skill, words, &user, None, today);
+        let envelope = RequestEnvelope::from_slice(envelope.to_string().as_bytes())
+            .map_err(|e| ChannelError::Internal(format!("request for the skill: {e}")))?;
+        let outcome = respond_explained(state, &skill, &envelope, call_id).await;
+        let verbs = route
+            .line
+            .turn(&outcome.response, outcome.deferred, words.is_empty(), turn);
+        Ok((Outcome::Accepted, twiml(verbs)))
     }
-
-    fn serve<'a>(
-        self: &'a Arc<Self>,
-        state: &'a Arc<AppState>,
-        call_id: &'a str,
-        parts: Parts,
-        body: Bytes,
-        delivery: &'a mut Option<String>,
-    ) -> impl Future<Output = Handled> + Send + 'a {
-        serve(state, self, call_id, parts, body, delivery)
-    }
-}
-
-async fn serve(
-    state: &Arc<AppState>,
-    route: &Arc<TwilioRoute>,
-    call_id: &str,
-    parts: Parts,
-    body: Bytes,
-    delivery: &mut Option<String>,
-) -> Handled {
-    let url = verify::request_url(&route.line.public_url, parts.uri.query());
-    let json = url.contains("bodySHA256=");
-    let params: Vec<(String, String)> = if json {
-        Vec::new()
-    } else {
-        serde_urlencoded::from_bytes(&body)
-            .map_err(|e| ChannelError::Malformed(format!("form body: {e}")))?
-    };
-    verify::verify(&route.tokens, &parts.headers, &url, &params, &body, json)?;
-    if json {
-        return Err(ChannelError::UnsupportedMediaType(
-            "a voice webhook sends form parameters, not JSON".into(),
-        ));
-    }
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let call_sid = param("CallSid").unwrap_or_default();
-    // Twilio signs no time. A request is known by what was signed (the URL, which carries
-    // Hark's turn number, and every parameter): a replay of it runs nothing.
-    let mut signed = Sha256::new();
-    signed.update(url.as_bytes());
-    for (k, v) in &params {
-        signed.update(k.as_bytes());
-        signed.update([0]);
-        signed.update(v.as_bytes());
-        signed.update([0]);
-    }
-    let id = format!("{call_sid}/{}", &hex::encode(signed.finalize())[..32]);
-    *delivery = Some(id.clone());
-    let first = state
-        .registry
-        .store
-        .first_delivery(&route.core.key(), &id, chrono::Utc::now().timestamp())
-        .await
-        .map_err(|e| ChannelError::Internal(e.to_string()))?;
-    if !first {
-        return Ok((Outcome::Duplicate, twiml(String::new())));
-    }
-    let Some(skill) = state.alexa.skill(&route.skill) else {
-        return Err(ChannelError::Internal(format!(
-            "skill {:?} is not loaded",
-            route.skill
-        )));
-    };
-    let caller = param("From").or(param("Caller")).unwrap_or("anonymous");
-    let user = format!("twilio:{caller}");
-    let query: BTreeMap<String, String> = parts
-        .uri
-        .query()
-        .and_then(|q| serde_urlencoded::from_str(q).ok())
-        .unwrap_or_default();
-    let turn: u32 = query.get("turn").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let _permit = route.core.permit()?;
-
-    if let Some(waits) = query.get("wait").and_then(|w| w.parse::<u32>().ok()) {
-        return Ok((
-            Outcome::Accepted,
-            wait(state, route, &skill.name, &user, turn, waits).await,
-        ));
-    }
-    let words = param("SpeechResult").unwrap_or_default();
-    let today = state.clock.now().date_naive();
-    let (envelope, _) = super::alexa::local::envelope(&skill, words, &user, None, today);
-    let envelope = RequestEnvelope::from_slice(envelope.to_string().as_bytes())
-        .map_err(|e| ChannelError::Internal(format!("request for the skill: {e}")))?;
-    let outcome = respond_explained(state, &skill, &envelope, call_id).await;
-    let verbs = route
-        .line
-        .turn(&outcome.response, outcome.deferred, words.is_empty(), turn);
-    Ok((Outcome::Accepted, twiml(verbs)))
 }
 
 /// A `?wait=N` request: the answer the queue kept for this caller, once it is there (at
