@@ -52,6 +52,29 @@ common::webhook_channels! {
     telegram: telegram::TelegramRouteConfig => telegram::TelegramRoute, telegram::handle, telegram::set_webhook;
 }
 
+/// What every channel's calls are recorded as: Alexa's, then the webhook channels'.
+pub fn triggers() -> impl Iterator<Item = crate::dispatch::Trigger> {
+    use common::ChannelRoute;
+    std::iter::once(alexa::channel::AlexaRoute::TRIGGER).chain(Channels::TRIGGERS.iter().copied())
+}
+
+/// Delivers a late reply through the channel that wrote it.
+pub async fn deliver(
+    replies: &common::ChannelReplies,
+    reply: common::ReplyTo,
+    result: &crate::dispatch::queue::CallResult,
+) -> Result<(), String> {
+    use common::Registered;
+    if reply.channel() == alexa::channel::AlexaRoute::NAME {
+        return common::reply::deliver_to::<alexa::channel::AlexaRoute>(replies, reply, result)
+            .await;
+    }
+    let channel = reply.channel().to_owned();
+    Channels::deliver(replies, reply, result)
+        .await
+        .unwrap_or_else(|| Err(format!("no channel named {channel:?} delivers replies")))
+}
+
 #[utoipa::path(get, path = "/system/channels", tag = "channels", description = "Every channel route (each Alexa skill, and the Slack, GitHub, Discord, Teams, Telegram, Twilio and hooks routes of hark.yml) with its limits and counters.", security(("bearer" = [])), responses((status = 200, description = "Routes", body = Vec<Object>), (status = 401, description = "No valid bearer token", body = crate::channels::api::openapi::ErrorBody)))]
 /// `GET /system/channels`: every route with its limits and counters.
 async fn list(

@@ -8,6 +8,7 @@
 //! Nothing here answers an HTTP error: after verification every failure becomes the skill's
 //! spoken error reply.
 
+use super::channel::AlexaRoute;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +37,8 @@ use crate::server::AppState;
 use crate::store::{PendingReply, Store};
 
 /// The trigger activation records of Alexa calls carry.
-pub const TRIGGER: Trigger = Trigger::Alexa;
+pub const TRIGGER: Trigger =
+    <super::channel::AlexaRoute as crate::channels::common::ChannelRoute>::TRIGGER;
 /// Said when even the error reply cannot be rendered.
 const LAST_RESORT: &str = "<speak>Sorry, something went wrong.</speak>";
 /// Keys of a function's JSON answer that update attributes instead of being spoken.
@@ -403,8 +405,7 @@ impl Turn<'_> {
             Bytes::from(body.to_string()),
             HeaderMap::new(),
         );
-        // A descriptor of strings and JSON maps always serializes.
-        let reply = serde_json::to_string(&ReplyTo::Alexa(late)).ok();
+        let reply = serde_json::to_string(&ReplyTo::new::<AlexaRoute>(&late)).ok();
         let queued = crate::store::QueuedCall {
             function: function.to_string(),
             trigger: Some(TRIGGER.as_str().to_owned()),

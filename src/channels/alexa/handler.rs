@@ -10,6 +10,9 @@
 //!   signature.
 //! - `GET /system/skills`: the loaded skills.
 
+use super::conversation::{self, AlexaReply};
+use crate::channels::common::ChannelReplies;
+use crate::dispatch::queue::CallResult;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -30,7 +33,6 @@ use crate::channels::common::route::Outcome;
 use crate::channels::common::{
     contract, ChannelError, ChannelRoute, Delivery, Handled, Registered, RouteCore,
 };
-use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::route::skills::Skill;
 use crate::server::{AppState, CallId, RawBody};
@@ -68,7 +70,15 @@ impl Registered for AlexaRoute {
 }
 
 impl ChannelRoute for AlexaRoute {
-    const TRIGGER: Trigger = Trigger::Alexa;
+    type Reply = AlexaReply;
+
+    async fn deliver(
+        replies: &ChannelReplies,
+        reply: AlexaReply,
+        result: &CallResult,
+    ) -> Result<(), String> {
+        conversation::deliver(&replies.alexa, &replies.store, &reply, result).await
+    }
 
     /// Verifies the request (Amazon's chain and signature, or only the skill id for a
     /// `verify: false` skill) and speaks the skill's answer. Amazon wants every refusal

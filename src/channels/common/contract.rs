@@ -3,7 +3,8 @@
 //! routes and answers it ([`ChannelRoute::serve`]), and the outcome goes out counted and
 //! logged as accepted, duplicate or refused, with refusals answered by their status
 //! ([`RouteCore::finish`]). A channel implements [`ChannelRoute`] on its checked route and
-//! registers itself with one line in `channels/mod.rs`; this handler does the rest.
+//! registers itself with one line in `channels/mod.rs`; this handler does the rest. A late
+//! reply ([`ChannelRoute::deliver`]) comes back to the channel that wrote it by name.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,8 +16,13 @@ use axum::Extension;
 use bytes::Bytes;
 use http::request::Parts;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::reply::ChannelReplies;
 use super::route::{ChannelError, Outcome, RouteCore};
 use super::unknown_route;
+use crate::dispatch::queue::CallResult;
 use crate::dispatch::Trigger;
 use crate::server::{AppState, CallId};
 
@@ -63,13 +69,30 @@ impl<'a> Delivery<'a> {
     }
 }
 
-/// A checked route of one channel: what it does with a delivery.
+/// A checked route of one channel: what it does with a delivery, and with a late result.
+///
+/// [`NoReply`]: super::reply::NoReply
 pub trait ChannelRoute: Registered {
-    /// What its calls are recorded as.
-    const TRIGGER: Trigger;
+    /// What its calls are recorded as: the channel's name unless it says otherwise.
+    const TRIGGER: Trigger = Trigger::Channel(Self::NAME);
+
+    /// What a late reply of this channel keeps in the queue row, to be delivered once the
+    /// call finishes; names routes and ids, never a secret. [`NoReply`] for a channel that
+    /// answers only while the request is open.
+    type Reply: Serialize + DeserializeOwned + Send + Sync;
 
     /// Verifies the delivery for `route`, routes it and answers.
     fn serve(route: &Arc<Self>, delivery: Delivery<'_>) -> impl Future<Output = Handled> + Send;
+
+    /// Delivers `result` where `reply` says, after the queue has run the call.
+    fn deliver(
+        replies: &ChannelReplies,
+        reply: Self::Reply,
+        result: &CallResult,
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = (replies, reply, result);
+        async { Err(format!("the {} channel has no late replies", Self::NAME)) }
+    }
 }
 
 /// `POST /{R::NAME}/{name}`: every channel's request skeleton.

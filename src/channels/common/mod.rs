@@ -22,7 +22,7 @@ use crate::store::StoreError;
 pub use super::{Channels, ChannelsConfig};
 pub use contract::{ChannelRoute, Delivery, Handled, Registered};
 pub use delivery::{queued_call, ChannelCall, Outbound};
-pub use reply::{ChannelReplies, ReplyTo};
+pub use reply::{ChannelReplies, NoReply, ReplyTo};
 pub use route::{ChannelError, RouteCore};
 pub use secrets::Secrets;
 
@@ -287,6 +287,25 @@ macro_rules! webhook_channels {
                     }
                 )*
                 Ok(channels)
+            }
+
+            /// What each webhook channel's calls are recorded as.
+            pub const TRIGGERS: &'static [crate::dispatch::Trigger] =
+                &[$( <$route as common::ChannelRoute>::TRIGGER, )*];
+
+            /// Delivers a late reply through the webhook channel that wrote it; `None`
+            /// when no webhook channel has that name.
+            pub async fn deliver(
+                replies: &common::ChannelReplies,
+                reply: common::ReplyTo,
+                result: &crate::dispatch::queue::CallResult,
+            ) -> Option<Result<(), String>> {
+                $(
+                    if reply.channel() == <$route as common::Registered>::NAME {
+                        return Some(common::reply::deliver_to::<$route>(replies, reply, result).await);
+                    }
+                )*
+                None
             }
 
             /// Every route's common part, for `GET /system/channels`.

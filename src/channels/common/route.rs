@@ -316,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_too_large() {
-        let core = RouteCore::new("hooks", Trigger::Hook, "h", 4, 1);
+        let core = RouteCore::new("hooks", Trigger::Channel("hook"), "h", 4, 1);
         assert_eq!(
             &core.read_body(Body::from("1234")).await.unwrap()[..],
             b"1234"
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn permits_run_out_and_come_back() {
-        let core = RouteCore::new("hooks", Trigger::Hook, "h", 4, 1);
+        let core = RouteCore::new("hooks", Trigger::Channel("hook"), "h", 4, 1);
         let permit = core.permit().unwrap();
         assert!(matches!(core.permit(), Err(ChannelError::Overloaded)));
         assert_eq!(core.summary().inflight, 1);

@@ -9,6 +9,7 @@
 
 pub mod verify;
 
+use crate::channels::common::ChannelReplies;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,6 @@ use super::common::{
 };
 use super::Channels;
 use crate::dispatch::queue::{CallResult, Submitted};
-use crate::dispatch::Trigger;
 use crate::function::FunctionName;
 
 /// Discord's API base.
@@ -188,7 +188,15 @@ fn path_safe(text: &str) -> bool {
 }
 
 impl ChannelRoute for DiscordRoute {
-    const TRIGGER: Trigger = Trigger::Discord;
+    type Reply = DiscordReply;
+
+    async fn deliver(
+        replies: &ChannelReplies,
+        reply: DiscordReply,
+        result: &CallResult,
+    ) -> Result<(), String> {
+        deliver(&replies.channels, &reply, result).await
+    }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();
@@ -248,7 +256,7 @@ impl ChannelRoute for DiscordRoute {
             route: &route.core,
             function,
             call,
-            reply: Some(ReplyTo::Discord(reply)),
+            reply: Some(ReplyTo::new::<DiscordRoute>(&reply)),
             dedupe: delivery.as_deref(),
             wait: Some(route.ack_budget),
             answers: true,

@@ -5,6 +5,7 @@
 //! within the budget, 202 when it carries on from the queue; the reply goes out either way
 //! once the function is done ([`deliver`]).
 
+use crate::channels::common::ChannelReplies;
 use std::sync::Arc;
 
 use axum::response::IntoResponse;
@@ -22,7 +23,6 @@ use crate::channels::common::{
     contract, ChannelCall, ChannelError, ChannelRoute, Channels, Delivery, Handled, ReplyTo,
 };
 use crate::dispatch::queue::{CallResult, Submitted};
-use crate::dispatch::Trigger;
 
 /// Where a GitHub delivery's result goes: a comment or labels on an issue or pull request,
 /// made with the route's credentials.
@@ -52,7 +52,15 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Cha
 }
 
 impl ChannelRoute for GitHubRoute {
-    const TRIGGER: Trigger = Trigger::Github;
+    type Reply = GitHubReply;
+
+    async fn deliver(
+        replies: &ChannelReplies,
+        reply: GitHubReply,
+        result: &CallResult,
+    ) -> Result<(), String> {
+        deliver(&replies.channels, &reply, result).await
+    }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();
@@ -95,7 +103,7 @@ impl ChannelRoute for GitHubRoute {
         let reply = match route.reply {
             ReplyKind::None => None,
             kind => match Target::of(&payload) {
-                Ok(target) => Some(ReplyTo::GitHub(GitHubReply {
+                Ok(target) => Some(ReplyTo::new::<GitHubRoute>(&GitHubReply {
                     app: route.core.name.clone(),
                     kind,
                     repo: target.repo,

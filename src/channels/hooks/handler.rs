@@ -3,6 +3,7 @@
 //! status, headers and body go out as the answer, or 202 when the hook is `async` (the call
 //! is then queued durably, deduplicated by `webhook-id` in the same commit).
 
+use crate::channels::common::NoReply;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -40,7 +41,9 @@ contract::endpoint! {
 }
 
 impl ChannelRoute for HookRoute {
-    const TRIGGER: Trigger = Trigger::Hook;
+    type Reply = NoReply;
+
+    const TRIGGER: Trigger = Trigger::Channel("hook");
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();
@@ -145,7 +148,7 @@ impl ChannelRoute for HookRoute {
         let result = state
             .registry
             .dispatcher
-            .invoke(&route.function, Trigger::Hook, call)
+            .invoke(&route.function, HookRoute::TRIGGER, call)
             .await;
         drop(permit);
         let answer = match result {

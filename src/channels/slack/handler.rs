@@ -5,6 +5,8 @@
 //! command or view submission finishes within the route's budget — and other results
 //! follow from the queue ([`super::reply::deliver`]).
 
+use crate::channels::common::ChannelReplies;
+use crate::dispatch::queue::CallResult;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -23,7 +25,6 @@ use crate::channels::common::{
     contract, ChannelCall, ChannelError, ChannelRoute, Delivery, Handled, ReplyTo,
 };
 use crate::dispatch::queue::Submitted;
-use crate::dispatch::Trigger;
 use crate::egress::EgressPolicy;
 use crate::server::AppState;
 
@@ -38,7 +39,15 @@ contract::endpoint! {
 }
 
 impl ChannelRoute for SlackRoute {
-    const TRIGGER: Trigger = Trigger::Slack;
+    type Reply = SlackReply;
+
+    async fn deliver(
+        replies: &ChannelReplies,
+        reply: SlackReply,
+        result: &CallResult,
+    ) -> Result<(), String> {
+        super::reply::deliver(&replies.channels, &reply, result).await
+    }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();
@@ -94,7 +103,7 @@ fn to_response_url(
         tracing::warn!(channel = "slack", route = %route.core.name, error = e, "response_url refused; a late result has nowhere to go");
         return None;
     }
-    Some(ReplyTo::Slack(SlackReply::ResponseUrl {
+    Some(ReplyTo::new::<SlackRoute>(&SlackReply::ResponseUrl {
         app: route.core.name.clone(),
         url: url.to_owned(),
         response_type: route.response_type,
@@ -211,7 +220,7 @@ fn to_channel(route: &SlackRoute, event: &Value) -> Option<ReplyTo> {
     } else {
         None
     };
-    Some(ReplyTo::Slack(SlackReply::PostMessage {
+    Some(ReplyTo::new::<SlackRoute>(&SlackReply::PostMessage {
         app: route.core.name.clone(),
         channel: channel.to_owned(),
         thread_ts,

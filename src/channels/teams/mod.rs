@@ -7,6 +7,7 @@
 
 pub mod verify;
 
+use crate::channels::common::NoReply;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,6 @@ use super::common::{
     ChannelError, ChannelRoute, ConfigError, Delivery, Handled, RouteCore,
 };
 use crate::dispatch::queue::{CallResult, Submitted};
-use crate::dispatch::Trigger;
 use crate::function::FunctionName;
 use crate::verify::{check_window, TOLERANCE_SECS};
 
@@ -174,7 +174,7 @@ pub(crate) fn read_activity(body: &[u8], now: i64) -> Result<Activity, ChannelEr
 }
 
 impl ChannelRoute for TeamsRoute {
-    const TRIGGER: Trigger = Trigger::Teams;
+    type Reply = NoReply;
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();

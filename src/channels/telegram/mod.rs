@@ -9,6 +9,7 @@
 
 pub mod verify;
 
+use crate::channels::common::ChannelReplies;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -31,7 +32,6 @@ use super::common::{
 use super::Channels;
 use crate::auth::scope;
 use crate::dispatch::queue::{CallResult, Submitted};
-use crate::dispatch::Trigger;
 use crate::error::ApiError;
 use crate::function::FunctionName;
 use crate::server::AppState;
@@ -248,7 +248,15 @@ fn command_to(text: &str) -> Option<(String, Option<&str>, &str)> {
 }
 
 impl ChannelRoute for TelegramRoute {
-    const TRIGGER: Trigger = Trigger::Telegram;
+    type Reply = TelegramReply;
+
+    async fn deliver(
+        replies: &ChannelReplies,
+        reply: TelegramReply,
+        result: &CallResult,
+    ) -> Result<(), String> {
+        deliver(&replies.channels, &reply, result).await
+    }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();
@@ -306,7 +314,7 @@ impl ChannelRoute for TelegramRoute {
             route: &route.core,
             function,
             call,
-            reply: Some(ReplyTo::Telegram(reply)),
+            reply: Some(ReplyTo::new::<TelegramRoute>(&reply)),
             dedupe: delivery.as_deref(),
             wait: Some(route.ack_budget),
             answers: true,

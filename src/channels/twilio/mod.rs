@@ -9,6 +9,7 @@
 
 pub mod verify;
 
+use crate::channels::common::NoReply;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,6 @@ use super::common::{
     contract, invalid, BuildContext, ByteSize, ChannelError, ChannelRoute, ConfigError, Delivery,
     Handled, RouteCore,
 };
-use crate::dispatch::Trigger;
 use crate::server::AppState;
 
 /// How long one request waits for a slow function's answer before redirecting again
@@ -125,7 +125,7 @@ contract::endpoint! {
 }
 
 impl ChannelRoute for TwilioRoute {
-    const TRIGGER: Trigger = Trigger::Twilio;
+    type Reply = NoReply;
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
         let (state, call_id, parts, body, delivery) = d.into_parts();

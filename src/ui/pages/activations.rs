@@ -59,7 +59,8 @@ pub async fn activations(
         .activations(function.as_ref(), ACTIVATIONS_SCANNED)
         .await?;
     let mut triggers: Vec<&str> = all.iter().map(|a| a.trigger.as_str()).collect();
-    triggers.extend(Trigger::ALL.map(Trigger::as_str));
+    let known = Trigger::all();
+    triggers.extend(known.iter().map(|t| t.as_str()));
     triggers.sort_unstable();
     triggers.dedup();
     let rows: Vec<Value> = all
