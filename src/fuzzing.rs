@@ -402,7 +402,7 @@ fn collapse(text: &str) -> String {
 pub fn slack_request(data: &[u8]) {
     let (headers, body) = message(data);
     let result = crate::channels::slack::verify::verify(&[SECRET], &headers, body, NOW);
-    let report = verify::explain(verify::Kind::Slack, SECRET, &headers, body, NOW);
+    let report = verify::explain(verify::Kind::Channel("slack"), SECRET, &headers, body, NOW);
     assert_eq!(report.passed(), result.is_ok());
     if result.is_ok() {
         let ts = header_text(&headers, "x-slack-request-timestamp");
@@ -445,7 +445,7 @@ fn header_text(headers: &HeaderMap, name: &str) -> String {
 pub fn github_delivery(data: &[u8]) {
     let (headers, body) = message(data);
     let result = crate::channels::github::verify::verify(&[SECRET], &headers, body, NOW);
-    let report = verify::explain(verify::Kind::GitHub, SECRET, &headers, body, NOW);
+    let report = verify::explain(verify::Kind::Channel("github"), SECRET, &headers, body, NOW);
     assert_eq!(report.passed(), result.is_ok());
     if result.is_ok() {
         let sig = header_text(&headers, "x-hub-signature-256");
@@ -473,7 +473,7 @@ pub fn teams_activity(data: &[u8]) {
     let key = teams::verify::key(TEAMS_TOKEN.as_bytes()).expect("the fuzz token decodes");
     let result = teams::verify::verify(&[key], &headers, body);
     let report = verify::explain(
-        verify::Kind::Teams,
+        verify::Kind::Channel("teams"),
         TEAMS_TOKEN.as_bytes(),
         &headers,
         body,
@@ -512,7 +512,7 @@ pub fn discord_interaction(data: &[u8]) {
     let key: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
     let result = discord::verify::verify(&[key], &headers, body, NOW);
     let report = verify::explain(
-        verify::Kind::Discord,
+        verify::Kind::Channel("discord"),
         hex::encode(key).as_bytes(),
         &headers,
         body,
@@ -547,14 +547,15 @@ pub fn twilio_request(data: &[u8]) {
         body,
         false,
     );
-    let report = crate::verify::explain(
-        crate::verify::Kind::Twilio {
-            url: Some(TWILIO_URL.to_owned()),
+    let report = crate::verify::explain_request(
+        crate::verify::Kind::Channel("twilio"),
+        &crate::verify::Offline {
+            secret: SECRET,
+            headers: &headers,
+            body,
+            now: NOW,
+            url: Some(TWILIO_URL),
         },
-        SECRET,
-        &headers,
-        body,
-        NOW,
     );
     assert_eq!(report.passed(), result.is_ok());
     if result.is_ok() {
@@ -576,7 +577,13 @@ pub fn telegram_update(data: &[u8]) {
     use crate::channels::telegram;
     let (headers, body) = message(data);
     let result = telegram::verify::verify(&[TELEGRAM_TOKEN.to_vec()], &headers);
-    let report = verify::explain(verify::Kind::Telegram, TELEGRAM_TOKEN, &headers, body, NOW);
+    let report = verify::explain(
+        verify::Kind::Channel("telegram"),
+        TELEGRAM_TOKEN,
+        &headers,
+        body,
+        NOW,
+    );
     assert_eq!(report.passed(), result.is_ok());
     if result.is_ok() {
         assert_eq!(
@@ -602,7 +609,7 @@ pub fn standard_webhook(data: &[u8]) {
     let (headers, body) = message(data);
     let result = crate::channels::hooks::verify::verify(&[STANDARD_SECRET], &headers, body, NOW);
     let report = verify::explain(
-        verify::Kind::Standard,
+        verify::Kind::Channel("standard"),
         STANDARD_SECRET.as_bytes(),
         &headers,
         body,

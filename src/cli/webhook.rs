@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Output;
-use crate::verify::{explain, Kind, Report};
+use crate::verify::{explain_request, Kind, Offline, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
@@ -89,11 +89,14 @@ pub fn verify(args: VerifyArgs, output: Output) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--at {at:?} is neither an RFC 3339 time nor unix seconds"))?,
         None => chrono::Utc::now(),
     };
-    let kind = match args.kind {
-        Kind::Twilio { .. } => Kind::Twilio { url: args.url },
-        kind => kind,
+    let request = Offline {
+        secret: &secret,
+        headers: &headers,
+        body: &body,
+        now: now.timestamp(),
+        url: args.url.as_deref(),
     };
-    let mut report = explain(kind, &secret, &headers, &body, now.timestamp());
+    let mut report = explain_request(args.kind, &request);
     report.at = args.at.is_some().then_some(now);
     print_report(&report, output)?;
     Ok(if report.passed() {

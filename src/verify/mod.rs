@@ -30,8 +30,11 @@ use subtle::ConstantTimeEq;
 pub use report::{Report, Status, Step, Verdict};
 
 // Each platform's check lives with its channel; `verify` keeps what they share.
+#[cfg(test)]
 use crate::channels::github::verify as github;
+#[cfg(test)]
 use crate::channels::hooks::verify as standard;
+#[cfg(test)]
 use crate::channels::slack::verify as slack;
 
 /// How far a signed timestamp may be from `now`, in either direction: 5 minutes, as Slack and
@@ -241,19 +244,11 @@ pub(crate) fn check_secrets<S: AsRef<[u8]>>(secrets: &[S]) -> Result<(), VerifyE
 /// The scheme `hark webhook verify --kind` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Slack,
-    GitHub,
-    Standard,
-    /// Discord interactions; the "secret" is the application's public key (hex).
-    Discord,
-    /// Microsoft Teams outgoing webhooks; the secret is the security token, as shown.
-    Teams,
-    /// Telegram bot webhooks; the secret is the webhook's secret token.
-    Telegram,
-    /// Twilio; the secret is the auth token, `url` the URL Twilio called (`--url`).
-    Twilio {
-        url: Option<String>,
-    },
+    /// A channel's own check, by the name it registers
+    /// ([`crate::channels::common::ChannelRoute::VERIFY_KIND`]): `slack`, `github`,
+    /// `standard` (hooks), `discord` (the "secret" is the public key), `teams`,
+    /// `telegram`, `twilio` (with the URL Twilio called).
+    Channel(&'static str),
     /// Plain payload HMAC. `header` is the header carrying the signature; when `None`,
     /// [`hmac::DEFAULT_HEADERS`] are tried in order.
     Hmac {
@@ -265,16 +260,17 @@ pub enum Kind {
 /// The `--kind` value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown webhook kind {0:?}: expected slack, github, standard, discord, teams, telegram, twilio, or \
-     hmac-sha1|hmac-sha256|hmac-sha512 (optionally followed by :HEADER-NAME)"
+    "unknown webhook kind {0:?}: expected {kinds}, or hmac-sha1|hmac-sha256|hmac-sha512 \
+     (optionally followed by :HEADER-NAME)",
+    kinds = crate::channels::Channels::VERIFY_KINDS.join(", ")
 )]
 pub struct UnknownKind(pub String);
 
 impl FromStr for Kind {
     type Err = UnknownKind;
 
-    /// `slack`, `github`, `standard` (or `standard-webhooks`), `hmac-sha256`, and
-    /// `hmac-sha256:X-Signature` to name the signature header. Case-insensitive.
+    /// A channel's kind (`slack`, `standard` or `standard-webhooks`...), `hmac-sha256`,
+    /// and `hmac-sha256:X-Signature` to name the signature header. Case-insensitive.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let unknown = || UnknownKind(s.to_string());
         let (name, header) = match s.split_once(':') {
@@ -282,19 +278,16 @@ impl FromStr for Kind {
             None => (s, None),
         };
         let name = name.trim().to_ascii_lowercase();
-        let simple = match name.as_str() {
-            "slack" => Some(Kind::Slack),
-            "github" => Some(Kind::GitHub),
-            "standard" | "standard-webhooks" | "standardwebhooks" => Some(Kind::Standard),
-            "teams" => Some(Kind::Teams),
-            "discord" => Some(Kind::Discord),
-            "telegram" => Some(Kind::Telegram),
-            "twilio" => Some(Kind::Twilio { url: None }),
-            _ => None,
+        let name = match name.as_str() {
+            "standard-webhooks" | "standardwebhooks" => "standard",
+            name => name,
         };
-        if let Some(kind) = simple {
+        let channel = crate::channels::Channels::VERIFY_KINDS
+            .iter()
+            .find(|kind| **kind == name);
+        if let Some(kind) = channel {
             return if header.is_none() {
-                Ok(kind)
+                Ok(Kind::Channel(kind))
             } else {
                 Err(unknown())
             };
@@ -315,13 +308,7 @@ impl FromStr for Kind {
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Kind::Slack => f.write_str("slack"),
-            Kind::GitHub => f.write_str("github"),
-            Kind::Standard => f.write_str("standard"),
-            Kind::Teams => f.write_str("teams"),
-            Kind::Discord => f.write_str("discord"),
-            Kind::Telegram => f.write_str("telegram"),
-            Kind::Twilio { .. } => f.write_str("twilio"),
+            Kind::Channel(name) => f.write_str(name),
             Kind::Hmac {
                 algorithm,
                 header: None,
@@ -359,6 +346,32 @@ pub(crate) fn conclude(report: &mut Report, outcome: Result<Verified, VerifyErro
 /// Explains whether a delivery signed with `secret` passes the `kind` check at time `now`.
 /// Backs `hark webhook verify --kind K --secret S --body FILE -H 'Name: value'... [--at T]`.
 pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> Report {
+    explain_request(
+        kind,
+        &Offline {
+            secret,
+            headers,
+            body,
+            now,
+            url: None,
+        },
+    )
+}
+
+/// A request as a platform sent it, for [`explain_request`].
+pub struct Offline<'a> {
+    pub secret: &'a [u8],
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// Unix seconds the check runs at.
+    pub now: i64,
+    /// The URL the platform called, for schemes that sign it (Twilio).
+    pub url: Option<&'a str>,
+}
+
+/// [`explain`] with every part of the request, the URL included.
+pub fn explain_request(kind: Kind, request: &Offline<'_>) -> Report {
+    let secret = request.secret;
     let mut report = Report::new(kind.to_string());
     conclude(&mut report, Err(VerifyError::NoSecrets));
     if secret.is_empty() {
@@ -370,32 +383,18 @@ pub fn explain(kind: Kind, secret: &[u8], headers: &HeaderMap, body: &[u8], now:
         ));
     }
     match kind {
-        Kind::Slack => slack::explain_into(&mut report, secret, headers, body, now),
-        Kind::GitHub => github::explain_into(&mut report, secret, headers, body),
-        Kind::Standard => standard::explain_into(&mut report, secret, headers, body, now),
-        Kind::Discord => {
-            crate::channels::discord::verify::explain_into(&mut report, secret, headers, body, now)
-        }
-        Kind::Teams => {
-            crate::channels::teams::verify::explain_into(&mut report, secret, headers, body)
-        }
-        Kind::Twilio { url } => crate::channels::twilio::verify::explain_into(
-            &mut report,
-            secret,
-            headers,
-            url.as_deref(),
-            body,
-        ),
-        Kind::Telegram => {
-            crate::channels::telegram::verify::explain_into(&mut report, secret, headers)
+        Kind::Channel(name) => {
+            if !crate::channels::Channels::explain(name, &mut report, request) {
+                report.fail(format!("no channel checks {name:?} requests"));
+            }
         }
         Kind::Hmac { algorithm, header } => hmac::explain_into(
             &mut report,
             algorithm,
             header.as_deref(),
             secret,
-            headers,
-            body,
+            request.headers,
+            request.body,
         ),
     }
     report
@@ -572,7 +571,7 @@ mod tests {
             let valid = case["valid"].as_bool().expect("valid");
             let got = slack::verify(&[secret], &h, body, now);
             assert_eq!(got.is_ok(), valid, "{}: {got:?}", case["name"]);
-            let report = explain(Kind::Slack, secret.as_bytes(), &h, body, now);
+            let report = explain(Kind::Channel("slack"), secret.as_bytes(), &h, body, now);
             assert_eq!(
                 report.verdict,
                 Some(verdict_of(&got)),
@@ -596,7 +595,7 @@ mod tests {
             // The same header is a plain sha256 payload HMAC with the `sha256=` prefix.
             let plain = hmac::verify_signature(hmac::Algorithm::Sha256, &[secret], sig, body);
             assert_eq!(plain.is_ok(), valid, "{} as hmac-sha256", case["name"]);
-            let report = explain(Kind::GitHub, secret.as_bytes(), &h, body, 0);
+            let report = explain(Kind::Channel("github"), secret.as_bytes(), &h, body, 0);
             assert_eq!(report.passed(), valid, "{}: explain", case["name"]);
             *counts.entry("github").or_insert(0) += 1;
         }
@@ -623,7 +622,7 @@ mod tests {
                 assert_eq!(v.id.as_deref(), Some(s(case, "webhook_id")));
                 assert_eq!(v.timestamp, Some(ts));
             }
-            let report = explain(Kind::Standard, secret.as_bytes(), &h, body, now);
+            let report = explain(Kind::Channel("standard"), secret.as_bytes(), &h, body, now);
             assert_eq!(
                 report.verdict,
                 Some(verdict_of(&got)),
@@ -736,6 +735,10 @@ mod tests {
             "slack",
             "github",
             "standard",
+            "discord",
+            "teams",
+            "telegram",
+            "twilio",
             "hmac-sha1",
             "hmac-sha256",
             "hmac-sha512",
@@ -743,7 +746,10 @@ mod tests {
             let kind: Kind = text.parse().expect(text);
             assert_eq!(kind.to_string(), text);
         }
-        assert_eq!("Standard-Webhooks".parse::<Kind>(), Ok(Kind::Standard));
+        assert_eq!(
+            "Standard-Webhooks".parse::<Kind>(),
+            Ok(Kind::Channel("standard"))
+        );
         assert_eq!(
             "hmac-sha256:X-Signature".parse::<Kind>(),
             Ok(Kind::Hmac {
@@ -771,14 +777,14 @@ mod tests {
         let sig = slack::sign(secret, ts, body);
         let h = headers(&[(slack::TIMESTAMP, ts.to_string()), (slack::SIGNATURE, sig)]);
 
-        let ok = explain(Kind::Slack, secret, &h, body, ts + 10);
+        let ok = explain(Kind::Channel("slack"), secret, &h, body, ts + 10);
         assert!(ok.passed(), "{ok}");
         assert!(ok.steps.iter().all(|s| s.status != Status::Fail), "{ok}");
         assert!(ok.to_string().ends_with("result: PASS (secret #0)"), "{ok}");
 
         // A body file saved with a trailing newline: the report says so.
         let with_newline = [&body[..], b"\n"].concat();
-        let bad = explain(Kind::Slack, secret, &h, &with_newline, ts);
+        let bad = explain(Kind::Channel("slack"), secret, &h, &with_newline, ts);
         assert!(!bad.passed());
         let text = bad.to_string();
         assert!(text.contains("trailing newline"), "{text}");
@@ -788,7 +794,7 @@ mod tests {
         assert!(!text.contains(&full[3..]), "{text}");
 
         // Stale: the window fails, the signature is still checked, and --at is suggested.
-        let stale = explain(Kind::Slack, secret, &h, body, ts + 3600);
+        let stale = explain(Kind::Channel("slack"), secret, &h, body, ts + 3600);
         let text = stale.to_string();
         assert!(!stale.passed());
         assert!(text.contains("--at 1531420618"), "{text}");
@@ -800,7 +806,7 @@ mod tests {
         let body = b"{}";
         let sig = github::sign(b"s3cret", body);
         let h = headers(&[(github::SIGNATURE_256, sig)]);
-        let r = explain(Kind::GitHub, b"s3cret\n", &h, body, 0);
+        let r = explain(Kind::Channel("github"), b"s3cret\n", &h, body, 0);
         assert!(!r.passed());
         assert!(
             r.to_string()

@@ -212,24 +212,7 @@ async fn twilio_conformance_vectors_through_the_real_endpoint() {
         let name = vector["name"].as_str().unwrap();
         let url = vector["url"].as_str().unwrap();
         let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-        let mut params = Vec::new();
-        for (k, v) in vector["params"].as_object().unwrap() {
-            match v {
-                serde_json::Value::Array(values) => {
-                    for v in values {
-                        params.push((k.clone(), v.as_str().unwrap().to_owned()));
-                    }
-                }
-                v => params.push((k.clone(), v.as_str().unwrap().to_owned())),
-            }
-        }
-        let (body, content_type) = match vector["raw_body"].as_str() {
-            Some(raw) => (raw.to_owned(), "application/json"),
-            None => (
-                serde_urlencoded::to_string(&params).unwrap(),
-                "application/x-www-form-urlencoded",
-            ),
-        };
+        let (body, content_type) = vector_body(vector);
         let mut headers = vec![
             (
                 "x-twilio-signature",
@@ -257,45 +240,66 @@ async fn twilio_conformance_vectors_through_the_real_endpoint() {
     }
 }
 
+/// A vector's body and content type: its raw JSON body, or its parameters form-encoded
+/// (a repeated parameter once per value).
+fn vector_body(vector: &serde_json::Value) -> (String, &'static str) {
+    if let Some(raw) = vector["raw_body"].as_str() {
+        return (raw.to_owned(), "application/json");
+    }
+    let mut params = Vec::new();
+    for (k, v) in vector["params"].as_object().unwrap() {
+        match v {
+            serde_json::Value::Array(values) => {
+                for v in values {
+                    params.push((k.clone(), v.as_str().unwrap().to_owned()));
+                }
+            }
+            v => params.push((k.clone(), v.as_str().unwrap().to_owned())),
+        }
+    }
+    (
+        serde_urlencoded::to_string(&params).unwrap(),
+        "application/x-www-form-urlencoded",
+    )
+}
+
+/// Every Twilio vector passes `hark webhook verify` with the URL Twilio called, and fails
+/// with a changed URL, a changed body or another auth token.
 #[test]
-fn hark_webhook_verify_checks_twilio_signatures() {
+fn hark_webhook_verify_checks_every_twilio_vector() {
     let Some(doc) = hark::verify::conformance("channels.json") else {
         return;
     };
-    let vector = &doc["twilio"]["vectors"][0];
     let dir = tempfile::tempdir().unwrap();
-    let body = dir.path().join("body.txt");
-    let params: Vec<(String, String)> = vector["params"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    std::fs::write(&body, serde_urlencoded::to_string(&params).unwrap()).unwrap();
-    let run = |url: &str| {
-        Command::new(hark_bin())
-            .args([
-                "webhook", "verify", "--kind", "twilio", "--secret", "12345", "--url", url,
-            ])
-            .arg("--body")
-            .arg(&body)
-            .args([
-                "-H",
-                &format!(
-                    "X-Twilio-Signature: {}",
-                    vector["expected_x_twilio_signature"].as_str().unwrap()
-                ),
-            ])
-            .output()
-            .unwrap()
-    };
-    let url = vector["url"].as_str().unwrap();
-    let passed = run(url);
-    let text = String::from_utf8_lossy(&passed.stdout);
-    assert!(passed.status.success(), "{text}");
-    assert!(text.contains("result: PASS"), "{text}");
-    let failed = run(&url.replace("https://", "http://"));
-    assert!(!failed.status.success());
+    let body_file = dir.path().join("body");
+    let vectors = doc["twilio"]["vectors"].as_array().unwrap();
+    assert!(vectors.len() >= 6);
+    for vector in vectors {
+        let name = vector["name"].as_str().unwrap();
+        let (body, _) = vector_body(vector);
+        let signature = vector["expected_x_twilio_signature"].as_str().unwrap();
+        let run = |url: &str, body: &str, token: &str| {
+            std::fs::write(&body_file, body).unwrap();
+            Command::new(hark_bin())
+                .args(["webhook", "verify", "--kind", "twilio", "--secret", token])
+                .args(["--url", url, "--body"])
+                .arg(&body_file)
+                .args(["-H", &format!("X-Twilio-Signature: {signature}")])
+                .output()
+                .unwrap()
+        };
+        let url = vector["url"].as_str().unwrap();
+        let passed = run(url, &body, "12345");
+        let text = String::from_utf8_lossy(&passed.stdout);
+        assert!(passed.status.success(), "{name}: {text}");
+        assert!(text.contains("result: PASS"), "{name}: {text}");
+        let other_url = url.replacen("myapp", "myapq", 1);
+        assert!(!run(&other_url, &body, "12345").status.success(), "{name}");
+        let other_body = body.replacen('1', "2", 1).replacen("value", "valuE", 1);
+        assert_ne!(other_body, body, "{name}");
+        assert!(!run(url, &other_body, "12345").status.success(), "{name}");
+        assert!(!run(url, &body, "12346").status.success(), "{name}");
+    }
 }
 
 /// `hark say --channel twilio` prints the TwiML a phone line of the skill would answer.

@@ -25,6 +25,7 @@ use super::unknown_route;
 use crate::dispatch::queue::CallResult;
 use crate::dispatch::Trigger;
 use crate::server::{AppState, CallId};
+use crate::verify::{Offline, Report};
 
 /// How a delivery ended: counted as accepted or duplicate, with the answer; or refused.
 pub type Handled = Result<(Outcome, Response), ChannelError>;
@@ -83,6 +84,17 @@ pub trait ChannelRoute: Registered {
 
     /// Verifies the delivery for `route`, routes it and answers.
     fn serve(route: &Arc<Self>, delivery: Delivery<'_>) -> impl Future<Output = Handled> + Send;
+
+    /// The `--kind` of `hark webhook verify` that runs [`ChannelRoute::explain`]: the
+    /// channel's name unless it says otherwise.
+    const VERIFY_KIND: &'static str = Self::NAME;
+
+    /// Explains step by step whether `request` passes this channel's check, for
+    /// `hark webhook verify` (offline: no gateway, the secret given on the command line).
+    fn explain(report: &mut Report, request: &Offline<'_>) {
+        let _ = request;
+        report.fail(format!("the {} channel has no offline check", Self::NAME));
+    }
 
     /// Delivers `result` where `reply` says, after the queue has run the call.
     fn deliver(

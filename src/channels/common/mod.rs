@@ -308,6 +308,26 @@ macro_rules! webhook_channels {
                 None
             }
 
+            /// The `--kind`s of `hark webhook verify` the webhook channels check.
+            pub const VERIFY_KINDS: &'static [&'static str] =
+                &[$( <$route as common::ChannelRoute>::VERIFY_KIND, )*];
+
+            /// Explains `request` by the check of the channel whose kind is `kind`;
+            /// `false` when no channel has that kind.
+            pub fn explain(
+                kind: &str,
+                report: &mut crate::verify::Report,
+                request: &crate::verify::Offline<'_>,
+            ) -> bool {
+                $(
+                    if kind == <$route as common::ChannelRoute>::VERIFY_KIND {
+                        <$route as common::ChannelRoute>::explain(report, request);
+                        return true;
+                    }
+                )*
+                false
+            }
+
             /// Every route's common part, for `GET /system/channels`.
             pub fn cores(&self) -> Vec<&common::RouteCore> {
                 let mut cores = Vec::new();

@@ -10,6 +10,7 @@
 pub mod verify;
 
 use crate::channels::common::ChannelReplies;
+use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,6 +189,10 @@ fn path_safe(text: &str) -> bool {
 }
 
 impl ChannelRoute for DiscordRoute {
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        verify::explain_into(report, r.secret, r.headers, r.body, r.now);
+    }
+
     type Reply = DiscordReply;
 
     async fn deliver(

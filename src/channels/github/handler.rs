@@ -6,6 +6,7 @@
 //! once the function is done ([`deliver`]).
 
 use crate::channels::common::ChannelReplies;
+use crate::verify::{Offline, Report};
 use std::sync::Arc;
 
 use axum::response::IntoResponse;
@@ -52,6 +53,10 @@ fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, Cha
 }
 
 impl ChannelRoute for GitHubRoute {
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        verify::explain_into(report, r.secret, r.headers, r.body);
+    }
+
     type Reply = GitHubReply;
 
     async fn deliver(

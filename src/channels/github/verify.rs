@@ -181,7 +181,7 @@ mod tests {
             verify(&["s"], &h, body, 0),
             Err(VerifyError::MissingHeader { .. })
         ));
-        let r = crate::verify::explain(crate::verify::Kind::GitHub, b"s", &h, body, 0);
+        let r = crate::verify::explain(crate::verify::Kind::Channel("github"), b"s", &h, body, 0);
         assert!(r.to_string().contains("legacy SHA-1"), "{r}");
     }
 }

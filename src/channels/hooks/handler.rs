@@ -4,6 +4,7 @@
 //! is then queued durably, deduplicated by `webhook-id` in the same commit).
 
 use crate::channels::common::NoReply;
+use crate::verify::{Offline, Report};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,6 +42,12 @@ contract::endpoint! {
 }
 
 impl ChannelRoute for HookRoute {
+    const VERIFY_KIND: &'static str = "standard";
+
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        super::verify::explain_into(report, r.secret, r.headers, r.body, r.now);
+    }
+
     type Reply = NoReply;
 
     const TRIGGER: Trigger = Trigger::Channel("hook");

@@ -434,7 +434,7 @@ mod tests {
     fn explain_hints_at_missing_prefix() {
         let h = signed(SECRET, BODY);
         let r = crate::verify::explain(
-            crate::verify::Kind::Standard,
+            crate::verify::Kind::Channel("standard"),
             SECRET.trim_start_matches("whsec_").as_bytes(),
             &h,
             BODY,

@@ -7,6 +7,7 @@
 
 use crate::channels::common::ChannelReplies;
 use crate::dispatch::queue::CallResult;
+use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -39,6 +40,10 @@ contract::endpoint! {
 }
 
 impl ChannelRoute for SlackRoute {
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        verify::explain_into(report, r.secret, r.headers, r.body, r.now);
+    }
+
     type Reply = SlackReply;
 
     async fn deliver(

@@ -8,6 +8,7 @@
 pub mod verify;
 
 use crate::channels::common::NoReply;
+use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,6 +175,10 @@ pub(crate) fn read_activity(body: &[u8], now: i64) -> Result<Activity, ChannelEr
 }
 
 impl ChannelRoute for TeamsRoute {
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        verify::explain_into(report, r.secret, r.headers, r.body);
+    }
+
     type Reply = NoReply;
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {

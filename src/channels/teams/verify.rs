@@ -7,7 +7,7 @@ use base64::Engine;
 use http::HeaderMap;
 
 use crate::verify::hmac::{sign as sign_hmac, Algorithm};
-use crate::verify::{constant_time_eq, explain_mac, Report, Verified, VerifyError};
+use crate::verify::{constant_time_eq, explain_mac, single_header, Report, Verified, VerifyError};
 
 /// The header carrying the signature.
 pub const AUTHORIZATION: &str = "authorization";
@@ -35,18 +35,7 @@ fn sign_mac(key: &[u8], body: &[u8]) -> Vec<u8> {
 
 /// The MAC `Authorization: HMAC …` carries, decoded.
 fn sent_mac(headers: &HeaderMap) -> Result<Vec<u8>, VerifyError> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or(VerifyError::MissingHeader {
-        header: AUTHORIZATION.into(),
-    })?;
-    if values.next().is_some() {
-        return Err(VerifyError::DuplicateHeader {
-            header: AUTHORIZATION.into(),
-        });
-    }
-    let text = value
-        .to_str()
-        .map_err(|_| VerifyError::malformed(AUTHORIZATION, "not printable ASCII"))?;
+    let text = single_header(headers, AUTHORIZATION)?;
     let (scheme, mac) = text
         .trim()
         .split_once(' ')

@@ -10,6 +10,7 @@
 pub mod verify;
 
 use crate::channels::common::ChannelReplies;
+use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -248,6 +249,10 @@ fn command_to(text: &str) -> Option<(String, Option<&str>, &str)> {
 }
 
 impl ChannelRoute for TelegramRoute {
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        verify::explain_into(report, r.secret, r.headers);
+    }
+
     type Reply = TelegramReply;
 
     async fn deliver(

@@ -30,6 +30,8 @@ pub fn verify(tokens: &[Vec<u8>], headers: &HeaderMap) -> Result<Verified, Verif
     if tokens.is_empty() {
         return Err(VerifyError::Mismatch);
     }
+    // Not `verify::single_header`: the token is compared exactly as sent (no trimming),
+    // and an empty one is a wrong token (401), not a malformed header.
     let mut values = headers.get_all(SECRET_TOKEN).iter();
     let sent = values.next().ok_or(VerifyError::MissingHeader {
         header: SECRET_TOKEN.into(),

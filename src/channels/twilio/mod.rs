@@ -10,6 +10,7 @@
 pub mod verify;
 
 use crate::channels::common::NoReply;
+use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,6 +126,10 @@ contract::endpoint! {
 }
 
 impl ChannelRoute for TwilioRoute {
+    fn explain(report: &mut Report, r: &Offline<'_>) {
+        verify::explain_into(report, r.secret, r.headers, r.url, r.body);
+    }
+
     type Reply = NoReply;
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
