@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::discord_interaction(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("discord_interaction", data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::github_delivery(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("github_delivery", data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::slack_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("slack_request", data));

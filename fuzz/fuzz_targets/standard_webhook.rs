@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::standard_webhook(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("standard_webhook", data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::teams_activity(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("teams_activity", data));

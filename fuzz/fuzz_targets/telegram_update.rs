@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::telegram_update(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("telegram_update", data));

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::twilio_request(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| hark::fuzzing::run("twilio_request", data));

@@ -328,6 +328,15 @@ macro_rules! webhook_channels {
                 false
             }
 
+            /// Each webhook channel's fuzz target.
+            #[cfg(feature = "fuzzing")]
+            pub const FUZZ_TARGETS: &'static [(&'static str, crate::fuzzing::Target)] = &[$(
+                (
+                    <$route as crate::fuzzing::ChannelTarget>::TARGET,
+                    <$route as crate::fuzzing::ChannelTarget>::run,
+                ),
+            )*];
+
             /// Every route's common part, for `GET /system/channels`.
             pub fn cores(&self) -> Vec<&common::RouteCore> {
                 let mut cores = Vec::new();

@@ -7,6 +7,8 @@
 //! the result edits the original message through the webhook API when it is ready
 //! ([`deliver`]) — within the 15 minutes the interaction token lives, across restarts.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod verify;
 
 use crate::channels::common::ChannelReplies;

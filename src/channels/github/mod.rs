@@ -10,6 +10,8 @@
 //! <https://docs.github.com/en/webhooks/using-webhooks/best-practices-for-using-webhooks#respond-within-10-seconds>.
 
 pub mod api;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub(crate) mod handler;
 pub mod verify;
 

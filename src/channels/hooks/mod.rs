@@ -3,6 +3,8 @@
 //! trigger rule, or explicitly by nothing (`public: true`); the raw request goes to one
 //! function, and its answer goes out as the HTTP response (or 202 at once with `async: true`).
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub(crate) mod handler;
 pub mod verify;
 

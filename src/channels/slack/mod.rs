@@ -10,6 +10,8 @@
 //! <https://api.slack.com/interactivity/handling#acknowledgment_response>.
 
 pub mod api;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub(crate) mod handler;
 pub mod reply;
 pub mod verify;

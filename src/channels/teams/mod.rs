@@ -5,6 +5,8 @@
 //! waits 5 s and offers no way to answer later: a slower function gets the route's working
 //! message as the answer and finishes from the queue with its output kept in its activation.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod verify;
 
 use crate::channels::common::NoReply;

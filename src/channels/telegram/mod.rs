@@ -7,6 +7,8 @@
 //! and the bot token, retried, surviving a restart ([`deliver`]). `hark telegram
 //! set-webhook` registers the webhook with a fresh secret token ([`set_webhook`]).
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod verify;
 
 use crate::channels::common::ChannelReplies;

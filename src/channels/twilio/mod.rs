@@ -7,6 +7,8 @@
 //! budget gets its "still working" reply and a `<Redirect>` back here, where Hark waits for
 //! the answer the queue keeps for this caller, so the caller hears it without hanging up.
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod verify;
 
 use crate::channels::common::NoReply;
