@@ -1,9 +1,11 @@
 //! Fuzzing entry points: untrusted bytes in, nothing out. Each function feeds one parser that
 //! sees bytes from the internet (or from a file a user hands Hark) and panics only when an
 //! invariant that matters breaks — a forged input accepted, untrusted text escaping its SSML
-//! element, a parse error turned into a panic. The cargo-fuzz targets in `fuzz/` call them,
-//! and the corpus replay test (`tests/fuzz_corpus.rs`) runs the committed corpus through the
-//! same functions in `cargo test`.
+//! element, a parse error turned into a panic. The gateway's own targets are here; each
+//! channel's is in its folder (`channels/NAME/fuzz.rs`, a [`ChannelTarget`]). The cargo-fuzz
+//! targets in `fuzz/` call them, and the corpus replay test
+//! (`corpus_replays_without_a_failure`, below) runs the committed corpus through the same
+//! functions in `cargo test`.
 //!
 //! Several targets read their input as a small HTTP-like message, so seeds stay readable:
 //! header lines `Name: value`, an empty line, then the body ([`message`]).

@@ -16,13 +16,6 @@
 pub mod alexa;
 pub mod api;
 pub mod common;
-pub mod discord;
-pub mod github;
-pub mod hooks;
-pub mod slack;
-pub mod teams;
-pub mod telegram;
-pub mod twilio;
 
 use std::sync::Arc;
 
@@ -34,7 +27,9 @@ use crate::auth::scope;
 use crate::error::ApiError;
 use crate::server::AppState;
 
-// The webhook channels: one line each.
+// The webhook channels, one line each: the line declares the channel's module (its
+// folder) and registers its configuration, routes, triggers, late replies, offline check
+// and fuzz target.
 common::webhook_channels! {
     /// `POST /slack/{app}`.
     slack: slack::SlackRouteConfig => slack::SlackRoute, slack::handler::handle;
@@ -89,4 +84,33 @@ async fn list(
             .map(|c| c.summary())
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unique(names: &[&str]) -> bool {
+        let mut sorted = names.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.len() == names.len()
+    }
+
+    /// A channel registered under a name another already has would take its calls'
+    /// records, its late replies or its offline check.
+    #[test]
+    fn triggers_verify_kinds_and_fuzz_targets_are_each_unique() {
+        let triggers: Vec<&str> = crate::dispatch::Trigger::all()
+            .iter()
+            .map(|t| t.as_str())
+            .collect();
+        assert!(unique(&triggers), "{triggers:?}");
+        assert!(triggers.contains(&"alexa") && triggers.contains(&"hook"));
+        let kinds = Channels::VERIFY_KINDS;
+        assert!(unique(kinds), "{kinds:?}");
+        assert!(kinds.iter().all(|k| !k.starts_with("hmac-")), "{kinds:?}");
+        let targets: Vec<&str> = Channels::FUZZ_TARGETS.iter().map(|(t, _)| *t).collect();
+        assert!(unique(&targets), "{targets:?}");
+    }
 }

@@ -29,6 +29,14 @@ intents:
     function: slow
     input: { ask: slot }
     speech: "Your slot is {{ result.slot }}."
+  RememberIntent:
+    samples: ["remember me"]
+    function: remember
+    end_session: false
+    speech: "Noted."
+  WhoIntent:
+    samples: ["who am i"]
+    speech: "You are {% if session.name %}{{ session.name }}{% else %}nobody{% endif %}."
 "#;
 
 /// A site with the clinic skill, a slow function and the routes `extra` adds under
@@ -42,10 +50,14 @@ fn twilio_site(extra: &str) -> Site {
         "slow",
         "cat > /dev/null; sleep 2; echo '{\"slot\": \"Tuesday at nine\"}'",
     );
+    let remember = site.script(
+        "remember",
+        "cat > /dev/null; echo '{\"set_session\": {\"name\": \"Ada\"}}'",
+    );
     std::fs::write(
         site.path().join("hark.yml"),
         format!(
-            "functions:\n  slow:\n    fprocess: {slow}\nalexa:\n  skills: ./skills\nchannels:\n  twilio:\n    \
+            "functions:\n  slow:\n    fprocess: {slow}\n  remember:\n    fprocess: {remember}\nalexa:\n  skills: ./skills\nchannels:\n  twilio:\n    \
              line:\n      auth_tokens: [twilio-auth]\n      skill: clinic\n      public_url: {PUBLIC_URL}\n{extra}"
         ),
     )
@@ -184,6 +196,36 @@ async fn a_phone_call_is_answered_by_the_skill_turn_after_turn() {
     let stats: serde_json::Value = crate::channels::channel_stats(&gw, "twilio", "line").await;
     assert_eq!(stats["duplicates"], 1, "{stats}");
     assert_eq!(stats["refused"]["signature_mismatch"], 3, "{stats}");
+}
+
+/// One call is one skill session: what a turn sets in the session is there on the later
+/// turns of the same call (a slow function's wait between them included), and not in
+/// another call.
+#[tokio::test]
+async fn a_call_keeps_its_session_from_turn_to_turn() {
+    let site = twilio_site("");
+    let gw = site.start(&["--browser", "off"], &env());
+    let turn = |sid: &'static str, words: &'static str| {
+        let mut params = vec![("CallSid", sid), ("From", "+14155550111")];
+        if !words.is_empty() {
+            params.push(("SpeechResult", words));
+        }
+        params
+    };
+    call(&gw, "", &turn("CA7", "")).await;
+    let (_, twiml) = call(&gw, "turn=1", &turn("CA7", "remember me")).await;
+    assert!(twiml.contains("<Say>Noted.</Say></Gather>"), "{twiml}");
+    // A slow function between the turns: the session outlives the wait for its answer.
+    let (_, twiml) = call(&gw, "turn=2", &turn("CA7", "find me a slot")).await;
+    assert!(twiml.contains("wait=1</Redirect>"), "{twiml}");
+    let (_, twiml) = call(&gw, "turn=2&wait=1", &turn("CA7", "")).await;
+    assert!(twiml.contains("Your slot is Tuesday at nine."), "{twiml}");
+    let (_, twiml) = call(&gw, "turn=3", &turn("CA7", "who am i")).await;
+    assert!(twiml.contains("<Say>You are Ada.</Say>"), "{twiml}");
+    // Another call of the same caller is another session.
+    call(&gw, "", &turn("CA8", "")).await;
+    let (_, twiml) = call(&gw, "turn=1", &turn("CA8", "who am i")).await;
+    assert!(twiml.contains("<Say>You are nobody.</Say>"), "{twiml}");
 }
 
 /// Every Twilio vector of `channels.json` as a route of its own, whose `public_url` is the

@@ -176,6 +176,9 @@ pub struct AlexaChannel {
     pub progressive: reqwest::Client,
     /// The origins `apiEndpoint` may name ([`ALEXA_API_ORIGINS`]; tests add a local one).
     api_origins: Vec<url::Origin>,
+    /// Woken each time a late answer is stored for a user's next turn, so a phone call
+    /// waiting for one (Twilio's redirect) hears it at once.
+    pub pending_stored: tokio::sync::Notify,
 }
 
 impl AlexaChannel {
@@ -219,6 +222,7 @@ impl AlexaChannel {
             routes,
             progressive: Arc::new(EgressPolicy::strict()).client(PROGRESSIVE_TIMEOUT),
             api_origins,
+            pending_stored: tokio::sync::Notify::new(),
         })
     }
 

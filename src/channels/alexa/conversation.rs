@@ -572,6 +572,7 @@ pub async fn deliver(
         .push_alexa_pending(&skill.name, &reply.user_id, pending)
         .await
         .map_err(|e| format!("late result could not be stored: {e}"))?;
+    alexa.pending_stored.notify_waiters();
     info!(channel = "alexa", skill = %skill.name, call_id = result.call_id, "late result stored for the next request");
     Ok(())
 }

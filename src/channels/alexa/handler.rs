@@ -11,8 +11,6 @@
 //! - `GET /system/skills`: the loaded skills.
 
 use super::conversation::{self, AlexaReply};
-use crate::channels::common::ChannelReplies;
-use crate::dispatch::queue::CallResult;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -30,9 +28,11 @@ use super::types::{RequestEnvelope, Response};
 use super::verify::SignatureHeaders;
 use crate::auth::scope;
 use crate::channels::common::route::Outcome;
+use crate::channels::common::ChannelReplies;
 use crate::channels::common::{
     contract, ChannelError, ChannelRoute, Delivery, Handled, Registered, RouteCore,
 };
+use crate::dispatch::queue::CallResult;
 use crate::error::ApiError;
 use crate::route::skills::Skill;
 use crate::server::{AppState, CallId, RawBody};
@@ -53,7 +53,7 @@ fn find_skill(state: &AppState, name: &str) -> Result<Arc<Skill>, ApiError> {
 }
 
 contract::endpoint! {
-    #[utoipa::path(post, path = "/alexa/{skill}", tag = "alexa", description = "Alexa Skills Kit requests for the skill named `skill` (skills/NAME/skill.yaml), verified by Amazon's certificate chain and `Signature-256`.", params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope (speech, card)", body = Object), (status = 400, description = "Verification failed or not an Alexa request", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over `alexa.max_body`", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The skill is at `alexa.max_inflight`", body = crate::channels::api::openapi::ErrorBody)))]
+    #[utoipa::path(post, path = "/alexa/{skill}", operation_id = "skill_request", tag = "alexa", description = "Alexa Skills Kit requests for the skill named `skill` (skills/NAME/skill.yaml), verified by Amazon's certificate chain and `Signature-256`.", params(("skill" = String, Path, description = "Skill name")), request_body(content = Object, description = "An Alexa request envelope", content_type = "application/json"), responses((status = 200, description = "An Alexa response envelope (speech, card)", body = Object), (status = 400, description = "Verification failed or not an Alexa request", body = crate::channels::api::openapi::ErrorBody), (status = 404, description = "No skill of that name", body = crate::channels::api::openapi::ErrorBody), (status = 413, description = "Body over `alexa.max_body`", body = crate::channels::api::openapi::ErrorBody), (status = 429, description = "The skill is at `alexa.max_inflight`", body = crate::channels::api::openapi::ErrorBody)))]
     AlexaRoute
 }
 

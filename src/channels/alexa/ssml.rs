@@ -1048,6 +1048,78 @@ fn plain_into(el: &Element, out: &mut String) {
     }
 }
 
+/// The elements TwiML's `<Say>` takes inside its text with Amazon Polly and Google voices,
+/// each with the attributes it takes
+/// (<https://www.twilio.com/docs/voice/twiml/say/text-speech#ssml-tags>).
+const TWIML_ELEMENTS: [(&str, &[&str]); 10] = [
+    ("break", &["strength", "time"]),
+    ("emphasis", &["level"]),
+    ("lang", &["xml:lang"]),
+    ("p", &[]),
+    ("phoneme", &["alphabet", "ph"]),
+    ("prosody", &["rate", "pitch", "volume"]),
+    ("s", &[]),
+    ("say-as", &["interpret-as", "format"]),
+    ("sub", &["alias"]),
+    ("w", &["role"]),
+];
+
+/// The attributes TwiML takes of element `el`, or `None` when `<Say>` does not take the
+/// element (Alexa's `say-as interpret-as="interjection"` included: Polly has no such).
+fn twiml_attributes(el: &Element) -> Option<&'static [&'static str]> {
+    let (_, attrs) = TWIML_ELEMENTS.iter().find(|(name, _)| *name == el.name)?;
+    if el.name == "say-as" && attr(el, "interpret-as") == Some("interjection") {
+        return None;
+    }
+    Some(attrs)
+}
+
+/// `ssml` reduced to what TwiML's `<Say>` takes, escaped and ready to sit inside it: the
+/// content of `<speak>`, with the elements of [`TWIML_ELEMENTS`] and the attributes each
+/// takes kept, `<audio>` dropped, and any other element (`amazon:emotion`, `voice`...)
+/// replaced by its content. A document that does not parse gives its plain words.
+pub fn to_twiml(ssml: &str) -> String {
+    match (Parser { s: ssml, pos: 0 }).parse_document() {
+        Ok(root) => {
+            let mut out = String::new();
+            for child in &root.children {
+                twiml_into(child, &mut out);
+            }
+            out.trim().to_owned()
+        }
+        Err(_) => escape(&to_plain_text(ssml)),
+    }
+}
+
+fn twiml_into(node: &XNode, out: &mut String) {
+    match node {
+        XNode::Text(text) => out.push_str(&escape(text)),
+        XNode::Element(el) if el.name == "audio" => {}
+        XNode::Element(el) if twiml_attributes(el).is_some() => {
+            let kept = twiml_attributes(el).unwrap_or_default();
+            out.push('<');
+            out.push_str(&el.name);
+            for (key, value) in el.attrs.iter().filter(|(k, _)| kept.contains(&k.as_str())) {
+                let _ = write!(out, " {key}=\"{}\"", escape(value));
+            }
+            if el.children.is_empty() {
+                out.push_str("/>");
+                return;
+            }
+            out.push('>');
+            for child in &el.children {
+                twiml_into(child, out);
+            }
+            let _ = write!(out, "</{}>", el.name);
+        }
+        XNode::Element(el) => {
+            for child in &el.children {
+                twiml_into(child, out);
+            }
+        }
+    }
+}
+
 /// The written form of `<say-as interpret-as="date">` with Alexa's `YYYYMMDD` text, where `?`
 /// stands for an unknown part: `????1204` reads "4th of December", `20261204` "4th of December
 /// 2026", `202612??` "December 2026". Other dates (with a `format`) are written as they are.
@@ -1153,6 +1225,26 @@ fn lenient_plain(ssml: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twiml_keeps_what_say_takes_and_drops_the_rest() {
+        let doc = "<speak>Hi <break time=\"1s\"/><emphasis level=\"strong\">Ada</emphasis>, \
+                   <amazon:emotion name=\"excited\" intensity=\"low\">booked</amazon:emotion> \
+                   <audio src=\"https://x.example/a.mp3\"/><say-as interpret-as=\"digits\">42</say-as> \
+                   a &amp; b &lt; c</speak>";
+        assert_eq!(
+            to_twiml(doc),
+            "Hi <break time=\"1s\"/><emphasis level=\"strong\">Ada</emphasis>, booked \
+             <say-as interpret-as=\"digits\">42</say-as> a &amp; b &lt; c"
+        );
+        assert_eq!(to_twiml("<speak>not closed & <b"), "not closed &amp;");
+        let alexa_only = "<speak><say-as interpret-as=\"interjection\">boom</say-as> \
+                          <prosody rate=\"slow\" amazon:max-duration=\"2s\">there</prosody></speak>";
+        assert_eq!(
+            to_twiml(alexa_only),
+            "boom <prosody rate=\"slow\">there</prosody>"
+        );
+    }
     use proptest::prelude::*;
 
     fn err(ssml: &str) -> SsmlError {

@@ -1,10 +1,12 @@
-//! The one shape of a webhook channel: a request for `POST /{channel}/{route}` comes in; the
+//! The one shape of a channel: a request for `POST /{channel}/{route}` comes in; the
 //! route is looked up, its body read within the route's limit, the channel verifies,
 //! routes and answers it ([`ChannelRoute::serve`]), and the outcome goes out counted and
 //! logged as accepted, duplicate or refused, with refusals answered by their status
 //! ([`RouteCore::finish`]). A channel implements [`ChannelRoute`] on its checked route and
-//! registers itself with one line in `channels/mod.rs`; this handler does the rest. A late
-//! reply ([`ChannelRoute::deliver`]) comes back to the channel that wrote it by name.
+//! registers itself with one line in `channels/mod.rs` (Alexa, whose routes are its skills,
+//! by hand); this handler does the rest. A late reply ([`ChannelRoute::deliver`]) comes
+//! back to the channel that wrote it by name, and `hark webhook verify --kind` reaches the
+//! channel's [`ChannelRoute::explain`] by its [`ChannelRoute::VERIFY_KIND`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -78,7 +80,9 @@ pub trait ChannelRoute: Registered {
     const TRIGGER: Trigger = Trigger::Channel(Self::NAME);
 
     /// What a late reply of this channel keeps in the queue row, to be delivered once the
-    /// call finishes; names routes and ids, never a secret. [`NoReply`] for a channel that
+    /// call finishes: routes and ids, and the platform's short-lived reply handle where it
+    /// needs one (Slack's `response_url`, Discord's interaction token), never a route's own
+    /// secret (bot tokens are looked up when delivering). [`NoReply`] for a channel that
     /// answers only while the request is open.
     type Reply: Serialize + DeserializeOwned + Send + Sync;
 

@@ -1,4 +1,4 @@
-//! What the Slack, GitHub and generic webhook channels share: the `channels:` section of
+//! What the channels share: the contract each implements ([`contract`]); the `channels:` section of
 //! `hark.yml` comes in and a checked routing table ([`Channels`]) goes out, built once at
 //! start with every secret resolved and every function checked; per request, the route's
 //! body limit, concurrency limit, counters and refusal answers ([`route`]); calls queued
@@ -235,14 +235,19 @@ pub fn api_url(route: &str, value: Option<&str>, default: &str) -> Result<String
     Ok(api)
 }
 
-/// Declares the webhook channels, one line each (`name: Config => Route, handlers`), and
-/// from that list the `channels:` section of `hark.yml` ([`ChannelsConfig`]), the routing
+/// Declares the webhook channels, one line each (`name: Config => Route, handlers`): each
+/// channel's module (`pub mod name;`, the folder `channels/name/`), and from that list the
+/// `channels:` section of `hark.yml` ([`ChannelsConfig`]), the routing
 /// table ([`Channels`]) that checks and builds it, and the routes of the HTTP server.
 /// Each `Config` has `async fn build(self, name, &BuildContext) -> Result<Route, _>`; each
-/// `Route` has a `core: RouteCore` field and implements [`ChannelRoute`]; the line
-/// implements [`contract::Registered`] for it. Each handler is a [`contract::endpoint`].
+/// `Route` has a `core: RouteCore` field and implements [`ChannelRoute`] (and, for the
+/// tests, `fuzzing::ChannelTarget`); the line implements [`contract::Registered`] for it.
+/// The first handler is the channel's [`contract::endpoint`]; a channel may name more
+/// (Telegram's `set-webhook`).
 macro_rules! webhook_channels {
     ($( $(#[$doc:meta])* $field:ident: $config:ty => $route:ty, $( $($handler:ident)::+ ),+; )*) => {
+        $( pub mod $field; )*
+
         /// The `channels:` section of `hark.yml`, as written.
         #[derive(Debug, Default, serde::Deserialize, schemars::JsonSchema)]
         #[schemars(deny_unknown_fields)]

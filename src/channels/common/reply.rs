@@ -1,8 +1,9 @@
 //! Where a queued channel call's result goes: a [`ReplyTo`] comes in with the call (stored
 //! in its queue row as JSON, so it survives a restart) and, once the call has finished,
 //! the result goes out through the channel that wrote it ([`ChannelReplies`] implements
-//! the queue's [`Replies`] for every channel). A descriptor names routes and ids, never a
-//! secret: tokens are looked up in the route when the reply is delivered.
+//! the queue's [`Replies`] for every channel, by the channel's name). A descriptor names
+//! routes and ids, and a platform's short-lived reply handle where it needs one, never a
+//! route's own secret: bot tokens are looked up in the route when the reply is delivered.
 
 use std::sync::Arc;
 

@@ -37,7 +37,7 @@ pub enum ChannelError {
     #[error("{0}")]
     Verify(#[from] VerifyError),
     /// A platform that wants every refusal answered 400 (Alexa) sent a request that fails
-    /// its check `reason` (400).
+    /// its check `reason` (400). `detail` is logged, not answered.
     #[error("request verification failed: {reason}: {detail}")]
     Rejected {
         reason: &'static str,
@@ -100,10 +100,13 @@ impl ChannelError {
 impl IntoResponse for ChannelError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
-            "internal error; see the gateway log".to_owned()
-        } else {
-            self.to_string()
+        let message = match &self {
+            _ if status.is_server_error() => "internal error; see the gateway log".to_owned(),
+            // The detail (a certificate's problem, a download's error) is for the log only.
+            ChannelError::Rejected { reason, .. } => {
+                format!("request verification failed: {reason}")
+            }
+            _ => self.to_string(),
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
         // `RouteCore::finish` logged it.

@@ -5,14 +5,12 @@
 //! `custom_id` and queued durably. A result within the route's budget is the answer
 //! (type 4, or 7 for a component's message); a slower one is deferred (type 5 or 6) and
 //! the result edits the original message through the webhook API when it is ready
-//! ([`deliver`]) — within the 15 minutes the interaction token lives, across restarts.
+//! ([`ChannelRoute::deliver`]) — within the 15 minutes the interaction token lives, across restarts.
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod verify;
 
-use crate::channels::common::ChannelReplies;
-use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +26,10 @@ use super::common::{
     ack_budget, api_url, contract, delivery::json_invocation, invalid, BuildContext, ByteSize,
     ChannelCall, ChannelError, ChannelRoute, ConfigError, Delivery, Handled, ReplyTo, RouteCore,
 };
-use super::Channels;
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::function::FunctionName;
+use crate::channels::common::ChannelReplies;
+use crate::verify::{Offline, Report};
 
 /// Discord's API base.
 pub const DEFAULT_API: &str = "https://discord.com/api/v10";
@@ -197,12 +196,45 @@ impl ChannelRoute for DiscordRoute {
 
     type Reply = DiscordReply;
 
+    /// Edits the deferred response with a finished call's result: `PATCH
+    /// {api}/webhooks/{application_id}/{token}/messages/@original`, retried while the token
+    /// lives.
     async fn deliver(
         replies: &ChannelReplies,
         reply: DiscordReply,
         result: &CallResult,
     ) -> Result<(), String> {
-        deliver(&replies.channels, &reply, result).await
+        let (channels, reply) = (&replies.channels, &reply);
+        let route = channels
+            .discord
+            .get(&reply.app)
+            .ok_or_else(|| format!("no Discord route named {:?} any more", reply.app))?;
+        let left = reply.expires_at - chrono::Utc::now().timestamp();
+        if left <= 0 {
+            return Err(format!(
+                "the interaction token of route {:?} expired",
+                reply.app
+            ));
+        }
+        if !path_safe(&reply.application_id) || !path_safe(&reply.token) {
+            return Err("unusable interaction ids".into());
+        }
+        let url = format!(
+            "{}/webhooks/{}/{}/messages/@original",
+            route.api, reply.application_id, reply.token
+        );
+        let data = message(result);
+        let outbound = &channels.outbound;
+        outbound
+            .send(
+                "discord edit original response",
+                Instant::now() + Duration::from_secs(left as u64),
+                |client| client.patch(&url).json(&data),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(channel = "discord", route = %reply.app, function = result.function, "edited the deferred response");
+        Ok(())
     }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
@@ -333,45 +365,6 @@ pub struct DiscordReply {
     pub expires_at: i64,
 }
 
-/// Edits the deferred response with a finished call's result: `PATCH
-/// {api}/webhooks/{application_id}/{token}/messages/@original`, retried while the token
-/// lives.
-pub async fn deliver(
-    channels: &Channels,
-    reply: &DiscordReply,
-    result: &CallResult,
-) -> Result<(), String> {
-    let route = channels
-        .discord
-        .get(&reply.app)
-        .ok_or_else(|| format!("no Discord route named {:?} any more", reply.app))?;
-    let left = reply.expires_at - chrono::Utc::now().timestamp();
-    if left <= 0 {
-        return Err(format!(
-            "the interaction token of route {:?} expired",
-            reply.app
-        ));
-    }
-    if !path_safe(&reply.application_id) || !path_safe(&reply.token) {
-        return Err("unusable interaction ids".into());
-    }
-    let url = format!(
-        "{}/webhooks/{}/{}/messages/@original",
-        route.api, reply.application_id, reply.token
-    );
-    let data = message(result);
-    let outbound = &channels.outbound;
-    outbound
-        .send(
-            "discord edit original response",
-            Instant::now() + Duration::from_secs(left as u64),
-            |client| client.patch(&url).json(&data),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(channel = "discord", route = %reply.app, function = result.function, "edited the deferred response");
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,10 +3,8 @@
 //! durably — deduplicated by `X-GitHub-Delivery` in the same commit — with a reply
 //! descriptor for the comment or labels. The answer is 200 when the function finished
 //! within the budget, 202 when it carries on from the queue; the reply goes out either way
-//! once the function is done ([`deliver`]).
+//! once the function is done ([`ChannelRoute::deliver`]).
 
-use crate::channels::common::ChannelReplies;
-use crate::verify::{Offline, Report};
 use std::sync::Arc;
 
 use axum::response::IntoResponse;
@@ -24,6 +22,8 @@ use crate::channels::common::{
     contract, ChannelCall, ChannelError, ChannelRoute, Channels, Delivery, Handled, ReplyTo,
 };
 use crate::dispatch::queue::{CallResult, Submitted};
+use crate::channels::common::ChannelReplies;
+use crate::verify::{Offline, Report};
 
 /// Where a GitHub delivery's result goes: a comment or labels on an issue or pull request,
 /// made with the route's credentials.
@@ -59,12 +59,30 @@ impl ChannelRoute for GitHubRoute {
 
     type Reply = GitHubReply;
 
+    /// Makes a finished call's reply on GitHub: its output as a comment, or as labels. A
+    /// failed call, or empty output, makes none.
     async fn deliver(
         replies: &ChannelReplies,
         reply: GitHubReply,
         result: &CallResult,
     ) -> Result<(), String> {
-        deliver(&replies.channels, &reply, result).await
+        let (channels, reply) = (&replies.channels, &reply);
+        let route = channels
+            .github
+            .get(&reply.app)
+            .ok_or_else(|| format!("no GitHub route named {:?} any more", reply.app))?;
+        if !result.is_success() {
+            tracing::info!(channel = "github", route = %reply.app, function = result.function, status = result.status, "function failed; no reply to GitHub");
+            return Ok(());
+        }
+        let target = Target {
+            repo: reply.repo.clone(),
+            number: reply.number,
+            installation: reply.installation_id,
+        };
+        make_reply(channels, route, reply.kind, &target, &result.body)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
@@ -129,7 +147,7 @@ impl ChannelRoute for GitHubRoute {
         }
         let call = invocation(
             call_id,
-            "github",
+            route.core.channel,
             &route.core.name,
             Some(id),
             "application/json",
@@ -173,30 +191,6 @@ impl ChannelRoute for GitHubRoute {
     }
 }
 
-/// Makes a finished call's reply on GitHub: its output as a comment, or as labels. A
-/// failed call, or empty output, makes none.
-pub async fn deliver(
-    channels: &Channels,
-    reply: &GitHubReply,
-    result: &CallResult,
-) -> Result<(), String> {
-    let route = channels
-        .github
-        .get(&reply.app)
-        .ok_or_else(|| format!("no GitHub route named {:?} any more", reply.app))?;
-    if !result.is_success() {
-        tracing::info!(channel = "github", route = %reply.app, function = result.function, status = result.status, "function failed; no reply to GitHub");
-        return Ok(());
-    }
-    let target = Target {
-        repo: reply.repo.clone(),
-        number: reply.number,
-        installation: reply.installation_id,
-    };
-    make_reply(channels, route, reply.kind, &target, &result.body)
-        .await
-        .map_err(|e| e.to_string())
-}
 
 async fn make_reply(
     channels: &Channels,

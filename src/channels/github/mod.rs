@@ -25,7 +25,7 @@ use super::common::{
 };
 use crate::function::FunctionName;
 pub use api::{ApiAuth, AppCredentials};
-pub use handler::{deliver, handle, GitHubReply};
+pub use handler::{handle, GitHubReply};
 
 /// Default time a function gets before Hark answers 202 and lets it finish from the
 /// queue: GitHub's 10 s less a margin.

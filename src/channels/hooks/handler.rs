@@ -3,8 +3,6 @@
 //! status, headers and body go out as the answer, or 202 when the hook is `async` (the call
 //! is then queued durably, deduplicated by `webhook-id` in the same commit).
 
-use crate::channels::common::NoReply;
-use crate::verify::{Offline, Report};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -25,6 +23,8 @@ use crate::dispatch::queue::Submitted;
 use crate::dispatch::Trigger;
 use crate::error::provider_status;
 use crate::verify::rules::{parse_payload, RuleError, RuleRequest};
+use crate::channels::common::NoReply;
+use crate::verify::{Offline, Report};
 
 /// Request headers a function does not get.
 const DROPPED_HEADERS: &[header::HeaderName] = &[
@@ -102,7 +102,7 @@ impl ChannelRoute for HookRoute {
             .to_owned();
         let mut call = invocation(
             call_id,
-            "hooks",
+            route.core.channel,
             &route.core.name,
             delivery.as_deref(),
             &content_type,

@@ -5,9 +5,6 @@
 //! command or view submission finishes within the route's budget — and other results
 //! follow from the queue ([`super::reply::deliver`]).
 
-use crate::channels::common::ChannelReplies;
-use crate::dispatch::queue::CallResult;
-use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -28,6 +25,9 @@ use crate::channels::common::{
 use crate::dispatch::queue::Submitted;
 use crate::egress::EgressPolicy;
 use crate::server::AppState;
+use crate::channels::common::ChannelReplies;
+use crate::dispatch::queue::CallResult;
+use crate::verify::{Offline, Report};
 
 /// `X-Slack-Retry-Num`: how many times Slack has retried this event.
 pub const HEADER_RETRY_NUM: &str = "x-slack-retry-num";
@@ -169,7 +169,7 @@ async fn command(
     });
     let call = invocation(
         call_id,
-        "slack",
+        route.core.channel,
         &route.core.name,
         delivery.as_deref(),
         "application/json",
@@ -268,7 +268,7 @@ async fn event(
             };
             let call = invocation(
                 call_id,
-                "slack",
+                route.core.channel,
                 &route.core.name,
                 Some(event_id),
                 "application/json",
@@ -330,7 +330,7 @@ async fn interaction(
     };
     let call = invocation(
         call_id,
-        "slack",
+        route.core.channel,
         &route.core.name,
         delivery.as_deref(),
         "application/json",

@@ -9,8 +9,6 @@
 pub mod fuzz;
 pub mod verify;
 
-use crate::channels::common::NoReply;
-use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +26,8 @@ use super::common::{
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::function::FunctionName;
 use crate::verify::{check_window, TOLERANCE_SECS};
+use crate::channels::common::NoReply;
+use crate::verify::{Offline, Report};
 
 /// How long a function may take before the working message answers (Teams waits 5 s).
 pub const DEFAULT_ACK_BUDGET: Duration = Duration::from_millis(4000);

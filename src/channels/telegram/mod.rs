@@ -4,15 +4,13 @@
 //! `update_id` in the same commit that queues its call, and routed by command (`/book`) or
 //! to the function for plain messages. A result ready within the route's budget goes out in
 //! the webhook answer (`{"method": "sendMessage", ...}`); a later one with `sendMessage`
-//! and the bot token, retried, surviving a restart ([`deliver`]). `hark telegram
+//! and the bot token, retried, surviving a restart ([`ChannelRoute::deliver`]). `hark telegram
 //! set-webhook` registers the webhook with a fresh secret token ([`set_webhook`]).
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod verify;
 
-use crate::channels::common::ChannelReplies;
-use crate::verify::{Offline, Report};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -32,12 +30,13 @@ use super::common::{
     ByteSize, ChannelCall, ChannelError, ChannelRoute, ConfigError, Delivery, Handled, ReplyTo,
     RouteCore,
 };
-use super::Channels;
 use crate::auth::scope;
 use crate::dispatch::queue::{CallResult, Submitted};
 use crate::error::ApiError;
 use crate::function::FunctionName;
 use crate::server::AppState;
+use crate::channels::common::ChannelReplies;
+use crate::verify::{Offline, Report};
 
 /// The Bot API's base URL.
 pub const DEFAULT_API: &str = "https://api.telegram.org";
@@ -257,12 +256,37 @@ impl ChannelRoute for TelegramRoute {
 
     type Reply = TelegramReply;
 
+    /// Sends a finished call's result with `sendMessage`, retried with backoff for
+    /// [`SEND_DEADLINE`].
     async fn deliver(
         replies: &ChannelReplies,
         reply: TelegramReply,
         result: &CallResult,
     ) -> Result<(), String> {
-        deliver(&replies.channels, &reply, result).await
+        let (channels, reply) = (&replies.channels, &reply);
+        let route = channels
+            .telegram
+            .get(&reply.bot)
+            .ok_or_else(|| format!("no Telegram route named {:?} any more", reply.bot))?;
+        let Some(text) = reply_text(result) else {
+            return Ok(());
+        };
+        let mut message = send_message(reply.chat_id, reply.reply_to, text);
+        if let Some(object) = message.as_object_mut() {
+            object.remove("method");
+        }
+        let url = route.method_url("sendMessage");
+        let outbound = &channels.outbound;
+        outbound
+            .send(
+                "telegram sendMessage",
+                Instant::now() + SEND_DEADLINE,
+                |client| client.post(&url).json(&message),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(channel = "telegram", route = %reply.bot, function = result.function, "sent result with sendMessage");
+        Ok(())
     }
 
     async fn serve(route: &Arc<Self>, d: Delivery<'_>) -> Handled {
@@ -402,37 +426,6 @@ pub struct TelegramReply {
     pub reply_to: i64,
 }
 
-/// Sends a finished call's result with `sendMessage`, retried with backoff for
-/// [`SEND_DEADLINE`].
-pub async fn deliver(
-    channels: &Channels,
-    reply: &TelegramReply,
-    result: &CallResult,
-) -> Result<(), String> {
-    let route = channels
-        .telegram
-        .get(&reply.bot)
-        .ok_or_else(|| format!("no Telegram route named {:?} any more", reply.bot))?;
-    let Some(text) = reply_text(result) else {
-        return Ok(());
-    };
-    let mut message = send_message(reply.chat_id, reply.reply_to, text);
-    if let Some(object) = message.as_object_mut() {
-        object.remove("method");
-    }
-    let url = route.method_url("sendMessage");
-    let outbound = &channels.outbound;
-    outbound
-        .send(
-            "telegram sendMessage",
-            Instant::now() + SEND_DEADLINE,
-            |client| client.post(&url).json(&message),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(channel = "telegram", route = %reply.bot, function = result.function, "sent result with sendMessage");
-    Ok(())
-}
 
 /// What `hark telegram set-webhook` sends.
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]

@@ -11,30 +11,33 @@
 pub mod fuzz;
 pub mod verify;
 
-use crate::channels::common::NoReply;
-use crate::verify::{Offline, Report};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
 use http::header;
 use serde::Deserialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::alexa::conversation::respond_explained;
 use super::alexa::ssml;
-use super::alexa::types::{OutputSpeech, RequestEnvelope};
+use super::alexa::types::{OutputSpeech, RequestEnvelope, Response as AlexaResponse};
 use super::common::route::Outcome;
 use super::common::{
     contract, invalid, BuildContext, ByteSize, ChannelError, ChannelRoute, ConfigError, Delivery,
     Handled, RouteCore,
 };
 use crate::server::AppState;
+use crate::channels::common::NoReply;
+use crate::verify::{Offline, Report};
 
 /// How long one request waits for a slow function's answer before redirecting again
 /// (Twilio waits 15 s for TwiML).
 pub const WAIT_PER_REQUEST: Duration = Duration::from_secs(10);
+/// How often a waiting request reads the store when nothing wakes it.
+const RECHECK: Duration = Duration::from_secs(1);
 /// How many times a call is redirected to wait for one answer.
 pub const MAX_WAITS: u32 = 6;
 
@@ -64,6 +67,87 @@ pub struct TwilioRoute {
     tokens: Vec<Vec<u8>>,
     skill: String,
     line: Line,
+    /// The skill's session of each call in progress, by `CallSid`: one call is one Alexa
+    /// session, its attributes carried from turn to turn.
+    calls: std::sync::Mutex<HashMap<String, CallSession>>,
+}
+
+/// One call's skill session.
+struct CallSession {
+    id: String,
+    attributes: serde_json::Map<String, Value>,
+    last_turn: std::time::Instant,
+}
+
+/// How long a call's session is kept after its last turn (a call with no turn for this
+/// long has ended without Hark hearing of it).
+const CALL_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+/// How many calls' sessions a line keeps at once.
+const MAX_CALLS: usize = 10_000;
+/// The largest session (its attributes as JSON) kept from turn to turn; Alexa's own limit
+/// on a whole response is 24 KiB.
+const MAX_SESSION_BYTES: usize = 24 * 1024;
+
+impl TwilioRoute {
+    /// Makes `envelope` (a new session's request) the next request of call `call_sid`'s
+    /// session, when the call has one.
+    fn continue_session(&self, call_sid: &str, envelope: &mut Value) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.retain(|_, c| c.last_turn.elapsed() < CALL_SESSION_IDLE);
+        if let Some(call) = calls.get(call_sid) {
+            envelope["session"]["new"] = Value::Bool(false);
+            envelope["session"]["sessionId"] = Value::from(call.id.as_str());
+            envelope["session"]["attributes"] = Value::Object(call.attributes.clone());
+        }
+    }
+
+    /// Keeps the session attributes of `response` for the call's next turn while the call
+    /// `goes_on` (the skill keeps the session open, or Hark waits for a slow answer), or
+    /// forgets the call. At most [`MAX_CALLS`] calls are kept, each with attributes of at
+    /// most [`MAX_SESSION_BYTES`]: past that, the oldest call's session goes first.
+    fn keep_session(
+        &self,
+        call_sid: &str,
+        session_id: &str,
+        response: &AlexaResponse,
+        goes_on: bool,
+    ) {
+        if call_sid.is_empty() {
+            return;
+        }
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.retain(|_, c| c.last_turn.elapsed() < CALL_SESSION_IDLE);
+        let size = serde_json::to_vec(&response.session_attributes).map_or(usize::MAX, |v| v.len());
+        if !goes_on || size > MAX_SESSION_BYTES {
+            calls.remove(call_sid);
+            return;
+        }
+        if calls.len() >= MAX_CALLS && !calls.contains_key(call_sid) {
+            let oldest = calls
+                .iter()
+                .min_by_key(|(_, c)| c.last_turn)
+                .map(|(sid, _)| sid.clone());
+            if let Some(oldest) = oldest {
+                calls.remove(&oldest);
+            }
+        }
+        calls.insert(
+            call_sid.to_owned(),
+            CallSession {
+                id: session_id.to_owned(),
+                attributes: response.session_attributes.clone(),
+                last_turn: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Marks call `call_sid` as still going (it is waiting for a slow answer).
+    fn touch_session(&self, call_sid: &str) {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(call) = calls.get_mut(call_sid) {
+            call.last_turn = std::time::Instant::now();
+        }
+    }
 }
 
 /// How a line speaks: where Twilio posts the caller's next words, and the voice.
@@ -118,6 +202,7 @@ impl TwilioRouteConfig {
                 public_url,
                 voice: self.voice,
             },
+            calls: std::sync::Mutex::new(HashMap::new()),
         })
     }
 }
@@ -195,6 +280,7 @@ impl ChannelRoute for TwilioRoute {
         let _permit = route.core.permit()?;
 
         if let Some(waits) = query.get("wait").and_then(|w| w.parse::<u32>().ok()) {
+            route.touch_session(call_sid);
             return Ok((
                 Outcome::Accepted,
                 wait(state, route, &skill.name, &user, turn, waits).await,
@@ -202,10 +288,19 @@ impl ChannelRoute for TwilioRoute {
         }
         let words = param("SpeechResult").unwrap_or_default();
         let today = state.clock.now().date_naive();
-        let (envelope, _) = super::alexa::local::envelope(&skill, words, &user, None, today);
+        let (mut envelope, _) = super::alexa::local::envelope(&skill, words, &user, None, today);
+        route.continue_session(call_sid, &mut envelope);
+        let session_id = envelope["session"]["sessionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let envelope = RequestEnvelope::from_slice(envelope.to_string().as_bytes())
             .map_err(|e| ChannelError::Internal(format!("request for the skill: {e}")))?;
         let outcome = respond_explained(state, &skill, &envelope, call_id).await;
+        let goes_on = outcome.deferred
+            || words.is_empty()
+            || outcome.response.response.should_end_session == Some(false);
+        route.keep_session(call_sid, &session_id, &outcome.response, goes_on);
         let verbs = route
             .line
             .turn(&outcome.response, outcome.deferred, words.is_empty(), turn);
@@ -226,14 +321,15 @@ async fn wait(
     let store = &state.registry.store;
     let deadline = tokio::time::Instant::now() + WAIT_PER_REQUEST;
     loop {
+        // Listening before the store is read, so an answer stored in between still wakes.
+        let stored = state.alexa.pending_stored.notified();
+        tokio::pin!(stored);
+        stored.as_mut().enable();
         match store.take_alexa_pending(skill, user).await {
             Ok(pending) if !pending.is_empty() => {
-                let words: Vec<String> = pending
-                    .iter()
-                    .map(|p| ssml::to_plain_text(&p.speech))
-                    .collect();
                 let line = &route.line;
-                return twiml(line.gather(turn + 1, &line.say(&words.join(" "))));
+                let speech: Vec<String> = pending.iter().map(|p| line.ssml(&p.speech)).collect();
+                return twiml(line.gather(turn + 1, &line.say_markup(&speech.join(" "))));
             }
             Ok(_) => {}
             Err(e) => {
@@ -241,10 +337,16 @@ async fn wait(
                 break;
             }
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Woken by the answer; the store is read again now and then all the same, for an
+        // answer another gateway process stored.
+        tokio::select! {
+            () = &mut stored => {}
+            () = tokio::time::sleep_until((now + RECHECK).min(deadline)) => {}
+        }
     }
     if waits >= MAX_WAITS {
         return twiml(
@@ -255,14 +357,6 @@ async fn wait(
         );
     }
     twiml(route.line.say("Still working on it.") + &route.line.redirect(turn, waits + 1))
-}
-
-/// The words of an Alexa output speech, for `<Say>`.
-fn spoken(speech: &OutputSpeech) -> String {
-    match speech {
-        OutputSpeech::Ssml { ssml: doc, .. } => ssml::to_plain_text(doc),
-        OutputSpeech::PlainText { text, .. } => text.clone(),
-    }
 }
 
 /// `text` escaped for XML.
@@ -279,14 +373,18 @@ impl Line {
     /// conversation open (or the call has just `opened`), else `<Hangup/>`.
     pub fn turn(
         &self,
-        response: &super::alexa::types::Response,
+        response: &AlexaResponse,
         deferred: bool,
         opened: bool,
         turn: u32,
     ) -> String {
         let body = &response.response;
-        let speech = body.output_speech.as_ref().map(spoken).unwrap_or_default();
-        let mut verbs = self.say(&speech);
+        let speech = match &body.output_speech {
+            Some(OutputSpeech::Ssml { ssml: doc, .. }) => self.ssml(doc),
+            Some(OutputSpeech::PlainText { text, .. }) => escape(text),
+            None => String::new(),
+        };
+        let mut verbs = self.say_markup(&speech);
         if deferred {
             verbs.push_str(&self.redirect(turn, 1));
         } else if body.should_end_session == Some(false) || opened {
@@ -297,18 +395,39 @@ impl Line {
         verbs
     }
 
+    /// Whether the voice speaks SSML: Twilio takes it only with Amazon Polly and Google
+    /// voices; its basic voices (and the default) read plain text.
+    fn speaks_ssml(&self) -> bool {
+        self.voice
+            .as_deref()
+            .is_some_and(|v| v.starts_with("Polly.") || v.starts_with("Google."))
+    }
+
+    /// A skill's SSML as the content of `<Say>`: reduced to the tags TwiML takes when the
+    /// voice speaks SSML, else its plain words; escaped either way.
+    fn ssml(&self, doc: &str) -> String {
+        if self.speaks_ssml() {
+            ssml::to_twiml(doc)
+        } else {
+            escape(&ssml::to_plain_text(doc))
+        }
+    }
+
     /// `<Say>` of `text`, escaped; nothing for no words.
     fn say(&self, text: &str) -> String {
-        if text.trim().is_empty() {
+        self.say_markup(&escape(text))
+    }
+
+    /// `<Say>` of `markup` (escaped text, and SSML tags the voice speaks); nothing for no
+    /// words.
+    fn say_markup(&self, markup: &str) -> String {
+        let markup = markup.trim();
+        if markup.is_empty() {
             return String::new();
         }
         match &self.voice {
-            Some(voice) => format!(
-                "<Say voice=\"{}\">{}</Say>",
-                escape(voice),
-                escape(text.trim())
-            ),
-            None => format!("<Say>{}</Say>", escape(text.trim())),
+            Some(voice) => format!("<Say voice=\"{}\">{markup}</Say>", escape(voice)),
+            None => format!("<Say>{markup}</Say>"),
         }
     }
 
@@ -370,5 +489,24 @@ mod tests {
             r.redirect(1, 2),
             "<Redirect method=\"POST\">https://h.example/twilio/line?turn=1&amp;wait=2</Redirect>"
         );
+    }
+
+    #[test]
+    fn ssml_is_kept_only_for_voices_that_speak_it() {
+        let doc = "<speak>Booked <break time=\"1s\"/><audio src=\"https://a.example/x.mp3\"/>\
+                   <emphasis>Friday</emphasis> &amp; more</speak>";
+        let polly = Line {
+            voice: Some("Polly.Joanna".into()),
+            ..route()
+        };
+        assert_eq!(
+            polly.say_markup(&polly.ssml(doc)),
+            "<Say voice=\"Polly.Joanna\">Booked <break time=\"1s\"/><emphasis>Friday</emphasis> &amp; more</Say>"
+        );
+        for basic in [route(), Line { voice: Some("alice".into()), ..route() }] {
+            let said = basic.say_markup(&basic.ssml(doc));
+            assert!(!said.contains("<break") && !said.contains("<emphasis"), "{said}");
+            assert!(said.contains("Booked") && said.contains("Friday &amp; more</Say>"), "{said}");
+        }
     }
 }
