@@ -978,6 +978,7 @@ fn stack_file(exe: &Path, connections: usize) -> anyhow::Result<String> {
             "trust_roots": ["./root.pem"],
             "cert_dir": "./certs",
             "download_missing": false,
+            "max_inflight": inflight,
         },
     });
     Ok(serde_json::to_string_pretty(&stack)?)

@@ -11,11 +11,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::verify::{CertSource, Verifier, VerifierConfig, VerifyError};
-use crate::channels::common::{
-    ByteSize, ChannelRoute, Registered, RouteCore, DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT,
-};
+use crate::channels::common::{ByteSize, ChannelRoute, Registered, RouteCore, DEFAULT_MAX_BODY};
 use crate::egress::EgressPolicy;
 use crate::route::skills::Skill;
+
+/// Default number of turns of one skill running at once. Higher than a chat route's
+/// ([`crate::channels::common::DEFAULT_MAX_INFLIGHT`]): a refused turn is spoken to the user as the skill failing,
+/// and a turn holds its place for the whole of its function's call.
+pub const DEFAULT_SKILL_MAX_INFLIGHT: usize = 64;
 
 /// How long a progressive response may take before Hark stops waiting for it.
 pub const PROGRESSIVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +44,7 @@ pub const ALEXA_API_ORIGINS: [&str; 3] = [
 ///   allow_sha1_signature: false   # accept the legacy SHA-1 Signature header
 ///   allow_unverified_skills: false # allow `verify: false` skills on a non-loopback address
 ///   max_body: 1MiB                # largest request body a skill accepts (413 above)
-///   max_inflight: 16              # turns of one skill running at once (429 above)
+///   max_inflight: 64              # turns of one skill running at once (429 above)
 /// ```
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,7 +67,8 @@ pub struct AlexaSettings {
     /// few KiB.
     #[serde(default)]
     pub max_body: Option<ByteSize>,
-    /// How many turns of one skill run at once (429 above).
+    /// How many turns of one skill run at once (429 above; default
+    /// [`DEFAULT_SKILL_MAX_INFLIGHT`]).
     #[serde(default)]
     pub max_inflight: Option<usize>,
 }
@@ -281,7 +285,7 @@ impl AlexaChannel {
             verifier,
             skills,
             settings.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0),
-            settings.max_inflight.unwrap_or(DEFAULT_MAX_INFLIGHT),
+            settings.max_inflight.unwrap_or(DEFAULT_SKILL_MAX_INFLIGHT),
         )
     }
 
@@ -290,8 +294,13 @@ impl AlexaChannel {
         let verifier = VerifierConfig::default()
             .build()
             .unwrap_or_else(|e| panic!("the default verifier always builds: {e}"));
-        AlexaChannel::new(verifier, Vec::new(), DEFAULT_MAX_BODY, DEFAULT_MAX_INFLIGHT)
-            .unwrap_or_else(|e| panic!("an empty channel always builds: {e}"))
+        AlexaChannel::new(
+            verifier,
+            Vec::new(),
+            DEFAULT_MAX_BODY,
+            DEFAULT_SKILL_MAX_INFLIGHT,
+        )
+        .unwrap_or_else(|e| panic!("an empty channel always builds: {e}"))
     }
 
     /// The skill served at `/alexa/NAME`.
