@@ -15,6 +15,10 @@ pub const ANNOTATION_MODE: &str = "hark.mode";
 /// `socket` (`$HARK_SOCKET` only), `tcp` (`$PORT` only) or `auto` (both given; the
 /// first to accept is used, the socket checked first).
 pub const ANNOTATION_LISTEN: &str = "hark.listen";
+/// Annotation choosing what a function may reach on the network: `internal` (the
+/// default: the gateway only) or `internet` (a route out). Docker functions get a network
+/// of that kind; process functions a Landlock fence on TCP connections.
+pub const ANNOTATION_NETWORK: &str = "hark.network";
 /// Annotation giving the per-call time limit, e.g. `30s`, `500ms`, `2m`.
 pub const ANNOTATION_TIMEOUT: &str = "hark.timeout";
 /// Annotation giving the most calls a function runs at once (429 beyond it).
@@ -163,6 +167,17 @@ pub enum Listen {
     Tcp,
 }
 
+/// What a function may reach on the network (`hark.network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The gateway and nothing else: no Internet, no metadata address, no other function,
+    /// no local service (the default).
+    #[default]
+    Internal,
+    /// A route to the Internet; still no other function where the provider can tell.
+    Internet,
+}
+
 /// A deployment whose annotations did not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("annotation {key}: {message}")]
@@ -193,6 +208,18 @@ impl FunctionDeployment {
             Some(other) => Err(AnnotationError {
                 key: ANNOTATION_LISTEN,
                 message: format!("{other:?} is none of \"socket\", \"tcp\" or \"auto\""),
+            }),
+        }
+    }
+
+    /// `hark.network`, defaulting to [`Network::Internal`].
+    pub fn network(&self) -> Result<Network, AnnotationError> {
+        match self.annotations.get(ANNOTATION_NETWORK).map(|v| v.trim()) {
+            None | Some("") | Some("internal") => Ok(Network::Internal),
+            Some("internet") => Ok(Network::Internet),
+            Some(other) => Err(AnnotationError {
+                key: ANNOTATION_NETWORK,
+                message: format!("{other:?} is neither \"internal\" nor \"internet\""),
             }),
         }
     }

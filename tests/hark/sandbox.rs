@@ -472,3 +472,138 @@ async fn a_data_directory_function_users_cannot_pass_is_named_at_deploy() {
         (200, "unreachable-value-3321".to_owned())
     );
 }
+
+/// Python defining `probe(body)`: it connects over TCP to each `NAME=PORT` of the body on
+/// 127.0.0.1, and to the ports of `HARK_GATEWAY_URL` and `HARK_WEBDRIVER_URL`, and says
+/// per target `NAME reached`, `NAME denied` (the fence: `EACCES`) or `NAME error …`.
+const NET_PROBE: &str = r#"
+import os, socket, sys, urllib.parse
+def probe(body):
+    targets = dict(t.split("=") for t in body.split())
+    for var, name in (("HARK_GATEWAY_URL", "gateway"), ("HARK_WEBDRIVER_URL", "webdriver")):
+        if os.environ.get(var):
+            targets[name] = urllib.parse.urlsplit(os.environ[var]).port
+    out = []
+    for name, port in sorted(targets.items()):
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), 3).close()
+            out.append(name + " reached")
+        except PermissionError:
+            out.append(name + " denied")
+        except OSError as e:
+            out.append(name + " error " + str(e))
+    return "\n".join(out) + "\n"
+"#;
+
+/// An HTTP-mode replica on its socket answering each POST with `probe(body)`.
+const NET_PROBE_HTTP: &str = r#"
+import http.server, socketserver
+class Probe(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        out = probe(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *args):
+        pass
+socketserver.UnixStreamServer(os.environ["HARK_SOCKET"], Probe).serve_forever()
+"#;
+
+/// A replica that only speaks TCP (`hark.listen: tcp`) and answers its own `PORT`.
+const TCP_REPLICA: &str = r#"
+import http.server, os
+class Port(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(os.environ["PORT"].encode())
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Port).serve_forever()
+"#;
+
+/// `hark.network` for process functions: an `internal` function (the default) opens TCP
+/// connections to the gateway's listeners and nothing else: not a local service, not
+/// another function's TCP replica. `internet` lifts the fence.
+#[tokio::test]
+async fn an_internal_function_reaches_the_gateway_and_no_other_port() {
+    if !runs_here("an_internal_function_reaches_the_gateway_and_no_other_port") {
+        return;
+    }
+    let gw = Gateway::start();
+    let log = crate::util::strip_ansi(&gw.output_containing("landlock_abi"));
+    if !log.contains("network fence") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but this kernel's Landlock cannot fence TCP: {log}"
+        );
+        eprintln!("skipping: this kernel's Landlock cannot fence TCP ({log})");
+        return;
+    }
+    // A service on the host that listens on loopback only (a database, a metadata proxy).
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service = service.local_addr().unwrap().port();
+    gw.deploy(json!({
+        "service": "tcp-victim",
+        "envProcess": shell_words_join(&["/usr/bin/python3", "-c", TCP_REPLICA]),
+        "annotations": { "hark.mode": "http", "hark.listen": "tcp" },
+    }))
+    .await;
+    let (status, replica) = gw.invoke("tcp-victim", "port?").await;
+    assert_eq!(status, 200, "{replica}");
+    let fork = format!("{NET_PROBE}\nprint(probe(sys.stdin.read()), end='')\n");
+    let http = format!("{NET_PROBE}{NET_PROBE_HTTP}");
+    for (name, program, annotations) in [
+        ("net-fork", &fork, json!({ "hark.mode": "fork" })),
+        (
+            "net-http",
+            &http,
+            json!({ "hark.mode": "http", "hark.listen": "socket" }),
+        ),
+        (
+            "net-open",
+            &fork,
+            json!({ "hark.mode": "fork", "hark.network": "internet" }),
+        ),
+    ] {
+        gw.deploy(json!({
+            "service": name,
+            "envProcess": shell_words_join(&["/usr/bin/python3", "-c", program]),
+            "annotations": annotations,
+        }))
+        .await;
+    }
+    let body = format!("service={service} replica={replica}");
+    for probe in ["net-fork", "net-http"] {
+        let (status, out) = gw.invoke(probe, &body).await;
+        assert_eq!(status, 200, "{probe}: {out}");
+        for expected in [
+            "gateway reached",
+            "webdriver reached",
+            "service denied",
+            "replica denied",
+        ] {
+            assert!(
+                out.lines().any(|l| l == expected),
+                "{probe}: expected {expected:?}, got {out}"
+            );
+        }
+    }
+    let (status, out) = gw.invoke("net-open", &body).await;
+    assert_eq!(status, 200, "{out}");
+    for expected in ["gateway reached", "service reached", "replica reached"] {
+        assert!(
+            out.lines().any(|l| l == expected),
+            "hark.network: internet: expected {expected:?}, got {out}"
+        );
+    }
+    // A value it does not know is refused at deploy, not taken for either.
+    let response = gw
+        .request(Method::POST, "/system/functions")
+        .json(&json!({ "service": "net-bad", "envProcess": "cat", "annotations": { "hark.network": "host" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("hark.network"));
+}

@@ -50,7 +50,7 @@ use self::pool::Pool;
 use self::spec::{LABEL_FUNCTION, LABEL_INSTANCE, LABEL_SPEC};
 use super::upstream::{Upstream, UpstreamError};
 use super::{Deployment, Invocation, LogHub, Output, Provider, ProviderError, Replicas};
-use crate::function::{FunctionName, Usage};
+use crate::function::{FunctionName, Network, Usage};
 use crate::watchdog::{DEFAULT_PORT, HEADER_CREDENTIAL, HEADER_ERROR};
 
 /// The network function containers join unless told otherwise.
@@ -317,10 +317,10 @@ impl DockerProvider {
 
     /// The id of the network a function asking for `network` joins (the Internet one is
     /// made at first use).
-    async fn network_for(&self, network: spec::FunctionNetwork) -> Result<String, ProviderError> {
+    async fn network_for(&self, network: Network) -> Result<String, ProviderError> {
         match network {
-            spec::FunctionNetwork::Internal => Ok(self.network.clone()),
-            spec::FunctionNetwork::Internet => {
+            Network::Internal => Ok(self.network.clone()),
+            Network::Internet => {
                 let name = format!("{}{INTERNET_SUFFIX}", self.network_name);
                 self.internet
                     .get_or_try_init(|| async {
@@ -972,7 +972,8 @@ impl Provider for DockerProvider {
             0o444,
         )
         .map_err(|e| ProviderError::Internal(format!("secret files of {name}: {e}")))?;
-        let network = spec::function_network(spec)
+        let network = spec
+            .network()
             .map_err(|e| ProviderError::BadSpec(format!("function {name}: {e}")))?;
         let network = self.network_for(network).await?;
         let (credential, credential_file) = self.credential(&name)?;

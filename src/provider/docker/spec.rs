@@ -29,9 +29,6 @@ pub const LABEL_INSTANCE: &str = "com.hark.instance";
 pub const LABEL_SPEC: &str = "com.hark.spec";
 /// The user functions run as when the image names none: `nobody`.
 pub const DEFAULT_USER: &str = "65534:65534";
-/// Annotation choosing the function's network: `internal` (the default: no route out,
-/// no other function, no host port) or `internet` (egress to the Internet).
-pub const ANNOTATION_NETWORK: &str = "hark.network";
 /// Annotation setting the most processes (and threads) a function's container may run.
 pub const ANNOTATION_PROCESSES: &str = "hark.limits.processes";
 /// Annotation that, set to `"false"`, gives the container a writable root file system.
@@ -40,26 +37,6 @@ pub const ANNOTATION_READONLY_ROOT: &str = "hark.readonly_root";
 pub const DEFAULT_PROCESSES: i64 = 256;
 /// Where a container finds its function's credential (see [`crate::watchdog`]).
 pub const CREDENTIAL_PATH: &str = "/var/run/hark/credential";
-
-/// Which network a function's containers join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FunctionNetwork {
-    /// No route out of the network and no neighbours (the default).
-    Internal,
-    /// A route to the Internet (`hark.network: internet`), still no neighbours.
-    Internet,
-}
-
-/// The network `spec` asks for with [`ANNOTATION_NETWORK`].
-pub fn function_network(spec: &FunctionDeployment) -> Result<FunctionNetwork, String> {
-    match spec.annotations.get(ANNOTATION_NETWORK).map(|v| v.trim()) {
-        None | Some("") | Some("internal") => Ok(FunctionNetwork::Internal),
-        Some("internet") => Ok(FunctionNetwork::Internet),
-        Some(other) => Err(format!(
-            "annotation {ANNOTATION_NETWORK} {other:?} is neither internal nor internet"
-        )),
-    }
-}
 
 /// The process limit ([`ANNOTATION_PROCESSES`], else [`DEFAULT_PROCESSES`]).
 pub fn process_limit(spec: &FunctionDeployment) -> Result<i64, String> {
@@ -326,6 +303,7 @@ pub fn parse_cpu(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::function::Network;
 
     #[test]
     fn limits_parse_in_openfaas_units() {
@@ -418,19 +396,23 @@ mod tests {
             .unwrap()
         };
         let plain = spec(serde_json::json!({}));
-        assert_eq!(function_network(&plain), Ok(FunctionNetwork::Internal));
+        assert_eq!(plain.network().unwrap(), Network::Internal);
         assert_eq!(process_limit(&plain), Ok(DEFAULT_PROCESSES));
         assert_eq!(read_only_root(&plain), Ok(true));
         let open = spec(serde_json::json!({
             "hark.network": "internet", "hark.limits.processes": "32", "hark.readonly_root": "false",
         }));
-        assert_eq!(function_network(&open), Ok(FunctionNetwork::Internet));
+        assert_eq!(open.network().unwrap(), Network::Internet);
         assert_eq!(process_limit(&open), Ok(32));
         assert_eq!(read_only_root(&open), Ok(false));
         let bad = spec(serde_json::json!({
             "hark.network": "host", "hark.limits.processes": "0", "hark.readonly_root": "no",
         }));
-        assert!(function_network(&bad).unwrap_err().contains("hark.network"));
+        assert!(bad
+            .network()
+            .unwrap_err()
+            .to_string()
+            .contains("hark.network"));
         assert!(process_limit(&bad)
             .unwrap_err()
             .contains("hark.limits.processes"));

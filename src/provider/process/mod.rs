@@ -172,6 +172,21 @@ impl ProcessProvider {
         }
     }
 
+    /// The TCP ports of the gateway's listeners that functions are given URLs of
+    /// (`HARK_GATEWAY_URL`, `HARK_WEBDRIVER_URL`): all an `internal` function may connect to.
+    fn gateway_ports(&self) -> Vec<u16> {
+        let bases = self
+            .gateway_url
+            .iter()
+            .chain(self.webdriver.as_ref().map(|w| &w.base));
+        let mut ports: Vec<u16> = bases
+            .filter_map(|url| reqwest::Url::parse(url).ok()?.port_or_known_default())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+
     fn secrets_dir(&self, name: &FunctionName) -> PathBuf {
         match &self.secrets {
             SecretFiles::Managed(root) => root.join(name.as_str()),
@@ -287,6 +302,7 @@ impl ProcessProvider {
                     workdir.as_deref(),
                     &secrets_dir,
                     sockets.as_deref(),
+                    &self.gateway_ports(),
                 )?;
                 env.extend(prepared.env);
                 if let Some(blocked) = prepared.sockets_blocked {

@@ -18,7 +18,10 @@
 //!    function's program, working directory and secrets read-only, its state directory
 //!    and its socket directory (HTTP mode, `DATA/sockets/NAME`, 0700 and its user's)
 //!    read-write, nothing else of the file system (the data directory included); signals
-//!    to processes outside the domain (the gateway) are refused.
+//!    to processes outside the domain (the gateway) are refused; a function that is
+//!    `hark.network: internal` (the default) may open TCP connections to the gateway's
+//!    own ports only (Landlock ABI 4 and up): not the Internet, the metadata address,
+//!    another function's port nor a local service.
 //!
 //! Everything the child does is a plain system call on prepared integers: no allocation
 //! between its start and `exec` (a fork-mode child runs on the gateway's own memory).
@@ -30,11 +33,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use landlock::{
-    Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, Scope, ABI,
 };
 
 use super::uids::UidRegistry;
-use crate::function::{parse_bytes, FunctionDeployment};
+use crate::function::{parse_bytes, FunctionDeployment, Network};
 use crate::provider::ProviderError;
 
 /// `hark.user`: run the function as this user (a name or a uid, `uid:gid` too) instead of
@@ -81,6 +85,9 @@ const SYSTEM_READ: &[&str] = &[
     "/dev/urandom",
     "/dev/random",
 ];
+/// The first Landlock ABI that fences TCP connections.
+const NETWORK_ABI: i32 = 4;
+
 /// Devices every function may also write.
 const SYSTEM_WRITE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
 
@@ -191,11 +198,18 @@ impl Sandboxing {
             sandboxing.users = Some(Mutex::new(users));
         }
         match abi {
-            Some(abi) => {
+            Some(abi) if abi >= NETWORK_ABI => {
                 tracing::info!(
                     landlock_abi = abi,
                     own_users = root,
-                    "process sandbox on: own users, Landlock file-system fence, limits"
+                    "process sandbox on: own users, Landlock file-system and network fence, limits"
+                )
+            }
+            Some(abi) => {
+                tracing::warn!(
+                    landlock_abi = abi,
+                    own_users = root,
+                    "process sandbox on: own users, Landlock file-system fence, limits; this kernel's Landlock (ABI below {NETWORK_ABI}) cannot fence TCP, so functions reach the whole network whatever hark.network says"
                 )
             }
             None => {
@@ -213,7 +227,9 @@ impl Sandboxing {
 
     /// Prepares the sandbox of one function: its user, state directory, limits and
     /// Landlock ruleset. `secrets_dir` is where its secret files are written; `sockets`
-    /// the directory its HTTP-mode replicas make their sockets in, handed to its user.
+    /// the directory its HTTP-mode replicas make their sockets in, handed to its user;
+    /// `gateway_ports` the TCP ports an `internal` function may connect to (the gateway's
+    /// listeners).
     pub(super) fn prepare(
         &self,
         spec: &FunctionDeployment,
@@ -221,6 +237,7 @@ impl Sandboxing {
         workdir: Option<&Path>,
         secrets_dir: &Path,
         sockets: Option<&Path>,
+        gateway_ports: &[u16],
     ) -> Result<Prepared, ProviderError> {
         let name = spec.service.as_str();
         let bad = |message: String| ProviderError::BadSpec(format!("function {name}: {message}"));
@@ -249,6 +266,11 @@ impl Sandboxing {
                 },
             }
         };
+        let network = spec.network().map_err(|e| bad(e.to_string()))?;
+        // `None`: TCP is not fenced (the Internet asked for, or a kernel that cannot).
+        let connect = (network == Network::Internal
+            && self.abi.is_some_and(|abi| abi >= NETWORK_ABI))
+        .then_some(gateway_ports);
         let mut processes = limit(ANNOTATION_LIMIT_PROCESSES)?;
         if processes.is_none() && self.root {
             processes = Some(DEFAULT_PROCESSES);
@@ -371,7 +393,7 @@ impl Sandboxing {
         read.extend(extra);
         let ruleset =
             match self.abi {
-                Some(_) => Some(ruleset(&read, &state, sockets).map_err(|e| {
+                Some(_) => Some(ruleset(&read, &state, sockets, connect).map_err(|e| {
                     ProviderError::Internal(format!("Landlock rules of {name}: {e}"))
                 })?),
                 None => None,
@@ -379,7 +401,7 @@ impl Sandboxing {
             .flatten();
 
         let policy = format!(
-            "ids={ids:?} processes={processes:?} files={files:?} memory={memory:?} landlock={} read={read:?} write={} sockets={sockets:?}",
+            "ids={ids:?} processes={processes:?} files={files:?} memory={memory:?} landlock={} read={read:?} write={} sockets={sockets:?} network={network:?} connect={connect:?}",
             ruleset.is_some(),
             state.display()
         );
@@ -682,18 +704,28 @@ fn landlock_abi() -> Option<i32> {
 
 /// A Landlock ruleset: `read` readable (and executable), `state` and `sockets` fully
 /// writable (making a socket there is `MakeSock`), the rest of the file system out of
-/// reach, signals to processes outside refused. `None` when the kernel enforces nothing.
+/// reach, signals to processes outside refused; with `connect`, TCP connections to
+/// those ports only (binding is left alone: an HTTP-mode replica binds the `PORT` it is
+/// given). `None` when the kernel enforces nothing.
 fn ruleset(
     read: &[PathBuf],
     state: &Path,
     sockets: Option<&Path>,
+    connect: Option<&[u16]>,
 ) -> Result<Option<OwnedFd>, landlock::RulesetError> {
     let abi = ABI::V6;
-    let created = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(abi))?
+        .handle_access(AccessFs::from_all(abi))?;
+    if connect.is_some() {
+        ruleset = ruleset.handle_access(AccessNet::ConnectTcp)?;
+    }
+    let created = ruleset
         .scope(Scope::Signal)?
         .create()?
+        .add_rules(connect.unwrap_or_default().iter().map(|port| {
+            Ok::<_, landlock::RulesetError>(NetPort::new(*port, AccessNet::ConnectTcp))
+        }))?
         .add_rules(landlock::path_beneath_rules(read, AccessFs::from_read(abi)))?
         .add_rules(landlock::path_beneath_rules(
             SYSTEM_WRITE,
