@@ -19,6 +19,9 @@ pub const ANNOTATION_LISTEN: &str = "hark.listen";
 /// default: the gateway only) or `internet` (a route out). Docker functions get a network
 /// of that kind; process functions a Landlock fence on TCP connections.
 pub const ANNOTATION_NETWORK: &str = "hark.network";
+/// Annotation naming more TCP ports an `internal` process function may connect to,
+/// comma-separated (a ChromeDriver or database of the operator's on this host).
+pub const ANNOTATION_NETWORK_CONNECT: &str = "hark.network.connect";
 /// Annotation giving the per-call time limit, e.g. `30s`, `500ms`, `2m`.
 pub const ANNOTATION_TIMEOUT: &str = "hark.timeout";
 /// Annotation giving the most calls a function runs at once (429 beyond it).
@@ -222,6 +225,25 @@ impl FunctionDeployment {
                 message: format!("{other:?} is neither \"internal\" nor \"internet\""),
             }),
         }
+    }
+
+    /// `hark.network.connect`: the ports, none by default.
+    pub fn network_connect(&self) -> Result<Vec<u16>, AnnotationError> {
+        let Some(value) = self.annotations.get(ANNOTATION_NETWORK_CONNECT) else {
+            return Ok(Vec::new());
+        };
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.parse::<u16>() {
+                Ok(port) if port > 0 => Ok(port),
+                _ => Err(AnnotationError {
+                    key: ANNOTATION_NETWORK_CONNECT,
+                    message: format!("{p:?} is not a TCP port (1 to 65535)"),
+                }),
+            })
+            .collect()
     }
 
     /// `hark.timeout`, defaulting to [`DEFAULT_TIMEOUT`].

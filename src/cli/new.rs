@@ -82,8 +82,9 @@ pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     if lang == "browser" {
         println!(
             "\nIt calls the WebDriver server in HARK_WEBDRIVER_URL, which the gateway's browser\n\
-             pool sets. To use a ChromeDriver of your own, run `chromedriver --port=9515` and\n\
-             add `HARK_WEBDRIVER_URL: http://127.0.0.1:9515` under its `environment:` in {stack}."
+             pool sets. To use a ChromeDriver of your own, run `chromedriver --port=9515`, add\n\
+             `HARK_WEBDRIVER_URL: http://127.0.0.1:9515` under its `environment:` in {stack},\n\
+             and `hark.network.connect: \"9515\"` under its `annotations:`."
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -26,16 +26,20 @@ pub enum Trigger {
 impl Trigger {
     /// Every trigger, in the order the UI lists them: the gateway's own, then each
     /// registered channel's.
-    pub fn all() -> Vec<Trigger> {
-        let mut all = vec![
-            Trigger::Http,
-            Trigger::Ui,
-            Trigger::Async,
-            Trigger::Schedule,
-        ];
-        all.extend(crate::channels::triggers());
-        all.push(Trigger::Replay);
-        all
+    /// Listed once: the queue parses a stored trigger for every call it runs.
+    pub fn all() -> &'static [Trigger] {
+        static ALL: std::sync::OnceLock<Vec<Trigger>> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| {
+            let mut all = vec![
+                Trigger::Http,
+                Trigger::Ui,
+                Trigger::Async,
+                Trigger::Schedule,
+            ];
+            all.extend(crate::channels::triggers());
+            all.push(Trigger::Replay);
+            all
+        })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -79,7 +83,8 @@ impl FromStr for Trigger {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Trigger::all()
-            .into_iter()
+            .iter()
+            .copied()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| UnknownTrigger(s.to_owned()))
     }
@@ -97,7 +102,7 @@ mod tests {
         ] {
             assert!(all.iter().any(|t| t.as_str() == name), "{name}");
         }
-        for trigger in all {
+        for &trigger in all {
             assert_eq!(trigger.as_str().parse::<Trigger>().unwrap(), trigger);
             assert_eq!(
                 serde_json::to_value(trigger).unwrap(),

@@ -633,3 +633,52 @@ async fn a_progressive_response_goes_only_to_the_alexa_api() {
         other => panic!("the gateway called the listener: {other:?}"),
     }
 }
+
+/// A skill left to its defaults takes a burst of turns at once without refusing any: a
+/// refused turn is spoken as the skill failing. 24 signed turns at once, each holding its
+/// place until its answer (here the skill's "still working" reply, as the function takes
+/// 2 s), all answer 200 (the default was 16 for a while, which refused a third of them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_default_skill_takes_a_burst_of_turns_without_refusing_one() {
+    use hark::channels::alexa::{testpki, verify};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let pki = testpki::Pki::for_time(chrono::Utc::now());
+    std::fs::create_dir_all(data.join("certs")).unwrap();
+    std::fs::write(data.join("certs/hark-burst-test.pem"), &pki.good_chain).unwrap();
+    std::fs::write(data.join("root.pem"), &pki.root_pem).unwrap();
+    std::fs::create_dir_all(data.join("skills/slow")).unwrap();
+    std::fs::write(data.join("skills/slow/skill.yaml"), SLOW_SKILL).unwrap();
+    std::fs::write(
+        data.join("hark.yml"),
+        "functions:\n  slow:\n    fprocess: sh -c 'sleep 2; echo {}'\nalexa:\n  skills: ./skills\n  use_default_roots: false\n  trust_roots: [./root.pem]\n  cert_dir: ./certs\n  download_missing: false\n",
+    )
+    .unwrap();
+    let gw = Gateway::start_in(data, &[]);
+    let turns = (0..24).map(|i| {
+        let body = slow_turn("Slow", &format!("amzn1.echo-api.request.burst-{i}")).to_string();
+        gw.client
+            .post(format!("{}/alexa/slow", gw.url))
+            .header("content-type", "application/json")
+            .header(
+                verify::HEADER_CERT_CHAIN_URL,
+                "https://s3.amazonaws.com/echo.api/hark-burst-test.pem",
+            )
+            .header(verify::HEADER_SIGNATURE_256, testpki::sign(body.as_bytes()))
+            .body(body)
+            .send()
+    });
+    let statuses: Vec<u16> = futures::future::join_all(turns)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "{statuses:?}\n{}",
+        gw.output()
+    );
+    let slow = channel_stats(&gw, "alexa", "slow").await;
+    assert_eq!(slow["max_inflight"], 64, "{slow}");
+}

@@ -565,6 +565,11 @@ async fn an_internal_function_reaches_the_gateway_and_no_other_port() {
             &fork,
             json!({ "hark.mode": "fork", "hark.network": "internet" }),
         ),
+        (
+            "net-named",
+            &fork,
+            json!({ "hark.mode": "fork", "hark.network.connect": format!(" {service} ,") }),
+        ),
     ] {
         gw.deploy(json!({
             "service": name,
@@ -597,6 +602,14 @@ async fn an_internal_function_reaches_the_gateway_and_no_other_port() {
             "hark.network: internet: expected {expected:?}, got {out}"
         );
     }
+    let (status, out) = gw.invoke("net-named", &body).await;
+    assert_eq!(status, 200, "{out}");
+    for expected in ["gateway reached", "service reached", "replica denied"] {
+        assert!(
+            out.lines().any(|l| l == expected),
+            "hark.network.connect: expected {expected:?}, got {out}"
+        );
+    }
     // A value it does not know is refused at deploy, not taken for either.
     let response = gw
         .request(Method::POST, "/system/functions")
@@ -606,4 +619,16 @@ async fn an_internal_function_reaches_the_gateway_and_no_other_port() {
         .unwrap();
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("hark.network"));
+    let response = gw
+        .request(Method::POST, "/system/functions")
+        .json(&json!({ "service": "net-bad", "envProcess": "cat", "annotations": { "hark.network.connect": "80,http" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("hark.network.connect"));
 }

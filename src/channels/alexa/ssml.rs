@@ -1095,28 +1095,29 @@ fn twiml_into(node: &XNode, out: &mut String) {
     match node {
         XNode::Text(text) => out.push_str(&escape(text)),
         XNode::Element(el) if el.name == "audio" => {}
-        XNode::Element(el) if twiml_attributes(el).is_some() => {
-            let kept = twiml_attributes(el).unwrap_or_default();
-            out.push('<');
-            out.push_str(&el.name);
-            for (key, value) in el.attrs.iter().filter(|(k, _)| kept.contains(&k.as_str())) {
-                let _ = write!(out, " {key}=\"{}\"", escape(value));
+        XNode::Element(el) => match twiml_attributes(el) {
+            Some(kept) => {
+                out.push('<');
+                out.push_str(&el.name);
+                for (key, value) in el.attrs.iter().filter(|(k, _)| kept.contains(&k.as_str())) {
+                    let _ = write!(out, " {key}=\"{}\"", escape(value));
+                }
+                if el.children.is_empty() {
+                    out.push_str("/>");
+                    return;
+                }
+                out.push('>');
+                for child in &el.children {
+                    twiml_into(child, out);
+                }
+                let _ = write!(out, "</{}>", el.name);
             }
-            if el.children.is_empty() {
-                out.push_str("/>");
-                return;
+            None => {
+                for child in &el.children {
+                    twiml_into(child, out);
+                }
             }
-            out.push('>');
-            for child in &el.children {
-                twiml_into(child, out);
-            }
-            let _ = write!(out, "</{}>", el.name);
-        }
-        XNode::Element(el) => {
-            for child in &el.children {
-                twiml_into(child, out);
-            }
-        }
+        },
     }
 }
 

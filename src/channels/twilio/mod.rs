@@ -92,9 +92,13 @@ impl TwilioRoute {
     /// Makes `envelope` (a new session's request) the next request of call `call_sid`'s
     /// session, when the call has one.
     fn continue_session(&self, call_sid: &str, envelope: &mut Value) {
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        calls.retain(|_, c| c.last_turn.elapsed() < CALL_SESSION_IDLE);
-        if let Some(call) = calls.get(call_sid) {
+        // Idle calls are pruned when a turn is kept (`keep_session`); here one is only
+        // skipped.
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let live = calls
+            .get(call_sid)
+            .filter(|c| c.last_turn.elapsed() < CALL_SESSION_IDLE);
+        if let Some(call) = live {
             envelope["session"]["new"] = Value::Bool(false);
             envelope["session"]["sessionId"] = Value::from(call.id.as_str());
             envelope["session"]["attributes"] = Value::Object(call.attributes.clone());

@@ -82,6 +82,9 @@ impl BuildSettings {
         let busybox = which::which("busybox")
             .ok()
             .filter(|b| shared_libraries(b).is_empty());
+        if busybox.is_none() {
+            tracing::warn!("no statically linked busybox on $PATH: the function images have no /bin/sh, so a function whose fprocess is a shell script exits at once in its container (apt-get install busybox-static)");
+        }
         Ok(BuildSettings {
             watchdog,
             busybox,

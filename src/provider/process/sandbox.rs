@@ -20,8 +20,8 @@
 //!    read-write, nothing else of the file system (the data directory included); signals
 //!    to processes outside the domain (the gateway) are refused; a function that is
 //!    `hark.network: internal` (the default) may open TCP connections to the gateway's
-//!    own ports only (Landlock ABI 4 and up): not the Internet, the metadata address,
-//!    another function's port nor a local service.
+//!    own ports and those `hark.network.connect` names only (Landlock ABI 4 and up): not
+//!    the Internet, the metadata address, another function's port nor a local service.
 //!
 //! Everything the child does is a plain system call on prepared integers: no allocation
 //! between its start and `exec` (a fork-mode child runs on the gateway's own memory).
@@ -243,6 +243,10 @@ impl Sandboxing {
         let bad = |message: String| ProviderError::BadSpec(format!("function {name}: {message}"));
         let state = self.state_root.join(name);
         let tmp = state.join("tmp");
+        // Read before anything else, so that a wrong value is refused even with the
+        // sandbox off.
+        let network = spec.network().map_err(|e| bad(e.to_string()))?;
+        let also_connect = spec.network_connect().map_err(|e| bad(e.to_string()))?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -266,11 +270,15 @@ impl Sandboxing {
                 },
             }
         };
-        let network = spec.network().map_err(|e| bad(e.to_string()))?;
         // `None`: TCP is not fenced (the Internet asked for, or a kernel that cannot).
         let connect = (network == Network::Internal
             && self.abi.is_some_and(|abi| abi >= NETWORK_ABI))
-        .then_some(gateway_ports);
+        .then(|| {
+            let mut ports = [gateway_ports, &also_connect].concat();
+            ports.sort_unstable();
+            ports.dedup();
+            ports
+        });
         let mut processes = limit(ANNOTATION_LIMIT_PROCESSES)?;
         if processes.is_none() && self.root {
             processes = Some(DEFAULT_PROCESSES);
@@ -393,9 +401,9 @@ impl Sandboxing {
         read.extend(extra);
         let ruleset =
             match self.abi {
-                Some(_) => Some(ruleset(&read, &state, sockets, connect).map_err(|e| {
-                    ProviderError::Internal(format!("Landlock rules of {name}: {e}"))
-                })?),
+                Some(_) => Some(ruleset(&read, &state, sockets, connect.as_deref()).map_err(
+                    |e| ProviderError::Internal(format!("Landlock rules of {name}: {e}")),
+                )?),
                 None => None,
             }
             .flatten();
