@@ -311,8 +311,11 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             let base = format!("http://{}", listener.local_addr()?);
             webdriver_listener = Some(listener);
             let secrets = data.join("secrets");
-            let sandboxing = Sandboxing::start(&data, &secrets, args.sandbox)
+            let mut sandboxing = Sandboxing::start(&data, &secrets, args.sandbox)
                 .context("preparing the process sandbox")?;
+            if let Some(key_file) = &args.secret_key_file {
+                sandboxing = sandboxing.protect(key_file);
+            }
             Arc::new(
                 ProcessProvider::new(secrets, logs)
                     .with_sockets(data.join("sockets"))

@@ -186,6 +186,21 @@ async fn an_internet_function_gets_a_route_out_but_still_no_neighbours() {
         settings["Options"]["com.docker.network.bridge.enable_icc"], "false",
         "{settings}"
     );
+    // Nothing answers 169.254.169.254 here, so the fence is read off the rules: the
+    // network's bridge may not forward to the metadata address.
+    let id = settings["Id"].as_str().unwrap();
+    let bridge = format!("br-{}", &id[..12]);
+    let rules = std::process::Command::new("iptables")
+        .args(["-w", "-S", "DOCKER-USER"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        rules.lines().any(|r| r.contains(&format!("-i {bridge} "))
+            && r.contains("-d 169.254.169.254/32")
+            && r.ends_with("-j DROP")),
+        "no metadata fence for {bridge}:\n{rules}"
+    );
     let gateway_ip = host_address(&network);
     let answer = probe(
         &h,

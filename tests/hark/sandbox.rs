@@ -632,3 +632,59 @@ async fn an_internal_function_reaches_the_gateway_and_no_other_port() {
         .unwrap()
         .contains("hark.network.connect"));
 }
+
+/// Whoever may deploy cannot open the gateway's files to their function through its
+/// paths or its user: `hark.sandbox.read` or `hark.workdir` naming the data directory, a
+/// directory above it or one of Hark's entries in it, and `hark.user` naming a uid of
+/// Hark's range (another function's), are refused with 400. A project directory inside
+/// the data directory (as here) stays usable.
+#[tokio::test]
+async fn deploy_annotations_cannot_open_the_gateways_files() {
+    if !runs_here("deploy_annotations_cannot_open_the_gateways_files") {
+        return;
+    }
+    let gw = Gateway::start();
+    let data = std::fs::canonicalize(&gw.data).unwrap();
+    let data = data.display().to_string();
+    let refused = [
+        ("hark.sandbox.read", data.clone()),
+        ("hark.sandbox.read", "/".to_owned()),
+        ("hark.sandbox.read", format!("/usr,{data}/jwt.key")),
+        ("hark.sandbox.read", format!("{data}/secrets/victim")),
+        ("hark.workdir", format!("{data}/state")),
+        ("hark.workdir", format!("{data}/")),
+        ("hark.user", "1900000000".to_owned()),
+        ("hark.user", "2000000000:2000000000".to_owned()),
+    ];
+    for (key, value) in refused {
+        let response = gw
+            .request(Method::POST, "/system/functions")
+            .json(
+                &json!({ "service": "opener", "envProcess": "cat", "annotations": { key: value } }),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 400, "{key}: {value} was accepted: {body}");
+        assert!(
+            body.contains("gateway's files") || body.contains("another function"),
+            "{key}: {value}: {body}"
+        );
+    }
+    // A project of the operator's checked out inside the data directory.
+    let project = gw.data.join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("greeting"), "hello from the project\n").unwrap();
+    gw.deploy(json!({
+        "service": "in-project",
+        "envProcess": "cat greeting",
+        "annotations": { "hark.workdir": project.display().to_string() },
+    }))
+    .await;
+    assert_eq!(
+        gw.invoke("in-project", "").await,
+        (200, "hello from the project\n".to_owned())
+    );
+}

@@ -748,9 +748,9 @@ pub async fn fence_host(docker: &Docker, network: &str) {
     )
     .is_err()
     {
-        tracing::debug!(
+        tracing::warn!(
             bridge = br,
-            "no DOCKER-USER chain to fence off the metadata address"
+            "cannot fence off the metadata address {METADATA_ADDRESS} (no DOCKER-USER chain, or no iptables): functions with hark.network: internet can reach it"
         );
     }
 }

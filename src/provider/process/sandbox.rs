@@ -37,7 +37,7 @@ use landlock::{
     RulesetCreatedAttr, Scope, ABI,
 };
 
-use super::uids::UidRegistry;
+use super::uids::{UidRegistry, UID_BASE};
 use crate::function::{parse_bytes, FunctionDeployment, Network};
 use crate::provider::ProviderError;
 
@@ -88,6 +88,33 @@ const SYSTEM_READ: &[&str] = &[
 /// The first Landlock ABI that fences TCP connections.
 const NETWORK_ABI: i32 = 4;
 
+/// What Hark keeps directly in its data directory: no function path may be one of them
+/// or lie inside one (a function's program and working directory may otherwise sit in
+/// the data directory, as a project checked out there does).
+const DATA_ENTRIES: &[&str] = &[
+    "jwt.key",
+    "jwt-keys",
+    "webdriver.key",
+    "secret.key",
+    "admin-token",
+    "hark.db",
+    "hark.db-wal",
+    "hark.db-shm",
+    "hark.db-journal",
+    "function-users",
+    "functions-webdriver-port",
+    "docker-instance",
+    "swarm-instance",
+    "secrets",
+    "state",
+    "sockets",
+    "browser",
+    "swarm",
+    "swarm-credentials",
+    "docker-secrets",
+    "docker-credentials",
+];
+
 /// Devices every function may also write.
 const SYSTEM_WRITE: &[&str] = &["/dev/null", "/dev/zero", "/dev/full"];
 
@@ -109,6 +136,10 @@ pub struct Sandboxing {
     /// The Landlock ABI of the kernel, if it has Landlock.
     abi: Option<i32>,
     state_root: PathBuf,
+    /// The data directory (canonical), which no function path may contain.
+    data: PathBuf,
+    /// Files of the gateway kept outside it (`--secret-key-file`).
+    protected: Vec<PathBuf>,
     /// The uids of its functions: only for a root gateway with the sandbox on.
     users: Option<Mutex<Users>>,
 }
@@ -160,6 +191,8 @@ impl Sandboxing {
             root,
             abi,
             state_root,
+            data: std::fs::canonicalize(data).unwrap_or_else(|_| data.to_owned()),
+            protected: Vec::new(),
             users: None,
         };
         std::fs::DirBuilder::new()
@@ -171,6 +204,23 @@ impl Sandboxing {
                 "process sandbox OFF (--sandbox off): functions run as the gateway's user and can read its data directory (keys, tokens, store, every function's secrets); use only for development"
             );
             return Ok(sandboxing);
+        }
+        if let Some(system) = SYSTEM_READ
+            .iter()
+            .find(|dir| sandboxing.data.starts_with(dir))
+        {
+            let what = format!(
+                "the data directory {} is inside {system}, which every function may read",
+                sandboxing.data.display()
+            );
+            if !root {
+                // Functions run as the gateway's user: only Landlock kept them from its keys.
+                return Err(std::io::Error::other(format!(
+                    "{what}, and the gateway does not run as root (functions share its user): choose a --data directory outside {}",
+                    SYSTEM_READ.join(", ")
+                )));
+            }
+            tracing::warn!("{what}: only the functions' own users keep them from its files");
         }
         for dir in [secrets_root, &sandboxing.state_root] {
             std::fs::DirBuilder::new()
@@ -260,6 +310,11 @@ impl Sandboxing {
                 env: vec![(ENV_STATE_DIR.to_owned(), state.display().to_string())],
                 sockets_blocked: None,
             });
+        }
+        let named = std::iter::once(("its program", program))
+            .chain(workdir.map(|w| ("its working directory", w)));
+        for (what, path) in named {
+            self.check_path(what, path).map_err(bad)?;
         }
         let limit = |key: &'static str| -> Result<Option<u64>, ProviderError> {
             match spec.annotations.get(key) {
@@ -390,6 +445,9 @@ impl Sandboxing {
                 relative.display()
             )));
         }
+        for path in &extra {
+            self.check_path(ANNOTATION_READ, path).map_err(bad)?;
+        }
         let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
         // /etc/resolv.conf often links to /run/…: the resolver needs its target.
         if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf") {
@@ -435,6 +493,43 @@ impl Sandboxing {
             env,
             sockets_blocked,
         })
+    }
+
+    /// Also keeps `path` (a file of the gateway's outside the data directory) out of
+    /// every function's paths.
+    pub fn protect(mut self, path: &Path) -> Self {
+        self.protected
+            .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
+        self
+    }
+
+    /// Refuses a path a deployment gives its function (its program, working directory,
+    /// `hark.sandbox.read`) that would open the gateway's files to it: the data directory
+    /// or a directory above it, one of Hark's entries in it, or a protected file.
+    fn check_path(&self, what: &str, path: &Path) -> Result<(), String> {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        let refuse = |why: String| {
+            Err(format!(
+                "{what} {} {why}; functions may not see the gateway's files",
+                path.display()
+            ))
+        };
+        if self.data.starts_with(&path) {
+            return refuse(format!("holds the data directory {}", self.data.display()));
+        }
+        if let Ok(inside) = path.strip_prefix(&self.data) {
+            let top = inside.components().next().map(|c| c.as_os_str());
+            if top.is_some_and(|top| DATA_ENTRIES.iter().any(|e| top == *e)) {
+                return refuse(format!(
+                    "is Hark's own, in its data directory {}",
+                    self.data.display()
+                ));
+            }
+        }
+        if let Some(file) = self.protected.iter().find(|f| f.starts_with(&path)) {
+            return refuse(format!("holds the gateway's {}", file.display()));
+        }
+        Ok(())
     }
 
     /// Whether functions run sandboxed.
@@ -795,6 +890,11 @@ fn named_user(user: &str) -> Result<(u32, u32), String> {
             .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
             .ok_or_else(|| format!("no user {user:?} in /etc/passwd"))?
     };
+    if uid >= UID_BASE || gid >= UID_BASE {
+        return Err(format!(
+            "{user:?} is in the range Hark gives its functions (from {UID_BASE}): it would run as another function"
+        ));
+    }
     if uid < 1000 || gid < 1000 {
         return Err(format!(
             "{user:?} is a system user (uid {uid}, gid {gid}); functions run as users from 1000 up"
