@@ -314,7 +314,9 @@ pub async fn run(args: UpArgs, data: &Path) -> anyhow::Result<ExitCode> {
             let mut sandboxing = Sandboxing::start(&data, &secrets, args.sandbox)
                 .context("preparing the process sandbox")?;
             if let Some(key_file) = &args.secret_key_file {
-                sandboxing = sandboxing.protect(key_file);
+                sandboxing = sandboxing
+                    .protect(key_file)
+                    .context("preparing the process sandbox")?;
             }
             Arc::new(
                 ProcessProvider::new(secrets, logs)

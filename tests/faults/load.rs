@@ -137,8 +137,14 @@ pub fn summarize(samples: &[Sample], length: Duration) -> Summary {
 
 /// The p99 latency under which a rate counts as served.
 pub const SANE_P99: Duration = Duration::from_millis(250);
+/// How many times the lowest median of the steps before a step's median may be for its
+/// rate to count as served: past the knee calls queue and the median jumps (2–3 ms
+/// below it, 40 ms at it, in a CI run whose held load then collapsed: it had counted the
+/// knee as capacity on its p99 alone).
+pub const SANE_P50_GROWTH: u32 = 5;
 
-/// Raises the rate step by step until calls fail or p99 passes [`SANE_P99`] in two steps
+/// Raises the rate step by step until calls fail, p99 passes [`SANE_P99`] or p50 grows
+/// past [`SANE_P50_GROWTH`] times its lowest in two steps
 /// running (one pause of a shared machine does not end the ramp); the highest rate
 /// served cleanly, in calls a second.
 pub async fn measure_capacity(client: &reqwest::Client, url: &str) -> f64 {
@@ -146,6 +152,7 @@ pub async fn measure_capacity(client: &reqwest::Client, url: &str) -> f64 {
     let mut rate = 50.0;
     let mut capacity = 0.0;
     let mut misses = 0;
+    let mut lowest_p50: Option<Duration> = None;
     for step in 0..20 {
         let samples = open_loop(client, url, rate, STEP, &format!("ramp{step}")).await;
         let s = summarize(&samples, STEP);
@@ -153,7 +160,9 @@ pub async fn measure_capacity(client: &reqwest::Client, url: &str) -> f64 {
             "ramp: {rate:.0}/s offered: {} ok, {} refused, {} errors, p50 {:?}, p99 {:?}",
             s.ok, s.refused, s.errors, s.p50, s.p99
         );
-        if s.ok < s.calls || s.p99 > SANE_P99 {
+        let queueing = lowest_p50.is_some_and(|low| s.p50 > low * SANE_P50_GROWTH);
+        lowest_p50 = Some(lowest_p50.map_or(s.p50, |low: Duration| low.min(s.p50)));
+        if s.ok < s.calls || s.p99 > SANE_P99 || queueing {
             misses += 1;
             if misses == 2 {
                 break;

@@ -335,6 +335,9 @@ async fn past_the_story_rate_successful_calls_keep_only_their_record_and_failed_
     let gw = Gateway::start_with(&["--history-story-rate", "2"]);
     gw.deploy_sh("fine", "cat", json!({})).await;
     gw.deploy_sh("broken", "cat; exit 3", json!({})).await;
+    // The successful calls back to back, timed: the rate refills 2 stories a second
+    // while they run, which a slow machine stretches.
+    let started = std::time::Instant::now();
     for i in 0..6 {
         assert_eq!(
             call(&gw, "fine", &format!("fine-{i}"), b"ok".to_vec())
@@ -342,6 +345,9 @@ async fn past_the_story_rate_successful_calls_keep_only_their_record_and_failed_
                 .0,
             200
         );
+    }
+    let earned = (started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
+    for i in 0..6 {
         let (status, _) = call(&gw, "broken", &format!("broken-{i}"), b"no".to_vec()).await;
         assert!(status >= 500, "{status}");
     }
@@ -351,8 +357,11 @@ async fn past_the_story_rate_successful_calls_keep_only_their_record_and_failed_
         assert_eq!(record["status"], 200, "every call keeps its record");
         told += usize::from(!record["story"].is_null());
     }
-    // Two told at once (a second's worth), and perhaps one more earned meanwhile.
-    assert!((2..=3).contains(&told), "{told} of 6 successful calls told");
+    // Two told at once (a second's worth), and those earned while the calls ran.
+    assert!(
+        (2..=2 + earned).contains(&told),
+        "{told} of 6 successful calls told ({earned} earned meanwhile)"
+    );
     for i in 0..6 {
         let story = story(&gw, &format!("broken-{i}")).await;
         assert_eq!(

@@ -652,6 +652,7 @@ async fn deploy_annotations_cannot_open_the_gateways_files() {
         ("hark.sandbox.read", format!("/usr,{data}/jwt.key")),
         ("hark.sandbox.read", format!("{data}/secrets/victim")),
         ("hark.workdir", format!("{data}/state")),
+        ("hark.sandbox.read", format!("{data}/function-users.tmp")),
         ("hark.workdir", format!("{data}/")),
         ("hark.user", "1900000000".to_owned()),
         ("hark.user", "2000000000:2000000000".to_owned()),

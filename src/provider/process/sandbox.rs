@@ -89,8 +89,9 @@ const SYSTEM_READ: &[&str] = &[
 const NETWORK_ABI: i32 = 4;
 
 /// What Hark keeps directly in its data directory: no function path may be one of them
-/// or lie inside one (a function's program and working directory may otherwise sit in
-/// the data directory, as a project checked out there does).
+/// (or a name they start, as `function-users.tmp` does, or a hidden `.NAME`) or lie
+/// inside one (a function's program and working directory may otherwise sit in the data
+/// directory, as a project checked out there does).
 const DATA_ENTRIES: &[&str] = &[
     "jwt.key",
     "jwt-keys",
@@ -113,6 +114,8 @@ const DATA_ENTRIES: &[&str] = &[
     "swarm-credentials",
     "docker-secrets",
     "docker-credentials",
+    // Written next to a key, then renamed onto it (a rule follows the file).
+    "webdriver.tmp",
 ];
 
 /// Devices every function may also write.
@@ -205,23 +208,7 @@ impl Sandboxing {
             );
             return Ok(sandboxing);
         }
-        if let Some(system) = SYSTEM_READ
-            .iter()
-            .find(|dir| sandboxing.data.starts_with(dir))
-        {
-            let what = format!(
-                "the data directory {} is inside {system}, which every function may read",
-                sandboxing.data.display()
-            );
-            if !root {
-                // Functions run as the gateway's user: only Landlock kept them from its keys.
-                return Err(std::io::Error::other(format!(
-                    "{what}, and the gateway does not run as root (functions share its user): choose a --data directory outside {}",
-                    SYSTEM_READ.join(", ")
-                )));
-            }
-            tracing::warn!("{what}: only the functions' own users keep them from its files");
-        }
+        sandboxing.refuse_system_read(&sandboxing.data, "the data directory (--data)")?;
         for dir in [secrets_root, &sandboxing.state_root] {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -496,11 +483,35 @@ impl Sandboxing {
     }
 
     /// Also keeps `path` (a file of the gateway's outside the data directory) out of
-    /// every function's paths.
-    pub fn protect(mut self, path: &Path) -> Self {
-        self.protected
-            .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
-        self
+    /// every function's paths. Like the data directory, it may not lie inside a
+    /// directory every function reads when functions share the gateway's user.
+    pub fn protect(mut self, path: &Path) -> std::io::Result<Self> {
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        if self.mode == SandboxMode::On {
+            self.refuse_system_read(&path, "the secret key file")?;
+        }
+        self.protected.push(path);
+        Ok(self)
+    }
+
+    /// Fails when `path` lies inside a directory every function may read and functions
+    /// run as the gateway's user (only Landlock would keep them from it); warns as root.
+    fn refuse_system_read(&self, path: &Path, what: &str) -> std::io::Result<()> {
+        let Some(system) = SYSTEM_READ.iter().find(|dir| path.starts_with(dir)) else {
+            return Ok(());
+        };
+        let why = format!(
+            "{what} {} is inside {system}, which every function may read",
+            path.display()
+        );
+        if !self.root {
+            return Err(std::io::Error::other(format!(
+                "{why}, and the gateway does not run as root (functions share its user): move it outside {}",
+                SYSTEM_READ.join(", ")
+            )));
+        }
+        tracing::warn!("{why}: only the functions' own users keep them from it");
+        Ok(())
     }
 
     /// Refuses a path a deployment gives its function (its program, working directory,
@@ -518,8 +529,13 @@ impl Sandboxing {
             return refuse(format!("holds the data directory {}", self.data.display()));
         }
         if let Ok(inside) = path.strip_prefix(&self.data) {
-            let top = inside.components().next().map(|c| c.as_os_str());
-            if top.is_some_and(|top| DATA_ENTRIES.iter().any(|e| top == *e)) {
+            let top = inside
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy());
+            let hark_owns =
+                |top: &str| top.starts_with('.') || DATA_ENTRIES.iter().any(|e| top.starts_with(e));
+            if top.is_some_and(|top| hark_owns(&top)) {
                 return refuse(format!(
                     "is Hark's own, in its data directory {}",
                     self.data.display()
