@@ -173,18 +173,14 @@ impl ProcessProvider {
     }
 
     /// The TCP ports of the gateway's listeners that functions are given URLs of
-    /// (`HARK_GATEWAY_URL`, `HARK_WEBDRIVER_URL`): all an `internal` function may connect to.
+    /// (`HARK_GATEWAY_URL`, `HARK_WEBDRIVER_URL`): all an `internal` function may connect
+    /// to, unless it names more (the sandbox sorts and dedups the whole list).
     fn gateway_ports(&self) -> Vec<u16> {
-        let bases = self
-            .gateway_url
+        self.gateway_url
             .iter()
-            .chain(self.webdriver.as_ref().map(|w| &w.base));
-        let mut ports: Vec<u16> = bases
+            .chain(self.webdriver.as_ref().map(|w| &w.base))
             .filter_map(|url| reqwest::Url::parse(url).ok()?.port_or_known_default())
-            .collect();
-        ports.sort_unstable();
-        ports.dedup();
-        ports
+            .collect()
     }
 
     fn secrets_dir(&self, name: &FunctionName) -> PathBuf {
