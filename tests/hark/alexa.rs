@@ -568,20 +568,16 @@ alexa:
     assert_eq!(said, "<speak>That's all.</speak>");
 }
 
-/// A signed request whose `context.System.apiEndpoint` names a listener on this host
-/// (as an attacker who replays or forges a request's context would): the progressive
-/// response goes nowhere, and the log says so without the request's API token. The
-/// gateway may reach loopback (`--egress-allow`), so only the Alexa API origin rule
-/// stops it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_progressive_response_goes_only_to_the_alexa_api() {
-    use hark::channels::alexa::{testpki, verify};
+/// The chain `signed_turn` names, as the gateway finds it in its `cert_dir`.
+const TEST_CHAIN: &str = "hark-test-chain.pem";
 
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
+/// Writes into `data` the slow skill and a `hark.yml` whose gateway trusts a test PKI made
+/// now (its chain in `certs/`, no download), for requests made by [`signed_turn`].
+fn signed_slow_skill(data: &Path) {
+    use hark::channels::alexa::testpki;
     let pki = testpki::Pki::for_time(chrono::Utc::now());
     std::fs::create_dir_all(data.join("certs")).unwrap();
-    std::fs::write(data.join("certs/hark-egress-test.pem"), &pki.good_chain).unwrap();
+    std::fs::write(data.join("certs").join(TEST_CHAIN), &pki.good_chain).unwrap();
     std::fs::write(data.join("root.pem"), &pki.root_pem).unwrap();
     std::fs::create_dir_all(data.join("skills/slow")).unwrap();
     std::fs::write(data.join("skills/slow/skill.yaml"), SLOW_SKILL).unwrap();
@@ -590,6 +586,32 @@ async fn a_progressive_response_goes_only_to_the_alexa_api() {
         "functions:\n  slow:\n    fprocess: sh -c 'sleep 2; echo {}'\nalexa:\n  skills: ./skills\n  use_default_roots: false\n  trust_roots: [./root.pem]\n  cert_dir: ./certs\n  download_missing: false\n",
     )
     .unwrap();
+}
+
+/// `body` posted to the slow skill, signed by the test PKI of [`signed_slow_skill`].
+fn signed_turn(gw: &Gateway, body: String) -> reqwest::RequestBuilder {
+    use hark::channels::alexa::{testpki, verify};
+    gw.client
+        .post(format!("{}/alexa/slow", gw.url))
+        .header("content-type", "application/json")
+        .header(
+            verify::HEADER_CERT_CHAIN_URL,
+            format!("https://s3.amazonaws.com/echo.api/{TEST_CHAIN}"),
+        )
+        .header(verify::HEADER_SIGNATURE_256, testpki::sign(body.as_bytes()))
+        .body(body)
+}
+
+/// A signed request whose `context.System.apiEndpoint` names a listener on this host
+/// (as an attacker who replays or forges a request's context would): the progressive
+/// response goes nowhere, and the log says so without the request's API token. The
+/// gateway may reach loopback (`--egress-allow`), so only the Alexa API origin rule
+/// stops it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_progressive_response_goes_only_to_the_alexa_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    signed_slow_skill(data);
     let gw = Gateway::start_in(data, &["--egress-allow", "127.0.0.0/8"]);
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -601,19 +623,7 @@ async fn a_progressive_response_goes_only_to_the_alexa_api() {
         Value::from(format!("http://{}", listener.local_addr().unwrap()));
     body["context"]["System"]["apiAccessToken"] = Value::from(token.as_str());
     let body = body.to_string();
-    let response = gw
-        .client
-        .post(format!("{}/alexa/slow", gw.url))
-        .header("content-type", "application/json")
-        .header(
-            verify::HEADER_CERT_CHAIN_URL,
-            "https://s3.amazonaws.com/echo.api/hark-egress-test.pem",
-        )
-        .header(verify::HEADER_SIGNATURE_256, testpki::sign(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = signed_turn(&gw, body).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", gw.output());
     let answer: Value = response.json().await.unwrap();
     assert_eq!(
@@ -640,34 +650,13 @@ async fn a_progressive_response_goes_only_to_the_alexa_api() {
 /// 2 s), all answer 200 (the default was 16 for a while, which refused a third of them).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_default_skill_takes_a_burst_of_turns_without_refusing_one() {
-    use hark::channels::alexa::{testpki, verify};
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let pki = testpki::Pki::for_time(chrono::Utc::now());
-    std::fs::create_dir_all(data.join("certs")).unwrap();
-    std::fs::write(data.join("certs/hark-burst-test.pem"), &pki.good_chain).unwrap();
-    std::fs::write(data.join("root.pem"), &pki.root_pem).unwrap();
-    std::fs::create_dir_all(data.join("skills/slow")).unwrap();
-    std::fs::write(data.join("skills/slow/skill.yaml"), SLOW_SKILL).unwrap();
-    std::fs::write(
-        data.join("hark.yml"),
-        "functions:\n  slow:\n    fprocess: sh -c 'sleep 2; echo {}'\nalexa:\n  skills: ./skills\n  use_default_roots: false\n  trust_roots: [./root.pem]\n  cert_dir: ./certs\n  download_missing: false\n",
-    )
-    .unwrap();
+    signed_slow_skill(data);
     let gw = Gateway::start_in(data, &[]);
     let turns = (0..24).map(|i| {
         let body = slow_turn("Slow", &format!("amzn1.echo-api.request.burst-{i}")).to_string();
-        gw.client
-            .post(format!("{}/alexa/slow", gw.url))
-            .header("content-type", "application/json")
-            .header(
-                verify::HEADER_CERT_CHAIN_URL,
-                "https://s3.amazonaws.com/echo.api/hark-burst-test.pem",
-            )
-            .header(verify::HEADER_SIGNATURE_256, testpki::sign(body.as_bytes()))
-            .body(body)
-            .send()
+        signed_turn(&gw, body).send()
     });
     let statuses: Vec<u16> = futures::future::join_all(turns)
         .await
