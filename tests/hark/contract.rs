@@ -105,11 +105,7 @@ pub fn engine_available() -> bool {
 /// Whether `busybox` on `$PATH` is statically linked, as `hark build` needs it to be to
 /// give an image `/bin/sh`.
 fn static_busybox() -> bool {
-    let Some(busybox) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("busybox"))
-            .find(|p| p.is_file())
-    }) else {
+    let Ok(busybox) = which::which("busybox") else {
         return false;
     };
     // ldd fails on a static executable ("not a dynamic executable").
