@@ -28,6 +28,8 @@
 //! - [`fuzzing`]: one entry point per fuzz target (`fuzz/`), replayed over the corpus by
 //!   `cargo test` (feature `fuzzing`: not in the product binary).
 //! - [`telemetry`]: Prometheus metrics at `/metrics` (OpenFaaS names) and the log format.
+//! - [`gateway`]: the composition root: a `GatewayConfig` (flags over `hark.yml` over
+//!   defaults) builds the store, provider, registry, channels and queue of a gateway.
 //! - [`cli`]: the `hark` command line; [`watchdog`]: the entrypoint inside function images.
 //! - [`scaffold`]: function templates (`hark new`), embedded from `functions/templates/`.
 
@@ -42,6 +44,7 @@ pub mod error;
 pub mod function;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod gateway;
 pub mod provider;
 pub mod registry;
 pub mod route;

@@ -15,8 +15,8 @@ use crate::browser::{BrowserArgs, BrowserConfig, BrowserMode};
 use crate::provider::upstream::describe;
 use crate::stack::Stack;
 
-use super::up::ProviderKind;
 use super::Output;
+use crate::gateway::ProviderKind;
 
 /// How far the clock may be off: Alexa refuses requests signed more than 150 s away.
 const MAX_SKEW: Duration = Duration::from_secs(150);

@@ -4,7 +4,7 @@
 mod alexa;
 #[cfg(feature = "bench")]
 mod bench;
-mod build;
+pub(crate) mod build;
 mod client;
 mod commands;
 mod doctor;

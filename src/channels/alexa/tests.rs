@@ -2,7 +2,6 @@
 //! functions: verification failures answer 400, verified requests run their function and
 //! speak, and the deadline, late results, attributes and errors behave as documented.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,23 +9,19 @@ use axum::body::Body;
 use chrono::{DateTime, Utc};
 use http::{Request, StatusCode};
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tower::ServiceExt as _;
 
-use super::channel::{AlexaChannel, AlexaSettings};
+use super::channel::AlexaSettings;
 use super::testpki::{self, Pki};
 use super::verify::test_support::conformance_dir;
 use super::verify::{HEADER_CERT_CHAIN_URL, HEADER_SIGNATURE_256, HEADER_SIGNATURE_SHA1};
-use crate::auth::Auth;
-use crate::clock::FixedClock;
-use crate::dispatch::Dispatcher;
+use crate::browser::BrowserMode;
 use crate::function::FunctionDeployment;
-use crate::provider::process::ProcessProvider;
-use crate::provider::{LogHub, Provider};
-use crate::registry::{DeployMode, Deployer, Registry};
-use crate::route::skills::Skill;
+use crate::gateway::{ClockConfig, GatewayConfig, StackSource};
+use crate::provider::process::SandboxMode;
 use crate::server::{app, AppState};
-use crate::store::Store;
+use crate::stack::Stack;
 
 const APP_ID: &str = "amzn1.ask.skill.00000000-1111-2222-3333-444444444444";
 const REAL_APP_ID: &str = "amzn1.ask.skill.f5e6173c-8f7a-4c51-85e8-275e52d9443b";
@@ -44,7 +39,8 @@ struct Harness {
     state: Arc<AppState>,
     admin: String,
     _dir: tempfile::TempDir,
-    _stopping: watch::Sender<bool>,
+    /// Dropped, the gateway drains and stops.
+    _stop: oneshot::Sender<()>,
 }
 
 /// A gateway state with `skills` (name, skill.yaml), fork functions (name, sh script),
@@ -59,6 +55,8 @@ async fn harness(
 }
 
 /// [`harness`] whose progressive responses may also go to the fake Alexa API at `api`.
+/// The gateway is built as `hark up` builds it: skills from a directory, functions from
+/// a stack, no sandbox and no browser.
 async fn harness_with_api(
     skills: &[(&str, &str)],
     functions: &[(&str, &str)],
@@ -67,82 +65,47 @@ async fn harness_with_api(
     api: Option<&str>,
 ) -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("hark.db")).unwrap();
-    let provider: Arc<dyn Provider> = Arc::new(ProcessProvider::new(
-        dir.path().join("secrets"),
-        Arc::new(LogHub::default()),
-    ));
-    let dispatcher = Arc::new(
-        Dispatcher::new(provider.clone(), store.clone())
-            .await
-            .unwrap(),
-    );
-    let registry = Registry::new(store, provider, dispatcher);
-    for (name, script) in functions {
-        let spec = FunctionDeployment {
+    let skills_dir = dir.path().join("skills");
+    for (name, text) in skills {
+        std::fs::create_dir_all(skills_dir.join(name)).unwrap();
+        std::fs::write(skills_dir.join(name).join("skill.yaml"), text).unwrap();
+    }
+    let functions = functions
+        .iter()
+        .map(|(name, script)| FunctionDeployment {
             service: name.parse().unwrap(),
             env_process: Some(format!("sh -c '{}'", script.replace('\'', "'\\''"))),
             ..FunctionDeployment::default()
-        };
-        registry
-            .deploy(spec, DeployMode::Upsert, Deployer::Operator)
-            .await
-            .unwrap();
-    }
-    let skills = skills
-        .iter()
-        .map(|(name, text)| Skill::parse(name, text, Path::new("skill.yaml")).unwrap())
+        })
         .collect();
-    let mut alexa =
-        AlexaChannel::from_settings(&settings, skills, "127.0.0.1".parse().unwrap()).unwrap();
-    if let Some(api) = api {
-        alexa.allow_api_origin_for_tests(&api.parse().unwrap());
-    }
-    let (auth, _) = Auth::load_or_create(dir.path(), registry.store.clone(), false)
-        .await
-        .unwrap();
-    let (admin, _) = auth
+    let mut config = GatewayConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.skills = Some(skills_dir);
+    config.stack = StackSource::Parsed(Box::new(Stack {
+        functions,
+        alexa: Some(settings),
+        ..Stack::default()
+    }));
+    config.provider.sandbox = SandboxMode::Off;
+    config.browser.mode = Some(BrowserMode::Off);
+    config.clock = ClockConfig::Fixed(clock);
+    config.alexa_api_for_tests = api.map(|api| api.parse().unwrap());
+    let gateway = config.build().await.unwrap();
+    let state = gateway.state().clone();
+    let (admin, _) = state
+        .auth
         .mint("test", &["admin".to_owned()], Default::default(), false)
         .await
         .unwrap();
-    let (stopping, shutdown) = watch::channel(false);
-    let queue = crate::dispatch::queue::AsyncQueue::new(registry.clone(), Default::default())
-        .await
-        .unwrap();
-    let channels = Arc::new(crate::channels::Channels::empty());
-    let alexa = Arc::new(alexa);
-    // Late answers go through the queue, as `hark up` wires it.
-    queue.set_replies(Arc::new(crate::channels::common::ChannelReplies {
-        channels: channels.clone(),
-        alexa: alexa.clone(),
-        store: registry.store.clone(),
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(async {
+        let _ = stopped.await;
     }));
-    tokio::spawn(queue.clone().run(stopping.subscribe()));
-    let state = Arc::new(AppState {
-        scheduler: crate::dispatch::schedule::Scheduler::new(registry.clone()),
-        queue,
-        admission: Arc::new(crate::dispatch::admission::Admission::new(
-            crate::server::DEFAULT_MAX_INFLIGHT,
-            crate::dispatch::admission::DEFAULT_WAIT,
-        )),
-        channels,
-        registry,
-        auth: Arc::new(auth),
-        max_body: crate::server::DEFAULT_MAX_BODY,
-        shutdown,
-        alexa,
-        clock: Arc::new(FixedClock(clock)),
-        browser: crate::browser::BrowserPool::disabled("not used in these tests"),
-        body_budget: Arc::new(crate::server::BodyBudget::new(
-            crate::server::DEFAULT_MAX_BODY_TOTAL,
-        )),
-        samples: Default::default(),
-    });
     Harness {
         state,
         admin,
         _dir: dir,
-        _stopping: stopping,
+        _stop: stop,
     }
 }
 
