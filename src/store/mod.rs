@@ -50,6 +50,13 @@ pub enum StoreError {
     Write(String),
     #[error("store: {0}")]
     Key(#[from] KeyError),
+    /// The database was written by a newer Hark, whose tables this one does not know.
+    #[error(
+        "store: the database has schema version {found}, newer than this Hark knows \
+         ({supported}): a newer Hark has opened it. Run that version (or newer), or restore \
+         the copy of the data directory taken before the upgrade"
+    )]
+    NewerSchema { found: i64, supported: i64 },
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -200,6 +207,52 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_time ON deliveries (received_at);
 ";
 
+/// The schema this Hark writes, kept in SQLite's `user_version`. Each change of the
+/// tables appends a step to [`MIGRATIONS`], which raises it by one.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// One step of the schema, run in a transaction.
+type Migration = fn(&Connection) -> Result<(), StoreError>;
+
+/// The steps from an empty database: step `i` brings schema version `i` to `i + 1`.
+/// Version 0 is also what Hark wrote before it counted versions, so step 0 is written
+/// to bring such a store up to date as well as to create one.
+const MIGRATIONS: &[Migration] = &[|conn| {
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(queue::SCHEMA)?;
+    conn.execute_batch(schedule::SCHEMA)?;
+    conn.execute_batch(alexa::SCHEMA)?;
+    conn.execute_batch(screenshot::SCHEMA)?;
+    conn.execute_batch(tokens::SCHEMA)?;
+    queue::migrate(conn)?;
+    story::migrate(conn)
+}];
+
+/// Brings the database to [`SCHEMA_VERSION`], each step in a transaction of its own;
+/// refuses one a newer Hark wrote, before changing anything.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let stepped = step(conn)
+            .and_then(|()| Ok(conn.pragma_update(None, "user_version", version as i64 + 1)?));
+        match stepped {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long a delivery id is remembered: longer than any platform's retry or redelivery
 /// window (Slack retries for about an hour, GitHub redelivers up to three days back).
 pub const DELIVERY_IDS_KEPT_SECS: i64 = 7 * 24 * 3600;
@@ -263,15 +316,8 @@ impl Store {
                 "SQLite did not apply durability {durability} (synchronous = {applied})"
             )));
         }
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let key = Arc::new(seal_secrets(&conn, key)?);
-        conn.execute_batch(queue::SCHEMA)?;
-        conn.execute_batch(schedule::SCHEMA)?;
-        conn.execute_batch(alexa::SCHEMA)?;
-        conn.execute_batch(screenshot::SCHEMA)?;
-        conn.execute_batch(tokens::SCHEMA)?;
-        queue::migrate(&conn)?;
-        story::migrate(&conn)?;
         let conn = Db::start(conn)?;
         let (tx, settling) = mpsc::unbounded_channel();
         let (settled, rx) = mpsc::unbounded_channel();
@@ -304,6 +350,12 @@ impl Store {
     /// The durability the store commits with.
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// The schema version of the database ([`SCHEMA_VERSION`] once opened).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        self.with(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
+            .await
     }
 
     /// SQLite's `PRAGMA synchronous` on the store's connection, as it is now (2: FULL,
@@ -1466,5 +1518,67 @@ mod tests {
             store.secret("old").await.unwrap().as_deref(),
             Some(&b"clear-text-from-v0"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn a_store_a_newer_hark_wrote_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        let store = Store::open(&path).unwrap();
+        store.put_secret("kept", b"value".to_vec()).await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        drop(store);
+        let newer = SCHEMA_VERSION + 1;
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", newer)
+            .unwrap();
+        let e = Store::open(&path)
+            .err()
+            .expect("a store of a newer schema was opened");
+        assert!(
+            matches!(e, StoreError::NewerSchema { found, supported } if found == newer && supported == SCHEMA_VERSION),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("newer Hark") && text.contains(&newer.to_string()),
+            "{text}"
+        );
+        // Nothing was migrated or rewritten: the version and the rows are as they were.
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, newer);
+        let rows: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM secrets WHERE name = 'kept'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_versions_is_brought_up_to_the_current_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hark.db");
+        {
+            // A gateway before schema versions: some tables, user_version 0.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO functions VALUES ('old', '{\"service\":\"old\"}', 1, '2026-01-01T00:00:00Z')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+        let functions = store.functions().await.unwrap();
+        assert_eq!(functions.len(), 1, "the old row is kept");
+        assert_eq!(store.queue_counts().await.unwrap(), QueueCounts::default());
     }
 }

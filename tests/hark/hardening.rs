@@ -38,6 +38,50 @@ fn an_unknown_durability_is_refused_at_start() {
     );
 }
 
+/// The schema version of the store in `data`.
+fn schema_version(data: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(data.join("hark.db"))
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_store_a_newer_hark_wrote_is_refused_at_start_and_left_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gw = Gateway::start_in(dir.path(), &[]);
+    gw.deploy_sh("keep", "cat", serde_json::json!({})).await;
+    assert!(gw.stop(), "the gateway did not stop cleanly");
+    let current = schema_version(dir.path());
+    assert!(current >= 1, "the store records no schema version");
+    // What a newer Hark would leave behind before a downgrade.
+    let newer = current + 1;
+    rusqlite::Connection::open(dir.path().join("hark.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let out = Gateway::up_command(dir.path(), &[], &[]).output().unwrap();
+    assert!(!out.status.success(), "hark up started on a newer store");
+    let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stderr.contains(&format!("schema version {newer}")) && stderr.contains("newer Hark"),
+        "{stderr}"
+    );
+    assert_eq!(
+        schema_version(dir.path()),
+        newer,
+        "the refused store was changed"
+    );
+    // Back on its own version (the newer Hark's copy restored), it starts with its function.
+    rusqlite::Connection::open(dir.path().join("hark.db"))
+        .unwrap()
+        .pragma_update(None, "user_version", current)
+        .unwrap();
+    let gw = Gateway::start_in(dir.path(), &[]);
+    let functions: serde_json::Value = gw.get_json("/system/functions").await;
+    assert!(functions.to_string().contains("\"keep\""), "{functions}");
+}
+
 /// The user the processes of the next test run as: the test's own, or `nobody` when the
 /// test runs as root (root may read any process's environment, so it proves nothing).
 const NOBODY: u32 = 65534;
