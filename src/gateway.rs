@@ -86,6 +86,28 @@ pub enum StackSource {
 }
 
 impl StackSource {
+    /// The stack and the file it came from, its `${HARK_GATEWAY_URL}` being `gateway_url`.
+    fn load(self, gateway_url: &str) -> anyhow::Result<Option<(PathBuf, Stack)>> {
+        Ok(match self {
+            StackSource::None => {
+                tracing::info!(
+                    "no {DEFAULT_STACK_FILE} here: no function deployed at start. `hark new NAME` \
+                     makes one; the examples (hark.yml, functions/, skills/) are in Hark's \
+                     repository, where `hark up` starts them"
+                );
+                None
+            }
+            StackSource::File(path) => {
+                let stack = Stack::load_for(&path, Some(gateway_url))?;
+                for warning in &stack.warnings {
+                    tracing::warn!(file = %path.display(), "{warning}");
+                }
+                Some((path, stack))
+            }
+            StackSource::Parsed(stack) => Some((PathBuf::from(DEFAULT_STACK_FILE), *stack)),
+        })
+    }
+
     /// The file `path` names; else `./hark.yml` when it exists; else none.
     pub fn file_or_default(path: Option<PathBuf>) -> StackSource {
         match path.or_else(|| Some(PathBuf::from(DEFAULT_STACK_FILE)).filter(|p| p.exists())) {
@@ -430,24 +452,7 @@ impl GatewayConfig {
         })?;
         let addr = listener.local_addr()?;
         let gateway_url = own_url(addr);
-        let stack = match cfg.stack {
-            StackSource::None => {
-                tracing::info!(
-                    "no {DEFAULT_STACK_FILE} here: no function deployed at start. `hark new NAME` \
-                     makes one; the examples (hark.yml, functions/, skills/) are in Hark's \
-                     repository, where `hark up` starts them"
-                );
-                None
-            }
-            StackSource::File(path) => {
-                let stack = Stack::load_for(&path, Some(&gateway_url))?;
-                for warning in &stack.warnings {
-                    tracing::warn!(file = %path.display(), "{warning}");
-                }
-                Some((path, stack))
-            }
-            StackSource::Parsed(stack) => Some((PathBuf::from(DEFAULT_STACK_FILE), *stack)),
-        };
+        let stack = cfg.stack.load(&gateway_url)?;
         let provider_config = cfg
             .provider
             .resolve(stack.as_ref().and_then(|(_, s)| s.provider.as_deref()));
@@ -487,23 +492,10 @@ impl GatewayConfig {
         if restored > 0 {
             tracing::info!(functions = restored, "restored deployed functions");
         }
-        let mut channels_config = ChannelsConfig::default();
-        let mut alexa_settings = None;
-        if let Some((path, stack)) = stack {
-            alexa_settings = stack.alexa.clone();
-            seed_function_secrets(&registry.store, &stack.functions, &stack.generated_secrets)
-                .await;
-            for spec in stack.functions {
-                let name = spec.service.clone();
-                if let Err(e) = registry
-                    .deploy(spec, DeployMode::Upsert, Deployer::Operator)
-                    .await
-                {
-                    tracing::error!(file = %path.display(), function = %name, error = %e.message, "function not deployed");
-                }
-            }
-            channels_config = stack.channels;
-        }
+        let (channels_config, alexa_settings) = match stack {
+            Some((path, stack)) => deploy_stack(&registry, &path, stack).await,
+            None => (ChannelsConfig::default(), None),
+        };
         // Routes are checked once every function is deployed: a route naming a missing
         // secret or function stops the start with a message naming both.
         let mut alexa = alexa_channel(
@@ -813,6 +805,27 @@ fn alexa_channel(
         tracing::info!(skill = %skill.name, path = %format!("/alexa/{}", skill.name), intents = skill.def.intents.len(), verify = skill.def.verify, "skill loaded");
     }
     Ok(AlexaChannel::from_settings(&settings, skills, bind)?)
+}
+
+/// Deploys the stack's functions (over the stored ones of the same name), with the
+/// secrets they need seeded first; a function that fails is logged and skipped. What is
+/// left of the stack, its channel routes and Alexa settings, comes back.
+async fn deploy_stack(
+    registry: &Registry,
+    path: &Path,
+    stack: Stack,
+) -> (ChannelsConfig, Option<AlexaSettings>) {
+    seed_function_secrets(&registry.store, &stack.functions, &stack.generated_secrets).await;
+    for spec in stack.functions {
+        let name = spec.service.clone();
+        if let Err(e) = registry
+            .deploy(spec, DeployMode::Upsert, Deployer::Operator)
+            .await
+        {
+            tracing::error!(file = %path.display(), function = %name, error = %e.message, "function not deployed");
+        }
+    }
+    (stack.channels, stack.alexa)
 }
 
 /// Stores each secret a stack function names that the secret store lacks: from the
