@@ -27,14 +27,14 @@
 //! between its start and `exec` (a fork-mode child runs on the gateway's own memory).
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use landlock::{
-    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, Scope, ABI,
 };
 
 use super::uids::{UidRegistry, UID_BASE};
@@ -298,10 +298,31 @@ impl Sandboxing {
                 sockets_blocked: None,
             });
         }
+        let extra: Vec<PathBuf> = spec
+            .annotations
+            .get(ANNOTATION_READ)
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(relative) = extra.iter().find(|p| !p.is_absolute()) {
+            return Err(bad(format!(
+                "{ANNOTATION_READ}: {} is not an absolute path",
+                relative.display()
+            )));
+        }
+        // Each path the deployment names is opened once: the check and the Landlock rule
+        // are of that one open file, so a link swapped between them changes neither.
         let named = std::iter::once(("its program", program))
-            .chain(workdir.map(|w| ("its working directory", w)));
+            .chain(workdir.map(|w| ("its working directory", w)))
+            .chain(extra.iter().map(|p| (ANNOTATION_READ, p.as_path())));
+        let mut opened = Vec::new();
         for (what, path) in named {
-            self.check_path(what, path).map_err(bad)?;
+            opened.extend(self.open_checked(what, path).map_err(bad)?);
         }
         let limit = |key: &'static str| -> Result<Option<u64>, ProviderError> {
             match spec.annotations.get(key) {
@@ -415,43 +436,20 @@ impl Sandboxing {
             }
         }
 
-        let extra: Vec<PathBuf> = spec
-            .annotations
-            .get(ANNOTATION_READ)
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if let Some(relative) = extra.iter().find(|p| !p.is_absolute()) {
-            return Err(bad(format!(
-                "{ANNOTATION_READ}: {} is not an absolute path",
-                relative.display()
-            )));
-        }
-        for path in &extra {
-            self.check_path(ANNOTATION_READ, path).map_err(bad)?;
-        }
+        // Hark's own paths, not the deployment's: named by path.
         let mut read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
         // /etc/resolv.conf often links to /run/…: the resolver needs its target.
         if let Ok(resolv) = std::fs::canonicalize("/etc/resolv.conf") {
             read.push(resolv);
         }
-        read.push(program.to_owned());
-        read.extend(workdir.map(Path::to_owned));
         read.push(secrets_dir.to_owned());
-        read.extend(extra);
-        let ruleset =
-            match self.abi {
-                Some(_) => Some(ruleset(&read, &state, sockets, connect.as_deref()).map_err(
-                    |e| ProviderError::Internal(format!("Landlock rules of {name}: {e}")),
-                )?),
-                None => None,
-            }
-            .flatten();
+        let named_read: Vec<PathBuf> = opened.iter().map(|o| o.path.clone()).collect();
+        let ruleset = match self.abi {
+            Some(_) => ruleset(&read, opened, &state, sockets, connect.as_deref())
+                .map_err(|e| ProviderError::Internal(format!("Landlock rules of {name}: {e}")))?,
+            None => None,
+        };
+        read.extend(named_read);
 
         let policy = format!(
             "ids={ids:?} processes={processes:?} files={files:?} memory={memory:?} landlock={} read={read:?} write={} sockets={sockets:?} network={network:?} connect={connect:?}",
@@ -519,13 +517,40 @@ impl Sandboxing {
     /// or a directory above it, one of Hark's entries in it, or a protected file.
     fn check_path(&self, what: &str, path: &Path) -> Result<(), String> {
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        self.check_resolved(what, &path)
+    }
+
+    /// Opens `path` once (`O_PATH`) and checks what was opened ([`Sandboxing::check_path`]),
+    /// by the name the kernel gives the open file: the Landlock rule is then made from that
+    /// same file, whatever the path names by then. `None` when there is nothing to open:
+    /// nothing is let in for it, and the path is checked as written.
+    fn open_checked(&self, what: &str, path: &Path) -> Result<Option<NamedPath>, String> {
+        let Ok(fd) = PathFd::new(path) else {
+            self.check_path(what, path)?;
+            return Ok(None);
+        };
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+            .map_err(|e| format!("{what} {}: cannot tell what it opens: {e}", path.display()))?;
+        self.check_resolved(what, &opened)?;
+        let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+            .map(|m| m.is_dir())
+            .unwrap_or(true);
+        Ok(Some(NamedPath {
+            fd,
+            path: opened,
+            is_dir,
+        }))
+    }
+
+    /// [`Sandboxing::check_path`] of a path already resolved.
+    fn check_resolved(&self, what: &str, path: &Path) -> Result<(), String> {
         let refuse = |why: String| {
             Err(format!(
                 "{what} {} {why}; functions may not see the gateway's files",
                 path.display()
             ))
         };
-        if self.data.starts_with(&path) {
+        if self.data.starts_with(path) {
             return refuse(format!("holds the data directory {}", self.data.display()));
         }
         if let Ok(inside) = path.strip_prefix(&self.data) {
@@ -542,7 +567,7 @@ impl Sandboxing {
                 ));
             }
         }
-        if let Some(file) = self.protected.iter().find(|f| f.starts_with(&path)) {
+        if let Some(file) = self.protected.iter().find(|f| f.starts_with(path)) {
             return refuse(format!("holds the gateway's {}", file.display()));
         }
         Ok(())
@@ -821,13 +846,22 @@ fn landlock_abi() -> Option<i32> {
     (abi > 0).then_some(abi as i32)
 }
 
-/// A Landlock ruleset: `read` readable (and executable), `state` and `sockets` fully
+/// A path a deployment named, opened once: the file the check saw is the one fenced in.
+struct NamedPath {
+    fd: PathFd,
+    /// What the kernel says the open file is.
+    path: PathBuf,
+    is_dir: bool,
+}
+
+/// A Landlock ruleset: `read` and `named` readable (and executable), `state` and `sockets` fully
 /// writable (making a socket there is `MakeSock`), the rest of the file system out of
 /// reach, signals to processes outside refused; with `connect`, TCP connections to
 /// those ports only (binding is left alone: an HTTP-mode replica binds the `PORT` it is
 /// given). `None` when the kernel enforces nothing.
 fn ruleset(
     read: &[PathBuf],
+    named: Vec<NamedPath>,
     state: &Path,
     sockets: Option<&Path>,
     connect: Option<&[u16]>,
@@ -846,6 +880,14 @@ fn ruleset(
             Ok::<_, landlock::RulesetError>(NetPort::new(*port, AccessNet::ConnectTcp))
         }))?
         .add_rules(landlock::path_beneath_rules(read, AccessFs::from_read(abi)))?
+        .add_rules(named.into_iter().map(|named| {
+            // A rule on a file may carry a file's rights only.
+            let access = match named.is_dir {
+                true => AccessFs::from_read(abi),
+                false => AccessFs::from_read(abi) & AccessFs::from_file(abi),
+            };
+            Ok::<_, landlock::RulesetError>(PathBeneath::new(named.fd, access))
+        }))?
         .add_rules(landlock::path_beneath_rules(
             SYSTEM_WRITE,
             AccessFs::from_file(abi),
@@ -985,6 +1027,86 @@ mod tests {
         assert!(named_user("33:33").is_err());
         assert_eq!(named_user("2000:2001"), Ok((2000, 2001)));
         assert_eq!(named_user("2000"), Ok((2000, 2000)));
+    }
+
+    #[tokio::test]
+    async fn a_named_path_is_fenced_as_it_was_checked_though_its_link_changes() {
+        let Some(abi) = landlock_abi() else {
+            eprintln!("skipping: this kernel has no Landlock");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let data = root.join("data");
+        let project = root.join("project");
+        for d in [&data, &project] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(data.join("jwt.key"), "the gateway's key\n").unwrap();
+        std::fs::write(project.join("notes"), "the project's notes\n").unwrap();
+        let link = root.join("link");
+        std::os::unix::fs::symlink(&project, &link).unwrap();
+        let sandboxing = Sandboxing {
+            mode: SandboxMode::On,
+            root: false,
+            abi: Some(abi),
+            state_root: data.join("state"),
+            data: data.clone(),
+            protected: Vec::new(),
+            users: None,
+        };
+        // Checked while the link names the project.
+        let named = sandboxing
+            .open_checked(ANNOTATION_READ, &link)
+            .unwrap()
+            .expect("the project opens");
+        assert_eq!(named.path, project);
+        // Then swapped to the data directory, before the rule is made.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        let e = sandboxing
+            .open_checked(ANNOTATION_READ, &link)
+            .err()
+            .expect("the link to the data directory was accepted");
+        assert!(e.contains("gateway's files"), "{e}");
+
+        let read: Vec<PathBuf> = SYSTEM_READ.iter().map(PathBuf::from).collect();
+        let state = root.join("state");
+        std::fs::create_dir(&state).unwrap();
+        let sandbox = Arc::new(Sandbox {
+            ids: None,
+            processes: None,
+            files: None,
+            memory: None,
+            ruleset: ruleset(&read, vec![named], &state, None, None).unwrap(),
+            policy: "test".to_owned(),
+        });
+        let cat = |path: PathBuf| {
+            let sandbox = sandbox.clone();
+            async move {
+                let mut command = tokio::process::Command::new("cat");
+                command.arg(path);
+                sandbox.apply(&mut command);
+                command.output().await.unwrap()
+            }
+        };
+        // What was checked is what is let in: the project, through the link, and not
+        // the data directory the link names now.
+        let through = cat(link.join("jwt.key")).await;
+        assert!(
+            !through.status.success(),
+            "the swapped link opened the data directory: {}",
+            String::from_utf8_lossy(&through.stdout)
+        );
+        let key = cat(data.join("jwt.key")).await;
+        assert!(!key.status.success(), "jwt.key is readable");
+        let notes = cat(project.join("notes")).await;
+        assert_eq!(
+            String::from_utf8_lossy(&notes.stdout),
+            "the project's notes\n",
+            "{}",
+            String::from_utf8_lossy(&notes.stderr)
+        );
     }
 
     #[test]
