@@ -11,6 +11,12 @@ use std::os::unix::net::UnixListener;
 /// The largest request body this function reads.
 const MAX_BODY: usize = 1024 * 1024;
 
+/// The stack of each connection's thread. Serving one needs a few KiB, and a function's
+/// memory limit (`hark.limits.memory`, `RLIMIT_DATA`: 1 GiB by default in the gateway's
+/// sandbox) counts every thread's stack: with std's 2 MiB, about 500 connections at once
+/// were the most, and the next one crashed the function.
+const THREAD_STACK: usize = 128 * 1024;
+
 fn main() {
     if let Some(path) = std::env::var_os("HARK_SOCKET").filter(|p| !p.is_empty()) {
         let listener = match UnixListener::bind(&path) {
@@ -22,13 +28,10 @@ fn main() {
         };
         eprintln!("hello: listening on {}", path.to_string_lossy());
         for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let served = stream
+            on_a_thread(move || {
+                stream
                     .try_clone()
-                    .and_then(|reader| serve(BufReader::new(reader), stream));
-                if let Err(e) = served {
-                    eprintln!("hello: connection error: {e}");
-                }
+                    .and_then(|reader| serve(BufReader::new(reader), stream))
             });
         }
         return;
@@ -43,15 +46,27 @@ fn main() {
     };
     eprintln!("hello: listening on 127.0.0.1:{port}");
     for stream in listener.incoming().flatten() {
-        std::thread::spawn(move || {
-            let served = stream
+        on_a_thread(move || {
+            stream
                 .set_nodelay(true)
                 .and_then(|()| stream.try_clone())
-                .and_then(|reader| serve(BufReader::new(reader), stream));
-            if let Err(e) = served {
+                .and_then(|reader| serve(BufReader::new(reader), stream))
+        });
+    }
+}
+
+/// Serves one connection on a thread of its own. When no thread can be had (the
+/// memory or process limit reached), that connection is closed and the others go on.
+fn on_a_thread(serve: impl FnOnce() -> std::io::Result<()> + Send + 'static) {
+    let started = std::thread::Builder::new()
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            if let Err(e) = serve() {
                 eprintln!("hello: connection error: {e}");
             }
         });
+    if let Err(e) = started {
+        eprintln!("hello: no thread for a new connection ({e}): closing it");
     }
 }
 
