@@ -123,10 +123,8 @@ impl StackSource {
 /// (issue #17) selected by a `postgres://` URL.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    /// One SQLite file, the embedded default.
+    /// One SQLite file, `DATA/hark.db`: the embedded default.
     Sqlite {
-        /// The database file [default: DATA/hark.db].
-        file: Option<PathBuf>,
         /// The file of the key that seals stored secrets [default: DATA/secret.key];
         /// `HARK_SECRET_KEY` wins over it.
         key_file: Option<PathBuf>,
@@ -137,7 +135,6 @@ pub enum StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig::Sqlite {
-            file: None,
             key_file: None,
             durability: Durability::default(),
         }
@@ -157,7 +154,6 @@ impl StoreConfig {
     pub fn open(&self, data: &Path) -> anyhow::Result<Store> {
         match self {
             StoreConfig::Sqlite {
-                file,
                 key_file,
                 durability,
             } => {
@@ -166,9 +162,8 @@ impl StoreConfig {
                         .clone()
                         .unwrap_or_else(|| data.join(crate::store::sealed::DEFAULT_KEY_FILE)),
                 );
-                let file = file.clone().unwrap_or_else(|| data.join("hark.db"));
-                let store =
-                    Store::open_with(&file, key, *durability).context("opening the store")?;
+                let store = Store::open_with(&data.join("hark.db"), key, *durability)
+                    .context("opening the store")?;
                 tracing::info!(durability = %store.durability(), "store opened");
                 Ok(store)
             }
@@ -466,16 +461,16 @@ impl GatewayConfig {
             .await
             .context("browser automation")?;
         let stack_functions = stack.as_ref().map(|(_, s)| s.functions.as_slice());
-        let built = build_provider(
-            &provider_config,
-            &data,
-            cfg.store.key_file(),
-            &gateway_url,
-            &browser,
-            stack_functions,
-            addr.port(),
-        )
-        .await?;
+        let built = provider_config
+            .build(&ProviderContext {
+                data: &data,
+                key_file: cfg.store.key_file(),
+                gateway_url: &gateway_url,
+                browser: &browser,
+                stack_functions,
+                port: addr.port(),
+            })
+            .await?;
         let provider = built.provider;
         tracing::info!(provider = provider.name(), "provider ready");
         let dispatcher = Arc::new(Dispatcher::new(provider.clone(), store.clone()).await?);
@@ -609,77 +604,84 @@ struct BuiltProvider {
     swarm: Option<Arc<SwarmProvider>>,
 }
 
-/// Starts the backend `config` names. Images the stack's functions lack are built first
-/// for the engines.
-async fn build_provider(
-    config: &ProviderConfig,
-    data: &Path,
-    key_file: Option<&Path>,
-    gateway_url: &str,
-    browser: &BrowserPool,
-    stack_functions: Option<&[FunctionDeployment]>,
+/// What a provider is built with, besides its own settings.
+struct ProviderContext<'a> {
+    data: &'a Path,
+    /// `--secret-key-file`, kept from process functions like the data directory.
+    key_file: Option<&'a Path>,
+    gateway_url: &'a str,
+    browser: &'a BrowserPool,
+    /// The stack's functions, whose missing images the engines build first.
+    stack_functions: Option<&'a [FunctionDeployment]>,
+    /// The gateway's port, which the docker functions' `/webdriver` listener tries first.
     port: u16,
-) -> anyhow::Result<BuiltProvider> {
-    let logs = Arc::new(LogHub::default());
-    let built = match config {
-        ProviderConfig::Process { sandbox } => {
-            // Process functions reach the pool on a loopback listener of its own, never
-            // through the gateway's address; their URLs carry their capabilities.
-            let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-                .await
-                .context("cannot listen on loopback for the functions' /webdriver")?;
-            let base = format!("http://{}", listener.local_addr()?);
-            let secrets = data.join("secrets");
-            let mut sandboxing = Sandboxing::start(data, &secrets, *sandbox)
-                .context("preparing the process sandbox")?;
-            if let Some(key_file) = key_file {
-                sandboxing = sandboxing
-                    .protect(key_file)
+}
+
+impl ProviderConfig {
+    /// Starts the backend this names. Images the stack's functions lack are built first
+    /// for the engines.
+    async fn build(&self, cx: &ProviderContext<'_>) -> anyhow::Result<BuiltProvider> {
+        let logs = Arc::new(LogHub::default());
+        let built = match self {
+            ProviderConfig::Process { sandbox } => {
+                // Process functions reach the pool on a loopback listener of its own, never
+                // through the gateway's address; their URLs carry their capabilities.
+                let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                    .await
+                    .context("cannot listen on loopback for the functions' /webdriver")?;
+                let base = format!("http://{}", listener.local_addr()?);
+                let secrets = cx.data.join("secrets");
+                let mut sandboxing = Sandboxing::start(cx.data, &secrets, *sandbox)
                     .context("preparing the process sandbox")?;
+                if let Some(key_file) = cx.key_file {
+                    sandboxing = sandboxing
+                        .protect(key_file)
+                        .context("preparing the process sandbox")?;
+                }
+                BuiltProvider {
+                    provider: Arc::new(
+                        ProcessProvider::new(secrets, logs)
+                            .with_sockets(cx.data.join("sockets"))
+                            .with_gateway_url(cx.gateway_url)
+                            .with_webdriver(&base, cx.browser.capabilities().clone())
+                            .with_sandbox(sandboxing),
+                    ),
+                    webdriver_listener: Some(listener),
+                    docker: None,
+                    swarm: None,
+                }
             }
-            BuiltProvider {
-                provider: Arc::new(
-                    ProcessProvider::new(secrets, logs)
-                        .with_sockets(data.join("sockets"))
-                        .with_gateway_url(gateway_url)
-                        .with_webdriver(&base, browser.capabilities().clone())
-                        .with_sandbox(sandboxing),
-                ),
-                webdriver_listener: Some(listener),
-                docker: None,
-                swarm: None,
+            ProviderConfig::Docker { network } => {
+                if let Some(functions) = cx.stack_functions {
+                    crate::cli::build::build_missing(functions).await?;
+                }
+                let provider = Arc::new(DockerProvider::start(cx.data, network, logs).await?);
+                let webdriver_listener = match cx.browser.disabled_reason() {
+                    None => functions_listener(&provider, cx.browser, cx.port, cx.data).await,
+                    Some(_) => None,
+                };
+                BuiltProvider {
+                    provider: provider.clone(),
+                    webdriver_listener,
+                    docker: Some(provider),
+                    swarm: None,
+                }
             }
-        }
-        ProviderConfig::Docker { network } => {
-            if let Some(functions) = stack_functions {
-                crate::cli::build::build_missing(functions).await?;
+            ProviderConfig::Swarm { network } => {
+                if let Some(functions) = cx.stack_functions {
+                    crate::cli::build::build_missing(functions).await?;
+                }
+                let provider = Arc::new(SwarmProvider::start(cx.data, network, logs).await?);
+                BuiltProvider {
+                    provider: provider.clone(),
+                    webdriver_listener: None,
+                    docker: None,
+                    swarm: Some(provider),
+                }
             }
-            let provider = Arc::new(DockerProvider::start(data, network, logs).await?);
-            let webdriver_listener = match browser.disabled_reason() {
-                None => functions_listener(&provider, browser, port, data).await,
-                Some(_) => None,
-            };
-            BuiltProvider {
-                provider: provider.clone(),
-                webdriver_listener,
-                docker: Some(provider),
-                swarm: None,
-            }
-        }
-        ProviderConfig::Swarm { network } => {
-            if let Some(functions) = stack_functions {
-                crate::cli::build::build_missing(functions).await?;
-            }
-            let provider = Arc::new(SwarmProvider::start(data, network, logs).await?);
-            BuiltProvider {
-                provider: provider.clone(),
-                webdriver_listener: None,
-                docker: None,
-                swarm: Some(provider),
-            }
-        }
-    };
-    Ok(built)
+        };
+        Ok(built)
+    }
 }
 
 /// The URL the gateway's own functions reach it at: its listening address, with loopback

@@ -220,7 +220,6 @@ impl UpArgs {
             stack: StackSource::file_or_default(self.config),
             skills: self.skills,
             store: StoreConfig::Sqlite {
-                file: None,
                 key_file: self.secret_key_file,
                 durability: self.durability,
             },

@@ -216,7 +216,14 @@ type Migration = fn(&Connection) -> Result<(), StoreError>;
 
 /// The steps from an empty database: step `i` brings schema version `i` to `i + 1`.
 /// Version 0 is also what Hark wrote before it counted versions, so step 0 is written
-/// to bring such a store up to date as well as to create one.
+/// to bring such a store up to date as well as to create one: it creates what is
+/// missing and adds the columns added since (`queue::migrate`, `story::migrate`, the
+/// secrets' `sealed`).
+///
+/// Step 0, the `SCHEMA` constants and the added columns it runs are frozen: a store at
+/// version 1 never runs them again. A change of the tables is a new step at the end,
+/// written against version 1's tables (`ALTER TABLE`, `CREATE TABLE`), never an edit of
+/// them; `fresh_and_migrated_stores_have_the_same_tables` checks the two paths agree.
 const MIGRATIONS: &[Migration] = &[|conn| {
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(queue::SCHEMA)?;
@@ -224,6 +231,7 @@ const MIGRATIONS: &[Migration] = &[|conn| {
     conn.execute_batch(alexa::SCHEMA)?;
     conn.execute_batch(screenshot::SCHEMA)?;
     conn.execute_batch(tokens::SCHEMA)?;
+    db::add_missing_columns(conn, "secrets", &[("sealed", "INTEGER NOT NULL DEFAULT 0")])?;
     queue::migrate(conn)?;
     story::migrate(conn)
 }];
@@ -239,9 +247,29 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         });
     }
     for (version, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
+        let version = version as i64;
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let stepped = step(conn)
-            .and_then(|()| Ok(conn.pragma_update(None, "user_version", version as i64 + 1)?));
+        // Read again under the write lock: another process opening the same store may
+        // have taken this step since.
+        let now: i64 = match conn.pragma_query_value(None, "user_version", |r| r.get(0)) {
+            Ok(now) => now,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        };
+        if now > version {
+            conn.execute_batch("ROLLBACK")?;
+            if now > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema {
+                    found: now,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            continue;
+        }
+        let stepped =
+            step(conn).and_then(|()| Ok(conn.pragma_update(None, "user_version", version + 1)?));
         match stepped {
             Ok(()) => conn.execute_batch("COMMIT")?,
             Err(e) => {
@@ -1559,6 +1587,53 @@ mod tests {
             )
             .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    /// Each table's columns (name and type) and the indexes, as SQLite reports them.
+    fn tables(path: &Path) -> Vec<String> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT m.type, m.name, p.name, p.type FROM sqlite_master m \
+                 LEFT JOIN pragma_table_info(m.name) p WHERE m.name NOT LIKE 'sqlite_%' \
+                 ORDER BY 1, 2, 3",
+            )
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(format!(
+                    "{} {} {} {}",
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    r.get::<_, Option<String>>(3)?.unwrap_or_default()
+                ))
+            })
+            .unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    #[tokio::test]
+    async fn fresh_and_migrated_stores_have_the_same_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        drop(Store::open(&fresh).unwrap());
+        // The oldest store Hark wrote: its first tables only, no version.
+        let old = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE functions (name TEXT PRIMARY KEY, spec TEXT NOT NULL, replicas INTEGER NOT NULL, created_at TEXT NOT NULL);
+                 CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at TEXT NOT NULL);
+                 CREATE TABLE activations (call_id TEXT NOT NULL, function TEXT NOT NULL, trigger TEXT NOT NULL, status INTEGER NOT NULL, duration_ms REAL NOT NULL, started_at TEXT NOT NULL, error TEXT);",
+            )
+            .unwrap();
+        }
+        drop(Store::open(&old).unwrap());
+        assert_eq!(tables(&old), tables(&fresh));
+        assert!(tables(&fresh)
+            .iter()
+            .any(|t| t == "table secrets sealed INTEGER"));
     }
 
     #[tokio::test]

@@ -177,7 +177,8 @@ fn state_of(c: &Connection, call_id: &str) -> Result<Option<CallState>, StoreErr
 /// Columns added since the queue table was first written, for stores made before them.
 const ADDED_COLUMNS: &[(&str, &str)] = &[("trigger", "TEXT"), ("reply", "TEXT")];
 
-/// Brings a queue table made by an older Hark up to [`SCHEMA`].
+/// Brings a queue table made by a Hark from before schema versions up to [`SCHEMA`]:
+/// part of the store's frozen migration step 0.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     super::db::add_missing_columns(conn, "queue", ADDED_COLUMNS)
 }

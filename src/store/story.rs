@@ -82,7 +82,8 @@ pub struct Later {
 /// Default of the most bytes of stories kept in all (`hark up --history-max-bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Brings an activations table made by an older Hark up to the columns stories need.
+/// Brings an activations table made by a Hark from before schema versions up to the
+/// columns stories need: part of the store's frozen migration step 0.
 pub(super) fn migrate(conn: &rusqlite::Connection) -> Result<(), super::StoreError> {
     super::db::add_missing_columns(
         conn,

@@ -70,6 +70,7 @@ async fn harness_with_api(
         std::fs::create_dir_all(skills_dir.join(name)).unwrap();
         std::fs::write(skills_dir.join(name).join("skill.yaml"), text).unwrap();
     }
+    let functions_named = functions;
     let functions = functions
         .iter()
         .map(|(name, script)| FunctionDeployment {
@@ -90,8 +91,16 @@ async fn harness_with_api(
     config.browser.mode = Some(BrowserMode::Off);
     config.clock = ClockConfig::Fixed(clock);
     config.alexa_api_for_tests = api.map(|api| api.parse().unwrap());
+    // Late answers go through the queue: not refused on a nearly full test disk.
+    config.queue.min_free_disk = 0;
     let gateway = config.build().await.unwrap();
     let state = gateway.state().clone();
+    for (name, _) in functions_named {
+        assert!(
+            state.registry.deployed(&name.parse().unwrap()).is_some(),
+            "{name} was not deployed"
+        );
+    }
     let (admin, _) = state
         .auth
         .mint("test", &["admin".to_owned()], Default::default(), false)

@@ -529,12 +529,29 @@ impl Sandboxing {
             self.check_path(what, path)?;
             return Ok(None);
         };
-        let opened = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
+        let stat = fd_stat(&fd)
             .map_err(|e| format!("{what} {}: cannot tell what it opens: {e}", path.display()))?;
+        let opened = match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())) {
+            Ok(opened) => opened,
+            // Without /proc: the path resolved again, taken only when it still names the
+            // file that was opened.
+            Err(_) => {
+                let again = std::fs::canonicalize(path).map_err(|e| {
+                    format!("{what} {}: cannot tell what it opens: {e}", path.display())
+                })?;
+                let same = std::fs::metadata(&again)
+                    .is_ok_and(|m| m.dev() == stat.st_dev && m.ino() == stat.st_ino);
+                if !same {
+                    return Err(format!(
+                        "{what} {} changed while it was checked",
+                        path.display()
+                    ));
+                }
+                again
+            }
+        };
         self.check_resolved(what, &opened)?;
-        let is_dir = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd()))
-            .map(|m| m.is_dir())
-            .unwrap_or(true);
+        let is_dir = stat.st_mode & libc::S_IFMT == libc::S_IFDIR;
         Ok(Some(NamedPath {
             fd,
             path: opened,
@@ -844,6 +861,18 @@ fn landlock_abi() -> Option<i32> {
         )
     };
     (abi > 0).then_some(abi as i32)
+}
+
+/// `fstat(2)` of an open file.
+fn fd_stat(fd: &impl AsFd) -> std::io::Result<libc::stat> {
+    // SAFETY: all-zero bytes are a valid `stat` (integers only), which fstat overwrites.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the borrow's length, and fstat writes only into
+    // the struct it is given.
+    if unsafe { libc::fstat(fd.as_fd().as_raw_fd(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat)
 }
 
 /// A path a deployment named, opened once: the file the check saw is the one fenced in.
