@@ -193,6 +193,14 @@ impl ProviderKind {
             _ => None,
         }
     }
+
+    /// The backend to run: the one asked for, else the stack file's `provider.name`
+    /// when it names one, else the process provider.
+    pub fn choose(asked: Option<ProviderKind>, stack_name: Option<&str>) -> ProviderKind {
+        asked
+            .or_else(|| stack_name.and_then(ProviderKind::from_stack))
+            .unwrap_or(ProviderKind::Process)
+    }
 }
 
 /// The provider as asked for, and the settings of each backend; the choice falls to the
@@ -222,11 +230,7 @@ impl Default for ProviderChoice {
 impl ProviderChoice {
     /// The backend to build, given the stack file's `provider.name`.
     pub fn resolve(&self, from_stack: Option<&str>) -> ProviderConfig {
-        let kind = self
-            .kind
-            .or_else(|| from_stack.and_then(ProviderKind::from_stack))
-            .unwrap_or(ProviderKind::Process);
-        match kind {
+        match ProviderKind::choose(self.kind, from_stack) {
             ProviderKind::Process => ProviderConfig::Process {
                 sandbox: self.sandbox,
             },

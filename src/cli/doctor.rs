@@ -124,13 +124,10 @@ pub async fn run(
             ),
         },
     };
-    let provider = args.provider.unwrap_or_else(|| {
-        stack
-            .as_ref()
-            .and_then(|s| s.provider.as_deref())
-            .and_then(ProviderKind::from_stack)
-            .unwrap_or(ProviderKind::Process)
-    });
+    let provider = ProviderKind::choose(
+        args.provider,
+        stack.as_ref().and_then(|s| s.provider.as_deref()),
+    );
     let browser = args.browser.apply(
         stack
             .as_ref()
