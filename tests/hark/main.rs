@@ -14,6 +14,7 @@ mod docker;
 mod doctor;
 mod fences;
 mod first_run;
+mod gateway_image;
 mod hardening;
 mod history;
 mod holiday;

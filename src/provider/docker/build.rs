@@ -136,6 +136,25 @@ pub async fn ensure_watchdog_image(
     Ok(tag)
 }
 
+/// Where the gateway image keeps its data directory (a volume).
+pub const GATEWAY_DATA_DIR: &str = "/var/lib/hark";
+/// The gateway image's working directory, where `hark up` looks for `hark.yml`.
+pub const GATEWAY_WORKDIR: &str = "/etc/hark";
+
+/// Builds the gateway's own image, tagged `tag`, from the watchdog image of this `hark`
+/// binary (built first if missing): `hark up` as its command, listening on port 8080 of
+/// every interface of the container, its data directory a volume.
+pub async fn build_gateway(
+    docker: &Docker,
+    tag: &str,
+    settings: &BuildSettings,
+    progress: &mut (dyn FnMut(BuildEvent) + Send),
+) -> Result<(), DockerError> {
+    let base = ensure_watchdog_image(docker, settings, progress).await?;
+    let context = gateway_context(&base, settings)?;
+    build(docker, tag, context, progress).await
+}
+
 /// Sends a context and follows the build to its end. The engine here (20.10 on
 /// fuse-overlayfs) now and then fails a build with "layer does not exist" when it reuses
 /// a layer just made; such a build is tried once more.
@@ -445,6 +464,37 @@ fn watchdog_context(settings: &BuildSettings, hash: &str) -> Result<Vec<u8>, Doc
          WORKDIR {APP_DIR}\n\
          LABEL {LABEL_BUILT}=watchdog{labels}\n\
          ENTRYPOINT [\"{WATCHDOG_PATH}\", \"watchdog\"]\n",
+        labels = extra_labels(&settings.labels),
+    );
+    context.file(Path::new("Dockerfile"), dockerfile.as_bytes(), 0o644)?;
+    context.finish()
+}
+
+fn gateway_context(base: &str, settings: &BuildSettings) -> Result<Vec<u8>, DockerError> {
+    let mut context = Context::new();
+    let root = Path::new("rootfs");
+    // Only the gateway (root in the container) reads its data: keys, tokens, secrets.
+    context.dir(&under(root, Path::new(GATEWAY_DATA_DIR)), 0o700)?;
+    context.dir(&under(root, Path::new(GATEWAY_WORKDIR)), 0o755)?;
+    // Swarm and `docker ps` tell a gateway that serves from one that only runs; a rolling
+    // update waits for the new one to be healthy. Needs busybox's wget.
+    let healthcheck = if settings.busybox.is_some() {
+        "HEALTHCHECK --interval=10s --timeout=3s --start-period=10s CMD [\"/bin/sh\", \"-c\", \"wget -q -O /dev/null http://127.0.0.1:${HARK_PORT}/healthz\"]\n"
+    } else {
+        ""
+    };
+    let dockerfile = format!(
+        "FROM {base}\n\
+         COPY rootfs/ /\n\
+         ENV HARK_DATA={GATEWAY_DATA_DIR} HARK_BIND=0.0.0.0 HARK_PORT=8080\n\
+         WORKDIR {GATEWAY_WORKDIR}\n\
+         VOLUME {GATEWAY_DATA_DIR}\n\
+         EXPOSE 8080\n\
+         STOPSIGNAL SIGTERM\n\
+         {healthcheck}\
+         LABEL {LABEL_BUILT}=gateway{labels}\n\
+         ENTRYPOINT [\"{WATCHDOG_PATH}\"]\n\
+         CMD [\"up\"]\n",
         labels = extra_labels(&settings.labels),
     );
     context.file(Path::new("Dockerfile"), dockerfile.as_bytes(), 0o644)?;
