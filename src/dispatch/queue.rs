@@ -288,7 +288,7 @@ impl AsyncQueue {
         let client = config.egress.client(Duration::from_secs(30));
         Ok(Arc::new(AsyncQueue {
             registry,
-            owner: format!("pid:{}", std::process::id()),
+            owner: process_owner(),
             wake: Notify::new(),
             depth: AtomicU64::new(depth),
             per_function: Mutex::new(HashMap::new()),
@@ -1086,12 +1086,42 @@ pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-/// Whether the gateway process named by a queue owner (`pid:N`) still runs.
+/// The name this gateway process claims calls under: `pid:N@HOST`, where HOST names the
+/// machine (its host name and boot id), so that gateways on several machines sharing one
+/// database never take each other's process ids for their own.
+pub fn process_owner() -> String {
+    format!("pid:{}@{}", std::process::id(), host_id())
+}
+
+/// The host name and the kernel's boot id: two containers of one machine differ by the
+/// first (and may share process ids), two machines by both.
+fn host_id() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+        let name = read("/proc/sys/kernel/hostname");
+        let boot = read("/proc/sys/kernel/random/boot_id");
+        format!(
+            "{}/{}",
+            name.trim(),
+            boot.trim().get(..8).unwrap_or("unknown")
+        )
+    })
+}
+
+/// Whether the gateway process named by a queue owner (`pid:N@HOST`, or `pid:N` as
+/// earlier versions wrote it on this machine) still runs. A process of another host
+/// cannot be checked from here: its calls are taken back when their lease runs out.
 fn owner_is_alive(owner: &str) -> bool {
-    let Some(pid) = owner
-        .strip_prefix("pid:")
-        .and_then(|p| p.parse::<libc::pid_t>().ok())
-    else {
+    let Some(rest) = owner.strip_prefix("pid:") else {
+        return false;
+    };
+    let pid = match rest.split_once('@') {
+        Some((_, host)) if host != host_id() => return true,
+        Some((pid, _)) => pid,
+        None => rest,
+    };
+    let Ok(pid) = pid.parse::<libc::pid_t>() else {
         return false;
     };
     if pid == std::process::id() as libc::pid_t {
@@ -1126,8 +1156,21 @@ mod tests {
 
     #[test]
     fn owners_are_alive_only_while_their_process_runs() {
+        assert!(owner_is_alive(&process_owner()));
         assert!(owner_is_alive(&format!("pid:{}", std::process::id())));
+        let dead = format!("pid:999999999@{}", host_id());
+        assert!(!owner_is_alive(&dead));
         assert!(!owner_is_alive("pid:999999999"));
         assert!(!owner_is_alive("garbage"));
+        assert!(!owner_is_alive(&format!("pid:x@{}", host_id())));
+    }
+
+    #[test]
+    fn an_owner_on_another_host_is_left_to_its_lease() {
+        // The same process id as ours, on another machine: not ours, and not known dead.
+        let elsewhere = format!("pid:{}@other-host/12345678", std::process::id());
+        assert_ne!(elsewhere, process_owner());
+        assert!(owner_is_alive(&elsewhere));
+        assert!(owner_is_alive("pid:999999999@other-host/12345678"));
     }
 }

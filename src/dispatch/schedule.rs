@@ -247,7 +247,7 @@ impl Scheduler {
     pub fn new(registry: Registry) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             registry,
-            owner: format!("pid:{}", std::process::id()),
+            owner: super::queue::process_owner(),
             running: Mutex::new(HashMap::new()),
         })
     }
