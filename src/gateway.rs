@@ -39,6 +39,7 @@ use crate::server::{AppState, BodyBudget, ConnLimits, DEFAULT_MAX_BODY, DEFAULT_
 use crate::stack::Stack;
 use crate::store::{Durability, KeySource, Retention, Store};
 use crate::telemetry::exporter::Access;
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 /// Stack file loaded from the working directory when none is named.
 pub const DEFAULT_STACK_FILE: &str = "hark.yml";
@@ -118,9 +119,6 @@ impl StackSource {
 }
 
 /// Where durable state lives.
-///
-/// One backend today; PostgreSQL, for several gateways on one database, is to join it
-/// (issue #17) selected by a `postgres://` URL.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     /// One SQLite file, `DATA/hark.db`: the embedded default.
@@ -130,6 +128,56 @@ pub enum StoreConfig {
         key_file: Option<PathBuf>,
         durability: Durability,
     },
+    /// A PostgreSQL database that several gateways share (`--store postgres://…`).
+    Postgres {
+        url: DatabaseUrl,
+        /// As for SQLite; every gateway on the database must be given the same key.
+        key_file: Option<PathBuf>,
+    },
+}
+
+/// A `postgres://` URL, which may hold a password: shown without it.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// `url` if it is a `postgres://` or `postgresql://` URL.
+    pub fn parse(url: &str) -> anyhow::Result<DatabaseUrl> {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            anyhow::anyhow!("--store: not a URL ({e}): give sqlite or postgres://USER@HOST:PORT/DB")
+        })?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "postgres" | "postgresql"),
+            "--store: {:?} is not a store: give sqlite or postgres://USER@HOST:PORT/DB",
+            parsed.scheme()
+        );
+        Ok(DatabaseUrl(url.to_owned()))
+    }
+
+    /// The URL to connect with (password included).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("***"));
+                }
+                f.write_str(url.as_str())
+            }
+            Err(_) => f.write_str("postgres://…"),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
 }
 
 impl Default for StoreConfig {
@@ -146,26 +194,61 @@ impl StoreConfig {
     /// from functions too.
     pub fn key_file(&self) -> Option<&Path> {
         match self {
-            StoreConfig::Sqlite { key_file, .. } => key_file.as_deref(),
+            StoreConfig::Sqlite { key_file, .. } | StoreConfig::Postgres { key_file, .. } => {
+                key_file.as_deref()
+            }
         }
     }
 
     /// Opens the store, its relative defaults taken in `data`.
-    pub fn open(&self, data: &Path) -> anyhow::Result<Store> {
+    pub async fn open(&self, data: &Path) -> anyhow::Result<Store> {
+        let key = |key_file: &Option<PathBuf>| {
+            KeySource::from_env_or(
+                key_file
+                    .clone()
+                    .unwrap_or_else(|| data.join(crate::store::sealed::DEFAULT_KEY_FILE)),
+            )
+        };
         match self {
             StoreConfig::Sqlite {
                 key_file,
                 durability,
             } => {
-                let key = KeySource::from_env_or(
-                    key_file
-                        .clone()
-                        .unwrap_or_else(|| data.join(crate::store::sealed::DEFAULT_KEY_FILE)),
-                );
-                let store = Store::open_with(&data.join("hark.db"), key, *durability)
+                let store = Store::open_with(&data.join("hark.db"), key(key_file), *durability)
                     .context("opening the store")?;
-                tracing::info!(durability = %store.durability(), "store opened");
+                tracing::info!(%durability, "store opened");
                 Ok(store)
+            }
+            StoreConfig::Postgres { url, key_file } => {
+                let store = Store::connect(url.expose(), key(key_file))
+                    .await
+                    .with_context(|| format!("opening the store at {url}"))?;
+                tracing::info!(database = %url, "store opened on PostgreSQL");
+                Ok(store)
+            }
+        }
+    }
+}
+
+/// How often a gateway on a shared database looks for the functions the others deployed,
+/// updated, scaled or removed.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps this gateway's functions as the store says, every [`FOLLOW_EVERY`], while the
+/// gateway runs: what another gateway on the same database deployed is served here too.
+async fn follow_other_gateways(registry: Registry) {
+    static FAILED: Throttle = Throttle::new(REPEAT_INTERVAL);
+    let mut every = tokio::time::interval(FOLLOW_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match registry.follow_store().await {
+            Ok(changed) if !changed.is_empty() => {
+                tracing::info!(functions = ?changed, "followed what another gateway changed")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                crate::warn_repeated!(FAILED, "follow", error = %e.message, "cannot read the shared store's functions")
             }
         }
     }
@@ -434,7 +517,7 @@ impl GatewayConfig {
         if !egress.allowed().is_empty() {
             tracing::warn!(allowed = ?egress.allowed(), "callback URLs may reach these special addresses");
         }
-        let store = cfg.store.open(&data)?;
+        let store = cfg.store.open(&data).await?;
         let secure_cookies = cfg
             .public_url
             .as_ref()
@@ -554,6 +637,9 @@ impl GatewayConfig {
             },
         )
         .await?;
+        if registry.store.is_shared() {
+            tokio::spawn(follow_other_gateways(registry.clone()));
+        }
         let scheduler = crate::dispatch::schedule::Scheduler::new(registry.clone());
         // Results of channel calls go back through the channels that queued them.
         let channels = Arc::new(channels);

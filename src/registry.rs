@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::function::{FunctionDeployment, FunctionName, FunctionStatus};
 use crate::provider::{Deployment, Provider, ProviderError};
 use crate::store::{Store, StoredFunction};
+use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 
 /// Label giving the replicas a new function starts with (OpenFaaS's name).
 pub const LABEL_SCALE_MIN: &str = "com.openfaas.scale.min";
@@ -24,6 +25,9 @@ pub struct Registry {
     pub dispatcher: Arc<Dispatcher>,
     /// Deployed functions by name, for the invocation path (no store read per call).
     deployed: Arc<RwLock<HashMap<FunctionName, Arc<FunctionDeployment>>>>,
+    /// Held while a change goes to the provider and the store, so that following the
+    /// store ([`Registry::follow_store`]) never sees one half made.
+    changing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Whether a deploy may create, replace, or both.
@@ -92,6 +96,7 @@ impl Registry {
             provider,
             dispatcher,
             deployed: Arc::default(),
+            changing: Arc::default(),
         }
     }
 
@@ -119,6 +124,7 @@ impl Registry {
         spec.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         by.check_secrets(&spec)?;
+        let _changing = self.changing.lock().await;
         let existing = self.store.function(&spec.service).await?;
         match (mode, &existing) {
             (DeployMode::Create, Some(_)) => {
@@ -191,6 +197,52 @@ impl Registry {
         Ok(started)
     }
 
+    /// Brings this gateway's functions to what the store holds now, for gateways that
+    /// share a database: a function another gateway deployed, updated, scaled or removed
+    /// is started, updated, scaled or stopped here too. The names of the functions
+    /// changed. One that cannot start is logged and tried again on the next call.
+    pub async fn follow_store(&self) -> Result<Vec<FunctionName>, ApiError> {
+        let _changing = self.changing.lock().await;
+        let stored = self.store.functions().await?;
+        let mut changed = Vec::new();
+        for function in &stored {
+            let name = &function.spec.service;
+            if self.deployed(name).as_deref() != Some(&function.spec) {
+                match self.start(&function.spec, function.replicas).await {
+                    Ok(()) => changed.push(name.clone()),
+                    Err(e) => {
+                        static NOT_STARTED: Throttle = Throttle::new(REPEAT_INTERVAL);
+                        crate::warn_repeated!(NOT_STARTED, name.as_str(), function = %name, error = %e.message, "a function deployed through another gateway did not start here");
+                    }
+                }
+                continue;
+            }
+            let desired = self.provider.replicas(name).await.map(|r| r.desired);
+            if desired.is_ok_and(|d| d != function.replicas) {
+                self.provider.scale(name, function.replicas).await?;
+                changed.push(name.clone());
+            }
+        }
+        let gone: Vec<FunctionName> = self
+            .deployed_all()
+            .iter()
+            .map(|d| d.service.clone())
+            .filter(|name| !stored.iter().any(|f| &f.spec.service == name))
+            .collect();
+        for name in gone {
+            self.deployed
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+            match self.provider.remove(&name).await {
+                Ok(()) | Err(ProviderError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            changed.push(name);
+        }
+        Ok(changed)
+    }
+
     /// Re-deploys the functions that use `secret`, so their files hold the new value.
     pub async fn refresh_secret(&self, secret: &str) -> Result<(), ApiError> {
         for function in self.store.functions().await? {
@@ -215,6 +267,7 @@ impl Registry {
 
     /// Stops and forgets a function.
     pub async fn remove(&self, name: &FunctionName) -> Result<(), ApiError> {
+        let _changing = self.changing.lock().await;
         if !self.store.delete_function(name).await? {
             return Err(ApiError::not_found(format!("function {name} not found")));
         }
@@ -232,6 +285,7 @@ impl Registry {
 
     /// Sets a function's replica count and remembers it across restarts.
     pub async fn scale(&self, name: &FunctionName, replicas: u32) -> Result<(), ApiError> {
+        let _changing = self.changing.lock().await;
         if self.store.function(name).await?.is_none() {
             return Err(ApiError::not_found(format!("function {name} not found")));
         }

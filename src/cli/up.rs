@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use crate::dispatch::admission;
 use crate::gateway::{
-    ClockConfig, GatewayConfig, HistoryConfig, Limits, ProviderChoice, ProviderKind, QueueLimits,
-    StackSource, StoreConfig,
+    ClockConfig, DatabaseUrl, GatewayConfig, HistoryConfig, Limits, ProviderChoice, ProviderKind,
+    QueueLimits, StackSource, StoreConfig,
 };
 use crate::provider::docker;
 use crate::provider::process::SandboxMode;
@@ -143,10 +143,21 @@ pub struct UpArgs {
     /// start) [default: DATA/secret.key]. `HARK_SECRET_KEY` (the key, base64) wins over it.
     #[arg(long, env = crate::store::sealed::ENV_SECRET_KEY_FILE)]
     pub secret_key_file: Option<PathBuf>,
+    /// Where durable state lives: `sqlite`, the file DATA/hark.db (the default), or a
+    /// PostgreSQL database several gateways share, `postgres://USER[:PASSWORD]@HOST:PORT/DB`
+    /// (its schema is made or brought up to date at start).
+    #[arg(
+        long,
+        env = "HARK_STORE",
+        hide_env_values = true,
+        default_value = "sqlite"
+    )]
+    pub store: String,
     /// What a commit survives before it is acknowledged (the 202 of an async call, the
     /// answer to a Slack, GitHub or webhook delivery): `full` syncs each commit to disk
     /// (survives a power cut or OS crash); `normal` survives a gateway crash but may lose
-    /// the last commits on a power cut or OS crash.
+    /// the last commits on a power cut or OS crash. (SQLite; on PostgreSQL the server's
+    /// `synchronous_commit` decides.)
     #[arg(long, env = "HARK_DURABILITY", value_enum, default_value_t = Durability::default())]
     pub durability: Durability,
     /// Process functions run in a sandbox: a user of their own (when the gateway is
@@ -219,9 +230,15 @@ impl UpArgs {
             public_url,
             stack: StackSource::file_or_default(self.config),
             skills: self.skills,
-            store: StoreConfig::Sqlite {
-                key_file: self.secret_key_file,
-                durability: self.durability,
+            store: match self.store.as_str() {
+                "sqlite" => StoreConfig::Sqlite {
+                    key_file: self.secret_key_file,
+                    durability: self.durability,
+                },
+                url => StoreConfig::Postgres {
+                    url: DatabaseUrl::parse(url)?,
+                    key_file: self.secret_key_file,
+                },
             },
             provider: ProviderChoice {
                 kind: self.provider,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{Map, Value};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 
 /// The tables, created with the rest of the schema.
 pub(super) const SCHEMA: &str = "
@@ -39,7 +39,7 @@ pub struct PendingReply {
     pub created_at: DateTime<Utc>,
 }
 
-impl Store {
+impl SqliteStore {
     /// The persistent attributes of `user_id` in `skill` (empty when there are none).
     pub async fn alexa_user_attributes(
         &self,
@@ -151,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn attributes_and_pending_replies_are_kept_per_skill_and_user() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         assert!(store
             .alexa_user_attributes("s", "u")
             .await

@@ -1,9 +1,12 @@
-//! Persistence in one SQLite file in the data directory: deployed functions (with their
-//! replica counts), secrets, an activation record per invocation, and the ids of recent
-//! webhook deliveries (so a redelivered event runs its function once). Calls come in as
-//! plain values; rows go out. Activations are written in batches by a background task
-//! so that recording a call costs the request path one channel send. Secret values are
-//! sealed (AES-256-GCM) with a key kept outside the database ([`sealed`]).
+//! Persistence: deployed functions (with their replica counts), secrets, an activation
+//! record per invocation, the durable queue, schedule ticks, tokens and sessions, and the
+//! ids of recent webhook deliveries (so a redelivered event runs its function once).
+//! Calls come in as plain values; rows go out. [`Store`] is the one interface, over one
+//! SQLite file in the data directory ([`SqliteStore`], the embedded default) or a
+//! PostgreSQL database several gateways share ([`postgres::PgStore`]). Activations are
+//! written in batches by a background task so that recording a call costs the request
+//! path one channel send. Secret values are sealed (AES-256-GCM) with a key kept outside
+//! the database ([`sealed`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,9 +18,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use self::db::Db;
+use self::postgres::PgStore;
 use crate::function::{FunctionDeployment, FunctionName};
 
+#[cfg(test)]
+mod contract;
 mod db;
+#[cfg(test)]
+mod pg_cluster;
+pub mod postgres;
 mod queue;
 mod schedule;
 pub use queue::{CallState, CallbackDue, Finish, QueueCounts, QueueEntry, QueuedCall};
@@ -38,6 +47,11 @@ pub use story::Story;
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(rusqlite::Error),
+    #[error("store: PostgreSQL: {0}")]
+    Postgres(tokio_postgres::Error),
+    /// The database cannot be reached (or its URL is not one).
+    #[error("store: the database is unavailable: {0}")]
+    Unavailable(String),
     /// The data directory's disk is full, read-only or failing: nothing can be written
     /// until that is fixed (503). What was committed before stays intact.
     #[error("store: cannot write to the data directory (disk full or read-only?): {0}")]
@@ -119,9 +133,681 @@ pub struct CallPoint {
     pub status: u16,
 }
 
-/// The SQLite store. Cloning shares the connection.
+/// Durable state behind one interface: one SQLite file (the embedded default), or a
+/// PostgreSQL database several gateways share. Every method answers the same on both
+/// (the tests in `contract/` run each on both). Cloning shares the connection or pool.
 #[derive(Clone)]
 pub struct Store {
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl From<SqliteStore> for Store {
+    fn from(store: SqliteStore) -> Self {
+        Store {
+            backend: Backend::Sqlite(store),
+        }
+    }
+}
+
+impl From<PgStore> for Store {
+    fn from(store: PgStore) -> Self {
+        Store {
+            backend: Backend::Postgres(store),
+        }
+    }
+}
+
+impl Store {
+    /// The SQLite store at `path` (see [`SqliteStore::open`]).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        SqliteStore::open(path).map(Store::from)
+    }
+
+    /// The SQLite store at `path` with the secrets' key from `key` (see
+    /// [`SqliteStore::open_with_key`]).
+    pub fn open_with_key(path: &Path, key: KeySource) -> Result<Store, StoreError> {
+        SqliteStore::open_with_key(path, key).map(Store::from)
+    }
+
+    /// The SQLite store at `path`, committing with `durability` (see
+    /// [`SqliteStore::open_with`]).
+    pub fn open_with(
+        path: &Path,
+        key: KeySource,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
+        SqliteStore::open_with(path, key, durability).map(Store::from)
+    }
+
+    /// The PostgreSQL store at `url` (see [`PgStore::connect`]).
+    pub async fn connect(url: &str, key: KeySource) -> Result<Store, StoreError> {
+        PgStore::connect(url, key).await.map(Store::from)
+    }
+
+    /// Whether other gateways may share this store (PostgreSQL): what they change is to be
+    /// followed.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// What a commit survives now, as the database applies it: SQLite's `PRAGMA
+    /// synchronous` on the store's connection (FULL or NORMAL), or PostgreSQL's
+    /// `synchronous_commit` (`off` is like NORMAL: the last commits may be lost when the
+    /// server crashes; any other value waits for the server's disk). `None`: neither.
+    pub async fn committed_durability(&self) -> Result<Option<Durability>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(s) => match s.synchronous().await? {
+                2 => Some(Durability::Full),
+                1 => Some(Durability::Normal),
+                _ => None,
+            },
+            Backend::Postgres(p) => match p.synchronous_commit().await?.as_str() {
+                "off" => Some(Durability::Normal),
+                "on" | "local" | "remote_write" | "remote_apply" => Some(Durability::Full),
+                _ => None,
+            },
+        })
+    }
+}
+
+impl Store {
+    /// The schema version of the database ([`SCHEMA_VERSION`] once opened).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.schema_version().await,
+            Backend::Postgres(p) => p.schema_version().await,
+        }
+    }
+
+    /// Queues an async call durably: when this returns `Ok(true)`, the call is committed;
+    /// `Ok(false)`: its call id or delivery id was queued before, and it is not again.
+    pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.enqueue(call).await,
+            Backend::Postgres(p) => p.enqueue(call).await,
+        }
+    }
+
+    /// Inserts or replaces a function, keeping its creation time if it existed.
+    pub async fn put_function(
+        &self,
+        spec: &FunctionDeployment,
+        replicas: u32,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.put_function(spec, replicas).await,
+            Backend::Postgres(p) => p.put_function(spec, replicas).await,
+        }
+    }
+
+    /// Records a new replica count.
+    pub async fn set_replicas(&self, name: &FunctionName, replicas: u32) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_replicas(name, replicas).await,
+            Backend::Postgres(p) => p.set_replicas(name, replicas).await,
+        }
+    }
+
+    /// Deletes a function; `false` if there was none.
+    pub async fn delete_function(&self, name: &FunctionName) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_function(name).await,
+            Backend::Postgres(p) => p.delete_function(name).await,
+        }
+    }
+
+    /// One function.
+    pub async fn function(
+        &self,
+        name: &FunctionName,
+    ) -> Result<Option<StoredFunction>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.function(name).await,
+            Backend::Postgres(p) => p.function(name).await,
+        }
+    }
+
+    /// Every function, by name.
+    pub async fn functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.functions().await,
+            Backend::Postgres(p) => p.functions().await,
+        }
+    }
+
+    /// Creates or replaces a secret (sealed); `true` if it existed.
+    pub async fn put_secret(&self, name: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.put_secret(name, value).await,
+            Backend::Postgres(p) => p.put_secret(name, value).await,
+        }
+    }
+
+    /// A secret's value.
+    pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.secret(name).await,
+            Backend::Postgres(p) => p.secret(name).await,
+        }
+    }
+
+    /// The names of every secret.
+    pub async fn secret_names(&self) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.secret_names().await,
+            Backend::Postgres(p) => p.secret_names().await,
+        }
+    }
+
+    /// Deletes a secret; `false` if there was none.
+    pub async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_secret(name).await,
+            Backend::Postgres(p) => p.delete_secret(name).await,
+        }
+    }
+
+    /// Remembers delivery `id` of `channel` (e.g. `github/triage`) at `now` (unix seconds);
+    /// `true` the first time, `false` for a redelivery. Ids older than
+    /// [`DELIVERY_IDS_KEPT_SECS`] are forgotten on the way.
+    pub async fn first_delivery(
+        &self,
+        channel: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.first_delivery(channel, id, now).await,
+            Backend::Postgres(p) => p.first_delivery(channel, id, now).await,
+        }
+    }
+
+    /// Queues an activation record, with its story when one was told (and the work left
+    /// on it, done just before it is written), for the background writer.
+    pub fn record(&self, activation: Activation, story: Option<(Story, Option<story::Later>)>) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record(activation, story),
+            Backend::Postgres(p) => p.record(activation, story),
+        }
+    }
+
+    /// Marks the newest activation of `call_id` as a replay of `original` (once its
+    /// record is written).
+    pub async fn link_replay(&self, call_id: &str, original: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.link_replay(call_id, original).await,
+            Backend::Postgres(p) => p.link_replay(call_id, original).await,
+        }
+    }
+
+    /// Sets how much activation history is kept, from the next prune on.
+    pub fn set_retention(&self, retention: Retention) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_retention(retention),
+            Backend::Postgres(p) => p.set_retention(retention),
+        }
+    }
+
+    /// The newest activation of call `call_id`, with its story when it is still kept.
+    pub async fn activation(
+        &self,
+        call_id: &str,
+    ) -> Result<Option<(Activation, Option<Story>)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.activation(call_id).await,
+            Backend::Postgres(p) => p.activation(call_id).await,
+        }
+    }
+
+    /// Waits until every activation recorded so far is written.
+    pub async fn flush(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.flush().await,
+            Backend::Postgres(p) => p.flush().await,
+        }
+    }
+
+    /// The newest activations, optionally of one function. Records still queued for the
+    /// batch writer are written first, so a call that has answered is always listed.
+    pub async fn activations(
+        &self,
+        function: Option<&FunctionName>,
+        limit: u32,
+    ) -> Result<Vec<Activation>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.activations(function, limit).await,
+            Backend::Postgres(p) => p.activations(function, limit).await,
+        }
+    }
+
+    /// When each activation since `since` started, how long it took and how it ended,
+    /// optionally of one function: what the UI's charts are drawn from. At most `limit`
+    /// rows, the newest.
+    pub async fn calls_since(
+        &self,
+        function: Option<&FunctionName>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<CallPoint>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.calls_since(function, since, limit).await,
+            Backend::Postgres(p) => p.calls_since(function, since, limit).await,
+        }
+    }
+
+    /// How many activations each function has.
+    pub async fn activation_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.activation_counts().await,
+            Backend::Postgres(p) => p.activation_counts().await,
+        }
+    }
+
+    /// Claims up to `limit` due calls for `owner`, marking them running until
+    /// `lease_until`, and at most `room(function)` calls of each function. Also says
+    /// whether due calls were left for want of room.
+    pub async fn claim_calls(
+        &self,
+        owner: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        room: impl FnMut(&str) -> usize + Send + 'static,
+    ) -> Result<(Vec<QueuedCall>, bool), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.claim_calls(owner, limit, now, lease_until, room).await,
+            Backend::Postgres(p) => p.claim_calls(owner, limit, now, lease_until, room).await,
+        }
+    }
+
+    /// Puts back to pending the running calls whose owner is gone: those of `dead_owner`
+    /// (a previous run of this process) and those whose lease ran out.
+    pub async fn reclaim_calls(
+        &self,
+        is_alive: fn(&str) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.reclaim_calls(is_alive, now).await,
+            Backend::Postgres(p) => p.reclaim_calls(is_alive, now).await,
+        }
+    }
+
+    /// Records that a call finished for good. Calls finishing at once are recorded in one
+    /// transaction.
+    pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.finish_call(finish).await,
+            Backend::Postgres(p) => p.finish_call(finish).await,
+        }
+    }
+
+    /// Schedules another attempt of a failed call.
+    pub async fn retry_call_later(
+        &self,
+        call_id: &str,
+        attempts: u32,
+        status: u16,
+        error: Option<String>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                s.retry_call_later(call_id, attempts, status, error, at)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.retry_call_later(call_id, attempts, status, error, at)
+                    .await
+            }
+        }
+    }
+
+    /// Cancels a pending call; the state it was in, if it exists.
+    pub async fn cancel_call(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.cancel_call(call_id).await,
+            Backend::Postgres(p) => p.cancel_call(call_id).await,
+        }
+    }
+
+    /// Moves a dead-lettered call back to pending; the state it was in, if it exists.
+    pub async fn requeue_dead(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.requeue_dead(call_id).await,
+            Backend::Postgres(p) => p.requeue_dead(call_id).await,
+        }
+    }
+
+    /// Queued calls, newest first, optionally in one state and of one function.
+    pub async fn queue_entries(
+        &self,
+        state: Option<CallState>,
+        function: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<QueueEntry>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.queue_entries(state, function, limit).await,
+            Backend::Postgres(p) => p.queue_entries(state, function, limit).await,
+        }
+    }
+
+    /// How many calls are pending or running.
+    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.queue_depth().await,
+            Backend::Postgres(p) => p.queue_depth().await,
+        }
+    }
+
+    /// How many calls wait or run (`depth`) and how many used up their retries (`dead`),
+    /// for `/metrics`.
+    pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.queue_counts().await,
+            Backend::Postgres(p) => p.queue_counts().await,
+        }
+    }
+
+    /// The bytes ([`QueuedCall::stored_bytes`]) that pending, running and dead calls
+    /// hold, by function: what the queue's byte quota starts from.
+    pub async fn queue_bytes(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.queue_bytes().await,
+            Backend::Postgres(p) => p.queue_bytes().await,
+        }
+    }
+
+    /// The function and the bytes ([`QueuedCall::stored_bytes`]) of a call, if it exists.
+    pub async fn call_bytes(&self, call_id: &str) -> Result<Option<(String, u64)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.call_bytes(call_id).await,
+            Backend::Postgres(p) => p.call_bytes(call_id).await,
+        }
+    }
+
+    /// Finished calls whose callback or reply is still to be delivered.
+    pub async fn callbacks_due(&self) -> Result<Vec<CallbackDue>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.callbacks_due().await,
+            Backend::Postgres(p) => p.callbacks_due().await,
+        }
+    }
+
+    /// Records a callback delivery attempt; `delivered` or `failed` ends it.
+    pub async fn record_callback(
+        &self,
+        call_id: &str,
+        state: &'static str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record_callback(call_id, state, attempts).await,
+            Backend::Postgres(p) => p.record_callback(call_id, state, attempts).await,
+        }
+    }
+
+    /// The last time a schedule was looked at, if ever.
+    pub async fn schedule_anchor(
+        &self,
+        function: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.schedule_anchor(function).await,
+            Backend::Postgres(p) => p.schedule_anchor(function).await,
+        }
+    }
+
+    /// Moves a schedule's anchor forward (never back).
+    pub async fn set_schedule_anchor(
+        &self,
+        function: &str,
+        anchor: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_schedule_anchor(function, anchor).await,
+            Backend::Postgres(p) => p.set_schedule_anchor(function, anchor).await,
+        }
+    }
+
+    /// Claims a tick for `owner`; `false` if another gateway (or an earlier look) has it.
+    pub async fn claim_tick(
+        &self,
+        function: &str,
+        tick: DateTime<Utc>,
+        owner: &str,
+        outcome: &str,
+        call_id: Option<String>,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.claim_tick(function, tick, owner, outcome, call_id).await,
+            Backend::Postgres(p) => p.claim_tick(function, tick, owner, outcome, call_id).await,
+        }
+    }
+
+    /// Records how a tick's run ended.
+    pub async fn finish_tick(
+        &self,
+        function: &str,
+        tick: DateTime<Utc>,
+        outcome: &str,
+        status: Option<u16>,
+        duration_ms: f64,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                s.finish_tick(function, tick, outcome, status, duration_ms)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.finish_tick(function, tick, outcome, status, duration_ms)
+                    .await
+            }
+        }
+    }
+
+    /// The newest runs of a schedule.
+    pub async fn schedule_runs(
+        &self,
+        function: &str,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRun>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.schedule_runs(function, limit).await,
+            Backend::Postgres(p) => p.schedule_runs(function, limit).await,
+        }
+    }
+
+    /// The persistent attributes of `user_id` in `skill` (empty when there are none).
+    pub async fn alexa_user_attributes(
+        &self,
+        skill: &str,
+        user_id: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.alexa_user_attributes(skill, user_id).await,
+            Backend::Postgres(p) => p.alexa_user_attributes(skill, user_id).await,
+        }
+    }
+
+    /// Replaces the persistent attributes of `user_id` in `skill`.
+    pub async fn put_alexa_user_attributes(
+        &self,
+        skill: &str,
+        user_id: &str,
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => {
+                s.put_alexa_user_attributes(skill, user_id, attributes)
+                    .await
+            }
+            Backend::Postgres(p) => {
+                p.put_alexa_user_attributes(skill, user_id, attributes)
+                    .await
+            }
+        }
+    }
+
+    /// Keeps a late result for the user's next request.
+    pub async fn push_alexa_pending(
+        &self,
+        skill: &str,
+        user_id: &str,
+        reply: PendingReply,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.push_alexa_pending(skill, user_id, reply).await,
+            Backend::Postgres(p) => p.push_alexa_pending(skill, user_id, reply).await,
+        }
+    }
+
+    /// Removes and returns the late results waiting for `user_id` in `skill`, oldest first.
+    pub async fn take_alexa_pending(
+        &self,
+        skill: &str,
+        user_id: &str,
+    ) -> Result<Vec<PendingReply>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.take_alexa_pending(skill, user_id).await,
+            Backend::Postgres(p) => p.take_alexa_pending(skill, user_id).await,
+        }
+    }
+
+    /// Keeps the screenshot of call `call_id` (replacing an earlier one of the same call).
+    pub async fn put_screenshot(
+        &self,
+        call_id: &str,
+        url: &str,
+        png: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.put_screenshot(call_id, url, png).await,
+            Backend::Postgres(p) => p.put_screenshot(call_id, url, png).await,
+        }
+    }
+
+    /// The screenshot of call `call_id`, if one was kept.
+    pub async fn screenshot(&self, call_id: &str) -> Result<Option<Screenshot>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.screenshot(call_id).await,
+            Backend::Postgres(p) => p.screenshot(call_id).await,
+        }
+    }
+
+    /// Records a newly minted token.
+    pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.record_token(token).await,
+            Backend::Postgres(p) => p.record_token(token).await,
+        }
+    }
+
+    /// Every recorded token, newest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.tokens().await,
+            Backend::Postgres(p) => p.tokens().await,
+        }
+    }
+
+    /// One recorded token.
+    pub async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.token(jti).await,
+            Backend::Postgres(p) => p.token(jti).await,
+        }
+    }
+
+    /// Revokes token `jti` and ends its UI sessions. `Ok(false)`: no such token.
+    pub async fn revoke_token(&self, jti: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.revoke_token(jti).await,
+            Backend::Postgres(p) => p.revoke_token(jti).await,
+        }
+    }
+
+    /// Revokes every admin token but `new` (and their UI sessions); with `refuse_legacy`,
+    /// tokens without an id are refused from now on too. The ids revoked.
+    pub async fn rotate_admin_token(
+        &self,
+        new: &str,
+        refuse_legacy: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.rotate_admin_token(new, refuse_legacy).await,
+            Backend::Postgres(p) => p.rotate_admin_token(new, refuse_legacy).await,
+        }
+    }
+
+    /// Retires signing key `kid`: tokens it signed are refused from now on, by every
+    /// gateway process sharing this store.
+    pub async fn retire_key(&self, kid: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.retire_key(kid).await,
+            Backend::Postgres(p) => p.retire_key(kid).await,
+        }
+    }
+
+    /// Whether signing key `kid` was retired.
+    pub async fn key_retired(&self, kid: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.key_retired(kid).await,
+            Backend::Postgres(p) => p.key_retired(kid).await,
+        }
+    }
+
+    /// The standing of a token with id `jti` (None: a token from before ids) signed by
+    /// key `kid`, in one trip to the store.
+    pub async fn token_standing(
+        &self,
+        jti: Option<String>,
+        kid: Option<String>,
+    ) -> Result<TokenStanding, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.token_standing(jti, kid).await,
+            Backend::Postgres(p) => p.token_standing(jti, kid).await,
+        }
+    }
+
+    /// Keeps a new UI session under the hash of its id.
+    pub async fn create_ui_session(
+        &self,
+        id_hash: &str,
+        session: UiSession,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.create_ui_session(id_hash, session).await,
+            Backend::Postgres(p) => p.create_ui_session(id_hash, session).await,
+        }
+    }
+
+    /// The UI session whose id hashes to `id_hash`, if it exists and has not expired.
+    pub async fn ui_session(&self, id_hash: &str) -> Result<Option<UiSession>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ui_session(id_hash).await,
+            Backend::Postgres(p) => p.ui_session(id_hash).await,
+        }
+    }
+
+    /// Ends the UI session whose id hashes to `id_hash`.
+    pub async fn delete_ui_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_ui_session(id_hash).await,
+            Backend::Postgres(p) => p.delete_ui_session(id_hash).await,
+        }
+    }
+}
+
+/// The SQLite store. Cloning shares the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
     conn: Db,
     activations: mpsc::UnboundedSender<Write>,
     /// How much history the activation writer keeps.
@@ -308,10 +994,10 @@ impl Default for Retention {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, with the secrets' key in the file
     /// [`sealed::DEFAULT_KEY_FILE`] beside it, and starts the activation writer.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         Self::open_with_key(
             path,
             KeySource::File(path.with_file_name(sealed::DEFAULT_KEY_FILE)),
@@ -321,7 +1007,7 @@ impl Store {
     /// Opens (creating if needed) the store at `path`, with the secrets' key from `key`:
     /// created when missing while no secret is sealed yet, refused when it does not open the
     /// secrets already sealed. Secrets stored in clear by earlier versions are sealed now.
-    pub fn open_with_key(path: &Path, key: KeySource) -> Result<Store, StoreError> {
+    pub fn open_with_key(path: &Path, key: KeySource) -> Result<SqliteStore, StoreError> {
         Self::open_with(path, key, Durability::default())
     }
 
@@ -331,7 +1017,7 @@ impl Store {
         path: &Path,
         key: KeySource,
         durability: Durability,
-    ) -> Result<Store, StoreError> {
+    ) -> Result<SqliteStore, StoreError> {
         private_file(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -364,7 +1050,7 @@ impl Store {
             "recording finished calls",
             queue::finish_calls,
         );
-        Ok(Store {
+        Ok(SqliteStore {
             conn,
             activations: tx,
             retention,
@@ -1161,7 +1847,7 @@ mod tests {
         let path = dir.path().join("hark.db");
         let key = || KeySource::File(dir.path().join("secret.key"));
         for (durability, synchronous) in [(Durability::Full, 2), (Durability::Normal, 1)] {
-            let store = Store::open_with(&path, key(), durability).unwrap();
+            let store = SqliteStore::open_with(&path, key(), durability).unwrap();
             assert_eq!(store.durability(), durability);
             // On the connection every commit (the queue's group commits too) goes through.
             assert_eq!(
@@ -1176,14 +1862,14 @@ mod tests {
             assert_eq!(mode, "wal");
         }
         // Callers that do not choose get full.
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.synchronous().await.unwrap(), 2);
     }
 
     #[tokio::test]
     async fn delivery_ids_are_first_once_per_channel_and_forgotten_when_old() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         let t = 1_700_000_000;
         assert!(store.first_delivery("github/a", "d1", t).await.unwrap());
         assert!(!store.first_delivery("github/a", "d1", t + 5).await.unwrap());
@@ -1210,7 +1896,7 @@ mod tests {
     #[tokio::test]
     async fn activation_records_a_full_disk_refuses_are_kept_and_written_when_it_has_room() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         let written = || {
             store.with(|c| {
                 Ok(c.query_row("SELECT COUNT(*) FROM activations", [], |r| {
@@ -1279,7 +1965,7 @@ mod tests {
     #[tokio::test]
     async fn stories_are_read_back_and_the_oldest_go_first_past_their_cap() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         store.set_retention(Retention {
             max_story_bytes: 4000,
             ..Retention::default()
@@ -1315,7 +2001,7 @@ mod tests {
         // Records go by count (5 kept) long before their stories reach the byte cap: the
         // stories of the 5 kept stay, so the count of bytes kept follows the deletions.
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         store.set_retention(Retention {
             max_records: 5,
             max_story_bytes: 6000,
@@ -1337,7 +2023,7 @@ mod tests {
     #[tokio::test]
     async fn records_past_the_count_or_the_age_kept_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         store.set_retention(Retention {
             max_records: 100_000,
             max_age: Some(Duration::from_secs(3600)),
@@ -1384,7 +2070,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hark.db");
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             store.put_function(&spec("echo"), 1).await.unwrap();
             store.put_function(&spec("wc"), 2).await.unwrap();
             store.set_replicas(&"wc".parse().unwrap(), 3).await.unwrap();
@@ -1395,7 +2081,7 @@ mod tests {
             }
             store.flush().await;
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let functions = store.functions().await.unwrap();
         let names: Vec<_> = functions.iter().map(|f| f.spec.service.as_str()).collect();
         assert_eq!(names, ["echo", "wc"]);
@@ -1458,7 +2144,7 @@ mod tests {
             b"v2-rotated-signing",
         ];
         {
-            let store = Store::open(&path).unwrap();
+            let store = SqliteStore::open(&path).unwrap();
             for (i, value) in values.iter().enumerate() {
                 store
                     .put_secret(&format!("s{i}"), value.to_vec())
@@ -1482,7 +2168,7 @@ mod tests {
             }
         }
         // Reopened with the same key (the file beside the database): the values come back.
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         for (i, value) in values.iter().enumerate() {
             assert_eq!(
                 store.secret(&format!("s{i}")).await.unwrap().as_deref(),
@@ -1492,7 +2178,7 @@ mod tests {
         drop(store);
         // Another key is refused at open, naming where it came from.
         let other = dir.path().join("other.key");
-        let e = Store::open_with_key(&path, KeySource::File(other.clone()))
+        let e = SqliteStore::open_with_key(&path, KeySource::File(other.clone()))
             .err()
             .expect("opened with a new key although secrets are sealed");
         let text = e.to_string();
@@ -1501,7 +2187,7 @@ mod tests {
             "{text}"
         );
         std::fs::write(&other, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
-        let text = Store::open_with_key(&path, KeySource::File(other))
+        let text = SqliteStore::open_with_key(&path, KeySource::File(other))
             .err()
             .expect("opened with the wrong key")
             .to_string();
@@ -1509,7 +2195,7 @@ mod tests {
             text.contains("wrong key") && text.contains("other.key"),
             "{text}"
         );
-        let text = Store::open_with_key(&path, KeySource::Env(String::new() + "QUJD"))
+        let text = SqliteStore::open_with_key(&path, KeySource::Env(String::new() + "QUJD"))
             .err()
             .expect("opened with a malformed key")
             .to_string();
@@ -1531,7 +2217,7 @@ mod tests {
             .unwrap();
         }
         assert!(holds(&raw_files(&path), b"clear-text-from-v0"));
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(
             store.secret("old").await.unwrap().as_deref(),
             Some(&b"clear-text-from-v0"[..])
@@ -1541,7 +2227,7 @@ mod tests {
             "the clear value is still in the store's files after sealing"
         );
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(
             store.secret("old").await.unwrap().as_deref(),
             Some(&b"clear-text-from-v0"[..])
@@ -1552,7 +2238,7 @@ mod tests {
     async fn a_store_a_newer_hark_wrote_is_refused_and_left_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hark.db");
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store.put_secret("kept", b"value".to_vec()).await.unwrap();
         assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
         drop(store);
@@ -1561,7 +2247,7 @@ mod tests {
             .unwrap()
             .pragma_update(None, "user_version", newer)
             .unwrap();
-        let e = Store::open(&path)
+        let e = SqliteStore::open(&path)
             .err()
             .expect("a store of a newer schema was opened");
         assert!(
@@ -1617,7 +2303,7 @@ mod tests {
     async fn fresh_and_migrated_stores_have_the_same_tables() {
         let dir = tempfile::tempdir().unwrap();
         let fresh = dir.path().join("fresh.db");
-        drop(Store::open(&fresh).unwrap());
+        drop(SqliteStore::open(&fresh).unwrap());
         // The oldest store Hark wrote: its first tables only, no version.
         let old = dir.path().join("old.db");
         {
@@ -1629,7 +2315,7 @@ mod tests {
             )
             .unwrap();
         }
-        drop(Store::open(&old).unwrap());
+        drop(SqliteStore::open(&old).unwrap());
         assert_eq!(tables(&old), tables(&fresh));
         assert!(tables(&fresh)
             .iter()
@@ -1650,7 +2336,7 @@ mod tests {
             )
             .unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
         let functions = store.functions().await.unwrap();
         assert_eq!(functions.len(), 1, "the old row is kept");

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 
 /// Sizes of the queue, as `/metrics` shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,7 +45,7 @@ impl CallState {
         }
     }
 
-    fn parse(s: &str) -> CallState {
+    pub(super) fn parse(s: &str) -> CallState {
         match s {
             "running" => CallState::Running,
             "done" => CallState::Done,
@@ -314,13 +314,13 @@ pub(super) fn finish_calls(
 }
 
 /// Finished calls kept in the queue table (as `GET /system/queue` lists them).
-const FINISHED_KEPT: i64 = 10_000;
+pub(super) const FINISHED_KEPT: i64 = 10_000;
 /// How many finished calls between two prunings of the queue table.
-const PRUNE_EVERY: u64 = 1024;
+pub(super) const PRUNE_EVERY: u64 = 1024;
 /// Calls finished by this process, for pruning.
 static FINISHED: AtomicU64 = AtomicU64::new(0);
 
-impl Store {
+impl SqliteStore {
     /// Claims up to `limit` due calls for `owner`, marking them running until
     /// `lease_until`, and at most `room(function)` calls of each function. Also says
     /// whether due calls were left for want of room.
@@ -729,7 +729,7 @@ mod tests {
     #[tokio::test]
     async fn a_delivery_id_queues_its_call_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("hark.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("hark.db")).unwrap();
         assert!(store.enqueue(call("c1", Some("Ev1"))).await.unwrap());
         assert!(!store.enqueue(call("c2", Some("Ev1"))).await.unwrap());
         // The same call id again is not queued twice either.
@@ -751,7 +751,7 @@ mod tests {
             conn.execute_batch(&old).unwrap();
             assert!(conn.prepare("SELECT reply FROM queue").is_err());
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert!(store.enqueue(call("c1", None)).await.unwrap());
         let now = Utc::now();
         let (claimed, left) = store

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS schedule_anchors (
@@ -42,7 +42,7 @@ pub struct ScheduleRun {
     pub started_at: DateTime<Utc>,
 }
 
-impl Store {
+impl SqliteStore {
     /// The last time a schedule was looked at, if ever.
     pub async fn schedule_anchor(
         &self,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 
 /// The table, created with the rest of the schema.
 pub(super) const SCHEMA: &str = "
@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS activation_screenshots (
 ";
 
 /// Screenshots kept; older ones are deleted as new ones arrive.
-const SCREENSHOTS_KEPT: i64 = 1000;
+pub(super) const SCREENSHOTS_KEPT: i64 = 1000;
 
 /// The last page a failed call's browser showed.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,7 +28,7 @@ pub struct Screenshot {
     pub taken_at: DateTime<Utc>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Keeps the screenshot of call `call_id` (replacing an earlier one of the same call).
     pub async fn put_screenshot(
         &self,
@@ -87,14 +87,14 @@ mod tests {
             let c = rusqlite::Connection::open(&path).unwrap();
             c.execute_batch(super::super::SCHEMA).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert_eq!(store.screenshot("c1").await.unwrap(), None);
         store
             .put_screenshot("c1", "http://example.test/", vec![0x89, b'P', b'N', b'G'])
             .await
             .unwrap();
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let shot = store.screenshot("c1").await.unwrap().unwrap();
         assert_eq!(shot.url, "http://example.test/");
         assert_eq!(shot.png, vec![0x89, b'P', b'N', b'G']);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{SqliteStore, StoreError};
 
 /// The tables, created with the rest of the schema.
 pub(super) const SCHEMA: &str = "
@@ -38,7 +38,7 @@ CREATE INDEX IF NOT EXISTS ui_sessions_by_jti ON ui_sessions (jti);
 ";
 
 /// `meta` key set once tokens without an id (minted before ids existed) are refused.
-const LEGACY_REFUSED: &str = "tokens.legacy_refused_at";
+pub(super) const LEGACY_REFUSED: &str = "tokens.legacy_refused_at";
 
 /// A minted token as the store keeps it (never the token itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -125,7 +125,7 @@ fn insert_token(c: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
-impl Store {
+impl SqliteStore {
     /// Records a newly minted token.
     pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         self.with(move |c| insert_token(c, &token)).await
@@ -384,7 +384,7 @@ mod tests {
             let c = rusqlite::Connection::open(&path).unwrap();
             c.execute_batch(super::super::SCHEMA).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         store.record_token(token("a", true)).await.unwrap();
         store.record_token(token("b", false)).await.unwrap();
         let a = store
@@ -461,7 +461,7 @@ mod tests {
 
         store.retire_key("k1").await.unwrap();
         drop(store);
-        let store = Store::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         assert!(store.key_retired("k1").await.unwrap());
         let listed = store.tokens().await.unwrap();
         assert_eq!(listed.len(), 3);

@@ -38,10 +38,9 @@ pub async fn info(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.auth.check(&headers, scope::FUNCTIONS_READ).await?;
-    // As SQLite commits now, not as asked: `PRAGMA synchronous` on the store's connection.
-    let durability = match state.registry.store.synchronous().await.ok() {
-        Some(2) => "full",
-        Some(1) => "normal",
+    // As the database commits now, not as asked.
+    let durability = match state.registry.store.committed_durability().await {
+        Ok(Some(durability)) => durability.as_str(),
         _ => "unknown",
     };
     let version = serde_json::json!({ "release": env!("CARGO_PKG_VERSION"), "sha": option_env!("HARK_GIT_SHA").unwrap_or("unknown") });
