@@ -22,6 +22,8 @@ mod install;
 mod limits;
 mod logs;
 mod metrics;
+#[path = "../../src/store/pg_cluster.rs"]
+mod pg_cluster;
 mod process;
 mod queue;
 mod repeated_warnings;
@@ -30,6 +32,7 @@ mod scaffold;
 mod schedule;
 mod secret_scope;
 mod sessions;
+mod several_gateways;
 mod sockets;
 mod swarm;
 mod teams;
