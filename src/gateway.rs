@@ -371,6 +371,9 @@ pub struct QueueLimits {
     pub max_function_bytes: Option<u64>,
     /// New calls answer 503 while the data directory's disk has less free space.
     pub min_free_disk: u64,
+    /// How long a gateway may go without renewing its running calls' leases before
+    /// another gateway runs them again.
+    pub lease: Duration,
 }
 
 impl Default for QueueLimits {
@@ -382,6 +385,7 @@ impl Default for QueueLimits {
             max_bytes: queue.max_bytes,
             max_function_bytes: None,
             min_free_disk: queue.min_free_disk,
+            lease: queue.lease,
         }
     }
 }
@@ -633,6 +637,7 @@ impl GatewayConfig {
                     .unwrap_or(cfg.queue.max_bytes / 4),
                 data_dir: Some(data.clone()),
                 min_free_disk: cfg.queue.min_free_disk,
+                lease: cfg.queue.lease,
                 ..QueueConfig::default()
             },
         )

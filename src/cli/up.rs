@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// The same for one function's calls [default: a quarter of --queue-max-bytes].
     #[arg(long, env = "HARK_QUEUE_MAX_FUNCTION_BYTES", value_parser = crate::function::parse_bytes)]
     pub queue_max_function_bytes: Option<u64>,
+    /// Seconds a running async call stays leased to this gateway without a heartbeat (it
+    /// renews every quarter of it, at most every 10 s): when a gateway dies, another one
+    /// sharing its store runs its calls again this long after.
+    #[arg(long, env = "HARK_QUEUE_LEASE", default_value_t = crate::dispatch::queue::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(4..))]
+    pub queue_lease: u64,
     /// New async and channel calls answer 503 while the data directory's file system has
     /// less free space than this (0: never).
     #[arg(long, env = "HARK_MIN_FREE_DISK", default_value = "256MiB", value_parser = crate::function::parse_bytes)]
@@ -260,6 +265,7 @@ impl UpArgs {
                 max_bytes: self.queue_max_bytes,
                 max_function_bytes: self.queue_max_function_bytes,
                 min_free_disk: self.min_free_disk,
+                lease: Duration::from_secs(self.queue_lease),
             },
             history: HistoryConfig {
                 max_body: self.history_max_body,

@@ -79,8 +79,11 @@ pub const HEADER_CALLBACK_URL: &str = "x-callback-url";
 
 /// Longest wait between retries.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
-/// Longest a claimed call may stay running before another gateway may take it over.
-const LEASE: Duration = Duration::from_secs(600);
+/// How long a claimed call stays leased to the gateway running it without a heartbeat:
+/// another gateway runs it again once its owner has not renewed the lease this long.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// Most time between two heartbeats (and two looks for calls left by dead gateways).
+const HEARTBEAT_MAX: Duration = Duration::from_secs(10);
 /// How often the runner looks for due calls when nothing wakes it.
 const POLL: Duration = Duration::from_millis(200);
 /// Callback deliveries tried before giving up.
@@ -119,6 +122,9 @@ pub struct QueueConfig {
     pub data_dir: Option<PathBuf>,
     /// Free bytes under which new calls are refused.
     pub min_free_disk: u64,
+    /// How long a running call's lease lasts; renewed every quarter of it (at most every
+    /// [`HEARTBEAT_MAX`]) while the gateway runs.
+    pub lease: Duration,
 }
 
 impl Default for QueueConfig {
@@ -132,6 +138,7 @@ impl Default for QueueConfig {
             max_function_bytes: DEFAULT_MAX_BYTES / 4,
             data_dir: None,
             min_free_disk: DEFAULT_MIN_FREE_DISK,
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -502,7 +509,8 @@ impl AsyncQueue {
             .now_slots(&call.function, submit.wait.is_some())
             .map(|slots| (call.clone(), slots));
         if run_now.is_some() {
-            let lease = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
+            let lease =
+                Utc::now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
             call.lease = Some((self.owner.clone(), lease));
         }
         let queued = self.enqueue(call).await?;
@@ -621,6 +629,7 @@ impl AsyncQueue {
             Err(e) => tracing::error!(error = %e, "reading pending callbacks failed"),
         }
         let slots = self.slots.clone();
+        let heartbeat = (self.config.lease / 4).min(HEARTBEAT_MAX);
         let mut last_reclaim = Instant::now();
         while !*stopping.borrow() {
             while tasks.try_join_next().is_some() {}
@@ -631,7 +640,7 @@ impl AsyncQueue {
                 Vec::new()
             } else {
                 let now = Utc::now();
-                let lease = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+                let lease = now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
                 let queue = self.clone();
                 let room = move |function: &str| queue.room(function);
                 match self
@@ -660,13 +669,22 @@ impl AsyncQueue {
                 };
                 tasks.spawn(self.clone().run_call(call, slot, permit));
             }
-            if last_reclaim.elapsed() > Duration::from_secs(10) {
+            if last_reclaim.elapsed() > heartbeat {
                 last_reclaim = Instant::now();
-                let _ = self
-                    .registry
-                    .store
-                    .reclaim_calls(owner_is_alive, Utc::now())
-                    .await;
+                // The heartbeat first: this gateway's running calls stay its own.
+                let now = Utc::now();
+                let until = now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+                if let Err(e) = self.registry.store.renew_leases(&self.owner, until).await {
+                    tracing::error!(error = %e, "renewing the leases of running calls failed");
+                }
+                match self.registry.store.reclaim_calls(owner_is_alive, now).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(
+                        calls = n,
+                        "re-queued calls left running by a gateway that stopped or stopped renewing their lease"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "reclaiming calls failed"),
+                }
             }
             if idle {
                 tokio::select! {

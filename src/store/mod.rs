@@ -439,6 +439,19 @@ impl Store {
         }
     }
 
+    /// Moves to `until` the lease of every call `owner` is running: the heartbeat that
+    /// keeps other gateways from running them again. How many.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.renew_leases(owner, until).await,
+            Backend::Postgres(p) => p.renew_leases(owner, until).await,
+        }
+    }
+
     /// Records that a call finished for good. Calls finishing at once are recorded in one
     /// transaction.
     pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError> {

@@ -426,6 +426,23 @@ impl SqliteStore {
         .await
     }
 
+    /// Moves to `until` the lease of every call `owner` is running: the heartbeat that
+    /// keeps other gateways from running them again. How many.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |c| {
+            Ok(c.execute(
+                "UPDATE queue SET lease_until = ?2 WHERE owner = ?1 AND state = 'running'",
+                params![owner, millis(until)],
+            )?)
+        })
+        .await
+    }
+
     /// Records that a call finished for good. Calls finishing at once are recorded in one
     /// transaction.
     pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError> {

@@ -248,12 +248,19 @@ contract! {
         // The bytes of each call's story when it is still kept, oldest call first.
         let mut bytes = Vec::new();
         for i in 0..10 {
-            let (_, story) = b.activation(&format!("c{i}")).await.unwrap().expect("every record stays");
+            let (_, story) = b
+                .activation(&format!("c{i}"))
+                .await
+                .unwrap()
+                .expect("every record stays");
             bytes.push(story.map(|s| serde_json::to_string(&s).unwrap().len()));
         }
         let first_kept = bytes.iter().position(Option::is_some).expect("no story is kept");
         assert!(first_kept > 0, "no story was dropped");
-        assert!(bytes[first_kept..].iter().all(Option::is_some), "a newer story went first: {bytes:?}");
+        assert!(
+            bytes[first_kept..].iter().all(Option::is_some),
+            "a newer story went first: {bytes:?}"
+        );
         let kept: usize = bytes.iter().flatten().sum();
         assert!(kept <= 4000 + 1200, "{kept} bytes of stories kept");
         let (_, newest) = b.activation("c9").await.unwrap().unwrap();

@@ -380,9 +380,9 @@ async fn next_batch(
     Some(batch)
 }
 
-/// A batch of records as the columns [`insert_activations`] sends, each in their order
-/// (with the stories as JSON): none of a record's story work, which cannot be shared
-/// across an await.
+/// A batch of records as the columns [`insert_activations`] sends, in the records' order,
+/// stories as JSON. It holds none of a record's story work ([`story::Later`]), which is
+/// not `Sync`, so the insert can await while holding it.
 struct Rows<'a> {
     call_ids: Vec<Cow<'a, str>>,
     functions: Vec<Cow<'a, str>>,
@@ -396,6 +396,7 @@ struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
+    /// The columns of `records`.
     fn of(records: &'a [Box<Record>]) -> Rows<'a> {
         let activations = records.iter().map(|r| &r.activation);
         let stories: Vec<Option<String>> = records

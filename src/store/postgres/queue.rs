@@ -450,6 +450,23 @@ impl PgStore {
         Ok(usize::try_from(reclaimed).unwrap_or(usize::MAX))
     }
 
+    /// Moves to `until` the lease of every call `owner` is running: the heartbeat that
+    /// keeps other gateways from running them again. How many.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let client = self.pool.get().await?;
+        let renewed = client
+            .execute(
+                "UPDATE queue SET lease_until = $2::BIGINT WHERE owner = $1::TEXT AND state = 'running'",
+                &[&owner, &until.timestamp_millis()],
+            )
+            .await?;
+        Ok(usize::try_from(renewed).unwrap_or(usize::MAX))
+    }
+
     /// Records that a call finished for good. Calls finishing at once are recorded in one
     /// transaction.
     pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError> {
