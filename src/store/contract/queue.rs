@@ -457,6 +457,35 @@ contract! {
         let (back, _) = a.claim_calls("gw-a", 10, Utc::now(), lease(), any_room).await.unwrap();
         assert_eq!(ids(&back), ["leased"]);
     }
+
+    /// A heartbeat moves the leases of the calls its gateway runs, and only those: they
+    /// are not taken back when the first lease would have run out; the others are.
+    async fn a_heartbeat_keeps_running_calls_from_being_taken_back(a, b) {
+        fn alive(_: &str) -> bool {
+            true
+        }
+        for i in 0..6 {
+            a.enqueue(call(&format!("c{i}"), "f")).await.unwrap();
+        }
+        let now = Utc::now();
+        let short = now + Duration::seconds(30);
+        let (mine, _) = a.claim_calls("gw-a", 3, now, short, any_room).await.unwrap();
+        let (theirs, _) = b.claim_calls("gw-b", 3, now, short, any_room).await.unwrap();
+        assert_eq!((mine.len(), theirs.len()), (3, 3));
+        assert_eq!(a.renew_leases("gw-a", now + Duration::minutes(5)).await.unwrap(), 3);
+        // A minute on, only gw-b's calls, never renewed, go back to pending.
+        let later = now + Duration::minutes(1);
+        assert_eq!(b.reclaim_calls(alive, later).await.unwrap(), 3);
+        let pending = b.queue_entries(Some(CallState::Pending), None, 10).await.unwrap();
+        let mut back: Vec<String> = pending.into_iter().map(|e| e.call_id).collect();
+        back.sort();
+        let mut theirs = ids(&theirs);
+        theirs.sort();
+        assert_eq!(back, theirs);
+        // A finished call has no lease left to renew.
+        a.finish_call(finish(&mine[0].call_id, CallState::Done, None)).await.unwrap();
+        assert_eq!(a.renew_leases("gw-a", later).await.unwrap(), 2);
+    }
 }
 
 /// On PostgreSQL too, as calls finish, the finished calls older than the newest
