@@ -47,7 +47,7 @@ pub use story::Story;
 pub enum StoreError {
     #[error("store: {0}")]
     Sqlite(rusqlite::Error),
-    #[error("store: PostgreSQL: {0}")]
+    #[error("store: PostgreSQL: {}", postgres::describe(.0))]
     Postgres(tokio_postgres::Error),
     /// The database cannot be reached (or its URL is not one).
     #[error("store: the database is unavailable: {0}")]

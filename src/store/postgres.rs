@@ -897,6 +897,25 @@ async fn load_key(
     Ok(key)
 }
 
+/// A PostgreSQL error with its causes ("error connecting to server: Connection refused"),
+/// and the server's detail when it gave one.
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_owned(),
+        };
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn stored_function(row: &tokio_postgres::Row) -> Result<StoredFunction, StoreError> {
     Ok(StoredFunction {
         spec: serde_json::from_str(row.get(0))?,
