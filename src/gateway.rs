@@ -167,6 +167,17 @@ impl std::fmt::Display for DatabaseUrl {
                 if url.password().is_some() {
                     let _ = url.set_password(Some("***"));
                 }
+                // `?password=…` is a password too.
+                if url.query_pairs().any(|(k, _)| k == "password") {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if k == "password" { "***".into() } else { v };
+                            (k.into_owned(), v.into_owned())
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
                 f.write_str(url.as_str())
             }
             Err(_) => f.write_str("postgres://…"),

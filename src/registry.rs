@@ -26,8 +26,10 @@ pub struct Registry {
     /// Deployed functions by name, for the invocation path (no store read per call).
     deployed: Arc<RwLock<HashMap<FunctionName, Arc<FunctionDeployment>>>>,
     /// Held while a change goes to the provider and the store, so that following the
-    /// store ([`Registry::follow_store`]) never sees one half made.
-    changing: Arc<tokio::sync::Mutex<()>>,
+    /// store ([`Registry::follow_store`]) never sees one half made. It holds the replica
+    /// counts the store gave at the last look, so that only a change made through
+    /// another gateway is followed, not this gateway's own scaling (from zero, on a call).
+    changing: Arc<tokio::sync::Mutex<HashMap<FunctionName, u32>>>,
 }
 
 /// Whether a deploy may create, replace, or both.
@@ -124,7 +126,7 @@ impl Registry {
         spec.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         by.check_secrets(&spec)?;
-        let _changing = self.changing.lock().await;
+        let mut seen = self.changing.lock().await;
         let existing = self.store.function(&spec.service).await?;
         match (mode, &existing) {
             (DeployMode::Create, Some(_)) => {
@@ -150,6 +152,7 @@ impl Registry {
         };
         self.start(&spec, replicas).await?;
         self.store.put_function(&spec, replicas).await?;
+        seen.insert(spec.service.clone(), replicas);
         tracing::info!(function = %spec.service, provider = self.provider.name(), replicas, "deployed");
         Ok(())
     }
@@ -186,9 +189,13 @@ impl Registry {
     /// start is logged and skipped, so one broken function does not keep the others down.
     pub async fn restore(&self) -> Result<usize, ApiError> {
         let mut started = 0;
+        let mut seen = self.changing.lock().await;
         for function in self.store.functions().await? {
             match self.start(&function.spec, function.replicas).await {
-                Ok(()) => started += 1,
+                Ok(()) => {
+                    seen.insert(function.spec.service.clone(), function.replicas);
+                    started += 1;
+                }
                 Err(e) => {
                     tracing::error!(function = %function.spec.service, error = %e.message, "stored function did not start")
                 }
@@ -202,27 +209,35 @@ impl Registry {
     /// is started, updated, scaled or stopped here too. The names of the functions
     /// changed. One that cannot start is logged and tried again on the next call.
     pub async fn follow_store(&self) -> Result<Vec<FunctionName>, ApiError> {
-        let _changing = self.changing.lock().await;
+        static NOT_FOLLOWED: Throttle = Throttle::new(REPEAT_INTERVAL);
+        let mut seen = self.changing.lock().await;
         let stored = self.store.functions().await?;
         let mut changed = Vec::new();
         for function in &stored {
             let name = &function.spec.service;
+            let before = seen.insert(name.clone(), function.replicas);
             if self.deployed(name).as_deref() != Some(&function.spec) {
                 match self.start(&function.spec, function.replicas).await {
                     Ok(()) => changed.push(name.clone()),
                     Err(e) => {
-                        static NOT_STARTED: Throttle = Throttle::new(REPEAT_INTERVAL);
-                        crate::warn_repeated!(NOT_STARTED, name.as_str(), function = %name, error = %e.message, "a function deployed through another gateway did not start here");
+                        // Tried again at the next look.
+                        seen.remove(name);
+                        crate::warn_repeated!(NOT_FOLLOWED, name.as_str(), function = %name, error = %e.message, "a function deployed through another gateway did not start here");
                     }
                 }
                 continue;
             }
-            let desired = self.provider.replicas(name).await.map(|r| r.desired);
-            if desired.is_ok_and(|d| d != function.replicas) {
-                self.provider.scale(name, function.replicas).await?;
-                changed.push(name.clone());
+            if before.is_some_and(|b| b != function.replicas) {
+                match self.provider.scale(name, function.replicas).await {
+                    Ok(()) => changed.push(name.clone()),
+                    Err(e) => {
+                        seen.insert(name.clone(), before.unwrap_or_default());
+                        crate::warn_repeated!(NOT_FOLLOWED, name.as_str(), function = %name, error = %e, "scaling a function as another gateway did failed here");
+                    }
+                }
             }
         }
+        seen.retain(|name, _| stored.iter().any(|f| &f.spec.service == name));
         let gone: Vec<FunctionName> = self
             .deployed_all()
             .iter()
@@ -236,7 +251,9 @@ impl Registry {
                 .remove(&name);
             match self.provider.remove(&name).await {
                 Ok(()) | Err(ProviderError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    crate::warn_repeated!(NOT_FOLLOWED, name.as_str(), function = %name, error = %e, "stopping a function another gateway removed failed here");
+                }
             }
             changed.push(name);
         }
@@ -285,12 +302,14 @@ impl Registry {
 
     /// Sets a function's replica count and remembers it across restarts.
     pub async fn scale(&self, name: &FunctionName, replicas: u32) -> Result<(), ApiError> {
-        let _changing = self.changing.lock().await;
+        let mut seen = self.changing.lock().await;
         if self.store.function(name).await?.is_none() {
             return Err(ApiError::not_found(format!("function {name} not found")));
         }
         self.provider.scale(name, replicas).await?;
         self.store.set_replicas(name, replicas).await?;
+        // This gateway's own change: not one to follow.
+        seen.insert(name.clone(), replicas);
         tracing::info!(function = %name, replicas, "scaled");
         Ok(())
     }

@@ -57,7 +57,7 @@ pub struct UpArgs {
     /// Seconds a running async call stays leased to this gateway without a heartbeat (it
     /// renews every quarter of it, at most every 10 s): when a gateway dies, another one
     /// sharing its store runs its calls again this long after.
-    #[arg(long, env = "HARK_QUEUE_LEASE", default_value_t = crate::dispatch::queue::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(4..))]
+    #[arg(long, env = "HARK_QUEUE_LEASE", default_value_t = crate::dispatch::queue::DEFAULT_LEASE.as_secs(), value_parser = clap::value_parser!(u64).range(4..=86_400))]
     pub queue_lease: u64,
     /// New async and channel calls answer 503 while the data directory's file system has
     /// less free space than this (0: never).

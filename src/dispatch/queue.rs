@@ -295,7 +295,7 @@ impl AsyncQueue {
         let client = config.egress.client(Duration::from_secs(30));
         Ok(Arc::new(AsyncQueue {
             registry,
-            owner: process_owner(),
+            owner: process_owner().to_owned(),
             wake: Notify::new(),
             depth: AtomicU64::new(depth),
             per_function: Mutex::new(HashMap::new()),
@@ -804,6 +804,22 @@ impl AsyncQueue {
             .ok()
             .and_then(|name| self.registry.deployed(&name).map(|spec| (name, spec)));
         let Some((name, spec)) = spec else {
+            if store.is_shared() {
+                if let Ok(name) = call.function.parse::<FunctionName>() {
+                    if store.function(&name).await?.is_some() {
+                        // Deployed through another gateway, not started here yet (each
+                        // follows the store every 500 ms): later, without an attempt.
+                        let at = Utc::now() + chrono::Duration::seconds(1);
+                        let waiting = Some(format!(
+                            "function {name} is not started on this gateway yet"
+                        ));
+                        store
+                            .retry_call_later(&call.call_id, call.attempts, 503, waiting, at)
+                            .await?;
+                        return Ok(None);
+                    }
+                }
+            }
             let error = format!("function {} is not deployed", call.function);
             tracing::warn!(
                 call_id = call.call_id,
@@ -1104,47 +1120,67 @@ pub fn backoff_delay(base: Duration, attempt: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
-/// The name this gateway process claims calls under: `pid:N@HOST`, where HOST names the
-/// machine (its host name and boot id), so that gateways on several machines sharing one
-/// database never take each other's process ids for their own.
-pub fn process_owner() -> String {
-    format!("pid:{}@{}", std::process::id(), host_id())
+/// The name this gateway process claims calls under: `pid:N@HOST#RUN`. HOST names the
+/// machine and process-id space (see [`host_id`]), so that gateways sharing one database
+/// never take each other's process ids for their own; RUN is drawn at each start, so that
+/// a restarted container, whose gateway gets the same process id again, does not take
+/// its previous run's calls for its own.
+pub fn process_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        format!("pid:{}@{}#{}", std::process::id(), host_id(), &run[..12])
+    })
 }
 
-/// The host name and the kernel's boot id: two containers of one machine differ by the
-/// first (and may share process ids), two machines by both.
+/// The host name, the kernel's boot id and the process-id namespace: two machines differ
+/// by the boot id, two containers of one machine by their namespace (and host name).
 fn host_id() -> &'static str {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOST.get_or_init(|| {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let name = read("/proc/sys/kernel/hostname");
         let boot = read("/proc/sys/kernel/random/boot_id");
+        // "pid:[4026531836]"
+        let pids = std::fs::read_link("/proc/self/ns/pid")
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pids = pids.trim_start_matches("pid:").trim_matches(['[', ']']);
         format!(
-            "{}/{}",
+            "{}/{}/{pids}",
             name.trim(),
             boot.trim().get(..8).unwrap_or("unknown")
         )
     })
 }
 
-/// Whether the gateway process named by a queue owner (`pid:N@HOST`, or `pid:N` as
+/// Whether the gateway process named by a queue owner (`pid:N@HOST#RUN`, or `pid:N` as
 /// earlier versions wrote it on this machine) still runs. A process of another host
 /// cannot be checked from here: its calls are taken back when their lease runs out.
 fn owner_is_alive(owner: &str) -> bool {
+    if owner == process_owner() {
+        // Our own calls are only "running" in the store while we run them.
+        return true;
+    }
     let Some(rest) = owner.strip_prefix("pid:") else {
         return false;
     };
     let pid = match rest.split_once('@') {
-        Some((_, host)) if host != host_id() => return true,
-        Some((pid, _)) => pid,
+        Some((pid, host)) => {
+            let host = host.split_once('#').map_or(host, |(host, _)| host);
+            if host != host_id() {
+                return true;
+            }
+            pid
+        }
         None => rest,
     };
     let Ok(pid) = pid.parse::<libc::pid_t>() else {
         return false;
     };
     if pid == std::process::id() as libc::pid_t {
-        // Our own calls are only "running" in the store while we run them.
-        return true;
+        // Our process id, but not our run: a previous run of a restarted container.
+        return false;
     }
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
     let alive = unsafe { libc::kill(pid, 0) } == 0;
@@ -1174,21 +1210,44 @@ mod tests {
 
     #[test]
     fn owners_are_alive_only_while_their_process_runs() {
-        assert!(owner_is_alive(&process_owner()));
-        assert!(owner_is_alive(&format!("pid:{}", std::process::id())));
-        let dead = format!("pid:999999999@{}", host_id());
+        assert!(owner_is_alive(process_owner()));
+        let dead = format!("pid:999999999@{}#0123456789ab", host_id());
         assert!(!owner_is_alive(&dead));
         assert!(!owner_is_alive("pid:999999999"));
         assert!(!owner_is_alive("garbage"));
-        assert!(!owner_is_alive(&format!("pid:x@{}", host_id())));
+        assert!(!owner_is_alive(&format!(
+            "pid:x@{}#0123456789ab",
+            host_id()
+        )));
+        // Another live process of this machine.
+        let parent = std::os::unix::process::parent_id();
+        assert!(owner_is_alive(&format!(
+            "pid:{parent}@{}#0123456789ab",
+            host_id()
+        )));
+    }
+
+    #[test]
+    fn a_previous_run_with_our_process_id_is_not_us() {
+        // A restarted container's gateway gets the same process id (1) on the same host:
+        // the calls its previous run left running are taken back, not kept as ours.
+        let pid = std::process::id();
+        let previous = format!("pid:{pid}@{}#0123456789ab", host_id());
+        assert_ne!(previous, process_owner());
+        assert!(!owner_is_alive(&previous));
+        // As earlier versions wrote it (no host, no run).
+        assert!(!owner_is_alive(&format!("pid:{pid}")));
     }
 
     #[test]
     fn an_owner_on_another_host_is_left_to_its_lease() {
         // The same process id as ours, on another machine: not ours, and not known dead.
-        let elsewhere = format!("pid:{}@other-host/12345678", std::process::id());
-        assert_ne!(elsewhere, process_owner());
-        assert!(owner_is_alive(&elsewhere));
-        assert!(owner_is_alive("pid:999999999@other-host/12345678"));
+        let pid = std::process::id();
+        assert!(owner_is_alive(&format!(
+            "pid:{pid}@other-host/12345678/1#0123456789ab"
+        )));
+        assert!(owner_is_alive(
+            "pid:999999999@other-host/12345678/1#0123456789ab"
+        ));
     }
 }

@@ -247,7 +247,7 @@ impl Scheduler {
     pub fn new(registry: Registry) -> Arc<Scheduler> {
         Arc::new(Scheduler {
             registry,
-            owner: super::queue::process_owner(),
+            owner: super::queue::process_owner().to_owned(),
             running: Mutex::new(HashMap::new()),
         })
     }

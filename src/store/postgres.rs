@@ -274,7 +274,7 @@ impl PgStore {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT spec, replicas, created_at FROM functions ORDER BY name",
+                "SELECT spec, replicas, created_at FROM functions ORDER BY name COLLATE \"C\"",
                 &[],
             )
             .await?;
@@ -313,7 +313,7 @@ impl PgStore {
     pub async fn secret_names(&self) -> Result<Vec<String>, StoreError> {
         let client = self.pool.get().await?;
         let rows = client
-            .query("SELECT name FROM secrets ORDER BY name", &[])
+            .query("SELECT name FROM secrets ORDER BY name COLLATE \"C\"", &[])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
@@ -895,6 +895,16 @@ async fn load_key(
         .get(0);
     key.verify_check(&check)?;
     Ok(key)
+}
+
+/// `s` as PostgreSQL's `TEXT` takes it: without NUL characters (each becomes U+FFFD),
+/// which it refuses and SQLite keeps (a failing function's stderr may hold them).
+pub(super) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 /// A PostgreSQL error with its causes ("error connecting to server: Connection refused"),

@@ -12,7 +12,7 @@ use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::PgStore;
+use super::{text, PgStore};
 use crate::function::FunctionName;
 use crate::store::{
     settle_stories, story, Activation, CallPoint, Record, Retention, StoreError, Story, Write,
@@ -514,14 +514,4 @@ async fn prune_history(tx: &Transaction<'_>, keep: Retention) -> Result<(), Stor
     )
     .await?;
     Ok(())
-}
-
-/// `s` as PostgreSQL's `TEXT` takes it: without NUL characters (each becomes U+FFFD),
-/// which it refuses and SQLite keeps.
-fn text(s: &str) -> Cow<'_, str> {
-    if s.contains('\0') {
-        Cow::Owned(s.replace('\0', "\u{FFFD}"))
-    } else {
-        Cow::Borrowed(s)
-    }
 }

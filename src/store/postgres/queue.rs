@@ -262,7 +262,10 @@ async fn finish_calls(
     let states: Vec<&str> = batch.iter().map(|f| f.state.as_str()).collect();
     let attempts: Vec<i64> = batch.iter().map(|f| i64::from(f.attempts)).collect();
     let statuses: Vec<i32> = batch.iter().map(|f| i32::from(f.status)).collect();
-    let errors: Vec<Option<&str>> = batch.iter().map(|f| f.error.as_deref()).collect();
+    let errors: Vec<Option<String>> = batch
+        .iter()
+        .map(|f| f.error.as_deref().map(|e| super::text(e).into_owned()))
+        .collect();
     let durations: Vec<f64> = batch.iter().map(|f| f.duration_ms).collect();
     let results: Vec<Option<&[u8]>> = batch.iter().map(|f| f.result.as_deref()).collect();
     let ats: Vec<DateTime<Utc>> = batch.iter().map(|f| f.at).collect();
@@ -482,6 +485,7 @@ impl PgStore {
         error: Option<String>,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        let error = error.map(|e| super::text(&e).into_owned());
         let client = self.pool.get().await?;
         client
             .execute(
