@@ -630,6 +630,10 @@ impl AsyncQueue {
         }
         let slots = self.slots.clone();
         let heartbeat = (self.config.lease / 4).min(HEARTBEAT_MAX);
+        // A task of its own, so that nothing the runner waits for delays it, and dropped
+        // (aborted) with this set when the drain ends.
+        let mut beating = JoinSet::new();
+        beating.spawn(self.clone().renew_leases(heartbeat));
         let mut last_reclaim = Instant::now();
         while !*stopping.borrow() {
             while tasks.try_join_next().is_some() {}
@@ -671,13 +675,12 @@ impl AsyncQueue {
             }
             if last_reclaim.elapsed() > heartbeat {
                 last_reclaim = Instant::now();
-                // The heartbeat first: this gateway's running calls stay its own.
-                let now = Utc::now();
-                let until = now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
-                if let Err(e) = self.registry.store.renew_leases(&self.owner, until).await {
-                    tracing::error!(error = %e, "renewing the leases of running calls failed");
-                }
-                match self.registry.store.reclaim_calls(owner_is_alive, now).await {
+                match self
+                    .registry
+                    .store
+                    .reclaim_calls(owner_is_alive, Utc::now())
+                    .await
+                {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
                         calls = n,
@@ -707,6 +710,21 @@ impl AsyncQueue {
         if drained.is_err() {
             tracing::warn!(calls = tasks.len(), "async calls still running after the drain period; they run again at the next start");
             tasks.abort_all();
+        }
+    }
+
+    /// The heartbeat: renews the leases of the calls this gateway runs every `beat`, until
+    /// the task is aborted (once the runner's drain is over).
+    async fn renew_leases(self: Arc<Self>, beat: Duration) {
+        let mut every = tokio::time::interval(beat);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let until =
+                Utc::now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+            if let Err(e) = self.registry.store.renew_leases(&self.owner, until).await {
+                tracing::error!(error = %e, "renewing the leases of running calls failed");
+            }
         }
     }
 

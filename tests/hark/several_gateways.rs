@@ -255,3 +255,66 @@ async fn until_served(gw: &Gateway, name: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A call that runs longer than its lease stays its gateway's: the heartbeat renews the
+/// lease, and the other gateway never runs it too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_longer_than_its_lease_is_not_run_twice() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let args = ["--store", url.as_str(), "--queue-lease", "4"];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Gateway::start_in(dir_a.path(), &args);
+    copy_keys(dir_a.path(), dir_b.path());
+    let b = Gateway::start_in(dir_b.path(), &args);
+    a.deploy_sh(
+        "long",
+        "sleep 9; cat",
+        json!({ "com.openfaas.timeout": "30s" }),
+    )
+    .await;
+    until_served(&b, "long").await;
+    let response = a
+        .client
+        .post(format!("{}/async-function/long", a.url))
+        .body("once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let call = response.headers()["x-call-id"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: Vec<Value> = b
+            .get_json("/system/queue?state=done&function=long&limit=10")
+            .await;
+        if done.iter().any(|e| e["callId"] == call.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the call never finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each gateway's records, once written: one run in all.
+    let mut runs = 0;
+    for gw in [&a, &b] {
+        let records: Vec<Value> = gw
+            .get_json("/system/activations?function=long&limit=100")
+            .await;
+        runs = runs.max(
+            records
+                .iter()
+                .filter(|r| r["callId"] == call.as_str())
+                .count(),
+        );
+    }
+    assert_eq!(runs, 1, "the call ran more than once");
+    for gw in [&a, &b] {
+        assert!(
+            !gw.output().contains("re-queued calls left running"),
+            "a live gateway's call was taken back:\n{}",
+            gw.output()
+        );
+    }
+}
