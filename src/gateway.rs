@@ -59,7 +59,7 @@ pub struct GatewayConfig {
     /// Directory of Alexa skills; default: `alexa.skills` of the stack file, else
     /// `./skills` when present.
     pub skills: Option<PathBuf>,
-    pub store: StoreConfig,
+    pub store: StoreChoice,
     pub provider: ProviderChoice,
     /// The flags' browser settings, applied over the stack file's `browser:` section.
     pub browser: BrowserArgs,
@@ -118,6 +118,56 @@ impl StackSource {
     }
 }
 
+/// The store as asked for: the flag's (`--store`, `HARK_STORE`), else the stack file's
+/// `store:`, else SQLite; with the settings of each backend.
+#[derive(Clone, Default)]
+pub struct StoreChoice {
+    /// `sqlite` or a `postgres://` URL.
+    pub location: Option<String>,
+    /// The file of the key that seals stored secrets [default: DATA/secret.key];
+    /// `HARK_SECRET_KEY` wins over it.
+    pub key_file: Option<PathBuf>,
+    /// SQLite's; on PostgreSQL the server's `synchronous_commit` decides.
+    pub durability: Durability,
+}
+
+impl std::fmt::Debug for StoreChoice {
+    /// The location without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let location = self
+            .location
+            .as_ref()
+            .map(|l| DatabaseUrl(l.clone()).to_string());
+        f.debug_struct("StoreChoice")
+            .field("location", &location)
+            .field("key_file", &self.key_file)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+impl StoreChoice {
+    /// The backend to open, given the stack file's `store:`.
+    pub fn resolve(&self, from_stack: Option<&str>) -> anyhow::Result<StoreConfig> {
+        let key_file = self.key_file.clone();
+        let (location, from) = match (&self.location, from_stack) {
+            (Some(flag), _) => (flag.as_str(), "--store"),
+            (None, Some(stack)) => (stack, "store: in the stack file"),
+            (None, None) => ("sqlite", ""),
+        };
+        Ok(match location {
+            "sqlite" => StoreConfig::Sqlite {
+                key_file,
+                durability: self.durability,
+            },
+            url => StoreConfig::Postgres {
+                url: DatabaseUrl::parse(url).context(from)?,
+                key_file,
+            },
+        })
+    }
+}
+
 /// Where durable state lives.
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
@@ -144,11 +194,11 @@ impl DatabaseUrl {
     /// `url` if it is a `postgres://` or `postgresql://` URL.
     pub fn parse(url: &str) -> anyhow::Result<DatabaseUrl> {
         let parsed = url::Url::parse(url).map_err(|e| {
-            anyhow::anyhow!("--store: not a URL ({e}): give sqlite or postgres://USER@HOST:PORT/DB")
+            anyhow::anyhow!("not a URL ({e}): give sqlite or postgres://USER@HOST:PORT/DB")
         })?;
         anyhow::ensure!(
             matches!(parsed.scheme(), "postgres" | "postgresql"),
-            "--store: {:?} is not a store: give sqlite or postgres://USER@HOST:PORT/DB",
+            "{:?} is not a store: give sqlite or postgres://USER@HOST:PORT/DB",
             parsed.scheme()
         );
         Ok(DatabaseUrl(url.to_owned()))
@@ -188,15 +238,6 @@ impl std::fmt::Display for DatabaseUrl {
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "DatabaseUrl({self})")
-    }
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig::Sqlite {
-            key_file: None,
-            durability: Durability::default(),
-        }
     }
 }
 
@@ -501,7 +542,7 @@ impl GatewayConfig {
             public_url: None,
             stack: StackSource::None,
             skills: None,
-            store: StoreConfig::default(),
+            store: StoreChoice::default(),
             provider: ProviderChoice::default(),
             browser: BrowserArgs::default(),
             limits: Limits::default(),
@@ -532,13 +573,6 @@ impl GatewayConfig {
         if !egress.allowed().is_empty() {
             tracing::warn!(allowed = ?egress.allowed(), "callback URLs may reach these special addresses");
         }
-        let store = cfg.store.open(&data).await?;
-        let secure_cookies = cfg
-            .public_url
-            .as_ref()
-            .is_some_and(|u| u.scheme() == "https");
-        let (auth, new_admin_token) =
-            Auth::load_or_create(&data, store.clone(), secure_cookies).await?;
         // Bound before the stack file is read and the functions start, so that both can be
         // given the gateway's own URL.
         let listener = TcpListener::bind(cfg.listen).await.with_context(|| {
@@ -550,6 +584,16 @@ impl GatewayConfig {
         let addr = listener.local_addr()?;
         let gateway_url = own_url(addr);
         let stack = cfg.stack.load(&gateway_url)?;
+        let store_config = cfg
+            .store
+            .resolve(stack.as_ref().and_then(|(_, s)| s.store.as_deref()))?;
+        let store = store_config.open(&data).await?;
+        let secure_cookies = cfg
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https");
+        let (auth, new_admin_token) =
+            Auth::load_or_create(&data, store.clone(), secure_cookies).await?;
         let provider_config = cfg
             .provider
             .resolve(stack.as_ref().and_then(|(_, s)| s.provider.as_deref()));
@@ -566,7 +610,7 @@ impl GatewayConfig {
         let built = provider_config
             .build(&ProviderContext {
                 data: &data,
-                key_file: cfg.store.key_file(),
+                key_file: store_config.key_file(),
                 gateway_url: &gateway_url,
                 browser: &browser,
                 stack_functions,
@@ -989,6 +1033,29 @@ fn random_secret() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_flag_wins_over_the_stack_file_which_wins_over_sqlite() {
+        let pg = "postgres://hark:pw@db:5432/hark";
+        let choice = |location: Option<&str>| StoreChoice {
+            location: location.map(str::to_owned),
+            ..StoreChoice::default()
+        };
+        let is_pg =
+            |c: StoreConfig| matches!(c, StoreConfig::Postgres { url, .. } if url.expose() == pg);
+        let is_sqlite = |c: StoreConfig| matches!(c, StoreConfig::Sqlite { .. });
+        assert!(is_sqlite(choice(None).resolve(None).unwrap()));
+        assert!(is_pg(choice(None).resolve(Some(pg)).unwrap()));
+        assert!(is_sqlite(choice(Some("sqlite")).resolve(Some(pg)).unwrap()));
+        assert!(is_pg(choice(Some(pg)).resolve(Some("sqlite")).unwrap()));
+        let wrong = choice(None).resolve(Some("mysql://db")).unwrap_err();
+        assert_eq!(
+            format!("{wrong:#}"),
+            "store: in the stack file: \"mysql\" is not a store: give sqlite or postgres://USER@HOST:PORT/DB"
+        );
+        // The password is not shown.
+        assert!(!format!("{:?}", choice(Some(pg))).contains("pw"));
+    }
 
     #[test]
     fn functions_reach_a_wildcard_gateway_on_loopback() {

@@ -61,6 +61,9 @@ pub struct Stack {
     pub browser: Option<crate::browser::BrowserConfig>,
     /// Secrets of the `secrets:` section marked `generate: true`.
     pub generated_secrets: Vec<String>,
+    /// `store:`: `sqlite`, or the `postgres://` URL of a database several gateways share
+    /// (`--store` and `HARK_STORE` win over it).
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -85,6 +88,11 @@ struct RawStack {
     /// Secrets the stack provides for itself.
     #[serde(default)]
     secrets: BTreeMap<String, RawSecret>,
+    /// Where durable state lives: `sqlite` (DATA/hark.db, the default) or
+    /// `postgres://USER@HOST:PORT/DB`, a database several gateways share. Give a password
+    /// through a variable (`postgres://hark:${PGPASSWORD}@db/hark`), not in the file.
+    #[serde(default)]
+    store: Option<String>,
 }
 
 /// A secret of the `secrets:` section.
@@ -282,6 +290,7 @@ impl Stack {
                 .filter(|(_, secret)| secret.generate)
                 .map(|(name, _)| name)
                 .collect(),
+            store: raw.store,
         })
     }
 }

@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use crate::dispatch::admission;
 use crate::gateway::{
-    ClockConfig, DatabaseUrl, GatewayConfig, HistoryConfig, Limits, ProviderChoice, ProviderKind,
-    QueueLimits, StackSource, StoreConfig,
+    ClockConfig, GatewayConfig, HistoryConfig, Limits, ProviderChoice, ProviderKind, QueueLimits,
+    StackSource, StoreChoice,
 };
 use crate::provider::docker;
 use crate::provider::process::SandboxMode;
@@ -148,16 +148,12 @@ pub struct UpArgs {
     /// start) [default: DATA/secret.key]. `HARK_SECRET_KEY` (the key, base64) wins over it.
     #[arg(long, env = crate::store::sealed::ENV_SECRET_KEY_FILE)]
     pub secret_key_file: Option<PathBuf>,
-    /// Where durable state lives: `sqlite`, the file DATA/hark.db (the default), or a
-    /// PostgreSQL database several gateways share, `postgres://USER[:PASSWORD]@HOST:PORT/DB`
-    /// (its schema is made or brought up to date at start).
-    #[arg(
-        long,
-        env = "HARK_STORE",
-        hide_env_values = true,
-        default_value = "sqlite"
-    )]
-    pub store: String,
+    /// Where durable state lives: `sqlite`, the file DATA/hark.db, or a PostgreSQL
+    /// database several gateways share, `postgres://USER[:PASSWORD]@HOST:PORT/DB` (its
+    /// schema is made or brought up to date at start) [default: the stack file's `store:`,
+    /// else sqlite].
+    #[arg(long, env = "HARK_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// What a commit survives before it is acknowledged (the 202 of an async call, the
     /// answer to a Slack, GitHub or webhook delivery): `full` syncs each commit to disk
     /// (survives a power cut or OS crash); `normal` survives a gateway crash but may lose
@@ -235,15 +231,10 @@ impl UpArgs {
             public_url,
             stack: StackSource::file_or_default(self.config),
             skills: self.skills,
-            store: match self.store.as_str() {
-                "sqlite" => StoreConfig::Sqlite {
-                    key_file: self.secret_key_file,
-                    durability: self.durability,
-                },
-                url => StoreConfig::Postgres {
-                    url: DatabaseUrl::parse(url)?,
-                    key_file: self.secret_key_file,
-                },
+            store: StoreChoice {
+                location: self.store,
+                key_file: self.secret_key_file,
+                durability: self.durability,
             },
             provider: ProviderChoice {
                 kind: self.provider,
