@@ -162,6 +162,12 @@ pub enum AuthError {
     Sign(#[from] jsonwebtoken::errors::Error),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("token key {path} (key {ours}) is not the key the other gateways on this database sign with (key {agreed}): copy jwt.key, jwt-keys/ and admin-token from the first gateway's data directory")]
+    NotTheSharedKey {
+        path: PathBuf,
+        ours: String,
+        agreed: String,
+    },
 }
 
 /// A signing key as `GET /system/keys` lists it (never the key).
@@ -202,6 +208,40 @@ struct Verified {
     kid: String,
 }
 
+/// The `meta` key under which gateways sharing a database keep the id of the key they
+/// sign tokens with.
+const SIGNING_KEY: &str = "signing_key";
+
+/// Gateways sharing a database must sign with one key: a token minted through one is
+/// checked by all, and a gateway that made a key of its own would replace the admin token
+/// of the others with its own. The first gateway's current key id is kept in the store; a
+/// gateway whose keys do not include it is refused. One whose older keys include it was
+/// rotated since (`hark token rotate-key`), and its new key becomes the agreed one.
+async fn agree_on_signing_key(
+    ring: &Keyring,
+    store: &Store,
+    data_dir: &Path,
+) -> Result<(), AuthError> {
+    let ours = ring.current.kid.clone();
+    let agreed = store
+        .first_meta(SIGNING_KEY, ours.clone().into_bytes())
+        .await?;
+    let agreed = String::from_utf8_lossy(&agreed).into_owned();
+    if agreed == ours {
+        return Ok(());
+    }
+    if ring.older.iter().any(|k| k.kid == agreed) {
+        tracing::warn!(key = %ours, earlier = %agreed, "this gateway's signing key was rotated: the other gateways on the database need its key files too");
+        store.set_meta(SIGNING_KEY, ours.into_bytes()).await?;
+        return Ok(());
+    }
+    Err(AuthError::NotTheSharedKey {
+        path: data_dir.join(keys::KEY_FILE),
+        ours,
+        agreed,
+    })
+}
+
 impl Auth {
     /// Loads the keys from `data_dir` (generating one on first start) and makes sure the
     /// admin token file holds a token this gateway accepts, writing a new one if not.
@@ -213,6 +253,9 @@ impl Auth {
         secure_cookies: bool,
     ) -> Result<(Auth, Option<PathBuf>), AuthError> {
         let (ring, _) = Keyring::load(data_dir)?;
+        if store.is_shared() {
+            agree_on_signing_key(&ring, &store, data_dir).await?;
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         // `exp` is checked when present; tokens minted with `--ttl never` have none.
         validation.required_spec_claims = HashSet::new();

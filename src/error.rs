@@ -89,9 +89,10 @@ impl From<AuthError> for ApiError {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
             AuthError::Store(e) => e.into(),
-            AuthError::Key { .. } | AuthError::ShortKey { .. } | AuthError::Sign(_) => {
-                Self::internal(e)
-            }
+            AuthError::Key { .. }
+            | AuthError::ShortKey { .. }
+            | AuthError::Sign(_)
+            | AuthError::NotTheSharedKey { .. } => Self::internal(e),
         }
     }
 }

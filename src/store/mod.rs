@@ -768,6 +768,27 @@ impl Store {
         }
     }
 
+    /// The value kept under `key`, keeping `value` when there is none: the first
+    /// gateway's answer, which those starting later are held to.
+    pub async fn first_meta(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.first_meta(key, value).await,
+            Backend::Postgres(p) => p.first_meta(key, value).await,
+        }
+    }
+
+    /// Keeps `value` under `key`.
+    pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_meta(key, value).await,
+            Backend::Postgres(p) => p.set_meta(key, value).await,
+        }
+    }
+
     /// Whether signing key `kid` was retired.
     pub async fn key_retired(&self, kid: &str) -> Result<bool, StoreError> {
         match &self.backend {

@@ -465,6 +465,39 @@ impl PgStore {
         Ok(())
     }
 
+    /// The value kept under `key`, keeping `value` when there is none: the first
+    /// gateway's answer, which those starting later are held to.
+    pub async fn first_meta(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .await?;
+        let row = client
+            .query_one("SELECT value FROM meta WHERE key = $1", &[&key])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Keeps `value` under `key`.
+    pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&key, &value],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Whether signing key `kid` was retired.
     pub async fn key_retired(&self, kid: &str) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
@@ -909,7 +942,7 @@ pub(super) fn text(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// A PostgreSQL error with its causes ("error connecting to server: Connection refused"),
 /// and the server's detail when it gave one.
-pub(super) fn describe(e: &tokio_postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return match db.detail() {
             Some(detail) => format!("{} ({detail})", db.message()),

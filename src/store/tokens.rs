@@ -242,6 +242,36 @@ impl SqliteStore {
         .await
     }
 
+    /// The value kept under `key`, keeping `value` when there is none: the first
+    /// gateway's answer, which those starting later are held to.
+    pub async fn first_meta(
+        &self,
+        key: &'static str,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
+            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    /// Keeps `value` under `key`.
+    pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Whether signing key `kid` was retired.
     pub async fn key_retired(&self, kid: &str) -> Result<bool, StoreError> {
         let kid = kid.to_owned();

@@ -203,6 +203,15 @@ contract! {
         assert!(standing.key_retired);
     }
 
+    /// The first gateway's value is kept and the next one is held to it, until one sets
+    /// another (the agreed signing key).
+    async fn the_first_value_is_kept_until_replaced(a, b) {
+        assert_eq!(a.first_meta("contract", b"k1".to_vec()).await.unwrap(), b"k1");
+        assert_eq!(b.first_meta("contract", b"k2".to_vec()).await.unwrap(), b"k1");
+        b.set_meta("contract", b"k2".to_vec()).await.unwrap();
+        assert_eq!(a.first_meta("contract", b"k3".to_vec()).await.unwrap(), b"k2");
+    }
+
     /// Rotating the admin token revokes the other admin tokens and their sessions, on
     /// both gateways; with legacy refusal, tokens without an id are refused too.
     async fn rotating_the_admin_token_is_shared(a, b) {
