@@ -238,7 +238,7 @@ pub(crate) async fn post(
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-fn slack_headers(
+pub(crate) fn slack_headers(
     secret: &str,
     ts: i64,
     body: &[u8],
@@ -430,7 +430,7 @@ async fn conformance_vectors_through_the_real_endpoints() {
 // ---------------------------------------------------------------------------------------
 // Slack
 
-const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+pub(crate) const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const SLACK_NEW_SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 fn slash_form(command: &str, text: &str, response_url: &str) -> String {

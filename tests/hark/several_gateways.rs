@@ -153,6 +153,39 @@ async fn what_one_gateway_is_told_the_others_do() {
             "a revoked token was accepted"
         );
     }
+
+    // A gateway given the secrets' key but not the token keys is refused, and takes
+    // nothing from the others: had it started, it would have replaced their admin token
+    // with its own.
+    let stranger = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir_a.path().join("secret.key"),
+        stranger.path().join("secret.key"),
+    )
+    .unwrap();
+    let mut stranger_up = Gateway::up_command(stranger.path(), &store, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stranger_up.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = stranger_up.kill();
+            panic!("a gateway without the shared token keys started");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = stranger_up.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is not the key the other gateways on this database sign with"),
+        "{stderr}"
+    );
+    for gw in [&a, &b, &c] {
+        assert_eq!(status_with(gw, &a.token).await, 200, "{}", gw.output());
+    }
 }
 
 /// Async calls spread over three gateways, one of them SIGKILLed while it runs some:
@@ -315,6 +348,127 @@ async fn a_call_longer_than_its_lease_is_not_run_twice() {
             !gw.output().contains("re-queued calls left running"),
             "a live gateway's call was taken back:\n{}",
             gw.output()
+        );
+    }
+}
+
+/// A second-resolution schedule served by three gateways for 30 s: every tick fires, and
+/// none twice, whichever gateway claims it.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_schedule_tick_fires_once_across_three_gateways() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    // The function writes its ticks into the test's folder, which a sandboxed function
+    // may not write.
+    let args = ["--store", url.as_str(), "--sandbox", "off"];
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let log = dirs[0].path().join("ticks");
+    let a = Gateway::start_in(dirs[0].path(), &args);
+    for dir in &dirs[1..] {
+        copy_keys(dirs[0].path(), dir.path());
+    }
+    let b = Gateway::start_in(dirs[1].path(), &args);
+    let c = Gateway::start_in(dirs[2].path(), &args);
+    a.deploy_sh(
+        "tick",
+        &format!("echo \"$Http_X_Hark_Schedule_Tick\" >> {}", log.display()),
+        json!({ "schedule": "* * * * * *" }),
+    )
+    .await;
+    for gw in [&b, &c] {
+        until_served(gw, "tick").await;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Stopped before the ticks are read: no run is left half-written.
+    a.deploy_sh_update("tick", "cat >/dev/null").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let ticks: Vec<chrono::DateTime<chrono::FixedOffset>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        // Without a tick: the calls that found it served on each gateway.
+        .filter(|t| !t.is_empty())
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).expect("a tick is RFC 3339"))
+        .collect();
+    let mut unique = ticks.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ticks.len(), "a tick fired twice: {ticks:?}");
+    // Every second between the first and the last tick fired.
+    let span = (unique[unique.len() - 1] - unique[0]).num_seconds() + 1;
+    assert_eq!(
+        unique.len() as i64,
+        span,
+        "ticks are missing between the first and the last: {unique:?}"
+    );
+    assert!(unique.len() >= 25, "only {} ticks in 30 s", unique.len());
+    let by: Vec<u64> = {
+        let mut by = Vec::new();
+        for gw in [&a, &b, &c] {
+            by.push(gw.status("tick").await["invocationCount"].as_u64().unwrap());
+        }
+        by
+    };
+    eprintln!("{} ticks; fired by each gateway: {by:?}", unique.len());
+}
+
+/// The same Slack event delivered to two gateways at the same moment (a retry racing
+/// the first delivery through another proxy upstream) runs once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_slack_event_at_two_gateways_runs_once() {
+    use crate::channels::{now, post, slack_headers, Site, SLACK_SECRET};
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let site = Site::new();
+    let events = site.file("events.log");
+    let record = site.script("record", &format!("cat >> {events}; echo >> {events}"));
+    site.config(
+        &[("record", &record)],
+        "slack:\n  acme:\n    signing_secrets: [slack]\n    events: { app_mention: record }",
+    );
+    // The database is named by the stack file, as `store: ${VAR}`: a gateway that
+    // ignored it would keep a SQLite file of its own, and run each event again.
+    let config = site.path().join("hark.yml");
+    let mut yaml = std::fs::read_to_string(&config).unwrap();
+    yaml.push_str("store: ${HARK_TEST_DATABASE}\n");
+    std::fs::write(&config, yaml).unwrap();
+    let env = [
+        ("HARK_SECRET_SLACK", SLACK_SECRET),
+        ("HARK_TEST_DATABASE", url.as_str()),
+    ];
+    let config = config.to_str().unwrap();
+    let args = ["--config", config];
+    let a = site.start(&args, &env);
+    let other = tempfile::tempdir().unwrap();
+    copy_keys(site.path(), other.path());
+    let mut with_sandbox_off = vec!["--sandbox", "off"];
+    with_sandbox_off.extend_from_slice(&args);
+    let b = Gateway::start_in_with_env(other.path(), &with_sandbox_off, &env);
+
+    for (n, id) in ["Ev1", "Ev2", "Ev3"].iter().enumerate() {
+        let event = format!(
+            r#"{{"type":"event_callback","event_id":"{id}","event":{{"type":"app_mention","text":"<@U0> hi {n}","user":"U1"}}}}"#
+        );
+        let headers = slack_headers(SLACK_SECRET, now(), event.as_bytes(), "application/json");
+        let (at_a, at_b) = tokio::join!(
+            post(&a, "/slack/acme", &headers, event.clone()),
+            post(&b, "/slack/acme", &headers, event.clone()),
+        );
+        assert_eq!((at_a.0, at_b.0), (200, 200), "{at_a:?} {at_b:?}");
+    }
+    site.wait_lines("events.log", 3).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = site.lines("events.log");
+    assert_eq!(lines.len(), 3, "an event ran twice: {lines:?}");
+    for id in ["Ev1", "Ev2", "Ev3"] {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(id)).count(),
+            1,
+            "{id}: {lines:?}"
         );
     }
 }
