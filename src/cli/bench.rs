@@ -40,6 +40,7 @@
 
 pub(crate) mod baseline;
 mod load;
+mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -109,6 +110,11 @@ pub struct BenchArgs {
     /// Bookings timed with --booking.
     #[arg(long, default_value_t = 20)]
     pub booking_runs: usize,
+    /// Also measure the Slack and durable enqueue rows on this PostgreSQL
+    /// (`postgres://USER[:PASSWORD]@HOST:PORT/DB`), next to SQLite's in the same run. The
+    /// bench creates a database of its own there (the user needs CREATEDB) and drops it.
+    #[arg(long, value_name = "URL", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 /// One measured row of the table.
@@ -430,35 +436,48 @@ async fn run_in(
     let config = dir.join("bench.yml");
     std::fs::write(&config, stack_file(&exe, connections)?)?;
     let config = config.to_str().context("the bench's path is not UTF-8")?;
-    let start = |data: PathBuf, extra: &'static [&'static str]| {
+    let start = |data: PathBuf, extra: Vec<String>| {
         let (exe, env) = (&exe, secrets.env());
         async move {
             std::fs::create_dir_all(&data)?;
             let mut args = vec!["--provider", "process", "--config", config];
-            args.extend_from_slice(extra);
+            args.extend(extra.iter().map(String::as_str));
             Gateway::start_with_env(exe, &data, &args, &env).await
         }
     };
-    let mut gateway = start(dir.to_owned(), &["--durability", "normal"]).await?;
+    let args_of = |extra: &[&str]| extra.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut gateway = start(dir.to_owned(), args_of(&["--durability", "normal"])).await?;
     // The same again committing with --durability full, in a data directory of its own.
-    let mut full = start(dir.join("full"), &["--durability", "full"]).await?;
+    let mut full = start(dir.join("full"), args_of(&["--durability", "full"])).await?;
     // The same as the first, keeping no activation stories (what keeping them costs).
     let mut untold = start(
         dir.join("untold"),
-        &["--durability", "normal", "--history-max-body", "0"],
+        args_of(&["--durability", "normal", "--history-max-body", "0"]),
     )
     .await?;
     // And one telling every call's story, not a sample of those that went well.
     let mut told = start(
         dir.join("told"),
-        &["--durability", "normal", "--history-story-rate", "all"],
+        args_of(&["--durability", "normal", "--history-story-rate", "all"]),
     )
     .await?;
+    // And one on PostgreSQL, in a database made for the run.
+    let database = match &args.store {
+        Some(url) => Some(pg::BenchDatabase::create(url).await?),
+        None => None,
+    };
+    let mut pg = match &database {
+        Some(database) => {
+            Some(start(dir.join("pg"), vec!["--store".into(), database.url.clone()]).await?)
+        }
+        None => None,
+    };
     let gateways = Gateways {
         normal: &gateway,
         full: &full,
         untold: &untold,
         told: &told,
+        pg: pg.as_ref(),
     };
     let measured = measure_process(
         &bench, &exe, &gateways, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
@@ -468,6 +487,12 @@ async fn run_in(
     full.stop().await;
     untold.stop().await;
     told.stop().await;
+    if let Some(pg) = &mut pg {
+        pg.stop().await;
+    }
+    if let Some(database) = database {
+        database.drop().await;
+    }
     ceiling.stop().await;
     spawner.stop().await;
     let (mut table, checks, mut cold) = measured?;
@@ -597,6 +622,8 @@ struct Gateways<'a> {
     untold: &'a Gateway,
     /// `--durability normal` and `--history-story-rate all`: every call's story.
     told: &'a Gateway,
+    /// `--store postgres://…` (with `hark bench --store`).
+    pg: Option<&'a Gateway>,
 }
 
 /// A check that keeping activation stories (by default: failed calls' and a sample of
@@ -640,6 +667,7 @@ async fn measure_process(
         full,
         untold,
         told,
+        pg,
     } = *gateways;
     gateway.wait_ready(client, ECHO).await?;
     gateway.wait_ready(client, ECHO_TCP).await?;
@@ -654,7 +682,11 @@ async fn measure_process(
         .await?;
     let sink = serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } });
     gateway.deploy(client, sink.clone()).await?;
-    full.deploy(client, sink).await?;
+    full.deploy(client, sink.clone()).await?;
+    if let Some(pg) = pg {
+        pg.wait_ready(client, ECHO).await?;
+        pg.deploy(client, sink).await?;
+    }
     let gw = gateway.pid();
     // Idle: started, functions deployed, one call each, no load yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -794,6 +826,18 @@ async fn measure_process(
         Some(slack_row),
         None,
     );
+    if let Some(pg) = pg {
+        let slack = secrets.slack(&format!("{}/slack/bench", pg.url));
+        bench.probe(&slack, "slash_command").await;
+        let slack = secrets.slack(&format!("{}/slack/bench", pg.url));
+        let pg_row = table.push(
+            "slack: signed slash command, --store postgres",
+            bench.row(&slack, pg.pid(), None).await?,
+            Some(slack_row),
+            None,
+        );
+        checks.push(pg::added_p99(&table, unsigned_row, slack_row, pg_row));
+    }
     let github = secrets.github(&format!("{}/github/bench", gateway.url));
     bench.probe(&github, "\"status\":200").await;
     table.push(
@@ -854,6 +898,23 @@ async fn measure_process(
         Some(enqueue_row),
         None,
     );
+    if let Some(pg) = pg {
+        let enqueue = json(format!("{}/async-function/sink", pg.url));
+        bench.probe(&enqueue, "").await;
+        let pg_row = table.push(
+            "async enqueue, --store postgres (202 on commit)",
+            bench.row(&enqueue, pg.pid(), None).await?,
+            Some(enqueue_row),
+            None,
+        );
+        let rate = table.rows[pg_row].figures.rate();
+        checks.push(Check {
+            what: format!("PostgreSQL durable async enqueue (row {})", pg_row + 1),
+            value: format!("{rate:.0}/s"),
+            target: "≥ 5000/s".into(),
+            met: rate >= 5000.0,
+        });
+    }
 
     // Memory under many connections.
     let c = args.memory_connections.max(1);
@@ -1767,7 +1828,13 @@ impl Gateway {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("hark bench: a gateway did not stop in 10 s of SIGTERM: killed");
+            let _ = self.child.kill().await;
+        }
     }
 }
 
