@@ -16,7 +16,7 @@ use crate::provider::upstream::describe;
 use crate::stack::Stack;
 
 use super::Output;
-use crate::gateway::ProviderKind;
+use crate::gateway::{DatabaseUrl, ProviderKind, StoreChoice, StoreConfig};
 
 /// How far the clock may be off: Alexa refuses requests signed more than 150 s away.
 const MAX_SKEW: Duration = Duration::from_secs(150);
@@ -46,6 +46,10 @@ pub struct DoctorArgs {
         default_value = "https://api.amazonalexa.com/"
     )]
     time_url: String,
+    /// The store the gateway keeps its state in (as `hark up --store`) [default: the stack
+    /// file's `store:`, else sqlite, DATA/hark.db].
+    #[arg(long, env = "HARK_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// TESTING AID: the clock checked starts at this time (as `hark up --clock`).
     #[arg(long, alias = "test-clock", env = "HARK_TEST_CLOCK", hide = true)]
     clock: Option<String>,
@@ -135,10 +139,31 @@ pub async fn run(
             .unwrap_or_default(),
     );
     checks.push(data_dir(data, args.min_free_disk));
+    let store = StoreChoice {
+        location: args.store.clone(),
+        ..StoreChoice::default()
+    }
+    .resolve(stack.as_ref().and_then(|s| s.store.as_deref()));
+    let stored_secrets = match store {
+        Ok(StoreConfig::Sqlite { .. }) => stored_secret_names(&data.join("hark.db")),
+        Ok(StoreConfig::Postgres { url, .. }) => {
+            let (check, names) = postgres(&url).await;
+            checks.push(check);
+            names
+        }
+        Err(e) => {
+            checks.push(Check::miss(
+                "store",
+                format!("{e:#}"),
+                "give --store (or HARK_STORE) sqlite or postgres://USER@HOST:PORT/DB",
+            ));
+            Vec::new()
+        }
+    };
     checks.push(browsers(&browser));
     checks.extend(docker(provider).await);
     if let Some(stack) = &stack {
-        checks.push(secrets(stack, data));
+        checks.push(secrets(stack, &stored_secrets));
     }
     checks.push(clock(&args).await);
     checks.push(gateway_answers(gateway).await);
@@ -389,7 +414,7 @@ async fn docker(provider: ProviderKind) -> Vec<Check> {
 
 /// Every secret the stack file names, in the store or in `HARK_SECRET_<NAME>`, or one
 /// that `hark up` generates (`secrets: NAME: {generate: true}`).
-fn secrets(stack: &Stack, data: &Path) -> Check {
+fn secrets(stack: &Stack, stored: &[String]) -> Check {
     const NAME: &str = "secrets";
     let mut named: Vec<String> = stack
         .functions
@@ -420,7 +445,6 @@ fn secrets(stack: &Stack, data: &Path) -> Check {
     if named.is_empty() {
         return Check::ok(NAME, "the stack file names no secret");
     }
-    let stored = stored_secret_names(&data.join("hark.db"));
     let missing: Vec<&String> = named
         .iter()
         .filter(|name| {
@@ -456,6 +480,63 @@ fn stored_secret_names(db: &Path) -> Vec<String> {
             .collect::<Result<Vec<_>, _>>()
     });
     names.unwrap_or_default()
+}
+
+/// A PostgreSQL store: reachable, and its schema one this Hark can use; with the names
+/// of the secrets it holds.
+async fn postgres(url: &DatabaseUrl) -> (Check, Vec<String>) {
+    const NAME: &str = "store";
+    let fix = "start PostgreSQL, or correct --store, HARK_STORE or store: in hark.yml";
+    let connected = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(url.expose(), tokio_postgres::NoTls),
+    )
+    .await;
+    let client = match connected {
+        Ok(Ok((client, connection))) => {
+            tokio::spawn(connection);
+            client
+        }
+        Ok(Err(e)) => {
+            let e = crate::store::postgres::describe(&e);
+            return (Check::miss(NAME, format!("{url}: {e}"), fix), Vec::new());
+        }
+        Err(_) => {
+            let detail = format!("{url}: no answer in 5 s");
+            return (Check::miss(NAME, detail, fix), Vec::new());
+        }
+    };
+    let ours = crate::store::postgres::SCHEMA_VERSION;
+    let check = match client
+        .query_opt("SELECT version FROM hark_schema", &[])
+        .await
+    {
+        Ok(Some(row)) if row.get::<_, i64>(0) > ours => Check::miss(
+            NAME,
+            format!(
+                "{url}: schema version {} is newer than this Hark's ({ours})",
+                row.get::<_, i64>(0)
+            ),
+            "upgrade this Hark to the version the other gateways run",
+        ),
+        Ok(Some(row)) => Check::ok(
+            NAME,
+            format!(
+                "PostgreSQL at {url}, schema version {}",
+                row.get::<_, i64>(0)
+            ),
+        ),
+        // No table yet: the first `hark up` makes it.
+        Ok(None) | Err(_) => Check::ok(
+            NAME,
+            format!("PostgreSQL at {url}: empty, the first hark up makes its tables"),
+        ),
+    };
+    let names = match client.query("SELECT name FROM secrets", &[]).await {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(_) => Vec::new(),
+    };
+    (check, names)
 }
 
 /// This machine's clock against the `Date` of a web server: Alexa refuses requests signed

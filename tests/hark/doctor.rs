@@ -26,7 +26,17 @@ channels:
 /// `hark doctor -o json` in `dir`, with extra arguments and variables: its exit success
 /// and its checks by name.
 fn doctor(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
-    let output = Command::new(hark_bin())
+    let mut command = Command::new(hark_bin());
+    command.env_remove("HARK_STORE");
+    // The gateway's store, when its data directory's gateway keeps it on PostgreSQL.
+    let data = args
+        .iter()
+        .position(|a| *a == "--data")
+        .map(|i| args[i + 1]);
+    if let Some(url) = data.and_then(|d| crate::util::test_store(Path::new(d))) {
+        command.env("HARK_STORE", url);
+    }
+    let output = command
         .current_dir(dir)
         .args(["-o", "json", "doctor"])
         .args(args)
@@ -221,4 +231,57 @@ async fn doctor_names_each_missing_dependency_with_its_fix_and_passes_when_none_
         .as_str()
         .unwrap()
         .contains("hark up"));
+}
+
+/// On PostgreSQL (`--store`, as `hark up` is given it), the doctor checks the database
+/// the gateways share, and finds the secrets there rather than in a SQLite file.
+#[tokio::test]
+async fn doctor_checks_the_postgres_store_and_finds_its_secrets_there() {
+    let Some(cluster) = crate::pg_cluster::cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let gw = Gateway::start_with(&["--store", &url]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hark.yml"), STACK).unwrap();
+    let created = gw
+        .request(reqwest::Method::POST, "/system/secrets")
+        .json(&json!({ "name": "doctor-key", "value": "in-postgres" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    crate::util::register_secret("in-postgres");
+    let data = gw.data.display().to_string();
+    let (_, checks) = doctor(
+        dir.path(),
+        &["--gateway", &gw.url, "--data", &data, "--store", &url],
+        &[],
+    );
+    assert_eq!(checks["store"]["status"], "ok", "{checks}");
+    assert!(
+        checks["store"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("schema version"),
+        "{checks}"
+    );
+    assert_eq!(checks["secrets"]["status"], "ok", "{checks}");
+
+    // A database that does not answer is named, with the cause, and no password.
+    let (ok, checks) = doctor(
+        dir.path(),
+        &[
+            "--data",
+            &data,
+            "--store",
+            "postgres://hark:pw-not-shown@127.0.0.1:1/hark",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    let detail = checks["store"]["detail"].as_str().unwrap();
+    assert_eq!(checks["store"]["status"], "miss", "{checks}");
+    assert!(detail.contains("Connection refused"), "{detail}");
+    assert!(!detail.contains("pw-not-shown"), "{detail}");
 }

@@ -1,5 +1,7 @@
 //! Process hardening of `hark up`: the durability it commits with, and that other local
-//! processes cannot inspect it.
+//! processes cannot inspect it. The durability and schema tests are SQLite's (`--store
+//! sqlite`, whatever `HARK_TEST_STORE` says); PostgreSQL's are in `several_gateways.rs`
+//! and the store's contract tests.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -13,14 +15,18 @@ async fn durability(gw: &Gateway) -> String {
 
 #[tokio::test]
 async fn the_durability_flag_reaches_the_store() {
-    let full = Gateway::start_with(&["--durability", "full"]);
+    let full = Gateway::start_with(&["--store", "sqlite", "--durability", "full"]);
     assert_eq!(durability(&full).await, "full");
     let log = strip_ansi(&full.output_containing("store opened"));
     assert!(log.contains("durability=full"), "{log}");
-    let normal = Gateway::start_with(&["--durability", "normal"]);
+    let normal = Gateway::start_with(&["--store", "sqlite", "--durability", "normal"]);
     assert_eq!(durability(&normal).await, "normal");
     let dir = tempfile::tempdir().unwrap();
-    let from_env = Gateway::start_in_with_env(dir.path(), &[], &[("HARK_DURABILITY", "normal")]);
+    let from_env = Gateway::start_in_with_env(
+        dir.path(),
+        &["--store", "sqlite"],
+        &[("HARK_DURABILITY", "normal")],
+    );
     assert_eq!(durability(&from_env).await, "normal");
 }
 
@@ -49,7 +55,8 @@ fn schema_version(data: &std::path::Path) -> i64 {
 #[tokio::test]
 async fn a_store_a_newer_hark_wrote_is_refused_at_start_and_left_for_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gw = Gateway::start_in(dir.path(), &[]);
+    let sqlite = ["--store", "sqlite"];
+    let mut gw = Gateway::start_in(dir.path(), &sqlite);
     gw.deploy_sh("keep", "cat", serde_json::json!({})).await;
     assert!(gw.stop(), "the gateway did not stop cleanly");
     let current = schema_version(dir.path());
@@ -60,7 +67,9 @@ async fn a_store_a_newer_hark_wrote_is_refused_at_start_and_left_for_it() {
         .unwrap()
         .pragma_update(None, "user_version", newer)
         .unwrap();
-    let out = Gateway::up_command(dir.path(), &[], &[]).output().unwrap();
+    let out = Gateway::up_command(dir.path(), &sqlite, &[])
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "hark up started on a newer store");
     let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
     assert!(
@@ -77,7 +86,7 @@ async fn a_store_a_newer_hark_wrote_is_refused_at_start_and_left_for_it() {
         .unwrap()
         .pragma_update(None, "user_version", current)
         .unwrap();
-    let gw = Gateway::start_in(dir.path(), &[]);
+    let gw = Gateway::start_in(dir.path(), &sqlite);
     let functions: serde_json::Value = gw.get_json("/system/functions").await;
     assert!(functions.to_string().contains("\"keep\""), "{functions}");
 }

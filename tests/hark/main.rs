@@ -22,8 +22,7 @@ mod install;
 mod limits;
 mod logs;
 mod metrics;
-#[path = "../../src/store/pg_cluster.rs"]
-mod pg_cluster;
+use util::pg_cluster;
 mod process;
 mod queue;
 mod repeated_warnings;

@@ -1,15 +1,21 @@
 //! Starting a gateway for a test, and small HTTP helpers.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 #[path = "secret_check.rs"]
 mod secret_check;
+
+/// The tests' throwaway PostgreSQL cluster (`HARK_TEST_STORE=postgres`, and the tests of
+/// several gateways).
+#[path = "../../src/store/pg_cluster.rs"]
+pub mod pg_cluster;
 
 /// The `hark` binary under test.
 pub fn hark_bin() -> PathBuf {
@@ -85,6 +91,44 @@ pub fn record_log(text: &[u8]) {
     check_log(&path);
 }
 
+/// With `HARK_TEST_STORE=postgres`, the database the gateways of data directory `data`
+/// keep their state in, instead of `DATA/hark.db`: one per data directory (two gateways
+/// started on one directory share it, as they share the SQLite file), on the tests'
+/// throwaway cluster. `None` when the variable is unset or says `sqlite`.
+pub fn test_store(data: &Path) -> Option<String> {
+    static DATABASES: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    match std::env::var("HARK_TEST_STORE").as_deref() {
+        Err(_) | Ok("" | "sqlite") => return None,
+        Ok("postgres") => {}
+        Ok(other) => panic!("HARK_TEST_STORE={other:?}: give sqlite or postgres"),
+    }
+    let Some(cluster) = pg_cluster::cluster() else {
+        panic!("HARK_TEST_STORE=postgres, but no PostgreSQL cluster could be started");
+    };
+    let mut databases = DATABASES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let url = databases
+        .entry(data.to_owned())
+        .or_insert_with(|| {
+            // Its own runtime: this is called inside tests' runtimes, and outside them.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(cluster.database())
+                })
+                .join()
+                .unwrap()
+            })
+        })
+        .clone();
+    Some(url)
+}
+
 /// A running `hark up` with its own data directory.
 pub struct Gateway {
     pub url: String,
@@ -139,6 +183,7 @@ impl Gateway {
             .env_remove("HARK_CONFIG")
             .env_remove("HARK_TEST_CLOCK")
             .env_remove("HARK_PROVIDER")
+            .env_remove("HARK_STORE")
             // Gateways of the tests record their uids where every root gateway does.
             .env_remove("HARK_UID_REGISTRY");
         // Outbound requests of the gateway go to servers of the test on 127.0.0.1.
@@ -152,7 +197,17 @@ impl Gateway {
         ] {
             command.env_remove(var);
         }
-        command.envs(env.iter().copied());
+        // Through the environment, so that a test's own `--store` wins; a test whose
+        // stack file names the store gives `HARK_STORE` empty, and none is set.
+        let own_store = env.iter().any(|(name, _)| *name == "HARK_STORE");
+        if let Some(url) = test_store(data).filter(|_| !own_store) {
+            command.env("HARK_STORE", url);
+        }
+        command.envs(
+            env.iter()
+                .copied()
+                .filter(|(name, value)| !(*name == "HARK_STORE" && value.is_empty())),
+        );
         for (name, value) in env {
             if name.starts_with("HARK_SECRET") {
                 register_secret(value);
