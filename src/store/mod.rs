@@ -216,251 +216,334 @@ impl Store {
     }
 }
 
+/// Methods that do the same on either backend: each calls the backend's method of the
+/// same name with the same arguments (and awaits it when it is async).
+macro_rules! forward {
+    () => {};
+    (
+        $(#[$attr:meta])*
+        pub async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)?;
+        $($rest:tt)*
+    ) => {
+        $(#[$attr])*
+        pub async fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+            match &self.backend {
+                Backend::Sqlite(s) => s.$name($($arg),*).await,
+                Backend::Postgres(p) => p.$name($($arg),*).await,
+            }
+        }
+        forward!($($rest)*);
+    };
+    (
+        $(#[$attr:meta])*
+        pub fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) $(-> $ret:ty)?;
+        $($rest:tt)*
+    ) => {
+        $(#[$attr])*
+        pub fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+            match &self.backend {
+                Backend::Sqlite(s) => s.$name($($arg),*),
+                Backend::Postgres(p) => p.$name($($arg),*),
+            }
+        }
+        forward!($($rest)*);
+    };
+}
+
 impl Store {
-    /// The schema version of the database ([`SCHEMA_VERSION`] once opened).
-    pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.schema_version().await,
-            Backend::Postgres(p) => p.schema_version().await,
-        }
-    }
+    forward! {
+        /// The schema version of the database ([`SCHEMA_VERSION`] once opened).
+        pub async fn schema_version(&self) -> Result<i64, StoreError>;
 
-    /// Queues an async call durably: when this returns `Ok(true)`, the call is committed;
-    /// `Ok(false)`: its call id or delivery id was queued before, and it is not again.
-    pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.enqueue(call).await,
-            Backend::Postgres(p) => p.enqueue(call).await,
-        }
-    }
+        /// Queues an async call durably: when this returns `Ok(true)`, the call is committed;
+        /// `Ok(false)`: its call id or delivery id was queued before, and it is not again.
+        pub async fn enqueue(&self, call: QueuedCall) -> Result<bool, StoreError>;
 
-    /// Inserts or replaces a function, keeping its creation time if it existed.
-    pub async fn put_function(
-        &self,
-        spec: &FunctionDeployment,
-        replicas: u32,
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.put_function(spec, replicas).await,
-            Backend::Postgres(p) => p.put_function(spec, replicas).await,
-        }
-    }
+        /// Inserts or replaces a function, keeping its creation time if it existed.
+        pub async fn put_function(
+            &self,
+            spec: &FunctionDeployment,
+            replicas: u32,
+        ) -> Result<(), StoreError>;
 
-    /// Records a new replica count.
-    pub async fn set_replicas(&self, name: &FunctionName, replicas: u32) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_replicas(name, replicas).await,
-            Backend::Postgres(p) => p.set_replicas(name, replicas).await,
-        }
-    }
+        /// Records a new replica count.
+        pub async fn set_replicas(
+            &self,
+            name: &FunctionName,
+            replicas: u32,
+        ) -> Result<(), StoreError>;
 
-    /// Deletes a function; `false` if there was none.
-    pub async fn delete_function(&self, name: &FunctionName) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.delete_function(name).await,
-            Backend::Postgres(p) => p.delete_function(name).await,
-        }
-    }
+        /// Deletes a function; `false` if there was none.
+        pub async fn delete_function(&self, name: &FunctionName) -> Result<bool, StoreError>;
 
-    /// One function.
-    pub async fn function(
-        &self,
-        name: &FunctionName,
-    ) -> Result<Option<StoredFunction>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.function(name).await,
-            Backend::Postgres(p) => p.function(name).await,
-        }
-    }
+        /// One function.
+        pub async fn function(
+            &self,
+            name: &FunctionName,
+        ) -> Result<Option<StoredFunction>, StoreError>;
 
-    /// Every function, by name.
-    pub async fn functions(&self) -> Result<Vec<StoredFunction>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.functions().await,
-            Backend::Postgres(p) => p.functions().await,
-        }
-    }
+        /// Every function, by name.
+        pub async fn functions(&self) -> Result<Vec<StoredFunction>, StoreError>;
 
-    /// Creates or replaces a secret (sealed); `true` if it existed.
-    pub async fn put_secret(&self, name: &str, value: Vec<u8>) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.put_secret(name, value).await,
-            Backend::Postgres(p) => p.put_secret(name, value).await,
-        }
-    }
+        /// Creates or replaces a secret (sealed); `true` if it existed.
+        pub async fn put_secret(&self, name: &str, value: Vec<u8>) -> Result<bool, StoreError>;
 
-    /// A secret's value.
-    pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.secret(name).await,
-            Backend::Postgres(p) => p.secret(name).await,
-        }
-    }
+        /// A secret's value.
+        pub async fn secret(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// The names of every secret.
-    pub async fn secret_names(&self) -> Result<Vec<String>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.secret_names().await,
-            Backend::Postgres(p) => p.secret_names().await,
-        }
-    }
+        /// The names of every secret.
+        pub async fn secret_names(&self) -> Result<Vec<String>, StoreError>;
 
-    /// Deletes a secret; `false` if there was none.
-    pub async fn delete_secret(&self, name: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.delete_secret(name).await,
-            Backend::Postgres(p) => p.delete_secret(name).await,
-        }
-    }
+        /// Deletes a secret; `false` if there was none.
+        pub async fn delete_secret(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Remembers delivery `id` of `channel` (e.g. `github/triage`) at `now` (unix seconds);
-    /// `true` the first time, `false` for a redelivery. Ids older than
-    /// [`DELIVERY_IDS_KEPT_SECS`] are forgotten on the way.
-    pub async fn first_delivery(
-        &self,
-        channel: &str,
-        id: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.first_delivery(channel, id, now).await,
-            Backend::Postgres(p) => p.first_delivery(channel, id, now).await,
-        }
-    }
+        /// Remembers delivery `id` of `channel` (e.g. `github/triage`) at `now` (unix seconds);
+        /// `true` the first time, `false` for a redelivery. Ids older than
+        /// [`DELIVERY_IDS_KEPT_SECS`] are forgotten on the way.
+        pub async fn first_delivery(
+            &self,
+            channel: &str,
+            id: &str,
+            now: i64,
+        ) -> Result<bool, StoreError>;
 
-    /// Queues an activation record, with its story when one was told (and the work left
-    /// on it, done just before it is written), for the background writer.
-    pub fn record(&self, activation: Activation, story: Option<(Story, Option<story::Later>)>) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record(activation, story),
-            Backend::Postgres(p) => p.record(activation, story),
-        }
-    }
+        /// Queues an activation record, with its story when one was told (and the work left
+        /// on it, done just before it is written), for the background writer.
+        pub fn record(&self, activation: Activation, story: Option<(Story, Option<story::Later>)>);
 
-    /// Marks the newest activation of `call_id` as a replay of `original` (once its
-    /// record is written).
-    pub async fn link_replay(&self, call_id: &str, original: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.link_replay(call_id, original).await,
-            Backend::Postgres(p) => p.link_replay(call_id, original).await,
-        }
-    }
+        /// Marks the newest activation of `call_id` as a replay of `original` (once its
+        /// record is written).
+        pub async fn link_replay(&self, call_id: &str, original: &str) -> Result<(), StoreError>;
 
-    /// Sets how much activation history is kept, from the next prune on.
-    pub fn set_retention(&self, retention: Retention) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_retention(retention),
-            Backend::Postgres(p) => p.set_retention(retention),
-        }
-    }
+        /// Sets how much activation history is kept, from the next prune on.
+        pub fn set_retention(&self, retention: Retention);
 
-    /// The newest activation of call `call_id`, with its story when it is still kept.
-    pub async fn activation(
-        &self,
-        call_id: &str,
-    ) -> Result<Option<(Activation, Option<Story>)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.activation(call_id).await,
-            Backend::Postgres(p) => p.activation(call_id).await,
-        }
-    }
+        /// The newest activation of call `call_id`, with its story when it is still kept.
+        pub async fn activation(
+            &self,
+            call_id: &str,
+        ) -> Result<Option<(Activation, Option<Story>)>, StoreError>;
 
-    /// Waits until every activation recorded so far is written.
-    pub async fn flush(&self) {
-        match &self.backend {
-            Backend::Sqlite(s) => s.flush().await,
-            Backend::Postgres(p) => p.flush().await,
-        }
-    }
+        /// Waits until every activation recorded so far is written.
+        pub async fn flush(&self);
 
-    /// The newest activations, optionally of one function. Records still queued for the
-    /// batch writer are written first, so a call that has answered is always listed.
-    pub async fn activations(
-        &self,
-        function: Option<&FunctionName>,
-        limit: u32,
-    ) -> Result<Vec<Activation>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.activations(function, limit).await,
-            Backend::Postgres(p) => p.activations(function, limit).await,
-        }
-    }
+        /// The newest activations, optionally of one function. Records still queued for the
+        /// batch writer are written first, so a call that has answered is always listed.
+        pub async fn activations(
+            &self,
+            function: Option<&FunctionName>,
+            limit: u32,
+        ) -> Result<Vec<Activation>, StoreError>;
 
-    /// When each activation since `since` started, how long it took and how it ended,
-    /// optionally of one function: what the UI's charts are drawn from. At most `limit`
-    /// rows, the newest.
-    pub async fn calls_since(
-        &self,
-        function: Option<&FunctionName>,
-        since: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<CallPoint>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.calls_since(function, since, limit).await,
-            Backend::Postgres(p) => p.calls_since(function, since, limit).await,
-        }
-    }
+        /// When each activation since `since` started, how long it took and how it ended,
+        /// optionally of one function: what the UI's charts are drawn from. At most `limit`
+        /// rows, the newest.
+        pub async fn calls_since(
+            &self,
+            function: Option<&FunctionName>,
+            since: DateTime<Utc>,
+            limit: u32,
+        ) -> Result<Vec<CallPoint>, StoreError>;
 
-    /// How many activations each function has.
-    pub async fn activation_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.activation_counts().await,
-            Backend::Postgres(p) => p.activation_counts().await,
-        }
-    }
+        /// How many activations each function has.
+        pub async fn activation_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
 
-    /// Claims up to `limit` due calls for `owner`, marking them running until
-    /// `lease_until`, and at most `room(function)` calls of each function. Also says
-    /// whether due calls were left for want of room.
-    pub async fn claim_calls(
-        &self,
-        owner: &str,
-        limit: usize,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        room: impl FnMut(&str) -> usize + Send + 'static,
-    ) -> Result<(Vec<QueuedCall>, bool), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.claim_calls(owner, limit, now, lease_until, room).await,
-            Backend::Postgres(p) => p.claim_calls(owner, limit, now, lease_until, room).await,
-        }
-    }
+        /// Claims up to `limit` due calls for `owner`, marking them running until
+        /// `lease_until`, and at most `room(function)` calls of each function. Also says
+        /// whether due calls were left for want of room.
+        pub async fn claim_calls(
+            &self,
+            owner: &str,
+            limit: usize,
+            now: DateTime<Utc>,
+            lease_until: DateTime<Utc>,
+            room: impl FnMut(&str) -> usize + Send + 'static,
+        ) -> Result<(Vec<QueuedCall>, bool), StoreError>;
 
-    /// Puts back to pending the running calls whose owner is gone: those of `dead_owner`
-    /// (a previous run of this process) and those whose lease ran out.
-    pub async fn reclaim_calls(
-        &self,
-        is_alive: fn(&str) -> bool,
-        now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.reclaim_calls(is_alive, now).await,
-            Backend::Postgres(p) => p.reclaim_calls(is_alive, now).await,
-        }
-    }
+        /// Puts back to pending the running calls whose owner is gone: those of `dead_owner`
+        /// (a previous run of this process) and those whose lease ran out.
+        pub async fn reclaim_calls(
+            &self,
+            is_alive: fn(&str) -> bool,
+            now: DateTime<Utc>,
+        ) -> Result<usize, StoreError>;
 
-    /// Moves to `until` the lease of every call `owner` is running: the heartbeat that
-    /// keeps other gateways from running them again. How many.
-    pub async fn renew_leases(
-        &self,
-        owner: &str,
-        until: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.renew_leases(owner, until).await,
-            Backend::Postgres(p) => p.renew_leases(owner, until).await,
-        }
-    }
+        /// Moves to `until` the lease of every call `owner` is running: the heartbeat that
+        /// keeps other gateways from running them again. How many.
+        pub async fn renew_leases(
+            &self,
+            owner: &str,
+            until: DateTime<Utc>,
+        ) -> Result<usize, StoreError>;
 
-    /// Records that a call finished for good. Calls finishing at once are recorded in one
-    /// transaction.
-    pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.finish_call(finish).await,
-            Backend::Postgres(p) => p.finish_call(finish).await,
-        }
-    }
+        /// Records that a call finished for good. Calls finishing at once are recorded in one
+        /// transaction.
+        pub async fn finish_call(&self, finish: Finish) -> Result<(), StoreError>;
 
+        /// Cancels a pending call; the state it was in, if it exists.
+        pub async fn cancel_call(&self, call_id: &str) -> Result<Option<CallState>, StoreError>;
+
+        /// Moves a dead-lettered call back to pending; the state it was in, if it exists.
+        pub async fn requeue_dead(&self, call_id: &str) -> Result<Option<CallState>, StoreError>;
+
+        /// Queued calls, newest first, optionally in one state and of one function.
+        pub async fn queue_entries(
+            &self,
+            state: Option<CallState>,
+            function: Option<String>,
+            limit: u32,
+        ) -> Result<Vec<QueueEntry>, StoreError>;
+
+        /// How many calls are pending or running.
+        pub async fn queue_depth(&self) -> Result<u64, StoreError>;
+
+        /// How many calls wait or run (`depth`) and how many used up their retries (`dead`),
+        /// for `/metrics`.
+        pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError>;
+
+        /// The bytes ([`QueuedCall::stored_bytes`]) that pending, running and dead calls
+        /// hold, by function: what the queue's byte quota starts from.
+        pub async fn queue_bytes(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+        /// The function and the bytes ([`QueuedCall::stored_bytes`]) of a call, if it exists.
+        pub async fn call_bytes(&self, call_id: &str) -> Result<Option<(String, u64)>, StoreError>;
+
+        /// Finished calls whose callback or reply is still to be delivered.
+        pub async fn callbacks_due(&self) -> Result<Vec<CallbackDue>, StoreError>;
+
+        /// Records a callback delivery attempt; `delivered` or `failed` ends it.
+        pub async fn record_callback(
+            &self,
+            call_id: &str,
+            state: &'static str,
+            attempts: u32,
+        ) -> Result<(), StoreError>;
+
+        /// The last time a schedule was looked at, if ever.
+        pub async fn schedule_anchor(
+            &self,
+            function: &str,
+        ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+        /// Moves a schedule's anchor forward (never back).
+        pub async fn set_schedule_anchor(
+            &self,
+            function: &str,
+            anchor: DateTime<Utc>,
+        ) -> Result<(), StoreError>;
+
+        /// Claims a tick for `owner`; `false` if another gateway (or an earlier look) has it.
+        pub async fn claim_tick(
+            &self,
+            function: &str,
+            tick: DateTime<Utc>,
+            owner: &str,
+            outcome: &str,
+            call_id: Option<String>,
+        ) -> Result<bool, StoreError>;
+
+        /// The newest runs of a schedule.
+        pub async fn schedule_runs(
+            &self,
+            function: &str,
+            limit: u32,
+        ) -> Result<Vec<ScheduleRun>, StoreError>;
+
+        /// The persistent attributes of `user_id` in `skill` (empty when there are none).
+        pub async fn alexa_user_attributes(
+            &self,
+            skill: &str,
+            user_id: &str,
+        ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError>;
+
+        /// Keeps a late result for the user's next request.
+        pub async fn push_alexa_pending(
+            &self,
+            skill: &str,
+            user_id: &str,
+            reply: PendingReply,
+        ) -> Result<(), StoreError>;
+
+        /// Removes and returns the late results waiting for `user_id` in `skill`, oldest first.
+        pub async fn take_alexa_pending(
+            &self,
+            skill: &str,
+            user_id: &str,
+        ) -> Result<Vec<PendingReply>, StoreError>;
+
+        /// Keeps the screenshot of call `call_id` (replacing an earlier one of the same call).
+        pub async fn put_screenshot(
+            &self,
+            call_id: &str,
+            url: &str,
+            png: Vec<u8>,
+        ) -> Result<(), StoreError>;
+
+        /// The screenshot of call `call_id`, if one was kept.
+        pub async fn screenshot(&self, call_id: &str) -> Result<Option<Screenshot>, StoreError>;
+
+        /// Records a newly minted token.
+        pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+
+        /// Every recorded token, newest first.
+        pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+        /// One recorded token.
+        pub async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+        /// Revokes token `jti` and ends its UI sessions. `Ok(false)`: no such token.
+        pub async fn revoke_token(&self, jti: &str) -> Result<bool, StoreError>;
+
+        /// Revokes every admin token but `new` (and their UI sessions); with `refuse_legacy`,
+        /// tokens without an id are refused from now on too. The ids revoked.
+        pub async fn rotate_admin_token(
+            &self,
+            new: &str,
+            refuse_legacy: bool,
+        ) -> Result<Vec<String>, StoreError>;
+
+        /// Retires signing key `kid`: tokens it signed are refused from now on, by every
+        /// gateway process sharing this store.
+        pub async fn retire_key(&self, kid: &str) -> Result<(), StoreError>;
+
+        /// The value kept under `key`, keeping `value` when there is none: the first
+        /// gateway's answer, which those starting later are held to.
+        pub async fn first_meta(
+            &self,
+            key: &'static str,
+            value: Vec<u8>,
+        ) -> Result<Vec<u8>, StoreError>;
+
+        /// Keeps `value` under `key`.
+        pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError>;
+
+        /// Whether signing key `kid` was retired.
+        pub async fn key_retired(&self, kid: &str) -> Result<bool, StoreError>;
+
+        /// The standing of a token with id `jti` (None: a token from before ids) signed by
+        /// key `kid`, in one trip to the store.
+        pub async fn token_standing(
+            &self,
+            jti: Option<String>,
+            kid: Option<String>,
+        ) -> Result<TokenStanding, StoreError>;
+
+        /// Keeps a new UI session under the hash of its id.
+        pub async fn create_ui_session(
+            &self,
+            id_hash: &str,
+            session: UiSession,
+        ) -> Result<(), StoreError>;
+
+        /// The UI session whose id hashes to `id_hash`, if it exists and has not expired.
+        pub async fn ui_session(&self, id_hash: &str) -> Result<Option<UiSession>, StoreError>;
+
+        /// Ends the UI session whose id hashes to `id_hash`.
+        pub async fn delete_ui_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    }
+}
+
+impl Store {
     /// Schedules another attempt of a failed call.
     pub async fn retry_call_later(
         &self,
@@ -479,128 +562,6 @@ impl Store {
                 p.retry_call_later(call_id, attempts, status, error, at)
                     .await
             }
-        }
-    }
-
-    /// Cancels a pending call; the state it was in, if it exists.
-    pub async fn cancel_call(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.cancel_call(call_id).await,
-            Backend::Postgres(p) => p.cancel_call(call_id).await,
-        }
-    }
-
-    /// Moves a dead-lettered call back to pending; the state it was in, if it exists.
-    pub async fn requeue_dead(&self, call_id: &str) -> Result<Option<CallState>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.requeue_dead(call_id).await,
-            Backend::Postgres(p) => p.requeue_dead(call_id).await,
-        }
-    }
-
-    /// Queued calls, newest first, optionally in one state and of one function.
-    pub async fn queue_entries(
-        &self,
-        state: Option<CallState>,
-        function: Option<String>,
-        limit: u32,
-    ) -> Result<Vec<QueueEntry>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.queue_entries(state, function, limit).await,
-            Backend::Postgres(p) => p.queue_entries(state, function, limit).await,
-        }
-    }
-
-    /// How many calls are pending or running.
-    pub async fn queue_depth(&self) -> Result<u64, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.queue_depth().await,
-            Backend::Postgres(p) => p.queue_depth().await,
-        }
-    }
-
-    /// How many calls wait or run (`depth`) and how many used up their retries (`dead`),
-    /// for `/metrics`.
-    pub async fn queue_counts(&self) -> Result<QueueCounts, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.queue_counts().await,
-            Backend::Postgres(p) => p.queue_counts().await,
-        }
-    }
-
-    /// The bytes ([`QueuedCall::stored_bytes`]) that pending, running and dead calls
-    /// hold, by function: what the queue's byte quota starts from.
-    pub async fn queue_bytes(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.queue_bytes().await,
-            Backend::Postgres(p) => p.queue_bytes().await,
-        }
-    }
-
-    /// The function and the bytes ([`QueuedCall::stored_bytes`]) of a call, if it exists.
-    pub async fn call_bytes(&self, call_id: &str) -> Result<Option<(String, u64)>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.call_bytes(call_id).await,
-            Backend::Postgres(p) => p.call_bytes(call_id).await,
-        }
-    }
-
-    /// Finished calls whose callback or reply is still to be delivered.
-    pub async fn callbacks_due(&self) -> Result<Vec<CallbackDue>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.callbacks_due().await,
-            Backend::Postgres(p) => p.callbacks_due().await,
-        }
-    }
-
-    /// Records a callback delivery attempt; `delivered` or `failed` ends it.
-    pub async fn record_callback(
-        &self,
-        call_id: &str,
-        state: &'static str,
-        attempts: u32,
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record_callback(call_id, state, attempts).await,
-            Backend::Postgres(p) => p.record_callback(call_id, state, attempts).await,
-        }
-    }
-
-    /// The last time a schedule was looked at, if ever.
-    pub async fn schedule_anchor(
-        &self,
-        function: &str,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.schedule_anchor(function).await,
-            Backend::Postgres(p) => p.schedule_anchor(function).await,
-        }
-    }
-
-    /// Moves a schedule's anchor forward (never back).
-    pub async fn set_schedule_anchor(
-        &self,
-        function: &str,
-        anchor: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_schedule_anchor(function, anchor).await,
-            Backend::Postgres(p) => p.set_schedule_anchor(function, anchor).await,
-        }
-    }
-
-    /// Claims a tick for `owner`; `false` if another gateway (or an earlier look) has it.
-    pub async fn claim_tick(
-        &self,
-        function: &str,
-        tick: DateTime<Utc>,
-        owner: &str,
-        outcome: &str,
-        call_id: Option<String>,
-    ) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.claim_tick(function, tick, owner, outcome, call_id).await,
-            Backend::Postgres(p) => p.claim_tick(function, tick, owner, outcome, call_id).await,
         }
     }
 
@@ -625,30 +586,6 @@ impl Store {
         }
     }
 
-    /// The newest runs of a schedule.
-    pub async fn schedule_runs(
-        &self,
-        function: &str,
-        limit: u32,
-    ) -> Result<Vec<ScheduleRun>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.schedule_runs(function, limit).await,
-            Backend::Postgres(p) => p.schedule_runs(function, limit).await,
-        }
-    }
-
-    /// The persistent attributes of `user_id` in `skill` (empty when there are none).
-    pub async fn alexa_user_attributes(
-        &self,
-        skill: &str,
-        user_id: &str,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.alexa_user_attributes(skill, user_id).await,
-            Backend::Postgres(p) => p.alexa_user_attributes(skill, user_id).await,
-        }
-    }
-
     /// Replaces the persistent attributes of `user_id` in `skill`.
     pub async fn put_alexa_user_attributes(
         &self,
@@ -665,176 +602,6 @@ impl Store {
                 p.put_alexa_user_attributes(skill, user_id, attributes)
                     .await
             }
-        }
-    }
-
-    /// Keeps a late result for the user's next request.
-    pub async fn push_alexa_pending(
-        &self,
-        skill: &str,
-        user_id: &str,
-        reply: PendingReply,
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.push_alexa_pending(skill, user_id, reply).await,
-            Backend::Postgres(p) => p.push_alexa_pending(skill, user_id, reply).await,
-        }
-    }
-
-    /// Removes and returns the late results waiting for `user_id` in `skill`, oldest first.
-    pub async fn take_alexa_pending(
-        &self,
-        skill: &str,
-        user_id: &str,
-    ) -> Result<Vec<PendingReply>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.take_alexa_pending(skill, user_id).await,
-            Backend::Postgres(p) => p.take_alexa_pending(skill, user_id).await,
-        }
-    }
-
-    /// Keeps the screenshot of call `call_id` (replacing an earlier one of the same call).
-    pub async fn put_screenshot(
-        &self,
-        call_id: &str,
-        url: &str,
-        png: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.put_screenshot(call_id, url, png).await,
-            Backend::Postgres(p) => p.put_screenshot(call_id, url, png).await,
-        }
-    }
-
-    /// The screenshot of call `call_id`, if one was kept.
-    pub async fn screenshot(&self, call_id: &str) -> Result<Option<Screenshot>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.screenshot(call_id).await,
-            Backend::Postgres(p) => p.screenshot(call_id).await,
-        }
-    }
-
-    /// Records a newly minted token.
-    pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.record_token(token).await,
-            Backend::Postgres(p) => p.record_token(token).await,
-        }
-    }
-
-    /// Every recorded token, newest first.
-    pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.tokens().await,
-            Backend::Postgres(p) => p.tokens().await,
-        }
-    }
-
-    /// One recorded token.
-    pub async fn token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.token(jti).await,
-            Backend::Postgres(p) => p.token(jti).await,
-        }
-    }
-
-    /// Revokes token `jti` and ends its UI sessions. `Ok(false)`: no such token.
-    pub async fn revoke_token(&self, jti: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.revoke_token(jti).await,
-            Backend::Postgres(p) => p.revoke_token(jti).await,
-        }
-    }
-
-    /// Revokes every admin token but `new` (and their UI sessions); with `refuse_legacy`,
-    /// tokens without an id are refused from now on too. The ids revoked.
-    pub async fn rotate_admin_token(
-        &self,
-        new: &str,
-        refuse_legacy: bool,
-    ) -> Result<Vec<String>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.rotate_admin_token(new, refuse_legacy).await,
-            Backend::Postgres(p) => p.rotate_admin_token(new, refuse_legacy).await,
-        }
-    }
-
-    /// Retires signing key `kid`: tokens it signed are refused from now on, by every
-    /// gateway process sharing this store.
-    pub async fn retire_key(&self, kid: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.retire_key(kid).await,
-            Backend::Postgres(p) => p.retire_key(kid).await,
-        }
-    }
-
-    /// The value kept under `key`, keeping `value` when there is none: the first
-    /// gateway's answer, which those starting later are held to.
-    pub async fn first_meta(
-        &self,
-        key: &'static str,
-        value: Vec<u8>,
-    ) -> Result<Vec<u8>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.first_meta(key, value).await,
-            Backend::Postgres(p) => p.first_meta(key, value).await,
-        }
-    }
-
-    /// Keeps `value` under `key`.
-    pub async fn set_meta(&self, key: &'static str, value: Vec<u8>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.set_meta(key, value).await,
-            Backend::Postgres(p) => p.set_meta(key, value).await,
-        }
-    }
-
-    /// Whether signing key `kid` was retired.
-    pub async fn key_retired(&self, kid: &str) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.key_retired(kid).await,
-            Backend::Postgres(p) => p.key_retired(kid).await,
-        }
-    }
-
-    /// The standing of a token with id `jti` (None: a token from before ids) signed by
-    /// key `kid`, in one trip to the store.
-    pub async fn token_standing(
-        &self,
-        jti: Option<String>,
-        kid: Option<String>,
-    ) -> Result<TokenStanding, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.token_standing(jti, kid).await,
-            Backend::Postgres(p) => p.token_standing(jti, kid).await,
-        }
-    }
-
-    /// Keeps a new UI session under the hash of its id.
-    pub async fn create_ui_session(
-        &self,
-        id_hash: &str,
-        session: UiSession,
-    ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.create_ui_session(id_hash, session).await,
-            Backend::Postgres(p) => p.create_ui_session(id_hash, session).await,
-        }
-    }
-
-    /// The UI session whose id hashes to `id_hash`, if it exists and has not expired.
-    pub async fn ui_session(&self, id_hash: &str) -> Result<Option<UiSession>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.ui_session(id_hash).await,
-            Backend::Postgres(p) => p.ui_session(id_hash).await,
-        }
-    }
-
-    /// Ends the UI session whose id hashes to `id_hash`.
-    pub async fn delete_ui_session(&self, id_hash: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(s) => s.delete_ui_session(id_hash).await,
-            Backend::Postgres(p) => p.delete_ui_session(id_hash).await,
         }
     }
 }
