@@ -436,9 +436,14 @@ impl AsyncQueue {
             self.release_bytes(&function, bytes);
             return Err(EnqueueError::Full(depth));
         }
+        // A call committed already claimed (started at once by its submitter) is not the
+        // runner's to find.
+        let for_runner = call.lease.is_none();
         match self.registry.store.enqueue(call).await {
             Ok(true) => {
-                self.wake.notify_one();
+                if for_runner {
+                    self.wake.notify_one();
+                }
                 Ok(true)
             }
             Ok(false) => {
@@ -639,7 +644,12 @@ impl AsyncQueue {
             while tasks.try_join_next().is_some() {}
             // Set before the slots are counted: a call ending after the count wakes us.
             self.starved.store(true, Ordering::Release);
-            let free = slots.available_permits();
+            // The free slots are taken before the claim, not after: a submitter starting
+            // its call at once must not take one while the claim is under way (a round
+            // trip to PostgreSQL), ahead of the calls queued before it.
+            let held: Vec<OwnedSemaphorePermit> =
+                std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()).collect();
+            let free = held.len();
             let claimed = if free == 0 {
                 Vec::new()
             } else {
@@ -664,8 +674,9 @@ impl AsyncQueue {
                 }
             };
             let idle = claimed.is_empty();
+            let mut held = held.into_iter();
             for call in claimed {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
+                let Some(slot) = held.next() else {
                     break;
                 };
                 let Ok(permit) = self.slots_of(&call.function).acquire_owned().await else {

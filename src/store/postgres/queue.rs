@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Object, Pool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::Row;
 
 use super::PgStore;
@@ -57,6 +58,9 @@ CREATE INDEX queue_by_seq ON queue (seq);
 /// The most items one group commit takes.
 const BATCH_MAX: usize = 1024;
 
+/// Batches of one writer committing at once.
+const IN_FLIGHT: usize = 2;
+
 /// The group-commit writers of enqueues and finishes. Cloning shares them.
 #[derive(Clone)]
 pub(super) struct Writers {
@@ -83,19 +87,27 @@ impl Writers {
 }
 
 /// Starts a group-commit writer, as on SQLite: every item that arrives while a commit
-/// is under way joins the next one (up to [`BATCH_MAX`] per transaction). `write` commits
-/// one batch on a pooled connection and returns each item's outcome; when it fails (or
-/// no connection is to be had), every item of the batch gets the error.
+/// is under way joins the next one (up to [`BATCH_MAX`] per transaction). Unlike SQLite,
+/// whose one writer commits at a time, PostgreSQL commits [`IN_FLIGHT`] batches at once,
+/// each on a connection of its own: a commit spends most of its time waiting for a round
+/// trip or the server's disk. `write` commits one batch on a pooled connection and returns
+/// each item's outcome; when it fails (or no connection is to be had), every item of the
+/// batch gets the error.
 fn group_commit<T, R, W, F>(pool: Pool, what: &'static str, mut write: W) -> GroupCommit<T, R>
 where
     T: Send + 'static,
     R: Copy + Default + Send + 'static,
     W: FnMut(Object, Vec<T>) -> F + Send + 'static,
-    F: Future<Output = Result<Vec<R>, StoreError>> + Send,
+    F: Future<Output = Result<Vec<R>, StoreError>> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<(T, oneshot::Sender<Result<R, StoreError>>)>();
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
+            // Items go on arriving while the batches in flight commit: they make the next.
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
             let mut batch = vec![first];
             while batch.len() < BATCH_MAX {
                 match rx.try_recv() {
@@ -104,19 +116,26 @@ where
                 }
             }
             let (items, acks): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-            let outcome = match pool.get().await {
-                Ok(client) => write(client, items).await,
-                Err(e) => Err(e.into()),
+            let written = match pool.get().await {
+                Ok(client) => Ok(write(client, items)),
+                Err(e) => Err(StoreError::from(e)),
             };
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "{what} failed");
-            }
-            for (i, ack) in acks.into_iter().enumerate() {
-                let _ = ack.send(match &outcome {
-                    Ok(done) => Ok(done.get(i).copied().unwrap_or_default()),
-                    Err(e) => Err(e.again()),
-                });
-            }
+            tokio::spawn(async move {
+                let outcome = match written {
+                    Ok(commit) => commit.await,
+                    Err(e) => Err(e),
+                };
+                drop(permit);
+                if let Err(e) = &outcome {
+                    tracing::error!(error = %e, "{what} failed");
+                }
+                for (i, ack) in acks.into_iter().enumerate() {
+                    let _ = ack.send(match &outcome {
+                        Ok(done) => Ok(done.get(i).copied().unwrap_or_default()),
+                        Err(e) => Err(e.again()),
+                    });
+                }
+            });
         }
     });
     tx
