@@ -1435,7 +1435,7 @@ async fn write_activations(
 
 /// A writer that commits what it is sent in batches, and the way to send it work:
 /// each item with the sender of its outcome.
-type GroupCommit<T, R> = mpsc::UnboundedSender<(T, oneshot::Sender<Result<R, StoreError>>)>;
+type GroupCommit<T, R> = mpsc::UnboundedSender<Waiting<T, R>>;
 
 /// Starts a group-commit writer: every item that arrives while a commit is under way
 /// joins the next one (up to `max` per transaction), so throughput grows with load
@@ -1454,30 +1454,52 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel::<(T, oneshot::Sender<Result<R, StoreError>>)>();
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < max {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            let (items, acks): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+            let (items, acks) = next_batch(&mut rx, first, max);
             let outcome = conn
                 .run(move |conn| write(conn, &items))
                 .await
                 .unwrap_or_else(Err);
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "{what} failed");
-            }
-            for (i, ack) in acks.into_iter().enumerate() {
-                let _ = ack.send(match &outcome {
-                    Ok(done) => Ok(done.get(i).copied().unwrap_or_default()),
-                    Err(e) => Err(e.again()),
-                });
-            }
+            answer_batch(acks, &outcome, what);
         }
     });
     tx
+}
+
+/// An item waiting in a group-commit writer, with where its outcome goes.
+type Waiting<T, R> = (T, oneshot::Sender<Result<R, StoreError>>);
+
+/// The batch a group-commit writer commits next: `first` and the items waiting behind
+/// it, at most `max`; the items, and where each one's outcome goes.
+pub(crate) fn next_batch<T, R>(
+    rx: &mut mpsc::UnboundedReceiver<Waiting<T, R>>,
+    first: Waiting<T, R>,
+    max: usize,
+) -> (Vec<T>, Vec<oneshot::Sender<Result<R, StoreError>>>) {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    batch.into_iter().unzip()
+}
+
+/// Gives each item of a committed batch its outcome, or the batch's error (logged once).
+pub(crate) fn answer_batch<R: Copy + Default>(
+    acks: Vec<oneshot::Sender<Result<R, StoreError>>>,
+    outcome: &Result<Vec<R>, StoreError>,
+    what: &str,
+) {
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "{what} failed");
+    }
+    for (i, ack) in acks.into_iter().enumerate() {
+        let _ = ack.send(match outcome {
+            Ok(done) => Ok(done.get(i).copied().unwrap_or_default()),
+            Err(e) => Err(e.again()),
+        });
+    }
 }
 
 /// Sends `item` to a group-commit writer and waits until its batch is committed.

@@ -188,15 +188,17 @@ async fn what_one_gateway_is_told_the_others_do() {
     }
 }
 
-/// Async calls spread over three gateways, one of them SIGKILLed while it runs some:
-/// every call completes, those it was running are run again by the others once its
-/// lease runs out, and no call is run by two gateways at once.
+/// A thousand async calls spread over three gateways (and two functions: the API lists
+/// at most 1,000 records at a time), one gateway SIGKILLed while it runs some: every call
+/// completes, those it was running are run again by the others once its lease runs out,
+/// and no call is run by two gateways at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_of_a_killed_gateway_run_again_elsewhere_and_none_twice() {
     let Some(cluster) = cluster() else {
         return;
     };
-    const CALLS: usize = 600;
+    const CALLS: usize = 1000;
+    const FUNCTIONS: [&str; 2] = ["slow-a", "slow-b"];
     let url = cluster.database().await;
     // A short lease: the killed gateway's calls are run again 4 s after its last beat.
     let args = ["--store", url.as_str(), "--queue-lease", "4"];
@@ -207,18 +209,21 @@ async fn calls_of_a_killed_gateway_run_again_elsewhere_and_none_twice() {
     }
     let b = Gateway::start_in(dirs[1].path(), &args);
     let c = Gateway::start_in(dirs[2].path(), &args);
-    a.deploy_sh("slow", "sleep 0.2; cat", json!({})).await;
-    for gw in [&b, &c] {
-        until_served(gw, "slow").await;
+    for function in FUNCTIONS {
+        a.deploy_sh(function, "sleep 0.2; cat", json!({})).await;
+        for gw in [&b, &c] {
+            until_served(gw, function).await;
+        }
     }
 
     let mut accepted = Vec::with_capacity(CALLS);
     let mut sends = tokio::task::JoinSet::new();
     for i in 0..CALLS {
         let gw = [&a, &b, &c][i % 3];
+        let function = FUNCTIONS[i % 2];
         let request = gw
             .client
-            .post(format!("{}/async-function/slow", gw.url))
+            .post(format!("{}/async-function/{function}", gw.url))
             .body(format!("call {i}"));
         sends.spawn(async move { request.send().await });
     }
@@ -234,9 +239,15 @@ async fn calls_of_a_killed_gateway_run_again_elsewhere_and_none_twice() {
     // Every call done: the queue (in the store) says so, whichever gateway ran it.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let done: Vec<Value> = b
-            .get_json("/system/queue?state=done&function=slow&limit=1000")
-            .await;
+        let mut done: Vec<Value> = Vec::new();
+        for function in FUNCTIONS {
+            let of_function: Vec<Value> = b
+                .get_json(&format!(
+                    "/system/queue?state=done&function={function}&limit=1000"
+                ))
+                .await;
+            done.extend(of_function);
+        }
         let done: std::collections::HashSet<&str> =
             done.iter().filter_map(|e| e["callId"].as_str()).collect();
         let open = accepted
@@ -256,9 +267,21 @@ async fn calls_of_a_killed_gateway_run_again_elsewhere_and_none_twice() {
     }
     // Answers as the activation records tell them (the killed gateway's last records may
     // be lost with it: it writes them in batches).
-    let records: Vec<Value> = c
-        .get_json("/system/activations?function=slow&limit=1000")
-        .await;
+    let mut records: Vec<Value> = Vec::new();
+    for function in FUNCTIONS {
+        let of_function: Vec<Value> = c
+            .get_json(&format!(
+                "/system/activations?function={function}&limit=1000"
+            ))
+            .await;
+        // Fewer than the listing's limit: none was left out.
+        assert!(
+            of_function.len() < 1000,
+            "{function}: {} records",
+            of_function.len()
+        );
+        records.extend(of_function);
+    }
     let mut answered: std::collections::HashMap<&str, usize> = Default::default();
     for record in records.iter().filter(|r| r["status"] == 200) {
         *answered

@@ -15,7 +15,7 @@ use tokio_postgres::Row;
 
 use super::PgStore;
 use crate::store::queue::{FINISHED_KEPT, PRUNE_EVERY};
-use crate::store::{commit, GroupCommit, DELIVERY_IDS_KEPT_SECS};
+use crate::store::{answer_batch, commit, next_batch, GroupCommit, DELIVERY_IDS_KEPT_SECS};
 use crate::store::{
     CallState, CallbackDue, Finish, QueueCounts, QueueEntry, QueuedCall, StoreError,
 };
@@ -108,14 +108,7 @@ where
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let mut batch = vec![first];
-            while batch.len() < BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            let (items, acks): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+            let (items, acks) = next_batch(&mut rx, first, BATCH_MAX);
             let written = match pool.get().await {
                 Ok(client) => Ok(write(client, items)),
                 Err(e) => Err(StoreError::from(e)),
@@ -126,15 +119,7 @@ where
                     Err(e) => Err(e),
                 };
                 drop(permit);
-                if let Err(e) = &outcome {
-                    tracing::error!(error = %e, "{what} failed");
-                }
-                for (i, ack) in acks.into_iter().enumerate() {
-                    let _ = ack.send(match &outcome {
-                        Ok(done) => Ok(done.get(i).copied().unwrap_or_default()),
-                        Err(e) => Err(e.again()),
-                    });
-                }
+                answer_batch(acks, &outcome, what);
             });
         }
     });
