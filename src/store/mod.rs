@@ -1279,89 +1279,95 @@ async fn settle_stories(mut rx: mpsc::UnboundedReceiver<Write>, tx: mpsc::Unboun
     }
 }
 
-/// Writes queued activations in one transaction per batch, until the store is dropped.
-/// A batch gathers for at most `LINGER` after its first record (less when it fills or
-/// someone asks for a flush): under load, one commit carries hundreds of records instead
-/// of the few that arrived while the last commit ran.
-///
-/// A batch that cannot be written (a full disk) is kept and written again with the next
-/// one, or after a pause that doubles up to `RETRY_MAX` when nothing new arrives; only
-/// past `KEPT_UNWRITTEN` records do the oldest go, counted in an error line. A flush
-/// answers once its batch was tried, so readers never wait on a full disk.
+/// Most activation records written in one transaction.
+const BATCH: usize = 512;
+/// How long a batch of records gathers after its first one.
+const LINGER: Duration = Duration::from_millis(20);
+/// The first pause after a batch could not be written; it doubles up to `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Most records kept in memory while they cannot be written; past it the oldest go.
+const KEPT_UNWRITTEN: usize = 64 * BATCH;
+
+/// SQLite's activation writer: [`write_batches`], each batch in one transaction on the
+/// store's connection.
 async fn write_activations(
     conn: Db,
-    mut rx: mpsc::UnboundedReceiver<Write>,
+    rx: mpsc::UnboundedReceiver<Write>,
     retention: Arc<std::sync::Mutex<Retention>>,
 ) {
-    const BATCH: usize = 512;
-    const LINGER: Duration = Duration::from_millis(20);
-    const RETRY_FIRST: Duration = Duration::from_millis(250);
-    const RETRY_MAX: Duration = Duration::from_secs(10);
-    const KEPT_UNWRITTEN: usize = 64 * BATCH;
+    // Story bytes in the table, once a prune has summed them.
+    let stored: Arc<std::sync::Mutex<Option<u64>>> = Arc::default();
+    write_batches(rx, retention, move |records, prune| {
+        let (conn, stored) = (conn.clone(), stored.clone());
+        async move {
+            let known = *stored.lock().unwrap_or_else(|e| e.into_inner());
+            let result = conn
+                .run(move |conn| {
+                    let outcome = insert_activations(conn, &records, prune, known);
+                    (outcome, records)
+                })
+                .await;
+            match result {
+                Ok((Ok((bytes, kept)), records)) => {
+                    *stored.lock().unwrap_or_else(|e| e.into_inner()) = kept;
+                    (Ok(bytes), records)
+                }
+                Ok((Err(e), records)) => (Err(e), records),
+                Err(e) => {
+                    tracing::error!(error = %e, "activation writer task failed");
+                    (Ok(0), Vec::new())
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// Writes queued activations one batch at a time with `write`, until the store is
+/// dropped; both stores' writer. `write` writes a batch (pruning the history to the
+/// given retention when there is one) and gives the records back, with the bytes of
+/// the stories written or why it failed. A batch gathers for at most [`LINGER`] after
+/// its first record (less when it fills or someone asks for a flush): under load, one
+/// commit carries hundreds of records instead of the few that arrived while the last
+/// commit ran.
+///
+/// A batch that cannot be written (a full disk, a database that is down) is kept and
+/// written again with the next one, or after a pause that doubles up to [`RETRY_MAX`]
+/// when nothing new arrives; only past [`KEPT_UNWRITTEN`] records do the oldest go,
+/// counted in an error line. A flush answers once its batch was tried, so readers never
+/// wait on a store that refuses writes.
+async fn write_batches<W, F>(
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    retention: Arc<std::sync::Mutex<Retention>>,
+    mut write: W,
+) where
+    W: FnMut(Vec<Box<Record>>, Option<Retention>) -> F,
+    F: std::future::Future<Output = (Result<u64, StoreError>, Vec<Box<Record>>)>,
+{
     let mut written: u64 = 0;
     let mut unwritten: Vec<Box<Record>> = Vec::new();
     // Story bytes written since stories were last pruned.
     let mut told: u64 = 0;
-    // Story bytes in the table, once a prune has summed them.
-    let mut stored: Option<u64> = None;
     let mut retry = RETRY_FIRST;
     let mut retry_at = tokio::time::Instant::now();
     let mut dropped = 0usize;
     let mut open = true;
     while open {
-        let first = if unwritten.is_empty() {
-            rx.recv().await
-        } else {
-            // Waiting with records kept: a new one, or the end of the pause, ends the wait.
-            match tokio::time::timeout_at(retry_at, rx.recv()).await {
-                Ok(first) => first,
-                Err(_paused) => Some(Write::Retry),
-            }
-        };
-        let mut batch: Vec<Write> = Vec::new();
-        match first {
-            None => open = false,
-            Some(Write::Retry) => {}
-            Some(first) => {
-                let flushing = matches!(first, Write::Flush(_));
-                batch.push(first);
-                if !flushing {
-                    let _ = tokio::time::timeout(LINGER, async {
-                        while batch.len() < BATCH {
-                            match rx.recv().await {
-                                Some(write) => {
-                                    let flush = matches!(write, Write::Flush(_));
-                                    batch.push(write);
-                                    if flush {
-                                        break;
-                                    }
-                                }
-                                None => break,
-                            }
-                        }
-                    })
-                    .await;
-                }
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-        let unwritten_was_empty = unwritten.is_empty();
+        let pausing = !unwritten.is_empty();
+        let batch = next_writes(&mut rx, pausing.then_some(retry_at)).await;
+        open = batch.is_some();
         let mut records = std::mem::take(&mut unwritten);
         let mut flushes = Vec::new();
-        for write in batch {
+        for write in batch.into_iter().flatten() {
             match write {
                 Write::Record(record) => records.push(record),
                 Write::Flush(done) => flushes.push(done),
                 Write::Retry => {}
             }
         }
-        if open && !unwritten_was_empty && tokio::time::Instant::now() < retry_at {
-            // The disk refused the last try: new records wait with the others for the
+        if open && pausing && tokio::time::Instant::now() < retry_at {
+            // The store refused the last try: new records wait with the others for the
             // next one, without their stories, and nothing is written before it.
             for record in &mut records {
                 record.story = None;
@@ -1380,15 +1386,8 @@ async fn write_activations(
             let keep = *retention.lock().unwrap_or_else(|e| e.into_inner());
             let prune = written / BATCH as u64 != (written + records.len() as u64) / BATCH as u64
                 || told > keep.max_story_bytes / 16;
-            let result = conn
-                .run(move |conn| {
-                    let outcome = insert_activations(conn, &records, prune.then_some(keep), stored);
-                    (outcome, records)
-                })
-                .await;
-            match result {
-                Ok((Ok((bytes, kept)), records)) => {
-                    stored = kept;
+            match write(records, prune.then_some(keep)).await {
+                (Ok(bytes), records) => {
                     if retry != RETRY_FIRST {
                         tracing::info!(
                             records = records.len(),
@@ -1399,11 +1398,12 @@ async fn write_activations(
                     told = if prune { 0 } else { told + bytes };
                     retry = RETRY_FIRST;
                 }
-                Ok((Err(e), mut records)) => {
+                (Err(e), mut records) => {
                     let over = records.len().saturating_sub(KEPT_UNWRITTEN);
                     records.drain(..over);
                     dropped += over;
-                    // Kept in memory until the disk has room: records, not their bodies.
+                    // Kept in memory until the store takes them: records, not their
+                    // bodies.
                     for record in &mut records {
                         record.story = None;
                     }
@@ -1418,7 +1418,6 @@ async fn write_activations(
                     retry_at = tokio::time::Instant::now() + retry;
                     retry = (retry * 2).min(RETRY_MAX);
                 }
-                Err(e) => tracing::error!(error = %e, "activation writer task failed"),
             }
         }
         for done in flushes {
@@ -1431,6 +1430,48 @@ async fn write_activations(
             "the store closed before these activation records could be written"
         );
     }
+}
+
+/// The activation writer's next writes: waits for the first (with records kept, only
+/// until `retry_at`, which answers a [`Write::Retry`]), then gathers up to [`BATCH`] for
+/// at most [`LINGER`], ending early at a flush. `None` once the store is dropped.
+async fn next_writes(
+    rx: &mut mpsc::UnboundedReceiver<Write>,
+    retry_at: Option<tokio::time::Instant>,
+) -> Option<Vec<Write>> {
+    let first = match retry_at {
+        None => rx.recv().await?,
+        Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
+            Ok(first) => first?,
+            Err(_paused) => Write::Retry,
+        },
+    };
+    let mut batch = Vec::new();
+    if matches!(first, Write::Retry) {
+        return Some(batch);
+    }
+    let flushing = matches!(first, Write::Flush(_));
+    batch.push(first);
+    if !flushing {
+        let _ = tokio::time::timeout(LINGER, async {
+            while batch.len() < BATCH {
+                let Some(write) = rx.recv().await else { break };
+                let flush = matches!(write, Write::Flush(_));
+                batch.push(write);
+                if flush {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
 }
 
 /// A writer that commits what it is sent in batches, and the way to send it work:

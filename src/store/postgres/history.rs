@@ -5,17 +5,16 @@
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
 use super::{text, PgStore};
 use crate::function::FunctionName;
 use crate::store::{
-    settle_stories, story, Activation, CallPoint, Record, Retention, StoreError, Story, Write,
+    settle_stories, story, write_batches, Activation, CallPoint, Record, Retention, StoreError,
+    Story, Write,
 };
 
 /// The activation records' table (part of schema version 1). `seq` orders records as
@@ -41,16 +40,6 @@ CREATE INDEX activations_by_call ON activations (call_id, seq);
 CREATE INDEX activations_with_stories ON activations (seq) INCLUDE (story_bytes)
     WHERE story IS NOT NULL;
 ";
-
-/// Most records written in one transaction.
-const BATCH: usize = 512;
-/// How long a batch gathers after its first record.
-const LINGER: Duration = Duration::from_millis(20);
-/// The first pause after a batch could not be written; it doubles up to `RETRY_MAX`.
-const RETRY_FIRST: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(10);
-/// Most records kept in memory while they cannot be written; past it the oldest go.
-const KEPT_UNWRITTEN: usize = 64 * BATCH;
 
 /// The advisory lock a gateway holds while it prunes ("harkhist" in ASCII): one prunes
 /// at a time, and the others skip theirs meanwhile.
@@ -236,148 +225,21 @@ fn status(stored: i32) -> u16 {
     u16::try_from(stored).unwrap_or_default()
 }
 
-/// Writes queued activations to `pool` in one transaction per batch, until the store is
-/// dropped: SQLite's writer (`write_activations` in `src/store/mod.rs`) over a pool. A
-/// batch gathers for at most [`LINGER`] after its first record (less when it fills or
-/// someone asks for a flush).
-///
-/// A batch that cannot be written (the database is down or full) is kept and written
-/// again with the next one, or after a pause that doubles up to [`RETRY_MAX`] when
-/// nothing new arrives; only past [`KEPT_UNWRITTEN`] records do the oldest go, counted in
-/// an error line. A flush answers once its batch was tried, so readers never wait on a
-/// database that refuses writes.
+/// PostgreSQL's activation writer: [`write_batches`], each batch in one transaction on
+/// a connection of `pool`.
 async fn write_activations(
     pool: Pool,
-    mut rx: mpsc::UnboundedReceiver<Write>,
+    rx: mpsc::UnboundedReceiver<Write>,
     retention: Arc<Mutex<Retention>>,
 ) {
-    let mut written: u64 = 0;
-    let mut unwritten: Vec<Box<Record>> = Vec::new();
-    // Story bytes written since stories were last pruned.
-    let mut told: u64 = 0;
-    let mut retry = RETRY_FIRST;
-    let mut retry_at = Instant::now();
-    let mut dropped = 0usize;
-    let mut open = true;
-    while open {
-        let pausing = !unwritten.is_empty();
-        let batch = next_batch(&mut rx, pausing.then_some(retry_at)).await;
-        open = batch.is_some();
-        let mut records = std::mem::take(&mut unwritten);
-        let mut flushes = Vec::new();
-        for write in batch.into_iter().flatten() {
-            match write {
-                Write::Record(record) => records.push(record),
-                Write::Flush(done) => flushes.push(done),
-                Write::Retry => {}
-            }
+    write_batches(rx, retention, move |records, prune| {
+        let pool = pool.clone();
+        async move {
+            let written = insert_activations(&pool, Rows::of(&records), prune).await;
+            (written, records)
         }
-        if open && pausing && Instant::now() < retry_at {
-            // The database refused the last try: new records wait with the others for
-            // the next one, without their stories, and nothing is written before it.
-            for record in &mut records {
-                record.story = None;
-                record.later = None;
-            }
-            let over = records.len().saturating_sub(KEPT_UNWRITTEN);
-            records.drain(..over);
-            dropped += over;
-            unwritten = records;
-            for done in flushes {
-                let _ = done.send(());
-            }
-            continue;
-        }
-        if !records.is_empty() {
-            let keep = *retention.lock().unwrap_or_else(|e| e.into_inner());
-            let prune = written / BATCH as u64 != (written + records.len() as u64) / BATCH as u64
-                || told > keep.max_story_bytes / 16;
-            match insert_activations(&pool, Rows::of(&records), prune.then_some(keep)).await {
-                Ok(bytes) => {
-                    if retry != RETRY_FIRST {
-                        tracing::info!(
-                            records = records.len(),
-                            "activation records written again after a failure"
-                        );
-                    }
-                    written += records.len() as u64;
-                    told = if prune { 0 } else { told + bytes };
-                    retry = RETRY_FIRST;
-                }
-                Err(e) => {
-                    let over = records.len().saturating_sub(KEPT_UNWRITTEN);
-                    records.drain(..over);
-                    dropped += over;
-                    // Kept in memory until the database takes them: records, not their
-                    // bodies.
-                    for record in &mut records {
-                        record.story = None;
-                    }
-                    tracing::error!(
-                        error = %e,
-                        kept = records.len(),
-                        dropped,
-                        retry_in_ms = retry.as_millis() as u64,
-                        "writing activation records failed; they are kept (without their stories) and written again"
-                    );
-                    unwritten = records;
-                    retry_at = Instant::now() + retry;
-                    retry = (retry * 2).min(RETRY_MAX);
-                }
-            }
-        }
-        for done in flushes {
-            let _ = done.send(());
-        }
-    }
-    if !unwritten.is_empty() {
-        tracing::error!(
-            lost = unwritten.len(),
-            "the store closed before these activation records could be written"
-        );
-    }
-}
-
-/// The writer's next writes: waits for the first (with records kept, only until
-/// `retry_at`, which answers a [`Write::Retry`]), then gathers up to [`BATCH`] for at
-/// most [`LINGER`], ending early at a flush. `None` once the store is dropped.
-async fn next_batch(
-    rx: &mut mpsc::UnboundedReceiver<Write>,
-    retry_at: Option<Instant>,
-) -> Option<Vec<Write>> {
-    let first = match retry_at {
-        None => rx.recv().await?,
-        Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
-            Ok(first) => first?,
-            Err(_paused) => Write::Retry,
-        },
-    };
-    let mut batch = Vec::new();
-    if matches!(first, Write::Retry) {
-        return Some(batch);
-    }
-    let flushing = matches!(first, Write::Flush(_));
-    batch.push(first);
-    if !flushing {
-        let _ = tokio::time::timeout(LINGER, async {
-            while batch.len() < BATCH {
-                let Some(write) = rx.recv().await else { break };
-                let flush = matches!(write, Write::Flush(_));
-                batch.push(write);
-                if flush {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    while batch.len() < BATCH {
-        match rx.try_recv() {
-            Ok(next) => batch.push(next),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
+    })
+    .await;
 }
 
 /// A batch of records as the columns [`insert_activations`] sends, in the records' order,
