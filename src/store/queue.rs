@@ -320,6 +320,33 @@ pub(super) const PRUNE_EVERY: u64 = 1024;
 /// Calls finished by this process, for pruning.
 static FINISHED: AtomicU64 = AtomicU64::new(0);
 
+/// Which of the due calls (their functions, oldest first) a claim takes: at most
+/// `limit`, and at most `room(function)` of each function; and whether a due call was
+/// left for want of room. Both stores' claims choose with it.
+pub(super) fn select_claims<'a>(
+    functions: impl IntoIterator<Item = &'a str>,
+    limit: usize,
+    room: &mut impl FnMut(&str) -> usize,
+) -> (Vec<usize>, bool) {
+    let mut taken: Vec<usize> = Vec::new();
+    let mut of_function: std::collections::HashMap<&str, usize> = Default::default();
+    let mut left = false;
+    for (i, function) in functions.into_iter().enumerate() {
+        if taken.len() == limit {
+            left = true;
+            break;
+        }
+        let n = of_function.entry(function).or_default();
+        if *n >= room(function) {
+            left = true;
+            continue;
+        }
+        *n += 1;
+        taken.push(i);
+    }
+    (taken, left)
+}
+
 impl SqliteStore {
     /// Claims up to `limit` due calls for `owner`, marking them running until
     /// `lease_until`, and at most `room(function)` calls of each function. Also says
@@ -336,7 +363,7 @@ impl SqliteStore {
         self.with_mut(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut claimed = Vec::new();
-            let mut left = false;
+            let left;
             {
                 let mut due = tx.prepare_cached(
                     "SELECT call_id, function, method, path, query, headers, body, callback_url, attempts,
@@ -364,21 +391,17 @@ impl SqliteStore {
                         r.get::<_, String>(5)?,
                     ))
                 })?;
-                let mut taken: std::collections::HashMap<String, usize> = Default::default();
-                for row in rows {
-                    if claimed.len() == limit {
-                        left = true;
-                        break;
+                let due = rows.collect::<Result<Vec<_>, _>>()?;
+                let (taken, rest) =
+                    select_claims(due.iter().map(|(c, _)| c.function.as_str()), limit, &mut room);
+                left = rest;
+                // `taken` is in the order of `due`.
+                let mut taken = taken.into_iter().peekable();
+                for (i, (mut call, headers)) in due.into_iter().enumerate() {
+                    if taken.next_if_eq(&i).is_some() {
+                        call.headers = serde_json::from_str(&headers)?;
+                        claimed.push(call);
                     }
-                    let (mut call, headers) = row?;
-                    let n = taken.entry(call.function.clone()).or_default();
-                    if *n >= room(&call.function) {
-                        left = true;
-                        continue;
-                    }
-                    *n += 1;
-                    call.headers = serde_json::from_str(&headers)?;
-                    claimed.push(call);
                 }
                 let mut mark = tx.prepare_cached(
                     "UPDATE queue SET state = 'running', owner = ?2, lease_until = ?3 WHERE call_id = ?1",

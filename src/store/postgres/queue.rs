@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::Row;
 
 use super::PgStore;
-use crate::store::queue::{FINISHED_KEPT, PRUNE_EVERY};
+use crate::store::queue::{select_claims, FINISHED_KEPT, PRUNE_EVERY};
 use crate::store::{answer_batch, commit, next_batch, GroupCommit, DELIVERY_IDS_KEPT_SECS};
 use crate::store::{
     CallState, CallbackDue, Finish, QueueCounts, QueueEntry, QueuedCall, StoreError,
@@ -371,24 +371,13 @@ impl PgStore {
                 &[&now.timestamp_millis(), &scan],
             )
             .await?;
+        let (taken, left) =
+            select_claims(rows.iter().map(|r| r.get::<_, &str>(1)), limit, &mut room);
         let mut claimed = Vec::new();
-        let mut left = false;
-        let mut taken: HashMap<&str, usize> = HashMap::new();
-        for r in &rows {
-            if claimed.len() == limit {
-                left = true;
-                break;
-            }
-            let function: &str = r.get(1);
-            let n = taken.entry(function).or_default();
-            if *n >= room(function) {
-                left = true;
-                continue;
-            }
-            *n += 1;
+        for r in taken.into_iter().map(|i| &rows[i]) {
             claimed.push(QueuedCall {
                 call_id: r.get(0),
-                function: function.to_owned(),
+                function: r.get(1),
                 method: r.get(2),
                 path: r.get(3),
                 query: r.get(4),
