@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::pg_cluster::cluster;
+use crate::tokens::status_with;
 use crate::util::Gateway;
 
 /// The files the first gateway made that every other one needs: the token signing key,
@@ -37,17 +38,6 @@ async fn until_echo(gw: &Gateway, what: &str, want: (u16, Option<&str>)) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn status_with(gw: &Gateway, token: &str) -> u16 {
-    gw.client
-        .get(format!("{}/system/functions", gw.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread")]

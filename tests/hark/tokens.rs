@@ -34,7 +34,7 @@ fn ok(output: &Output) -> String {
 }
 
 /// The status of `GET /system/functions` with `token` on `gw`.
-async fn status_with(gw: &Gateway, token: &str) -> u16 {
+pub(crate) async fn status_with(gw: &Gateway, token: &str) -> u16 {
     gw.client
         .get(format!("{}/system/functions", gw.url))
         .bearer_auth(token)
