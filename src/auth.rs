@@ -242,6 +242,102 @@ async fn agree_on_signing_key(
     })
 }
 
+/// A new token for `subject` with `scopes`, signed with `ring`'s current key, and its
+/// record (not yet stored).
+fn sign(
+    ring: &Keyring,
+    subject: &str,
+    scopes: &[String],
+    ttl: Ttl,
+    admin_file: bool,
+) -> Result<(String, TokenRecord), AuthError> {
+    if subject.is_empty()
+        || subject.chars().count() > MAX_SUBJECT_LEN
+        || subject.chars().any(char::is_control)
+    {
+        return Err(AuthError::BadSubject);
+    }
+    if let Some(unknown) = scopes.iter().find(|s| !scope::is_known(s)) {
+        return Err(AuthError::UnknownScope(unknown.clone()));
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let exp = ttl.expiry(now)?;
+    let jti = hex::encode(rand::random::<[u8; 16]>());
+    let claims = Claims {
+        sub: subject.to_owned(),
+        scopes: scopes.to_vec(),
+        iat: now,
+        exp,
+        jti: Some(jti.clone()),
+    };
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(ring.current.kid.clone());
+    let token = jsonwebtoken::encode(&header, &claims, &ring.current.encoding)?;
+    let time = |secs: u64| {
+        i64::try_from(secs)
+            .ok()
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+    };
+    let record = TokenRecord {
+        id: jti,
+        subject: subject.to_owned(),
+        scopes: scopes.to_vec(),
+        kid: ring.current.kid.clone(),
+        issued_at: time(now).unwrap_or_default(),
+        expires_at: exp.and_then(time),
+        revoked_at: None,
+        admin_file,
+    };
+    Ok((token, record))
+}
+
+/// The key files [`make_shared_keys`] wrote.
+#[derive(Debug)]
+pub struct SharedKeys {
+    /// Signs API tokens (`jwt.key`).
+    pub token_key: PathBuf,
+    /// The admin token, signed with it (`admin-token`).
+    pub admin_token: PathBuf,
+}
+
+/// Makes, in `dir`, the token signing key and an admin token signed with it, for gateways
+/// that will share one database before any of them starts (`hark keys`): each is given the
+/// same files (as Docker or Swarm secrets), and the first to start records the token.
+/// Refuses a directory that already holds either file.
+pub fn make_shared_keys(dir: &Path) -> Result<SharedKeys, AuthError> {
+    let token_key = dir.join(KEY_FILE);
+    let admin_token = dir.join(ADMIN_TOKEN_FILE);
+    for path in [&token_key, &admin_token] {
+        if path.exists() {
+            return Err(AuthError::Key {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "already exists: keys are never replaced, remove it first or choose another directory",
+                ),
+            });
+        }
+    }
+    let (ring, _) = Keyring::load(dir)?;
+    let (token, _) = sign(
+        &ring,
+        ADMIN_SUBJECT,
+        &[scope::ADMIN.to_owned()],
+        Ttl::Never,
+        true,
+    )?;
+    write_private_atomic(&admin_token, format!("{token}\n").as_bytes()).map_err(|source| {
+        AuthError::Key {
+            path: admin_token.clone(),
+            source,
+        }
+    })?;
+    Ok(SharedKeys {
+        token_key,
+        admin_token,
+    })
+}
+
 impl Auth {
     /// Loads the keys from `data_dir` (generating one on first start) and makes sure the
     /// admin token file holds a token this gateway accepts, writing a new one if not.
@@ -274,6 +370,7 @@ impl Auth {
             Ok(token) => match auth.check_token(token.trim(), scope::ADMIN).await {
                 Ok(_) => return Ok((auth, None)),
                 Err(AuthError::Store(e)) => return Err(e.into()),
+                Err(_) if auth.adopt_admin_token(token.trim()).await? => return Ok((auth, None)),
                 Err(e) => Some(e),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -300,6 +397,50 @@ impl Auth {
         // (Tokens without an id keep working until an explicit rotate-admin.)
         auth.store.rotate_admin_token(&record.id, false).await?;
         Ok((auth, Some(token_path)))
+    }
+
+    /// Records the admin token file's token when it was made offline ([`make_shared_keys`],
+    /// for gateways that share a database and are each given the same key files, e.g. as
+    /// Swarm secrets): signed by one of this gateway's keys, an admin token that never
+    /// expires, and never recorded (a revoked one stays refused). Earlier admin tokens are
+    /// revoked, as when a gateway writes a new file. Gateways starting together each record
+    /// it once. Whether it was adopted.
+    async fn adopt_admin_token(&self, token: &str) -> Result<bool, AuthError> {
+        let Ok(Verified { claims, kid }) = self.verify(token) else {
+            return Ok(false);
+        };
+        let Some(jti) = claims.jti else {
+            return Ok(false);
+        };
+        if claims.sub != ADMIN_SUBJECT || claims.scopes != [scope::ADMIN] || claims.exp.is_some() {
+            return Ok(false);
+        }
+        let standing = self
+            .store
+            .token_standing(Some(jti.clone()), Some(kid.clone()))
+            .await?;
+        if standing.known || standing.key_retired {
+            return Ok(false);
+        }
+        let issued_at = i64::try_from(claims.iat)
+            .ok()
+            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+            .unwrap_or_default();
+        self.store
+            .record_token(TokenRecord {
+                id: jti.clone(),
+                subject: claims.sub,
+                scopes: claims.scopes,
+                kid,
+                issued_at,
+                expires_at: None,
+                revoked_at: None,
+                admin_file: true,
+            })
+            .await?;
+        let revoked = self.store.rotate_admin_token(&jti, false).await?;
+        tracing::info!(token = %jti, revoked = revoked.len(), "adopted the admin token of the admin token file (made offline for gateways that share the store)");
+        Ok(true)
     }
 
     /// Whether the UI's cookies are `Secure` (with the `__Host-` name).
@@ -352,44 +493,7 @@ impl Auth {
         ttl: Ttl,
         admin_file: bool,
     ) -> Result<(String, TokenRecord), AuthError> {
-        if subject.is_empty()
-            || subject.chars().count() > MAX_SUBJECT_LEN
-            || subject.chars().any(char::is_control)
-        {
-            return Err(AuthError::BadSubject);
-        }
-        if let Some(unknown) = scopes.iter().find(|s| !scope::is_known(s)) {
-            return Err(AuthError::UnknownScope(unknown.clone()));
-        }
-        let now = jsonwebtoken::get_current_timestamp();
-        let exp = ttl.expiry(now)?;
-        let jti = hex::encode(rand::random::<[u8; 16]>());
-        let claims = Claims {
-            sub: subject.to_owned(),
-            scopes: scopes.to_vec(),
-            iat: now,
-            exp,
-            jti: Some(jti.clone()),
-        };
-        let ring = self.ring();
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(ring.current.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &ring.current.encoding)?;
-        let time = |secs: u64| {
-            i64::try_from(secs)
-                .ok()
-                .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
-        };
-        let record = TokenRecord {
-            id: jti,
-            subject: subject.to_owned(),
-            scopes: scopes.to_vec(),
-            kid: ring.current.kid.clone(),
-            issued_at: time(now).unwrap_or_default(),
-            expires_at: exp.and_then(time),
-            revoked_at: None,
-            admin_file,
-        };
+        let (token, record) = sign(&self.ring(), subject, scopes, ttl, admin_file)?;
         self.store.record_token(record.clone()).await?;
         Ok((token, record))
     }

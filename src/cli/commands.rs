@@ -33,6 +33,7 @@ pub async fn run(
         | Command::Completions { .. }
         | Command::Man
         | Command::Schema
+        | Command::Keys { .. }
         | Command::Bench(_)
         | Command::Build(_)
         | Command::Watchdog(_)

@@ -14,7 +14,7 @@ mod up;
 mod watchdog;
 mod webhook;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -236,6 +236,15 @@ pub enum Command {
     Man,
     /// Print the JSON Schema of `hark.yml` (editors complete and check the file with it).
     Schema,
+    /// Make the key files of gateways that will share one database, before any of them
+    /// starts (offline): `jwt.key` (signs API tokens), `admin-token` (signed with it) and
+    /// `secret.key` (seals secrets), each mode 0600. Give every gateway the same files, e.g.
+    /// as Swarm secrets in its data directory; the first to start records the admin token.
+    Keys {
+        /// The directory to write them in (made if missing); files already there are never
+        /// replaced.
+        dir: PathBuf,
+    },
     /// Runs chromedriver for the gateway's browser pool, and kills its browsers when the
     /// gateway dies (the gateway's own process).
     #[command(hide = true)]
@@ -407,6 +416,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys { dir } => make_keys(&dir).map(|made| {
+            for path in made {
+                println!("{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }),
         Command::Man => {
             let page = clap_mangen::Man::new(Cli::command_line());
             page.render(&mut std::io::stdout())
@@ -422,4 +437,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `hark keys DIR`: the shared key files, made in `dir`; their paths.
+fn make_keys(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use crate::store::sealed::{create_key_file, DEFAULT_KEY_FILE};
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+    let sealing = dir.join(DEFAULT_KEY_FILE);
+    anyhow::ensure!(
+        !sealing.exists(),
+        "{} already exists: keys are never replaced, remove it first or choose another directory",
+        sealing.display()
+    );
+    let tokens = crate::auth::make_shared_keys(dir)?;
+    create_key_file(&sealing)?;
+    Ok(vec![tokens.token_key, tokens.admin_token, sealing])
 }

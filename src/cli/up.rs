@@ -154,6 +154,11 @@ pub struct UpArgs {
     /// else sqlite].
     #[arg(long, env = "HARK_STORE", hide_env_values = true)]
     pub store: Option<String>,
+    /// A file holding the store's URL, read at start, instead of `--store` (e.g. a Docker
+    /// or Swarm secret: the URL's password is then in neither the command line nor the
+    /// environment).
+    #[arg(long, env = "HARK_STORE_FILE", conflicts_with = "store")]
+    pub store_file: Option<PathBuf>,
     /// What a commit survives before it is acknowledged (the 202 of an async call, the
     /// answer to a Slack, GitHub or webhook delivery): `full` syncs each commit to disk
     /// (survives a power cut or OS crash); `normal` survives a gateway crash but may lose
@@ -232,7 +237,16 @@ impl UpArgs {
             stack: StackSource::file_or_default(self.config),
             skills: self.skills,
             store: StoreChoice {
-                location: self.store,
+                location: match (self.store, &self.store_file) {
+                    (Some(store), _) => Some(store),
+                    (None, Some(file)) => Some(
+                        std::fs::read_to_string(file)
+                            .with_context(|| format!("--store-file {}", file.display()))?
+                            .trim()
+                            .to_owned(),
+                    ),
+                    (None, None) => None,
+                },
                 key_file: self.secret_key_file,
                 durability: self.durability,
             },

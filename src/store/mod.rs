@@ -482,7 +482,9 @@ impl Store {
         /// The screenshot of call `call_id`, if one was kept.
         pub async fn screenshot(&self, call_id: &str) -> Result<Option<Screenshot>, StoreError>;
 
-        /// Records a newly minted token.
+        /// Records a token: a newly minted one, or an admin token made offline that
+        /// gateways sharing the store adopt (one already recorded, perhaps revoked, is left
+        /// as it is).
         pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError>;
 
         /// Every recorded token, newest first.

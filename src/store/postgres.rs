@@ -353,13 +353,14 @@ impl PgStore {
         Ok(inserted == 1)
     }
 
-    /// Records a newly minted token.
+    /// Records a token; one already recorded is left as it is.
     pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
             .execute(
                 "INSERT INTO tokens (jti, subject, scopes, kid, issued_at, expires_at, revoked_at, admin_file)
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)
+                 ON CONFLICT (jti) DO NOTHING",
                 &[
                     &token.id,
                     &token.subject,

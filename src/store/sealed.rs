@@ -184,7 +184,8 @@ impl SecretKey {
 }
 
 /// Writes a new random key to `path` (mode 0600, never over an existing file); returns it.
-fn create_key_file(path: &Path) -> Result<String, KeyError> {
+/// Writes a new random key to `path` (mode 0600), which must not exist; the key's text.
+pub fn create_key_file(path: &Path) -> Result<String, KeyError> {
     let io = |source| KeyError::Io {
         what: format!("creating the key file {}", path.display()),
         source,

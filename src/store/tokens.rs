@@ -111,7 +111,8 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TokenRecord, String)> {
 fn insert_token(c: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO tokens (jti, subject, scopes, kid, issued_at, expires_at, revoked_at, admin_file)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7)
+         ON CONFLICT(jti) DO NOTHING",
         params![
             t.id,
             t.subject,
@@ -126,7 +127,7 @@ fn insert_token(c: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
 }
 
 impl SqliteStore {
-    /// Records a newly minted token.
+    /// Records a token; one already recorded is left as it is.
     pub async fn record_token(&self, token: TokenRecord) -> Result<(), StoreError> {
         self.with(move |c| insert_token(c, &token)).await
     }

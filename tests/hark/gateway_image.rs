@@ -26,7 +26,7 @@ impl Drop for Cleanup {
 }
 
 /// `docker ARGS`, asserting it succeeded; its stdout.
-fn docker_ok(args: &[&str]) -> String {
+pub(crate) fn docker_ok(args: &[&str]) -> String {
     let output = Command::new("docker")
         .args(args)
         .output()
@@ -68,7 +68,7 @@ async fn reach(client: &reqwest::Client, container: &str) -> (String, String) {
     (url, token)
 }
 
-fn logs(container: &str) -> String {
+pub(crate) fn logs(container: &str) -> String {
     let output = Command::new("docker")
         .args(["logs", container])
         .output()

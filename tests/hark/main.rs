@@ -34,6 +34,7 @@ mod sessions;
 mod several_gateways;
 mod sockets;
 mod swarm;
+mod swarm_stack;
 mod teams;
 mod telegram;
 mod tokens;

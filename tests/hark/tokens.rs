@@ -265,3 +265,69 @@ async fn a_new_signing_key_keeps_old_tokens_until_the_old_key_is_retired() {
         .join(format!("{old_kid}.key"))
         .exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_made_offline_are_adopted_and_a_revoked_admin_token_is_not_taken_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().unwrap();
+    let dir = keys.path().join("keys");
+    let make = || {
+        Command::new(hark_bin())
+            .arg("keys")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let made = ok(&make());
+    for name in ["jwt.key", "admin-token", "secret.key"] {
+        let path = dir.join(name);
+        assert!(made.contains(&path.display().to_string()), "{made}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+    let token = std::fs::read_to_string(dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    register_secret(&token);
+    // Keys are never replaced: a second run refuses and leaves the files as they were.
+    let again = make();
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(said.contains("already exists"), "{said}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("admin-token"))
+            .unwrap()
+            .trim(),
+        token
+    );
+
+    // A gateway given the files (as a Swarm replica is) takes the admin token as its own
+    // instead of writing one.
+    let data = tempfile::tempdir().unwrap();
+    for name in ["jwt.key", "admin-token", "secret.key"] {
+        std::fs::copy(dir.join(name), data.path().join(name)).unwrap();
+    }
+    let mut gw = Gateway::start_in(data.path(), &[]);
+    assert_eq!(
+        gw.token, token,
+        "the gateway wrote an admin token of its own"
+    );
+    assert_eq!(status_with(&gw, &token).await, 200);
+    let listed: Vec<Value> = serde_json::from_str(&tokio::task::block_in_place(|| {
+        ok(&hark(&gw, &["--output", "json", "token", "list"]))
+    }))
+    .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["adminFile"], true, "{listed:?}");
+
+    // Rotated away, the old token stays refused even when its file comes back.
+    tokio::task::block_in_place(|| ok(&hark(&gw, &["token", "rotate-admin"])));
+    register_secret(&admin_file(&gw));
+    assert!(gw.stop());
+    std::fs::write(data.path().join("admin-token"), format!("{token}\n")).unwrap();
+    let gw = Gateway::start_in(data.path(), &[]);
+    assert_eq!(status_with(&gw, &token).await, 401);
+    assert_ne!(admin_file(&gw), token);
+    register_secret(&admin_file(&gw));
+}
