@@ -557,3 +557,44 @@ async fn postgres_old_finished_calls_are_forgotten_but_dead_letters_and_undelive
     assert_eq!(left, expected);
     assert_eq!(store.callbacks_due().await.unwrap().len(), 1);
 }
+
+/// The heartbeat does not wait for a row another transaction holds (a batch of finishing
+/// calls locks its rows in its own order; waiting could deadlock with it): it renews the
+/// others and leaves that one to the next beat.
+#[tokio::test]
+async fn postgres_renewing_leases_passes_over_a_row_being_finished() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = PgStore::connect(&url, KeySource::File(dir.path().join("secret.key")))
+        .await
+        .unwrap();
+    let lease = || Utc::now() + Duration::seconds(60);
+    for id in ["held", "free"] {
+        let queued = QueuedCall {
+            lease: Some(("gw-a".into(), lease())),
+            ..call(id, "f")
+        };
+        assert!(store.enqueue(queued).await.unwrap());
+    }
+    let (mut other, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = other.transaction().await.unwrap();
+    tx.execute("SELECT 1 FROM queue WHERE call_id = 'held' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let renewed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.renew_leases("gw-a", lease()),
+    )
+    .await
+    .expect("the heartbeat waited for the held row")
+    .unwrap();
+    assert_eq!(renewed, 1);
+    tx.rollback().await.unwrap();
+    assert_eq!(store.renew_leases("gw-a", lease()).await.unwrap(), 2);
+}

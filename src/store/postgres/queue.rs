@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{GenericClient, Object, Pool};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::Row;
 
@@ -133,12 +133,6 @@ where
 /// that two gateways' batches wait on each other at most, never deadlock.
 async fn insert_calls(mut client: Object, calls: Vec<QueuedCall>) -> Result<Vec<bool>, StoreError> {
     let now = Utc::now();
-    let headers = calls
-        .iter()
-        .map(|c| serde_json::to_string(&c.headers))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tx = client.transaction().await?;
-
     // The first call of each delivery id in the batch is the one that may remember it.
     let mut first_delivery: HashMap<(&str, &str), usize> = HashMap::new();
     for (i, c) in calls.iter().enumerate() {
@@ -148,102 +142,131 @@ async fn insert_calls(mut client: Object, calls: Vec<QueuedCall>) -> Result<Vec<
                 .or_insert(i);
         }
     }
-    let mut new_delivery = vec![false; calls.len()];
-    if !first_delivery.is_empty() {
-        tx.execute(
-            "DELETE FROM deliveries WHERE received_at < $1",
-            &[&(now.timestamp() - DELIVERY_IDS_KEPT_SECS)],
+    if first_delivery.is_empty() {
+        // One statement, its own transaction: one round trip (a slash command, an API
+        // call) instead of four.
+        let every = vec![true; calls.len()];
+        return insert_rows(&client, &calls, &every, now).await;
+    }
+    let tx = client.transaction().await?;
+    tx.execute(
+        "DELETE FROM deliveries WHERE received_at < $1",
+        &[&(now.timestamp() - DELIVERY_IDS_KEPT_SECS)],
+    )
+    .await?;
+    let mut keys: Vec<(&str, &str)> = first_delivery.keys().copied().collect();
+    keys.sort_unstable();
+    let (routes, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+    let remember = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (channel, id, received_at)
+             SELECT d.channel, d.id, $3::BIGINT FROM unnest($1::TEXT[], $2::TEXT[]) AS d(channel, id)
+             ON CONFLICT DO NOTHING
+             RETURNING channel, id",
         )
         .await?;
-        let mut keys: Vec<(&str, &str)> = first_delivery.keys().copied().collect();
-        keys.sort_unstable();
-        let (routes, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
-        let remembered = tx
-            .query(
-                "INSERT INTO deliveries (channel, id, received_at)
-                 SELECT d.channel, d.id, $3::BIGINT FROM unnest($1::TEXT[], $2::TEXT[]) AS d(channel, id)
-                 ON CONFLICT DO NOTHING
-                 RETURNING channel, id",
-                &[&routes, &ids, &now.timestamp()],
-            )
-            .await?;
-        for row in &remembered {
-            let key: (&str, &str) = (row.get(0), row.get(1));
-            if let Some(&i) = first_delivery.get(&key) {
-                new_delivery[i] = true;
-            }
+    let remembered = tx
+        .query(&remember, &[&routes, &ids, &now.timestamp()])
+        .await?;
+    // A call without a delivery id, or the first of a delivery id seen for the first time.
+    let mut new = vec![false; calls.len()];
+    for (i, c) in calls.iter().enumerate() {
+        new[i] = c.delivery.is_none();
+    }
+    for row in &remembered {
+        let key: (&str, &str) = (row.get(0), row.get(1));
+        if let Some(&i) = first_delivery.get(&key) {
+            new[i] = true;
         }
     }
+    let queued = insert_rows(&tx, &calls, &new, now).await?;
+    tx.commit().await?;
+    Ok(queued)
+}
 
-    // The first call of each call id among those whose delivery (if any) is new.
+/// Inserts the calls marked `new` (the first of each call id among them), in call id
+/// order; whether each was queued.
+async fn insert_rows(
+    db: &impl GenericClient,
+    calls: &[QueuedCall],
+    new: &[bool],
+    now: DateTime<Utc>,
+) -> Result<Vec<bool>, StoreError> {
     let mut first_call: HashMap<&str, usize> = HashMap::new();
     for (i, c) in calls.iter().enumerate() {
-        if c.delivery.is_none() || new_delivery[i] {
+        if new[i] {
             first_call.entry(c.call_id.as_str()).or_insert(i);
         }
     }
     let mut queued = vec![false; calls.len()];
-    if !first_call.is_empty() {
-        let mut order: Vec<usize> = first_call.values().copied().collect();
-        order.sort_unstable_by_key(|&i| calls[i].call_id.as_str());
-        let picked = || order.iter().map(|&i| &calls[i]);
-        let call_ids: Vec<&str> = picked().map(|c| c.call_id.as_str()).collect();
-        let functions: Vec<&str> = picked().map(|c| c.function.as_str()).collect();
-        let methods: Vec<&str> = picked().map(|c| c.method.as_str()).collect();
-        let paths: Vec<&str> = picked().map(|c| c.path.as_str()).collect();
-        let queries: Vec<Option<&str>> = picked().map(|c| c.query.as_deref()).collect();
-        let headers: Vec<&str> = order.iter().map(|&i| headers[i].as_str()).collect();
-        let bodies: Vec<&[u8]> = picked().map(|c| c.body.as_slice()).collect();
-        let callbacks: Vec<Option<&str>> = picked().map(|c| c.callback_url.as_deref()).collect();
-        let triggers: Vec<Option<&str>> = picked().map(|c| c.trigger.as_deref()).collect();
-        let replies: Vec<Option<&str>> = picked().map(|c| c.reply.as_deref()).collect();
-        let owners: Vec<Option<&str>> = picked()
-            .map(|c| c.lease.as_ref().map(|(owner, _)| owner.as_str()))
-            .collect();
-        let leases: Vec<Option<i64>> = picked()
-            .map(|c| c.lease.as_ref().map(|(_, until)| until.timestamp_millis()))
-            .collect();
-        let inserted = tx
-            .query(
-                "INSERT INTO queue (call_id, function, method, path, query, headers, body,
-                    callback_url, trigger, reply, owner, lease_until, state, attempts,
-                    next_attempt_at, created_at)
-                 SELECT c.call_id, c.function, c.method, c.path, c.query, c.headers, c.body,
-                    c.callback_url, c.trigger, c.reply, c.owner, c.lease_until,
-                    CASE WHEN c.owner IS NULL THEN 'pending' ELSE 'running' END, 0, $13::BIGINT,
-                    $14::TIMESTAMPTZ
-                 FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
-                    $6::TEXT[], $7::BYTEA[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[],
-                    $12::BIGINT[])
-                    AS c(call_id, function, method, path, query, headers, body, callback_url,
-                         trigger, reply, owner, lease_until)
-                 ON CONFLICT (call_id) DO NOTHING
-                 RETURNING call_id",
-                &[
-                    &call_ids,
-                    &functions,
-                    &methods,
-                    &paths,
-                    &queries,
-                    &headers,
-                    &bodies,
-                    &callbacks,
-                    &triggers,
-                    &replies,
-                    &owners,
-                    &leases,
-                    &now.timestamp_millis(),
-                    &now,
-                ],
-            )
-            .await?;
-        for row in &inserted {
-            if let Some(&i) = first_call.get(row.get::<_, &str>(0)) {
-                queued[i] = true;
-            }
+    if first_call.is_empty() {
+        return Ok(queued);
+    }
+    let mut order: Vec<usize> = first_call.values().copied().collect();
+    order.sort_unstable_by_key(|&i| calls[i].call_id.as_str());
+    let picked = || order.iter().map(|&i| &calls[i]);
+    let call_ids: Vec<&str> = picked().map(|c| c.call_id.as_str()).collect();
+    let functions: Vec<&str> = picked().map(|c| c.function.as_str()).collect();
+    let methods: Vec<&str> = picked().map(|c| c.method.as_str()).collect();
+    let paths: Vec<&str> = picked().map(|c| c.path.as_str()).collect();
+    let queries: Vec<Option<&str>> = picked().map(|c| c.query.as_deref()).collect();
+    let headers = picked()
+        .map(|c| serde_json::to_string(&c.headers))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bodies: Vec<&[u8]> = picked().map(|c| c.body.as_slice()).collect();
+    let callbacks: Vec<Option<&str>> = picked().map(|c| c.callback_url.as_deref()).collect();
+    let triggers: Vec<Option<&str>> = picked().map(|c| c.trigger.as_deref()).collect();
+    let replies: Vec<Option<&str>> = picked().map(|c| c.reply.as_deref()).collect();
+    let owners: Vec<Option<&str>> = picked()
+        .map(|c| c.lease.as_ref().map(|(owner, _)| owner.as_str()))
+        .collect();
+    let leases: Vec<Option<i64>> = picked()
+        .map(|c| c.lease.as_ref().map(|(_, until)| until.timestamp_millis()))
+        .collect();
+    let insert = db
+        .prepare_cached(
+            "INSERT INTO queue (call_id, function, method, path, query, headers, body,
+                callback_url, trigger, reply, owner, lease_until, state, attempts,
+                next_attempt_at, created_at)
+             SELECT c.call_id, c.function, c.method, c.path, c.query, c.headers, c.body,
+                c.callback_url, c.trigger, c.reply, c.owner, c.lease_until,
+                CASE WHEN c.owner IS NULL THEN 'pending' ELSE 'running' END, 0, $13::BIGINT,
+                $14::TIMESTAMPTZ
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                $6::TEXT[], $7::BYTEA[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[],
+                $12::BIGINT[])
+                AS c(call_id, function, method, path, query, headers, body, callback_url,
+                     trigger, reply, owner, lease_until)
+             ON CONFLICT (call_id) DO NOTHING
+             RETURNING call_id",
+        )
+        .await?;
+    let inserted = db
+        .query(
+            &insert,
+            &[
+                &call_ids,
+                &functions,
+                &methods,
+                &paths,
+                &queries,
+                &headers,
+                &bodies,
+                &callbacks,
+                &triggers,
+                &replies,
+                &owners,
+                &leases,
+                &now.timestamp_millis(),
+                &now,
+            ],
+        )
+        .await?;
+    for row in &inserted {
+        if let Some(&i) = first_call.get(row.get::<_, &str>(0)) {
+            queued[i] = true;
         }
     }
-    tx.commit().await?;
     Ok(queued)
 }
 
@@ -447,7 +470,10 @@ impl PgStore {
     }
 
     /// Moves to `until` the lease of every call `owner` is running: the heartbeat that
-    /// keeps other gateways from running them again. How many.
+    /// keeps other gateways from running them again. How many. A call whose row another
+    /// transaction holds (its outcome being recorded, as a rule) is left for the next
+    /// heartbeat: locking rows in the table's order while a finishing batch locks them in
+    /// its own could deadlock, and make both fail.
     pub async fn renew_leases(
         &self,
         owner: &str,
@@ -456,7 +482,9 @@ impl PgStore {
         let client = self.pool.get().await?;
         let renewed = client
             .execute(
-                "UPDATE queue SET lease_until = $2::BIGINT WHERE owner = $1::TEXT AND state = 'running'",
+                "UPDATE queue SET lease_until = $2::BIGINT WHERE call_id IN (
+                    SELECT call_id FROM queue WHERE owner = $1::TEXT AND state = 'running'
+                    FOR UPDATE SKIP LOCKED)",
                 &[&owner, &until.timestamp_millis()],
             )
             .await?;
