@@ -163,6 +163,7 @@ impl StoreChoice {
             url => StoreConfig::Postgres {
                 url: DatabaseUrl::parse(url).context(from)?,
                 key_file,
+                durability: self.durability,
             },
         })
     }
@@ -183,6 +184,9 @@ pub enum StoreConfig {
         url: DatabaseUrl,
         /// As for SQLite; every gateway on the database must be given the same key.
         key_file: Option<PathBuf>,
+        /// `normal` turns `synchronous_commit` off on this gateway's connections; `full`
+        /// leaves the server's setting (which waits for its disk unless it was turned off).
+        durability: Durability,
     },
 }
 
@@ -271,11 +275,15 @@ impl StoreConfig {
                 tracing::info!(%durability, "store opened");
                 Ok(store)
             }
-            StoreConfig::Postgres { url, key_file } => {
-                let store = Store::connect(url.expose(), key(key_file))
+            StoreConfig::Postgres {
+                url,
+                key_file,
+                durability,
+            } => {
+                let store = Store::connect_with(url.expose(), key(key_file), *durability)
                     .await
                     .with_context(|| format!("opening the store at {url}"))?;
-                tracing::info!(database = %url, "store opened on PostgreSQL");
+                tracing::info!(database = %url, %durability, "store opened on PostgreSQL");
                 Ok(store)
             }
         }

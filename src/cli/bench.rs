@@ -461,14 +461,25 @@ async fn run_in(
         args_of(&["--durability", "normal", "--history-story-rate", "all"]),
     )
     .await?;
-    // And one on PostgreSQL, in a database made for the run.
-    let database = match &args.store {
-        Some(url) => Some(pg::BenchDatabase::create(url).await?),
+    // And two on PostgreSQL, each in a database made for the run: committing as the first
+    // and as `full` do, so that each is compared with SQLite at the same durability.
+    let databases = match &args.store {
+        Some(url) => Some((
+            pg::BenchDatabase::create(url, "normal").await?,
+            pg::BenchDatabase::create(url, "full").await?,
+        )),
         None => None,
     };
-    let mut pg = match &database {
-        Some(database) => {
-            Some(start(dir.join("pg"), vec!["--store".into(), database.url.clone()]).await?)
+    let mut pg = match &databases {
+        Some((normal, full)) => {
+            let on = |database: &pg::BenchDatabase, durability: &str| {
+                let store = vec!["--store".into(), database.url.clone()];
+                [store, args_of(&["--durability", durability])].concat()
+            };
+            Some((
+                start(dir.join("pg-normal"), on(normal, "normal")).await?,
+                start(dir.join("pg-full"), on(full, "full")).await?,
+            ))
         }
         None => None,
     };
@@ -477,7 +488,7 @@ async fn run_in(
         full: &full,
         untold: &untold,
         told: &told,
-        pg: pg.as_ref(),
+        pg: pg.as_ref().map(|(normal, full)| (normal, full)),
     };
     let measured = measure_process(
         &bench, &exe, &gateways, &ceiling, &spawner, &cat, &secrets, &alexa, &own_start, args,
@@ -487,11 +498,13 @@ async fn run_in(
     full.stop().await;
     untold.stop().await;
     told.stop().await;
-    if let Some(pg) = &mut pg {
-        pg.stop().await;
+    if let Some((normal, full)) = &mut pg {
+        normal.stop().await;
+        full.stop().await;
     }
-    if let Some(database) = database {
-        database.drop().await;
+    if let Some((normal, full)) = databases {
+        normal.drop().await;
+        full.drop().await;
     }
     ceiling.stop().await;
     spawner.stop().await;
@@ -622,8 +635,9 @@ struct Gateways<'a> {
     untold: &'a Gateway,
     /// `--durability normal` and `--history-story-rate all`: every call's story.
     told: &'a Gateway,
-    /// `--store postgres://…` (with `hark bench --store`).
-    pg: Option<&'a Gateway>,
+    /// `--store postgres://…` (with `hark bench --store`), with `--durability normal` and
+    /// with `full`, each on a database of its own.
+    pg: Option<(&'a Gateway, &'a Gateway)>,
 }
 
 /// A check that keeping activation stories (by default: failed calls' and a sample of
@@ -694,9 +708,10 @@ async fn measure_process(
     let sink = serde_json::json!({ "service": "sink", "envProcess": which::which("true")?.display().to_string(), "annotations": { "hark.async.concurrency": "1" } });
     gateway.deploy(client, sink.clone()).await?;
     full.deploy(client, sink.clone()).await?;
-    if let Some(pg) = pg {
-        pg.wait_ready(client, ECHO).await?;
-        pg.deploy(client, sink).await?;
+    if let Some((pg_normal, pg_full)) = pg {
+        pg_normal.wait_ready(client, ECHO).await?;
+        pg_full.wait_ready(client, ECHO).await?;
+        pg_full.deploy(client, sink).await?;
     }
     let gw = gateway.pid();
     // Idle: started, functions deployed, one call each, no load yet.
@@ -831,23 +846,34 @@ async fn measure_process(
     let slack = secrets.slack(&format!("{}/slack/bench", full.url));
     bench.probe(&slack, "slash_command").await;
     let slack = secrets.slack(&format!("{}/slack/bench", full.url));
-    table.push(
+    let slack_full_row = table.push(
         "slack: signed slash command, --durability full",
         bench.row(&slack, full.pid(), None).await?,
         Some(slack_row),
         None,
     );
-    if let Some(pg) = pg {
-        let slack = secrets.slack(&format!("{}/slack/bench", pg.url));
-        bench.probe(&slack, "slash_command").await;
-        let slack = secrets.slack(&format!("{}/slack/bench", pg.url));
-        let pg_row = table.push(
-            "slack: signed slash command, --store postgres",
-            bench.row(&slack, pg.pid(), None).await?,
-            Some(slack_row),
-            None,
-        );
-        checks.push(pg::added_p99(&table, unsigned_row, slack_row, pg_row));
+    if let Some((pg_normal, pg_full)) = pg {
+        for (gateway, durability, sqlite_row) in [
+            (pg_normal, "normal", slack_row),
+            (pg_full, "full", slack_full_row),
+        ] {
+            let slack = secrets.slack(&format!("{}/slack/bench", gateway.url));
+            bench.probe(&slack, "slash_command").await;
+            let slack = secrets.slack(&format!("{}/slack/bench", gateway.url));
+            let pg_row = table.push(
+                format!("slack: signed slash command, --store postgres --durability {durability}"),
+                bench.row(&slack, gateway.pid(), None).await?,
+                Some(sqlite_row),
+                None,
+            );
+            checks.push(pg::added_p99(
+                &table,
+                durability,
+                unsigned_row,
+                sqlite_row,
+                pg_row,
+            ));
+        }
     }
     let github = secrets.github(&format!("{}/github/bench", gateway.url));
     bench.probe(&github, "\"status\":200").await;
@@ -891,7 +917,7 @@ async fn measure_process(
     // cores. The PostgreSQL gateway is killed after its row (its calls stay queued in a
     // database dropped at the end), so that SQLite's rows run beside nothing, as it did.
     let pg_enqueue = match pg {
-        Some(pg) => {
+        Some((_, pg)) => {
             let enqueue = json(format!("{}/async-function/sink", pg.url));
             bench.probe(&enqueue, "").await;
             let figures = bench.row(&enqueue, pg.pid(), None).await?;
@@ -924,7 +950,7 @@ async fn measure_process(
     );
     if let Some(figures) = pg_enqueue {
         let pg_row = table.push(
-            "async enqueue, --store postgres (202 on commit; measured first)",
+            "async enqueue, --store postgres --durability full (202 on commit; measured first)",
             figures,
             Some(enqueue_row),
             None,

@@ -162,8 +162,9 @@ pub struct UpArgs {
     /// What a commit survives before it is acknowledged (the 202 of an async call, the
     /// answer to a Slack, GitHub or webhook delivery): `full` syncs each commit to disk
     /// (survives a power cut or OS crash); `normal` survives a gateway crash but may lose
-    /// the last commits on a power cut or OS crash. (SQLite; on PostgreSQL the server's
-    /// `synchronous_commit` decides.)
+    /// the last commits on a power cut or OS crash. On PostgreSQL, `normal` turns
+    /// `synchronous_commit` off for this gateway's connections (a database server crash
+    /// may then lose the last commits too) and `full` leaves the server's setting.
     #[arg(long, env = "HARK_DURABILITY", value_enum, default_value_t = Durability::default())]
     pub durability: Durability,
     /// Process functions run in a sandbox: a user of their own (when the gateway is

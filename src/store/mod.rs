@@ -190,6 +190,21 @@ impl Store {
         PgStore::connect(url, key).await.map(Store::from)
     }
 
+    /// As [`Store::connect`], committing with `durability`: `normal` turns PostgreSQL's
+    /// `synchronous_commit` off for this gateway's connections (a commit is acknowledged
+    /// once the server has it, and survives a gateway crash; the last ones may be lost if
+    /// the database server, its OS or its power fails), like SQLite's NORMAL; `full`
+    /// leaves the server's own setting, which waits for its disk unless turned off there.
+    pub async fn connect_with(
+        url: &str,
+        key: KeySource,
+        durability: Durability,
+    ) -> Result<Store, StoreError> {
+        PgStore::connect_with(url, key, durability)
+            .await
+            .map(Store::from)
+    }
+
     /// Whether other gateways may share this store (PostgreSQL): what they change is to be
     /// followed.
     pub fn is_shared(&self) -> bool {

@@ -25,7 +25,9 @@ use tokio_postgres::NoTls;
 
 use super::screenshot::SCREENSHOTS_KEPT;
 use super::tokens::{TokenRecord, TokenStanding, UiSession, LEGACY_REFUSED};
-use super::{KeySource, SecretKey, StoreError, StoredFunction, DELIVERY_IDS_KEPT_SECS, KEY_CHECK};
+use super::{
+    Durability, KeySource, SecretKey, StoreError, StoredFunction, DELIVERY_IDS_KEPT_SECS, KEY_CHECK,
+};
 use super::{PendingReply, ScheduleRun, Screenshot};
 use crate::function::{FunctionDeployment, FunctionName};
 
@@ -171,10 +173,25 @@ impl PgStore {
     /// schema to [`SCHEMA_VERSION`] (refusing one a newer Hark wrote) and checks the
     /// secrets' key against the one the first gateway stored.
     pub async fn connect(url: &str, key: KeySource) -> Result<PgStore, StoreError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        Self::connect_with(url, key, Durability::Full).await
+    }
+
+    /// As [`PgStore::connect`]; with [`Durability::Normal`], this store's connections
+    /// commit with `synchronous_commit` off ([`Durability::Full`] leaves the server's
+    /// setting).
+    pub async fn connect_with(
+        url: &str,
+        key: KeySource,
+        durability: Durability,
+    ) -> Result<PgStore, StoreError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             // The parser's message never repeats the URL (which may hold a password).
             StoreError::Unavailable(format!("not a PostgreSQL URL: {e}"))
         })?;
+        if durability == Durability::Normal {
+            let options = config.get_options().unwrap_or_default();
+            config.options(format!("{options} -c synchronous_commit=off").trim());
+        }
         let manager = Manager::from_config(
             config,
             NoTls,

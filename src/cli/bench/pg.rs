@@ -17,12 +17,13 @@ pub(super) struct BenchDatabase {
 }
 
 impl BenchDatabase {
-    pub async fn create(server: &str) -> anyhow::Result<BenchDatabase> {
+    /// `hark_bench_PID_SUFFIX` on `server`.
+    pub async fn create(server: &str, suffix: &str) -> anyhow::Result<BenchDatabase> {
         let mut url = reqwest::Url::parse(server).context("--store: not a URL")?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             bail!("--store: expected postgres://USER@HOST:PORT/DB");
         }
-        let name = format!("hark_bench_{}", std::process::id());
+        let name = format!("hark_bench_{}_{suffix}", std::process::id());
         url.set_path(&name);
         let database = BenchDatabase {
             server: server.to_owned(),
@@ -59,14 +60,22 @@ impl BenchDatabase {
 }
 
 /// The goal: what PostgreSQL adds to a signed channel call's p99 (the PostgreSQL
-/// row's p99 less the unsigned function call's) is at most twice what SQLite adds.
-pub(super) fn added_p99(table: &Table, unsigned: usize, sqlite: usize, pg: usize) -> Check {
+/// row's p99 less the unsigned function call's) is at most twice what SQLite adds, both
+/// committing with `durability`.
+pub(super) fn added_p99(
+    table: &Table,
+    durability: &str,
+    unsigned: usize,
+    sqlite: usize,
+    pg: usize,
+) -> Check {
     let p99 = |row: usize| table.rows[row].figures.p99;
     let added = |row: usize| ms(p99(row).saturating_sub(p99(unsigned)));
     let ratio = added(pg) / added(sqlite).max(1e-3);
     Check {
         what: format!(
-            "slack: added p99, PostgreSQL / SQLite ((row {} − row {}) / (row {} − row {}))",
+            "slack: added p99, PostgreSQL / SQLite, {} ((row {} − row {}) / (row {} − row {}))",
+            durability,
             pg + 1,
             unsigned + 1,
             sqlite + 1,

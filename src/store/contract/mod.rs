@@ -11,7 +11,7 @@ use chrono::{Duration, Utc};
 
 use super::pg_cluster::cluster;
 use super::postgres::PgStore;
-use super::{KeyError, KeySource, Store, StoreError, TokenRecord, UiSession};
+use super::{Durability, KeyError, KeySource, Store, StoreError, TokenRecord, UiSession};
 use crate::function::{FunctionDeployment, FunctionName};
 
 /// Two SQLite handles on one file, with the key file beside it.
@@ -424,3 +424,28 @@ async fn postgres_refuses_a_newer_schema_and_another_key() {
 
 mod history;
 mod queue;
+
+/// `--durability normal` on PostgreSQL turns `synchronous_commit` off on that gateway's
+/// connections only; `full` leaves the server's setting (on by default).
+#[tokio::test]
+async fn postgres_durability_is_each_gateways_own() {
+    let Some(cluster) = cluster() else {
+        return;
+    };
+    let url = cluster.database().await;
+    let key = || KeySource::Env("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned());
+    let normal = Store::connect_with(&url, key(), Durability::Normal)
+        .await
+        .unwrap();
+    let full = Store::connect_with(&url, key(), Durability::Full)
+        .await
+        .unwrap();
+    assert_eq!(
+        normal.committed_durability().await.unwrap(),
+        Some(Durability::Normal)
+    );
+    assert_eq!(
+        full.committed_durability().await.unwrap(),
+        Some(Durability::Full)
+    );
+}
