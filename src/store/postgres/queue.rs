@@ -270,7 +270,7 @@ async fn insert_rows(
     Ok(queued)
 }
 
-/// Records finished calls in one transaction (the last outcome of a call sent twice in
+/// Records finished calls in one statement (the last outcome of a call sent twice in
 /// the batch wins, as one after the other would); with `prune`, also forgets the done
 /// and cancelled calls with nothing left to deliver that are older than the newest
 /// [`FINISHED_KEPT`] calls. Dead letters stay until someone re-queues or removes them.
@@ -298,9 +298,7 @@ async fn finish_calls(
     let ats: Vec<DateTime<Utc>> = batch.iter().map(|f| f.at).collect();
     let answered: Vec<bool> = batch.iter().map(|f| f.answered).collect();
 
-    let tx = client.transaction().await?;
-    tx.execute(
-        "UPDATE queue SET state = f.state, attempts = f.attempts, status = f.status,
+    let record = "UPDATE queue SET state = f.state, attempts = f.attempts, status = f.status,
             error = f.error, duration_ms = f.duration_ms,
             result = CASE WHEN f.answered OR (queue.callback_url IS NULL AND queue.reply IS NULL)
                 THEN NULL ELSE f.result END,
@@ -312,22 +310,25 @@ async fn finish_calls(
          FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::INTEGER[], $5::TEXT[],
             $6::FLOAT8[], $7::BYTEA[], $8::TIMESTAMPTZ[], $9::BOOLEAN[])
             AS f(call_id, state, attempts, status, error, duration_ms, result, at, answered)
-         WHERE queue.call_id = f.call_id",
-        &[
-            &call_ids, &states, &attempts, &statuses, &errors, &durations, &results, &ats,
-            &answered,
-        ],
+         WHERE queue.call_id = f.call_id";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        &call_ids, &states, &attempts, &statuses, &errors, &durations, &results, &ats, &answered,
+    ];
+    if !prune {
+        // One statement, its own transaction: one round trip.
+        let record = client.prepare_cached(record).await?;
+        client.execute(&record, &params).await?;
+        return Ok(vec![(); finishes.len()]);
+    }
+    let tx = client.transaction().await?;
+    tx.execute(record, &params).await?;
+    tx.execute(
+        "DELETE FROM queue WHERE state IN ('done', 'cancelled')
+            AND (callback_state IS NULL OR callback_state <> 'pending')
+            AND seq <= (SELECT MAX(seq) FROM queue) - $1",
+        &[&FINISHED_KEPT],
     )
     .await?;
-    if prune {
-        tx.execute(
-            "DELETE FROM queue WHERE state IN ('done', 'cancelled')
-                AND (callback_state IS NULL OR callback_state <> 'pending')
-                AND seq <= (SELECT MAX(seq) FROM queue) - $1",
-            &[&FINISHED_KEPT],
-        )
-        .await?;
-    }
     tx.commit().await?;
     Ok(vec![(); finishes.len()])
 }
@@ -384,16 +385,20 @@ impl PgStore {
         let scan = i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let rows = tx
-            .query(
+        // A claim lost with the server's last commits leaves its calls pending, to run
+        // again (at least once, as after any crash): not worth a wait for its disk.
+        tx.batch_execute("SET LOCAL synchronous_commit TO off")
+            .await?;
+        let select = tx
+            .prepare_cached(
                 "SELECT call_id, function, method, path, query, headers, body, callback_url,
                         attempts, trigger, reply
                  FROM queue WHERE state = 'pending' AND next_attempt_at <= $1
                  ORDER BY next_attempt_at LIMIT $2
                  FOR UPDATE SKIP LOCKED",
-                &[&now.timestamp_millis(), &scan],
             )
             .await?;
+        let rows = tx.query(&select, &[&now.timestamp_millis(), &scan]).await?;
         let (taken, left) =
             select_claims(rows.iter().map(|r| r.get::<_, &str>(1)), limit, &mut room);
         let mut claimed = Vec::new();
@@ -416,12 +421,14 @@ impl PgStore {
         }
         if !claimed.is_empty() {
             let ids: Vec<&str> = claimed.iter().map(|c| c.call_id.as_str()).collect();
-            tx.execute(
-                "UPDATE queue SET state = 'running', owner = $2, lease_until = $3
-                 WHERE call_id = ANY($1)",
-                &[&ids, &owner, &lease_until.timestamp_millis()],
-            )
-            .await?;
+            let update = tx
+                .prepare_cached(
+                    "UPDATE queue SET state = 'running', owner = $2, lease_until = $3
+                     WHERE call_id = ANY($1)",
+                )
+                .await?;
+            tx.execute(&update, &[&ids, &owner, &lease_until.timestamp_millis()])
+                .await?;
         }
         tx.commit().await?;
         Ok((claimed, left))
