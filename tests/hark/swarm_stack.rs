@@ -196,6 +196,32 @@ async fn healthy_replicas(
     }
 }
 
+/// The volumes of container `id` (the gateway's data directory is an anonymous one,
+/// which outlives the container).
+fn volumes_of(id: &str) -> Vec<String> {
+    docker(&[
+        "inspect",
+        "--format",
+        "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
+        id,
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The status of `GET /system/functions` at `url` with `token`.
+async fn status_with(client: &reqwest::Client, url: &str, token: &str) -> u16 {
+    client
+        .get(format!("{url}/system/functions"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// A port no one listens on now.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -319,15 +345,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
         .unwrap();
     let first = healthy_replicas(&client, &stack, 3, &BTreeSet::new()).await;
     for (id, _) in &first {
-        let mounts = docker(&[
-            "inspect",
-            "--format",
-            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
-            id,
-        ]);
-        cleanup
-            .volumes
-            .extend(mounts.split_whitespace().map(str::to_owned));
+        cleanup.volumes.extend(volumes_of(id));
     }
 
     // Each replica serves the stack's functions and accepts the admin token made offline.
@@ -338,13 +356,12 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
             "{}",
             stack_logs(&stack)
         );
-        let listed = client
-            .get(format!("{url}/system/functions"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(listed.status(), 200, "{url}: {}", stack_logs(&stack));
+        assert_eq!(
+            status_with(&client, url, &admin).await,
+            200,
+            "{url}: {}",
+            stack_logs(&stack)
+        );
     }
     // None of them made an admin token of its own (which would revoke the others').
     let tokens: Vec<Value> = client
@@ -392,22 +409,13 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
     let old: BTreeSet<String> = first.iter().map(|(id, _)| id.clone()).collect();
     let second = healthy_replicas(&client, &stack, 3, &old).await;
     for (id, url) in &second {
-        let volumes = docker(&[
-            "inspect",
-            "--format",
-            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
-            id,
-        ]);
-        cleanup
-            .volumes
-            .extend(volumes.split_whitespace().map(str::to_owned));
+        cleanup.volumes.extend(volumes_of(id));
         assert_eq!(served(&client, url, "whoami").await, id[..12]);
-        let listed = client
-            .get(format!("{url}/system/functions"))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(listed.status(), 200, "{url}: {}", stack_logs(&stack));
+        assert_eq!(
+            status_with(&client, url, &admin).await,
+            200,
+            "{url}: {}",
+            stack_logs(&stack)
+        );
     }
 }
