@@ -156,6 +156,8 @@ pub enum AuthError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{} already exists: keys are never replaced, remove it first or choose another directory", .0.display())]
+    KeyExists(PathBuf),
     #[error("token key {path} is {len} bytes; a signing key must be at least {MIN_KEY_LEN} bytes (remove it to have a new one generated, which invalidates every token)")]
     ShortKey { path: PathBuf, len: usize },
     #[error("signing token: {0}")]
@@ -242,6 +244,13 @@ async fn agree_on_signing_key(
     })
 }
 
+/// The time of a claim's unix seconds (`iat`, `exp`), if it is one.
+fn claim_time(secs: u64) -> Option<DateTime<Utc>> {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+}
+
 /// A new token for `subject` with `scopes`, signed with `ring`'s current key, and its
 /// record (not yet stored).
 fn sign(
@@ -273,51 +282,35 @@ fn sign(
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(ring.current.kid.clone());
     let token = jsonwebtoken::encode(&header, &claims, &ring.current.encoding)?;
-    let time = |secs: u64| {
-        i64::try_from(secs)
-            .ok()
-            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
-    };
     let record = TokenRecord {
         id: jti,
         subject: subject.to_owned(),
         scopes: scopes.to_vec(),
         kid: ring.current.kid.clone(),
-        issued_at: time(now).unwrap_or_default(),
-        expires_at: exp.and_then(time),
+        issued_at: claim_time(now).unwrap_or_default(),
+        expires_at: exp.and_then(claim_time),
         revoked_at: None,
         admin_file,
     };
     Ok((token, record))
 }
 
-/// The key files [`make_shared_keys`] wrote.
-#[derive(Debug)]
-pub struct SharedKeys {
-    /// Signs API tokens (`jwt.key`).
-    pub token_key: PathBuf,
-    /// The admin token, signed with it (`admin-token`).
-    pub admin_token: PathBuf,
-}
-
-/// Makes, in `dir`, the token signing key and an admin token signed with it, for gateways
-/// that will share one database before any of them starts (`hark keys`): each is given the
-/// same files (as Docker or Swarm secrets), and the first to start records the token.
-/// Refuses a directory that already holds either file.
-pub fn make_shared_keys(dir: &Path) -> Result<SharedKeys, AuthError> {
-    let token_key = dir.join(KEY_FILE);
-    let admin_token = dir.join(ADMIN_TOKEN_FILE);
-    for path in [&token_key, &admin_token] {
-        if path.exists() {
-            return Err(AuthError::Key {
-                path: path.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "already exists: keys are never replaced, remove it first or choose another directory",
-                ),
-            });
-        }
+/// Makes, in `dir`, the key files of gateways that will share one database, before any
+/// of them starts (`hark keys`): the token signing key, an admin token signed with it,
+/// and the key that seals secrets. Each gateway is given the same files (as Docker or
+/// Swarm secrets), and the first to start records the token. Refuses a directory that
+/// already holds any of them. Their paths.
+pub fn make_shared_keys(dir: &Path) -> Result<[PathBuf; 3], AuthError> {
+    use crate::store::sealed::{create_key_file, DEFAULT_KEY_FILE};
+    let made = [
+        dir.join(KEY_FILE),
+        dir.join(ADMIN_TOKEN_FILE),
+        dir.join(DEFAULT_KEY_FILE),
+    ];
+    if let Some(path) = made.iter().find(|path| path.exists()) {
+        return Err(AuthError::KeyExists(path.clone()));
     }
+    let [_, admin_token, sealing] = &made;
     let (ring, _) = Keyring::load(dir)?;
     let (token, _) = sign(
         &ring,
@@ -326,16 +319,14 @@ pub fn make_shared_keys(dir: &Path) -> Result<SharedKeys, AuthError> {
         Ttl::Never,
         true,
     )?;
-    write_private_atomic(&admin_token, format!("{token}\n").as_bytes()).map_err(|source| {
+    write_private_atomic(admin_token, format!("{token}\n").as_bytes()).map_err(|source| {
         AuthError::Key {
             path: admin_token.clone(),
             source,
         }
     })?;
-    Ok(SharedKeys {
-        token_key,
-        admin_token,
-    })
+    create_key_file(sealing).map_err(StoreError::from)?;
+    Ok(made)
 }
 
 impl Auth {
@@ -422,17 +413,13 @@ impl Auth {
         if standing.known || standing.key_retired {
             return Ok(false);
         }
-        let issued_at = i64::try_from(claims.iat)
-            .ok()
-            .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
-            .unwrap_or_default();
         self.store
             .record_token(TokenRecord {
                 id: jti.clone(),
                 subject: claims.sub,
                 scopes: claims.scopes,
                 kid,
-                issued_at,
+                issued_at: claim_time(claims.iat).unwrap_or_default(),
                 expires_at: None,
                 revoked_at: None,
                 admin_file: true,

@@ -90,6 +90,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Store(e) => e.into(),
             AuthError::Key { .. }
+            | AuthError::KeyExists(_)
             | AuthError::ShortKey { .. }
             | AuthError::Sign(_)
             | AuthError::NotTheSharedKey { .. } => Self::internal(e),

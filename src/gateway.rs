@@ -280,7 +280,7 @@ impl StoreConfig {
                 key_file,
                 durability,
             } => {
-                let store = Store::connect_with(url.expose(), key(key_file), *durability)
+                let store = Store::connect(url.expose(), key(key_file), *durability)
                     .await
                     .with_context(|| format!("opening the store at {url}"))?;
                 tracing::info!(database = %url, %durability, "store opened on PostgreSQL");

@@ -440,17 +440,8 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 /// `hark keys DIR`: the shared key files, made in `dir`; their paths.
-fn make_keys(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    use crate::store::sealed::{create_key_file, DEFAULT_KEY_FILE};
+fn make_keys(dir: &Path) -> anyhow::Result<[PathBuf; 3]> {
     use anyhow::Context;
     std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
-    let sealing = dir.join(DEFAULT_KEY_FILE);
-    anyhow::ensure!(
-        !sealing.exists(),
-        "{} already exists: keys are never replaced, remove it first or choose another directory",
-        sealing.display()
-    );
-    let tokens = crate::auth::make_shared_keys(dir)?;
-    create_key_file(&sealing)?;
-    Ok(vec![tokens.token_key, tokens.admin_token, sealing])
+    Ok(crate::auth::make_shared_keys(dir)?)
 }

@@ -185,17 +185,13 @@ impl Store {
         SqliteStore::open_with(path, key, durability).map(Store::from)
     }
 
-    /// The PostgreSQL store at `url` (see [`PgStore::connect`]).
-    pub async fn connect(url: &str, key: KeySource) -> Result<Store, StoreError> {
-        PgStore::connect(url, key).await.map(Store::from)
-    }
-
-    /// As [`Store::connect`], committing with `durability`: `normal` turns PostgreSQL's
-    /// `synchronous_commit` off for this gateway's connections (a commit is acknowledged
-    /// once the server has it, and survives a gateway crash; the last ones may be lost if
-    /// the database server, its OS or its power fails), like SQLite's NORMAL; `full`
-    /// leaves the server's own setting, which waits for its disk unless turned off there.
-    pub async fn connect_with(
+    /// Connects to a PostgreSQL database that several gateways may share, committing with
+    /// `durability`: `normal` turns PostgreSQL's `synchronous_commit` off for this
+    /// gateway's connections (a commit is acknowledged once the server has it, and survives
+    /// a gateway crash; the last ones may be lost if the database server, its OS or its
+    /// power fails), like SQLite's NORMAL; `full` leaves the server's own setting, which
+    /// waits for its disk unless turned off there.
+    pub async fn connect(
         url: &str,
         key: KeySource,
         durability: Durability,

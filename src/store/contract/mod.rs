@@ -434,12 +434,10 @@ async fn postgres_durability_is_each_gateways_own() {
     };
     let url = cluster.database().await;
     let key = || KeySource::Env("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned());
-    let normal = Store::connect_with(&url, key(), Durability::Normal)
+    let normal = Store::connect(&url, key(), Durability::Normal)
         .await
         .unwrap();
-    let full = Store::connect_with(&url, key(), Durability::Full)
-        .await
-        .unwrap();
+    let full = Store::connect(&url, key(), Durability::Full).await.unwrap();
     assert_eq!(
         normal.committed_durability().await.unwrap(),
         Some(Durability::Normal)

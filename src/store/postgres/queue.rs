@@ -169,10 +169,7 @@ async fn insert_calls(mut client: Object, calls: Vec<QueuedCall>) -> Result<Vec<
         .query(&remember, &[&routes, &ids, &now.timestamp()])
         .await?;
     // A call without a delivery id, or the first of a delivery id seen for the first time.
-    let mut new = vec![false; calls.len()];
-    for (i, c) in calls.iter().enumerate() {
-        new[i] = c.delivery.is_none();
-    }
+    let mut new: Vec<bool> = calls.iter().map(|c| c.delivery.is_none()).collect();
     for row in &remembered {
         let key: (&str, &str) = (row.get(0), row.get(1));
         if let Some(&i) = first_delivery.get(&key) {
