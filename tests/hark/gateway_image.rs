@@ -40,6 +40,20 @@ pub(crate) fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Runs `hark build --gateway-image --tag TAG`, asserting it succeeded; what it said.
+pub(crate) fn build_gateway_image(tag: &str) -> String {
+    let built = Command::new(hark_bin())
+        .args(["build", "--gateway-image", "--tag", tag])
+        .output()
+        .expect("run hark build");
+    assert!(
+        built.status.success(),
+        "hark build --gateway-image failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    String::from_utf8_lossy(&built.stderr).into_owned()
+}
+
 /// Waits until the container's gateway answers `/healthz`, then gives its URL and admin
 /// token (read inside the container: nothing in the image gives it away).
 async fn reach(client: &reqwest::Client, container: &str) -> (String, String) {
@@ -89,16 +103,7 @@ async fn the_gateway_image_serves_stops_cleanly_and_keeps_its_functions() {
         container: container.clone(),
         image: image.clone(),
     };
-    let built = Command::new(hark_bin())
-        .args(["build", "--gateway-image", "--tag", run])
-        .output()
-        .expect("run hark build");
-    assert!(
-        built.status.success(),
-        "hark build --gateway-image failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let said = String::from_utf8_lossy(&built.stderr);
+    let said = build_gateway_image(run);
     assert!(said.contains(&format!("built {image}")), "{said}");
 
     // The stack file is read from the working directory, /etc/hark.

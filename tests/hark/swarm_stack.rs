@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::contract::{docker, swarm_fixture};
-use crate::gateway_image::docker_ok;
+use crate::gateway_image::{build_gateway_image, docker_ok};
+use crate::tokens::status_at;
 use crate::util::{hark_bin, register_secret};
 
 /// The five secrets the stack file names, under the test's prefix.
@@ -210,18 +211,6 @@ fn volumes_of(id: &str) -> Vec<String> {
     .collect()
 }
 
-/// The status of `GET /system/functions` at `url` with `token`.
-async fn status_with(client: &reqwest::Client, url: &str, token: &str) -> u16 {
-    client
-        .get(format!("{url}/system/functions"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// A port no one listens on now.
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
@@ -311,15 +300,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
             &file.display().to_string(),
         ]);
     }
-    let built = Command::new(hark_bin())
-        .args(["build", "--gateway-image", "--tag", &run])
-        .output()
-        .expect("run hark build");
-    assert!(
-        built.status.success(),
-        "hark build --gateway-image failed:\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
+    build_gateway_image(&run);
     build_postgres_image(&postgres_image);
     let stack_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/swarm/stack.yml");
     let deployed = Command::new("docker")
@@ -357,7 +338,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
             stack_logs(&stack)
         );
         assert_eq!(
-            status_with(&client, url, &admin).await,
+            status_at(&client, url, &admin).await,
             200,
             "{url}: {}",
             stack_logs(&stack)
@@ -412,7 +393,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
         cleanup.volumes.extend(volumes_of(id));
         assert_eq!(served(&client, url, "whoami").await, id[..12]);
         assert_eq!(
-            status_with(&client, url, &admin).await,
+            status_at(&client, url, &admin).await,
             200,
             "{url}: {}",
             stack_logs(&stack)

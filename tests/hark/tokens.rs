@@ -35,8 +35,13 @@ fn ok(output: &Output) -> String {
 
 /// The status of `GET /system/functions` with `token` on `gw`.
 pub(crate) async fn status_with(gw: &Gateway, token: &str) -> u16 {
-    gw.client
-        .get(format!("{}/system/functions", gw.url))
+    status_at(&gw.client, &gw.url, token).await
+}
+
+/// The status of `GET /system/functions` with `token` on the gateway at `url`.
+pub(crate) async fn status_at(client: &reqwest::Client, url: &str, token: &str) -> u16 {
+    client
+        .get(format!("{url}/system/functions"))
         .bearer_auth(token)
         .send()
         .await
