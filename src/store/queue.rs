@@ -322,8 +322,8 @@ static FINISHED: AtomicU64 = AtomicU64::new(0);
 
 /// Which of the due calls (their functions, oldest first) a claim takes: at most
 /// `limit`, and at most `room(function)` of each function; and whether a due call was
-/// left for want of room. Both stores' claims choose with it.
-pub(super) fn select_claims<'a>(
+/// left for want of room. (PostgreSQL chooses the same way, in its claim's statement.)
+fn select_claims<'a>(
     functions: impl IntoIterator<Item = &'a str>,
     limit: usize,
     room: &mut impl FnMut(&str) -> usize,

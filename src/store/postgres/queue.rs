@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::Row;
 
 use super::PgStore;
-use crate::store::queue::{select_claims, FINISHED_KEPT, PRUNE_EVERY};
+use crate::store::queue::{FINISHED_KEPT, PRUNE_EVERY};
 use crate::store::{answer_batch, commit, next_batch, GroupCommit, DELIVERY_IDS_KEPT_SECS};
 use crate::store::{
     CallState, CallbackDue, Finish, QueueCounts, QueueEntry, QueuedCall, StoreError,
@@ -369,8 +369,16 @@ impl PgStore {
 
     /// Claims up to `limit` due calls for `owner`, marking them running until
     /// `lease_until`, and at most `room(function)` calls of each function. Also says
-    /// whether due calls were left for want of room. Calls another gateway is claiming
-    /// at the same moment are skipped, never taken by both.
+    /// whether due calls were left (for want of room, or being claimed by another
+    /// gateway). Calls another gateway is claiming at the same moment are skipped, never
+    /// taken by both.
+    ///
+    /// Two statements, each its own transaction: the due calls are read without a lock,
+    /// then those of them still pending and not being claimed elsewhere are locked, chosen
+    /// (oldest first, within each function's room), marked and read back. An explicit
+    /// transaction would cost three more round trips (BEGIN, a setting, COMMIT), and on a
+    /// busy machine each is a wait for the server to be scheduled: they were the tail of
+    /// every call that waits for a slot.
     pub async fn claim_calls(
         &self,
         owner: &str,
@@ -380,26 +388,78 @@ impl PgStore {
         mut room: impl FnMut(&str) -> usize + Send + 'static,
     ) -> Result<(Vec<QueuedCall>, bool), StoreError> {
         let scan = i64::try_from(limit.saturating_mul(8)).unwrap_or(i64::MAX);
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // A claim lost with the server's last commits leaves its calls pending, to run
-        // again (at least once, as after any crash): not worth a wait for its disk.
-        tx.batch_execute("SET LOCAL synchronous_commit TO off")
-            .await?;
-        let select = tx
+        let client = self.pool.get().await?;
+        let due = client
             .prepare_cached(
-                "SELECT call_id, function, method, path, query, headers, body, callback_url,
-                        attempts, trigger, reply
-                 FROM queue WHERE state = 'pending' AND next_attempt_at <= $1
-                 ORDER BY next_attempt_at LIMIT $2
-                 FOR UPDATE SKIP LOCKED",
+                "SELECT call_id, function FROM queue
+                 WHERE state = 'pending' AND next_attempt_at <= $1
+                 ORDER BY next_attempt_at LIMIT $2",
             )
             .await?;
-        let rows = tx.query(&select, &[&now.timestamp_millis(), &scan]).await?;
-        let (taken, left) =
-            select_claims(rows.iter().map(|r| r.get::<_, &str>(1)), limit, &mut room);
-        let mut claimed = Vec::new();
-        for r in taken.into_iter().map(|i| &rows[i]) {
+        let rows = client
+            .query(&due, &[&now.timestamp_millis(), &scan])
+            .await?;
+        let mut ids: Vec<&str> = Vec::with_capacity(rows.len());
+        let mut rooms: HashMap<&str, i64> = HashMap::new();
+        for r in &rows {
+            let function: &str = r.get(1);
+            let free = *rooms
+                .entry(function)
+                .or_insert_with(|| i64::try_from(room(function)).unwrap_or(i64::MAX));
+            if free > 0 {
+                ids.push(r.get(0));
+            }
+        }
+        if ids.is_empty() {
+            return Ok((Vec::new(), !rows.is_empty()));
+        }
+        let (functions, rooms): (Vec<&str>, Vec<i64>) = rooms.into_iter().unzip();
+        // `set_config(…, true)` holds until this statement's own commit, which therefore
+        // does not wait for the server's disk: a claim lost with the server's last commits
+        // leaves its calls pending, to run again (at least once, as after any crash).
+        let mark = client
+            .prepare_cached(
+                "WITH quick AS MATERIALIZED (
+                     SELECT set_config('synchronous_commit', 'off', true)
+                 ), free AS (
+                     SELECT call_id, function, next_attempt_at FROM queue
+                     WHERE call_id = ANY($1) AND state = 'pending'
+                     FOR UPDATE SKIP LOCKED
+                 ), ranked AS (
+                     SELECT call_id, next_attempt_at, room,
+                            row_number() OVER (PARTITION BY function
+                                               ORDER BY next_attempt_at) AS nth
+                     FROM free JOIN unnest($2::text[], $3::int8[]) AS r(function, room)
+                          USING (function)
+                 ), chosen AS (
+                     SELECT call_id FROM ranked WHERE nth <= room
+                     ORDER BY next_attempt_at LIMIT $4
+                 ), marked AS (
+                     UPDATE queue SET state = 'running', owner = $5, lease_until = $6
+                     FROM quick
+                     WHERE call_id IN (SELECT call_id FROM chosen)
+                     RETURNING call_id, function, method, path, query, headers, body,
+                               callback_url, attempts, trigger, reply, next_attempt_at
+                 )
+                 SELECT * FROM marked ORDER BY next_attempt_at",
+            )
+            .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let marked = client
+            .query(
+                &mark,
+                &[
+                    &ids,
+                    &functions,
+                    &rooms,
+                    &limit,
+                    &owner,
+                    &lease_until.timestamp_millis(),
+                ],
+            )
+            .await?;
+        let mut claimed = Vec::with_capacity(marked.len());
+        for r in &marked {
             claimed.push(QueuedCall {
                 call_id: r.get(0),
                 function: r.get(1),
@@ -416,19 +476,7 @@ impl PgStore {
                 lease: None,
             });
         }
-        if !claimed.is_empty() {
-            let ids: Vec<&str> = claimed.iter().map(|c| c.call_id.as_str()).collect();
-            let update = tx
-                .prepare_cached(
-                    "UPDATE queue SET state = 'running', owner = $2, lease_until = $3
-                     WHERE call_id = ANY($1)",
-                )
-                .await?;
-            tx.execute(&update, &[&ids, &owner, &lease_until.timestamp_millis()])
-                .await?;
-        }
-        tx.commit().await?;
-        Ok((claimed, left))
+        Ok((claimed, marked.len() < rows.len()))
     }
 
     /// Puts back to pending the running calls whose owner is gone (`is_alive` says no)
