@@ -238,10 +238,12 @@ impl LogHub {
         instance: &str,
         mut reader: impl AsyncRead + Unpin,
     ) -> String {
-        let mut chunk = vec![0u8; 8192];
+        // Nothing on the heap until the process writes: most fork-mode calls write no
+        // log line, and each of them runs a pump.
+        let mut chunk = [0u8; 4096];
         let mut line: Vec<u8> = Vec::new();
         let mut cut = false;
-        let mut tail: VecDeque<u8> = VecDeque::with_capacity(ERROR_TAIL_BYTES);
+        let mut tail: VecDeque<u8> = VecDeque::new();
         loop {
             let n = match reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,

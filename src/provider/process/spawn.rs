@@ -107,7 +107,7 @@ impl Spawn<'_> {
         let stdin = pipe::Sender::from_owned_fd(stdin)?;
         let stdout = pipe::Receiver::from_owned_fd(stdout)?;
         let stderr = pipe::Receiver::from_owned_fd(stderr)?;
-        let stack = Stack::new()?;
+        let stack = Stack::take()?;
         let plan = Plan {
             program: program.as_ptr(),
             argv: argv.as_ptr(),
@@ -148,6 +148,9 @@ impl Spawn<'_> {
             (pid, clone_error)
         };
         drop(stdio);
+        // With CLONE_VFORK the child is done with its stack once clone returns (it has
+        // exec'd or exited), and with CLONE_VM it wrote only the gateway's own memory.
+        stack.give_back();
         if pid < 0 {
             return Err(clone_error);
         }
@@ -334,7 +337,34 @@ struct Stack {
     len: usize,
 }
 
+/// Stacks kept for the next children: mapping, guarding and unmapping one per call cost
+/// three system calls, fresh page faults, and an unmap's flush of every core's TLB (the
+/// gateway's threads run on all of them). At most [`STACKS_KEPT`]: one per call being
+/// started at the same moment.
+static STACKS: std::sync::Mutex<Vec<Stack>> = std::sync::Mutex::new(Vec::new());
+const STACKS_KEPT: usize = 16;
+
+// SAFETY: a `Stack` is a mapping owned by whoever holds it, used by one child at a time.
+unsafe impl Send for Stack {}
+
 impl Stack {
+    /// A kept stack, else a new one.
+    fn take() -> std::io::Result<Self> {
+        let kept = STACKS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match kept {
+            Some(stack) => Ok(stack),
+            None => Stack::new(),
+        }
+    }
+
+    /// Keeps this stack for the next child, unless enough are kept already.
+    fn give_back(self) {
+        let mut kept = STACKS.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < STACKS_KEPT {
+            kept.push(self);
+        }
+    }
+
     fn new() -> std::io::Result<Self> {
         // SAFETY: sysconf only reads a system setting.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
