@@ -475,10 +475,11 @@ impl AsyncQueue {
     /// Commits a call like [`AsyncQueue::enqueue`], keeps `submit.hold` until it ends, and
     /// waits at most `submit.wait` for it to finish.
     ///
-    /// A call whose submitter waits starts at once when a slot is free (globally and for
-    /// its function): it is committed already claimed by this process, as the runner
-    /// would claim it, and runs without waiting for the runner to find it. Anything
-    /// else the runner claims as usual; either way it is on disk before it runs.
+    /// A call whose submitter waits is committed already claimed by this process, as the
+    /// runner would claim it, and runs here without waiting for the runner to find it:
+    /// at once when a slot is free (globally and for its function), else when one is, in
+    /// turn with the other calls waiting. Anything else the runner claims as usual;
+    /// either way it is on disk before it runs.
     pub async fn submit(
         self: &Arc<Self>,
         mut call: QueuedCall,
@@ -509,23 +510,39 @@ impl AsyncQueue {
             queue: self,
             call_id: &call_id,
         };
-        // The copy to run goes without the lease, which only says how to insert the call.
-        let run_now = self
-            .now_slots(&call.function, submit.wait.is_some())
-            .map(|slots| (call.clone(), slots));
-        if run_now.is_some() {
+        // A call whose submitter waits is this gateway's to run: committed leased to it,
+        // as the runner would claim it, it starts at once when a slot is free and else
+        // waits here for one, without a claim's round trips to the store. The copy to
+        // run goes without the lease, which only says how to insert the call.
+        let run_here = submit.wait.is_some().then(|| {
             let lease =
                 Utc::now() + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
             call.lease = Some((self.owner.clone(), lease));
-        }
+            let mut copy = call.clone();
+            copy.lease = None;
+            (copy, self.now_slots(&call.function))
+        });
         let queued = self.enqueue(call).await?;
         if !queued {
             return Ok(Submitted::Duplicate);
         }
         std::mem::forget(unwatch);
-        if let Some((call, (slot, permit))) = run_now {
-            self.started
-                .spawn(self.clone().run_call(call, slot, permit));
+        // A task of its own either way: the call must run even if its submitter is
+        // dropped while it waits (it stays leased to this gateway, whose heartbeat
+        // renews the lease).
+        match run_here {
+            Some((call, Some((slot, permit)))) => {
+                self.started
+                    .spawn(self.clone().run_call(call, slot, permit));
+            }
+            Some((call, None)) => {
+                let queue = self.clone();
+                self.started.spawn(async move {
+                    let (slot, permit) = queue.slots_in_turn(&call.function).await;
+                    queue.run_call(call, slot, permit).await;
+                });
+            }
+            None => {}
         }
         let Some(budget) = submit.wait else {
             return Ok(Submitted::Queued);
@@ -552,18 +569,30 @@ impl AsyncQueue {
         Ok(Submitted::Queued)
     }
 
-    /// A free slot, globally and for `function`, when `wanted`.
-    fn now_slots(
-        &self,
-        function: &str,
-        wanted: bool,
-    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
-        if !wanted {
-            return None;
-        }
+    /// A free slot, globally and for `function`, if both are free now.
+    fn now_slots(&self, function: &str) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
         let slot = self.slots.clone().try_acquire_owned().ok()?;
         let permit = self.slots_of(function).try_acquire_owned().ok()?;
         Some((slot, permit))
+    }
+
+    /// A slot globally and for `function`, waiting in turn for each: the function's first,
+    /// then the queue's. Every wait takes them in this order, so no call holds one while
+    /// waiting for the other held by a call waiting the other way round; and a call
+    /// waiting for its function holds no slot other functions' calls could use.
+    async fn slots_in_turn(&self, function: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let permit = self
+            .slots_of(function)
+            .acquire_owned()
+            .await
+            .expect("function slots are never closed");
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("queue slots are never closed");
+        (slot, permit)
     }
 
     /// Cancels a pending call; the state it was in, if it exists.
@@ -679,11 +708,26 @@ impl AsyncQueue {
                 let Some(slot) = held.next() else {
                     break;
                 };
-                let Ok(permit) = self.slots_of(&call.function).acquire_owned().await else {
-                    break;
-                };
-                tasks.spawn(self.clone().run_call(call, slot, permit));
+                // The claim saw room for it, but a submitter's call waiting for the
+                // function may have taken the slot since: then this one waits too, in
+                // turn, not holding the queue's slot nor the runner.
+                match self.slots_of(&call.function).try_acquire_owned() {
+                    Ok(permit) => {
+                        tasks.spawn(self.clone().run_call(call, slot, permit));
+                    }
+                    Err(_) => {
+                        drop(slot);
+                        let queue = self.clone();
+                        tasks.spawn(async move {
+                            let (slot, permit) = queue.slots_in_turn(&call.function).await;
+                            queue.run_call(call, slot, permit).await;
+                        });
+                    }
+                }
             }
+            // The slots the claim did not fill go back now, not when the loop comes round:
+            // held while the runner sleeps, they kept calls waiting here for up to a poll.
+            drop(held);
             if last_reclaim.elapsed() > heartbeat {
                 last_reclaim = Instant::now();
                 match self

@@ -697,6 +697,78 @@ async fn slack_slow_commands_get_the_working_message_and_the_result_at_response_
     );
 }
 
+/// Commands past their function's async slots wait their turn on the gateway they came
+/// to, without the queue's runner: each runs once, never beside another (the function
+/// allows one at a time), even after its answer went out with the working message, and
+/// each result reaches its response_url.
+#[tokio::test]
+async fn slack_commands_past_their_functions_slots_run_in_turn() {
+    let slack_api = Recorder::start(|_, _| (200, "ok".into())).await;
+    let site = Site::new();
+    let turns = site.file("turns.log");
+    let turn = site.script(
+        "turn",
+        &format!(
+            "cat >/dev/null; echo start >> {turns}; sleep 0.5; echo end >> {turns}; echo my turn"
+        ),
+    );
+    std::fs::write(
+        site.path().join("hark.yml"),
+        format!(
+            r#"functions:
+  turn:
+    fprocess: {turn}
+    annotations: {{ hark.async.concurrency: "1" }}
+channels:
+  slack:
+    acme:
+      signing_secrets: [slack-old]
+      commands: {{ /turn: turn }}
+      response_type: in_channel
+      ack_budget: 300ms
+"#
+        ),
+    )
+    .unwrap();
+    let gw = site.start(ALLOW_LOOPBACK, &slack_env());
+    let command = |n: usize| {
+        let body = slash_form("/turn", "", &format!("{}/commands/T1/1/{n}", slack_api.url));
+        let headers = slack_headers(
+            SLACK_SECRET,
+            now(),
+            body.as_bytes(),
+            "application/x-www-form-urlencoded",
+        );
+        let gw = &gw;
+        async move { post(gw, "/slack/acme", &headers, body).await }
+    };
+    let answers = futures::future::join_all((1..=3).map(command)).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, 200, "{answer}");
+    }
+
+    let mut seen = slack_api.wait_for(3).await;
+    seen.sort_by(|a, b| a.path.cmp(&b.path));
+    let paths: Vec<&str> = seen.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/commands/T1/1/1", "/commands/T1/1/2", "/commands/T1/1/3"]
+    );
+    for request in &seen {
+        assert_eq!(
+            request.json(),
+            json!({"response_type": "in_channel", "text": "my turn"})
+        );
+    }
+    assert_eq!(
+        site.lines("turns.log"),
+        ["start", "end", "start", "end", "start", "end"],
+        "calls overlapped past the function's one slot"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(slack_api.seen().len(), 3, "a result was posted twice");
+}
+
 #[tokio::test]
 async fn slack_events_are_acknowledged_and_run_once_despite_retries() {
     let site = slack_site();
