@@ -377,8 +377,7 @@ impl PgStore {
     /// then those of them still pending and not being claimed elsewhere are locked, chosen
     /// (oldest first, within each function's room), marked and read back. An explicit
     /// transaction would cost three more round trips (BEGIN, a setting, COMMIT), and on a
-    /// busy machine each is a wait for the server to be scheduled: they were the tail of
-    /// every call that waits for a slot.
+    /// busy machine each is a wait for the server to be scheduled.
     pub async fn claim_calls(
         &self,
         owner: &str,
