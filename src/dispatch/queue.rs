@@ -536,11 +536,7 @@ impl AsyncQueue {
                     .spawn(self.clone().run_call(call, slot, permit));
             }
             Some((call, None)) => {
-                let queue = self.clone();
-                self.started.spawn(async move {
-                    let (slot, permit) = queue.slots_in_turn(&call.function).await;
-                    queue.run_call(call, slot, permit).await;
-                });
+                self.started.spawn(self.clone().run_in_turn(call));
             }
             None => {}
         }
@@ -593,6 +589,12 @@ impl AsyncQueue {
             .await
             .expect("queue slots are never closed");
         (slot, permit)
+    }
+
+    /// Runs `call` once it has its slots, waiting for them in turn.
+    async fn run_in_turn(self: Arc<Self>, call: QueuedCall) {
+        let (slot, permit) = self.slots_in_turn(&call.function).await;
+        self.run_call(call, slot, permit).await;
     }
 
     /// Cancels a pending call; the state it was in, if it exists.
@@ -717,11 +719,7 @@ impl AsyncQueue {
                     }
                     Err(_) => {
                         drop(slot);
-                        let queue = self.clone();
-                        tasks.spawn(async move {
-                            let (slot, permit) = queue.slots_in_turn(&call.function).await;
-                            queue.run_call(call, slot, permit).await;
-                        });
+                        tasks.spawn(self.clone().run_in_turn(call));
                     }
                 }
             }
