@@ -42,8 +42,8 @@ pub(super) async fn invoke(
         name: launch.name.clone(),
         reason: format!("cannot start {}: {e}", launch.program.display()),
     })?;
+    // Its OOM score was raised by the child before exec (see `spawn`).
     let pid = child.id();
-    super::oom_first(pid);
     let instance = format!("{}-{pid}", launch.name);
 
     let (Some(mut stdin), Some(stdout), Some(stderr)) =

@@ -590,12 +590,12 @@ fn die_with_gateway(command: &mut tokio::process::Command) {
     }
 }
 
-/// Makes a started function the OOM killer's first choice (score adjustment 1000): when a
-/// function runs out of memory, alone in a container's limit with its watchdog or beside
-/// the gateway, it is the function that is killed, never the process serving it. Written by
-/// the parent after the start, before the call's body is written, so that the child's
-/// steps before exec stay system calls on prepared values (see `spawn`); the window before
-/// the write is far shorter than any growth to a memory limit.
+/// Makes a started HTTP-mode replica the OOM killer's first choice (score adjustment 1000):
+/// when a function runs out of memory, alone in a container's limit with its watchdog or
+/// beside the gateway, it is the function that is killed, never the process serving it.
+/// Written by the parent after the start; the window before the write is far shorter than
+/// any growth to a memory limit. (A fork-mode process raises its own score before exec:
+/// `spawn::oom_first_in_child`.)
 fn oom_first(pid: u32) {
     if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000") {
         tracing::debug!(pid, error = %e, "cannot raise the OOM score of a function process");

@@ -65,6 +65,8 @@ struct Plan {
     sandbox: *const Sandbox,
     /// Set by the child to the `errno` of the step that failed.
     error: AtomicI32,
+    /// Set by the child to the `errno` of a failed [`oom_first_in_child`] (not a failed start).
+    oom_error: AtomicI32,
 }
 
 impl Spawn<'_> {
@@ -104,9 +106,11 @@ impl Spawn<'_> {
             above_stdio(stdout_child)?,
             above_stdio(stderr_child)?,
         ];
-        let stdin = pipe::Sender::from_owned_fd(stdin)?;
-        let stdout = pipe::Receiver::from_owned_fd(stdout)?;
-        let stderr = pipe::Receiver::from_owned_fd(stderr)?;
+        // Known to be pipes with the right access: tokio's checks would cost three system
+        // calls per end.
+        let stdin = pipe::Sender::from_owned_fd_unchecked(nonblocking(stdin)?)?;
+        let stdout = pipe::Receiver::from_owned_fd_unchecked(nonblocking(stdout)?)?;
+        let stderr = pipe::Receiver::from_owned_fd_unchecked(nonblocking(stderr)?)?;
         let stack = Stack::take()?;
         let plan = Plan {
             program: program.as_ptr(),
@@ -120,6 +124,7 @@ impl Spawn<'_> {
             ],
             sandbox: self.sandbox,
             error: AtomicI32::new(0),
+            oom_error: AtomicI32::new(0),
         };
 
         let mut pidfd: libc::c_int = -1;
@@ -165,6 +170,10 @@ impl Spawn<'_> {
             stdout: Some(stdout),
             stderr: Some(stderr),
         };
+        if let errno @ 1.. = plan.oom_error.load(Ordering::Relaxed) {
+            let error = std::io::Error::from_raw_os_error(errno);
+            tracing::debug!(pid, %error, "cannot raise the OOM score of a function process");
+        }
         match plan.error.load(Ordering::Relaxed) {
             0 => Ok(child),
             errno => {
@@ -276,7 +285,8 @@ extern "C" fn child(plan: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The child's steps, as std orders them for a command with a pre-exec hook: stdio, working
-/// directory, process group, the sandbox; then default signal handling, and exec. Returns
+/// directory, process group, the sandbox; then default signal handling, and exec. Before
+/// them, while it may still open /proc and write its own score, [`oom_first_in_child`]. Returns
 /// only on failure, with the errno.
 ///
 /// # Safety
@@ -284,6 +294,9 @@ extern "C" fn child(plan: *mut libc::c_void) -> libc::c_int {
 /// Only in the child of `Spawn::start`, with the plan it prepared.
 unsafe fn steps(plan: &Plan) -> libc::c_int {
     let errno = || *libc::__errno_location();
+    if let Err(error) = oom_first_in_child() {
+        plan.oom_error.store(error, Ordering::Relaxed);
+    }
     for (fd, target) in plan.stdio.iter().zip(0..) {
         if libc::dup2(*fd, target) < 0 {
             return errno();
@@ -328,6 +341,35 @@ unsafe fn steps(plan: &Plan) -> libc::c_int {
     }
     libc::execve(plan.program, plan.argv, plan.envp);
     errno()
+}
+
+/// Makes this process the OOM killer's first choice (score adjustment 1000): when a
+/// function runs out of memory beside the gateway, the function is killed, never the
+/// gateway. Written by the child itself, so the score is in place before the program
+/// runs. The kernel keeps a vfork child's score its own: it is not copied to the
+/// gateway, whose memory the child shares until exec (`__set_oom_adj` skips processes with
+/// `vfork_done`).
+///
+/// # Safety
+///
+/// Only in the child of `Spawn::start`: system calls on a static path and value.
+unsafe fn oom_first_in_child() -> Result<(), libc::c_int> {
+    let fd = libc::open(
+        c"/proc/self/oom_score_adj".as_ptr(),
+        libc::O_WRONLY | libc::O_CLOEXEC,
+    );
+    if fd < 0 {
+        return Err(*libc::__errno_location());
+    }
+    let value = b"1000";
+    let written = libc::write(fd, value.as_ptr().cast(), value.len());
+    let error = *libc::__errno_location();
+    libc::close(fd);
+    if written == value.len() as isize {
+        Ok(())
+    } else {
+        Err(error)
+    }
 }
 
 /// A child's stack: an anonymous mapping with a guard page at its low end, unmapped when
@@ -440,6 +482,17 @@ fn pipe_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// `fd`, switched to non-blocking mode (the gateway's end of a pipe, read and written by
+/// tokio; the child's end stays blocking, as programs expect of their stdio).
+fn nonblocking(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads the int it is given and sets the open descriptor's mode.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &on) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// `fd`, moved above 2 if it is a standard descriptor (a gateway started with one of
 /// them closed), so that putting one pipe on stdin cannot close another before its turn.
 fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
@@ -509,6 +562,28 @@ mod tests {
         };
         let error = spawn.start().err().expect("no such program");
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    /// The child raises its own OOM score before exec, while it shares the gateway's
+    /// memory; the gateway's score stays as it was.
+    #[tokio::test]
+    async fn the_child_is_the_oom_killers_first_choice_and_its_parent_is_not() {
+        let before = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        let off = Sandbox::off();
+        let args = vec!["/proc/self/oom_score_adj".to_owned()];
+        let spawn = Spawn {
+            program: Path::new("/bin/cat"),
+            args: &args,
+            env: Vec::new(),
+            workdir: None,
+            sandbox: &off,
+        };
+        let mut child = spawn.start().unwrap();
+        let (out, status) = output(&mut child).await;
+        assert!(status.success());
+        assert_eq!(out, "1000\n");
+        let after = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+        assert_eq!(after, before, "the parent's score moved with the child's");
     }
 
     #[tokio::test]
