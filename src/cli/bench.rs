@@ -134,6 +134,9 @@ pub(super) struct Row {
 /// A row's figures and the peak memory of its server, or why it was not measured.
 type Measured = Result<(Figures, Option<u64>), String>;
 
+/// Rounds of each of two rows measured in turn ([`Bench::paired_rows`]).
+const PAIRED_ROUNDS: u32 = 5;
+
 /// The rows of one run, in the order measured.
 #[derive(Default)]
 pub(super) struct Table {
@@ -300,6 +303,62 @@ impl Bench {
             .await
             .with_context(|| format!("measuring {}", target.url))?;
         Ok(Ok((figures, pid.and_then(memory::peak_kib))))
+    }
+
+    /// Measures `base` and `test` (each a target and the pid serving it) in turn,
+    /// [`PAIRED_ROUNDS`] rounds each in the time of one row each, for a row held to within a
+    /// few percent of its baseline. This VM's speed drifts by a tenth or more over seconds;
+    /// two rows measured one after the other can put a slow spell on one of them, rounds in
+    /// turn put it on both. Requests and time add up over the rounds; p50 and p99 are the
+    /// medians of the rounds'.
+    async fn paired_rows(
+        &self,
+        base: (&Target, Option<u32>),
+        test: (&Target, Option<u32>),
+    ) -> anyhow::Result<(Measured, Measured)> {
+        let failed = self
+            .probe_failed
+            .lock()
+            .map(|mut f| f.take())
+            .unwrap_or_default();
+        if let Some(why) = failed {
+            eprintln!("hark bench: not measured: {why}");
+            return Ok((Err(why.clone()), Err(why)));
+        }
+        let round = (self.duration / PAIRED_ROUNDS).max(Duration::from_secs(1));
+        let mut rounds: [Vec<Figures>; 2] = Default::default();
+        for (target, pid) in [base, test] {
+            if let Some(pid) = pid {
+                memory::reset_peak(pid);
+            }
+            if !self.warmup.is_zero() {
+                self.generator
+                    .measure(target, self.connections, Duration::ZERO, self.warmup)
+                    .await
+                    .with_context(|| format!("warming up {}", target.url))?;
+            }
+        }
+        for _ in 0..PAIRED_ROUNDS {
+            for ((target, _), figures) in [base, test].into_iter().zip(&mut rounds) {
+                let measured = self
+                    .generator
+                    .measure(target, self.connections, Duration::ZERO, round)
+                    .await
+                    .with_context(|| format!("measuring {}", target.url))?;
+                figures.push(measured);
+            }
+        }
+        let [base_rounds, test_rounds] = rounds;
+        Ok((
+            Ok((
+                Figures::combine(&base_rounds),
+                base.1.and_then(memory::peak_kib),
+            )),
+            Ok((
+                Figures::combine(&test_rounds),
+                test.1.and_then(memory::peak_kib),
+            )),
+        ))
     }
 
     /// Sends `target` once and checks that the answer is 2xx and contains `expect`: each
@@ -775,20 +834,23 @@ async fn measure_process(
         met: added <= Duration::from_micros(300),
     });
 
-    // fork mode.
-    let target = json(spawner.url.clone());
+    // fork mode: measured in turn with its baseline, its goal being within a tenth of it.
+    let spawn_target = json(spawner.url.clone());
+    bench.probe(&spawn_target, BODY).await;
+    let target = json(format!("{}/function/cat", gateway.url));
     bench.probe(&target, BODY).await;
+    let (spawn_measured, fork_measured) = bench
+        .paired_rows((&spawn_target, spawner.pid()), (&target, gw))
+        .await?;
     let spawn_row = table.push(
         "bare server spawning cat per request (baseline)",
-        bench.row(&target, spawner.pid(), None).await?,
+        spawn_measured,
         None,
         None,
     );
-    let target = json(format!("{}/function/cat", gateway.url));
-    bench.probe(&target, BODY).await;
     let fork_row = table.push(
         "fork mode: cat through the gateway",
-        bench.row(&target, gw, None).await?,
+        fork_measured,
         Some(spawn_row),
         Some(0.9),
     );

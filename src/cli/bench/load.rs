@@ -70,6 +70,23 @@ pub(super) struct Figures {
 }
 
 impl Figures {
+    /// Rounds of one row as one: requests, errors and time added up; p50 and p99 the
+    /// medians of the rounds'.
+    pub fn combine(rounds: &[Figures]) -> Figures {
+        let median = |pick: fn(&Figures) -> Duration| {
+            let mut values: Vec<Duration> = rounds.iter().map(pick).collect();
+            values.sort();
+            values.get(values.len() / 2).copied().unwrap_or_default()
+        };
+        Figures {
+            requests: rounds.iter().map(|r| r.requests).sum(),
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            elapsed: rounds.iter().map(|r| r.elapsed).sum(),
+            p50: median(|r| r.p50),
+            p99: median(|r| r.p99),
+        }
+    }
+
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
