@@ -394,6 +394,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rounds_add_up_and_their_latencies_take_the_median() {
+        let round = |requests, ms: [u64; 2]| Figures {
+            requests,
+            errors: requests / 100,
+            elapsed: Duration::from_secs(1),
+            p50: Duration::from_millis(ms[0]),
+            p99: Duration::from_millis(ms[1]),
+        };
+        // One slow round (the third) moves the rate, not the latencies.
+        let rows = [
+            round(1800, [17, 27]),
+            round(1900, [16, 26]),
+            round(900, [35, 90]),
+        ];
+        let combined = Figures::combine(&rows);
+        assert_eq!(combined.requests, 4600);
+        assert_eq!(combined.errors, 46);
+        assert_eq!(combined.elapsed, Duration::from_secs(3));
+        assert_eq!(combined.p50, Duration::from_millis(17));
+        assert_eq!(combined.p99, Duration::from_millis(27));
+        assert!((combined.rate() - 4600.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn lua_strings_escape_quotes_and_bytes() {
         assert_eq!(lua_string(r#"a"b\c"#), r#""a\"b\\c""#);
         assert_eq!(lua_string("x\ny"), r#""x\010y""#);
