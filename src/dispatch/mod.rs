@@ -136,7 +136,12 @@ impl Dispatcher {
         }
         {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-            *counts.entry(name.clone()).or_default() += 1;
+            match counts.get_mut(name) {
+                Some(count) => *count += 1,
+                None => {
+                    counts.insert(name.clone(), 1);
+                }
+            }
         }
         self.meters.finished(name, status, duration);
         tracing::info!(

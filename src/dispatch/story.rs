@@ -242,7 +242,13 @@ impl StoryRate {
         }
         let rate = f64::from(rate);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, tokens) = buckets.entry(name.clone()).or_insert((now, rate));
+        // The name is cloned only for a function's first call.
+        if !buckets.contains_key(name) {
+            buckets.insert(name.clone(), (now, rate));
+        }
+        let Some((at, tokens)) = buckets.get_mut(name) else {
+            return false;
+        };
         *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
         *at = now;
         if *tokens >= 1.0 {

@@ -183,18 +183,24 @@ pub(super) fn http_env(call: &Invocation) -> Vec<(String, String)> {
     ];
     for (name, value) in &call.headers {
         let Ok(value) = value.to_str() else { continue };
-        let title: Vec<String> = name
-            .as_str()
-            .split('-')
-            .map(|part| {
-                let mut chars = part.chars();
-                match chars.next() {
-                    Some(first) => first.to_ascii_uppercase().to_string() + chars.as_str(),
-                    None => String::new(),
+        let name = name.as_str();
+        let mut variable = String::with_capacity("Http_".len() + name.len());
+        variable.push_str("Http_");
+        let mut word_start = true;
+        for c in name.chars() {
+            match c {
+                '-' => {
+                    variable.push('_');
+                    word_start = true;
                 }
-            })
-            .collect();
-        env.push((format!("Http_{}", title.join("_")), value.to_owned()));
+                c if word_start => {
+                    variable.push(c.to_ascii_uppercase());
+                    word_start = false;
+                }
+                c => variable.push(c),
+            }
+        }
+        env.push((variable, value.to_owned()));
     }
     env
 }
@@ -209,6 +215,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("text/plain"));
         headers.insert("x-call-id", HeaderValue::from_static("abc"));
+        headers.insert("accept-language", HeaderValue::from_static("en-GB"));
         let call = Invocation {
             call_id: "abc".into(),
             method: Method::POST,
@@ -224,5 +231,6 @@ mod tests {
         assert_eq!(get("Http_Query"), Some("x=1"));
         assert_eq!(get("Http_Content_Type"), Some("text/plain"));
         assert_eq!(get("Http_X_Call_Id"), Some("abc"));
+        assert_eq!(get("Http_Accept_Language"), Some("en-GB"));
     }
 }

@@ -79,20 +79,12 @@ impl Spawn<'_> {
             args.push(c_string(OsStr::new(arg))?);
         }
         let argv = pointers(&args);
-        let env: std::collections::BTreeMap<&str, &str> = self.env.iter().copied().collect();
-        let env = env
-            .into_iter()
-            .map(|(k, v)| {
-                if k.contains('=') {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidInput,
-                        format!("environment variable name {k:?} contains '='"),
-                    ));
-                }
-                c_string(OsStr::new(&format!("{k}={v}")))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let envp = pointers(&env);
+        let env = environment(&self.env)?;
+        let envp: Vec<*const libc::c_char> = env
+            .split_inclusive(|b| *b == 0)
+            .map(|entry| entry.as_ptr().cast())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
         let workdir = self
             .workdir
             .map(|dir| c_string(dir.as_os_str()))
@@ -462,6 +454,39 @@ fn c_string(text: &OsStr) -> std::io::Result<CString> {
     })
 }
 
+/// The environment `execve` takes, in one buffer (a call's start allocates no string per
+/// variable): each `NAME=value` NUL-terminated, sorted by name; of a name given twice,
+/// the last value.
+fn environment(env: &[(&str, &str)]) -> std::io::Result<Vec<u8>> {
+    let mut order: Vec<usize> = (0..env.len()).collect();
+    // Stable: of equal names, the later stays later.
+    order.sort_by_key(|&i| env[i].0);
+    let mut bytes = Vec::with_capacity(env.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+    for (n, &i) in order.iter().enumerate() {
+        let (name, value) = env[i];
+        if order.get(n + 1).is_some_and(|&next| env[next].0 == name) {
+            continue;
+        }
+        if name.contains('=') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("environment variable name {name:?} contains '='"),
+            ));
+        }
+        if name.contains('\0') || value.contains('\0') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("nul byte found in environment variable {name:?}"),
+            ));
+        }
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.push(b'=');
+        bytes.extend_from_slice(value.as_bytes());
+        bytes.push(0);
+    }
+    Ok(bytes)
+}
+
 /// The null-terminated array of pointers `execve` takes.
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
     strings
@@ -562,6 +587,17 @@ mod tests {
         };
         let error = spawn.start().err().expect("no such program");
         assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_environment_is_sorted_with_the_last_value_of_a_name() {
+        let env = environment(&[("B", "2"), ("A", "first"), ("C", ""), ("A", "last")]).unwrap();
+        assert_eq!(env, b"A=last\0B=2\0C=\0");
+        assert_eq!(environment(&[]).unwrap(), b"");
+        let bad_name = environment(&[("A=B", "1")]).unwrap_err();
+        assert_eq!(bad_name.kind(), std::io::ErrorKind::InvalidInput);
+        let nul = environment(&[("A", "x\0y")]).unwrap_err();
+        assert_eq!(nul.kind(), std::io::ErrorKind::InvalidInput);
     }
 
     /// The child raises its own OOM score before exec, while it shares the gateway's
