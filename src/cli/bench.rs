@@ -280,13 +280,7 @@ impl Bench {
         pid: Option<u32>,
         connections: Option<usize>,
     ) -> anyhow::Result<Measured> {
-        let failed = self
-            .probe_failed
-            .lock()
-            .map(|mut f| f.take())
-            .unwrap_or_default();
-        if let Some(why) = failed {
-            eprintln!("hark bench: not measured: {why}");
+        if let Some(why) = self.probe_failure() {
             return Ok(Err(why));
         }
         if let Some(pid) = pid {
@@ -305,6 +299,17 @@ impl Bench {
         Ok(Ok((figures, pid.and_then(memory::peak_kib))))
     }
 
+    /// Why the last probe failed, taken (the next measurement is then not made) and said.
+    fn probe_failure(&self) -> Option<String> {
+        let why = self
+            .probe_failed
+            .lock()
+            .map(|mut f| f.take())
+            .unwrap_or_default()?;
+        eprintln!("hark bench: not measured: {why}");
+        Some(why)
+    }
+
     /// Measures `base` and `test` (each a target and the pid serving it) in turn,
     /// [`PAIRED_ROUNDS`] rounds each in the time of one row each, for a row held to within a
     /// few percent of its baseline. This VM's speed drifts by a tenth or more over seconds;
@@ -316,13 +321,7 @@ impl Bench {
         base: (&Target, Option<u32>),
         test: (&Target, Option<u32>),
     ) -> anyhow::Result<(Measured, Measured)> {
-        let failed = self
-            .probe_failed
-            .lock()
-            .map(|mut f| f.take())
-            .unwrap_or_default();
-        if let Some(why) = failed {
-            eprintln!("hark bench: not measured: {why}");
+        if let Some(why) = self.probe_failure() {
             return Ok((Err(why.clone()), Err(why)));
         }
         let round = (self.duration / PAIRED_ROUNDS).max(Duration::from_secs(1));
