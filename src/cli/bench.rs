@@ -267,7 +267,7 @@ pub(super) struct Bench {
     connections: usize,
     warmup: Duration,
     duration: Duration,
-    /// Why the last probe failed; the next row is then not measured.
+    /// Why the last probe failed; the next row (or pair of rows) is then not measured.
     probe_failed: std::sync::Mutex<Option<String>>,
 }
 
@@ -310,19 +310,28 @@ impl Bench {
         Some(why)
     }
 
-    /// Measures `base` and `test` (each a target and the pid serving it) in turn,
-    /// [`PAIRED_ROUNDS`] rounds each in the time of one row each, for a row held to within a
-    /// few percent of its baseline. This VM's speed drifts by a tenth or more over seconds;
-    /// two rows measured one after the other can put a slow spell on one of them, rounds in
-    /// turn put it on both. Requests and time add up over the rounds; p50 and p99 are the
-    /// medians of the rounds'.
+    /// Probes `base` and `test` (each a target and the pid serving it) with `expect`, then
+    /// measures them in turn, [`PAIRED_ROUNDS`] rounds each of a fifth of `--duration` (at
+    /// least a second), for a row held to within a few percent of its baseline. This VM's
+    /// speed drifts by a tenth or more over seconds; two rows measured one after the other
+    /// can put a slow spell on one of them, rounds in turn put it on both. Requests and
+    /// time add up over the rounds; p50 and p99 are the medians of the rounds'. When
+    /// either probe fails, neither is measured, each row saying why.
     async fn paired_rows(
         &self,
         base: (&Target, Option<u32>),
         test: (&Target, Option<u32>),
+        expect: &str,
     ) -> anyhow::Result<(Measured, Measured)> {
-        if let Some(why) = self.probe_failure() {
-            return Ok((Err(why.clone()), Err(why)));
+        self.probe(base.0, expect).await;
+        let base_failed = self.probe_failure();
+        self.probe(test.0, expect).await;
+        let test_failed = self.probe_failure();
+        if base_failed.is_some() || test_failed.is_some() {
+            let why = |own: Option<String>| {
+                own.unwrap_or_else(|| "the row measured in turn with it failed its probe".into())
+            };
+            return Ok((Err(why(base_failed)), Err(why(test_failed))));
         }
         let round = (self.duration / PAIRED_ROUNDS).max(Duration::from_secs(1));
         let mut rounds: [Vec<Figures>; 2] = Default::default();
@@ -363,7 +372,8 @@ impl Bench {
     /// Sends `target` once and checks that the answer is 2xx and contains `expect`: each
     /// row is checked to do what it says before it is measured.
     /// A failed probe is tried again a few times, 200 ms apart (the gateway may still be
-    /// finishing the previous row's calls); then the next row is reported as failed.
+    /// finishing the previous row's calls); then the next row (or pair of rows) is reported
+    /// as failed.
     async fn probe(&self, target: &Target, expect: &str) {
         let mut tries = 0;
         loop {
@@ -835,11 +845,9 @@ async fn measure_process(
 
     // fork mode: measured in turn with its baseline, its goal being within a tenth of it.
     let spawn_target = json(spawner.url.clone());
-    bench.probe(&spawn_target, BODY).await;
     let target = json(format!("{}/function/cat", gateway.url));
-    bench.probe(&target, BODY).await;
     let (spawn_measured, fork_measured) = bench
-        .paired_rows((&spawn_target, spawner.pid()), (&target, gw))
+        .paired_rows((&spawn_target, spawner.pid()), (&target, gw), BODY)
         .await?;
     let spawn_row = table.push(
         "bare server spawning cat per request (baseline)",

@@ -84,8 +84,8 @@ async fn a_function_flooding_stderr_does_not_exhaust_memory() {
 #[tokio::test]
 async fn a_function_is_the_oom_killers_first_choice_and_the_gateway_is_not() {
     let gw = Gateway::start();
-    // The score is set right after the start, before the body is written: read once the
-    // body has been read.
+    // The score is set before the program runs (by the fork-mode child, before exec); the
+    // body is read first all the same.
     gw.deploy_sh(
         "score",
         "cat > /dev/null; cat /proc/self/oom_score_adj",

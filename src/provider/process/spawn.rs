@@ -346,7 +346,11 @@ unsafe fn steps(plan: &Plan) -> libc::c_int {
 ///
 /// Only in the child of `Spawn::start`: system calls on a static path and value.
 unsafe fn oom_first_in_child() -> Result<(), libc::c_int> {
-    let fd = libc::open(
+    // Raw system calls, as in `Sandbox::enter`: no libc wrapper touches the (shared)
+    // thread's state.
+    let fd = libc::syscall(
+        libc::SYS_openat,
+        libc::AT_FDCWD,
         c"/proc/self/oom_score_adj".as_ptr(),
         libc::O_WRONLY | libc::O_CLOEXEC,
     );
@@ -354,14 +358,14 @@ unsafe fn oom_first_in_child() -> Result<(), libc::c_int> {
         return Err(*libc::__errno_location());
     }
     let value = b"1000";
-    let written = libc::write(fd, value.as_ptr().cast(), value.len());
-    let error = *libc::__errno_location();
-    libc::close(fd);
-    if written == value.len() as isize {
-        Ok(())
-    } else {
-        Err(error)
-    }
+    let written = libc::syscall(libc::SYS_write, fd, value.as_ptr(), value.len());
+    let result = match written {
+        n if n < 0 => Err(*libc::__errno_location()),
+        n if n as usize != value.len() => Err(libc::EIO),
+        _ => Ok(()),
+    };
+    libc::syscall(libc::SYS_close, fd);
+    result
 }
 
 /// A child's stack: an anonymous mapping with a guard page at its low end, unmapped when
