@@ -227,6 +227,21 @@ async fn call(client: &reqwest::Client, url: &str, function: &str, body: &str) -
     (answer.status().as_u16(), answer.text().await.unwrap())
 }
 
+/// Waits until the replica at `url` runs `function`, a function that prints its host's
+/// name, and checks that it ran in replica `id`'s own container. When another container
+/// answers, the replica was replaced at the same address: the message says why it went
+/// (its state, health checks included, and the tasks' history).
+async fn served_by(client: &reqwest::Client, stack: &str, id: &str, url: &str, function: &str) {
+    let answer = served(client, url, function).await;
+    if answer != id[..12] {
+        let state = docker(&["inspect", "--format", "{{json .State}}", id]);
+        panic!(
+            "{url} was replica {id}, but {answer} answered; {id}'s state: {state}\n{}",
+            stack_logs(stack)
+        );
+    }
+}
+
 /// Waits until the replica at `url` runs `function` (deployed through another replica),
 /// and gives its answer.
 async fn served(client: &reqwest::Client, url: &str, function: &str) -> String {
@@ -372,7 +387,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
         .unwrap();
     assert_eq!(deploy.status(), 202, "{}", deploy.text().await.unwrap());
     for (id, url) in &first[1..] {
-        assert_eq!(served(&client, url, "whoami").await, id[..12]);
+        served_by(&client, &stack, id, url, "whoami").await;
     }
 
     // A rolling update, one replica at a time: the new replicas take the same token and
@@ -391,7 +406,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
     let second = healthy_replicas(&client, &stack, 3, &old).await;
     for (id, url) in &second {
         cleanup.volumes.extend(volumes_of(id));
-        assert_eq!(served(&client, url, "whoami").await, id[..12]);
+        served_by(&client, &stack, id, url, "whoami").await;
         assert_eq!(
             status_at(&client, url, &admin).await,
             200,

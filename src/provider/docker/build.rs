@@ -477,9 +477,11 @@ fn gateway_context(base: &str, settings: &BuildSettings) -> Result<Vec<u8>, Dock
     context.dir(&under(root, Path::new(GATEWAY_DATA_DIR)), 0o700)?;
     context.dir(&under(root, Path::new(GATEWAY_WORKDIR)), 0o755)?;
     // Swarm and `docker ps` tell a gateway that serves from one that only runs; a rolling
-    // update waits for the new one to be healthy. Needs busybox's wget.
+    // update waits for the new one to be healthy. Needs busybox's wget. The engine runs
+    // each check as an exec in the container, which can take seconds on a busy host: a
+    // short timeout there marks a serving gateway unhealthy and Swarm replaces it.
     let healthcheck = if settings.busybox.is_some() {
-        "HEALTHCHECK --interval=10s --timeout=3s --start-period=10s CMD [\"/bin/sh\", \"-c\", \"wget -q -O /dev/null http://127.0.0.1:${HARK_PORT}/healthz\"]\n"
+        "HEALTHCHECK --interval=10s --timeout=10s --start-period=30s --retries=3 CMD [\"/bin/sh\", \"-c\", \"wget -q -O /dev/null http://127.0.0.1:${HARK_PORT}/healthz\"]\n"
     } else {
         ""
     };
