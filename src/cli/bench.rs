@@ -499,7 +499,12 @@ async fn run_in(
     let ceiling = Server::start(&exe, "echo", dir, &bench.client).await?;
     let spawner = Server::start(&exe, "spawn", dir, &bench.client).await?;
 
-    let secrets = ChannelSecrets::new();
+    let secrets = ChannelSecrets::new(format!("{}/slack-late-replies", ceiling.url));
+    let sink_host = url::Url::parse(&ceiling.url)?
+        .host_str()
+        .context("the echo server's URL has no host")?
+        .to_owned();
+    let sink_host = sink_host.as_str();
     let alexa = AlexaBench::prepare(dir, Some(ECHO))?;
     let config = dir.join("bench.yml");
     std::fs::write(&config, stack_file(&exe, connections)?)?;
@@ -508,7 +513,14 @@ async fn run_in(
         let (exe, env) = (&exe, secrets.env());
         async move {
             std::fs::create_dir_all(&data)?;
-            let mut args = vec!["--provider", "process", "--config", config];
+            let mut args = vec![
+                "--provider",
+                "process",
+                "--config",
+                config,
+                "--egress-allow",
+                sink_host,
+            ];
             args.extend(extra.iter().map(String::as_str));
             Gateway::start_with_env(exe, &data, &args, &env).await
         }
@@ -1164,18 +1176,24 @@ const SLACK_SECRET: &str = "bench-slack-signing";
 const GITHUB_SECRET: &str = "bench-github-webhook";
 
 /// The signing secrets of the run's Slack and GitHub routes, random per run, handed to
-/// the gateway in its environment.
+/// the gateway in its environment; and where the slash commands' late replies go.
 struct ChannelSecrets {
     slack: String,
     github: String,
+    /// The slash commands' `response_url`: a local server of the run (the gateways allow
+    /// its address with `--egress-allow`). The calls still running when a row's load stops
+    /// answer there, at once, instead of retrying Slack's host for minutes (which does not
+    /// resolve on a machine without the Internet) through the rows after.
+    response_url: String,
 }
 
 impl ChannelSecrets {
-    fn new() -> ChannelSecrets {
+    fn new(response_url: String) -> ChannelSecrets {
         let random = || uuid::Uuid::new_v4().simple().to_string();
         ChannelSecrets {
             slack: random(),
             github: random(),
+            response_url,
         }
     }
 
@@ -1189,7 +1207,22 @@ impl ChannelSecrets {
 
     /// A slash command as Slack sends it, signed now (Slack's window is 5 minutes).
     fn slack(&self, url: &str) -> Target {
-        let body = "token=bench&team_id=T0BENCH&team_domain=bench&channel_id=C0BENCH&channel_name=bench&user_id=U0BENCH&user_name=ada&command=%2Fbench&text=how+many+days+are+left&api_app_id=A0BENCH&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT0BENCH%2F1%2Fbench&trigger_id=1.2.bench";
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("token", "bench"),
+                ("team_id", "T0BENCH"),
+                ("team_domain", "bench"),
+                ("channel_id", "C0BENCH"),
+                ("channel_name", "bench"),
+                ("user_id", "U0BENCH"),
+                ("user_name", "ada"),
+                ("command", "/bench"),
+                ("text", "how many days are left"),
+                ("api_app_id", "A0BENCH"),
+                ("response_url", &self.response_url),
+                ("trigger_id", "1.2.bench"),
+            ])
+            .finish();
         let now = chrono::Utc::now().timestamp();
         let signature =
             crate::channels::slack::verify::sign(self.slack.as_bytes(), now, body.as_bytes());
