@@ -50,6 +50,9 @@ pub struct DoctorArgs {
     /// file's `store:`, else sqlite, DATA/hark.db].
     #[arg(long, env = "HARK_STORE", hide_env_values = true)]
     store: Option<String>,
+    /// A file holding the store's URL, instead of `--store` (as `hark up --store-file`).
+    #[arg(long, env = "HARK_STORE_FILE", conflicts_with = "store")]
+    store_file: Option<PathBuf>,
     /// TESTING AID: the clock checked starts at this time (as `hark up --clock`).
     #[arg(long, alias = "test-clock", env = "HARK_TEST_CLOCK", hide = true)]
     clock: Option<String>,
@@ -139,11 +142,15 @@ pub async fn run(
             .unwrap_or_default(),
     );
     checks.push(data_dir(data, args.min_free_disk));
-    let store = StoreChoice {
-        location: args.store.clone(),
-        ..StoreChoice::default()
-    }
-    .resolve(stack.as_ref().and_then(|s| s.store.as_deref()));
+    let store = super::up::store_location(args.store.clone(), args.store_file.as_deref()).and_then(
+        |location| {
+            StoreChoice {
+                location,
+                ..StoreChoice::default()
+            }
+            .resolve(stack.as_ref().and_then(|s| s.store.as_deref()))
+        },
+    );
     let stored_secrets = match store {
         Ok(StoreConfig::Sqlite { .. }) => stored_secret_names(&data.join("hark.db")),
         Ok(StoreConfig::Postgres { url, .. }) => {
@@ -155,7 +162,7 @@ pub async fn run(
             checks.push(Check::miss(
                 "store",
                 format!("{e:#}"),
-                "give --store (or HARK_STORE) sqlite or postgres://USER@HOST:PORT/DB",
+                "give --store (or HARK_STORE) sqlite or postgres://USER@HOST:PORT/DB, or --store-file a file holding one",
             ));
             Vec::new()
         }

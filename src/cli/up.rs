@@ -238,16 +238,7 @@ impl UpArgs {
             stack: StackSource::file_or_default(self.config),
             skills: self.skills,
             store: StoreChoice {
-                location: match (self.store, &self.store_file) {
-                    (Some(store), _) => Some(store),
-                    (None, Some(file)) => Some(
-                        std::fs::read_to_string(file)
-                            .with_context(|| format!("--store-file {}", file.display()))?
-                            .trim()
-                            .to_owned(),
-                    ),
-                    (None, None) => None,
-                },
+                location: store_location(self.store, self.store_file.as_deref())?,
                 key_file: self.secret_key_file,
                 durability: self.durability,
             },
@@ -347,6 +338,25 @@ fn parse_age(text: &str) -> Result<Duration, String> {
             .ok_or_else(wrong),
         None => crate::function::parse_duration(text).ok_or_else(wrong),
     }
+}
+
+/// The store's URL from `--store`, else read from `--store-file` (a Docker or Swarm
+/// secret), else none (the stack file's `store:` or SQLite). `hark doctor` resolves its
+/// own the same way, so it checks the store the gateway opens.
+pub(crate) fn store_location(
+    store: Option<String>,
+    file: Option<&Path>,
+) -> anyhow::Result<Option<String>> {
+    Ok(match (store, file) {
+        (Some(store), _) => Some(store),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("--store-file {}", file.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    })
 }
 
 #[cfg(test)]

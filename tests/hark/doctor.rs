@@ -27,7 +27,9 @@ channels:
 /// and its checks by name.
 fn doctor(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
     let mut command = Command::new(hark_bin());
-    command.env_remove("HARK_STORE");
+    command
+        .env_remove("HARK_STORE")
+        .env_remove("HARK_STORE_FILE");
     // The gateway's store, when its data directory's gateway keeps it on PostgreSQL.
     let data = args
         .iter()
@@ -233,8 +235,9 @@ async fn doctor_names_each_missing_dependency_with_its_fix_and_passes_when_none_
         .contains("hark up"));
 }
 
-/// On PostgreSQL (`--store`, as `hark up` is given it), the doctor checks the database
-/// the gateways share, and finds the secrets there rather than in a SQLite file.
+/// On PostgreSQL (`--store` or `HARK_STORE_FILE`, as `hark up` is given it), the doctor
+/// checks the database the gateways share, and finds the secrets there rather than in a
+/// SQLite file.
 #[tokio::test]
 async fn doctor_checks_the_postgres_store_and_finds_its_secrets_there() {
     let Some(cluster) = crate::pg_cluster::cluster() else {
@@ -257,6 +260,28 @@ async fn doctor_checks_the_postgres_store_and_finds_its_secrets_there() {
         dir.path(),
         &["--gateway", &gw.url, "--data", &data, "--store", &url],
         &[],
+    );
+    assert_eq!(checks["store"]["status"], "ok", "{checks}");
+    assert!(
+        checks["store"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("schema version"),
+        "{checks}"
+    );
+    assert_eq!(checks["secrets"]["status"], "ok", "{checks}");
+
+    // The same with the URL in a file (`HARK_STORE_FILE`, a Swarm secret), as the
+    // gateways of deploy/swarm/stack.yml are given it: not SQLite's file in --data.
+    let url_file = dir.path().join("store");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
+    let (_, checks) = doctor(
+        dir.path(),
+        &["--gateway", &gw.url],
+        &[
+            ("HARK_DATA", data.as_str()),
+            ("HARK_STORE_FILE", url_file.to_str().unwrap()),
+        ],
     );
     assert_eq!(checks["store"]["status"], "ok", "{checks}");
     assert!(
