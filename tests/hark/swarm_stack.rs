@@ -227,33 +227,48 @@ async fn call(client: &reqwest::Client, url: &str, function: &str, body: &str) -
     (answer.status().as_u16(), answer.text().await.unwrap())
 }
 
-/// Waits until the replica at `url` runs `function`, a function that prints its host's
-/// name, and checks that it ran in replica `id`'s own container. When another container
-/// answers, the replica was replaced at the same address: the message says why it went
-/// (its state, health checks included, and the tasks' history).
+/// Waits until the replica at `url` runs `function` (deployed through another replica), a
+/// function that prints its host's name, and checks that it ran in replica `id`'s own
+/// container. When another container answers, or none does, the replica may have been
+/// replaced at the same address: the message says why it went (its state, health checks
+/// included, and the tasks' history).
 async fn served_by(client: &reqwest::Client, stack: &str, id: &str, url: &str, function: &str) {
-    let answer = served(client, url, function).await;
-    if answer != id[..12] {
-        let state = docker(&["inspect", "--format", "{{json .State}}", id]);
-        panic!(
-            "{url} was replica {id}, but {answer} answered; {id}'s state: {state}\n{}",
+    let why = || {
+        let inspected = Command::new("docker")
+            .args(["inspect", "--format", "{{json .State}}", id])
+            .output()
+            .expect("run the docker CLI");
+        format!(
+            "{id}'s state: {}{}\n{}",
+            String::from_utf8_lossy(&inspected.stdout),
+            String::from_utf8_lossy(&inspected.stderr),
             stack_logs(stack)
-        );
-    }
-}
-
-/// Waits until the replica at `url` runs `function` (deployed through another replica),
-/// and gives its answer.
-async fn served(client: &reqwest::Client, url: &str, function: &str) -> String {
+        )
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, text) = call(client, url, function, "").await;
-        if status == 200 {
-            return text.trim().to_owned();
-        }
+        let last = match client
+            .post(format!("{url}/function/{function}"))
+            .send()
+            .await
+        {
+            Ok(answer) if answer.status() == 200 => {
+                let text = answer.text().await.unwrap();
+                let answer = text.trim();
+                assert!(
+                    answer == &id[..12],
+                    "{url} was replica {id}, but {answer} answered; {}",
+                    why()
+                );
+                return;
+            }
+            Ok(answer) => format!("{} {}", answer.status(), answer.text().await.unwrap()),
+            Err(e) => e.to_string(),
+        };
         assert!(
             Instant::now() < deadline,
-            "{url} never served {function}: {status} {text}"
+            "{url} (replica {id}) never served {function}: {last}; {}",
+            why()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
