@@ -27,6 +27,9 @@ use crate::telemetry::throttle::{Throttle, REPEAT_INTERVAL};
 /// Environment variable of `hark up --egress-allow`.
 pub const ENV_EGRESS_ALLOW: &str = "HARK_EGRESS_ALLOW";
 
+/// What a gateway warns at start when `--egress-allow` names addresses.
+pub const ALLOWED_WARNING: &str = "callback URLs may reach these special addresses";
+
 /// Why a URL may not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EgressError {

@@ -579,7 +579,7 @@ impl GatewayConfig {
             crate::egress::EgressPolicy::allowing(&cfg.egress_allow).context("--egress-allow")?,
         );
         if !egress.allowed().is_empty() {
-            tracing::warn!(allowed = ?egress.allowed(), "callback URLs may reach these special addresses");
+            tracing::warn!(allowed = ?egress.allowed(), "{}", crate::egress::ALLOWED_WARNING);
         }
         // Bound before the stack file is read and the functions start, so that both can be
         // given the gateway's own URL.

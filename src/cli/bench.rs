@@ -499,12 +499,13 @@ async fn run_in(
     let ceiling = Server::start(&exe, "echo", dir, &bench.client).await?;
     let spawner = Server::start(&exe, "spawn", dir, &bench.client).await?;
 
-    let secrets = ChannelSecrets::new(format!("{}/slack-late-replies", ceiling.url));
+    let secrets = ChannelSecrets::new(format!("{}slack-late-replies", ceiling.url));
     let sink_host = url::Url::parse(&ceiling.url)?
         .host_str()
         .context("the echo server's URL has no host")?
         .to_owned();
     let sink_host = sink_host.as_str();
+    eprintln!("hark bench: slash commands' late replies go to the run's echo server (each gateway allows {sink_host} with --egress-allow)");
     let alexa = AlexaBench::prepare(dir, Some(ECHO))?;
     let config = dir.join("bench.yml");
     std::fs::write(&config, stack_file(&exe, connections)?)?;
@@ -1830,6 +1831,8 @@ impl Gateway {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(url.trim().to_owned());
                     }
+                } else if line.contains(crate::egress::ALLOWED_WARNING) {
+                    // The bench's own --egress-allow, said once at the start.
                 } else if shown < GATEWAY_LINES_SHOWN {
                     shown += 1;
                     eprintln!("hark bench: gateway: {line}");

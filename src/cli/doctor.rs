@@ -493,7 +493,7 @@ fn stored_secret_names(db: &Path) -> Vec<String> {
 /// of the secrets it holds.
 async fn postgres(url: &DatabaseUrl) -> (Check, Vec<String>) {
     const NAME: &str = "store";
-    let fix = "start PostgreSQL, or correct --store, HARK_STORE or store: in hark.yml";
+    let fix = "start PostgreSQL, or correct --store, HARK_STORE, the file --store-file (HARK_STORE_FILE) names, or store: in hark.yml";
     let connected = tokio::time::timeout(
         Duration::from_secs(5),
         tokio_postgres::connect(url.expose(), tokio_postgres::NoTls),

@@ -340,9 +340,10 @@ fn parse_age(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The store's URL from `--store`, else read from `--store-file` (a Docker or Swarm
-/// secret), else none (the stack file's `store:` or SQLite). `hark doctor` resolves its
-/// own the same way, so it checks the store the gateway opens.
+/// The store's URL from `--store` or read from `--store-file` (a Docker or Swarm secret;
+/// the two exclude each other on the command line), else none (the stack file's `store:`
+/// or SQLite). `hark doctor` resolves its own the same way, so it checks the store the
+/// gateway opens.
 pub(crate) fn store_location(
     store: Option<String>,
     file: Option<&Path>,
