@@ -256,20 +256,19 @@ async fn doctor_checks_the_postgres_store_and_finds_its_secrets_there() {
     assert!(created.status().is_success(), "{}", created.status());
     crate::util::register_secret("in-postgres");
     let data = gw.data.display().to_string();
+    // The store checked is the database, its schema read, and the stack's secret found there.
+    let found_in_postgres = |checks: &Value| {
+        assert_eq!(checks["store"]["status"], "ok", "{checks}");
+        let detail = checks["store"]["detail"].as_str().unwrap();
+        assert!(detail.contains("schema version"), "{checks}");
+        assert_eq!(checks["secrets"]["status"], "ok", "{checks}");
+    };
     let (_, checks) = doctor(
         dir.path(),
         &["--gateway", &gw.url, "--data", &data, "--store", &url],
         &[],
     );
-    assert_eq!(checks["store"]["status"], "ok", "{checks}");
-    assert!(
-        checks["store"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("schema version"),
-        "{checks}"
-    );
-    assert_eq!(checks["secrets"]["status"], "ok", "{checks}");
+    found_in_postgres(&checks);
 
     // The same with the URL in a file (`HARK_STORE_FILE`, a Swarm secret), as the
     // gateways of deploy/swarm/stack.yml are given it: not SQLite's file in --data.
@@ -283,15 +282,7 @@ async fn doctor_checks_the_postgres_store_and_finds_its_secrets_there() {
             ("HARK_STORE_FILE", url_file.to_str().unwrap()),
         ],
     );
-    assert_eq!(checks["store"]["status"], "ok", "{checks}");
-    assert!(
-        checks["store"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("schema version"),
-        "{checks}"
-    );
-    assert_eq!(checks["secrets"]["status"], "ok", "{checks}");
+    found_in_postgres(&checks);
 
     // A database that does not answer is named, with the cause, and no password.
     let (ok, checks) = doctor(
