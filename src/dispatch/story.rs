@@ -242,21 +242,28 @@ impl StoryRate {
         }
         let rate = f64::from(rate);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        // The name is cloned only for a function's first call.
-        if !buckets.contains_key(name) {
-            buckets.insert(name.clone(), (now, rate));
+        if let Some(bucket) = buckets.get_mut(name) {
+            return take(bucket, now, rate);
         }
-        let Some((at, tokens)) = buckets.get_mut(name) else {
-            return false;
-        };
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        // A function's first call: its name is cloned only now, into a full bucket.
+        take(
+            buckets.entry(name.clone()).or_insert((now, rate)),
+            now,
+            rate,
+        )
+    }
+}
+
+/// Refills a bucket of at most `rate` tokens at `rate` a second up to `now`, and takes a
+/// token from it if it holds one.
+fn take((at, tokens): &mut (Instant, f64), now: Instant, rate: f64) -> bool {
+    *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(rate);
+    *at = now;
+    if *tokens >= 1.0 {
+        *tokens -= 1.0;
+        true
+    } else {
+        false
     }
 }
 
