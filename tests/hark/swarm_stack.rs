@@ -217,14 +217,19 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-async fn call(client: &reqwest::Client, url: &str, function: &str, body: &str) -> (u16, String) {
+/// `POST url/function/FUNCTION` with `body`: the answer's status and text.
+async fn call(
+    client: &reqwest::Client,
+    url: &str,
+    function: &str,
+    body: &str,
+) -> reqwest::Result<(u16, String)> {
     let answer = client
         .post(format!("{url}/function/{function}"))
         .body(body.to_owned())
         .send()
-        .await
-        .unwrap();
-    (answer.status().as_u16(), answer.text().await.unwrap())
+        .await?;
+    Ok((answer.status().as_u16(), answer.text().await?))
 }
 
 /// Waits until the replica at `url` runs `function` (deployed through another replica), a
@@ -247,13 +252,8 @@ async fn served_by(client: &reqwest::Client, stack: &str, id: &str, url: &str, f
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let last = match client
-            .post(format!("{url}/function/{function}"))
-            .send()
-            .await
-        {
-            Ok(answer) if answer.status() == 200 => {
-                let text = answer.text().await.unwrap();
+        let last = match call(client, url, function, "").await {
+            Ok((200, text)) => {
                 let answer = text.trim();
                 assert!(
                     answer == &id[..12],
@@ -262,7 +262,7 @@ async fn served_by(client: &reqwest::Client, stack: &str, id: &str, url: &str, f
                 );
                 return;
             }
-            Ok(answer) => format!("{} {}", answer.status(), answer.text().await.unwrap()),
+            Ok((status, text)) => format!("{status} {text}"),
             Err(e) => e.to_string(),
         };
         assert!(
@@ -362,7 +362,7 @@ async fn three_gateway_replicas_share_one_postgres_and_survive_a_rolling_update(
     // Each replica serves the stack's functions and accepts the admin token made offline.
     for (_, url) in &first {
         assert_eq!(
-            call(&client, url, "shout", "hello").await,
+            call(&client, url, "shout", "hello").await.unwrap(),
             (200, "HELLO".to_owned()),
             "{}",
             stack_logs(&stack)
